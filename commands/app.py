@@ -1,0 +1,22 @@
+"""Entry point: registers one Typer command per module. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import typer
+
+from commands import check, embed, info
+
+app = typer.Typer(
+    name="saeembed",
+    help="Corpus analysis with sparse-autoencoder (SAE) embeddings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("embed")(embed.run)
+app.command("info")(info.run)
+app.command("check")(check.run)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,31 @@
+"""`saeembed info`: what a store holds and how it was made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typing_extensions import Annotated
+
+from commands.ui import print_json, user_errors
+
+
+def run(
+    store: Annotated[Path, typer.Argument(help="A store written by `saeembed embed`.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Rows, tokens, model, SAE, mean active latents per document and bytes per document."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from saeembed.summary import summarize
+
+    with user_errors():
+        summary = summarize(store)
+    if json_out:
+        print_json(summary)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in summary.items():
+        table.add_row(f"[bold]{key}[/bold]", f"{value:,.1f}" if isinstance(value, float) else str(value))
+    Console().print(table)

@@ -1,0 +1,35 @@
+"""The rich progress bar of long runs, drawn on stderr so stdout stays parseable."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable, Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from commands.ui import stderr
+
+
+@contextlib.contextmanager
+def embed_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | None]:
+    """Yield an `on_progress` callback that draws docs, docs/s, tokens/s and ETA."""
+    if disabled:
+        yield None
+        return
+    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=stderr, transient=True)
+    task = progress.add_task("embed", total=None, rate="")
+    started = time.perf_counter()
+    first_done: list[int] = []
+
+    def update(state: Any) -> None:
+        if not first_done:
+            first_done.append(state.docs_done)  # documents from the cache do not count in the rates
+        elapsed = max(time.perf_counter() - started, 1e-6)
+        docs_rate = (state.docs_done - first_done[0]) / elapsed
+        progress.update(task, total=state.docs_total, completed=state.docs_done,
+                        rate=f"{docs_rate:,.0f} docs/s  {state.tokens_done / elapsed:,.0f} tok/s")
+
+    with progress:
+        yield update

@@ -1,0 +1,40 @@
+"""What every command shares: one-line user errors, stderr progress, JSON on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from typing import Any, Iterator
+
+import typer
+from rich.console import Console
+
+stderr = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one red line on stderr and exit code 1; no traceback."""
+    from saeembed.errors import SaeEmbedError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        yield
+    except SaeEmbedError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/yellow]: run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (machine output stays clean of decoration)."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def parse_roles(value: str | None) -> tuple[str, ...] | None:
+    """`assistant,user` -> ("assistant", "user")."""
+    return tuple(r.strip() for r in value.split(",") if r.strip()) if value else None

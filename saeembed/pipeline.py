@@ -1,0 +1,274 @@
+"""The embedding pipeline: corpus -> reader -> SAE -> pool -> store, with cache and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from saeembed.cache import VectorCache, default_cache_root
+from saeembed.config import EmbedConfig, Pooling
+from saeembed.corpus import Corpus, Document, Problem, read_corpus
+from saeembed.errors import ReaderError, SAEError
+from saeembed.hashing import text_key
+from saeembed.pool import encode_chunks, merge_chunks
+from saeembed.reader import Chunk, Reader, inspect_model, load_reader
+from saeembed.sae import SAE, load_sae
+from saeembed.store import RESERVED, STORE_VERSION, DocVectors, StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedProgress:
+    docs_done: int
+    docs_total: int
+    tokens_done: int
+
+
+@dataclass
+class EmbedResult:
+    """What an embed run did."""
+
+    path: Path
+    n_docs: int
+    n_cached: int
+    n_tokens: int
+    n_chunked: int
+    """Documents longer than the context, read in several chunks."""
+    n_truncated: int
+    n_unpooled: int
+    """Documents with no token to pool (e.g. no message of the pooled roles)."""
+    skipped: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+ProgressFn = Callable[[EmbedProgress], None]
+
+
+def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
+          on_progress: ProgressFn | None = None) -> EmbedResult:
+    """Embed the documents of `inputs` into the store `output`.
+
+    Every input problem and every reader/SAE mismatch is reported before any document is embedded.
+    Running the same call again after an interruption resumes: finished windows come from the cache.
+
+    Examples:
+        >>> cfg = EmbedConfig(model="gpt2", sae="jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre")
+        >>> embed(["corpus.jsonl"], "corpus.parquet", cfg)  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
+                         skip_invalid=config.skip_invalid)
+    reader, sae = load_pipeline(config)
+    cache = _open_cache(config, reader, sae, output)
+    keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
+    n_cached = sum(key in cache for key in set(keys))
+    todo = _unique_missing(corpus.documents, keys, cache)
+    progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
+    if on_progress:
+        on_progress(progress)
+    for start in range(0, len(todo), config.window_docs):
+        window = todo[start: start + config.window_docs]
+        vectors, n_chunks = _embed_window(reader, sae, [doc for doc, _ in window], config, progress, on_progress)
+        cache.put([key for _, key in window], vectors, n_chunks)
+    result = _write_store(output, corpus, keys, cache, reader, sae, config)
+    result.n_cached, result.seconds = n_cached, time.perf_counter() - started
+    if not config.use_cache:
+        cache.remove()
+    return result
+
+
+def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
+    """Load the SAE and the reader, refusing mismatches before the model's weights are read."""
+    sae = load_sae(config.sae, layer=config.layer, fmt=config.sae_format, revision=config.sae_revision)
+    layer = config.layer if config.layer is not None else sae.info.layer
+    if layer is None:
+        raise SAEError(f"the SAE files do not say which layer it reads; pass --layer")
+    if sae.info.layer is not None and sae.info.layer != layer:
+        raise SAEError(f"the SAE was trained on the output of block {sae.info.layer} "
+                       f"({sae.info.hook_name}), not {layer}; pass --layer {sae.info.layer}")
+    spec, _ = inspect_model(config.model, layer, revision=config.revision,
+                            trust_remote_code=config.trust_remote_code)
+    if sae.d_in != spec.hidden_size:
+        raise SAEError(f"the SAE reads vectors of width {sae.d_in} but {config.model} has hidden size "
+                       f"{spec.hidden_size}; pass the SAE trained for this model"
+                       + (f" (its files name {sae.info.model_name})" if sae.info.model_name else ""))
+    named = sae.info.model_name
+    if named and not Path(config.model).is_dir() and Path(named).name.lower() not in config.model.lower():
+        log.warning("the SAE was trained on %s; reading it with %s", named, config.model)
+    reader = load_reader(config.model, layer, device=config.device, dtype=config.dtype,
+                         revision=config.revision, trust_remote_code=config.trust_remote_code,
+                         max_tokens=config.max_tokens)
+    return reader, sae.to(reader.device, reader.dtype)
+
+
+def document_key(doc: Document, as_chat: str | None) -> str:
+    """Cache key of a document's content (the namespace covers model, SAE and pooling)."""
+    if doc.messages is not None:
+        return text_key("messages", json.dumps(doc.messages, sort_keys=True))
+    return text_key("chat:" + as_chat if as_chat else "text", doc.text or "")
+
+
+def vectors_config(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
+    """Everything that changes the stored vectors: the cache namespace and the store's identity."""
+    return {"version": STORE_VERSION, "model": reader.spec.model, "model_revision": reader.spec.revision,
+            "model_fingerprint": reader.fingerprint, "layer": reader.spec.layer,
+            "sae_fingerprint": sae.info.fingerprint, "pooling": config.pooling,
+            "pool_roles": list(config.pool_roles) if config.pool_roles else None,
+            "max_tokens": reader.max_tokens, "long": config.long, "dtype": str(reader.dtype),
+            "values_dtype": config.values_dtype}
+
+
+def _open_cache(config: EmbedConfig, reader: Reader, sae: SAE, output: Path) -> VectorCache:
+    root = (config.cache_dir or default_cache_root()) if config.use_cache else output.with_name(f".{output.name}.work")
+    return VectorCache(root, vectors_config(config, reader, sae), config.values_dtype)
+
+
+def _unique_missing(docs: list[Document], keys: list[str], cache: VectorCache) -> list[tuple[Document, str]]:
+    seen: set[str] = set()
+    todo = []
+    for doc, key in zip(docs, keys):
+        if key not in cache and key not in seen:
+            seen.add(key)
+            todo.append((doc, key))
+    return todo
+
+
+def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedConfig,
+                  progress: EmbedProgress, on_progress: ProgressFn | None) -> tuple[DocVectors, np.ndarray]:
+    prepared = [reader.prepare(doc, pool_roles=config.pool_roles, as_chat=config.as_chat, long=config.long,
+                               doc_slot=slot) for slot, doc in enumerate(docs)]
+    chunks = [c for p in prepared for c in p.chunks if c.pooled]
+    parts: list[list] = [[] for _ in docs]
+    docs_before, chunks_done = progress.docs_done, 0
+    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):
+        for sub, (vectors, peaks) in _encode_with_retry(reader, sae, batch, config.pooling):
+            for row, chunk in enumerate(sub):
+                parts[chunk.doc].append((vectors, peaks, row))
+        chunks_done += len(batch)
+        progress.tokens_done += sum(len(c.pooled) for c in batch)
+        progress.docs_done = docs_before + len(docs) * chunks_done // max(len(chunks), 1)
+        if on_progress:
+            on_progress(progress)
+    merged = [merge_chunks(p, config.pooling) if p else _NO_CODES for p in parts]
+    progress.docs_done = docs_before + len(docs)
+    if on_progress:
+        on_progress(progress)
+    counts = np.array([len(m[0]) for m in merged], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    flat = [np.concatenate([m[i] for m in merged]) if merged else np.zeros(0) for i in range(4)]
+    vectors = DocVectors(offsets, flat[0].astype(np.int32), flat[1].astype(np.float32), flat[2].astype(np.int32),
+                         flat[3].astype(np.int32), np.array([p.n_tokens for p in prepared], dtype=np.int32))
+    n_chunks = np.array([-1 if p.truncated else len(p.chunks) for p in prepared], dtype=np.int32)
+    return vectors, n_chunks
+
+
+_NO_CODES = (np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0)
+
+
+def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int) -> list[list[Chunk]]:
+    """Longest first; a batch grows while rows x its longest chunk stays within the token budget."""
+    ordered = sorted(chunks, key=lambda c: len(c.ids), reverse=True)
+    batches: list[list[Chunk]] = []
+    current: list[Chunk] = []
+    for chunk in ordered:
+        width = len(current[0].ids) if current else len(chunk.ids)
+        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_docs):
+            batches.append(current)
+            current = []
+        current.append(chunk)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Pooling):
+    """Encode a batch; on out-of-memory, split it in halves and retry rather than fail."""
+    try:
+        hidden = reader.hidden_states(batch)
+        return [(batch, encode_chunks(hidden, batch, sae, pooling))]
+    except torch.OutOfMemoryError:
+        if len(batch) == 1:
+            raise ReaderError(f"one window of {len(batch[0].ids)} tokens does not fit in memory; "
+                              f"lower --max-tokens") from None
+        log.warning("out of memory on a batch of %d; splitting it", len(batch))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(batch) // 2
+        return (_encode_with_retry(reader, sae, batch[:half], pooling)
+                + _encode_with_retry(reader, sae, batch[half:], pooling))
+
+
+def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCache, reader: Reader,
+                 sae: SAE, config: EmbedConfig) -> EmbedResult:
+    """Assemble the store in input order from the cache, streaming, and rename it into place."""
+    n_tokens, n_chunks = cache.counts(keys)
+    result = EmbedResult(output, len(keys), 0, int(n_tokens.sum()), int((n_chunks > 1).sum()),
+                         int((n_chunks < 0).sum()), int((n_tokens == 0).sum()), corpus.skipped)
+    meta = _metadata(config, reader, sae, corpus)
+    meta.update(n_docs=result.n_docs, n_tokens=result.n_tokens, n_chunked=result.n_chunked,
+                n_truncated=result.n_truncated)
+    fields = _fields_table(corpus.documents, reader, config)
+    writer: StoreWriter | None = None
+    try:
+        for start in range(0, len(keys), config.window_docs):
+            vectors, _ = cache.get(keys[start: start + config.window_docs])
+            window = fields.slice(start, len(vectors))
+            table = pa.table({"id": window.column("id"), **vectors.arrow_columns(config.values_dtype),
+                              **{name: window.column(name) for name in window.column_names if name != "id"}})
+            if writer is None:
+                writer = StoreWriter(output, table.schema, meta)
+            writer.write(table)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return result
+
+
+def _fields_table(docs: list[Document], reader: Reader, config: EmbedConfig) -> pa.Table:
+    """id, text (as the model read it) and the input's other fields, renamed off reserved names."""
+    rows = []
+    for doc in docs:
+        row = {"id": doc.id, "text": reader.render(doc, config.as_chat)[0]}
+        if doc.messages is not None:
+            row["messages"] = doc.messages
+        for name, value in doc.fields.items():
+            if name == config.id_field:
+                continue
+            row[f"input_{name}" if name in RESERVED or name == "messages" else name] = value
+        rows.append(row)
+    return pa.Table.from_pylist(rows)
+
+
+def _metadata(config: EmbedConfig, reader: Reader, sae: SAE, corpus: Corpus) -> dict:
+    import transformers
+
+    from saeembed import __version__
+
+    info = asdict(sae.info)
+    return {
+        "store_version": STORE_VERSION,
+        "model": {"id": reader.spec.model, "revision": reader.spec.revision, "fingerprint": reader.fingerprint,
+                  "model_type": reader.spec.model_type, "layer": reader.spec.layer,
+                  "hook": f"blocks.{reader.spec.layer}.hook_resid_post", "n_layers": reader.spec.n_layers,
+                  "hidden_size": reader.spec.hidden_size, "dtype": str(reader.dtype).removeprefix("torch.")},
+        "sae": info,
+        "pooling": config.pooling, "pool_roles": list(config.pool_roles) if config.pool_roles else None,
+        "as_chat": config.as_chat, "values_dtype": config.values_dtype, "max_tokens": reader.max_tokens,
+        "long": config.long, "text_field": config.text_field, "sources": corpus.sources,
+        "versions": {"saeembed": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+

@@ -1,0 +1,283 @@
+"""The reader: a transformers model cut after the hooked block, its tokenizer, and the hook."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saeembed.config import LongMode
+from saeembed.corpus import Document
+from saeembed.errors import ReaderError
+from saeembed.hashing import fingerprint
+
+log = logging.getLogger(__name__)
+
+_LAYER_LIST_NAMES = ("layers", "h", "layer", "blocks")
+DEFAULT_MAX_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """What the model's config says, read before any weights are loaded."""
+
+    model: str
+    layer: int
+    n_layers: int
+    hidden_size: int
+    model_type: str
+    revision: str | None
+
+
+@dataclass
+class Chunk:
+    """One forward-pass window of a document: token ids and which of them are pooled."""
+
+    doc: int  # position of the document in its window
+    ids: list[int]
+    pooled: list[int]  # indices into `ids` of the tokens that are pooled
+    spans: list[tuple[int, int]]  # character span in the document's text of each pooled token
+
+
+@dataclass
+class PreparedDoc:
+    """A document as the model reads it: the exact text, and its chunks."""
+
+    text: str
+    chunks: list[Chunk]
+    n_tokens: int  # tokens pooled, over all chunks
+    truncated: bool
+
+
+def inspect_model(model: str, layer: int, *, revision: str | None = None,
+                  trust_remote_code: bool = False) -> tuple[ReaderSpec, Any]:
+    """Read the model's config and check `layer` exists; returns (spec, config). No weights."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ReaderError(f"{model} needs custom code; pass --trust-remote-code if you trust it") from None
+        raise ReaderError(f"cannot read the config of model {model!r}: {exc}") from None
+    except OSError as exc:
+        raise ReaderError(f"cannot load model {model!r}: {exc}. Pass a local folder or a hub id "
+                          f"reachable from this machine") from None
+    if getattr(config, "is_encoder_decoder", False):
+        raise ReaderError(f"{model} is an encoder-decoder model; saeembed reads decoder-only "
+                          f"(Llama, Gemma, Qwen, Mistral, GPT-2, GPT-NeoX) or BERT-style encoders")
+    text_config = getattr(config, "text_config", None) or config
+    n_layers = getattr(text_config, "num_hidden_layers", None)
+    if n_layers is None:
+        raise ReaderError(f"{model}: the config names no num_hidden_layers; this architecture is not supported")
+    if not 0 <= layer < n_layers:
+        raise ReaderError(f"{model} has {n_layers} layers (0..{n_layers - 1}); --layer {layer} does not "
+                          f"exist. --layer L reads the output of block L, 0-based")
+    revision = getattr(config, "_commit_hash", None) or revision
+    spec = ReaderSpec(model=str(model), layer=layer, n_layers=n_layers, hidden_size=text_config.hidden_size,
+                      model_type=config.model_type, revision=revision)
+    return spec, config
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` means CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` means bf16 on GPU and fp32 on CPU (CPU bf16 matmuls are slow on most machines)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ReaderError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+class _StopForward(Exception):
+    """Raised by the hook once the hooked block has run: nothing after it is needed."""
+
+
+class Reader:
+    """A model cut after block `layer`, returning that block's output for batches of chunks."""
+
+    def __init__(self, spec: ReaderSpec, model: torch.nn.Module, tokenizer: Any, device: torch.device,
+                 dtype: torch.dtype, max_tokens: int, fingerprint_: str):
+        self.spec, self.model, self.tokenizer = spec, model, tokenizer
+        self.device, self.dtype, self.max_tokens = device, dtype, max_tokens
+        self.fingerprint = fingerprint_
+        self.block = _find_block(model, spec.layer)
+        self._captured: torch.Tensor | None = None
+        self.block.register_forward_hook(self._capture)
+        self.pad_id = _pad_id(tokenizer)
+        self.special_ids = set(tokenizer.all_special_ids)
+        self.prefix, self.suffix = _special_affixes(tokenizer)
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    def _capture(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        # Decoder layers in transformers 5 return a tensor; older ones and encoders a tuple.
+        self._captured = output if isinstance(output, torch.Tensor) else output[0]
+        raise _StopForward
+
+    @torch.inference_mode()
+    def hidden_states(self, batch: list[Chunk]) -> torch.Tensor:
+        """The hooked block's output [B, S, d_model] for right-padded chunks."""
+        width = max(len(c.ids) for c in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, chunk in enumerate(batch):
+            ids[row, : len(chunk.ids)] = torch.tensor(chunk.ids)
+            mask[row, : len(chunk.ids)] = 1
+        self._captured = None
+        try:
+            self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
+        except _StopForward:
+            pass
+        if self._captured is None:
+            raise ReaderError(f"the hook on block {self.spec.layer} never fired; this architecture is not supported")
+        return self._captured
+
+    def prepare(self, doc: Document, *, pool_roles: tuple[str, ...] | None = None,
+                as_chat: str | None = None, long: LongMode = "chunk", doc_slot: int = 0) -> PreparedDoc:
+        """Render, tokenise and split a document into chunks that fit the context."""
+        text, pooled_ranges, templated = self.render(doc, as_chat, pool_roles)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        keep = [i for i, (tid, (s, e)) in enumerate(zip(ids, offsets))
+                if tid not in self.special_ids and e > s and _inside(s, e, pooled_ranges)]
+        body = self.max_tokens - len(self.prefix) - len(self.suffix)
+        starts = range(0, max(len(ids), 1), body)
+        truncated = long == "truncate" and len(ids) > body
+        if long == "truncate":
+            starts = starts[:1]
+        chunks: list[Chunk] = []
+        kept = iter(keep)
+        next_keep = next(kept, None)
+        for n, start in enumerate(starts):
+            # Template-rendered chats carry their own BOS in the text; later chunks need it again.
+            head = self.prefix if (not templated or n > 0) else []
+            tail = self.suffix if not templated else []
+            chunk = Chunk(doc_slot, head + ids[start: start + body] + tail, [], [])
+            while next_keep is not None and next_keep < start + body:
+                chunk.pooled.append(len(head) + next_keep - start)
+                chunk.spans.append(tuple(offsets[next_keep]))
+                next_keep = next(kept, None)
+            chunks.append(chunk)
+        n_tokens = sum(len(c.pooled) for c in chunks)
+        return PreparedDoc(text, chunks, n_tokens, truncated)
+
+    def render(self, doc: Document, as_chat: str | None = None, pool_roles: tuple[str, ...] | None = None,
+               ) -> tuple[str, list[tuple[int, int]] | None, bool]:
+        """The exact text the model reads, the character ranges to pool (None: all), and whether
+        a chat template rendered it."""
+        messages = doc.messages or ([{"role": as_chat, "content": doc.text}] if as_chat else None)
+        if messages is None:
+            return doc.text, None, False
+        if self.has_chat_template:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+        else:
+            # Encoders and base models have no template: a plain "role: content" transcript.
+            text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        if pool_roles is None:
+            return text, None, self.has_chat_template
+        ranges, cursor = [], 0
+        for message in messages:
+            content = message["content"].strip()
+            at = text.find(content, cursor)
+            if at < 0:
+                raise ReaderError(f"{doc.where}: cannot locate a {message['role']} message in the rendered chat "
+                                  f"template, so its tokens cannot be pooled separately")
+            if message["role"] in pool_roles:
+                ranges.append((at, at + len(content)))
+            cursor = at + len(content)
+        return text, ranges, self.has_chat_template
+
+
+def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "auto",
+                revision: str | None = None, trust_remote_code: bool = False,
+                max_tokens: int | None = None) -> Reader:
+    """Load `model` with only its first `layer + 1` blocks and a hook on block `layer`.
+
+    Examples:
+        >>> reader = load_reader("meta-llama/Llama-3.1-8B-Instruct", 19)  # doctest: +SKIP
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    spec, config = inspect_model(model, layer, revision=revision, trust_remote_code=trust_remote_code)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    _cut_config(getattr(config, "text_config", None) or config, layer + 1)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused later blocks are reported as unexpected keys
+    hf_logging.disable_progress_bar()  # saeembed draws its own progress; stdout/stderr stay quiet
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        net = AutoModel.from_pretrained(model, config=config, dtype=torch_dtype, revision=revision,
+                                        trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ReaderError(f"cannot load model {model!r}: {exc}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if not getattr(tokenizer, "is_fast", True):
+        raise ReaderError(f"{model}: saeembed needs a fast tokenizer (character offsets for highlights)")
+    net.eval().to(torch_device)
+    text_config = getattr(config, "text_config", None) or config
+    limits = [DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+              getattr(text_config, "max_position_embeddings", None) or 10**9,
+              tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
+    return Reader(spec, net, tokenizer, torch_device, torch_dtype, min(limits), _model_fingerprint(model, spec))
+
+
+def _cut_config(config: Any, n_layers: int) -> None:
+    config.num_hidden_layers = n_layers
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list):
+        config.layer_types = layer_types[:n_layers]  # validation wants one type per layer
+
+
+def _find_block(model: torch.nn.Module, layer: int) -> torch.nn.Module:
+    found = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and len(module) == layer + 1
+             and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES and "vision" not in name]
+    if not found:
+        raise ReaderError(f"cannot find the block list of {type(model).__name__}; this architecture is "
+                          f"not supported")
+    return min(found, key=lambda item: len(item[0]))[1][layer]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS]..[SEP], <bos>..)."""
+    bare = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x", add_special_tokens=True)["input_ids"]
+    for at in range(len(full) - len(bare) + 1):
+        if full[at: at + len(bare)] == bare:
+            return full[:at], full[at + len(bare):]
+    return [], []
+
+
+def _inside(start: int, end: int, ranges: list[tuple[int, int]] | None) -> bool:
+    return ranges is None or any(start < hi and end > lo for lo, hi in ranges)
+
+
+def _model_fingerprint(model: str, spec: ReaderSpec) -> str:
+    """Hub models are identified by their commit; local folders by their weight files' contents."""
+    folder = Path(model)
+    if folder.is_dir():
+        weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")]
+        return fingerprint(weights) if weights else ""
+    return spec.revision or ""

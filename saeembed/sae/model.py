@@ -1,0 +1,135 @@
+"""The one canonical SAE every published format is loaded into, and its encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+Rule = Literal["relu", "jumprelu", "topk", "gated"]
+
+
+@dataclass(frozen=True)
+class SAEInfo:
+    """What is known about an SAE besides its weights; recorded in every store's metadata."""
+
+    source: str
+    """The path or hub id the SAE was loaded from."""
+    format: str
+    """saelens | sparsify | goodfire | gemmascope | dictionary_learning."""
+    architecture: Rule
+    d_in: int
+    d_sae: int
+    fingerprint: str = ""
+    """Content hash of the weight files (see `saeembed.hashing.fingerprint`)."""
+    hook_name: str | None = None
+    """The hook the SAE was trained on, in its publisher's naming, when the files say."""
+    layer: int | None = None
+    """The block whose output the SAE reads (0-based), when the files say."""
+    model_name: str | None = None
+    expected_l0: float | None = None
+    """The publisher's mean active latents per token, used by `saeembed check`."""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SAE:
+    """Canonical SAE: f = rule(prep(x) @ W_enc + b_enc); x_hat = f @ W_dec + b_dec.
+
+    `prep` centres each token (TransformerLens `center_writing_weights` SAEs), scales it
+    (`normalize_activations`), and subtracts b_dec when the SAE was trained that way.
+    """
+
+    W_enc: torch.Tensor  # [d_in, d_sae]
+    b_enc: torch.Tensor  # [d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_in]
+    b_dec: torch.Tensor  # [d_in]
+    info: SAEInfo
+    threshold: torch.Tensor | None = None  # jumprelu: [d_sae] or a scalar
+    k: int | None = None  # topk
+    b_gate: torch.Tensor | None = None  # gated
+    r_mag: torch.Tensor | None = None
+    b_mag: torch.Tensor | None = None
+    apply_b_dec_to_input: bool = False
+    center_input: bool = False
+    input_scale: float = 1.0
+    layer_norm_input: bool = False
+
+    def __post_init__(self) -> None:
+        d_in, d_sae = self.W_enc.shape
+        if self.W_dec.shape != (d_sae, d_in):
+            raise ValueError(f"W_dec is {tuple(self.W_dec.shape)}, expected ({d_sae}, {d_in})")
+        if self.info.architecture == "topk" and not self.k:
+            raise ValueError("a topk SAE needs k")
+
+    @property
+    def d_in(self) -> int:
+        return self.W_enc.shape[0]
+
+    @property
+    def d_sae(self) -> int:
+        return self.W_enc.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "SAE":
+        """Return a copy with every tensor on `device` (and `dtype`)."""
+        moved = {name: (value.to(device=device, dtype=dtype) if isinstance(value, torch.Tensor) else value)
+                 for name, value in self.__dict__.items()}
+        return replace(self, **moved)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Map residual activations [n, d_in] into the space the SAE was trained on."""
+        x = x.to(self.W_enc.dtype)
+        if self.center_input or self.layer_norm_input:
+            x = x - x.mean(-1, keepdim=True)
+        if self.layer_norm_input:
+            x = x / (x.std(-1, keepdim=True) + 1e-5)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense latent activations [n, d_sae] of token activations [n, d_in]; call it on chunks."""
+        return self.encode_prepared(self.prepare(x))
+
+    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        rule = self.info.architecture
+        if rule == "gated":
+            gate = (x @ self.W_enc + self.b_gate) > 0
+            mag = torch.relu(x @ (self.W_enc * torch.exp(self.r_mag)) + self.b_mag)
+            return mag * gate
+        pre = torch.addmm(self.b_enc, x, self.W_enc)
+        if rule == "relu":
+            return torch.relu(pre)
+        if rule == "jumprelu":
+            return torch.relu(pre) * (pre > self.threshold)
+        values, indices = torch.topk(pre, self.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Active (row, latent, value) triples of token activations [n, d_in]; call it on chunks.
+
+        TopK SAEs never materialise the rectified [n, d_sae] tensor: top-k of the pre-activations
+        already is the code.
+        """
+        x = self.prepare(x)
+        if self.info.architecture == "topk":
+            if self.apply_b_dec_to_input:
+                x = x - self.b_dec
+            values, latents = torch.topk(torch.addmm(self.b_enc, x, self.W_enc), self.k, dim=-1, sorted=False)
+            active = values > 0
+            rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(latents)
+            return rows[active], latents[active], values[active]
+        codes = self.encode_prepared(x)
+        rows, latents = codes.nonzero(as_tuple=True)
+        return rows, latents, codes[rows, latents]
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Reconstruction [n, d_in] in the prepared space (compare with `prepare(x)`)."""
+        return f @ self.W_dec + self.b_dec

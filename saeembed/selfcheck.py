@@ -1,0 +1,93 @@
+"""`saeembed check`: reconstruction FVU and L0 on sample text, the test that a hook is right."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from saeembed.corpus import Document
+from saeembed.pipeline import EmbedConfig, length_sorted_batches, load_pipeline
+
+# A right hook and preprocessing gives FVU of roughly 0.05-0.3; an off-by-one layer or a wrong
+# b_dec rule gives FVU >= 1 or an L0 far from the publisher's figure.
+FVU_WARN = 0.5
+L0_WARN_RATIO = 3.0
+
+
+@dataclass
+class CheckReport:
+    """How well the SAE reconstructs the reader's activations on sample text."""
+
+    fvu: float
+    """Fraction of variance unexplained: sum |x - x_hat|^2 / sum |x - mean(x)|^2 over tokens."""
+    l0: float
+    """Mean active latents per token."""
+    expected_l0: float | None
+    n_tokens: int
+    active_fraction: float
+    """Fraction of latents that fired on at least one sample token."""
+    model: str
+    layer: int
+    sae: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.warnings
+
+
+def sample_texts() -> list[str]:
+    """The built-in sample: varied short English texts plus a little code and other languages."""
+    text = resources.files("saeembed.data").joinpath("check_sample.txt").read_text(encoding="utf-8")
+    return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
+
+
+@torch.inference_mode()
+def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
+    """Encode and decode the reader's activations on `texts` (default: the built-in sample).
+
+    Examples:
+        >>> report = check(EmbedConfig(model="google/gemma-2-2b", layer=12, sae="google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"))  # doctest: +SKIP
+        >>> report.fvu < 0.3  # doctest: +SKIP
+        True
+    """
+    reader, sae = load_pipeline(config)
+    docs = [Document(str(i), t) for i, t in enumerate(texts or sample_texts())]
+    chunks = [c for slot, doc in enumerate(docs)
+              for c in reader.prepare(doc, long="chunk", as_chat=config.as_chat, doc_slot=slot).chunks if c.pooled]
+    residual = total = 0.0
+    active_tokens = n_tokens = 0
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
+    sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
+    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):
+        hidden = reader.hidden_states(batch)
+        rows = [r for r, c in enumerate(batch) for _ in c.pooled]
+        cols = [p for c in batch for p in c.pooled]
+        x = sae.prepare(hidden[rows, cols].float())
+        codes = sae.encode_prepared(x)
+        x_hat = sae.decode(codes)
+        residual += float(((x - x_hat) ** 2).sum())
+        total += float(((x - x.mean(0)) ** 2).sum())
+        active_tokens += int((codes > 0).sum())
+        n_tokens += x.shape[0]
+        fired |= (codes > 0).any(0)
+    fvu = residual / max(total, 1e-12)
+    l0 = active_tokens / max(n_tokens, 1)
+    report = CheckReport(fvu, l0, sae.info.expected_l0, n_tokens, float(fired.float().mean()),
+                         reader.spec.model, reader.spec.layer, config.sae)
+    if fvu > FVU_WARN:
+        report.warnings.append(f"FVU {fvu:.2f} > {FVU_WARN}: the SAE reconstructs these activations badly; the "
+                               f"layer, hook or input preparation is probably wrong for this SAE")
+    expected = sae.info.expected_l0
+    if expected and not expected / L0_WARN_RATIO <= l0 <= expected * L0_WARN_RATIO:
+        report.warnings.append(f"L0 {l0:.1f} is far from the SAE's own {expected:g}: check the layer and that "
+                               f"the SAE was trained on this model")
+    return report
+
+
+def read_sample(path: str | Path) -> list[str]:
+    """One sample text per non-empty line of a file."""
+    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,210 @@
+"""The Parquet store: schema, self-describing metadata, atomic writes, loading into CSR + polars."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from saeembed.errors import StoreError
+
+META_KEY = b"saeembed"
+STORE_VERSION = 1
+VECTOR_COLUMNS = ("indices", "values", "peak_start", "peak_end", "n_tokens")
+RESERVED = ("id", "text", *VECTOR_COLUMNS)
+# Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
+COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
+                 ("sae", "d_sae"), ("pooling",), ("pool_roles",))
+
+
+@dataclass
+class DocVectors:
+    """Pooled SAE codes of a batch of documents, flat with offsets (CSR-like, ascending latents)."""
+
+    offsets: np.ndarray  # int64 [n_docs + 1]
+    indices: np.ndarray  # int32 [nnz]
+    values: np.ndarray  # float32 [nnz]
+    peak_start: np.ndarray  # int32 [nnz] character span in `text` of the token where the latent peaked
+    peak_end: np.ndarray  # int32 [nnz]
+    n_tokens: np.ndarray  # int32 [n_docs]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def arrow_columns(self, values_dtype: str = "float16") -> dict[str, pa.Array]:
+        """The vector columns as zero-copy Arrow list arrays."""
+        offsets = pa.array(self.offsets.astype(np.int32))
+
+        def as_list(flat: np.ndarray) -> pa.Array:
+            return pa.ListArray.from_arrays(offsets, pa.array(flat))
+
+        return {"indices": as_list(self.indices),
+                "values": as_list(self.values.astype(np.float16 if values_dtype == "float16" else np.float32)),
+                "peak_start": as_list(self.peak_start), "peak_end": as_list(self.peak_end),
+                "n_tokens": pa.array(self.n_tokens)}
+
+    @staticmethod
+    def from_arrow(table: pa.Table) -> "DocVectors":
+        """Read the vector columns of a store or cache table (any chunking) into flat arrays."""
+        table = table.combine_chunks()
+        lists = {name: table.column(name).chunk(0) if table.num_rows else None for name in VECTOR_COLUMNS[:4]}
+        if not table.num_rows:
+            empty_i = np.zeros(0, np.int32)
+            return DocVectors(np.zeros(1, np.int64), empty_i, np.zeros(0, np.float32), empty_i, empty_i, empty_i)
+        offsets = lists["indices"].offsets.to_numpy().astype(np.int64)
+        base = offsets[0]
+
+        def flat(name: str, dtype: type) -> np.ndarray:
+            return lists[name].values.to_numpy(zero_copy_only=False)[base: offsets[-1]].astype(dtype, copy=False)
+
+        return DocVectors(offsets - base, flat("indices", np.int32), flat("values", np.float32),
+                          flat("peak_start", np.int32), flat("peak_end", np.int32),
+                          table.column("n_tokens").to_numpy().astype(np.int32))
+
+
+def atomic_write_table(table: pa.Table, path: Path, metadata: dict[str, Any] | None = None,
+                       row_group_size: int = 65536) -> None:
+    """Write a Parquet file under a temporary name, fsync it, then rename it into place."""
+    if metadata is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               META_KEY: json.dumps(metadata).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class StoreWriter:
+    """Streams row groups into a store file that appears, atomically, only on `close()`."""
+
+    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, Any], buffer_rows: int = 50_000):
+        self.path = path
+        self.schema = schema.with_metadata({META_KEY: json.dumps(metadata).encode()})
+        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self._buffer: list[pa.Table] = []
+        self._rows, self.buffer_rows = 0, buffer_rows
+
+    def write(self, table: pa.Table) -> None:
+        # Each write call makes at least one row group; buffer so row groups stay large.
+        self._buffer.append(table.cast(self.schema))
+        self._rows += table.num_rows
+        if self._rows >= self.buffer_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._writer.write_table(pa.concat_tables(self._buffer))
+            self._buffer, self._rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Store:
+    """An embedded corpus: `.matrix` (scipy CSR docs x latents), `.frame` (polars), `.meta`.
+
+    `.peak_start` / `.peak_end` are aligned with `.matrix.data`: the character span in the
+    document's `text` of the token where each active latent peaked.
+    """
+
+    path: Path
+    matrix: Any  # scipy.sparse.csr_matrix, float32
+    frame: Any  # polars.DataFrame: id, n_tokens, text and the input's other fields
+    meta: dict[str, Any]
+    peak_start: np.ndarray
+    peak_end: np.ndarray
+
+    @property
+    def n_docs(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def d_sae(self) -> int:
+        return self.matrix.shape[1]
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The saeembed metadata of a store file, without reading its rows."""
+    path = Path(path)
+    files = _store_files(path)
+    try:
+        raw = pq.read_schema(files[0]).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise StoreError(f"{path}: not a readable Parquet store ({exc})") from None
+    if META_KEY not in raw:
+        raise StoreError(f"{path} has no saeembed metadata; it was not written by `saeembed embed`")
+    return json.loads(raw[META_KEY])
+
+
+def load_store(path: str | Path) -> Store:
+    """Load a store (a file or a folder of part files) into a CSR matrix and a polars frame.
+
+    Examples:
+        >>> store = load_store("tweets.parquet")  # doctest: +SKIP
+        >>> store.matrix.shape  # doctest: +SKIP
+        (3467, 8192)
+    """
+    import polars as pl
+    import scipy.sparse as sp
+
+    path = Path(path)
+    meta = read_meta(path)
+    table = pa.concat_tables(pq.read_table(f) for f in _store_files(path))
+    vectors = DocVectors.from_arrow(table)
+    matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets),
+                           shape=(len(vectors), int(meta["sae"]["d_sae"])))
+    frame = pl.from_arrow(table.drop_columns(list(VECTOR_COLUMNS[:4])))
+    return Store(path, matrix, frame, meta, vectors.peak_start, vectors.peak_end)
+
+
+def check_compatible(metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse to mix stores whose vectors are not comparable, naming the field that differs."""
+    metas = list(metas)
+    first_name, first = metas[0]
+    for name, meta in metas[1:]:
+        for field_path in COMPAT_FIELDS:
+            a, b = _dig(first, field_path), _dig(meta, field_path)
+            if a != b:
+                raise StoreError(f"{first_name} and {name} were embedded differently ({'.'.join(field_path)}: "
+                                 f"{a!r} vs {b!r}); embed both with the same model, layer, SAE and pooling")
+
+
+def _dig(meta: dict[str, Any], field_path: tuple[str, ...]) -> Any:
+    value: Any = meta
+    for key in field_path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _store_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+        if not files:
+            raise StoreError(f"{path} holds no .parquet files")
+        return files
+    if not path.exists():
+        raise StoreError(f"store not found: {path}; create it with `saeembed embed CORPUS -o {path}`")
+    return [path]

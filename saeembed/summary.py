@@ -1,0 +1,39 @@
+"""A short description of a store, for `saeembed info` and notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from saeembed.store import _store_files, read_meta
+
+
+def summarize(path: str | Path) -> dict[str, Any]:
+    """Rows, tokens, reader, SAE, mean active latents per document and bytes per document."""
+    path = Path(path)
+    meta = read_meta(path)
+    files = _store_files(path)
+    rows = 0
+    active = []
+    for file in files:
+        table = pq.read_table(file, columns=["indices"])
+        rows += table.num_rows
+        offsets = table.column("indices").combine_chunks().offsets.to_numpy()
+        active.append(np.diff(offsets))
+    counts = np.concatenate(active) if active else np.zeros(0)
+    size = sum(f.stat().st_size for f in files)
+    sae, model = meta["sae"], meta["model"]
+    return {
+        "path": str(path), "documents": rows, "tokens": meta.get("n_tokens"),
+        "model": model["id"], "layer": model["layer"], "hook": model.get("hook"),
+        "sae": sae["source"], "sae_format": sae["format"], "sae_architecture": sae["architecture"],
+        "d_sae": sae["d_sae"], "pooling": meta["pooling"], "pool_roles": meta.get("pool_roles"),
+        "mean_latents_per_doc": float(counts.mean()) if rows else 0.0,
+        "median_latents_per_doc": float(np.median(counts)) if rows else 0.0,
+        "bytes": size, "bytes_per_doc": size / max(rows, 1),
+        "chunked_docs": meta.get("n_chunked"), "truncated_docs": meta.get("n_truncated"),
+        "created": meta.get("created"), "saeembed": meta.get("versions", {}).get("saeembed"),
+    }
