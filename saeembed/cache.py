@@ -8,6 +8,7 @@ window of documents, so a killed run loses at most the window in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -87,8 +88,10 @@ class VectorCache:
         return (np.array([e[2] for e in entries], dtype=np.int64), np.array([e[3] for e in entries], dtype=np.int64))
 
     def remove(self) -> None:
-        """Delete this namespace's folder (used for the throw-away work folder of `--no-cache`)."""
+        """Delete this namespace's folder, and the root if nothing else is in it (`--no-cache`)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.folder.parent.rmdir()
 
     def _add_to_index(self, part: Path) -> None:
         table = pq.read_table(part, columns=["key", "n_tokens", "n_chunks"])

@@ -78,8 +78,20 @@ def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
         on_progress(progress)
     for start in range(0, len(todo), config.window_docs):
         window = todo[start: start + config.window_docs]
-        vectors, n_chunks = _embed_window(reader, sae, [doc for doc, _ in window], config, progress, on_progress)
+        base = progress.docs_done
+
+        def on_batch(tokens: int, fraction: float) -> None:
+            # A window's documents count as done only once its cache part is on disk (below).
+            progress.tokens_done += tokens
+            progress.docs_done = base + min(int(len(window) * fraction), len(window) - 1)
+            if on_progress:
+                on_progress(progress)
+
+        vectors, n_chunks = _embed_window(reader, sae, [doc for doc, _ in window], config, on_batch)
         cache.put([key for _, key in window], vectors, n_chunks)
+        progress.docs_done = base + len(window)
+        if on_progress:
+            on_progress(progress)
     result = _write_store(output, corpus, keys, cache, reader, sae, config)
     result.n_cached, result.seconds = n_cached, time.perf_counter() - started
     if not config.use_cache:
@@ -144,25 +156,19 @@ def _unique_missing(docs: list[Document], keys: list[str], cache: VectorCache) -
 
 
 def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedConfig,
-                  progress: EmbedProgress, on_progress: ProgressFn | None) -> tuple[DocVectors, np.ndarray]:
+                  on_batch: Callable[[int, float], None]) -> tuple[DocVectors, np.ndarray]:
     prepared = [reader.prepare(doc, pool_roles=config.pool_roles, as_chat=config.as_chat, long=config.long,
                                doc_slot=slot) for slot, doc in enumerate(docs)]
     chunks = [c for p in prepared for c in p.chunks if c.pooled]
     parts: list[list] = [[] for _ in docs]
-    docs_before, chunks_done = progress.docs_done, 0
+    chunks_done = 0
     for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):
         for sub, (vectors, peaks) in _encode_with_retry(reader, sae, batch, config.pooling):
             for row, chunk in enumerate(sub):
                 parts[chunk.doc].append((vectors, peaks, row))
         chunks_done += len(batch)
-        progress.tokens_done += sum(len(c.pooled) for c in batch)
-        progress.docs_done = docs_before + len(docs) * chunks_done // max(len(chunks), 1)
-        if on_progress:
-            on_progress(progress)
+        on_batch(sum(len(c.pooled) for c in batch), chunks_done / len(chunks))
     merged = [merge_chunks(p, config.pooling) if p else _NO_CODES for p in parts]
-    progress.docs_done = docs_before + len(docs)
-    if on_progress:
-        on_progress(progress)
     counts = np.array([len(m[0]) for m in merged], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     flat = [np.concatenate([m[i] for m in merged]) if merged else np.zeros(0) for i in range(4)]

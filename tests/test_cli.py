@@ -1,0 +1,107 @@
+"""The CLI: exit codes, one-line errors, clean stdout, and the installed package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from commands.app import app
+from tests import sae_files
+
+runner = CliRunner()
+
+
+def identity_sae(folder: Path, d_in: int, layer: int = 1) -> Path:
+    """relu(x) - relu(-x) = x: an SAE that reconstructs perfectly (FVU 0, L0 = d_in)."""
+    folder.mkdir(parents=True)
+    eye = torch.eye(d_in)
+    save_file({"W_enc": torch.cat([eye, -eye], 1).contiguous(), "b_enc": torch.zeros(2 * d_in),
+               "W_dec": torch.cat([eye, -eye], 0).contiguous(), "b_dec": torch.zeros(d_in)},
+              str(folder / "sae_weights.safetensors"))
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d_in, "d_sae": 2 * d_in,
+                                                 "metadata": {"hook_name": f"blocks.{layer}.hook_resid_post"}}))
+    return folder
+
+
+def test_embed_then_info(llama_dir, corpus_file, tmp_path):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=1)
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["embed", str(corpus_file), "-o", str(out), "--model", str(llama_dir),
+                                 "--sae", str(sae), "--cache-dir", str(tmp_path / "c"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["docs"] == 8 and summary["path"] == str(out)
+    quiet = runner.invoke(app, ["embed", str(corpus_file), "-o", str(out), "--model", str(llama_dir),
+                                "--sae", str(sae), "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stdout == "", "stdout stays clean for pipes"
+    info = runner.invoke(app, ["info", str(out), "--json"])
+    facts = json.loads(info.stdout)
+    assert facts["documents"] == 8 and facts["d_sae"] == 96 and facts["layer"] == 1
+    assert 0 < facts["mean_latents_per_doc"] <= 96 and facts["bytes_per_doc"] > 0
+
+
+def test_bad_input_is_one_red_line_with_file_and_line(llama_dir, tmp_path):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    result = runner.invoke(app, ["embed", str(bad), "-o", str(tmp_path / "o.parquet"), "--model", str(llama_dir),
+                                 "--sae", str(sae)])
+    assert result.exit_code == 1
+    assert f"{bad}:line 2: malformed JSON" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "o.parquet").exists()
+    skipped = runner.invoke(app, ["embed", str(bad), "-o", str(tmp_path / "o.parquet"), "--model", str(llama_dir),
+                                  "--sae", str(sae), "--skip-invalid", "--cache-dir", str(tmp_path / "c")])
+    assert skipped.exit_code == 0 and "skipped" in skipped.stderr and "line 2" in skipped.stderr
+
+
+def test_mismatched_sae_is_refused(bert_dir, corpus_file, tmp_path):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=1)
+    result = runner.invoke(app, ["embed", str(corpus_file), "-o", str(tmp_path / "o.parquet"), "--model",
+                                 str(bert_dir), "--sae", str(sae)])
+    assert result.exit_code == 1 and "hidden size 32" in result.stderr
+
+
+def test_check_passes_a_faithful_sae_and_flags_a_wrong_one(llama_dir, tmp_path):
+    good = runner.invoke(app, ["check", "--model", str(llama_dir), "--sae", str(identity_sae(tmp_path / "id", 64)),
+                               "--json"])
+    assert good.exit_code == 0, good.output
+    report = json.loads(good.stdout)
+    assert report["fvu"] < 1e-4 and report["ok"] and report["n_tokens"] > 100
+    assert 0 < report["l0"] <= 64
+    wrong, _ = sae_files.saelens(tmp_path / "rand", 64, arch="topk", layer=1, k=8)
+    bad = runner.invoke(app, ["check", "--model", str(llama_dir), "--sae", str(wrong), "--json"])
+    assert bad.exit_code == 1
+    assert any("FVU" in w for w in json.loads(bad.stdout)["warnings"])
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, commands.app; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "embed" in result.stdout
+
+
+def test_wheel_ships_both_packages_and_data(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("saeembed-*.whl"))).namelist()
+    assert "commands/app.py" in names and "saeembed/pipeline.py" in names
+    assert "saeembed/data/check_sample.txt" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "saeembed = commands.app:main" in zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
+
+
+@pytest.mark.parametrize("args", [["embed", "x.jsonl", "-o", "o.parquet", "--model", "m", "--sae", "s",
+                                   "--pool", "median"]])
+def test_bad_options_are_usage_errors(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--pool" in result.output
