@@ -159,7 +159,7 @@ def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedC
                   on_batch: Callable[[int, float], None]) -> tuple[DocVectors, np.ndarray]:
     prepared = [reader.prepare(doc, pool_roles=config.pool_roles, as_chat=config.as_chat, long=config.long,
                                doc_slot=slot) for slot, doc in enumerate(docs)]
-    chunks = [c for p in prepared for c in p.chunks if c.pooled]
+    chunks = [c for p in prepared for c in p.chunks if len(c.pooled)]
     parts: list[list] = [[] for _ in docs]
     chunks_done = 0
     for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from saeembed.config import LongMode
@@ -38,8 +39,8 @@ class Chunk:
 
     doc: int  # position of the document in its window
     ids: list[int]
-    pooled: list[int]  # indices into `ids` of the tokens that are pooled
-    spans: list[tuple[int, int]]  # character span in the document's text of each pooled token
+    pooled: np.ndarray  # int64 [n]: positions in `ids` of the tokens that are pooled
+    spans: np.ndarray  # int32 [n, 2]: character span in the document's text of each pooled token
 
 
 @dataclass
@@ -105,20 +106,32 @@ class _StopForward(Exception):
 
 
 class Reader:
-    """A model cut after block `layer`, returning that block's output for batches of chunks."""
+    """A model cut after block `layer`, returning that block's output for batches of chunks.
 
-    def __init__(self, spec: ReaderSpec, model: torch.nn.Module, tokenizer: Any, device: torch.device,
-                 dtype: torch.dtype, max_tokens: int, fingerprint_: str):
-        self.spec, self.model, self.tokenizer = spec, model, tokenizer
+    The weights load on the first forward pass, so a run whose documents are all cached never
+    reads them; config, tokenizer and every compatibility check come first, before any work.
+    """
+
+    def __init__(self, spec: ReaderSpec, load_model: Callable[[], torch.nn.Module], tokenizer: Any,
+                 device: torch.device, dtype: torch.dtype, max_tokens: int, fingerprint_: str):
+        self.spec, self.tokenizer = spec, tokenizer
         self.device, self.dtype, self.max_tokens = device, dtype, max_tokens
         self.fingerprint = fingerprint_
-        self.block = _find_block(model, spec.layer)
+        self._load_model = load_model
+        self._model: torch.nn.Module | None = None
         self._captured: torch.Tensor | None = None
-        self.block.register_forward_hook(self._capture)
         self.pad_id = _pad_id(tokenizer)
-        self.special_ids = set(tokenizer.all_special_ids)
+        self._special_ids = np.asarray(sorted(tokenizer.all_special_ids), dtype=np.int64)
         self.prefix, self.suffix = _special_affixes(tokenizer)
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The cut model, loaded on first use, with the hook on block `layer`."""
+        if self._model is None:
+            self._model = self._load_model()
+            _find_block(self._model, self.spec.layer).register_forward_hook(self._capture)
+        return self._model
 
     def _capture(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         # Decoder layers in transformers 5 return a tensor; older ones and encoders a tuple.
@@ -148,27 +161,25 @@ class Reader:
         """Render, tokenise and split a document into chunks that fit the context."""
         text, pooled_ranges, templated = self.render(doc, as_chat, pool_roles)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        keep = [i for i, (tid, (s, e)) in enumerate(zip(ids, offsets))
-                if tid not in self.special_ids and e > s and _inside(s, e, pooled_ranges)]
+        ids = enc["input_ids"]
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2)
+        pooled = (offsets[:, 1] > offsets[:, 0]) & ~np.isin(np.asarray(ids, dtype=np.int64), self._special_ids)
+        if pooled_ranges is not None:
+            pooled &= np.any([(offsets[:, 0] < hi) & (offsets[:, 1] > lo) for lo, hi in pooled_ranges] or [False], 0)
+        keep = np.flatnonzero(pooled)
         body = self.max_tokens - len(self.prefix) - len(self.suffix)
         starts = range(0, max(len(ids), 1), body)
         truncated = long == "truncate" and len(ids) > body
         if long == "truncate":
             starts = starts[:1]
         chunks: list[Chunk] = []
-        kept = iter(keep)
-        next_keep = next(kept, None)
         for n, start in enumerate(starts):
             # Template-rendered chats carry their own BOS in the text; later chunks need it again.
             head = self.prefix if (not templated or n > 0) else []
             tail = self.suffix if not templated else []
-            chunk = Chunk(doc_slot, head + ids[start: start + body] + tail, [], [])
-            while next_keep is not None and next_keep < start + body:
-                chunk.pooled.append(len(head) + next_keep - start)
-                chunk.spans.append(tuple(offsets[next_keep]))
-                next_keep = next(kept, None)
-            chunks.append(chunk)
+            inside = keep[(keep >= start) & (keep < start + body)]
+            chunks.append(Chunk(doc_slot, head + ids[start: start + body] + tail,
+                                inside - start + len(head), offsets[inside]))
         n_tokens = sum(len(c.pooled) for c in chunks)
         return PreparedDoc(text, chunks, n_tokens, truncated)
 
@@ -214,26 +225,32 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     _cut_config(getattr(config, "text_config", None) or config, layer + 1)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused later blocks are reported as unexpected keys
-    hf_logging.disable_progress_bar()  # saeembed draws its own progress; stdout/stderr stay quiet
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
-        net = AutoModel.from_pretrained(model, config=config, dtype=torch_dtype, revision=revision,
-                                        trust_remote_code=trust_remote_code)
     except OSError as exc:
-        raise ReaderError(f"cannot load model {model!r}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        raise ReaderError(f"cannot load the tokenizer of {model!r}: {exc}") from None
     if not getattr(tokenizer, "is_fast", True):
         raise ReaderError(f"{model}: saeembed needs a fast tokenizer (character offsets for highlights)")
-    net.eval().to(torch_device)
+
+    def load_weights() -> torch.nn.Module:
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the unused later blocks are reported as unexpected keys
+        hf_logging.disable_progress_bar()  # saeembed draws its own progress
+        try:
+            net = AutoModel.from_pretrained(model, config=config, dtype=torch_dtype, revision=revision,
+                                            trust_remote_code=trust_remote_code)
+        except OSError as exc:
+            raise ReaderError(f"cannot load model {model!r}: {exc}") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        return net.eval().to(torch_device)
+
     text_config = getattr(config, "text_config", None) or config
     limits = [DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
               getattr(text_config, "max_position_embeddings", None) or 10**9,
               tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
-    return Reader(spec, net, tokenizer, torch_device, torch_dtype, min(limits), _model_fingerprint(model, spec))
+    return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits), _model_fingerprint(model, spec))
 
 
 def _cut_config(config: Any, n_layers: int) -> None:
@@ -268,10 +285,6 @@ def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[at: at + len(bare)] == bare:
             return full[:at], full[at + len(bare):]
     return [], []
-
-
-def _inside(start: int, end: int, ranges: list[tuple[int, int]] | None) -> bool:
-    return ranges is None or any(start < hi and end > lo for lo, hi in ranges)
 
 
 def _model_fingerprint(model: str, spec: ReaderSpec) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from saeembed.corpus import Document
@@ -57,16 +58,16 @@ def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
     reader, sae = load_pipeline(config)
     docs = [Document(str(i), t) for i, t in enumerate(texts or sample_texts())]
     chunks = [c for slot, doc in enumerate(docs)
-              for c in reader.prepare(doc, long="chunk", as_chat=config.as_chat, doc_slot=slot).chunks if c.pooled]
+              for c in reader.prepare(doc, long="chunk", as_chat=config.as_chat, doc_slot=slot).chunks if len(c.pooled)]
     residual = total = 0.0
     active_tokens = n_tokens = 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
     sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
     for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):
         hidden = reader.hidden_states(batch)
-        rows = [r for r, c in enumerate(batch) for _ in c.pooled]
-        cols = [p for c in batch for p in c.pooled]
-        x = sae.prepare(hidden[rows, cols].float())
+        rows = torch.from_numpy(np.repeat(np.arange(len(batch)), [len(c.pooled) for c in batch]))
+        cols = torch.from_numpy(np.concatenate([c.pooled for c in batch]))
+        x = sae.prepare(hidden[rows.to(hidden.device), cols.to(hidden.device)].float())
         codes = sae.encode_prepared(x)
         x_hat = sae.decode(codes)
         residual += float(((x - x_hat) ** 2).sum())

@@ -69,6 +69,18 @@ def llama_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma2_dir(tmp_path_factory) -> Path:
+    """Gemma-2 configs carry `layer_types`, which must be cut with the layers."""
+    from transformers import Gemma2Config
+
+    tokenizer = _bpe_tokenizer(bos=True, chat_template=LLAMA_TEMPLATE)
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                          sliding_window=8, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return _save(tmp_path_factory.mktemp("gemma2"), config, tokenizer)
+
+
+@pytest.fixture(scope="session")
 def gpt2_dir(tmp_path_factory) -> Path:
     from transformers import GPT2Config
 

@@ -75,7 +75,7 @@ def assert_matches(store, expected: np.ndarray, peaks=None):
         assert total > 0 and agree / total > 0.97, f"peak spans agree on {agree}/{total}"
 
 
-@pytest.mark.parametrize("model_fixture", ["llama_dir", "gpt2_dir", "bert_dir"])
+@pytest.mark.parametrize("model_fixture", ["llama_dir", "gemma2_dir", "gpt2_dir", "bert_dir"])
 @pytest.mark.parametrize("arch", ["topk", "jumprelu"])
 def test_store_equals_reference(request, model_fixture, arch, tmp_path, corpus_file):
     model_dir = request.getfixturevalue(model_fixture)
@@ -200,5 +200,12 @@ def test_identical_documents_are_embedded_once_and_cache_is_reused(llama_dir, tm
 
     real = pipeline.encode_chunks
     monkeypatch.setattr(pipeline, "encode_chunks", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again, _ = run(tmp_path, llama_dir, sae, [str(corpus_file)])
+    import transformers
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a fully cached corpus must not load the model's weights")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_weights)
+    again, store_again = run(tmp_path, llama_dir, sae, [str(corpus_file)])
     assert again.n_cached == len(TEXTS) and not calls, "a cached corpus runs no encoder"
+    np.testing.assert_array_equal(store_again.matrix.toarray(), dense[: len(TEXTS)])
