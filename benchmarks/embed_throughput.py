@@ -57,7 +57,7 @@ def random_sae(folder: Path, d_in: int, d_sae: int, k: int, layer: int) -> Path:
 def bare_forward_tokens_per_s(reader, chunks, config) -> tuple[float, int]:
     from saeembed.pipeline import length_sorted_batches
 
-    batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs)
+    batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device)
     tokens = sum(len(c.pooled) for c in chunks)
     sync = torch.cuda.synchronize if reader.device.type == "cuda" else (lambda: None)
     reader.hidden_states(batches[0])  # warm-up

@@ -23,6 +23,8 @@ def run(
                                                  "default: the layer the SAE's files name.")] = None,
     sae_format: Annotated[Optional[str], typer.Option(help="Force the SAE format.")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Model revision on the hub.")] = None,
+    sae_revision: Annotated[Optional[str], typer.Option(help="SAE revision on the hub.")] = None,
+    input_format: Annotated[str, typer.Option(help="auto, jsonl, csv, parquet or txt.")] = _D["input_format"].default,
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = _D["text_field"].default,
     id_field: Annotated[str, typer.Option(help="Field holding the id (else the 0-based line).")] = _D["id_field"].default,
     pool: Annotated[str, typer.Option(help=f"Pooling over tokens: {', '.join(POOLINGS)}.")] = _D["pooling"].default,
@@ -54,6 +56,7 @@ def run(
         if values_dtype not in ("float16", "float32"):
             raise typer.BadParameter("choose float16 or float32", param_hint="--values-dtype")
         config = EmbedConfig(model=model, sae=sae, layer=layer, sae_format=sae_format, revision=revision,
+                             sae_revision=sae_revision, input_format=input_format,
                              pooling=pool, values_dtype=values_dtype, device=device, dtype=dtype,
                              batch_tokens=batch_tokens, max_tokens=max_tokens, long=long,
                              pool_roles=parse_roles(pool_roles), as_chat=as_chat, text_field=text_field,

@@ -77,9 +77,9 @@ class VectorCache:
             positions, rows = zip(*wanted)
             piece = table.take(pa.array(rows)).append_column("_position", pa.array(positions, pa.int64()))
             pieces.append(piece)
-        table = pa.concat_tables(pieces).sort_by("_position") if pieces else None
-        if table is None:
-            return DocVectors.from_arrow(pa.table({})), np.zeros(0, np.int32)
+        if not pieces:
+            return DocVectors.empty(0), np.zeros(0, np.int32)
+        table = pa.concat_tables(pieces).sort_by("_position")
         return DocVectors.from_arrow(table), table.column("n_chunks").to_numpy()
 
     def counts(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:

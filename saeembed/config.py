@@ -40,6 +40,8 @@ class EmbedConfig:
     """Chats: pool only over these roles' tokens while the whole conversation is read."""
     as_chat: str | None = None
     """Wrap plain text as one chat turn of this role (the paper wraps each document as assistant)."""
+    input_format: str = "auto"
+    """auto (by suffix; stdin is sniffed), jsonl, csv, parquet or txt."""
     text_field: str = "text"
     id_field: str = "id"
     skip_invalid: bool = False

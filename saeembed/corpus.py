@@ -67,6 +67,8 @@ def read_corpus(
         >>> corpus = read_corpus(["a.jsonl"], text_field="response")  # doctest: +SKIP
         >>> corpus.documents[0].text  # doctest: +SKIP
     """
+    if fmt not in ("auto", *_SUFFIX_FORMATS.values()):
+        raise CorpusError(f"unknown input format {fmt!r}; choose auto, jsonl, csv, parquet or txt")
     paths = _expand(inputs if isinstance(inputs, list) else [inputs])
     many = len(paths) > 1
     docs: list[Document] = []

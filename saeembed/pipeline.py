@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import time
@@ -67,7 +68,7 @@ def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
     started = time.perf_counter()
     output = Path(output)
     corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
-                         skip_invalid=config.skip_invalid)
+                         fmt=config.input_format, skip_invalid=config.skip_invalid)
     reader, sae = load_pipeline(config)
     cache = _open_cache(config, reader, sae, output)
     keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
@@ -97,6 +98,17 @@ def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
     if not config.use_cache:
         cache.remove()
     return result
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS (a fraction of a millisecond). glibc keeps the memory of freed
+    CPU tensors in its arenas, so without this the resident size creeps up batch after batch and
+    peak memory grows with the corpus."""
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed buffers too
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
 
 
 def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
@@ -162,11 +174,12 @@ def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedC
     chunks = [c for p in prepared for c in p.chunks if len(c.pooled)]
     parts: list[list] = [[] for _ in docs]
     chunks_done = 0
-    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):
+    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device):
         for sub, (vectors, peaks) in _encode_with_retry(reader, sae, batch, config.pooling):
             for row, chunk in enumerate(sub):
                 parts[chunk.doc].append((vectors, peaks, row))
         chunks_done += len(batch)
+        release_freed_memory()
         on_batch(sum(len(c.pooled) for c in batch), chunks_done / len(chunks))
     merged = [merge_chunks(p, config.pooling) if p else _NO_CODES for p in parts]
     counts = np.array([len(m[0]) for m in merged], dtype=np.int64)
@@ -181,14 +194,24 @@ def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedC
 _NO_CODES = (np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0)
 
 
-def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int) -> list[list[Chunk]]:
-    """Longest first; a batch grows while rows x its longest chunk stays within the token budget."""
+# CPU attention materialises [rows, heads, S, S] scores; capping rows x S^2 at this many times the
+# token budget makes a batch of long documents cost no more memory than one of 128-token documents.
+_CPU_ATTENTION_WIDTH = 128
+
+
+def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int,
+                          device: torch.device | None = None) -> list[list[Chunk]]:
+    """Longest first; a batch grows while rows x its longest chunk stays within the token budget
+    (and, on CPU, rows x longest^2 within the attention budget)."""
     ordered = sorted(chunks, key=lambda c: len(c.ids), reverse=True)
+    attention_budget = batch_tokens * _CPU_ATTENTION_WIDTH if device is None or device.type == "cpu" else None
     batches: list[list[Chunk]] = []
     current: list[Chunk] = []
     for chunk in ordered:
         width = len(current[0].ids) if current else len(chunk.ids)
-        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_docs):
+        rows = len(current) + 1
+        if current and (rows * width > batch_tokens or len(current) >= max_docs
+                        or (attention_budget and rows * width * width > attention_budget)):
             batches.append(current)
             current = []
         current.append(chunk)

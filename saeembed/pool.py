@@ -44,7 +44,7 @@ def encode_chunks(hidden: torch.Tensor, batch: list[Chunk], sae: SAE, pooling: P
         values.append(value.float())
         tokens.append(start + r)
     if not keys:
-        return _empty(len(batch), n_tokens), np.zeros(0, np.float32)
+        return DocVectors.empty(len(batch), n_tokens), np.zeros(0, np.float32)
     key, value, token = torch.cat(keys), torch.cat(values), torch.cat(tokens)
     unique, inverse = torch.unique(key, return_inverse=True)  # sorted: by chunk, then latent
     peak = torch.zeros(len(unique), device=device).scatter_reduce_(0, inverse, value, "amax", include_self=False)
@@ -88,7 +88,3 @@ def merge_chunks(parts: list[tuple[DocVectors, np.ndarray, int]], pooling: Pooli
     first = order[np.searchsorted(inverse[order], np.arange(len(latents)))]
     return latents.astype(np.int32), values, cat["peak_start"][first], cat["peak_end"][first], n
 
-
-def _empty(n_chunks: int, n_tokens: np.ndarray) -> DocVectors:
-    empty = np.zeros(0, np.int32)
-    return DocVectors(np.zeros(n_chunks + 1, np.int64), empty, np.zeros(0, np.float32), empty, empty, n_tokens)

@@ -63,7 +63,7 @@ def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
     active_tokens = n_tokens = 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
     sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
-    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs):
+    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device):
         hidden = reader.hidden_states(batch)
         rows = torch.from_numpy(np.repeat(np.arange(len(batch)), [len(c.pooled) for c in batch]))
         cols = torch.from_numpy(np.concatenate([c.pooled for c in batch]))

@@ -38,6 +38,13 @@ class DocVectors:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    @staticmethod
+    def empty(n_docs: int, n_tokens: np.ndarray | None = None) -> "DocVectors":
+        """`n_docs` documents with no active latent."""
+        none = np.zeros(0, np.int32)
+        tokens = np.zeros(n_docs, np.int32) if n_tokens is None else n_tokens
+        return DocVectors(np.zeros(n_docs + 1, np.int64), none, np.zeros(0, np.float32), none, none, tokens)
+
     def arrow_columns(self, values_dtype: str = "float16") -> dict[str, pa.Array]:
         """The vector columns as zero-copy Arrow list arrays."""
         offsets = pa.array(self.offsets.astype(np.int32))
@@ -53,11 +60,10 @@ class DocVectors:
     @staticmethod
     def from_arrow(table: pa.Table) -> "DocVectors":
         """Read the vector columns of a store or cache table (any chunking) into flat arrays."""
-        table = table.combine_chunks()
-        lists = {name: table.column(name).chunk(0) if table.num_rows else None for name in VECTOR_COLUMNS[:4]}
         if not table.num_rows:
-            empty_i = np.zeros(0, np.int32)
-            return DocVectors(np.zeros(1, np.int64), empty_i, np.zeros(0, np.float32), empty_i, empty_i, empty_i)
+            return DocVectors.empty(0)
+        table = table.combine_chunks()
+        lists = {name: table.column(name).chunk(0) for name in VECTOR_COLUMNS[:4]}
         offsets = lists["indices"].offsets.to_numpy().astype(np.int64)
         base = offsets[0]
 
@@ -69,12 +75,8 @@ class DocVectors:
                           table.column("n_tokens").to_numpy().astype(np.int32))
 
 
-def atomic_write_table(table: pa.Table, path: Path, metadata: dict[str, Any] | None = None,
-                       row_group_size: int = 65536) -> None:
+def atomic_write_table(table: pa.Table, path: Path, row_group_size: int = 65536) -> None:
     """Write a Parquet file under a temporary name, fsync it, then rename it into place."""
-    if metadata is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               META_KEY: json.dumps(metadata).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -89,26 +91,27 @@ def atomic_write_table(table: pa.Table, path: Path, metadata: dict[str, Any] | N
 class StoreWriter:
     """Streams row groups into a store file that appears, atomically, only on `close()`."""
 
-    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, Any], buffer_rows: int = 50_000):
+    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, Any], buffer_bytes: int = 64 << 20):
         self.path = path
         self.schema = schema.with_metadata({META_KEY: json.dumps(metadata).encode()})
         self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         self._buffer: list[pa.Table] = []
-        self._rows, self.buffer_rows = 0, buffer_rows
+        self._bytes, self.buffer_bytes = 0, buffer_bytes
 
     def write(self, table: pa.Table) -> None:
-        # Each write call makes at least one row group; buffer so row groups stay large.
+        # Each write call makes at least one row group: buffer so row groups stay large, by bytes
+        # rather than rows so memory does not grow with the corpus.
         self._buffer.append(table.cast(self.schema))
-        self._rows += table.num_rows
-        if self._rows >= self.buffer_rows:
+        self._bytes += table.nbytes
+        if self._bytes >= self.buffer_bytes:
             self._flush()
 
     def _flush(self) -> None:
         if self._buffer:
             self._writer.write_table(pa.concat_tables(self._buffer))
-            self._buffer, self._rows = [], 0
+            self._buffer, self._bytes = [], 0
 
     def close(self) -> None:
         self._flush()
@@ -149,7 +152,7 @@ class Store:
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The saeembed metadata of a store file, without reading its rows."""
     path = Path(path)
-    files = _store_files(path)
+    files = store_files(path)
     try:
         raw = pq.read_schema(files[0]).metadata or {}
     except (OSError, pa.ArrowInvalid) as exc:
@@ -172,7 +175,7 @@ def load_store(path: str | Path) -> Store:
 
     path = Path(path)
     meta = read_meta(path)
-    table = pa.concat_tables(pq.read_table(f) for f in _store_files(path))
+    table = pa.concat_tables(pq.read_table(f) for f in store_files(path))
     vectors = DocVectors.from_arrow(table)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets),
                            shape=(len(vectors), int(meta["sae"]["d_sae"])))
@@ -199,7 +202,7 @@ def _dig(meta: dict[str, Any], field_path: tuple[str, ...]) -> Any:
     return value
 
 
-def _store_files(path: Path) -> list[Path]:
+def store_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
         if not files:

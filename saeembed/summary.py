@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from saeembed.store import _store_files, read_meta
+from saeembed.store import read_meta, store_files
 
 
 def summarize(path: str | Path) -> dict[str, Any]:
     """Rows, tokens, reader, SAE, mean active latents per document and bytes per document."""
     path = Path(path)
     meta = read_meta(path)
-    files = _store_files(path)
+    files = store_files(path)
     rows = 0
     active = []
     for file in files:

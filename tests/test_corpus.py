@@ -91,3 +91,11 @@ def test_missing_inputs(tmp_path):
         read_corpus([str(tmp_path / "nope.jsonl")])
     with pytest.raises(CorpusError, match="no file matches"):
         read_corpus([str(tmp_path / "*.jsonl")])
+
+
+def test_forced_format_reads_any_suffix_and_unknown_formats_are_refused(tmp_path):
+    path = tmp_path / "data.dump"
+    path.write_text("id,text\na,hello\n")
+    assert read_corpus([str(path)], fmt="csv").documents[0].text == "hello"
+    with pytest.raises(CorpusError, match="unknown input format 'xml'"):
+        read_corpus([str(path)], fmt="xml")

@@ -209,3 +209,17 @@ def test_identical_documents_are_embedded_once_and_cache_is_reused(llama_dir, tm
     again, store_again = run(tmp_path, llama_dir, sae, [str(corpus_file)])
     assert again.n_cached == len(TEXTS) and not calls, "a cached corpus runs no encoder"
     np.testing.assert_array_equal(store_again.matrix.toarray(), dense[: len(TEXTS)])
+
+
+def test_stores_embedded_differently_are_not_mixed(llama_dir, tmp_path, corpus_file):
+    from saeembed.errors import StoreError
+    from saeembed.store import check_compatible, read_meta
+
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    run(tmp_path / "a", llama_dir, sae, [str(corpus_file)])
+    run(tmp_path / "b", llama_dir, sae, [str(corpus_file)], pooling="mean")
+    run(tmp_path / "c", llama_dir, sae, [str(corpus_file)])
+    a, b, c = (read_meta(tmp_path / x / "out.parquet") for x in "abc")
+    check_compatible([("a", a), ("c", c)])
+    with pytest.raises(StoreError, match="a and b were embedded differently \\(pooling: 'max' vs 'mean'\\)"):
+        check_compatible([("a", a), ("b", b)])
