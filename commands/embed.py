@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands.ui import parse_roles, print_json, stderr, user_errors
-from saeembed.config import EmbedConfig, POOLINGS
+from saeembed.config import POOLINGS, EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__  # CLI defaults come from the library's config
 
@@ -26,16 +26,19 @@ def run(
     sae_revision: Annotated[Optional[str], typer.Option(help="SAE revision on the hub.")] = None,
     input_format: Annotated[str, typer.Option(help="auto, jsonl, csv, parquet or txt.")] = _D["input_format"].default,
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = _D["text_field"].default,
-    id_field: Annotated[str, typer.Option(help="Field holding the id (else the 0-based line).")] = _D["id_field"].default,
+    id_field: Annotated[str, typer.Option(help="Field holding the id (else the 0-based line).")
+                        ] = _D["id_field"].default,
     pool: Annotated[str, typer.Option(help=f"Pooling over tokens: {', '.join(POOLINGS)}.")] = _D["pooling"].default,
     pool_roles: Annotated[Optional[str], typer.Option(help="Chats: pool only these roles' tokens, "
                                                       "e.g. assistant.")] = None,
     as_chat: Annotated[Optional[str], typer.Option(help="Wrap plain text as one chat turn of this role.")] = None,
-    long: Annotated[str, typer.Option(help="Documents longer than the context: chunk or truncate.")] = _D["long"].default,
+    long: Annotated[str, typer.Option(help="Documents longer than the context: chunk or truncate.")
+                    ] = _D["long"].default,
     max_tokens: Annotated[Optional[int], typer.Option(help="Context of one forward window.")] = None,
     batch_tokens: Annotated[int, typer.Option(help="Token budget per batch.")] = _D["batch_tokens"].default,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = _D["device"].default,
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16.")] = _D["dtype"].default,
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16.")
+                     ] = _D["dtype"].default,
     values_dtype: Annotated[str, typer.Option(help="Stored values: float16 or float32.")] = _D["values_dtype"].default,
     skip_invalid: Annotated[bool, typer.Option(help="Embed the valid documents and list the others.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,

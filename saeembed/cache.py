@@ -85,7 +85,8 @@ class VectorCache:
     def counts(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tokens pooled and chunk count (-1: truncated) of each of `keys`, from the index alone."""
         entries = [self._index[key] for key in keys]
-        return (np.array([e[2] for e in entries], dtype=np.int64), np.array([e[3] for e in entries], dtype=np.int64))
+        return (np.array([e[2] for e in entries], dtype=np.int64),
+                np.array([e[3] for e in entries], dtype=np.int64))
 
     def remove(self) -> None:
         """Delete this namespace's folder, and the root if nothing else is in it (`--no-cache`)."""
@@ -95,7 +96,8 @@ class VectorCache:
 
     def _add_to_index(self, part: Path) -> None:
         table = pq.read_table(part, columns=["key", "n_tokens", "n_chunks"])
-        for row, (key, n_tokens, n_chunks) in enumerate(zip(*(table.column(c).to_pylist() for c in table.column_names))):
+        columns = (table.column(name).to_pylist() for name in ("key", "n_tokens", "n_chunks"))
+        for row, (key, n_tokens, n_chunks) in enumerate(zip(*columns)):
             self._index[key] = (part, row, n_tokens, n_chunks)
 
     def _drop_stale_tmp(self) -> None:

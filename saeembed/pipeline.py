@@ -81,10 +81,10 @@ def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
         window = todo[start: start + config.window_docs]
         base = progress.docs_done
 
-        def on_batch(tokens: int, fraction: float) -> None:
+        def on_batch(tokens: int, fraction: float, base: int = base, size: int = len(window)) -> None:
             # A window's documents count as done only once its cache part is on disk (below).
             progress.tokens_done += tokens
-            progress.docs_done = base + min(int(len(window) * fraction), len(window) - 1)
+            progress.docs_done = base + min(int(size * fraction), size - 1)
             if on_progress:
                 on_progress(progress)
 
@@ -116,7 +116,7 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
     sae = load_sae(config.sae, layer=config.layer, fmt=config.sae_format, revision=config.sae_revision)
     layer = config.layer if config.layer is not None else sae.info.layer
     if layer is None:
-        raise SAEError(f"the SAE files do not say which layer it reads; pass --layer")
+        raise SAEError("the SAE files do not say which layer it reads; pass --layer")
     if sae.info.layer is not None and sae.info.layer != layer:
         raise SAEError(f"the SAE was trained on the output of block {sae.info.layer} "
                        f"({sae.info.hook_name}), not {layer}; pass --layer {sae.info.layer}")

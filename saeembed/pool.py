@@ -16,7 +16,8 @@ _CPU_CHUNK_ELEMENTS = 1 << 22
 _GPU_CHUNK_ELEMENTS = 1 << 28
 
 
-def encode_chunks(hidden: torch.Tensor, batch: list[Chunk], sae: SAE, pooling: Pooling) -> tuple[DocVectors, np.ndarray]:
+def encode_chunks(hidden: torch.Tensor, batch: list[Chunk], sae: SAE,
+                  pooling: Pooling) -> tuple[DocVectors, np.ndarray]:
     """Pool the SAE codes of each chunk's pooled tokens.
 
     Args:

@@ -191,7 +191,11 @@ class Reader:
         if messages is None:
             return doc.text, None, False
         if self.has_chat_template:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            try:
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            except Exception as exc:  # noqa: BLE001 - templates raise jinja errors of their own
+                raise ReaderError(f"{doc.where}: the chat template of {self.spec.model} rejects this "
+                                  f"conversation ({exc})") from None
         else:
             # Encoders and base models have no template: a plain "role: content" transcript.
             text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
@@ -250,7 +254,8 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
     limits = [DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
               getattr(text_config, "max_position_embeddings", None) or 10**9,
               tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
-    return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits), _model_fingerprint(model, spec))
+    return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits),
+                  _model_fingerprint(model, spec))
 
 
 def _cut_config(config: Any, n_layers: int) -> None:

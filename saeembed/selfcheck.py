@@ -51,7 +51,8 @@ def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
     """Encode and decode the reader's activations on `texts` (default: the built-in sample).
 
     Examples:
-        >>> report = check(EmbedConfig(model="google/gemma-2-2b", layer=12, sae="google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"))  # doctest: +SKIP
+        >>> sae = "google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"
+        >>> report = check(EmbedConfig(model="google/gemma-2-2b", layer=12, sae=sae))  # doctest: +SKIP
         >>> report.fvu < 0.3  # doctest: +SKIP
         True
     """
