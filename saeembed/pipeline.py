@@ -223,8 +223,8 @@ def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int,
 def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Pooling):
     """Encode a batch; on out-of-memory, split it in halves and retry rather than fail."""
     try:
-        hidden = reader.hidden_states(batch)
-        return [(batch, encode_chunks(hidden, batch, sae, pooling))]
+        x, segment = reader.token_activations(batch)
+        return [(batch, encode_chunks(x, segment, batch, sae, pooling))]
     except torch.OutOfMemoryError:
         if len(batch) == 1:
             raise ReaderError(f"one window of {len(batch[0].ids)} tokens does not fit in memory; "

@@ -16,13 +16,14 @@ _CPU_CHUNK_ELEMENTS = 1 << 22
 _GPU_CHUNK_ELEMENTS = 1 << 28
 
 
-def encode_chunks(hidden: torch.Tensor, batch: list[Chunk], sae: SAE,
+def encode_chunks(x: torch.Tensor, segment: torch.Tensor, batch: list[Chunk], sae: SAE,
                   pooling: Pooling) -> tuple[DocVectors, np.ndarray]:
     """Pool the SAE codes of each chunk's pooled tokens.
 
     Args:
-        hidden: the hooked block's output [B, S, d_model] for `batch`.
-        batch: the chunks, whose `pooled` positions select the tokens.
+        x, segment: the pooled tokens' activations [n, d_model] and each one's chunk in `batch`
+            (`Reader.token_activations`).
+        batch: the chunks.
         pooling: max, sum, count (tokens on which the latent fires), or mean (returned as the
             sum here; `merge_chunks` divides once a document's chunks are all in).
 
@@ -30,13 +31,9 @@ def encode_chunks(hidden: torch.Tensor, batch: list[Chunk], sae: SAE,
         (vectors, peak values): one row per chunk; the peak values (the largest activation of each
         active latent) let chunks of one document be merged.
     """
-    device = hidden.device
+    device = x.device
     n_tokens = np.array([len(c.pooled) for c in batch], dtype=np.int32)
-    rows = torch.from_numpy(np.repeat(np.arange(len(batch)), n_tokens)).to(device)
-    cols = torch.from_numpy(np.concatenate([c.pooled for c in batch])).to(device)
     spans = np.concatenate([c.spans for c in batch])
-    x = hidden[rows, cols]
-    segment = rows
     step = max(1, (_GPU_CHUNK_ELEMENTS if device.type == "cuda" else _CPU_CHUNK_ELEMENTS) // sae.d_sae)
     keys, values, tokens = [], [], []
     for start in range(0, x.shape[0], step):

@@ -156,6 +156,14 @@ class Reader:
             raise ReaderError(f"the hook on block {self.spec.layer} never fired; this architecture is not supported")
         return self._captured
 
+    def token_activations(self, batch: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations [n, d_model] of the batch's pooled tokens, and each token's row in `batch`."""
+        hidden = self.hidden_states(batch)
+        counts = [len(c.pooled) for c in batch]
+        rows = torch.from_numpy(np.repeat(np.arange(len(batch)), counts)).to(hidden.device)
+        cols = torch.from_numpy(np.concatenate([c.pooled for c in batch])).to(hidden.device)
+        return hidden[rows, cols], rows
+
     def prepare(self, doc: Document, *, pool_roles: tuple[str, ...] | None = None,
                 as_chat: str | None = None, long: LongMode = "chunk", doc_slot: int = 0) -> PreparedDoc:
         """Render, tokenise and split a document into chunks that fit the context."""

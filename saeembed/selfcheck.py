@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from saeembed.corpus import Document
@@ -65,10 +64,7 @@ def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
     sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
     for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device):
-        hidden = reader.hidden_states(batch)
-        rows = torch.from_numpy(np.repeat(np.arange(len(batch)), [len(c.pooled) for c in batch]))
-        cols = torch.from_numpy(np.concatenate([c.pooled for c in batch]))
-        x = sae.prepare(hidden[rows.to(hidden.device), cols.to(hidden.device)].float())
+        x = sae.prepare(reader.token_activations(batch)[0].float())
         codes = sae.encode_prepared(x)
         x_hat = sae.decode(codes)
         residual += float(((x - x_hat) ** 2).sum())
