@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from commands import check, embed, info
+from commands import check, embed, info, train_sae
 
 app = typer.Typer(
     name="saeembed",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("embed")(embed.run)
 app.command("info")(info.run)
 app.command("check")(check.run)
+app.command("train-sae")(train_sae.run)
 
 
 def main() -> None:

@@ -33,3 +33,26 @@ def embed_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | N
 
     with progress:
         yield update
+
+
+@contextlib.contextmanager
+def train_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | None]:
+    """Yield an `on_progress` callback that shows steps, tokens/s, train FVU and held-out figures."""
+    if disabled:
+        yield None
+        return
+    progress = Progress(TextColumn("training"), TextColumn("{task.fields[state]}"), console=stderr, transient=True)
+    task = progress.add_task("train", total=None, state="")
+    started = time.perf_counter()
+
+    def update(state: Any) -> None:
+        held_out = state.eval
+        text = (f"step {state.step:,}  {state.tokens / max(time.perf_counter() - started, 1e-6):,.0f} tok/s  "
+                f"train FVU {state.train_fvu:.3f}  dead {state.dead_fraction:.1%}")
+        if held_out:
+            text += (f"  | held-out FVU {held_out['fvu']:.3f}  L0 {held_out['l0']:.1f}  "
+                     f"dead {held_out['dead_fraction']:.1%}")
+        progress.update(task, state=text)
+
+    with progress:
+        yield update
