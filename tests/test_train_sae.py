@@ -34,7 +34,7 @@ def test_recipe_recovers_sparse_structure():
         sae.b_dec.copy_(x.mean(0))
     trainer = TopKTrainer(sae, lr=3e-3, aux_k=8, aux_coef=1 / 32, dead_after_tokens=2048)
     before = evaluate(sae, x[:1024])["fvu"]
-    for epoch in range(15):
+    for _epoch in range(15):
         for batch in x[torch.randperm(len(x))].split(256):
             trainer.step(batch)
     after = evaluate(sae, x[:1024])
