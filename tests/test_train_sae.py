@@ -85,7 +85,8 @@ def test_trained_sae_is_saelens_and_embeds(llama_dir, train_corpus, tmp_path):
     assert result.steps > 10 and result.eval["fvu"] < 0.6 and result.eval["l0"] <= 8
     assert not (tmp_path / "sae" / CHECKPOINT).exists()
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    assert cfg["architecture"] == "topk" and cfg["k"] == 8 and cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
+    assert cfg["architecture"] == "topk" and cfg["k"] == 8
+    assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
     assert cfg["metadata"]["saeembed"]["training_data"] == [str(train_corpus)]
     sae = load_sae(tmp_path / "sae")
     assert (sae.info.format, sae.info.layer, sae.d_sae) == ("saelens", 1, 128)
