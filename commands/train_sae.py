@@ -25,6 +25,7 @@ def run(
     activations_dir: Annotated[Optional[Path], typer.Option(help="Cache activations here (float16).")] = None,
     save_dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    skip_invalid: Annotated[bool, typer.Option(help="Train on the valid documents and list the others.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -40,11 +41,15 @@ def run(
         config = TrainConfig(model=model, layer=layer, latents=latents, k=k, epochs=epochs,
                              max_train_tokens=max_train_tokens, batch_size=batch_size, lr=lr,
                              activations_dir=activations_dir, save_dtype=save_dtype, text_field=text_field,
+                             skip_invalid=skip_invalid,
                              seed=seed, device=device)
         with train_progress(disabled=quiet) as on_progress:
             result = train_sae(inputs, output, config, on_progress=on_progress)
+    for problem in result.skipped:
+        stderr.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     figures = {"path": str(result.path), "steps": result.steps, "tokens": result.tokens,
-               "resumed_from_step": result.resumed_from_step, "seconds": round(result.seconds, 1), **result.eval}
+               "resumed_from_step": result.resumed_from_step, "seconds": round(result.seconds, 1),
+               "skipped": len(result.skipped), **result.eval}
     if json_out:
         print_json(figures)
     elif not quiet:

@@ -168,7 +168,8 @@ class Reader:
                 as_chat: str | None = None, long: LongMode = "chunk", doc_slot: int = 0) -> PreparedDoc:
         """Render, tokenise and split a document into chunks that fit the context."""
         text, pooled_ranges, templated = self.render(doc, as_chat, pool_roles)
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        # verbose=False: long documents are chunked below, so the "longer than maximum" warning misleads.
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids = enc["input_ids"]
         offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2)
         pooled = (offsets[:, 1] > offsets[:, 0]) & ~np.isin(np.asarray(ids, dtype=np.int64), self._special_ids)

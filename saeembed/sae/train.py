@@ -88,6 +88,8 @@ class TrainResult:
     eval: dict
     resumed_from_step: int
     seconds: float
+    skipped: list = field(default_factory=list)
+    """Documents left out with `skip_invalid` (corpus.Problem: where and why)."""
 
 
 def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
@@ -157,7 +159,8 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     final = evaluate(sae, eval_x) if len(eval_x) else {}
     _save_saelens(output, sae, config, reader, corpus.sources, progress, final)
     (output / CHECKPOINT).unlink(missing_ok=True)
-    return TrainResult(output, progress.step, progress.tokens, final, resumed_from, time.perf_counter() - started)
+    return TrainResult(output, progress.step, progress.tokens, final, resumed_from, time.perf_counter() - started,
+                       corpus.skipped)
 
 
 def _step(trainer: TopKTrainer, batch: torch.Tensor, progress: TrainProgress, config: TrainConfig,

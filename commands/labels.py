@@ -1,0 +1,119 @@
+"""`saeembed labels`: import, generate and show what each latent means."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from commands.ui import print_json, stderr, user_errors
+
+app = typer.Typer(help="Latent labels: import published ones, generate offline, show evidence.",
+                  no_args_is_help=True)
+
+
+def _target(store: Path | None, sae: str | None) -> tuple[str, int]:
+    """(SAE fingerprint, d_sae) from a store's metadata or from the SAE itself."""
+    from saeembed.errors import SaeEmbedError
+
+    if store is not None:
+        from saeembed.store import read_meta
+
+        meta = read_meta(store)["sae"]
+        return meta["fingerprint"], int(meta["d_sae"])
+    if sae is not None:
+        from saeembed.sae import load_sae
+
+        loaded = load_sae(sae)
+        return loaded.info.fingerprint, loaded.d_sae
+    raise SaeEmbedError("say which SAE the labels are for: --store STORE or --sae SAE")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="Neuronpedia .jsonl.gz batches (file or folder), .json or .csv.")],
+    store: Annotated[Optional[Path], typer.Option(help="A store embedded with the SAE.")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="The SAE itself (path or hub id).")] = None,
+) -> None:
+    """Import published labels for an SAE (checked against its width)."""
+    from saeembed.labels import Labels, import_labels, labels_path
+
+    with user_errors():
+        fingerprint, d_sae = _target(store, sae)
+        imported, notes = import_labels(path, d_sae)
+        target = labels_path(fingerprint)
+        labels = Labels.load(target) if target.exists() else Labels(d_sae, {}, {}, {})
+        labels.update(imported)
+        labels.save(target)
+    for note in notes:
+        stderr.print(note, highlight=False)
+    stderr.print(f"[green]saved[/green] {target}", highlight=False)
+
+
+@app.command("generate")
+def generate(
+    store: Annotated[Path, typer.Argument(help="A store to read the latents' documents from.")],
+    method: Annotated[str, typer.Option(help="offline: peak tokens + contrastive keywords, no LLM.")] = "offline",
+    min_docs: Annotated[int, typer.Option(help="Label latents active in at least this many documents.")] = 3,
+) -> None:
+    """Label latents from the documents they fire on."""
+    from saeembed.errors import SaeEmbedError
+    from saeembed.labels import Labels, labels_path, offline_labels
+    from saeembed.store import load_store
+
+    with user_errors():
+        if method != "offline":
+            raise SaeEmbedError(f"unknown labelling method {method!r}; this version offers: offline")
+        loaded = load_store(store)
+        generated = offline_labels(loaded, min_docs=min_docs)
+        target = labels_path(loaded.meta["sae"]["fingerprint"])
+        labels = Labels.load(target) if target.exists() else Labels(loaded.d_sae, {}, {}, {})
+        labels.update(generated)
+        labels.save(target)
+    stderr.print(f"[green]labelled[/green] {len(generated.label)} of {loaded.d_sae} latents -> {target}",
+                 highlight=False)
+
+
+@app.command("show")
+def show(
+    latent: Annotated[int, typer.Argument(help="Latent id.")],
+    store: Annotated[Path, typer.Option(help="Store whose documents give the evidence.")],
+    top: Annotated[int, typer.Option(help="How many top documents.")] = 5,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """A latent's label, frequency and top documents with its peak token marked << >>."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from saeembed.errors import SaeEmbedError
+    from saeembed.labels import labels_for, marked_context, peak_span, top_documents
+    from saeembed.store import load_store
+
+    with user_errors():
+        loaded = load_store(store)
+        if not 0 <= latent < loaded.d_sae:
+            raise SaeEmbedError(f"latent {latent} does not exist; this SAE has 0..{loaded.d_sae - 1}")
+        labels = labels_for(loaded)
+        n_active = int((loaded.matrix.getcol(latent) > 0).sum())
+        docs = []
+        for row, value in top_documents(loaded, latent, top):
+            span = peak_span(loaded, row, latent)
+            text = loaded.frame["text"][row]
+            docs.append({"id": loaded.frame["id"][row], "activation": round(value, 3),
+                         "context": marked_context(text, span) if span else text[:160]})
+    report = {"latent": latent, "label": labels.get(latent), "source": labels.source.get(latent),
+              "score": labels.score.get(latent), "documents": n_active,
+              "frequency": n_active / max(loaded.n_docs, 1), "top": docs}
+    if json_out:
+        print_json(report)
+        return
+    console = Console()
+    console.print(f"[bold]latent {latent}[/bold]: {report['label'] or '(unlabelled)'}"
+                  + (f"  [dim]({report['source']}, score {report['score']:.2f})[/dim]"
+                     if report["score"] is not None else ""), highlight=False)
+    console.print(f"fires in {n_active} of {loaded.n_docs} documents ({report['frequency']:.1%})", highlight=False)
+    for doc in docs:
+        console.print(f"  [cyan]{doc['activation']:>7.3f}[/cyan] {escape(str(doc['id']))}: {escape(doc['context'])}",
+                      highlight=False)
