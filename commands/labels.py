@@ -55,19 +55,40 @@ def import_(
 @app.command("generate")
 def generate(
     store: Annotated[Path, typer.Argument(help="A store to read the latents' documents from.")],
-    method: Annotated[str, typer.Option(help="offline: peak tokens + contrastive keywords, no LLM.")] = "offline",
+    method: Annotated[str, typer.Option(help="offline (peak tokens + contrastive keywords, no LLM) or llm.")
+                      ] = "offline",
     min_docs: Annotated[int, typer.Option(help="Label latents active in at least this many documents.")] = 3,
+    llm_model: Annotated[Optional[str], typer.Option(help="--method llm: the model name at the endpoint.")] = None,
+    llm_base_url: Annotated[str, typer.Option(help="--method llm: any OpenAI-compatible base URL.")
+                            ] = "https://api.openai.com/v1",
+    llm_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
+    max_latents: Annotated[int, typer.Option(help="--method llm: label at most this many (most frequent first).")
+                           ] = 200,
+    concurrency: Annotated[int, typer.Option(help="--method llm: requests in flight.")] = 8,
 ) -> None:
-    """Label latents from the documents they fire on."""
+    """Label latents from the documents they fire on (offline, or by an LLM with detection scoring)."""
+    import numpy as np
+
+    from saeembed.cache import default_cache_root
     from saeembed.errors import SaeEmbedError
     from saeembed.labels import Labels, labels_path, offline_labels
     from saeembed.store import load_store
 
     with user_errors():
-        if method != "offline":
-            raise SaeEmbedError(f"unknown labelling method {method!r}; this version offers: offline")
+        if method not in ("offline", "llm"):
+            raise SaeEmbedError(f"unknown labelling method {method!r}; choose offline or llm")
         loaded = load_store(store)
-        generated = offline_labels(loaded, min_docs=min_docs)
+        if method == "offline":
+            generated = offline_labels(loaded, min_docs=min_docs)
+        else:
+            from saeembed.llm_labels import LLMClient, llm_labels
+
+            if not llm_model:
+                raise SaeEmbedError("--method llm needs --llm-model (and --llm-base-url for a local server)")
+            freq = np.asarray((loaded.matrix > 0).sum(0)).ravel()
+            latents = [int(i) for i in np.argsort(-freq) if freq[i] >= min_docs][:max_latents]
+            client = LLMClient(llm_model, llm_base_url, llm_key_env, cache_dir=default_cache_root() / "llm")
+            generated = llm_labels(loaded, client, latents, concurrency=concurrency)
         target = labels_path(loaded.meta["sae"]["fingerprint"])
         labels = Labels.load(target) if target.exists() else Labels(loaded.d_sae, {}, {}, {})
         labels.update(generated)
