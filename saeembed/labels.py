@@ -178,25 +178,30 @@ def marked_context(text: str, span: tuple[int, int], width: int = 80) -> str:
 
 # -- the offline labeler ---------------------------------------------------------------------------
 
-def offline_labels(store: Store, *, top_docs: int = 20, n_keywords: int = 3, min_docs: int = 3) -> Labels:
+def offline_labels(store: Store, *, top_docs: int = 20, contrast_docs: int = 50, n_keywords: int = 3,
+                   min_docs: int = 3) -> Labels:
     """Label every latent active in at least `min_docs` documents from the store alone.
 
-    A label joins the word the latent most often peaks on in its top documents with the words most
-    over-represented in the documents where it fires versus the rest (contrastive keywords),
+    A label joins the word the latent most often peaks on in its `top_docs` strongest documents
+    with the words most over-represented in its `contrast_docs` strongest documents versus the
+    rest (contrastive keywords),
     e.g. `def · code · function · python`. The score is the share of top documents whose peak
     is that word: how focused the latent is.
     """
     texts = store.frame["text"].to_list()
     doc_word, vocab = _doc_words(texts)
-    active = (store.matrix > 0).astype(np.float32)
-    freq = np.asarray(active.sum(0)).ravel()
+    freq = np.asarray((store.matrix > 0).sum(0)).ravel()
+    # Contrast each latent's strongest documents (not every document it touches, which for a broad
+    # latent is a third of the corpus) against all the others.
+    top = _top_per_column(store.matrix, contrast_docs)
+    n_top = np.asarray(top.sum(0)).ravel()
     n_docs = store.n_docs
     word_df = np.asarray(doc_word.sum(0)).ravel()
-    inside = (active.T @ doc_word).tocsr()  # latents x words: documents with both, never dense
+    inside = (top.T @ doc_word).tocsr()  # latents x words: top documents with the word, never dense
     label, source, score = {}, {}, {}
     for latent in np.flatnonzero(freq >= min_docs):
         row = inside.getrow(latent)
-        n_in = freq[latent]
+        n_in = n_top[latent]
         p_in = row.data / n_in
         p_out = (word_df[row.indices] - row.data) / max(n_docs - n_in, 1)
         gain = p_in * np.log((p_in + 1e-3) / (p_out + 1e-3))
@@ -220,6 +225,26 @@ def offline_labels(store: Store, *, top_docs: int = 20, n_keywords: int = 3, min
             source[int(latent)] = "offline"
             score.setdefault(int(latent), None)
     return Labels(store.d_sae, label, source, score)
+
+
+def _top_per_column(matrix: Any, n: int) -> Any:
+    """Binary docs x latents matrix marking, per latent, its n documents of largest activation."""
+    import scipy.sparse as sp
+
+    csc = matrix.tocsc()
+    rows, cols = [], []
+    for latent in range(csc.shape[1]):
+        start, stop = csc.indptr[latent], csc.indptr[latent + 1]
+        if stop == start:
+            continue
+        values = csc.data[start:stop]
+        keep = np.argpartition(-values, n - 1)[:n] if stop - start > n else np.arange(stop - start)
+        rows.append(csc.indices[start:stop][keep])
+        cols.append(np.full(len(keep), latent))
+    if not rows:
+        return sp.csr_matrix(csc.shape, dtype=np.float32)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=csc.shape)
 
 
 def _doc_words(texts: list[str], min_df: int = 3) -> tuple[Any, list[str]]:
