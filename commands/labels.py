@@ -38,15 +38,12 @@ def import_(
     sae: Annotated[Optional[str], typer.Option(help="The SAE itself (path or hub id).")] = None,
 ) -> None:
     """Import published labels for an SAE (checked against its width)."""
-    from saeembed.labels import Labels, import_labels, labels_path
+    from saeembed.labels import import_labels, save_labels
 
     with user_errors():
         fingerprint, d_sae = _target(store, sae)
         imported, notes = import_labels(path, d_sae)
-        target = labels_path(fingerprint)
-        labels = Labels.load(target) if target.exists() else Labels(d_sae, {}, {}, {})
-        labels.update(imported)
-        labels.save(target)
+        target = save_labels(imported, fingerprint)
     for note in notes:
         stderr.print(note, highlight=False)
     stderr.print(f"[green]saved[/green] {target}", highlight=False)
@@ -71,7 +68,7 @@ def generate(
 
     from saeembed.cache import default_cache_root
     from saeembed.errors import SaeEmbedError
-    from saeembed.labels import Labels, labels_path, offline_labels
+    from saeembed.labels import offline_labels, save_labels
     from saeembed.store import load_store
 
     with user_errors():
@@ -89,10 +86,7 @@ def generate(
             latents = [int(i) for i in np.argsort(-freq) if freq[i] >= min_docs][:max_latents]
             client = LLMClient(llm_model, llm_base_url, llm_key_env, cache_dir=default_cache_root() / "llm")
             generated = llm_labels(loaded, client, latents, concurrency=concurrency)
-        target = labels_path(loaded.meta["sae"]["fingerprint"])
-        labels = Labels.load(target) if target.exists() else Labels(loaded.d_sae, {}, {}, {})
-        labels.update(generated)
-        labels.save(target)
+        target = save_labels(generated, loaded.meta["sae"]["fingerprint"])
     stderr.print(f"[green]labelled[/green] {len(generated.label)} of {loaded.d_sae} latents -> {target}",
                  highlight=False)
 

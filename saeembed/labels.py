@@ -89,6 +89,15 @@ def labels_path(sae_fingerprint: str, root: Path | None = None) -> Path:
     return (root or default_cache_root()) / "labels" / f"{sae_fingerprint}.parquet"
 
 
+def save_labels(new: Labels, sae_fingerprint: str, root: Path | None = None) -> Path:
+    """Merge `new` into the SAE's label store (new labels win) and save it; returns its path."""
+    path = labels_path(sae_fingerprint, root)
+    labels = Labels.load(path) if path.exists() else Labels(new.d_sae, {}, {}, {})
+    labels.update(new)
+    labels.save(path)
+    return path
+
+
 def labels_for(store: Store, root: Path | None = None) -> Labels:
     """The labels recorded for the store's SAE (empty when there are none yet)."""
     path = labels_path(store.meta["sae"]["fingerprint"], root)

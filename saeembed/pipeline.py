@@ -227,7 +227,7 @@ def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Po
         return [(batch, encode_chunks(x, segment, batch, sae, pooling))]
     except torch.OutOfMemoryError:
         if len(batch) == 1:
-            raise ReaderError(f"one window of {len(batch[0].ids)} tokens does not fit in memory; "
+            raise ReaderError(f"a single chunk of {len(batch[0].ids)} tokens does not fit in memory; "
                               f"lower --max-tokens") from None
         log.warning("out of memory on a batch of %d; splitting it", len(batch))
         if torch.cuda.is_available():
