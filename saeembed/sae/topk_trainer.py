@@ -77,7 +77,9 @@ class TopKTrainer:
         self.tokens_since_fired = torch.zeros(sae.W_dec.shape[0], dtype=torch.long)
 
     def step(self, x: torch.Tensor) -> StepStats:
+        """One optimiser step on a batch of activations (moved to the SAE's device)."""
         sae = self.sae
+        x = x.to(sae.W_dec.device)
         x_hat, pre, indices, values = sae(x)
         fvu = _normalized_mse(x_hat, x)
         dead = self.tokens_since_fired > self.dead_after_tokens
@@ -128,9 +130,10 @@ def evaluate(sae: TopKSAE, x: torch.Tensor, batch_size: int = 4096) -> dict[str,
     residual = total = 0.0
     active = 0
     fired = torch.zeros(sae.W_dec.shape[0], dtype=torch.bool)
-    mean = x.mean(0)
+    mean = x.mean(0).to(sae.W_dec.device)
+    device = sae.W_dec.device
     for start in range(0, len(x), batch_size):
-        batch = x[start: start + batch_size]
+        batch = x[start: start + batch_size].to(device)
         x_hat, _, indices, values = sae(batch)
         residual += float((x_hat - batch).pow(2).sum())
         total += float((batch - mean).pow(2).sum())

@@ -120,7 +120,7 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
                        [torch.zeros(0, reader.spec.hidden_size)])[: config.eval_tokens]
 
     generator = torch.Generator().manual_seed(config.seed)
-    sae = TopKSAE(reader.spec.hidden_size, config.latents, config.k, generator)
+    sae = TopKSAE(reader.spec.hidden_size, config.latents, config.k, generator).to(reader.device)  # fp32
     trainer = TopKTrainer(sae, config.lr or default_lr(config.latents), config.aux_k or reader.spec.hidden_size // 2,
                           config.aux_coef, config.dead_after_tokens)
     run_key = text_key(json.dumps(_identity(config), sort_keys=True), *(d.text or "" for d in docs))
@@ -165,7 +165,7 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
 
 def _step(trainer: TopKTrainer, batch: torch.Tensor, progress: TrainProgress, config: TrainConfig,
           eval_x: torch.Tensor, on_progress: Callable[[TrainProgress], None] | None) -> bool:
-    stats = trainer.step(batch.to(trainer.sae.W_dec.device))
+    stats = trainer.step(batch)
     progress.step += 1
     progress.tokens += len(batch)
     progress.train_fvu, progress.dead_fraction = stats.fvu, stats.dead_fraction
