@@ -16,8 +16,10 @@ _D = EmbedConfig.__dataclass_fields__
 
 
 def run(
-    model: Annotated[str, typer.Option(help="Reader: Hugging Face id or local folder.")],
-    sae: Annotated[str, typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")],
+    model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle; default without "
+                                                  "--model/--sae.")] = None,
     sample: Annotated[Optional[Path], typer.Argument(help="Text file, one sample per line "
                                                      "(default: a built-in varied sample).")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Block whose output is read (0-based).")] = None,
@@ -29,11 +31,12 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Reconstruction FVU and mean L0 on sample text; exits 1 when they say the hook is wrong."""
+    from saeembed.presets import resolve_config
     from saeembed.selfcheck import check, read_sample
 
     with user_errors():
-        config = EmbedConfig(model=model, sae=sae, layer=layer, sae_format=sae_format, as_chat=as_chat,
-                             device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        config = resolve_config(preset, model, sae, layer=layer, sae_format=sae_format, as_chat=as_chat,
+                                device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         report = check(config, read_sample(sample) if sample else None)
     if json_out:
         print_json({**asdict(report), "ok": report.ok})

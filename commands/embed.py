@@ -17,8 +17,10 @@ _D = EmbedConfig.__dataclass_fields__  # CLI defaults come from the library's co
 def run(
     inputs: Annotated[list[str], typer.Argument(help="JSONL, CSV, Parquet or text files, globs, or - for stdin.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store to write (.parquet).")],
-    model: Annotated[str, typer.Option(help="Reader: Hugging Face id or local folder.")],
-    sae: Annotated[str, typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")],
+    model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle (`saeembed presets`); "
+                                                  "without --model/--sae the offline `default`.")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Read the output of block L (0-based); "
                                                  "default: the layer the SAE's files name.")] = None,
     sae_format: Annotated[Optional[str], typer.Option(help="Force the SAE format.")] = None,
@@ -50,6 +52,7 @@ def run(
     """Embed documents into sparse SAE vectors (max-pooled per latent) stored as Parquet."""
     from commands.progress import embed_progress
     from saeembed.pipeline import embed
+    from saeembed.presets import resolve_config
 
     with user_errors():
         if pool not in POOLINGS:
@@ -58,13 +61,13 @@ def run(
             raise typer.BadParameter("choose chunk or truncate", param_hint="--long")
         if values_dtype not in ("float16", "float32"):
             raise typer.BadParameter("choose float16 or float32", param_hint="--values-dtype")
-        config = EmbedConfig(model=model, sae=sae, layer=layer, sae_format=sae_format, revision=revision,
-                             sae_revision=sae_revision, input_format=input_format,
-                             pooling=pool, values_dtype=values_dtype, device=device, dtype=dtype,
-                             batch_tokens=batch_tokens, max_tokens=max_tokens, long=long,
-                             pool_roles=parse_roles(pool_roles), as_chat=as_chat, text_field=text_field,
-                             id_field=id_field, skip_invalid=skip_invalid, cache_dir=cache_dir,
-                             use_cache=not no_cache, trust_remote_code=trust_remote_code)
+        config = resolve_config(preset, model, sae, layer=layer, sae_format=sae_format, revision=revision,
+                                sae_revision=sae_revision, input_format=input_format,
+                                pooling=pool, values_dtype=values_dtype, device=device, dtype=dtype,
+                                batch_tokens=batch_tokens, max_tokens=max_tokens, long=long,
+                                pool_roles=parse_roles(pool_roles), as_chat=as_chat, text_field=text_field,
+                                id_field=id_field, skip_invalid=skip_invalid, cache_dir=cache_dir,
+                                use_cache=not no_cache, trust_remote_code=trust_remote_code)
         with embed_progress(disabled=quiet) as on_progress:
             result = embed(inputs, output, config, on_progress=on_progress)
     for problem in result.skipped:

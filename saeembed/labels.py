@@ -99,9 +99,15 @@ def save_labels(new: Labels, sae_fingerprint: str, root: Path | None = None) -> 
 
 
 def labels_for(store: Store, root: Path | None = None) -> Labels:
-    """The labels recorded for the store's SAE (empty when there are none yet)."""
-    path = labels_path(store.meta["sae"]["fingerprint"], root)
-    return Labels.load(path) if path.exists() else Labels(store.d_sae, {}, {}, {})
+    """The labels for the store's SAE: those shipped beside its files (`labels.parquet`, as the
+    bundled default SAE has), overridden by the user's own imported or generated ones."""
+    labels = Labels(store.d_sae, {}, {}, {})
+    source = Path(store.meta["sae"].get("source") or "")
+    shipped = (source if source.is_dir() else source.parent) / "labels.parquet"
+    for path in (shipped, labels_path(store.meta["sae"]["fingerprint"], root)):
+        if str(source) and path.exists():
+            labels.update(Labels.load(path))
+    return labels
 
 
 # -- importers -------------------------------------------------------------------------------------

@@ -96,6 +96,8 @@ def test_wheel_ships_both_packages_and_data(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("saeembed-*.whl"))).namelist()
     assert "commands/app.py" in names and "saeembed/pipeline.py" in names
     assert "saeembed/data/check_sample.txt" in names
+    assert {"saeembed/data/default-sae/sae_weights.safetensors", "saeembed/data/default-sae/labels.parquet",
+            "saeembed/data/default-sae/cfg.json", "saeembed/data/default-sae/MODEL_CARD.md"} <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "saeembed = commands.app:main" in zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
 
