@@ -102,10 +102,12 @@ def labels_for(store: Store, root: Path | None = None) -> Labels:
     """The labels for the store's SAE: those shipped beside its files (`labels.parquet`, as the
     bundled default SAE has), overridden by the user's own imported or generated ones."""
     labels = Labels(store.d_sae, {}, {}, {})
+    candidates = [labels_path(store.meta["sae"]["fingerprint"], root)]
     source = Path(store.meta["sae"].get("source") or "")
-    shipped = (source if source.is_dir() else source.parent) / "labels.parquet"
-    for path in (shipped, labels_path(store.meta["sae"]["fingerprint"], root)):
-        if str(source) and path.exists():
+    if store.meta["sae"].get("source") and source.exists():  # a local SAE (hub ids are not paths here)
+        candidates.insert(0, (source if source.is_dir() else source.parent) / "labels.parquet")
+    for path in candidates:
+        if path.exists():
             labels.update(Labels.load(path))
     return labels
 
