@@ -20,8 +20,8 @@ def run(
     sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle; default without "
                                                   "--model/--sae.")] = None,
-    sample: Annotated[Optional[Path], typer.Argument(help="Text file, one sample per line "
-                                                     "(default: a built-in varied sample).")] = None,
+    sample: Annotated[Optional[Path], typer.Argument(help="Sample corpus: text (one per line), JSONL, CSV or "
+                                                     "Parquet (default: a built-in varied sample).")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Block whose output is read (0-based).")] = None,
     sae_format: Annotated[Optional[str], typer.Option(help="Force the SAE format.")] = None,
     as_chat: Annotated[Optional[str], typer.Option(help="Wrap each sample as a chat turn of this role.")] = None,
@@ -31,13 +31,14 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Reconstruction FVU and mean L0 on sample text; exits 1 when they say the hook is wrong."""
+    from saeembed.corpus import read_corpus
     from saeembed.presets import resolve_config
-    from saeembed.selfcheck import check, read_sample
+    from saeembed.selfcheck import check
 
     with user_errors():
         config = resolve_config(preset, model, sae, layer=layer, sae_format=sae_format, as_chat=as_chat,
                                 device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        report = check(config, read_sample(sample) if sample else None)
+        report = check(config, read_corpus([str(sample)]).documents if sample else None)
     if json_out:
         print_json({**asdict(report), "ok": report.ok})
     else:

@@ -45,7 +45,7 @@ class ActivationCache:
 
 def window_activations(reader: Reader, docs: list[Document], *, window_docs: int, batch_tokens: int,
                        max_batch_docs: int, start_window: int = 0, cache: ActivationCache | None = None,
-                       max_tokens_per_window: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                       ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (window index, float32 CPU activations [n, d_model]) of each window's pooled tokens."""
     for window, start in enumerate(range(0, len(docs), window_docs)):
         if window < start_window:
@@ -60,7 +60,7 @@ def window_activations(reader: Reader, docs: list[Document], *, window_docs: int
             if cache:
                 cache.save(window, acts)
                 acts = acts.half().float()  # train on exactly what later runs will read back
-        yield window, acts[:max_tokens_per_window] if max_tokens_per_window else acts
+        yield window, acts
 
 
 class ShuffleBuffer:

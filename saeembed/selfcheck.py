@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 
 import torch
 
@@ -46,8 +45,8 @@ def sample_texts() -> list[str]:
 
 
 @torch.inference_mode()
-def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
-    """Encode and decode the reader's activations on `texts` (default: the built-in sample).
+def check(config: EmbedConfig, docs: list[Document] | None = None) -> CheckReport:
+    """Encode and decode the reader's activations on `docs` (default: the built-in sample).
 
     Examples:
         >>> sae = "google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"
@@ -56,7 +55,7 @@ def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
         True
     """
     reader, sae = load_pipeline(config)
-    docs = [Document(str(i), t) for i, t in enumerate(texts or sample_texts())]
+    docs = docs or [Document(str(i), t) for i, t in enumerate(sample_texts())]
     chunks = [c for slot, doc in enumerate(docs)
               for c in reader.prepare(doc, long="chunk", as_chat=config.as_chat, doc_slot=slot).chunks if len(c.pooled)]
     residual = total = 0.0
@@ -85,7 +84,3 @@ def check(config: EmbedConfig, texts: list[str] | None = None) -> CheckReport:
                                f"the SAE was trained on this model")
     return report
 
-
-def read_sample(path: str | Path) -> list[str]:
-    """One sample text per non-empty line of a file."""
-    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -175,7 +175,10 @@ def load_store(path: str | Path) -> Store:
 
     path = Path(path)
     meta = read_meta(path)
-    table = pa.concat_tables(pq.read_table(f) for f in store_files(path))
+    try:
+        table = pa.concat_tables(pq.read_table(f) for f in store_files(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"{path}: cannot read the store ({exc}); embed the corpus again") from None
     vectors = DocVectors.from_arrow(table)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets),
                            shape=(len(vectors), int(meta["sae"]["d_sae"])))

@@ -107,3 +107,23 @@ def test_wheel_ships_both_packages_and_data(tmp_path):
 def test_bad_options_are_usage_errors(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--pool" in result.output
+
+
+def test_check_reads_any_corpus_format_and_reports_a_missing_one(llama_dir, corpus_file, tmp_path):
+    sae = str(identity_sae(tmp_path / "id", 64))
+    result = runner.invoke(app, ["check", str(corpus_file), "--model", str(llama_dir), "--sae", sae, "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["n_tokens"] > 50, result.output
+    missing = runner.invoke(app, ["check", str(tmp_path / "nope.txt"), "--model", str(llama_dir), "--sae", sae])
+    assert missing.exit_code == 1 and "input file not found" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_a_corrupt_store_is_one_line(llama_dir, corpus_file, tmp_path):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=1)
+    out = tmp_path / "s.parquet"
+    assert runner.invoke(app, ["embed", str(corpus_file), "-o", str(out), "--model", str(llama_dir), "--sae",
+                               str(sae), "--cache-dir", str(tmp_path / "c"), "-q"]).exit_code == 0
+    data = bytearray(out.read_bytes())
+    data[8:2008] = bytes(2000)  # keep the footer (metadata readable), break the row data
+    out.write_bytes(bytes(data))
+    shown = runner.invoke(app, ["labels", "show", "0", "--store", str(out)])
+    assert shown.exit_code == 1 and "cannot read the store" in shown.stderr

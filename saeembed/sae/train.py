@@ -116,8 +116,7 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     stream = dict(window_docs=config.window_docs, batch_tokens=config.batch_tokens, max_batch_docs=256)
     cache = ActivationCache(config.activations_dir, reader, train_docs, config.window_docs) \
         if config.activations_dir else None
-    eval_x = torch.cat([acts for _, acts in window_activations(reader, holdout, **stream)] or
-                       [torch.zeros(0, reader.spec.hidden_size)])[: config.eval_tokens]
+    eval_x = _held_out(window_activations(reader, holdout, **stream), config.eval_tokens, reader.spec.hidden_size)
 
     generator = torch.Generator().manual_seed(config.seed)
     sae = TopKSAE(reader.spec.hidden_size, config.latents, config.k, generator).to(reader.device)  # fp32
@@ -161,6 +160,17 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     (output / CHECKPOINT).unlink(missing_ok=True)
     return TrainResult(output, progress.step, progress.tokens, final, resumed_from, time.perf_counter() - started,
                        corpus.skipped)
+
+
+def _held_out(windows, max_tokens: int, width: int) -> torch.Tensor:
+    """The first `max_tokens` held-out activations; stops running the model once it has them."""
+    parts, n = [torch.zeros(0, width)], 0
+    for _, acts in windows:
+        parts.append(acts)
+        n += len(acts)
+        if n >= max_tokens:
+            break
+    return torch.cat(parts)[:max_tokens]
 
 
 def _step(trainer: TopKTrainer, batch: torch.Tensor, progress: TrainProgress, config: TrainConfig,
