@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from commands import check, embed, info, labels, presets, train_sae
+from commands import check, diff, embed, info, labels, presets, train_sae
 
 app = typer.Typer(
     name="saeembed",
@@ -17,6 +17,7 @@ app.command("embed")(embed.run)
 app.command("info")(info.run)
 app.command("check")(check.run)
 app.command("train-sae")(train_sae.run)
+app.command("diff")(diff.run)
 app.command("presets")(presets.run)
 app.add_typer(labels.app, name="labels")
 

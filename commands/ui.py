@@ -35,6 +35,27 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
 
+def print_rows(frame: Any) -> None:
+    """A polars DataFrame as JSON lines on stdout, one object per row."""
+    for row in frame.iter_rows(named=True):
+        print_json(row)
+
+
+def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:
+    """Stores for the given paths: stores load as they are, corpus files are embedded first (cached)
+    with the preset (default: the offline one), a progress bar per corpus on stderr."""
+    from commands.progress import embed_progress
+    from saeembed.presets import embed_config
+    from saeembed.sources import open_store
+
+    config = embed_config(preset, **settings)
+    stores = []
+    for source in inputs:
+        with embed_progress(disabled=quiet) as on_progress:
+            stores.append(open_store(source, config, on_progress))
+    return stores
+
+
 def parse_roles(value: str | None) -> tuple[str, ...] | None:
     """`assistant,user` -> ("assistant", "user")."""
     return tuple(r.strip() for r in value.split(",") if r.strip()) if value else None

@@ -162,6 +162,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(raw[META_KEY])
 
 
+def is_store(path: str | Path) -> bool:
+    """True for a store written by `saeembed embed` (a file or a folder of parts), False for anything
+    else, e.g. a corpus in Parquet, JSONL or CSV."""
+    path = Path(path)
+    try:
+        files = store_files(path)
+        return META_KEY in (pq.read_schema(files[0]).metadata or {})
+    except (StoreError, OSError, pa.ArrowInvalid):
+        return False
+
+
 def load_store(path: str | Path) -> Store:
     """Load a store (a file or a folder of part files) into a CSR matrix and a polars frame.
 

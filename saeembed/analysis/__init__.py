@@ -1,0 +1,1 @@
+"""Analyses over stores; each returns polars DataFrames with stable column names."""

@@ -1,0 +1,35 @@
+"""Where analyses get their stores: a store is loaded as it is, a corpus file is embedded first
+(through the content-addressed cache, so the second analysis of the same file costs no model run)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from saeembed.config import EmbedConfig
+from saeembed.store import Store, is_store, load_store
+
+
+def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
+               on_progress: Callable[[Any], None] | None = None) -> Store:
+    """The store `source` names, embedding it first with `config` (default: the offline preset)
+    when it is a corpus (JSONL, CSV, Parquet without saeembed metadata, TXT).
+
+    Examples:
+        >>> tweets = open_store("examples/sarcastic.jsonl")  # doctest: +SKIP
+    """
+    if isinstance(source, Store):
+        return source
+    path = Path(source)
+    if is_store(path):
+        return load_store(path)
+    from saeembed.pipeline import embed
+    from saeembed.presets import embed_config
+
+    with tempfile.TemporaryDirectory(prefix="saeembed-") as tmp:
+        out = Path(tmp) / "store.parquet"
+        embed([str(path)], out, config or embed_config(), on_progress=on_progress)
+        store = load_store(out)
+    store.path = path  # name the corpus the user gave, not the temporary file
+    return store
