@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from commands import check, diff, embed, info, labels, presets, train_sae
+from commands import check, correlations, diff, embed, info, labels, presets, train_sae
 
 app = typer.Typer(
     name="saeembed",
@@ -18,6 +18,7 @@ app.command("info")(info.run)
 app.command("check")(check.run)
 app.command("train-sae")(train_sae.run)
 app.command("diff")(diff.run)
+app.command("correlations")(correlations.run)
 app.command("presets")(presets.run)
 app.add_typer(labels.app, name="labels")
 

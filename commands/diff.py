@@ -79,7 +79,7 @@ def _render(result: Any, top: int) -> None:
     from rich.markup import escape
 
     console = Console()
-    console.print(_headline(result), highlight=False)
+    console.print(_headline(result), highlight=False, soft_wrap=True)
     findings = result.findings
     if not len(findings):
         console.print("No latent differs at these thresholds.", style="yellow")

@@ -38,3 +38,33 @@ class DiffConfig:
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise SaeEmbedError(f"--holdout is the share of documents kept for validation, in (0, 1); "
                                 f"got {self.holdout}")
+
+
+@dataclass
+class CorrelationConfig:
+    """Which latent pairs are tested and which findings count as trivial. CLI defaults come from here."""
+
+    min_support: int = 10
+    """Fewest documents a pair must share to be tested (and a latent must fire in)."""
+    min_freq: float = 0.01
+    """Frequency band of the latents considered: rarer ones give unstable NPMI ..."""
+    max_freq: float = 0.9
+    """... and near-ubiquitous ones carry no information."""
+    alpha: float = 0.05
+    """Largest Benjamini-Hochberg q-value (over all pairs tested) of a finding."""
+    max_near_token: float = 0.5
+    """Trivial: the two latents peak on the same or adjacent tokens in more than this share of the
+    documents they share (one token, or a phrase, firing both)."""
+    max_decoder_cosine: float = 0.7
+    """Trivial: decoder directions this similar are near-duplicates of one concept."""
+    max_label_overlap: float = 0.5
+    """Trivial: labels sharing at least this share of their words (Jaccard) say the same thing."""
+    block: int = 1024
+    """Latents per block of the co-occurrence product (memory ~ block x latents in band)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_freq < self.max_freq <= 1:
+            raise SaeEmbedError(f"the frequency band needs 0 <= min_freq < max_freq <= 1; got "
+                                f"[{self.min_freq}, {self.max_freq}]")
+        if self.min_support < 1 or self.block < 1:
+            raise SaeEmbedError("min_support and block must be at least 1")

@@ -121,11 +121,41 @@ def _t_summary(d: np.ndarray, se: np.ndarray, dof: np.ndarray) -> tuple[np.ndarr
     return d - half, d + half, p
 
 
-def hypergeom_sf(k: np.ndarray, total: int, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
-    """One-sided p = P(X >= k) for the overlap X of two random subsets of sizes ka, kb of `total`."""
-    from scipy import stats
+def hypergeom_sf(k: np.ndarray, total: int, ka: np.ndarray, kb: np.ndarray, *, cutoff: float = 1.0,
+                 max_terms: int = 64) -> np.ndarray:
+    """One-sided p = P(X >= k) for the overlap X of two random subsets of sizes ka, kb of `total`.
 
-    return np.clip(stats.hypergeom.sf(np.asarray(k) - 1, total, ka, kb), 0, 1)
+    The tail is summed from the first term by the pmf's ratio recurrence, vectorised over pairs
+    (scipy's per-element sf is ~100x slower on millions of pairs). Where the sum has not converged
+    after `max_terms` terms but already exceeds `cutoff`, that partial sum (> cutoff) is returned:
+    callers that only keep p <= cutoff need nothing more precise. The rest fall back to scipy.
+    """
+    from scipy import special, stats
+
+    k, ka, kb = (np.asarray(v, float) for v in (k, ka, kb))
+    rest = total - ka - kb
+    log_first = (special.gammaln(ka + 1) - special.gammaln(k + 1) - special.gammaln(ka - k + 1)
+                 + special.gammaln(total - ka + 1) - special.gammaln(kb - k + 1) - special.gammaln(rest + k + 1)
+                 - special.gammaln(total + 1) + special.gammaln(kb + 1) + special.gammaln(total - kb + 1))
+    ratio_sum = np.ones(len(k))
+    term = np.ones(len(k))
+    x = k.copy()
+    live = np.flatnonzero(x < np.minimum(ka, kb))
+    for _ in range(max_terms):
+        if not len(live):
+            break
+        xl = x[live]
+        term[live] *= (ka[live] - xl) * (kb[live] - xl) / ((xl + 1) * (rest[live] + xl + 1))
+        ratio_sum[live] += term[live]
+        x[live] += 1
+        declining = (term[live] < 1e-12 * ratio_sum[live]) & (x[live] > (ka[live] + 1) * (kb[live] + 1) / (total + 2))
+        live = live[(x[live] < np.minimum(ka[live], kb[live])) & ~declining]
+    p = np.exp(log_first) * ratio_sum
+    p[k <= 0] = 1.0
+    exact_needed = live[p[live] <= cutoff]
+    if len(exact_needed):
+        p[exact_needed] = stats.hypergeom.sf(k[exact_needed] - 1, total, ka[exact_needed], kb[exact_needed])
+    return np.clip(p, 0, 1)
 
 
 def benjamini_hochberg(p: np.ndarray, m: int | None = None) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""`saeembed correlations`: concepts that co-occur more than chance, trivial pairs filtered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from commands.ui import open_inputs, print_rows, stderr, user_errors
+from saeembed.analysis.config import CorrelationConfig
+
+_D = CorrelationConfig.__dataclass_fields__
+
+
+def run(
+    corpus: Annotated[str, typer.Argument(help="A store, or a corpus file (embedded with the preset, cached).")],
+    with_column: Annotated[Optional[str], typer.Option("--with", help="Latents vs this metadata column: per "
+                                                       "value (categorical) or rank correlation (numeric).")] = None,
+    and_corpus: Annotated[Optional[str], typer.Option("--and", help="A second corpus row-aligned with the first "
+                                                      "(e.g. responses to its prompts): cross correlations.")] = None,
+    pair_on: Annotated[Optional[str], typer.Option(help="With --and: the column that aligns the rows.")] = None,
+    top: Annotated[int, typer.Option(help="Pairs shown.")] = 50,
+    min_support: Annotated[int, typer.Option(help="Fewest shared documents of a tested pair.")
+                           ] = _D["min_support"].default,
+    min_freq: Annotated[float, typer.Option(help="Frequency band: lower end.")] = _D["min_freq"].default,
+    max_freq: Annotated[float, typer.Option(help="Frequency band: upper end.")] = _D["max_freq"].default,
+    alpha: Annotated[float, typer.Option(help="Largest Benjamini-Hochberg q of a finding.")] = _D["alpha"].default,
+    show_dropped: Annotated[bool, typer.Option(help="List the pairs dropped as trivial instead.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one pair each.")] = False,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write all findings to .csv, .parquet, "
+                                                                          ".json or .jsonl.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Embed corpus files with this preset "
+                                                       "(default: the offline one).")] = None,
+    text_field: Annotated[str, typer.Option(help="Corpus files: field holding the text.")] = "text",
+    id_field: Annotated[str, typer.Option(help="Corpus files: field holding the id.")] = "id",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Latent pairs that fire in the same documents more than chance: NPMI with a hypergeometric test and
+    BH control; pairs peaking on the same/adjacent token, near-duplicate decoders or labels dropped."""
+    from saeembed.analysis.associations import associations
+    from saeembed.analysis.correlations import correlations, cross_correlations
+    from saeembed.errors import SaeEmbedError
+    from saeembed.export import write_frame
+
+    with user_errors():
+        if (and_corpus is None) != (pair_on is None):
+            raise SaeEmbedError("--and and --pair-on go together: name the second corpus and the column aligning rows")
+        if with_column and and_corpus:
+            raise SaeEmbedError("choose --with (a metadata column) or --and (a second corpus), not both")
+        config = CorrelationConfig(min_support=min_support, min_freq=min_freq, max_freq=max_freq, alpha=alpha)
+        stores = open_inputs([corpus] + ([and_corpus] if and_corpus else []), preset, quiet or json_out,
+                             text_field=text_field, id_field=id_field, cache_dir=cache_dir)
+        if with_column:
+            result: Any = associations(stores[0], with_column, config)
+            rows = result.table
+        else:
+            result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
+                      else correlations(stores[0], config))
+            rows = result.dropped_pairs if show_dropped else result.table
+        if output:
+            write_frame(rows, output)
+    if json_out:
+        print_rows(rows.head(top) if not output else rows)
+    elif with_column:
+        _render_associations(result, top)
+    else:
+        _render_pairs(result, rows, top, show_dropped, and_corpus is not None)
+    if output and not quiet:
+        stderr.print(f"[green]wrote[/green] {output}: {len(rows)} rows", highlight=False)
+
+
+def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    reasons = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in result.dropped.items())
+    console.print(f"{result.n_docs:,} documents; {result.n_band:,} latents in the frequency band with enough "
+                  f"support; {result.n_tested:,} pairs tested; {result.n_significant:,} significant; dropped as "
+                  f"trivial: {reasons}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    if not len(rows):
+        console.print("No pair to show.", style="yellow")
+        return
+    side = ("prompt ", "response ") if cross else ("", "")
+    for row in rows.head(top).iter_rows(named=True):
+        console.print(f"  [bold]{row['npmi']:.2f}[/bold]  {side[0]}[cyan]{row['latent_a']}[/cyan] "
+                      f"{escape(row['label_a'] or '(no label)')}  x  {side[1]}[cyan]{row['latent_b']}[/cyan] "
+                      f"{escape(row['label_b'] or '(no label)')}", highlight=False)
+        extra = f"   dropped: {row['reason'].replace('_', ' ')}" if dropped else ""
+        console.print(f"        together in {row['support']:,} documents ({row['expected']:.1f} expected); "
+                      f"alone {row['freq_a']:.1%} / {row['freq_b']:.1%}; q {row['q']:.1e}{extra}", highlight=False)
+
+
+def _render_associations(result: Any, top: int) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    table = result.table
+    console.print(f"{result.n_docs:,} documents with {result.column}; {result.kind} column; {result.n_tested:,} "
+                  f"tests; {len(table):,} significant associations", highlight=False, soft_wrap=True)
+    if result.kind == "numeric":
+        for row in table.head(top).iter_rows(named=True):
+            console.print(f"  rho {row['rho']:+.2f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}"
+                          f"   q {row['q']:.1e}", highlight=False)
+        return
+    for value in table["value"].unique(maintain_order=True).to_list():
+        part = table.filter(table["value"] == value)
+        console.print(f"\n[bold]{escape(str(value))}[/bold] ({len(part):,} latents)")
+        for row in part.head(top).iter_rows(named=True):
+            console.print(f"  {row['npmi']:.2f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}"
+                          f"   {row['freq_in_value']:.0%} vs {row['freq_elsewhere']:.0%} elsewhere, q {row['q']:.1e}",
+                          highlight=False)

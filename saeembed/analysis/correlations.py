@@ -1,0 +1,285 @@
+"""Concept correlations: latent pairs that fire in the same documents more often than chance.
+
+Documents are binarised (a latent is present when it fires on any token). For every pair of
+latents inside the frequency band with enough shared documents, NPMI measures the association and
+a one-sided hypergeometric test its significance, with Benjamini-Hochberg control over all the pairs
+tested. The co-occurrence counts come from a sparse product computed one block of latents at a
+time, so no latents x latents matrix is ever held whole. Significant pairs that are trivial (the two
+latents peak on the same or adjacent token, their decoder directions nearly coincide, or their labels
+say the same) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from saeembed.analysis import stats
+from saeembed.analysis.config import CorrelationConfig
+from saeembed.analysis.rows import align_pairs
+from saeembed.store import Store, check_compatible
+
+log = logging.getLogger(__name__)
+_WORD = re.compile(r"[a-z0-9']+")
+DROP_REASONS = ("same_or_adjacent_token", "decoder_cosine", "similar_labels")
+
+
+@dataclass
+class CorrelationResult:
+    """Significant, non-trivial latent pairs and an account of everything that was filtered."""
+
+    table: Any
+    """polars DataFrame: latent_a, label_a, latent_b, label_b, npmi, support, freq_a, freq_b, expected,
+    p, q, near_token_share, decoder_cosine; strongest NPMI first."""
+    n_docs: int
+    n_band: int
+    """Latents inside the frequency band with at least `min_support` documents."""
+    n_tested: int
+    """Pairs with at least `min_support` shared documents: the pairs BH controls over."""
+    n_significant: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Significant pairs dropped as trivial, per reason (see DROP_REASONS)."""
+    dropped_pairs: Any = None
+    """The dropped pairs with their `reason`, for inspection."""
+    notes: list[str] = field(default_factory=list)
+
+
+def correlations(store: Store, config: CorrelationConfig | None = None, *, labels: Any = None,
+                 decoder: np.ndarray | None = None) -> CorrelationResult:
+    """Latent pairs that co-occur in documents more than chance (NPMI + hypergeometric test + BH).
+
+    Args:
+        store: an embedded corpus.
+        config: support, frequency band, alpha and the trivial-pair thresholds.
+        labels: `saeembed.labels.Labels`; default the labels found for the store's SAE.
+        decoder: [d_sae, d_in] decoder directions; default loaded from the store's SAE when it is
+            reachable (else the decoder filter is skipped, and a note says so).
+
+    Examples:
+        >>> result = correlations(load_store("tweets.parquet"))  # doctest: +SKIP
+        >>> result.table.head(10)  # doctest: +SKIP
+    """
+    from saeembed.labels import labels_for
+
+    config = config or CorrelationConfig()
+    labels = labels if labels is not None else labels_for(store)
+    band = _band(store.matrix, config)
+    x = _binary_columns(store.matrix, band)
+    pairs, n_tested = _pair_tests(x, x, store.n_docs, config, same=True)
+    result = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
+    notes: list[str] = []
+    if decoder is None:
+        decoder, note = decoder_directions(store.meta)
+        notes += [note] if note else []
+    near = _near_token_share(store, band, result["i"], result["j"], result["support"])
+    cosine = _cosine(decoder, band[result["i"]], band[result["j"]])
+    return _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes)
+
+
+def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConfig | None = None, *,
+                       labels: Any = None, decoder: np.ndarray | None = None) -> CorrelationResult:
+    """Latent of a's document x latent of b's partner document (e.g. prompt x response), on rows
+    aligned by `pair_on`. A latent paired with itself, or with a near-duplicate direction, is the
+    response echoing the prompt: dropped as trivial."""
+    from saeembed.labels import labels_for
+
+    config = config or CorrelationConfig()
+    check_compatible([(str(a.path), a.meta), (str(b.path), b.meta)])
+    labels = labels if labels is not None else labels_for(a)
+    rows_a, rows_b = align_pairs([a, b], pair_on)
+    ma, mb = a.matrix[rows_a], b.matrix[rows_b]
+    band_a, band_b = _band(ma, config), _band(mb, config)
+    pairs, n_tested = _pair_tests(_binary_columns(ma, band_a), _binary_columns(mb, band_b), len(rows_a), config,
+                                  same=False)
+    result = _finish(pairs, n_tested, band_a, band_b, len(rows_a), config, labels)
+    notes: list[str] = []
+    if decoder is None:
+        decoder, note = decoder_directions(a.meta)
+        notes += [note] if note else []
+    latent_a, latent_b = band_a[result["i"]], band_b[result["j"]]
+    cosine = _cosine(decoder, latent_a, latent_b)
+    if cosine is None:  # without the decoder, at least the same latent on both sides is an echo
+        cosine = np.where(latent_a == latent_b, 1.0, np.nan)
+    near = np.full(len(latent_a), np.nan)
+    return _filter(result, near, cosine, labels, config, len(rows_a), len(band_a) + len(band_b), n_tested, notes)
+
+
+def _band(matrix: Any, config: CorrelationConfig) -> np.ndarray:
+    """Latents inside the frequency band that fire in at least `min_support` documents."""
+    counts = np.bincount(matrix.indices[matrix.data > 0], minlength=matrix.shape[1])
+    freq = counts / max(matrix.shape[0], 1)
+    return np.flatnonzero((freq >= config.min_freq) & (freq <= config.max_freq) & (counts >= config.min_support))
+
+
+def _binary_columns(matrix: Any, columns: np.ndarray) -> Any:
+    """docs x len(columns) CSC matrix of 0/1 presence, float32 (scipy multiplies floats fastest)."""
+    sub = matrix[:, columns].tocsc()
+    sub.data = (sub.data > 0).astype(np.float32)
+    sub.eliminate_zeros()
+    return sub
+
+
+def _pair_tests(xa: Any, xb: Any, n_docs: int, config: CorrelationConfig,
+                same: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Co-occurrence counts block by block; the hypergeometric p of every pair with enough support.
+
+    Keeps only pairs with p <= alpha (no pair above can reach q <= alpha), and returns how many pairs
+    were tested in all, so the BH q-values of the kept ones stay exact.
+    """
+    count_a = np.asarray(xa.sum(axis=0)).ravel()
+    count_b = np.asarray(xb.sum(axis=0)).ravel()
+    xb_csr = xb.tocsr()
+    kept: dict[str, list[np.ndarray]] = {"i": [], "j": [], "support": [], "p": []}
+    n_tested = 0
+    for start in range(0, xa.shape[1], config.block):
+        stop = min(start + config.block, xa.shape[1])
+        block = (xa[:, start:stop].T.tocsr() @ xb_csr).tocoo()
+        i, j, n = block.row.astype(np.int64) + start, block.col.astype(np.int64), block.data.astype(np.int64)
+        keep = n >= config.min_support
+        if same:
+            keep &= j > i
+        i, j, n = i[keep], j[keep], n[keep]
+        n_tested += len(n)
+        above = n * n_docs > count_a[i] * count_b[j]  # only positive association can reach a small one-sided p
+        i, j, n = i[above], j[above], n[above]
+        p = stats.hypergeom_sf(n, n_docs, count_a[i], count_b[j], cutoff=config.alpha)
+        small = p <= config.alpha
+        for key, value in (("i", i[small]), ("j", j[small]), ("support", n[small]), ("p", p[small])):
+            kept[key].append(value)
+    pairs = {k: np.concatenate(v) if v else np.zeros(0) for k, v in kept.items()}
+    pairs["count_a"], pairs["count_b"] = count_a, count_b
+    return pairs, n_tested
+
+
+def _finish(pairs: dict[str, np.ndarray], n_tested: int, band_a: np.ndarray, band_b: np.ndarray, n_docs: int,
+            config: CorrelationConfig, labels: Any) -> dict[str, np.ndarray]:
+    """NPMI and q for the kept pairs; only the significant ones go on."""
+    q = stats.benjamini_hochberg(pairs["p"], m=max(n_tested, len(pairs["p"])))
+    significant = q <= config.alpha
+    i, j = pairs["i"][significant].astype(np.int64), pairs["j"][significant].astype(np.int64)
+    support = pairs["support"][significant].astype(np.int64)
+    ca, cb = pairs["count_a"][i], pairs["count_b"][j]
+    return {"i": i, "j": j, "support": support, "count_a": ca, "count_b": cb, "p": pairs["p"][significant],
+            "q": q[significant], "npmi": npmi(support, ca, cb, n_docs),
+            "latent_a": band_a[i].astype(np.int32), "latent_b": band_b[j].astype(np.int32)}
+
+
+def npmi(both: np.ndarray, count_a: np.ndarray, count_b: np.ndarray, n_docs: int) -> np.ndarray:
+    """Normalised PMI in [-1, 1] from document counts: log(P(a,b) / P(a)P(b)) / -log P(a,b)."""
+    p_ab = np.asarray(both, float) / n_docs
+    pmi = np.log(np.maximum(p_ab, 1e-300) * n_docs * n_docs / (np.asarray(count_a, float) * count_b))
+    denominator = -np.log(np.maximum(p_ab, 1e-300))
+    return np.divide(pmi, denominator, out=np.ones_like(pmi), where=denominator > 0)
+
+
+def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray | None, labels: Any,
+            config: CorrelationConfig, n_docs: int, n_band: int, n_tested: int, notes: list[str]) -> CorrelationResult:
+    import polars as pl
+
+    la = [labels.get(int(x)) for x in result["latent_a"]]
+    lb = [labels.get(int(x)) for x in result["latent_b"]]
+    cosine = np.full(len(la), np.nan) if cosine is None else cosine
+    reason = np.full(len(la), None, dtype=object)
+    similar = _label_overlap(result["latent_a"], result["latent_b"], labels) >= config.max_label_overlap
+    for name, hit in reversed(list(zip(DROP_REASONS, (near > config.max_near_token,
+                                                      cosine > config.max_decoder_cosine, similar)))):
+        reason[hit] = name  # reversed: a pair dropped for several reasons counts under the first
+    table = pl.DataFrame({
+        "latent_a": result["latent_a"], "label_a": pl.Series(la, dtype=pl.Utf8),
+        "latent_b": result["latent_b"], "label_b": pl.Series(lb, dtype=pl.Utf8),
+        "npmi": result["npmi"], "support": result["support"],
+        "freq_a": result["count_a"] / n_docs, "freq_b": result["count_b"] / n_docs,
+        "expected": result["count_a"] * result["count_b"] / n_docs, "p": result["p"], "q": result["q"],
+        "near_token_share": near, "decoder_cosine": cosine, "reason": pl.Series(reason.tolist(), dtype=pl.Utf8),
+    }).with_columns(pl.col("near_token_share", "decoder_cosine").fill_nan(None)).sort("npmi", descending=True)
+    dropped = table.filter(pl.col("reason").is_not_null())
+    counts = {name: int((dropped["reason"] == name).sum()) for name in DROP_REASONS}
+    return CorrelationResult(table.filter(pl.col("reason").is_null()).drop("reason"), n_docs, n_band, n_tested,
+                             len(table), counts, dropped, notes)
+
+
+def _near_token_share(store: Store, band: np.ndarray, i: np.ndarray, j: np.ndarray,
+                      support: np.ndarray) -> np.ndarray:
+    """Per pair, the share of shared documents where both latents peak on the same token or on two
+    adjacent tokens (one's span ends where, or one character before, the other's begins).
+
+    Counted with sparse products over (document, character position) keys, never per pair.
+    """
+    import scipy.sparse as sp
+
+    if not len(i):
+        return np.zeros(0)
+    m = store.matrix
+    column = np.full(m.shape[1], -1)
+    column[band] = np.arange(len(band))
+    take = (column[m.indices] >= 0) & (m.data > 0)
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))[take]
+    cols = column[m.indices[take]]
+    start, end = store.peak_start[take].astype(np.int64), store.peak_end[take].astype(np.int64)
+    width = int(end.max(initial=0)) + 2
+    keys, key_ids = np.unique(rows * width + start, return_inverse=True)
+
+    def at(positions: np.ndarray) -> Any:
+        """latents x keys: latent peaks at this (document, position) key."""
+        wanted = rows * width + positions
+        slot = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        hit = keys[slot] == wanted
+        return sp.csr_matrix((np.ones(hit.sum(), np.float32), (cols[hit], slot[hit])), shape=(len(band), len(keys)))
+
+    starts = sp.csr_matrix((np.ones(len(cols), np.float32), (cols, key_ids)), shape=(len(band), len(keys)))
+    same = starts @ starts.T
+    adjacent = (at(end) + at(end + 1)) @ starts.T  # [a, b]: a's span ends at (or just before) b's start
+    near = (same + adjacent + adjacent.T).tocsr()
+    return np.asarray(near[i, j]).ravel() / np.maximum(support, 1)
+
+
+def decoder_directions(meta: dict[str, Any]) -> tuple[np.ndarray | None, str | None]:
+    """The SAE's decoder rows [d_sae, d_in] when its files can be found locally, else (None, why)."""
+    from saeembed.errors import SaeEmbedError
+    from saeembed.sae import load_sae
+
+    info = meta.get("sae", {})
+    try:
+        sae = load_sae(info.get("source", ""), layer=info.get("layer"), fmt=info.get("format"))
+    except (SaeEmbedError, OSError, ValueError) as exc:
+        return None, f"decoder-direction filter skipped: the SAE {info.get('source')!r} is not available here ({exc})"
+    if info.get("fingerprint") and sae.info.fingerprint != info["fingerprint"]:
+        return None, f"decoder-direction filter skipped: the SAE at {info.get('source')!r} changed since embedding"
+    return sae.W_dec.float().numpy(), None
+
+
+def _cosine(decoder: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    if decoder is None:
+        return None
+    out = np.empty(len(a))
+    norms = np.linalg.norm(decoder, axis=1)
+    for start in range(0, len(a), 65536):  # bounded memory: two [chunk, d_in] gathers at a time
+        x, y = a[start:start + 65536], b[start:start + 65536]
+        out[start:start + len(x)] = np.einsum("ij,ij->i", decoder[x], decoder[y]) / np.maximum(norms[x] * norms[y],
+                                                                                                1e-12)
+    return out
+
+
+def _label_overlap(latents_a: np.ndarray, latents_b: np.ndarray, labels: Any) -> np.ndarray:
+    """Per pair, the Jaccard overlap of the two labels' words (0 when either is unlabelled)."""
+    import scipy.sparse as sp
+
+    vocab: dict[str, int] = {}
+    rows, cols = [], []
+    unique = np.unique(np.concatenate([latents_a, latents_b])) if len(latents_a) else np.zeros(0, int)
+    slot = {int(latent): n for n, latent in enumerate(unique)}
+    for latent, n in slot.items():
+        for word in set(_WORD.findall((labels.get(latent) or "").lower())):
+            rows.append(n)
+            cols.append(vocab.setdefault(word, len(vocab)))
+    words = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(unique), max(len(vocab), 1)))
+    size = np.asarray(words.sum(axis=1)).ravel()
+    ia = np.array([slot[int(x)] for x in latents_a], dtype=np.int64)
+    ib = np.array([slot[int(x)] for x in latents_b], dtype=np.int64)
+    shared = np.asarray(words[ia].multiply(words[ib]).sum(axis=1)).ravel()
+    union = size[ia] + size[ib] - shared
+    return np.divide(shared, union, out=np.zeros(len(ia)), where=(size[ia] > 0) & (size[ib] > 0))
