@@ -106,8 +106,9 @@ def _render_associations(result: Any, top: int) -> None:
                   f"tests; {len(table):,} significant associations", highlight=False, soft_wrap=True)
     if result.kind == "numeric":
         for row in table.head(top).iter_rows(named=True):
-            console.print(f"  rho {row['rho']:+.2f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}"
-                          f"   q {row['q']:.1e}", highlight=False)
+            label = escape(row["label"] or "(no label)")
+            console.print(f"  rho {row['rho']:+.2f}  [cyan]{row['latent']}[/cyan] {label}   q {row['q']:.1e}",
+                          highlight=False)
         return
     for value in table["value"].unique(maintain_order=True).to_list():
         part = table.filter(table["value"] == value)

@@ -21,6 +21,7 @@ from saeembed.analysis.rows import align_pairs
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
 
+
 @dataclass
 class DiffResult:
     """The comparison of corpus A with B (or with the others, `vs` mode)."""
