@@ -148,6 +148,15 @@ class Store:
     def d_sae(self) -> int:
         return self.matrix.shape[1]
 
+    def take(self, rows: Any) -> "Store":
+        """The store restricted to `rows` (indices into its documents), peaks kept aligned."""
+        rows = np.asarray(rows, dtype=np.int64)
+        indptr = self.matrix.indptr
+        lengths = indptr[rows + 1] - indptr[rows]
+        positions = np.repeat(indptr[rows] - np.cumsum(np.r_[0, lengths[:-1]]), lengths) + np.arange(lengths.sum())
+        return Store(self.path, self.matrix[rows], self.frame[rows], self.meta, self.peak_start[positions],
+                     self.peak_end[positions])
+
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The saeembed metadata of a store file, without reading its rows."""

@@ -80,7 +80,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     rng = np.random.default_rng(config.seed)
     discovery, validation = _split(rows, config.holdout, paired=config.pair_on is not None, rng=rng)
 
-    found = _compare([s.matrix[r] for s, r in zip(stores, discovery)], config)
+    found = _compare([_rows_of(s, r) for s, r in zip(stores, discovery)], config)
     tested = found.pop("tested")
     table = pl.DataFrame({k: v[tested] for k, v in found.items()}).with_columns(
         pl.Series("latent", np.flatnonzero(tested).astype(np.int32)))
@@ -88,7 +88,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     table = table.with_columns(significant=(pl.col("q") <= config.alpha) & (pl.col("diff").abs() >= config.min_diff))
     replication = None
     if validation is not None:
-        table, replication = _replicate(table, [s.matrix[r] for s, r in zip(stores, validation)], config)
+        table, replication = _replicate(table, [_rows_of(s, r) for s, r in zip(stores, validation)], config)
     if config.examples:
         table = diff_examples(table, stores, rows, config.pair_on is not None, rng)
     labels = labels if labels is not None else labels_for(a)
@@ -108,6 +108,13 @@ def _rows(stores: list[Store], pair_on: str | None) -> tuple[list[np.ndarray], i
         return [np.arange(s.n_docs) for s in stores], 0
     rows = align_pairs(stores, pair_on)
     return rows, sum(s.n_docs - len(r) for s, r in zip(stores, rows))
+
+
+def _rows_of(store: Store, rows: np.ndarray) -> Any:
+    """The store's matrix restricted to `rows` (no copy when that is every row in order)."""
+    if len(rows) == store.n_docs and (rows == np.arange(store.n_docs)).all():
+        return store.matrix
+    return store.matrix[rows]
 
 
 def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,

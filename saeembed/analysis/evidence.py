@@ -21,22 +21,16 @@ def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], paire
 
     columns: dict[str, dict[int, Any]] = {"example_with_id": {}, "example_with": {},
                                           "example_without_id": {}, "example_without": {}}
-    csc: dict[int, Any] = {}
-
-    def column(side: int, latent: int) -> tuple[np.ndarray, np.ndarray]:
-        if side not in csc:
-            csc[side] = stores[side].matrix[rows[side]].tocsc()
-        m = csc[side]
-        start, stop = m.indptr[latent], m.indptr[latent + 1]
-        return m.indices[start:stop], m.data[start:stop]
-
+    found = table.filter(pl.col("significant"))
+    wanted = found["latent"].to_numpy()
+    # Only the findings' columns are gathered: (compared row, activation) per latent and store.
+    where = [_latent_rows(store.matrix, r, wanted) for store, r in zip(stores, rows)]
     shuffled = [rng.permutation(len(r)) for r in rows]
-    for i, (latent, d, vs, found) in enumerate(zip(table["latent"], table["diff"], table["vs"], table["significant"])):
-        if not found:
-            continue
+    index = {int(latent): i for i, latent in enumerate(table["latent"])}
+    for latent, d, vs in zip(found["latent"], found["diff"], found["vs"]):
         more, less = (0, 1 + vs) if d > 0 else (1 + vs, 0)
-        with_rows, values = column(more, latent)
-        without_rows, _ = column(less, latent)
+        with_rows, values = where[more].get(int(latent), (np.zeros(0, np.int64), np.zeros(0)))
+        without_rows = where[less].get(int(latent), (np.zeros(0, np.int64), None))[0]
         if paired:  # the item where `more` has the latent and its partner lacks it, strongest first
             keep = ~np.isin(with_rows, without_rows)
             with_rows, values = with_rows[keep], values[keep]
@@ -48,6 +42,7 @@ def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], paire
         else:
             lacking = shuffled[less][~np.isin(shuffled[less], without_rows)]
             partner = int(lacking[0]) if len(lacking) else None
+        i = index[int(latent)]
         row = int(rows[more][pick])
         text = stores[more].frame["text"][row]
         span = peak_span(stores[more], row, int(latent))
@@ -59,6 +54,24 @@ def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], paire
             columns["example_without"][i] = _plain(stores[less].frame["text"][other])
     return table.with_columns(pl.Series(name, [values.get(i) for i in range(len(table))], dtype=pl.Utf8)
                               for name, values in columns.items())
+
+
+def _latent_rows(matrix: Any, rows: np.ndarray, latents: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """latent -> (positions in `rows` of the documents where it fires, activations), for `latents` only."""
+    flag = np.zeros(matrix.shape[1], bool)
+    flag[latents] = True
+    at = np.flatnonzero(flag[matrix.indices] & (matrix.data > 0))
+    doc = np.searchsorted(matrix.indptr, at, side="right") - 1
+    position = np.full(matrix.shape[0], -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    keep = position[doc] >= 0
+    at, doc = at[keep], doc[keep]
+    latent = matrix.indices[at]
+    order = np.argsort(latent, kind="stable")
+    bounds = np.searchsorted(latent[order], latents)
+    ends = np.searchsorted(latent[order], latents, side="right")
+    return {int(lat): (position[doc[order[b:e]]], matrix.data[at[order[b:e]]])
+            for lat, b, e in zip(latents, bounds, ends)}
 
 
 def _plain(text: str) -> str:

@@ -1,0 +1,121 @@
+"""Speed and memory of diff and correlations on large synthetic stores; prints JSON.
+
+    python benchmarks/analysis_speed.py                         # 1M docs for diff, 200k for correlations
+    python benchmarks/analysis_speed.py --diff-docs 100000 --corr-docs 20000   # a quick look
+
+Stores are real Parquet written by StoreWriter: 16,384 latents with Zipf-like frequencies (~64 active
+per document), some latents shifted between A and B (diff) or made to follow another (correlations).
+Timings include loading the stores from disk. Memory is the growth of peak RSS over the baseline,
+reported per stored non-zero so it can be compared across sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from saeembed.analysis.config import CorrelationConfig, DiffConfig  # noqa: E402
+from saeembed.analysis.correlations import correlations  # noqa: E402
+from saeembed.analysis.diff import diff  # noqa: E402
+from saeembed.labels import Labels  # noqa: E402
+from saeembed.store import load_store  # noqa: E402
+from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store  # noqa: E402
+
+
+def zipf_rates(d_sae: int, active: float, rng: np.random.Generator) -> np.ndarray:
+    rates = 1.0 / (np.arange(d_sae) + 20.0) ** 0.9
+    rates = np.minimum(rates * active / rates.sum(), 0.6)
+    return rng.permutation(rates)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_diff(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
+    rng = np.random.default_rng(0)
+    rates = zipf_rates(d_sae, active, rng)
+    shifted = rates.copy()
+    planted = rng.choice(np.flatnonzero(rates > 0.02), 50, replace=False)  # B fires these 5 points more often
+    shifted[planted] += 0.05
+    nnz = 0
+    for name, r in (("a", rates), ("b", shifted)):
+        columns = random_columns(n_docs // 2, r, rng)
+        vectors = vectors_from_columns(n_docs // 2, columns, rng)
+        nnz += len(vectors.indices)
+        write_store(tmp / f"{name}.parquet", vectors, meta=fake_meta(d_sae))
+        del columns, vectors
+    base = peak_rss_mb()
+    started = time.perf_counter()
+    a, b = load_store(tmp / "a.parquet"), load_store(tmp / "b.parquet")
+    loaded = time.perf_counter()
+    result = diff(a, b, DiffConfig(), labels=Labels(d_sae, {}, {}, {}))
+    done = time.perf_counter()
+    found = set(result.findings["latent"].to_list())
+    return {"docs": n_docs, "d_sae": d_sae, "nnz": nnz, "active_per_doc": nnz / n_docs,
+            "load_s": round(loaded - started, 2), "diff_s": round(done - loaded, 2),
+            "total_s": round(done - started, 2), "target_s": 10,
+            "findings": len(found), "planted": len(planted), "planted_found": len(found & set(planted.tolist())),
+            "false_findings": len(found - set(planted.tolist())),
+            "rss_growth_mb": round(peak_rss_mb() - base, 1),
+            "rss_bytes_per_nnz": round((peak_rss_mb() - base) * 2**20 / nnz, 1)}
+
+
+def bench_correlations(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
+    rng = np.random.default_rng(1)
+    rates = zipf_rates(d_sae, active, rng)
+    columns = random_columns(n_docs, rates, rng)
+    frequent = np.flatnonzero(rates > 0.02)
+    leaders = rng.choice(frequent, 100, replace=False)
+    for leader in leaders:  # a follower fires on 60% of its leader's documents
+        follower = int(rng.integers(d_sae))
+        shared = rng.choice(columns[leader], int(0.6 * len(columns[leader])), replace=False)
+        columns[follower] = np.union1d(columns[follower], shared)
+    vectors = vectors_from_columns(n_docs, columns, rng)
+    nnz = len(vectors.indices)
+    write_store(tmp / "c.parquet", vectors, meta=fake_meta(d_sae))
+    del columns, vectors
+    base = peak_rss_mb()
+    started = time.perf_counter()
+    store = load_store(tmp / "c.parquet")
+    loaded = time.perf_counter()
+    result = correlations(store, CorrelationConfig(), labels=Labels(d_sae, {}, {}, {}),
+                          decoder=np.eye(d_sae, 8, dtype=np.float32))
+    done = time.perf_counter()
+    return {"docs": n_docs, "d_sae": d_sae, "nnz": nnz, "active_per_doc": nnz / n_docs,
+            "latents_in_band": result.n_band, "pairs_tested": result.n_tested,
+            "significant": result.n_significant, "kept": len(result.table), "dropped": result.dropped,
+            "load_s": round(loaded - started, 2), "correlations_s": round(done - loaded, 2),
+            "total_s": round(done - started, 2), "target_s": 60,
+            "rss_growth_mb": round(peak_rss_mb() - base, 1),
+            "dense_pair_matrix_mb": round(result.n_band**2 * 8 / 2**20, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--diff-docs", type=int, default=1_000_000)
+    parser.add_argument("--corr-docs", type=int, default=200_000)
+    parser.add_argument("--d-sae", type=int, default=16384)
+    parser.add_argument("--active", type=float, default=64)
+    parser.add_argument("--only", choices=("diff", "correlations"))
+    args = parser.parse_args()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "diff"):
+            out["diff"] = bench_diff(args.diff_docs, args.d_sae, args.active, Path(tmp))
+        if args.only in (None, "correlations"):
+            out["correlations"] = bench_correlations(args.corr_docs, args.d_sae, args.active, Path(tmp))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
