@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
+from commands import options
 from commands.ui import open_inputs, print_rows, stderr, user_errors
 from saeembed.analysis.config import CorrelationConfig
 
@@ -29,14 +29,12 @@ def run(
     alpha: Annotated[float, typer.Option(help="Largest Benjamini-Hochberg q of a finding.")] = _D["alpha"].default,
     show_dropped: Annotated[bool, typer.Option(help="List the pairs dropped as trivial instead.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one pair each.")] = False,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write all findings to .csv, .parquet, "
-                                                                          ".json or .jsonl.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Embed corpus files with this preset "
-                                                       "(default: the offline one).")] = None,
-    text_field: Annotated[str, typer.Option(help="Corpus files: field holding the text.")] = "text",
-    id_field: Annotated[str, typer.Option(help="Corpus files: field holding the id.")] = "id",
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    output: options.Output = None,
+    preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """Latent pairs that fire in the same documents more than chance: NPMI with a hypergeometric test and
     BH control; pairs peaking on the same/adjacent token, near-duplicate decoders or labels dropped."""

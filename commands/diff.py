@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 from typing_extensions import Annotated
 
+from commands import options
 from commands.ui import open_inputs, print_rows, stderr, user_errors
 from saeembed.analysis.config import DiffConfig
 
@@ -25,21 +26,22 @@ def run(
                                                           "and report how many findings replicate on it.")] = None,
     measure: Annotated[str, typer.Option(help="frequency (documents where the latent fires) or mean "
                                               "(mean pooled activation).")] = _D["measure"].default,
+    adjust_length: Annotated[bool, typer.Option(help="Compare documents of similar length only (Mantel-Haenszel "
+                                                     "within --length-bands bands of token count).")] = False,
+    length_bands: Annotated[int, typer.Option(help="With --adjust-length: bands of similar length.")] = 10,
     alpha: Annotated[float, typer.Option(help="Largest Benjamini-Hochberg q of a finding.")] = _D["alpha"].default,
     min_diff: Annotated[float, typer.Option(help="Smallest |difference| of a finding.")] = _D["min_diff"].default,
     top: Annotated[int, typer.Option(help="Findings shown per direction.")] = 20,
     all_rows: Annotated[bool, typer.Option("--all", help="--json / -o: every tested latent, not only "
                                                          "the findings.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one finding each.")] = False,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the table to .csv, .parquet, "
-                                                                          ".json or .jsonl.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Embed corpus files with this preset "
-                                                       "(default: the offline one).")] = None,
-    text_field: Annotated[str, typer.Option(help="Corpus files: field holding the text.")] = "text",
-    id_field: Annotated[str, typer.Option(help="Corpus files: field holding the id.")] = "id",
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,
+    output: options.Output = None,
+    preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
+    cache_dir: options.CacheDir = None,
     seed: Annotated[int, typer.Option(help="Seed of the holdout split and the examples.")] = _D["seed"].default,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: options.Quiet = False,
 ) -> None:
     """Which concepts are more frequent in A than in B (and the reverse), with 95% confidence intervals,
     exact tests and Benjamini-Hochberg q-values; each finding with an example from both sides."""
@@ -54,7 +56,7 @@ def run(
             raise SaeEmbedError(f"give two corpora to compare (got {len(inputs)}); "
                                 f"use --vs to compare one with several")
         config = DiffConfig(measure=measure, alpha=alpha, min_diff=min_diff, pair_on=pair_on,  # type: ignore[arg-type]
-                            holdout=holdout, seed=seed)
+                            holdout=holdout, length_bands=length_bands if adjust_length else None, seed=seed)
         stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
                              cache_dir=cache_dir)
         result = diff(stores[0], stores[1:], config, names=[_name(p) for p in inputs])
@@ -122,9 +124,13 @@ def _headline(result: Any) -> str:
              f"{result.n_tested:,} latents tested ({config.measure}); {len(findings):,} findings at "
              f"q <= {config.alpha} and |diff| >= {config.min_diff}: {up:,} more in {names[0]}, "
              f"{down:,} more in {' / '.join(names[1:])}"]
-    if min(result.mean_tokens) and max(result.mean_tokens) > 1.25 * min(result.mean_tokens):
+    if config.length_bands:
+        lines.append(f"differences within {config.length_bands} bands of similar length (Mantel-Haenszel); "
+                     f"the frequencies shown are overall")
+    elif min(result.mean_tokens) and max(result.mean_tokens) > 1.25 * min(result.mean_tokens):
         lines.append("[yellow]note:[/yellow] the corpora differ in length; with max pooling longer documents "
-                     "fire more latents, so part of the difference is length")
+                     "fire more latents, so part of the difference is length (--adjust-length compares "
+                     "documents of similar length)")
     if config.holdout is not None:
         rate = result.replication_rate
         lines.append(f"discovered on {', '.join(f'{s:,}' for s in result.discovery_sizes)} documents; "

@@ -121,6 +121,30 @@ def test_mean_measure_uses_welch(a_b):
     assert {3, 7} <= set(result.findings["latent"]) and set(result.findings["test"]) == {"welch"}
 
 
+def test_adjust_length_separates_length_from_a_real_difference(tmp_path):
+    """Latent 1 fires more in longer documents, whoever wrote them; latent 2 is A's, at any length.
+    A's documents are mostly long, so unadjusted both differ; within bands of length only latent 2."""
+    rng = np.random.default_rng(8)
+    paths = []
+    for name, n, long_share, rate2 in (("a", 800, 0.8, 0.4), ("b", 800, 0.2, 0.1)):
+        tokens = np.where(rng.random(n) < long_share, rng.integers(200, 400, n), rng.integers(10, 50, n))
+        rate1 = np.where(tokens > 100, 0.7, 0.2)
+        columns = [np.flatnonzero(rng.random(n) < 0.1) for _ in range(D)]
+        columns[1] = np.flatnonzero(rng.random(n) < rate1)
+        columns[2] = np.flatnonzero(rng.random(n) < rate2)
+        vectors = vectors_from_columns(n, columns, rng)
+        vectors.n_tokens = tokens.astype(np.int32)
+        paths.append(write_store(tmp_path / f"{name}.parquet", vectors, meta=fake_meta(D)))
+    from saeembed.store import load_store
+    a, b = (load_store(p) for p in paths)
+    assert {1, 2} <= set(diff(a, b, labels=NO_LABELS).findings["latent"])
+    adjusted = diff(a, b, DiffConfig(length_bands=10), labels=NO_LABELS)
+    assert adjusted.findings["latent"].to_list() == [2] and adjusted.findings["test"][0] == "cmh"
+    assert adjusted.findings["ci_low"][0] <= 0.3 <= adjusted.findings["ci_high"][0]
+    with pytest.raises(SaeEmbedError, match="--adjust-length"):
+        DiffConfig(length_bands=5, pair_on="id")
+
+
 def test_refuses_stores_from_different_saes(tmp_path):
     a = planted_store(tmp_path / "a.parquet", 50, rates(), seed=1)
     b = planted_store(tmp_path / "b.parquet", 50, rates(), seed=2, sae={"fingerprint": "other"})

@@ -61,12 +61,14 @@ def test_concise_vs_verbose_answers_of_one_model(embedded):
     assert result.replication_rate >= 0.8
     more_in_verbose = result.findings.filter(pl.col("diff") > 0)
     assert len(more_in_verbose) > len(result.findings) - len(more_in_verbose), "verbose answers say more"
+    # Verbose answers are twice as long: compared at equal length, far fewer latents differ.
+    adjusted = diff(verbose, concise, DiffConfig(length_bands=10))
+    assert 0 < len(adjusted.findings) < len(result.findings) / 4
 
 
 def test_sarcastic_tweets_vs_their_authors_rephrasings():
     """The bundled examples (iSarcasmEval pairs): findings that replicate on held-out pairs."""
-    config = embed_config()
-    sarcastic, plain = open_store(EXAMPLES / "sarcastic.jsonl", config), open_store(EXAMPLES / "rephrased.jsonl", config)
+    sarcastic, plain = (open_store(EXAMPLES / name, embed_config()) for name in ("sarcastic.jsonl", "rephrased.jsonl"))
     result = diff(sarcastic, plain, DiffConfig(pair_on="pair_id", holdout=0.5))
     assert len(result.findings) >= 20 and result.replication_rate >= 0.6
     assert result.findings["example_with"].str.contains("<<").all()
@@ -79,4 +81,4 @@ def test_topic_column_associations_on_news(embedded):
     assert result.kind == "categorical"
     assert set(result.table["value"]) == {"World", "Sports", "Business", "Sci/Tech"}
     sports = result.table.filter(pl.col("value") == "Sports").head(10)
-    assert (sports["freq_in_value"] > 3 * sports["freq_elsewhere"]).all()
+    assert (sports["freq_in_value"] > 2 * sports["freq_elsewhere"]).all()

@@ -72,3 +72,23 @@ def test_newcombe_intervals_cover_the_true_difference_95_percent_of_the_time(pai
         low, high = stats.newcombe_unpaired(ka, n, kb, n)
     coverage = np.mean((low <= pa - pb) & (pa - pb <= high))
     assert 0.93 <= coverage <= 0.975, coverage
+
+
+def test_mantel_haenszel_with_one_stratum_is_the_plain_comparison():
+    ka, na, kb, nb = 30, 100, 15, 120
+    low, high, p, diff = stats.mantel_haenszel(*(np.array([[v]]) for v in (ka, na, kb, nb)))
+    assert diff[0] == pytest.approx(ka / na - kb / nb)
+    table = [[ka, na - ka], [kb, nb - kb]]
+    pearson = ref.chi2_contingency(table, correction=True).statistic
+    n = na + nb
+    assert p[0] == pytest.approx(ref.chi2.sf(pearson * (n - 1) / n, 1))  # CMH uses the hypergeometric variance
+    assert low[0] < diff[0] < high[0]
+
+
+def test_mantel_haenszel_removes_a_confounder():
+    """Within each stratum A and B fire alike; A is mostly in the high-rate stratum."""
+    ka, na = np.array([[5], [80]]), np.array([[50], [100]])
+    kb, nb = np.array([[10], [16]]), np.array([[100], [20]])
+    low, high, p, diff = stats.mantel_haenszel(ka, na, kb, nb)
+    assert abs(diff[0]) < 0.02 and p[0] > 0.5 and low[0] < 0 < high[0]
+    assert ka.sum() / na.sum() - kb.sum() / nb.sum() > 0.3, "unstratified, the difference looks large"

@@ -25,6 +25,10 @@ class DiffConfig:
     """A column naming the same item in every corpus (e.g. prompt_id): paired tests (McNemar, paired t)."""
     holdout: float | None = None
     """Share of documents (of pairs, when paired) kept out of discovery to check each finding on."""
+    length_bands: int | None = None
+    """Compare documents of similar length only: the difference within this many bands (quantiles) of
+    n_tokens, Mantel-Haenszel. With max pooling a longer document fires more latents, so without this
+    corpora of different lengths differ on almost every latent."""
     seed: int = 0
     """Seed of the holdout split and of the choice of examples."""
     examples: bool = True
@@ -35,6 +39,11 @@ class DiffConfig:
             raise SaeEmbedError(f"unknown measure {self.measure!r}; choose frequency or mean")
         if not 0 < self.alpha < 1:
             raise SaeEmbedError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.length_bands is not None and self.length_bands < 2:
+            raise SaeEmbedError(f"--adjust-length needs at least 2 length bands, got {self.length_bands}")
+        if self.length_bands and (self.pair_on or self.measure == "mean"):
+            raise SaeEmbedError("--adjust-length compares document frequencies of unpaired documents; "
+                                "drop --pair-on / --measure mean, or drop --adjust-length")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise SaeEmbedError(f"--holdout is the share of documents kept for validation, in (0, 1); "
                                 f"got {self.holdout}")

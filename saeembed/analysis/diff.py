@@ -10,7 +10,7 @@ here only when its Benjamini-Hochberg q-value and its difference both pass (defa
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     rng = np.random.default_rng(config.seed)
     discovery, validation = _split(rows, config.holdout, paired=config.pair_on is not None, rng=rng)
 
-    found = _compare([_rows_of(s, r) for s, r in zip(stores, discovery)], config)
+    found = _compare([_side(s, r) for s, r in zip(stores, discovery)], config)
     tested = found.pop("tested")
     table = pl.DataFrame({k: v[tested] for k, v in found.items()}).with_columns(
         pl.Series("latent", np.flatnonzero(tested).astype(np.int32)))
@@ -88,7 +88,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     table = table.with_columns(significant=(pl.col("q") <= config.alpha) & (pl.col("diff").abs() >= config.min_diff))
     replication = None
     if validation is not None:
-        table, replication = _replicate(table, [_rows_of(s, r) for s, r in zip(stores, validation)], config)
+        table, replication = _replicate(table, [_side(s, r) for s, r in zip(stores, validation)], config)
     if config.examples:
         table = diff_examples(table, stores, rows, config.pair_on is not None, rng)
     labels = labels if labels is not None else labels_for(a)
@@ -110,11 +110,19 @@ def _rows(stores: list[Store], pair_on: str | None) -> tuple[list[np.ndarray], i
     return rows, sum(s.n_docs - len(r) for s, r in zip(stores, rows))
 
 
-def _rows_of(store: Store, rows: np.ndarray) -> Any:
-    """The store's matrix restricted to `rows` (no copy when that is every row in order)."""
+class _Side(NamedTuple):
+    """The documents of one corpus taking part in a comparison."""
+
+    matrix: Any  # CSR, documents x latents
+    n_tokens: np.ndarray
+
+
+def _side(store: Store, rows: np.ndarray) -> _Side:
+    """The store restricted to `rows` (no matrix copy when that is every row in order)."""
+    tokens = store.frame["n_tokens"].to_numpy()
     if len(rows) == store.n_docs and (rows == np.arange(store.n_docs)).all():
-        return store.matrix
-    return store.matrix[rows]
+        return _Side(store.matrix, tokens)
+    return _Side(store.matrix[rows], tokens[rows])
 
 
 def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
@@ -135,12 +143,11 @@ def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
     return discovery, validation
 
 
-def _compare(matrices: list[Any], config: DiffConfig) -> dict[str, np.ndarray]:
-    """Per latent: the first matrix against the nearest of the others, and the intersection-union p
+def _compare(sides: list[_Side], config: DiffConfig) -> dict[str, np.ndarray]:
+    """Per latent: the first corpus against the nearest of the others, and the intersection-union p
     (the largest p over the others, 1 when the directions disagree)."""
-    paired = config.pair_on is not None
-    target, others = matrices[0], matrices[1:]
-    per_other = [_pairwise(target, other, paired, config.measure) for other in others]
+    target, others = sides[0], sides[1:]
+    per_other = [_pairwise(target, other, config) for other in others]
     diffs = np.stack([c["diff"] for c in per_other])
     nearest = np.argmin(np.abs(diffs), axis=0)
     take = np.arange(diffs.shape[1])
@@ -149,12 +156,14 @@ def _compare(matrices: list[Any], config: DiffConfig) -> dict[str, np.ndarray]:
     p_all = np.stack([c["p"] for c in per_other]).max(axis=0)
     out["p"] = np.where(same_sign | (len(others) == 1), p_all, 1.0)
     out["vs"] = nearest.astype(np.int32)
-    counts = sum(_presence_counts(m) for m in matrices)
+    counts = sum(_presence_counts(side.matrix) for side in sides)
     out["tested"] = counts > 0  # a latent that never fires cannot differ; it is not a test
     return out
 
 
-def _pairwise(a: Any, b: Any, paired: bool, measure: str) -> dict[str, np.ndarray]:
+def _pairwise(side_a: _Side, side_b: _Side, config: DiffConfig) -> dict[str, np.ndarray]:
+    a, b = side_a.matrix, side_b.matrix
+    paired, measure = config.pair_on is not None, config.measure
     na, nb = a.shape[0], b.shape[0]
     ka, kb = _presence_counts(a), _presence_counts(b)
     out = {"n_a": np.full(len(ka), na), "n_b": np.full(len(ka), nb), "count_a": ka, "count_b": kb,
@@ -169,6 +178,9 @@ def _pairwise(a: Any, b: Any, paired: bool, measure: str) -> dict[str, np.ndarra
             low, high, p = stats.welch(mean_a, var_a, na, mean_b, var_b, nb)
         out.update(mean_a=mean_a, mean_b=mean_b, diff=mean_a - mean_b, ci_low=low, ci_high=high, p=p,
                    test=np.full(len(ka), "paired t" if paired else "welch"))
+    elif config.length_bands:
+        low, high, p, diff = _length_adjusted(side_a, side_b, config.length_bands)
+        out.update(diff=diff, ci_low=low, ci_high=high, p=p, test=np.full(len(ka), "cmh"))
     elif paired:
         both = _presence_counts(_binary(a).multiply(_binary(b)).tocsr())
         low, high = stats.newcombe_paired(both, ka - both, kb - both, na)
@@ -184,7 +196,22 @@ def _pairwise(a: Any, b: Any, paired: bool, measure: str) -> dict[str, np.ndarra
     return out
 
 
-def _replicate(table: Any, matrices: list[Any], config: DiffConfig) -> tuple[Any, float | None]:
+def _length_adjusted(a: _Side, b: _Side, bands: int) -> tuple[np.ndarray, ...]:
+    """Frequency difference within bands of similar length (quantiles of n_tokens over both corpora):
+    Mantel-Haenszel risk difference, its Wald interval and the Cochran-Mantel-Haenszel test."""
+    edges = np.unique(np.quantile(np.concatenate([a.n_tokens, b.n_tokens]), np.linspace(0, 1, bands + 1)[1:-1]))
+    band_a, band_b = np.searchsorted(edges, a.n_tokens, side="right"), np.searchsorted(edges, b.n_tokens, side="right")
+    per_band = []
+    for k in range(len(edges) + 1):
+        rows_a, rows_b = np.flatnonzero(band_a == k), np.flatnonzero(band_b == k)
+        per_band.append((_presence_counts(a.matrix[rows_a]), len(rows_a), _presence_counts(b.matrix[rows_b]),
+                         len(rows_b)))
+    ka, na, kb, nb = (np.stack([np.broadcast_to(band[i], per_band[0][0].shape) for band in per_band])
+                      for i in range(4))
+    return stats.mantel_haenszel(ka, na, kb, nb)
+
+
+def _replicate(table: Any, matrices: list[_Side], config: DiffConfig) -> tuple[Any, float | None]:
     """Test the findings again on held-out documents: a finding replicates when its difference has
     the same sign there and survives BH over the findings at the same alpha."""
     import polars as pl

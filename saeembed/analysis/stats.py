@@ -87,6 +87,36 @@ def fisher_two_sided(ka: int, na: int, kb: int, nb: int) -> float:
     return float(min(1.0, pmf[pmf <= observed * (1 + 1e-7)].sum()))
 
 
+def mantel_haenszel(ka: np.ndarray, na: np.ndarray, kb: np.ndarray,
+                    nb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified comparison of two proportions; arrays are [strata, latents].
+
+    Returns (ci_low, ci_high, p, difference): the Mantel-Haenszel risk difference (stratum weights
+    na*nb/n), its 95% Wald interval (Greenland-Robins variance) and the continuity-corrected
+    Cochran-Mantel-Haenszel test. Strata lacking either group carry no weight.
+    """
+    from scipy import stats
+
+    ka, na, kb, nb = (np.asarray(x, float) for x in (ka, na, kb, nb))
+    n = na + nb
+    usable = (na > 0) & (nb > 0)
+    weight = np.where(usable, na * nb / np.maximum(n, 1), 0.0)
+    pa, pb = ka / np.maximum(na, 1), kb / np.maximum(nb, 1)
+    total = np.maximum(weight.sum(axis=0), 1e-12)
+    diff = (weight * (pa - pb)).sum(axis=0) / total
+    var = (weight**2 * (pa * (1 - pa) / np.maximum(na, 1) + pb * (1 - pb) / np.maximum(nb, 1))).sum(axis=0) / total**2
+    half = Z95 * np.sqrt(var)
+    fired = ka + kb
+    expected = np.where(usable, na * fired / np.maximum(n, 1), 0.0)
+    hypergeom_var = na * nb * fired * (n - fired) / (np.maximum(n, 1) ** 2 * np.maximum(n - 1, 1))
+    variance = np.where(usable & (n > 1), hypergeom_var, 0.0)
+    deviation = np.abs((np.where(usable, ka, 0.0) - expected).sum(axis=0))
+    total_var = variance.sum(axis=0)
+    chi2 = np.divide(np.maximum(deviation - 0.5, 0) ** 2, total_var, out=np.zeros_like(deviation),
+                     where=total_var > 0)
+    return diff - half, diff + half, np.where(total_var > 0, stats.chi2.sf(chi2, 1), 1.0), diff
+
+
 def mcnemar_p(a_only: np.ndarray, b_only: np.ndarray) -> np.ndarray:
     """Two-sided exact McNemar test: discordant pairs split 50:50 under the null (binomial)."""
     from scipy import stats
