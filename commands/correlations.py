@@ -21,7 +21,7 @@ def run(
     and_corpus: Annotated[Optional[str], typer.Option("--and", help="A second corpus row-aligned with the first "
                                                       "(e.g. responses to its prompts): cross correlations.")] = None,
     pair_on: Annotated[Optional[str], typer.Option(help="With --and: the column that aligns the rows.")] = None,
-    top: Annotated[int, typer.Option(help="Pairs shown.")] = 50,
+    top: Annotated[int, typer.Option(help="Pairs shown, or printed with --json (-o writes them all).")] = 50,
     min_support: Annotated[int, typer.Option(help="Fewest shared documents of a tested pair.")
                            ] = _D["min_support"].default,
     min_freq: Annotated[float, typer.Option(help="Frequency band: lower end.")] = _D["min_freq"].default,
@@ -61,7 +61,7 @@ def run(
         if output:
             write_frame(rows, output)
     if json_out:
-        print_rows(rows.head(top) if not output else rows)
+        print_rows(rows.head(top))
     elif with_column:
         _render_associations(result, top)
     else:

@@ -130,13 +130,10 @@ def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
     """Discovery and validation rows; pairs stay together (one permutation shared by every corpus)."""
     if holdout is None:
         return rows, None
-    if paired:
-        order = rng.permutation(len(rows[0]))
-        cut = len(order) - int(round(holdout * len(order)))
-        return [r[np.sort(order[:cut])] for r in rows], [r[np.sort(order[cut:])] for r in rows]
+    shared = rng.permutation(len(rows[0])) if paired else None
     discovery, validation = [], []
     for r in rows:
-        order = rng.permutation(len(r))
+        order = shared if shared is not None else rng.permutation(len(r))
         cut = len(order) - int(round(holdout * len(order)))
         discovery.append(r[np.sort(order[:cut])])
         validation.append(r[np.sort(order[cut:])])
@@ -200,23 +197,22 @@ def _length_adjusted(a: _Side, b: _Side, bands: int) -> tuple[np.ndarray, ...]:
     """Frequency difference within bands of similar length (quantiles of n_tokens over both corpora):
     Mantel-Haenszel risk difference, its Wald interval and the Cochran-Mantel-Haenszel test."""
     edges = np.unique(np.quantile(np.concatenate([a.n_tokens, b.n_tokens]), np.linspace(0, 1, bands + 1)[1:-1]))
-    band_a, band_b = np.searchsorted(edges, a.n_tokens, side="right"), np.searchsorted(edges, b.n_tokens, side="right")
-    per_band = []
-    for k in range(len(edges) + 1):
-        rows_a, rows_b = np.flatnonzero(band_a == k), np.flatnonzero(band_b == k)
-        per_band.append((_presence_counts(a.matrix[rows_a]), len(rows_a), _presence_counts(b.matrix[rows_b]),
-                         len(rows_b)))
-    ka, na, kb, nb = (np.stack([np.broadcast_to(band[i], per_band[0][0].shape) for band in per_band])
-                      for i in range(4))
-    return stats.mantel_haenszel(ka, na, kb, nb)
+
+    def per_band(side: _Side) -> tuple[np.ndarray, np.ndarray]:
+        """[bands, latents] documents with the latent, [bands, 1] documents."""
+        band = np.searchsorted(edges, side.n_tokens, side="right")
+        rows = [np.flatnonzero(band == k) for k in range(len(edges) + 1)]
+        return np.stack([_presence_counts(side.matrix[r]) for r in rows]), np.array([[len(r)] for r in rows])
+
+    return stats.mantel_haenszel(*per_band(a), *per_band(b))
 
 
-def _replicate(table: Any, matrices: list[_Side], config: DiffConfig) -> tuple[Any, float | None]:
+def _replicate(table: Any, sides: list[_Side], config: DiffConfig) -> tuple[Any, float | None]:
     """Test the findings again on held-out documents: a finding replicates when its difference has
     the same sign there and survives BH over the findings at the same alpha."""
     import polars as pl
 
-    held = _compare(matrices, replace(config, holdout=None))
+    held = _compare(sides, replace(config, holdout=None))
     latents = table["latent"].to_numpy()
     diff_holdout, p_holdout = held["diff"][latents], held["p"][latents]
     found = table["significant"].to_numpy()
