@@ -12,8 +12,8 @@ from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.diff import diff
 from saeembed.presets import embed_config
 from saeembed.sources import open_store
+from tests.conftest import SHARED_DATA as DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATA.exists(), reason="../shared/data is absent")]
 
