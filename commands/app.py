@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from commands import check, correlations, diff, embed, info, labels, presets, train_sae
+from commands import check, cluster, concepts, correlations, diff, embed, info, labels, presets, search, train_sae
 
 app = typer.Typer(
     name="saeembed",
@@ -19,6 +19,9 @@ app.command("check")(check.run)
 app.command("train-sae")(train_sae.run)
 app.command("diff")(diff.run)
 app.command("correlations")(correlations.run)
+app.command("concepts")(concepts.run)
+app.command("search")(search.run)
+app.command("cluster")(cluster.run)
 app.command("presets")(presets.run)
 app.add_typer(labels.app, name="labels")
 

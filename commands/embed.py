@@ -43,6 +43,8 @@ def run(
                      ] = _D["dtype"].default,
     values_dtype: Annotated[str, typer.Option(help="Stored values: float16 or float32.")] = _D["values_dtype"].default,
     skip_invalid: Annotated[bool, typer.Option(help="Embed the valid documents and list the others.")] = False,
+    dense: Annotated[bool, typer.Option("--dense", help="Also store a dense sentence embedding per document "
+                                                        "(all-MiniLM-L6-v2), for search --dense/--hybrid.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep vectors for later runs.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
@@ -66,7 +68,7 @@ def run(
                                 pooling=pool, values_dtype=values_dtype, device=device, dtype=dtype,
                                 batch_tokens=batch_tokens, max_tokens=max_tokens, long=long,
                                 pool_roles=parse_roles(pool_roles), as_chat=as_chat, text_field=text_field,
-                                id_field=id_field, skip_invalid=skip_invalid, cache_dir=cache_dir,
+                                id_field=id_field, skip_invalid=skip_invalid, cache_dir=cache_dir, dense=dense,
                                 use_cache=not no_cache, trust_remote_code=trust_remote_code)
         with embed_progress(disabled=quiet) as on_progress:
             result = embed(inputs, output, config, on_progress=on_progress)

@@ -51,4 +51,7 @@ class EmbedConfig:
     """False keeps the work folder beside the output (for resume) and deletes it on success."""
     window_docs: int = 2048
     """Documents per checkpoint: a killed run loses at most one window of work."""
+    dense: bool = False
+    """Also store each document's dense sentence embedding (all-MiniLM-L6-v2, column `dense`), for
+    `search --dense` / `--hybrid`."""
     trust_remote_code: bool = False

@@ -254,6 +254,8 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
             window = fields.slice(start, len(vectors))
             table = pa.table({"id": window.column("id"), **vectors.arrow_columns(config.values_dtype),
                               **{name: window.column(name) for name in window.column_names if name != "id"}})
+            if config.dense:
+                table = table.append_column("dense", _dense_column(window.column("text").to_pylist()))
             if writer is None:
                 writer = StoreWriter(output, table.schema, meta)
             writer.write(table)
@@ -263,6 +265,14 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
             writer.abort()
         raise
     return result
+
+
+def _dense_column(texts: list[str]) -> pa.Array:
+    """Sentence embeddings of a window of documents as a fixed-size list column."""
+    from saeembed.dense import sentence_embeddings
+
+    vectors = sentence_embeddings(texts)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
 
 
 def _fields_table(docs: list[Document], reader: Reader, config: EmbedConfig) -> pa.Table:
@@ -296,6 +306,7 @@ def _metadata(config: EmbedConfig, reader: Reader, sae: SAE, corpus: Corpus) -> 
         "pooling": config.pooling, "pool_roles": list(config.pool_roles) if config.pool_roles else None,
         "as_chat": config.as_chat, "values_dtype": config.values_dtype, "max_tokens": reader.max_tokens,
         "long": config.long, "text_field": config.text_field, "sources": corpus.sources,
+        "dense": {"model": "all-MiniLM-L6-v2", "pooling": "mean", "normalized": True} if config.dense else None,
         "versions": {"saeembed": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

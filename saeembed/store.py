@@ -18,7 +18,7 @@ from saeembed.errors import StoreError
 META_KEY = b"saeembed"
 STORE_VERSION = 1
 VECTOR_COLUMNS = ("indices", "values", "peak_start", "peak_end", "n_tokens")
-RESERVED = ("id", "text", *VECTOR_COLUMNS)
+RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS)
 # Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
 COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
                  ("sae", "d_sae"), ("pooling",), ("pool_roles",))

@@ -77,3 +77,30 @@ class CorrelationConfig:
                                 f"[{self.min_freq}, {self.max_freq}]")
         if self.min_support < 1 or self.block < 1:
             raise SaeEmbedError("min_support and block must be at least 1")
+
+
+ClusterMethod = Literal["spectral", "hdbscan", "kmeans"]
+CLUSTER_METHODS = ("spectral", "hdbscan", "kmeans")
+
+
+@dataclass
+class ClusterConfig:
+    """How documents are clustered along the selected concepts. CLI defaults come from here."""
+
+    method: ClusterMethod = "spectral"
+    k: int | None = None
+    """Number of clusters (spectral, kmeans); hdbscan finds it."""
+    dense_limit: int = 5000
+    """Spectral: up to this many documents the full Jaccard matrix, beyond a sparse k-NN graph."""
+    neighbors: int = 30
+    """Spectral beyond `dense_limit`: neighbours kept per document in the Jaccard graph."""
+    min_cluster_size: int = 10
+    """HDBSCAN's smallest cluster."""
+    top_latents: int = 10
+    """Distinctive latents listed per cluster."""
+    central_docs: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in CLUSTER_METHODS:
+            raise SaeEmbedError(f"unknown clustering method {self.method!r}; choose {', '.join(CLUSTER_METHODS)}")

@@ -87,7 +87,7 @@ def dense_scores(store: Store, query: str, dense: np.ndarray | None = None) -> n
     from saeembed.dense import DenseCache, sentence_embeddings
 
     if dense is None:
-        dense = (np.stack(store.frame["dense"].to_numpy()) if "dense" in store.frame.columns
+        dense = (np.asarray(store.frame["dense"].to_numpy(), np.float32) if "dense" in store.frame.columns
                  else DenseCache().embed(store.frame["text"].to_list()))
     return dense @ sentence_embeddings([query])[0]
 

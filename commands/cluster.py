@@ -1,0 +1,80 @@
+"""`saeembed cluster`: clusters along the concepts the user picks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from commands import options
+from commands.ui import open_inputs, print_rows, stderr, user_errors
+from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
+
+_D = ClusterConfig.__dataclass_fields__
+
+
+def run(
+    store: Annotated[str, typer.Argument(help="A store, or a corpus file (embedded with the preset, cached).")],
+    concepts: Annotated[Optional[str], typer.Option(help="Concept query choosing the axis: words, phrases, "
+                                                         "latent ids, -term to exclude.")] = None,
+    like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the axis.")] = None,
+    all_concepts: Annotated[bool, typer.Option("--all-concepts", help="Cluster on every latent, for "
+                                                                      "comparison.")] = False,
+    k: Annotated[Optional[int], typer.Option(help="Number of clusters (spectral, kmeans).")] = None,
+    method: Annotated[str, typer.Option(help=f"{', '.join(CLUSTER_METHODS)}.")] = _D["method"].default,
+    top_concepts: Annotated[int, typer.Option("--top-concepts", help="Latents kept per phrase or example.")] = 100,
+    min_cluster_size: Annotated[int, typer.Option(help="hdbscan: smallest cluster.")
+                                ] = _D["min_cluster_size"].default,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = _D["seed"].default,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout: the cluster descriptions.")] = False,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
+                                                   "the description goes beside it as NAME.clusters.EXT.")] = None,
+    preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
+) -> None:
+    """Cluster documents on the latents a concept query selects (or on all of them), and describe each
+    cluster: size, most distinctive latents, most central documents."""
+    from saeembed.analysis.cluster import cluster
+    from saeembed.concepts import select_concepts
+    from saeembed.errors import SaeEmbedError
+    from saeembed.export import write_frame
+
+    with user_errors():
+        if all_concepts == bool(concepts or like):
+            raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
+        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                cache_dir=cache_dir)
+        selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=top_concepts)
+        result = cluster(opened, selected, ClusterConfig(method=method, k=k, min_cluster_size=min_cluster_size,  # type: ignore[arg-type]
+                                                         seed=seed))
+        if output:
+            write_frame(result.assignments, output)
+            write_frame(result.description, output.with_name(f"{output.stem}.clusters{output.suffix}"))
+    if json_out:
+        print_rows(result.description)
+    else:
+        _render(result)
+    if output and not quiet:
+        stderr.print(f"[green]wrote[/green] {output} and {output.stem}.clusters{output.suffix}", highlight=False)
+
+
+def _render(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    axis = f"{len(result.concepts)} selected latents" if result.concepts is not None else "every latent"
+    console.print(f"{result.method} clustering on {axis}: {len(result.description)} clusters", highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    for row in result.description.iter_rows(named=True):
+        console.print(f"\n[bold]cluster {row['cluster']}[/bold] ({row['size']:,} documents)", highlight=False)
+        console.print(f"  [cyan]{escape(row['top_latents'])}[/cyan]", highlight=False)
+        for text in row["central_texts"]:
+            text = text.replace("\n", " ")
+            console.print(f"  - {escape(text if len(text) <= 160 else text[:160] + '…')}", highlight=False)

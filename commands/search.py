@@ -1,0 +1,72 @@
+"""`saeembed search`: documents that carry the concepts of a query."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from commands import options
+from commands.ui import open_inputs, print_rows, stderr, user_errors
+
+
+def run(
+    store: Annotated[str, typer.Argument(help="A store, or a corpus file (embedded with the preset, cached).")],
+    query: Annotated[str, typer.Argument(help="Concept query: words or phrases, latent ids, -term to exclude.")],
+    top: Annotated[int, typer.Option(help="Documents returned.")] = 20,
+    k: Annotated[int, typer.Option(help="Latents of the query used (strongest first).")] = 100,
+    like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the query.")] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse with dense retrieval (reciprocal rank).")] = False,
+    dense: Annotated[bool, typer.Option("--dense", help="Dense retrieval alone, for comparison.")] = False,
+    where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic == 'climate'\".")
+                     ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one document each.")] = False,
+    output: options.Output = None,
+    preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
+) -> None:
+    """Rank documents by the query's concepts: each latent scaled by its 90th percentile in the store,
+    latents weighted by rank; every result shows its top latents with the peak << marked >>."""
+    from saeembed.analysis.search import search
+    from saeembed.errors import SaeEmbedError
+    from saeembed.export import write_frame
+
+    with user_errors():
+        if hybrid and dense:
+            raise SaeEmbedError("choose --hybrid or --dense, not both")
+        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                cache_dir=cache_dir)
+        result = search(opened, query, top=top, k=k, like=like, where=where,
+                        mode="hybrid" if hybrid else "dense" if dense else "sae")
+        if output:
+            write_frame(result.table, output)
+    if json_out:
+        print_rows(result.table.drop("dense", strict=False))
+    else:
+        _render(result)
+    if output and not quiet:
+        stderr.print(f"[green]wrote[/green] {output}: {len(result.table)} rows", highlight=False)
+
+
+def _render(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    if result.concepts is not None:
+        concepts = result.concepts
+        console.print(f"{len(concepts)} latents from the query (see `saeembed concepts`), "
+                      f"strongest: {escape(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"{result.n_candidates:,} documents searched ({result.mode})", highlight=False)
+    for row in result.table.iter_rows(named=True):
+        console.print(f"\n[bold]{row['rank']:>3}.[/bold] [dim]{escape(str(row['id']))}  score {row['score']:.3g}[/dim]",
+                      highlight=False)
+        if row.get("top_latents"):
+            console.print(f"     [cyan]{escape(row['top_latents'])}[/cyan]", highlight=False)
+        text = row["text"].replace("\n", " ")
+        console.print(f"     {escape(text if len(text) <= 300 else text[:300] + '…')}", highlight=False)
