@@ -21,8 +21,11 @@ def write_frame(frame: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        if suffix == ".csv":
-            frame.write_csv(tmp)
+        if suffix == ".csv":  # CSV has no lists: join them
+            import polars as pl
+
+            lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, (pl.List, pl.Array))]
+            frame.with_columns(pl.col(name).cast(pl.List(pl.Utf8)).list.join(" | ") for name in lists).write_csv(tmp)
         elif suffix == ".parquet":
             frame.write_parquet(tmp)
         elif suffix == ".json":

@@ -1,0 +1,164 @@
+"""Concept selection, search and clustering: planted stores for the arithmetic, the offline default
+(real MiniLM + the shipped SAE) for examples, dense vectors and the CLI."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from typer.testing import CliRunner
+
+from commands.app import app
+from saeembed.analysis.cluster import NO_CONCEPT, cluster, jaccard_knn
+from saeembed.analysis.config import ClusterConfig
+from saeembed.analysis.search import reciprocal_rank_fusion, sae_scores, search
+from saeembed.concepts import ConceptError, Concepts, rank_weights, select_concepts
+from saeembed.errors import SaeEmbedError
+from saeembed.labels import Labels
+from saeembed.store import load_store
+from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+
+D, N = 30, 600
+LABELS = Labels(D, {0: "football · goal · league · match", 1: "soccer · striker · team", 2: "stock · market · shares",
+                    3: "bank · interest · rates", 4: "rain · weather · forecast", 5: "cat · dog · pet"}, {}, {})
+GROUP = np.repeat([0, 1, 2], N // 3)  # sport, finance, weather documents
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Latents 0-1 fire in sport documents, 2-3 in finance, 4 in weather; 5-29 everywhere at random."""
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    columns = random_columns(N, np.full(D, 0.15), rng)
+    for latent, group in ((0, 0), (1, 0), (2, 1), (3, 1), (4, 2)):
+        members = np.flatnonzero(GROUP == group)
+        columns[latent] = np.sort(rng.choice(members, int(0.8 * len(members)), replace=False))
+    texts = [f"{['sport', 'finance', 'weather'][g]} document {i}: some filler words here" for i, g in enumerate(GROUP)]
+    write_store(tmp_path / "s.parquet", vectors_from_columns(N, columns, rng),
+                {"text": texts, "kind": [["sport", "finance", "weather"][g] for g in GROUP]}, fake_meta(D))
+    return load_store(tmp_path / "s.parquet")
+
+
+def test_words_select_latents_by_label_meaning_and_minus_excludes(store):
+    selected = select_concepts("football", store, labels=LABELS, top=2)
+    assert set(selected.latents) == {0, 1}, "soccer · striker is close to football in meaning"
+    assert selected.latents[0] == 0 and "football" in selected.why[0]
+    assert selected.weights[0] == 1.0 and selected.weights[1] < 1.0
+    mixed = select_concepts("football, money, 4, -soccer", store, labels=LABELS, top=2)
+    assert 4 in mixed.latents and 1 not in mixed.latents and {2, 3} & set(mixed.latents)
+    assert mixed.why[list(mixed.latents).index(4)] == "id"
+
+
+def test_queries_that_select_nothing_say_so(store):
+    with pytest.raises(ConceptError, match="selects no latent"):
+        select_concepts("football, -football", store, labels=LABELS, top=2)
+    with pytest.raises(ConceptError, match="does not exist"):
+        select_concepts("999", store, labels=LABELS)
+
+
+def test_rank_weights_follow_the_paper():
+    weights = rank_weights(100)
+    assert weights[0] == 1.0 and weights[50] == pytest.approx(np.exp(-2.5))
+
+
+def test_sae_scores_are_weighted_sums_of_p90_scaled_activations(store):
+    concepts = Concepts(np.array([0, 2]), np.array([1.0, 0.5]), [None, None], ["id", "id"], "0,2")
+    scores, contributions = sae_scores(store, concepts)
+    column0, column2 = store.matrix.getcol(0).toarray().ravel(), store.matrix.getcol(2).toarray().ravel()
+    p90 = [np.quantile(c[c > 0], 0.9) for c in (column0, column2)]
+    assert np.allclose(scores, column0 / p90[0] + 0.5 * column2 / p90[1], atol=1e-5)
+    assert contributions.shape == (N, 2)
+
+
+def test_search_ranks_the_documents_that_carry_the_concept_first(store):
+    result = search(store, "football", top=20, labels=LABELS, k=2)
+    top_rows = [int(i) for i in result.table["id"]]
+    assert (GROUP[top_rows] == 0).all()
+    assert result.table["top_latents"][0].startswith(("0 football", "1 soccer"))
+    assert "<<" in result.table["text"][0]
+    only_weather = search(store, "football", top=5, labels=LABELS, k=2, where="kind == 'weather'")
+    assert only_weather.n_candidates == N // 3 and set(only_weather.table["kind"]) == {"weather"}
+    with pytest.raises(SaeEmbedError, match="cannot apply --where"):
+        search(store, "football", labels=LABELS, where="nope == 1")
+
+
+def test_reciprocal_rank_fusion_prefers_documents_both_rankings_like():
+    fused = reciprocal_rank_fusion([np.array([3.0, 2.0, 1.0]), np.array([1.0, 3.0, 2.0])], np.arange(3))
+    assert np.argmax(fused) == 1
+
+
+def test_concept_clustering_follows_the_chosen_axis(store):
+    sport_finance = select_concepts("0,1,2,3", store, labels=LABELS)
+    for method in ("spectral", "kmeans"):
+        result = cluster(store, sport_finance, ClusterConfig(method=method, k=2), labels=LABELS)
+        assigned = result.assignments["cluster"].to_numpy()
+        has = assigned != NO_CONCEPT
+        assert adjusted_rand_score(GROUP[has], assigned[has]) > 0.6, method
+        assert (assigned[GROUP == 2] == NO_CONCEPT).mean() > 0.5, "weather documents lack both concepts"
+    top = result.distinctive.filter(pl.col("cluster") == result.description["cluster"][0])["latent"].to_list()[:2]
+    assert set(top) in ({0, 1}, {2, 3})
+    assert result.description["size"].sum() == (assigned != NO_CONCEPT).sum()
+    assert any("none of the selected concepts" in note for note in result.notes)
+
+
+def test_hdbscan_and_all_concepts(store):
+    result = cluster(store, None, ClusterConfig(method="hdbscan", min_cluster_size=30), labels=LABELS)
+    assert len(result.description) >= 2
+    with pytest.raises(SaeEmbedError, match="needs --k"):
+        cluster(store, None, ClusterConfig(method="kmeans"))
+
+
+def test_sparse_jaccard_graph_matches_the_dense_matrix(store):
+    rows = store.matrix.copy()
+    rows.data[:] = 1.0
+    graph = jaccard_knn(rows, neighbors=N, block=97).toarray()
+    inter = (rows @ rows.T).toarray()
+    size = np.diag(inter)
+    union = size[:, None] + size[None, :] - inter
+    dense = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.fill_diagonal(dense, 0)
+    assert np.allclose(graph, dense, atol=1e-6)
+    axis = ",".join(str(i) for i in range(15))  # the three groups' latents and ten that fire at random
+    knn = cluster(store, select_concepts(axis, store, labels=LABELS),
+                  ClusterConfig(k=3, dense_limit=100), labels=LABELS)
+    assert "sparse 30-nearest-neighbour" in knn.notes[-1]
+    assert adjusted_rand_score(GROUP, knn.assignments["cluster"]) > 0.6
+
+
+def test_examples_and_dense_vectors_with_the_offline_default(tmp_path, monkeypatch):
+    """--like reads the example with the store's own reader + SAE; embed --dense stores MiniLM vectors."""
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
+    texts = [f"It is raining again in the city, cold rain all day {i}" for i in range(8)] + \
+            [f"The quarterly profits of the bank rose sharply {i}" for i in range(8)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = CliRunner().invoke(app, ["embed", str(tmp_path / "c.jsonl"), "-o", str(tmp_path / "c.parquet"), "--dense",
+                                   "-q"])
+    assert out.exit_code == 0, out.output
+    store = load_store(tmp_path / "c.parquet")
+    assert store.frame["dense"].to_numpy().shape == (16, 384) and store.meta["dense"]["model"] == "all-MiniLM-L6-v2"
+    selected = select_concepts(None, store, like=["Heavy rain and storms are expected tonight"], top=10)
+    assert len(selected) == 10 and selected.why[0].startswith("example")
+    for mode in ("sae", "dense", "hybrid"):
+        result = search(store, "rain weather", top=4, mode=mode, like=None)
+        assert all("rain" in t for t in result.table["text"]), mode
+
+
+def test_cli_concepts_search_cluster(store, tmp_path):
+    from saeembed.labels import save_labels
+
+    save_labels(LABELS, store.meta["sae"]["fingerprint"])  # the user's own labels for this SAE
+    runner = CliRunner()
+    path = str(tmp_path / "s.parquet")
+    out = runner.invoke(app, ["concepts", "football", "--store", path, "--top", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert {json.loads(line)["latent"] for line in out.stdout.splitlines()} == {0, 1}
+    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    assert all(json.loads(line)["kind"] == "sport" for line in out.stdout.splitlines())
+    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--k", "2", "-o", str(tmp_path / "a.csv")])
+    assert out.exit_code == 0, out.output
+    assert "spectral clustering on 4 selected latents" in out.stdout
+    assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
+    out = runner.invoke(app, ["cluster", path, "--k", "2"])
+    assert out.exit_code == 1 and "--all-concepts" in out.output
