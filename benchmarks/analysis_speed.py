@@ -1,7 +1,8 @@
-"""Speed and memory of diff and correlations on large synthetic stores; prints JSON.
+"""Speed and memory of the analyses on large synthetic stores; prints JSON.
 
-    python benchmarks/analysis_speed.py                         # 1M docs for diff, 200k for correlations
-    python benchmarks/analysis_speed.py --diff-docs 100000 --corr-docs 20000   # a quick look
+    python benchmarks/analysis_speed.py           # diff 1M docs, correlations 200k, search 1M, cluster 20k
+    python benchmarks/analysis_speed.py --diff-docs 100000 --corr-docs 20000 --search-docs 100000
+    python benchmarks/analysis_speed.py --only search
 
 Stores are real Parquet written by StoreWriter: 16,384 latents with Zipf-like frequencies (~64 active
 per document), some latents shifted between A and B (diff) or made to follow another (correlations).
@@ -100,13 +101,73 @@ def bench_correlations(n_docs: int, d_sae: int, active: float, tmp: Path) -> dic
             "dense_pair_matrix_mb": round(result.n_band**2 * 8 / 2**20, 1)}
 
 
+def bench_search(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
+    from saeembed.analysis.search import search
+
+    rng = np.random.default_rng(2)
+    rates = zipf_rates(d_sae, active, rng)
+    vectors = vectors_from_columns(n_docs, random_columns(n_docs, rates, rng), rng)
+    write_store(tmp / "s.parquet", vectors, meta=fake_meta(d_sae))
+    del vectors
+    started = time.perf_counter()
+    store = load_store(tmp / "s.parquet")
+    loaded = time.perf_counter()
+    query = ",".join(str(i) for i in rng.choice(d_sae, 100, replace=False))  # a 100-latent query
+    timings = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        result = search(store, query, top=20, labels=Labels(d_sae, {}, {}, {}))
+        timings.append(time.perf_counter() - begin)
+    return {"docs": n_docs, "d_sae": d_sae, "nnz": int(store.matrix.nnz), "query_latents": 100,
+            "load_s": round(loaded - started, 2), "search_s": [round(t, 3) for t in timings], "target_s": 1,
+            "results": len(result.table)}
+
+
+def bench_cluster(n_docs: int, d_sae: int, active: float) -> dict:
+    """20k documents in 7 groups, each with its own latents; clustering along 300 selected latents."""
+    import scipy.sparse as sp
+    from sklearn.metrics import adjusted_rand_score
+
+    from saeembed.analysis.cluster import cluster
+    from saeembed.analysis.config import ClusterConfig
+    from saeembed.concepts import Concepts
+    from saeembed.store import Store
+
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 7, n_docs)
+    columns = random_columns(n_docs, zipf_rates(d_sae, active, rng), rng)
+    axis = rng.choice(d_sae, 300, replace=False)
+    for j, latent in enumerate(axis):  # each group fires its own 300 / 7 axis latents at 30%
+        members = np.flatnonzero((groups == j % 7) & (rng.random(n_docs) < 0.3))
+        columns[latent] = np.union1d(columns[latent][: len(columns[latent]) // 3], members)
+    vectors = vectors_from_columns(n_docs, columns, rng)
+    matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(n_docs, d_sae))
+    import polars as pl
+
+    store = Store(Path("synthetic"), matrix, pl.DataFrame({"id": [str(i) for i in range(n_docs)],
+                                                           "text": ["x"] * n_docs}),
+                  fake_meta(d_sae), vectors.peak_start, vectors.peak_end)
+    concepts = Concepts(axis, np.ones(len(axis)), [None] * len(axis), ["id"] * len(axis), "synthetic")
+    out = {"docs": n_docs, "axis_latents": len(axis), "target_s": 60}
+    for method in ("spectral", "kmeans", "hdbscan"):
+        started = time.perf_counter()
+        result = cluster(store, concepts, ClusterConfig(method=method, k=7, min_cluster_size=100),
+                         labels=Labels(d_sae, {}, {}, {}))
+        out[method] = {"seconds": round(time.perf_counter() - started, 1),
+                       "ari": round(adjusted_rand_score(groups, result.assignments["cluster"].to_numpy()), 3),
+                       "notes": result.notes}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--diff-docs", type=int, default=1_000_000)
     parser.add_argument("--corr-docs", type=int, default=200_000)
     parser.add_argument("--d-sae", type=int, default=16384)
     parser.add_argument("--active", type=float, default=64)
-    parser.add_argument("--only", choices=("diff", "correlations"))
+    parser.add_argument("--search-docs", type=int, default=1_000_000)
+    parser.add_argument("--cluster-docs", type=int, default=20_000)
+    parser.add_argument("--only", choices=("diff", "correlations", "search", "cluster"))
     args = parser.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +175,10 @@ def main() -> None:
             out["diff"] = bench_diff(args.diff_docs, args.d_sae, args.active, Path(tmp))
         if args.only in (None, "correlations"):
             out["correlations"] = bench_correlations(args.corr_docs, args.d_sae, args.active, Path(tmp))
+        if args.only in (None, "search"):
+            out["search"] = bench_search(args.search_docs, args.d_sae, args.active, Path(tmp))
+        if args.only in (None, "cluster"):
+            out["cluster"] = bench_cluster(args.cluster_docs, args.d_sae, args.active)
     print(json.dumps(out, indent=2))
 
 
