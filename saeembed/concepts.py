@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from saeembed.errors import SaeEmbedError
-from saeembed.store import Store
+from saeembed.store import Store, column_entries
 
 TEMPERATURE = 0.2  # the paper's rank weighting: weight of rank r of k is exp(-(r / k) / T)
 KEYWORD_BONUS = 0.15
@@ -58,14 +58,17 @@ def rank_weights(k: int, temperature: float = TEMPERATURE) -> np.ndarray:
     return np.exp(-(np.arange(k) / max(k, 1)) / temperature)
 
 
-def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9) -> np.ndarray:
+def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
+                     entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """For each of `latents`, the `quantile` of its non-zero activations in the store (1 where it never
-    fires): dividing by it puts every latent on a comparable scale."""
-    csc = store.matrix[:, latents].tocsc()
+    fires): dividing by it puts every latent on a comparable scale. `entries` are the columns'
+    non-zeros when the caller already has them (`column_entries`)."""
+    _, which, values = entries if entries is not None else column_entries(store.matrix, latents)
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
     scale = np.ones(len(latents), np.float32)
-    for j in np.flatnonzero(np.diff(csc.indptr)):
-        values = csc.data[csc.indptr[j]: csc.indptr[j + 1]]
-        scale[j] = max(float(np.quantile(values, quantile)), 1e-6)
+    for j in np.flatnonzero(np.diff(bounds)):
+        scale[j] = max(float(np.quantile(values[order[bounds[j]: bounds[j + 1]]], quantile)), 1e-6)
     return scale
 
 
@@ -85,10 +88,12 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     from saeembed.labels import labels_for
 
     labels = labels if labels is not None else labels_for(store)
-    fires = np.bincount(store.matrix.indices, minlength=store.d_sae) > 0
+    terms = _terms(query)
+    needs_counts = like or any(not t.lstrip("-").strip().isdigit() for t in terms)
+    fires = np.bincount(store.matrix.indices, minlength=store.d_sae) > 0 if needs_counts else None
     chosen: dict[int, tuple[float, str]] = {}
     excluded: set[int] = set()
-    for term in _terms(query):
+    for term in terms:
         negative = term.startswith("-")
         picked = _term_latents(term.lstrip("-").strip(), store, labels, fires, top, cache_root)
         if negative:
@@ -115,7 +120,7 @@ def _terms(query: str | None) -> list[str]:
     return [t.strip() for t in (query or "").split(",") if t.strip()]
 
 
-def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray, top: int,
+def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None, top: int,
                   cache_root: Any) -> dict[int, tuple[float, str]]:
     if term.isdigit():
         latent = int(term)

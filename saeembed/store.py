@@ -158,6 +158,19 @@ class Store:
                      self.peak_end[positions])
 
 
+def column_entries(matrix: Any, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zeros of a few columns of a CSR matrix: (row, index into `latents`, value), in row order.
+
+    One pass over the indices with a lookup table: several times faster than scipy's column slicing
+    on a million-row store.
+    """
+    slot = np.full(matrix.shape[1], -1, np.int64)
+    slot[np.asarray(latents)] = np.arange(len(latents))
+    at = np.flatnonzero(slot[matrix.indices] >= 0)
+    rows = np.searchsorted(matrix.indptr, at, side="right") - 1
+    return rows, slot[matrix.indices[at]], matrix.data[at]
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The saeembed metadata of a store file, without reading its rows."""
     path = Path(path)

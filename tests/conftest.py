@@ -112,3 +112,29 @@ def corpus_file(tmp_path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def real_store(tmp_path_factory):
+    """Embed a file of ../shared/data (optionally its first `head` lines, or several files joined)
+    once per test session with the offline default; vectors cached in a temporary folder."""
+    from saeembed.presets import embed_config
+    from saeembed.sources import open_store
+
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is absent")
+    cache = tmp_path_factory.mktemp("real-cache")
+    stores: dict = {}
+
+    def get(*files: str, head: int | None = None):
+        key = (files, head)
+        if key not in stores:
+            source = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+            with open(source, "w", encoding="utf-8") as out:
+                for name in files:
+                    with open(SHARED_DATA / name, encoding="utf-8") as fh:
+                        out.writelines(line for _, line in zip(range(head or 10**9), fh))
+            stores[key] = open_store(source, embed_config(cache_dir=cache))
+        return stores[key]
+
+    return get

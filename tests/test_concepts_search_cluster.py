@@ -64,11 +64,11 @@ def test_rank_weights_follow_the_paper():
 
 def test_sae_scores_are_weighted_sums_of_p90_scaled_activations(store):
     concepts = Concepts(np.array([0, 2]), np.array([1.0, 0.5]), [None, None], ["id", "id"], "0,2")
-    scores, contributions = sae_scores(store, concepts)
+    scores, weights = sae_scores(store, concepts)
     column0, column2 = store.matrix.getcol(0).toarray().ravel(), store.matrix.getcol(2).toarray().ravel()
     p90 = [np.quantile(c[c > 0], 0.9) for c in (column0, column2)]
     assert np.allclose(scores, column0 / p90[0] + 0.5 * column2 / p90[1], atol=1e-5)
-    assert contributions.shape == (N, 2)
+    assert np.allclose(weights, [1 / p90[0], 0.5 / p90[1]])
 
 
 def test_search_ranks_the_documents_that_carry_the_concept_first(store):

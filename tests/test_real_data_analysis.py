@@ -18,29 +18,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATA.exists(), reason="../shared/data is absent")]
 
 
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
-    """Embed a corpus file once per module (vectors cached in a temporary folder)."""
-    cache = tmp_path_factory.mktemp("cache")
-    stores = {}
-
-    def get(path: Path, head: int | None = None):
-        key = (path, head)
-        if key not in stores:
-            source = path
-            if head:
-                source = tmp_path_factory.mktemp("corpus") / path.name
-                with open(path, encoding="utf-8") as fh:
-                    source.write_text("".join(line for _, line in zip(range(head), fh)), encoding="utf-8")
-            stores[key] = open_store(source, embed_config(cache_dir=cache))
-        return stores[key]
-
-    return get
-
-
-def test_null_control_random_halves_of_one_corpus(embedded):
+def test_null_control_random_halves_of_one_corpus(real_store):
     """20 random half-splits of 2,000 agnews documents: at most two may report any finding."""
-    store = embedded(DATA / "agnews" / "test.jsonl", head=2000)
+    store = real_store("agnews/test.jsonl", head=2000)
     rng = np.random.default_rng(0)
     with_findings = 0
     for _ in range(20):
@@ -52,10 +32,10 @@ def test_null_control_random_halves_of_one_corpus(embedded):
     assert with_findings <= 2
 
 
-def test_concise_vs_verbose_answers_of_one_model(embedded):
+def test_concise_vs_verbose_answers_of_one_model(real_store):
     """Known difference: the same model told to be concise or verbose, paired on the prompt."""
-    concise = embedded(DATA / "alpacaeval" / "gpt4_1106_preview_concise.jsonl")
-    verbose = embedded(DATA / "alpacaeval" / "gpt4_1106_preview_verbose.jsonl")
+    concise = real_store("alpacaeval/gpt4_1106_preview_concise.jsonl")
+    verbose = real_store("alpacaeval/gpt4_1106_preview_verbose.jsonl")
     result = diff(verbose, concise, DiffConfig(pair_on="prompt_id", holdout=0.5))
     assert len(result.findings) >= 20
     assert result.replication_rate >= 0.8
@@ -74,9 +54,9 @@ def test_sarcastic_tweets_vs_their_authors_rephrasings():
     assert result.findings["example_with"].str.contains("<<").all()
 
 
-def test_topic_column_associations_on_news(embedded):
+def test_topic_column_associations_on_news(real_store):
     """correlations --with topic: each agnews topic has latents enriched in its documents."""
-    store = embedded(DATA / "agnews" / "test.jsonl", head=2000)
+    store = real_store("agnews/test.jsonl", head=2000)
     result = associations(store, "topic")
     assert result.kind == "categorical"
     assert set(result.table["value"]) == {"World", "Sports", "Business", "Sci/Tech"}

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from saeembed.labels import marked_context, peak_span
-from saeembed.store import Store
+from saeembed.store import Store, column_entries
 
 PLAIN_CHARS = 200
 
@@ -58,20 +58,12 @@ def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], paire
 
 def _latent_rows(matrix: Any, rows: np.ndarray, latents: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """latent -> (positions in `rows` of the documents where it fires, activations), for `latents` only."""
-    flag = np.zeros(matrix.shape[1], bool)
-    flag[latents] = True
-    at = np.flatnonzero(flag[matrix.indices] & (matrix.data > 0))
-    doc = np.searchsorted(matrix.indptr, at, side="right") - 1
+    doc, which, values = column_entries(matrix, latents)
     position = np.full(matrix.shape[0], -1, np.int64)
     position[rows] = np.arange(len(rows))
-    keep = position[doc] >= 0
-    at, doc = at[keep], doc[keep]
-    latent = matrix.indices[at]
-    order = np.argsort(latent, kind="stable")
-    bounds = np.searchsorted(latent[order], latents)
-    ends = np.searchsorted(latent[order], latents, side="right")
-    return {int(lat): (position[doc[order[b:e]]], matrix.data[at[order[b:e]]])
-            for lat, b, e in zip(latents, bounds, ends)}
+    keep = (position[doc] >= 0) & (values > 0)
+    doc, which, values = position[doc[keep]], which[keep], values[keep]
+    return {int(latent): (doc[which == j], values[which == j]) for j, latent in enumerate(latents)}
 
 
 def _plain(text: str) -> str:

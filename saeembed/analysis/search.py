@@ -15,7 +15,7 @@ import numpy as np
 
 from saeembed.concepts import Concepts, activation_scale, select_concepts
 from saeembed.errors import SaeEmbedError
-from saeembed.store import Store
+from saeembed.store import Store, column_entries
 
 Mode = Literal["sae", "dense", "hybrid"]
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
@@ -54,32 +54,33 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
     candidates = _filter(store, where)
     concepts = None
     rankings: list[np.ndarray] = []
-    contributions = None
+    weights = None
     if mode in ("sae", "hybrid"):
         concepts = select_concepts(query, store, like=like, top=k, labels=labels)
-        scores, contributions = sae_scores(store, concepts)
+        scores, weights = sae_scores(store, concepts)
         rankings.append(scores)
     if mode in ("dense", "hybrid"):
         rankings.append(dense_scores(store, query, dense))
     if mode not in ("sae", "dense", "hybrid"):
         raise SaeEmbedError(f"unknown search mode {mode!r}; choose sae, dense or hybrid")
     score = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings, candidates)
-    order = candidates[np.argsort(-score[candidates], kind="stable")][:top]
+    order = _top(score, candidates, top)
     table = store.frame[order].with_columns(pl.Series("score", score[order]),
                                             pl.Series("rank", np.arange(1, len(order) + 1, dtype=np.int32)))
-    if contributions is not None:
-        table = table.with_columns(*_explain(store, order, concepts, contributions, labels))
-    first = ["rank", "id", "score"] + (["top_latents"] if contributions is not None else []) + ["text"]
+    if weights is not None:
+        table = table.with_columns(*_explain(store, order, concepts, weights, labels))
+    first = ["rank", "id", "score"] + (["top_latents"] if weights is not None else []) + ["text"]
     return SearchResult(table.select(first + [c for c in table.columns if c not in first and c != "n_tokens"]),
                         concepts, mode, len(candidates))
 
 
-def sae_scores(store: Store, concepts: Concepts) -> tuple[np.ndarray, Any]:
-    """Per document the paper's score, and the CSR [docs, len(concepts)] of each selected latent's
-    weighted contribution (column j is concepts.latents[j])."""
-    weights = concepts.weights / activation_scale(store, concepts.latents)
-    contributions = store.matrix[:, concepts.latents].multiply(weights.reshape(1, -1)).tocsr()
-    return np.asarray(contributions.sum(axis=1)).ravel(), contributions
+def sae_scores(store: Store, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
+    """Per document the paper's score, and the weight of each selected latent (rank weight / its
+    90th percentile in the store), so a score is sum(weight x activation)."""
+    entries = column_entries(store.matrix, concepts.latents)
+    weights = concepts.weights / activation_scale(store, concepts.latents, entries=entries)
+    rows, which, values = entries
+    return np.bincount(rows, weights=values * weights[which], minlength=store.n_docs), weights
 
 
 def dense_scores(store: Store, query: str, dense: np.ndarray | None = None) -> np.ndarray:
@@ -101,6 +102,13 @@ def reciprocal_rank_fusion(scores: list[np.ndarray], candidates: np.ndarray) -> 
     return fused
 
 
+def _top(score: np.ndarray, candidates: np.ndarray, top: int) -> np.ndarray:
+    """The `top` candidates by score, best first (partial sort: a million scores cost milliseconds)."""
+    if len(candidates) > top:
+        candidates = candidates[np.argpartition(-score[candidates], top - 1)[:top]]
+    return candidates[np.argsort(-score[candidates], kind="stable")]
+
+
 def _filter(store: Store, where: str | None) -> np.ndarray:
     import polars as pl
 
@@ -114,17 +122,21 @@ def _filter(store: Store, where: str | None) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _explain(store: Store, rows: np.ndarray, concepts: Concepts, contributions: Any, labels: Any) -> list[Any]:
+def _explain(store: Store, rows: np.ndarray, concepts: Concepts, weights: np.ndarray, labels: Any) -> list[Any]:
     """Per result: the labels of its three strongest contributing latents, and its text with the peak
     of the strongest marked << >>."""
     import polars as pl
 
     from saeembed.labels import MARK_CLOSE, MARK_OPEN, peak_span
 
+    weight_of = dict(zip(concepts.latents.tolist(), weights.tolist()))
     tops, texts = [], []
     for row in rows:
-        part = contributions.getrow(int(row)).tocoo()
-        best = concepts.latents[part.col[np.argsort(-part.data)[:3]]]
+        start, stop = store.matrix.indptr[row], store.matrix.indptr[row + 1]
+        active, values = store.matrix.indices[start:stop], store.matrix.data[start:stop]
+        contribution = values * np.array([weight_of.get(int(latent), 0.0) for latent in active])
+        strongest = np.argsort(-contribution)[:3]
+        best = active[strongest][contribution[strongest] > 0]
         tops.append(" | ".join(f"{int(i)} {labels.get(int(i)) or ''}".strip() for i in best))
         text = store.frame["text"][int(row)]
         span = peak_span(store, int(row), int(best[0])) if len(best) else None
