@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, stderr, user_errors
+from commands.ui import emit, open_inputs, user_errors
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 
 _D = ClusterConfig.__dataclass_fields__
@@ -42,7 +42,6 @@ def run(
     from saeembed.analysis.cluster import cluster
     from saeembed.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
-    from saeembed.export import write_frame
 
     with user_errors():
         if all_concepts == bool(concepts or like):
@@ -52,15 +51,9 @@ def run(
         selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=top_concepts)
         result = cluster(opened, selected, ClusterConfig(method=method, k=k, min_cluster_size=min_cluster_size,  # type: ignore[arg-type]
                                                          seed=seed))
-        if output:
-            write_frame(result.assignments, output)
-            write_frame(result.description, output.with_name(f"{output.stem}.clusters{output.suffix}"))
-    if json_out:
-        print_rows(result.description)
-    else:
-        _render(result)
-    if output and not quiet:
-        stderr.print(f"[green]wrote[/green] {output} and {output.stem}.clusters{output.suffix}", highlight=False)
+    files = {output: result.assignments,
+             output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}
+    emit(files, result.description, json_out, lambda: _render(result), quiet)
 
 
 def _render(result: Any) -> None:

@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, stderr, user_errors
+from commands.ui import emit, open_inputs, user_errors
 from saeembed.analysis.config import CorrelationConfig
 
 _D = CorrelationConfig.__dataclass_fields__
@@ -41,7 +41,6 @@ def run(
     from saeembed.analysis.associations import associations
     from saeembed.analysis.correlations import correlations, cross_correlations
     from saeembed.errors import SaeEmbedError
-    from saeembed.export import write_frame
 
     with user_errors():
         if (and_corpus is None) != (pair_on is None):
@@ -58,16 +57,14 @@ def run(
             result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
                       else correlations(stores[0], config))
             rows = result.dropped_pairs if show_dropped else result.table
-        if output:
-            write_frame(rows, output)
-    if json_out:
-        print_rows(rows.head(top))
-    elif with_column:
-        _render_associations(result, top)
-    else:
-        _render_pairs(result, rows, top, show_dropped, and_corpus is not None)
-    if output and not quiet:
-        stderr.print(f"[green]wrote[/green] {output}: {len(rows)} rows", highlight=False)
+
+    def render() -> None:
+        if with_column:
+            _render_associations(result, top)
+        else:
+            _render_pairs(result, rows, top, show_dropped, and_corpus is not None)
+
+    emit({output: rows} if output else {}, rows.head(top), json_out, render, quiet)
 
 
 def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) -> None:

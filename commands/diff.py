@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, stderr, user_errors
+from commands.ui import emit, open_inputs, user_errors
 from saeembed.analysis.config import DiffConfig
 
 _D = DiffConfig.__dataclass_fields__
@@ -47,7 +47,6 @@ def run(
     exact tests and Benjamini-Hochberg q-values; each finding with an example from both sides."""
     from saeembed.analysis.diff import diff
     from saeembed.errors import SaeEmbedError
-    from saeembed.export import write_frame
 
     with user_errors():
         if vs and len(inputs) < 2:
@@ -60,15 +59,8 @@ def run(
         stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
                              cache_dir=cache_dir)
         result = diff(stores[0], stores[1:], config, names=[_name(p) for p in inputs])
-        rows = result.table if all_rows else result.findings
-        if output:
-            write_frame(rows, output)
-    if json_out:
-        print_rows(rows)
-    else:
-        _render(result, top)
-    if output and not quiet:
-        stderr.print(f"[green]wrote[/green] {output}: {len(rows)} rows", highlight=False)
+    rows = result.table if all_rows else result.findings
+    emit({output: rows} if output else {}, rows, json_out, lambda: _render(result, top), quiet)
 
 
 def _name(path: str) -> str:

@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, stderr, user_errors
+from commands.ui import emit, open_inputs, user_errors
 
 
 def run(
@@ -33,7 +33,6 @@ def run(
     latents weighted by rank; every result shows its top latents with the peak << marked >>."""
     from saeembed.analysis.search import search
     from saeembed.errors import SaeEmbedError
-    from saeembed.export import write_frame
 
     with user_errors():
         if hybrid and dense:
@@ -42,14 +41,7 @@ def run(
                                 cache_dir=cache_dir)
         result = search(opened, query, top=top, k=k, like=like, where=where,
                         mode="hybrid" if hybrid else "dense" if dense else "sae")
-        if output:
-            write_frame(result.table, output)
-    if json_out:
-        print_rows(result.table.drop("dense", strict=False))
-    else:
-        _render(result)
-    if output and not quiet:
-        stderr.print(f"[green]wrote[/green] {output}: {len(result.table)} rows", highlight=False)
+    emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result), quiet)
 
 
 def _render(result: Any) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -39,6 +39,23 @@ def print_rows(frame: Any) -> None:
     """A polars DataFrame as JSON lines on stdout, one object per row."""
     for row in frame.iter_rows(named=True):
         print_json(row)
+
+
+def emit(files: dict[Any, Any], json_rows: Any, json_out: bool, render: Callable[[], None], quiet: bool) -> None:
+    """How every analysis hands over its result: tables to the files asked for (atomic, format by
+    suffix), then JSON lines on stdout or the rendering for people, and a note of what was written."""
+    from saeembed.export import write_frame
+
+    with user_errors():
+        for path, frame in files.items():
+            write_frame(frame, path)
+    if json_out:
+        print_rows(json_rows)
+    else:
+        render()
+    if files and not quiet:
+        written = ", ".join(f"{path} ({len(frame):,} rows)" for path, frame in files.items())
+        stderr.print(f"[green]wrote[/green] {written}", highlight=False)
 
 
 def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:

@@ -70,7 +70,8 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
     if weights is not None:
         table = table.with_columns(*_explain(store, order, concepts, weights, labels))
     first = ["rank", "id", "score"] + (["top_latents"] if weights is not None else []) + ["text"]
-    return SearchResult(table.select(first + [c for c in table.columns if c not in first and c != "n_tokens"]),
+    rest = [c for c in table.columns if c not in first and c not in ("n_tokens", "dense")]
+    return SearchResult(table.select(first + rest),
                         concepts, mode, len(candidates))
 
 
