@@ -22,7 +22,7 @@ from saeembed.hashing import text_key
 from saeembed.pool import encode_chunks, merge_chunks
 from saeembed.reader import Chunk, Reader, inspect_model, load_reader
 from saeembed.sae import SAE, load_sae
-from saeembed.store import RESERVED, STORE_VERSION, DocVectors, StoreWriter
+from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def vectors_config(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
             "sae_fingerprint": sae.info.fingerprint, "pooling": config.pooling,
             "pool_roles": list(config.pool_roles) if config.pool_roles else None,
             "max_tokens": reader.max_tokens, "long": config.long, "dtype": str(reader.dtype),
-            "values_dtype": config.values_dtype}
+            "values_dtype": config.values_dtype, "concept_counts": True}
 
 
 def _open_cache(config: EmbedConfig, reader: Reader, sae: SAE, output: Path) -> VectorCache:
@@ -186,12 +186,14 @@ def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedC
     offsets = np.concatenate([[0], np.cumsum(counts)])
     flat = [np.concatenate([m[i] for m in merged]) if merged else np.zeros(0) for i in range(4)]
     vectors = DocVectors(offsets, flat[0].astype(np.int32), flat[1].astype(np.float32), flat[2].astype(np.int32),
-                         flat[3].astype(np.int32), np.array([p.n_tokens for p in prepared], dtype=np.int32))
+                         flat[3].astype(np.int32), np.array([p.n_tokens for p in prepared], dtype=np.int32),
+                         np.stack([m[5] for m in merged]) if merged else None)
     n_chunks = np.array([-1 if p.truncated else len(p.chunks) for p in prepared], dtype=np.int32)
     return vectors, n_chunks
 
 
-_NO_CODES = (np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0)
+_NO_CODES = (np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0,
+             np.zeros(len(COUNT_STATS), np.float32))
 
 
 # CPU attention materialises [rows, heads, S, S] scores; capping rows x S^2 at this many times the

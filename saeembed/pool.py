@@ -8,7 +8,7 @@ import torch
 from saeembed.config import Pooling
 from saeembed.reader import Chunk
 from saeembed.sae import SAE
-from saeembed.store import DocVectors
+from saeembed.store import COUNT_STATS, DocVectors
 
 # Elements of one [tokens, d_sae] pre-activation chunk: 16 MB in fp32 on CPU (cache-sized chunks make
 # top-k ~5% faster there), 1 GB on GPU.
@@ -42,7 +42,7 @@ def encode_chunks(x: torch.Tensor, segment: torch.Tensor, batch: list[Chunk], sa
         values.append(value.float())
         tokens.append(start + r)
     if not keys:
-        return DocVectors.empty(len(batch), n_tokens), np.zeros(0, np.float32)
+        return DocVectors.empty(len(batch), n_tokens), np.zeros(0, np.float32)  # no token fired anything
     key, value, token = torch.cat(keys), torch.cat(values), torch.cat(tokens)
     unique, inverse = torch.unique(key, return_inverse=True)  # sorted: by chunk, then latent
     peak = torch.zeros(len(unique), device=device).scatter_reduce_(0, inverse, value, "amax", include_self=False)
@@ -58,18 +58,38 @@ def encode_chunks(x: torch.Tensor, segment: torch.Tensor, batch: list[Chunk], sa
     unique_np, peak_token_np = unique.cpu().numpy(), peak_token.cpu().numpy()
     chunk_of = unique_np // sae.d_sae
     offsets = np.searchsorted(chunk_of, np.arange(len(batch) + 1)).astype(np.int64)
+    per_token = np.bincount(token.cpu().numpy(), minlength=x.shape[0])
     vectors = DocVectors(offsets, (unique_np % sae.d_sae).astype(np.int32), pooled.cpu().numpy(),
-                         spans[peak_token_np, 0], spans[peak_token_np, 1], n_tokens)
+                         spans[peak_token_np, 0], spans[peak_token_np, 1], n_tokens,
+                         count_stats(per_token, segment.cpu().numpy(), len(batch)))
     return vectors, peak.cpu().numpy()
 
 
+def count_stats(per_token: np.ndarray, segment: np.ndarray, n_chunks: int) -> np.ndarray:
+    """[n_chunks, 5]: mean, max, 10th, 50th and 90th percentile of the active latents per token."""
+    out = np.zeros((n_chunks, len(COUNT_STATS)), np.float32)
+    order = np.argsort(segment, kind="stable")
+    bounds = np.searchsorted(segment[order], np.arange(n_chunks + 1))
+    for chunk in range(n_chunks):
+        counts = per_token[order[bounds[chunk]: bounds[chunk + 1]]]
+        if len(counts):
+            out[chunk] = [counts.mean(), counts.max(), *np.percentile(counts, [10, 50, 90])]
+    return out
+
+
 def merge_chunks(parts: list[tuple[DocVectors, np.ndarray, int]], pooling: Pooling) -> tuple:
-    """Merge the chunk rows (vectors, peaks, row) of one document into (indices, values, starts, ends, n)."""
+    """Merge the chunk rows (vectors, peaks, row) of one document into (indices, values, starts, ends, n,
+    concept-count statistics). Across chunks the count statistics are token-weighted means (the max a
+    max): exact for the mean and max, an approximation for the percentiles."""
     n = int(sum(v.n_tokens[r] for v, _, r in parts))
+    weights = np.array([v.n_tokens[r] for v, _, r in parts], np.float64)
+    stats = np.stack([v.concept_counts[r] for v, _, r in parts])
+    merged_stats = (weights @ stats / max(weights.sum(), 1)).astype(np.float32)
+    merged_stats[1] = stats[:, 1].max()
     if len(parts) == 1 and pooling != "mean":
         v, _, r = parts[0]
         sl = slice(v.offsets[r], v.offsets[r + 1])
-        return v.indices[sl], v.values[sl], v.peak_start[sl], v.peak_end[sl], n
+        return v.indices[sl], v.values[sl], v.peak_start[sl], v.peak_end[sl], n, merged_stats
     cat = {name: np.concatenate([getattr(v, name)[v.offsets[r]: v.offsets[r + 1]] for v, _, r in parts])
            for name in ("indices", "values", "peak_start", "peak_end")}
     peaks = np.concatenate([p[v.offsets[r]: v.offsets[r + 1]] for v, p, r in parts])
@@ -84,5 +104,5 @@ def merge_chunks(parts: list[tuple[DocVectors, np.ndarray, int]], pooling: Pooli
     # The peak span is the one of the chunk where the latent's activation was largest.
     order = np.lexsort((-peaks, inverse))
     first = order[np.searchsorted(inverse[order], np.arange(len(latents)))]
-    return latents.astype(np.int32), values, cat["peak_start"][first], cat["peak_end"][first], n
+    return latents.astype(np.int32), values, cat["peak_start"][first], cat["peak_end"][first], n, merged_stats
 

@@ -18,7 +18,10 @@ from saeembed.errors import StoreError
 META_KEY = b"saeembed"
 STORE_VERSION = 1
 VECTOR_COLUMNS = ("indices", "values", "peak_start", "peak_end", "n_tokens")
-RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS)
+# Per document, statistics over its pooled tokens of the number of latents active on each token: the
+# concept counts that hallucination-risk probes read ("From Noise to Narrative").
+COUNT_STATS = ("concepts_mean", "concepts_max", "concepts_p10", "concepts_p50", "concepts_p90")
+RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS)
 # Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
 COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
                  ("sae", "d_sae"), ("pooling",), ("pool_roles",))
@@ -34,6 +37,7 @@ class DocVectors:
     peak_start: np.ndarray  # int32 [nnz] character span in `text` of the token where the latent peaked
     peak_end: np.ndarray  # int32 [nnz]
     n_tokens: np.ndarray  # int32 [n_docs]
+    concept_counts: np.ndarray | None = None  # float32 [n_docs, len(COUNT_STATS)]; None: all zero
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -43,7 +47,8 @@ class DocVectors:
         """`n_docs` documents with no active latent."""
         none = np.zeros(0, np.int32)
         tokens = np.zeros(n_docs, np.int32) if n_tokens is None else n_tokens
-        return DocVectors(np.zeros(n_docs + 1, np.int64), none, np.zeros(0, np.float32), none, none, tokens)
+        return DocVectors(np.zeros(n_docs + 1, np.int64), none, np.zeros(0, np.float32), none, none, tokens,
+                          np.zeros((n_docs, len(COUNT_STATS)), np.float32))
 
     def arrow_columns(self, values_dtype: str = "float16") -> dict[str, pa.Array]:
         """The vector columns as zero-copy Arrow list arrays."""
@@ -52,10 +57,13 @@ class DocVectors:
         def as_list(flat: np.ndarray) -> pa.Array:
             return pa.ListArray.from_arrays(offsets, pa.array(flat))
 
+        counts = self.concept_counts if self.concept_counts is not None else \
+            np.zeros((len(self), len(COUNT_STATS)), np.float32)
         return {"indices": as_list(self.indices),
                 "values": as_list(self.values.astype(np.float16 if values_dtype == "float16" else np.float32)),
                 "peak_start": as_list(self.peak_start), "peak_end": as_list(self.peak_end),
-                "n_tokens": pa.array(self.n_tokens)}
+                "n_tokens": pa.array(self.n_tokens),
+                **{name: pa.array(counts[:, i].astype(np.float32)) for i, name in enumerate(COUNT_STATS)}}
 
     @staticmethod
     def from_arrow(table: pa.Table) -> "DocVectors":
@@ -70,9 +78,13 @@ class DocVectors:
         def flat(name: str, dtype: type) -> np.ndarray:
             return lists[name].values.to_numpy(zero_copy_only=False)[base: offsets[-1]].astype(dtype, copy=False)
 
+        counts = np.zeros((table.num_rows, len(COUNT_STATS)), np.float32)
+        for i, name in enumerate(COUNT_STATS):
+            if name in table.column_names:  # stores written before these columns existed have none
+                counts[:, i] = table.column(name).to_numpy()
         return DocVectors(offsets - base, flat("indices", np.int32), flat("values", np.float32),
                           flat("peak_start", np.int32), flat("peak_end", np.int32),
-                          table.column("n_tokens").to_numpy().astype(np.int32))
+                          table.column("n_tokens").to_numpy().astype(np.int32), counts)
 
 
 def atomic_write_table(table: pa.Table, path: Path, row_group_size: int = 65536) -> None:

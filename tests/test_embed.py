@@ -12,6 +12,7 @@ import torch
 
 from saeembed import EmbedConfig, embed, load_store
 from saeembed.errors import ReaderError, SAEError
+from saeembed.store import COUNT_STATS
 from tests import sae_files
 from tests.conftest import TEXTS
 
@@ -19,8 +20,10 @@ LAYER = 1
 
 
 def reference(model_dir: Path, encode, texts: list[str], pooling: str = "max", *, chat_role: str | None = None,
-              pool_role: str | None = None) -> tuple[np.ndarray, list[dict[int, tuple[int, int]]]]:
-    """Dense [docs, d_sae] pooled codes and, per doc, latent -> character span of its peak token."""
+              pool_role: str | None = None, token_counts: list | None = None
+              ) -> tuple[np.ndarray, list[dict[int, tuple[int, int]]]]:
+    """Dense [docs, d_sae] pooled codes and, per doc, latent -> character span of its peak token.
+    `token_counts` receives, per doc, the number of active latents on each pooled token."""
     from transformers import AutoModel, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -42,6 +45,8 @@ def reference(model_dir: Path, encode, texts: list[str], pooling: str = "max", *
         with torch.no_grad():
             hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[LAYER + 1][0]
         codes = encode(hidden[keep])
+        if token_counts is not None:
+            token_counts.append((codes > 0).sum(1).numpy())
         pooled = {"max": codes.max(0).values, "sum": codes.sum(0), "mean": codes.mean(0),
                   "count": (codes > 0).float().sum(0)}[pooling]
         rows.append(pooled.numpy())
@@ -88,6 +93,19 @@ def test_store_equals_reference(request, model_fixture, arch, tmp_path, corpus_f
     assert result.n_docs == len(TEXTS) and store.frame["id"].to_list() == [f"d{i}" for i in range(len(TEXTS))]
     assert store.frame["n"].to_list() == list(range(len(TEXTS))), "input fields pass through"
     assert (store.frame["n_tokens"].to_numpy() > 0).all()
+
+
+def test_concept_count_statistics_per_token(llama_dir, tmp_path, corpus_file):
+    """Mean, max and percentiles of the active latents per pooled token, as an uncut model gives them."""
+    sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="jumprelu", layer=LAYER)  # a varying count
+    _, store = run(tmp_path, llama_dir, sae, [str(corpus_file)])
+    counts: list = []
+    reference(llama_dir, encode, TEXTS, token_counts=counts)
+    expected = np.array([[c.mean(), c.max(), *np.percentile(c, [10, 50, 90])] for c in counts])
+    got = store.frame.select(COUNT_STATS).to_numpy()
+    assert expected[:, 0].std() > 0, "the check needs documents whose counts differ"
+    np.testing.assert_allclose(got, expected, atol=0.51)  # a rare token may flip at the threshold in f32
+    assert np.abs(got - expected).mean() < 0.05
 
 
 @pytest.mark.parametrize("pooling", ["mean", "sum", "count"])
