@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from commands import check, cluster, concepts, correlations, diff, embed, info, labels, presets, search, train_sae
+from commands import check, cluster, concepts, correlations, diff, embed, info, labels, presets, risk, search, train_sae
 
 app = typer.Typer(
     name="saeembed",
@@ -24,6 +24,7 @@ app.command("search")(search.run)
 app.command("cluster")(cluster.run)
 app.command("presets")(presets.run)
 app.add_typer(labels.app, name="labels")
+app.add_typer(risk.app, name="risk")
 
 
 def main() -> None:

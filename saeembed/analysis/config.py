@@ -104,3 +104,32 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if self.method not in CLUSTER_METHODS:
             raise SaeEmbedError(f"unknown clustering method {self.method!r}; choose {', '.join(CLUSTER_METHODS)}")
+
+
+RiskModel = Literal["l1", "pls"]
+
+
+@dataclass
+class RiskConfig:
+    """How a hallucination-risk probe is fitted and evaluated. CLI defaults come from here."""
+
+    model: RiskModel = "l1"
+    """l1: L1-regularised logistic regression; pls: partial least squares (as in "From Noise to Narrative")."""
+    folds: int = 5
+    """Cross-validation folds (stratified; grouped when a group column is given)."""
+    c: float = 0.5
+    """Inverse regularisation strength of the logistic models."""
+    components: int = 5
+    """PLS components."""
+    min_doc_freq: float = 0.005
+    """Latents firing in fewer documents are left out of the features."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for the AUROC / AP intervals."""
+    top_concepts: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in ("l1", "pls"):
+            raise SaeEmbedError(f"unknown probe model {self.model!r}; choose l1 or pls")
+        if self.folds < 2:
+            raise SaeEmbedError("cross-validation needs at least 2 folds")

@@ -1,0 +1,194 @@
+"""`saeembed risk`: hallucination-risk probes that read concept patterns (fit, score, scramble, baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from commands import options
+from commands.ui import emit, open_inputs, stderr, user_errors
+from saeembed.analysis.config import RiskConfig
+
+_D = RiskConfig.__dataclass_fields__
+app = typer.Typer(help="Hallucination-risk probes that read concept patterns.", no_args_is_help=True)
+
+
+@app.command("fit")
+def fit(
+    store: Annotated[str, typer.Argument(help="Labelled documents: a store, or a corpus file (embedded, cached).")],
+    label: Annotated[str, typer.Option(help="Column saying which documents are hallucinated / risky.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the probe (JSON + safetensors).")],
+    positive: Annotated[Optional[str], typer.Option(help="The label value meaning risky (default: true, yes, "
+                                                         "1, hallucinated).")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Keep rows sharing this column (e.g. question_id) in the "
+                                                      "same fold.")] = None,
+    model: Annotated[str, typer.Option(help="l1 (L1 logistic regression) or pls (partial least squares).")
+                     ] = _D["model"].default,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = _D["folds"].default,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = _D["bootstrap"].default,
+    json_out: Annotated[bool, typer.Option("--json", help="The report as JSON lines on stdout.")] = False,
+    preset: options.Preset = None,
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
+) -> None:
+    """Cross-validate a probe (AUROC and AP with bootstrap intervals, against a concept-count baseline and a
+    dense one) and save the probe fitted on all documents."""
+    from saeembed.analysis.risk import fit_risk
+
+    with user_errors():
+        config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
+        (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
+        report = fit_risk(opened, label, config, positive=positive, group=group)
+        report.probe.save(output)
+    emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)
+
+
+@app.command("score")
+def score(
+    store: Annotated[str, typer.Argument(help="Documents to score: a store, or a corpus file.")],
+    probe: Annotated[Optional[Path], typer.Option(help="A probe folder from `saeembed risk fit`.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="A baseline folder from `saeembed risk baseline`.")
+                        ] = None,
+    top: Annotated[int, typer.Option(help="Riskiest documents shown.")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one document each.")] = False,
+    output: options.Output = None,
+    preset: options.Preset = None,
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
+) -> None:
+    """Risk in [0, 1] per document and the concepts that pushed it up (probe), and z-scores of its concept
+    counts against a trusted corpus (baseline)."""
+    from saeembed.analysis.risk import Baseline, Probe, score_risk
+
+    with user_errors():
+        fitted = Probe.load(probe) if probe else None
+        reference = Baseline.load(baseline) if baseline else None
+        (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
+        scored = score_risk(opened, fitted, reference)
+    key = "risk" if fitted is not None else "z_risk"
+    ranked = scored.sort(key, descending=True)
+    emit({output: scored} if output else {}, scored, json_out, lambda: _render_scores(ranked, key, top), quiet)
+
+
+@app.command("baseline")
+def baseline(
+    store: Annotated[str, typer.Argument(help="A trusted corpus: a store, or a corpus file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the baseline.")],
+    preset: options.Preset = None,
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
+) -> None:
+    """Record the concept-count statistics of a trusted corpus; `risk score --baseline` then adds z-scores."""
+    from saeembed.analysis.risk import Baseline
+
+    with user_errors():
+        (opened,) = open_inputs([store], preset, quiet, cache_dir=cache_dir)
+        fitted = Baseline.fit(opened)
+        fitted.save(output)
+    if not quiet:
+        stderr.print(f"[green]wrote[/green] {output}: baseline of {opened.n_docs:,} documents", highlight=False)
+
+
+@app.command("scramble")
+def scramble(
+    corpus: Annotated[str, typer.Argument(help="Documents (JSONL, CSV, Parquet, TXT) to scramble.")],
+    levels: Annotated[str, typer.Option(help="Comma-separated shares of n-grams to shuffle.")] = "0,0.25,0.5,0.75,1",
+    ngram: Annotated[int, typer.Option(help="Words per n-gram.")] = 3,
+    limit: Annotated[int, typer.Option(help="Documents used at most.")] = 500,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the counts per level into this PNG.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one level each.")] = False,
+    text_field: options.TextField = "text",
+    preset: options.Preset = None,
+    cache_dir: options.CacheDir = None,
+    quiet: options.Quiet = False,
+) -> None:
+    """Sanity check: shuffle word n-grams at rising levels and report the concept counts per level; with a
+    working reader + SAE they rise as the text loses structure."""
+    from commands.progress import embed_progress
+    from saeembed.analysis.scramble import scramble_check
+    from saeembed.corpus import read_corpus
+    from saeembed.errors import SaeEmbedError
+    from saeembed.presets import embed_config
+
+    with user_errors():
+        try:
+            shares = [float(v) for v in levels.split(",") if v.strip()]
+        except ValueError:
+            raise SaeEmbedError(f"--levels takes numbers in [0, 1] separated by commas, got {levels!r}") from None
+        texts = [doc.text for doc in read_corpus([corpus], text_field=text_field).documents[:limit]]
+        with embed_progress(disabled=quiet or json_out) as on_progress:
+            table = scramble_check(texts, embed_config(preset, cache_dir=cache_dir), shares, ngram,
+                                   on_progress=on_progress)
+        if plot:
+            _plot(table, plot)
+    emit({}, table, json_out, lambda: _render_scramble(table), quiet)
+
+
+def _render_report(report: Any, output: Path) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{report.n_docs:,} documents, {report.n_positive:,} positive; out-of-fold scores", highlight=False)
+    table = Table("features", "AUROC [95% CI]", "AP [95% CI]", "base rate")
+    for row in report.table.iter_rows(named=True):
+        table.add_row(row["features"], f"{row['auroc']:.3f} [{row['auroc_low']:.3f}, {row['auroc_high']:.3f}]",
+                      f"{row['ap']:.3f} [{row['ap_low']:.3f}, {row['ap_high']:.3f}]", f"{row['base_rate']:.2f}")
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    console.print("concepts with the largest weights (positive: more risk):")
+    for row in report.top_concepts.head(15).iter_rows(named=True):
+        console.print(f"  {row['weight']:+.3f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}",
+                      highlight=False)
+    console.print(f"probe saved to {output}", style="green", highlight=False)
+
+
+def _render_scores(ranked: Any, key: str, top: int) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    for row in ranked.head(top).iter_rows(named=True):
+        text = row["text"].replace("\n", " ")
+        console.print(f"[bold]{row[key]:.3f}[/bold] [dim]{escape(str(row['id']))}[/dim]  "
+                      f"{escape(text if len(text) <= 140 else text[:140] + '…')}", highlight=False)
+        if row.get("pushed_up_by"):
+            console.print(f"       [cyan]{escape(row['pushed_up_by'])}[/cyan]", highlight=False)
+
+
+def _render_scramble(table: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table("scrambled", "docs", "active latents / token (mean)", "p90", "active latents / document")
+    for row in table.iter_rows(named=True):
+        out.add_row(f"{row['level']:.0%}", str(row["docs"]), f"{row['concepts_mean']:.2f}",
+                    f"{row['concepts_p90']:.1f}", f"{row['active_latents']:.1f}")
+    Console().print(out)
+
+
+def _plot(table: Any, path: Path) -> None:
+    from saeembed.errors import SaeEmbedError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SaeEmbedError("--plot needs matplotlib: pip install 'saeembed[plot]'") from None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    levels = table["level"].to_numpy() * 100
+    axes[0].plot(levels, table["concepts_mean"].to_numpy(), marker="o")
+    axes[0].set(xlabel="n-grams scrambled (%)", ylabel="active latents per token")
+    axes[1].plot(levels, table["active_latents"].to_numpy(), marker="o")
+    axes[1].set(xlabel="n-grams scrambled (%)", ylabel="active latents per document")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+

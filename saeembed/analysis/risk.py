@@ -1,0 +1,330 @@
+"""Hallucination-risk probes that read concept patterns ("From Noise to Narrative", Suresh et al. 2025).
+
+Features of a document: its pooled concept vector (log1p) and its concept-count statistics (active
+latents per token: mean, max, percentiles; standardised). `fit_risk` cross-validates a probe (L1
+logistic regression, or partial least squares with Platt scaling) against two baselines, concept counts
+alone and a dense-embedding probe, reporting AUROC and average precision with bootstrap intervals.
+A fitted probe is linear: weights over latents + count features, an intercept and a logistic link, saved
+as safetensors + JSON with the identity of the model and SAE it was fitted on. `Baseline` keeps the
+count statistics of a trusted corpus for label-free z-scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saeembed.analysis.config import RiskConfig
+from saeembed.errors import SaeEmbedError
+from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible
+
+PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
+TRUE_VALUES = ("true", "yes", "1", "hallucinated", "hallucination")
+
+
+@dataclass
+class Probe:
+    """A linear risk probe: risk = sigmoid(a * (features . weights + intercept) + b)."""
+
+    kind: str
+    latents: np.ndarray
+    weights: np.ndarray
+    """len(latents) latent weights, then one per count feature."""
+    intercept: float
+    count_mean: np.ndarray
+    count_std: np.ndarray
+    link: tuple[float, float]
+    meta: dict[str, Any]
+    """What it was fitted on: the store's model/SAE identity, label column, positive value."""
+
+    def features(self, store: Store) -> Any:
+        return features(store, self.latents, self.count_mean, self.count_std)
+
+    def predict(self, store: Store) -> np.ndarray:
+        """Risk in [0, 1] per document; refuses a store embedded differently."""
+        check_compatible([("the probe", self.meta["store"]), (str(store.path), store.meta)])
+        logit = np.asarray(self.features(store) @ self.weights).ravel() + self.intercept
+        return 1.0 / (1.0 + np.exp(-(self.link[0] * logit + self.link[1])))
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": self.latents.astype(np.int64), "weights": self.weights.astype(np.float32),
+                   "count_mean": self.count_mean.astype(np.float32), "count_std": self.count_std.astype(np.float32)},
+                  str(folder / PROBE_WEIGHTS))
+        (folder / PROBE_JSON).write_text(json.dumps({"kind": self.kind, "intercept": self.intercept,
+                                                     "link": list(self.link), "meta": self.meta}, indent=2))
+        return folder
+
+    @staticmethod
+    def load(folder: str | Path) -> "Probe":
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        if not (folder / PROBE_JSON).exists() or not (folder / PROBE_WEIGHTS).exists():
+            raise SaeEmbedError(f"{folder} is not a probe folder (needs {PROBE_JSON} and {PROBE_WEIGHTS}); "
+                                f"fit one with `saeembed risk fit`")
+        head = json.loads((folder / PROBE_JSON).read_text())
+        arrays = load_file(str(folder / PROBE_WEIGHTS))
+        return Probe(head["kind"], arrays["latents"], arrays["weights"], float(head["intercept"]),
+                     arrays["count_mean"], arrays["count_std"], tuple(head["link"]), head["meta"])
+
+
+@dataclass
+class RiskReport:
+    table: Any
+    """polars DataFrame, one row per feature set (sae probe, counts only, dense): auroc and ap with 95%
+    bootstrap intervals, out-of-fold over `folds` folds."""
+    top_concepts: Any
+    """polars DataFrame: latent, label, weight (largest |weight| first) of the probe fitted on everything."""
+    probe: Probe
+    n_docs: int
+    n_positive: int
+    notes: list[str] = field(default_factory=list)
+
+
+def labels_of(store: Store, column: str, positive: str | None = None) -> np.ndarray:
+    """The binary target: `column` equals `positive` (default: true / yes / 1 / hallucinated)."""
+    if column not in store.frame.columns:
+        fields = ", ".join(c for c in store.frame.columns if c not in ("text", "n_tokens"))
+        raise SaeEmbedError(f"{store.path}: no column {column!r} to learn from; its fields are: {fields}")
+    values = [str(v).strip().lower() for v in store.frame[column].to_list()]
+    wanted = (positive.lower(),) if positive is not None else TRUE_VALUES
+    y = np.array([v in wanted for v in values])
+    if y.all() or not y.any():
+        raise SaeEmbedError(f"{column!r} has a single class here ({len(y)} documents, {int(y.sum())} positive); "
+                            f"pass --positive VALUE to say which value means risky")
+    return y
+
+
+def features(store: Store, latents: np.ndarray, count_mean: np.ndarray, count_std: np.ndarray) -> Any:
+    """CSR [docs, len(latents) + count features]: log1p pooled activations, standardised counts."""
+    import scipy.sparse as sp
+
+    counts = count_features(store)
+    concept = store.matrix[:, latents].tocsr()
+    concept.data = np.log1p(np.maximum(concept.data, 0))
+    return sp.hstack([concept, sp.csr_matrix((counts - count_mean) / count_std)], format="csr")
+
+
+def count_features(store: Store) -> np.ndarray:
+    """[docs, 6]: the concept-count statistics and log1p(active latents in the document)."""
+    missing = [name for name in COUNT_STATS if name not in store.frame.columns]
+    if missing:
+        raise SaeEmbedError(f"{store.path} has no concept-count statistics ({', '.join(missing)}): it was "
+                            f"embedded by an older saeembed; embed it again")
+    stats = store.frame.select(COUNT_STATS).to_numpy().astype(np.float64)
+    return np.column_stack([stats, np.log1p(np.diff(store.matrix.indptr))])
+
+
+def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, positive: str | None = None,
+             group: str | None = None, labels: Any = None) -> RiskReport:
+    """Cross-validate a risk probe on `store` and fit the final one on all of it.
+
+    Examples:
+        >>> report = fit_risk(load_store("qa.parquet"), "hallucinated", group="question_id")  # doctest: +SKIP
+        >>> report.table, report.probe.save("probe/")  # doctest: +SKIP
+    """
+    import polars as pl
+
+    from saeembed.labels import labels_for
+
+    config = config or RiskConfig()
+    labels = labels if labels is not None else labels_for(store)
+    y = labels_of(store, label, positive)
+    groups = _groups(store, group)
+    frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / store.n_docs
+    latents = np.flatnonzero(frequency >= config.min_doc_freq)
+    counts = count_features(store)
+    mean, std = counts.mean(0), np.where(counts.std(0) > 0, counts.std(0), 1.0)
+    x = features(store, latents, mean, std)
+    folds = _folds(y, groups, config)
+    rows = [_evaluate(f"sae probe ({config.model})", _oof(x, y, folds, config, config.model), y, groups, config)]
+    rows.append(_evaluate("concept counts only", _oof((counts - mean) / std, y, folds, config, "l2"), y, groups,
+                          config))
+    notes = []
+    if "dense" in store.frame.columns:
+        dense = np.asarray(store.frame["dense"].to_numpy(), np.float64)
+        rows.append(_evaluate("dense embedding", _oof(dense, y, folds, config, "l2"), y, groups, config))
+    else:
+        notes.append("no dense vectors in the store (embed with --dense) : the dense baseline is left out")
+    if np.ptp(counts[:, 0]) < 1e-6:
+        notes.append("every token has the same number of active latents (a TopK SAE): the count features "
+                     "carry no signal with this SAE")
+    probe = _final_probe(x, y, latents, mean, std, folds, config, store, label, positive)
+    weights = probe.weights[: len(latents)]
+    order = np.argsort(-np.abs(weights))[: config.top_concepts]
+    order = order[weights[order] != 0]
+    top = pl.DataFrame({"latent": latents[order].astype(np.int32), "weight": weights[order].astype(np.float64),
+                        "label": pl.Series([labels.get(int(i)) for i in latents[order]], dtype=pl.Utf8)})
+    return RiskReport(pl.DataFrame(rows), top, probe, store.n_docs, int(y.sum()), notes)
+
+
+def _groups(store: Store, group: str | None) -> np.ndarray | None:
+    if group is None:
+        return None
+    if group not in store.frame.columns:
+        raise SaeEmbedError(f"{store.path}: no column {group!r} to group folds by")
+    return store.frame[group].cast(str).to_numpy()
+
+
+def _folds(y: np.ndarray, groups: np.ndarray | None, config: RiskConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if groups is not None:  # the same question never sits in both training and test folds
+        splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+        return list(splitter.split(np.zeros(len(y)), y, groups))
+    splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def _model(kind: str, config: RiskConfig) -> Any:
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.linear_model import LogisticRegression
+
+    if kind == "pls":
+        return PLSRegression(n_components=config.components, scale=False)
+    # l1_ratio (sklearn >= 1.8) says the penalty: 1 = lasso, 0 = ridge
+    return LogisticRegression(l1_ratio=1.0 if kind == "l1" else 0.0, C=config.c, solver="liblinear",
+                              class_weight="balanced", max_iter=2000)
+
+
+def _decision(model: Any, x: Any) -> np.ndarray:
+    if hasattr(model, "decision_function"):
+        return model.decision_function(x)
+    return np.asarray(model.predict(_dense(x))).ravel()
+
+
+def _dense(x: Any) -> np.ndarray:
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+def _fit(kind: str, x: Any, y: np.ndarray, config: RiskConfig) -> Any:
+    model = _model(kind, config)
+    return model.fit(_dense(x) if kind == "pls" else x, y.astype(float) if kind == "pls" else y)
+
+
+def _oof(x: Any, y: np.ndarray, folds: list, config: RiskConfig, kind: str) -> np.ndarray:
+    """Out-of-fold scores: each document scored by a model that never saw it."""
+    scores = np.zeros(len(y))
+    for train, test in folds:
+        scores[test] = _decision(_fit(kind, x[train], y[train], config), x[test])
+    return scores
+
+
+def _evaluate(name: str, scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
+              config: RiskConfig) -> dict[str, Any]:
+    """AUROC and AP with percentile bootstrap intervals (resampling groups when there are groups)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(config.seed)
+    units = np.unique(groups, return_inverse=True)[1] if groups is not None else np.arange(len(y))
+    members = [np.flatnonzero(units == u) for u in range(units.max() + 1)]
+    aurocs, aps = [], []
+    for _ in range(config.bootstrap):
+        sample = np.concatenate([members[u] for u in rng.integers(0, len(members), len(members))])
+        if y[sample].all() or not y[sample].any():
+            continue
+        aurocs.append(roc_auc_score(y[sample], scores[sample]))
+        aps.append(average_precision_score(y[sample], scores[sample]))
+    (low, high), (ap_low, ap_high) = np.percentile(aurocs, [2.5, 97.5]), np.percentile(aps, [2.5, 97.5])
+    return {"features": name, "auroc": float(roc_auc_score(y, scores)), "auroc_low": float(low),
+            "auroc_high": float(high), "ap": float(average_precision_score(y, scores)), "ap_low": float(ap_low),
+            "ap_high": float(ap_high), "base_rate": float(y.mean())}
+
+
+def _final_probe(x: Any, y: np.ndarray, latents: np.ndarray, mean: np.ndarray, std: np.ndarray, folds: list,
+                 config: RiskConfig, store: Store, label: str, positive: str | None) -> Probe:
+    """The probe fitted on every document, as linear weights; PLS gets a Platt link from its OOF scores."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = _fit(config.model, x, y, config)
+    if config.model == "pls":
+        # PLS predicts affinely; read its weights off the unit vectors rather than sklearn internals.
+        zero = float(np.ravel(model.predict(np.zeros((1, x.shape[1]))))[0])
+        weights = np.ravel(model.predict(np.eye(x.shape[1]))) - zero
+        platt = LogisticRegression().fit(_oof(x, y, folds, config, "pls").reshape(-1, 1), y)
+        intercept, link = zero, (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+    else:
+        weights, intercept, link = model.coef_.ravel(), float(model.intercept_[0]), (1.0, 0.0)
+    identity = {key[0]: store.meta.get(key[0]) for key in COMPAT_FIELDS}
+    meta = {"store": identity, "label": label, "positive": positive, "fitted_on": str(store.path),
+            "n_docs": store.n_docs, "n_positive": int(y.sum())}
+    return Probe(config.model, latents, np.asarray(weights, np.float64), intercept, mean, std, link, meta)
+
+
+def score_risk(store: Store, probe: Probe | None = None, baseline: "Baseline | None" = None, *, labels: Any = None,
+               top: int = 3) -> Any:
+    """polars DataFrame: id, risk (with a probe), the concepts that pushed it up, and z-scores of the
+    concept-count statistics against a trusted corpus (with a baseline)."""
+    import polars as pl
+
+    from saeembed.labels import labels_for
+
+    if probe is None and baseline is None:
+        raise SaeEmbedError("score needs a probe (--probe) or a baseline (--baseline), or both")
+    out = store.frame.select("id")
+    if probe is not None:
+        labels = labels if labels is not None else labels_for(store)
+        risk = probe.predict(store)
+        x = probe.features(store)
+        pushed = []
+        for row in range(store.n_docs):
+            part = x.getrow(row).tocoo()
+            push = part.data * probe.weights[part.col]
+            keep = [int(c) for c in part.col[np.argsort(-push)[:top]] if c < len(probe.latents)]
+            pushed.append(" | ".join(f"{int(probe.latents[c])} {labels.get(int(probe.latents[c])) or ''}".strip()
+                                     for c in keep if probe.weights[c] > 0))
+        out = out.with_columns(risk=pl.Series(risk), pushed_up_by=pl.Series(pushed, dtype=pl.Utf8))
+    if baseline is not None:
+        out = pl.concat([out, baseline.zscores(store)], how="horizontal")
+    return out.with_columns(text=store.frame["text"])
+
+
+@dataclass
+class Baseline:
+    """Concept-count statistics of a trusted corpus: means and standard deviations."""
+
+    names: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    meta: dict[str, Any]
+
+    @staticmethod
+    def fit(store: Store) -> "Baseline":
+        counts = count_features(store)
+        identity = {key[0]: store.meta.get(key[0]) for key in COMPAT_FIELDS}
+        return Baseline([*COUNT_STATS, "log_active_latents"], counts.mean(0),
+                        np.where(counts.std(0) > 0, counts.std(0), 1.0),
+                        {"store": identity, "fitted_on": str(store.path), "n_docs": store.n_docs})
+
+    def zscores(self, store: Store) -> Any:
+        """z of each statistic, and `z_risk`, their mean: how far a document's concept counts sit above
+        the trusted corpus (unsupervised risk)."""
+        import polars as pl
+
+        check_compatible([("the baseline", self.meta["store"]), (str(store.path), store.meta)])
+        z = (count_features(store) - self.mean) / self.std
+        return pl.DataFrame({**{f"z_{name}": z[:, i] for i, name in enumerate(self.names)}, "z_risk": z.mean(1)})
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / BASELINE_JSON).write_text(json.dumps({"names": self.names, "mean": self.mean.tolist(),
+                                                        "std": self.std.tolist(), "meta": self.meta}, indent=2))
+        return folder
+
+    @staticmethod
+    def load(folder: str | Path) -> "Baseline":
+        path = Path(folder) / BASELINE_JSON
+        if not path.exists():
+            raise SaeEmbedError(f"{folder} is not a baseline folder (no {BASELINE_JSON}); make one with "
+                                f"`saeembed risk baseline trusted.parquet -o {folder}`")
+        head = json.loads(path.read_text())
+        return Baseline(head["names"], np.array(head["mean"]), np.array(head["std"]), head["meta"])
