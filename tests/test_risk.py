@@ -1,0 +1,142 @@
+"""Risk probes on planted stores: a latent and the concept counts carry the label; probes round-trip."""
+
+import json
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from commands.app import app
+from saeembed.analysis.config import RiskConfig
+from saeembed.analysis.risk import Baseline, Probe, _folds, fit_risk, labels_of, score_risk
+from saeembed.analysis.scramble import scramble_text
+from saeembed.errors import SaeEmbedError, StoreError
+from saeembed.labels import Labels
+from saeembed.store import COUNT_STATS, load_store
+from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+
+D, N = 40, 400
+LABELS = Labels(D, {3: "made-up facts", 7: "citations"}, {}, {})
+
+
+def risky_store(path, seed=0, signal=True, **meta):
+    """Half the documents are hallucinated: latent 3 fires mostly there, latent 7 mostly elsewhere, and
+    their tokens carry more active latents (the concept counts)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(N) % 2 == 0
+    columns = random_columns(N, np.full(D, 0.2), rng)
+    if signal:
+        columns[3] = np.flatnonzero(rng.random(N) < np.where(y, 0.7, 0.1))
+        columns[7] = np.flatnonzero(rng.random(N) < np.where(y, 0.1, 0.6))
+    vectors = vectors_from_columns(N, columns, rng)
+    mean = rng.normal(20, 2, N) + (4 * y if signal else 0)
+    vectors.concept_counts = np.column_stack([mean, mean + 10, mean - 5, mean, mean + 5]).astype(np.float32)
+    fields = {"hallucinated": ["yes" if v else "no" for v in y], "question_id": [str(i // 2) for i in range(N)]}
+    write_store(path, vectors, fields, fake_meta(D, **meta))
+    return load_store(path)
+
+
+def test_probe_finds_the_planted_concepts_and_beats_the_counts(tmp_path):
+    store = risky_store(tmp_path / "s.parquet")
+    report = fit_risk(store, "hallucinated", RiskConfig(bootstrap=100), group="question_id", labels=LABELS)
+    table = {row["features"]: row for row in report.table.iter_rows(named=True)}
+    sae, counts = table["sae probe (l1)"], table["concept counts only"]
+    assert sae["auroc"] > 0.85 and counts["auroc"] > 0.75, "both signals are planted"
+    assert sae["auroc_low"] < sae["auroc"] < sae["auroc_high"] and sae["base_rate"] == 0.5
+    top = report.top_concepts.head(2)
+    assert set(top["latent"]) == {3, 7} and top.filter(pl.col("latent") == 3)["weight"][0] > 0
+    assert top.filter(pl.col("latent") == 3)["label"][0] == "made-up facts"
+    assert any("dense baseline is left out" in note for note in report.notes)
+
+
+def test_null_labels_give_chance_auroc(tmp_path):
+    store = risky_store(tmp_path / "s.parquet", signal=False)
+    report = fit_risk(store, "hallucinated", RiskConfig(bootstrap=100), labels=LABELS)
+    sae = report.table.row(0, named=True)
+    assert sae["auroc_low"] < 0.5 < sae["auroc_high"] or abs(sae["auroc"] - 0.5) < 0.08
+
+
+def test_grouped_folds_never_split_a_question(tmp_path):
+    store = risky_store(tmp_path / "s.parquet")
+    y = labels_of(store, "hallucinated")
+    groups = store.frame["question_id"].to_numpy()
+    for train, test in _folds(y, groups, RiskConfig()):
+        assert not set(groups[train]) & set(groups[test])
+
+
+@pytest.mark.parametrize("model", ["l1", "pls"])
+def test_saved_probe_scores_like_the_fitted_one_and_refuses_other_stores(tmp_path, model):
+    store = risky_store(tmp_path / "s.parquet")
+    report = fit_risk(store, "hallucinated", RiskConfig(model=model, bootstrap=20), labels=LABELS)
+    folder = report.probe.save(tmp_path / "probe")
+    assert sorted(p.name for p in folder.iterdir()) == ["probe.json", "probe.safetensors"]
+    loaded = Probe.load(folder)
+    risk = loaded.predict(store)
+    assert np.allclose(risk, report.probe.predict(store)) and ((risk >= 0) & (risk <= 1)).all()
+    y = labels_of(store, "hallucinated")
+    assert risk[y].mean() > risk[~y].mean() + 0.2
+    if model == "l1":  # the saved linear form is exactly sklearn's logistic regression
+        from saeembed.analysis.risk import _fit
+
+        fitted = _fit("l1", loaded.features(store), y, RiskConfig())
+        assert np.allclose(risk, fitted.predict_proba(loaded.features(store))[:, 1], atol=1e-3)  # float32 on disk
+    other = risky_store(tmp_path / "o.parquet", sae={"fingerprint": "another-sae"})
+    with pytest.raises(StoreError, match="sae.fingerprint"):
+        loaded.predict(other)
+
+
+def test_scores_name_the_concepts_that_pushed_risk_up_and_baseline_z_scores(tmp_path):
+    store = risky_store(tmp_path / "s.parquet")
+    probe = fit_risk(store, "hallucinated", RiskConfig(bootstrap=20), labels=LABELS).probe
+    trusted = risky_store(tmp_path / "t.parquet", seed=1, signal=False)
+    baseline = Baseline.fit(trusted)
+    baseline = Baseline.load(baseline.save(tmp_path / "baseline"))
+    scored = score_risk(store, probe, baseline, labels=LABELS)
+    riskiest = scored.sort("risk", descending=True).row(0, named=True)
+    assert riskiest["pushed_up_by"].startswith("3 made-up facts")
+    y = labels_of(store, "hallucinated")
+    z = scored["z_risk"].to_numpy()
+    assert z[y].mean() > z[~y].mean() + 0.5, "hallucinated documents carry more concepts per token"
+    assert {f"z_{name}" for name in COUNT_STATS} <= set(scored.columns)
+
+
+def test_label_errors():
+    class Fake:
+        path = "s.parquet"
+        frame = pl.DataFrame({"single": ["yes", "yes"], "correct": [True, False], "text": ["a", "b"]})
+
+    with pytest.raises(SaeEmbedError, match="no column 'missing'"):
+        labels_of(Fake(), "missing")
+    with pytest.raises(SaeEmbedError, match="single class.*--positive"):
+        labels_of(Fake(), "single")
+    assert labels_of(Fake(), "correct", positive="false").tolist() == [False, True]
+
+
+def test_scramble_keeps_the_words_and_moves_the_requested_share():
+    text = " ".join(f"w{i}" for i in range(60))
+    assert scramble_text(text, 0.0) == text
+    for level in (0.25, 0.5, 1.0):
+        out = scramble_text(text, level, n=3, rng=random.Random(1))
+        assert sorted(out.split()) == sorted(text.split())
+        moved = sum(a != b for a, b in zip(out.split()[::3], text.split()[::3]))
+        assert moved <= round(level * 20) and (moved > 0)
+
+
+def test_cli_fit_score_baseline(tmp_path):
+    risky_store(tmp_path / "s.parquet")
+    runner = CliRunner()
+    out = runner.invoke(app, ["risk", "fit", str(tmp_path / "s.parquet"), "--label", "hallucinated",
+                              "--group", "question_id", "-o", str(tmp_path / "probe"), "--bootstrap", "20"])
+    assert out.exit_code == 0, out.output
+    assert "AUROC" in out.stdout and "concept counts only" in out.stdout
+    out = runner.invoke(app, ["risk", "score", str(tmp_path / "s.parquet"), "--probe", str(tmp_path / "probe"),
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == N and all(0 <= r["risk"] <= 1 for r in rows)
+    out = runner.invoke(app, ["risk", "score", str(tmp_path / "s.parquet")])
+    assert out.exit_code == 1 and "--probe" in out.output
+    out = runner.invoke(app, ["risk", "score", str(tmp_path / "s.parquet"), "--probe", str(tmp_path)])
+    assert out.exit_code == 1 and "not a probe folder" in out.output
