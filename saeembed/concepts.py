@@ -147,7 +147,9 @@ def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None
 def _example_latents(example: str, store: Store, fires: np.ndarray, top: int) -> dict[int, tuple[float, str]]:
     """The example's strongest latents, read with the store's own reader and SAE; latents firing in
     most documents of the store are left out (they would select everything)."""
-    vector = embed_like_store([example], store).getrow(0).tocoo()
+    from saeembed.sources import config_of, embed_records
+
+    vector = embed_records([{"text": example}], config_of(store)).matrix.getrow(0).tocoo()
     frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / max(store.n_docs, 1)
     keep = fires[vector.col] & (frequency[vector.col] <= 0.5)
     latents = vector.col[keep]
@@ -155,25 +157,3 @@ def _example_latents(example: str, store: Store, fires: np.ndarray, top: int) ->
     best = np.argsort(-values)[:top]
     short = example if len(example) <= 40 else example[:40] + "…"
     return {int(latents[i]): (float(values[i]), f"example {short!r}") for i in best}
-
-
-def embed_like_store(texts: list[str], store: Store) -> Any:
-    """CSR [len(texts), d_sae]: texts embedded exactly as the store was (reader, layer, SAE, pooling)."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from saeembed.config import EmbedConfig
-    from saeembed.pipeline import embed
-    from saeembed.store import load_store
-
-    meta = store.meta
-    config = EmbedConfig(model=meta["model"]["id"], sae=meta["sae"]["source"], layer=meta["model"].get("layer"),
-                         sae_format=meta["sae"].get("format"), revision=meta["model"].get("revision"),
-                         pooling=meta.get("pooling", "max"), as_chat=meta.get("as_chat"),
-                         max_tokens=meta.get("max_tokens"), long=meta.get("long", "chunk"))
-    with tempfile.TemporaryDirectory(prefix="saeembed-like-") as tmp:
-        corpus = Path(tmp) / "examples.jsonl"
-        corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-        embed([str(corpus)], Path(tmp) / "examples.parquet", config)
-        return load_store(Path(tmp) / "examples.parquet").matrix

@@ -33,3 +33,26 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
         store = load_store(out)
     store.path = path  # name the corpus the user gave, not the temporary file
     return store
+
+
+def embed_records(records: list[dict[str, Any]], config: EmbedConfig,
+                  on_progress: Callable[[Any], None] | None = None) -> Store:
+    """A store of in-memory documents (`{"text": ..., other fields}`), embedded through the cache."""
+    import json
+
+    from saeembed.pipeline import embed
+
+    with tempfile.TemporaryDirectory(prefix="saeembed-") as tmp:
+        corpus = Path(tmp) / "documents.jsonl"
+        corpus.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        embed([str(corpus)], Path(tmp) / "store.parquet", config, on_progress=on_progress)
+        return load_store(Path(tmp) / "store.parquet")
+
+
+def config_of(store: Store) -> EmbedConfig:
+    """The EmbedConfig that reads new text exactly as `store` was read (reader, layer, SAE, pooling)."""
+    meta = store.meta
+    return EmbedConfig(model=meta["model"]["id"], sae=meta["sae"]["source"], layer=meta["model"].get("layer"),
+                       sae_format=meta["sae"].get("format"), revision=meta["model"].get("revision"),
+                       pooling=meta.get("pooling", "max"), as_chat=meta.get("as_chat"),
+                       max_tokens=meta.get("max_tokens"), long=meta.get("long", "chunk"))

@@ -3,10 +3,7 @@ concepts fire. Each document is cut into word n-grams; at level p a share p of t
 
 from __future__ import annotations
 
-import json
 import random
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -36,16 +33,12 @@ def scramble_check(texts: Sequence[str], config: EmbedConfig, levels: Sequence[f
     statistics (active latents per token) and of the active latents per document."""
     import polars as pl
 
-    from saeembed.pipeline import embed
-    from saeembed.store import COUNT_STATS, load_store
+    from saeembed.sources import embed_records
+    from saeembed.store import COUNT_STATS
 
     rng = random.Random(seed)
     rows = [{"text": scramble_text(t, level, n, rng), "level": level} for level in levels for t in texts]
-    with tempfile.TemporaryDirectory(prefix="saeembed-scramble-") as tmp:
-        corpus = Path(tmp) / "scrambled.jsonl"
-        corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        embed([str(corpus)], Path(tmp) / "scrambled.parquet", config, on_progress=on_progress)
-        store = load_store(Path(tmp) / "scrambled.parquet")
+    store = embed_records(rows, config, on_progress)
     frame = store.frame.select("level", *COUNT_STATS).with_columns(
         active_latents=pl.Series(np.diff(store.matrix.indptr).astype(np.float64)))
     return frame.group_by("level").agg(pl.len().alias("docs"), pl.exclude("level").mean()).sort("level")
