@@ -35,7 +35,7 @@ TASKS = [  # name, file, label column, positive value, group column
 
 def main() -> None:
     out = {}
-    config = embed_config(dense=True)
+    config = embed_config(dense=True, skip_invalid=True)  # general.jsonl repeats one id: that row is skipped
     for name, file, label, positive, group in TASKS:
         store = open_store(DATA / file, config)
         out[name] = {"docs": store.n_docs}

@@ -17,6 +17,13 @@ _EXPORTS = {
     "read_corpus": "saeembed.corpus", "Document": "saeembed.corpus",
     "load_sae": "saeembed.sae", "SAE": "saeembed.sae", "load_reader": "saeembed.reader",
     "check": "saeembed.selfcheck", "SaeEmbedError": "saeembed.errors",
+    "open_store": "saeembed.sources", "select_concepts": "saeembed.concepts",
+    "diff": "saeembed.analysis.diff", "correlations": "saeembed.analysis.correlations",
+    "associations": "saeembed.analysis.associations", "search": "saeembed.analysis.search",
+    "cluster": "saeembed.analysis.cluster", "fit_risk": "saeembed.analysis.risk", "score_risk": "saeembed.analysis.risk",
+    "Probe": "saeembed.analysis.risk", "DiffConfig": "saeembed.analysis.config",
+    "CorrelationConfig": "saeembed.analysis.config", "ClusterConfig": "saeembed.analysis.config",
+    "RiskConfig": "saeembed.analysis.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]
