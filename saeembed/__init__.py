@@ -20,8 +20,8 @@ _EXPORTS = {
     "open_store": "saeembed.sources", "select_concepts": "saeembed.concepts",
     "diff": "saeembed.analysis.diff", "correlations": "saeembed.analysis.correlations",
     "associations": "saeembed.analysis.associations", "search": "saeembed.analysis.search",
-    "cluster": "saeembed.analysis.cluster", "fit_risk": "saeembed.analysis.risk", "score_risk": "saeembed.analysis.risk",
-    "Probe": "saeembed.analysis.risk", "DiffConfig": "saeembed.analysis.config",
+    "cluster": "saeembed.analysis.cluster", "fit_risk": "saeembed.analysis.risk",
+    "score_risk": "saeembed.analysis.risk", "Probe": "saeembed.analysis.risk", "DiffConfig": "saeembed.analysis.config",
     "CorrelationConfig": "saeembed.analysis.config", "ClusterConfig": "saeembed.analysis.config",
     "RiskConfig": "saeembed.analysis.config",
 }
