@@ -140,3 +140,22 @@ def test_cli_fit_score_baseline(tmp_path):
     assert out.exit_code == 1 and "--probe" in out.output
     out = runner.invoke(app, ["risk", "score", str(tmp_path / "s.parquet"), "--probe", str(tmp_path)])
     assert out.exit_code == 1 and "not a probe folder" in out.output
+
+
+def test_cli_scramble_with_the_offline_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
+    texts = ["The council approved the new budget for schools and roads after a long debate on Monday.",
+             "Researchers found that the new battery design doubles the range of small electric cars."]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = CliRunner().invoke(app, ["risk", "scramble", str(tmp_path / "c.jsonl"), "--levels", "0,1", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["level"] for r in rows] == [0.0, 1.0] and all(r["docs"] == 2 and r["concepts_mean"] > 0 for r in rows)
+    out = CliRunner().invoke(app, ["risk", "scramble", str(tmp_path / "c.jsonl"), "--levels", "0,1",
+                                   "--plot", str(tmp_path / "s.png"), "-q"])
+    try:
+        import matplotlib  # noqa: F401
+
+        assert out.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 0
+    except ImportError:
+        assert out.exit_code == 1 and "saeembed[plot]" in out.output
