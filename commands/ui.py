@@ -23,7 +23,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except SaeEmbedError as exc:
-        stderr.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message may hold brackets (`saeembed[plot]`, `list[int]`) that rich would eat as markup
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/yellow]: run the same command again to resume")
