@@ -102,6 +102,13 @@ def test_scores_name_the_concepts_that_pushed_risk_up_and_baseline_z_scores(tmp_
     assert {f"z_{name}" for name in COUNT_STATS} <= set(scored.columns)
 
 
+def test_too_few_examples_for_the_folds_is_a_sentence_not_a_traceback(tmp_path):
+    store = risky_store(tmp_path / "s.parquet")
+    y = labels_of(store, "hallucinated")
+    with pytest.raises(SaeEmbedError, match="lower --folds"):
+        _folds(y, np.array(["q1", "q2"] * (N // 2)), RiskConfig(folds=5))
+
+
 def test_label_errors():
     class Fake:
         path = "s.parquet"

@@ -177,6 +177,12 @@ def _groups(store: Store, group: str | None) -> np.ndarray | None:
 def _folds(y: np.ndarray, groups: np.ndarray | None, config: RiskConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+    smallest = int(min(y.sum(), (~y).sum()))
+    units = len(np.unique(groups)) if groups is not None else len(y)
+    if smallest < config.folds or units < config.folds:
+        raise SaeEmbedError(f"{config.folds}-fold cross-validation needs at least {config.folds} documents of each "
+                            f"class and {config.folds} groups; the smaller class has {smallest}"
+                            + (f", there are {units} groups" if groups is not None else "") + "; lower --folds")
     if groups is not None:  # the same question never sits in both training and test folds
         splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
         return list(splitter.split(np.zeros(len(y)), y, groups))
