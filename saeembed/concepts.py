@@ -90,7 +90,10 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     labels = labels if labels is not None else labels_for(store)
     terms = _terms(query)
     needs_counts = like or any(not t.lstrip("-").strip().isdigit() for t in terms)
-    fires = np.bincount(store.matrix.indices, minlength=store.d_sae) > 0 if needs_counts else None
+    # one pass over the store's indices (skipped for a query of ids): which latents fire, and how often
+    frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / max(store.n_docs, 1) if needs_counts \
+        else None
+    fires = frequency > 0 if frequency is not None else None
     chosen: dict[int, tuple[float, str]] = {}
     excluded: set[int] = set()
     for term in terms:
@@ -103,7 +106,7 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
                 if latent not in chosen or score > chosen[latent][0]:
                     chosen[latent] = (score, why)
     for example in like or []:
-        for latent, (score, why) in _example_latents(example, store, fires, top).items():
+        for latent, (score, why) in _example_latents(example, store, frequency, top).items():
             if latent not in chosen or score > chosen[latent][0]:
                 chosen[latent] = (score, why)
     ranked = sorted(((s, latent, why) for latent, (s, why) in chosen.items() if latent not in excluded),
@@ -144,14 +147,13 @@ def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None
     return {int(candidates[i]): (float(score[i]), f"label ~ {term!r} {score[i]:.2f}") for i in best}
 
 
-def _example_latents(example: str, store: Store, fires: np.ndarray, top: int) -> dict[int, tuple[float, str]]:
+def _example_latents(example: str, store: Store, frequency: np.ndarray, top: int) -> dict[int, tuple[float, str]]:
     """The example's strongest latents, read with the store's own reader and SAE; latents firing in
     most documents of the store are left out (they would select everything)."""
     from saeembed.sources import config_of, embed_records
 
     vector = embed_records([{"text": example}], config_of(store)).matrix.getrow(0).tocoo()
-    frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / max(store.n_docs, 1)
-    keep = fires[vector.col] & (frequency[vector.col] <= 0.5)
+    keep = (frequency[vector.col] > 0) & (frequency[vector.col] <= 0.5)
     latents = vector.col[keep]
     values = vector.data[keep] / activation_scale(store, latents)
     best = np.argsort(-values)[:top]

@@ -71,10 +71,7 @@ def correlations(store: Store, config: CorrelationConfig | None = None, *, label
     x = _binary_columns(store.matrix, band)
     pairs, n_tested = _pair_tests(x, x, store.n_docs, config, same=True)
     result = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
-    notes: list[str] = []
-    if decoder is None:
-        decoder, note = decoder_directions(store.meta)
-        notes += [note] if note else []
+    decoder, notes = _decoder_or_note(decoder, store.meta)
     near = _near_token_share(store, band, result["i"], result["j"], result["support"])
     cosine = _cosine(decoder, band[result["i"]], band[result["j"]])
     return _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes)
@@ -96,10 +93,7 @@ def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConf
     pairs, n_tested = _pair_tests(_binary_columns(ma, band_a), _binary_columns(mb, band_b), len(rows_a), config,
                                   same=False)
     result = _finish(pairs, n_tested, band_a, band_b, len(rows_a), config, labels)
-    notes: list[str] = []
-    if decoder is None:
-        decoder, note = decoder_directions(a.meta)
-        notes += [note] if note else []
+    decoder, notes = _decoder_or_note(decoder, a.meta)
     latent_a, latent_b = band_a[result["i"]], band_b[result["j"]]
     cosine = _cosine(decoder, latent_a, latent_b)
     if cosine is None:  # without the decoder, at least the same latent on both sides is an echo
@@ -235,6 +229,14 @@ def _near_token_share(store: Store, band: np.ndarray, i: np.ndarray, j: np.ndarr
     adjacent = (at(end) + at(end + 1)) @ starts.T  # [a, b]: a's span ends at (or just before) b's start
     near = (same + adjacent + adjacent.T).tocsr()
     return np.asarray(near[i, j]).ravel() / np.maximum(support, 1)
+
+
+def _decoder_or_note(decoder: np.ndarray | None, meta: dict[str, Any]) -> tuple[np.ndarray | None, list[str]]:
+    """The caller's decoder, else the store's SAE's, else None with a note saying why the filter is off."""
+    if decoder is not None:
+        return decoder, []
+    decoder, note = decoder_directions(meta)
+    return decoder, [note] if note else []
 
 
 def decoder_directions(meta: dict[str, Any]) -> tuple[np.ndarray | None, str | None]:

@@ -280,13 +280,15 @@ def score_risk(store: Store, probe: Probe | None = None, baseline: "Baseline | N
         labels = labels if labels is not None else labels_for(store)
         risk = probe.predict(store)
         x = probe.features(store)
+        push = x.data * probe.weights[x.indices]  # each feature's contribution to the logit
         pushed = []
         for row in range(store.n_docs):
-            part = x.getrow(row).tocoo()
-            push = part.data * probe.weights[part.col]
-            keep = [int(c) for c in part.col[np.argsort(-push)[:top]] if c < len(probe.latents)]
+            start, stop = x.indptr[row], x.indptr[row + 1]
+            strongest = start + np.argsort(-push[start:stop])[:top]
+            columns = [int(c) for c, p in zip(x.indices[strongest], push[strongest])
+                       if p > 0 and c < len(probe.latents)]  # latent features only, not the counts
             pushed.append(" | ".join(f"{int(probe.latents[c])} {labels.get(int(probe.latents[c])) or ''}".strip()
-                                     for c in keep if probe.weights[c] > 0))
+                                     for c in columns))
         out = out.with_columns(risk=pl.Series(risk), pushed_up_by=pl.Series(pushed, dtype=pl.Utf8))
     if baseline is not None:
         out = pl.concat([out, baseline.zscores(store)], how="horizontal")
