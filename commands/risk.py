@@ -34,15 +34,16 @@ def fit(
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
 ) -> None:
-    """Cross-validate a probe (AUROC and AP with bootstrap intervals, against a concept-count baseline and a
-    dense one) and save the probe fitted on all documents."""
+    """Cross-validate a probe (AUROC and AP with bootstrap intervals) against length-only, surface-form,
+    concept-count and dense baselines on the same folds, say whether it beats them, and save the probe fitted
+    on all documents with its report (report.json)."""
     from saeembed.analysis.risk import fit_risk
 
     with user_errors():
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
         (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
         report = fit_risk(opened, label, config, positive=positive, group=group)
-        report.probe.save(output)
+        report.save(output)
     emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)
 
 
@@ -131,21 +132,44 @@ def _render_report(report: Any, output: Path) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
-    console.print(f"{report.n_docs:,} documents, {report.n_positive:,} positive; out-of-fold scores", highlight=False)
-    table = Table("features", "AUROC [95% CI]", "AP [95% CI]", "base rate")
+    console.print(f"{report.n_docs:,} documents, {report.n_positive:,} positive (base rate "
+                  f"{report.n_positive / report.n_docs:.2f}); out-of-fold scores, the same folds for every row",
+                  highlight=False)
+    # AP without its interval (in --json and report.json) so the table fits 80 columns
+    table = Table("features", "AUROC [95% CI]", "AP", "probe gain [95% CI]")
     for row in report.table.iter_rows(named=True):
-        table.add_row(row["features"], f"{row['auroc']:.3f} [{row['auroc_low']:.3f}, {row['auroc_high']:.3f}]",
-                      f"{row['ap']:.3f} [{row['ap_low']:.3f}, {row['ap_high']:.3f}]", f"{row['base_rate']:.2f}")
+        table.add_row(Text(row["features"]), f"{row['auroc']:.3f} [{row['auroc_low']:.3f}, {row['auroc_high']:.3f}]",
+                      f"{row['ap']:.3f}", _gain(row))
     console.print(table)
+    console.print("probe gain: the probe's AUROC minus the baseline's, paired over the same bootstrap resamples",
+                  style="dim", highlight=False)
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
+    if not report.warnings:
+        best = report.verdict
+        console.print(f"[green]the probe beats every baseline[/green]; the best, {escape(best.baseline)}, has AUROC "
+                      f"{best.baseline_auroc:.3f}, probe gain {best.gain:+.3f} [{best.gain_low:+.3f}, "
+                      f"{best.gain_high:+.3f}]", highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print("concepts with the largest weights (positive: more risk):")
     for row in report.top_concepts.head(15).iter_rows(named=True):
         console.print(f"  {row['weight']:+.3f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}",
                       highlight=False)
-    console.print(f"probe saved to {output}", style="green", highlight=False)
+    console.print(f"probe and report.json saved to {output}", style="green", highlight=False)
+
+
+def _gain(row: dict[str, Any]) -> Any:
+    """The table cell of a baseline's probe gain: green when the probe beats it, yellow when not."""
+    from rich.text import Text
+
+    if row["gain"] is None:  # the probe's own row
+        return Text()
+    return Text(f"{row['gain']:+.3f} [{row['gain_low']:+.3f}, {row['gain_high']:+.3f}]",
+                "green" if row["beaten"] else "yellow")
 
 
 def _render_scores(ranked: Any, key: str, top: int) -> None:

@@ -1,4 +1,5 @@
-"""Risk probes on planted stores: a latent and the concept counts carry the label; probes round-trip."""
+"""Risk probes on planted stores: a latent and the concept counts carry the label; probes round-trip;
+length and surface-form baselines catch a label that answer shape gives away."""
 
 import json
 import random
@@ -10,8 +11,10 @@ from typer.testing import CliRunner
 
 from commands.app import app
 from saeembed.analysis.config import RiskConfig
+from saeembed.analysis.evaluation import _auroc, _average_precision
 from saeembed.analysis.risk import Baseline, Probe, _folds, fit_risk, labels_of, score_risk
 from saeembed.analysis.scramble import scramble_text
+from saeembed.analysis.surface import SURFACE_FEATURES, surface_frame
 from saeembed.errors import SaeEmbedError, StoreError
 from saeembed.labels import Labels
 from saeembed.store import COUNT_STATS, load_store
@@ -38,6 +41,83 @@ def risky_store(path, seed=0, signal=True, **meta):
     return load_store(path)
 
 
+WORDS = "river city report found the old new blue council said market three".split()
+
+
+def shaped_store(path, shape_gives_it_away, seed=0):
+    """Half the documents are hallucinated. With `shape_gives_it_away` exactly those end with '.' (as
+    HaluEval's hallucinated answers tend to) and no latent knows; otherwise latent 3 fires mostly on them
+    and endings and lengths are drawn independently of the label."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(N) % 2 == 0
+    columns = random_columns(N, np.full(D, 0.2), rng)
+    if not shape_gives_it_away:
+        columns[3] = np.flatnonzero(rng.random(N) < np.where(y, 0.9, 0.05))
+    ends = np.where(y, ".", "") if shape_gives_it_away else rng.choice([".", "", "?"], N)
+    texts = [" ".join(rng.choice(WORDS, rng.integers(3, 15))).capitalize() + end for end in ends]
+    vectors = vectors_from_columns(N, columns, rng)
+    mean = rng.normal(20, 2, N)
+    vectors.concept_counts = np.column_stack([mean, mean + 10, mean - 5, mean, mean + 5]).astype(np.float32)
+    fields = {"hallucinated": ["yes" if v else "no" for v in y], "question_id": [str(i // 2) for i in range(N)],
+              "text": texts}
+    write_store(path, vectors, fields, fake_meta(D))
+    return load_store(path)
+
+
+def test_surface_baseline_catches_a_label_given_away_by_the_final_punctuation(tmp_path):
+    store = shaped_store(tmp_path / "s.parquet", shape_gives_it_away=True)
+    report = fit_risk(store, "hallucinated", RiskConfig(bootstrap=200), group="question_id", labels=LABELS)
+    scores = {row.features: row for row in report.baselines}
+    assert scores["surface form"].auroc > 0.98 and abs(report.probe_score.auroc - 0.5) < 0.15
+    assert report.verdict.baseline == "surface form" and not report.verdict.beaten
+    assert report.verdict.gain_high < 0, "the probe is worse than the answer's shape"
+    chance, shape = report.warnings[:2]
+    assert chance.startswith("the probe does no better than chance") and report.table["warning"][0] == chance
+    assert shape == report.verdict.warning and "surface form baseline" in shape and "answer shape, not truth" in shape
+    row = report.table.filter(pl.col("features") == "surface form").row(0, named=True)
+    assert row["role"] == "baseline" and row["beaten"] is False and row["warning"] == shape
+    assert not any("length only" in w for w in report.warnings), "a baseline at chance is no reason to warn"
+
+
+def test_probe_reading_a_latent_beats_every_baseline_without_warning(tmp_path):
+    store = shaped_store(tmp_path / "s.parquet", shape_gives_it_away=False)
+    report = fit_risk(store, "hallucinated", RiskConfig(bootstrap=200), group="question_id", labels=LABELS)
+    names = [row.features for row in report.baselines]
+    assert names == ["length only", "surface form", "concept counts only"]
+    assert report.probe_score.auroc > 0.8 and all(row.auroc < 0.65 for row in report.baselines)
+    assert all(c.beaten and c.gain_low > 0 and c.warning is None for c in report.comparisons)
+    assert report.warnings == [] and report.verdict.beaten
+    assert report.verdict.baseline_auroc == max(row.auroc for row in report.baselines)
+    assert report.table["features"].to_list() == ["sae probe (l1)", *names]
+    assert report.table["warning"].null_count() == len(report.table)
+
+
+def test_surface_features_read_the_shape_of_the_text():
+    texts = pl.Series(["Hello world.", "  ", "Why? ", "- a\n- b\n1. c", "ÉCOLE 12!", "x)", None])
+    frame = surface_frame(texts, np.arange(7))
+    assert tuple(frame.columns) == SURFACE_FEATURES and frame.shape == (7, len(SURFACE_FEATURES))
+    endings = ["end_period", "end_question", "end_exclamation", "end_other_punct", "end_alnum", "end_none"]
+    assert [endings[i] for i in frame.select(endings).to_numpy().argmax(1)] == [
+        "end_period", "end_none", "end_question", "end_alnum", "end_exclamation", "end_other_punct", "end_none"]
+    assert frame.select(endings).to_numpy().sum(1).tolist() == [1] * 7
+    row = {name: frame[name].to_list() for name in frame.columns}
+    assert row["log_list_markers"][3] == pytest.approx(np.log(4)) and row["log_newlines"][3] == pytest.approx(np.log(3))
+    assert row["upper_share"][4] == 1.0 and row["has_digits"][4] == 1.0 and row["starts_upper"][:3] == [1, 0, 1]
+    assert row["log_words"][0] == pytest.approx(np.log(3)) and row["mean_word_length"][0] == 5.5
+    assert row["log_sentences"][3] == pytest.approx(np.log1p(2)), "'1. ' ends one, the unterminated tail is one"
+
+
+def test_fast_auroc_and_average_precision_match_sklearn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.3
+    scores = np.column_stack([rng.normal(size=300), rng.integers(0, 4, 300)])  # the second has many ties
+    for j in range(2):
+        assert _auroc(y, scores)[j] == pytest.approx(roc_auc_score(y, scores[:, j]))
+        assert _average_precision(y, scores[:, j]) == pytest.approx(average_precision_score(y, scores[:, j]))
+
+
 def test_probe_finds_the_planted_concepts_and_beats_the_counts(tmp_path):
     store = risky_store(tmp_path / "s.parquet")
     report = fit_risk(store, "hallucinated", RiskConfig(bootstrap=100), group="question_id", labels=LABELS)
@@ -56,6 +136,8 @@ def test_null_labels_give_chance_auroc(tmp_path):
     report = fit_risk(store, "hallucinated", RiskConfig(bootstrap=100), labels=LABELS)
     sae = report.table.row(0, named=True)
     assert sae["auroc_low"] < 0.5 < sae["auroc_high"] or abs(sae["auroc"] - 0.5) < 0.08
+    if sae["auroc_low"] <= 0.5:
+        assert report.warnings[0].startswith("the probe does no better than chance") and sae["warning"]
 
 
 def test_grouped_folds_never_split_a_question(tmp_path):
@@ -138,6 +220,11 @@ def test_cli_fit_score_baseline(tmp_path):
                               "--group", "question_id", "-o", str(tmp_path / "probe"), "--bootstrap", "20"])
     assert out.exit_code == 0, out.output
     assert "AUROC" in out.stdout and "concept counts only" in out.stdout
+    assert "length only" in out.stdout and "surface form" in out.stdout and "probe gain" in out.stdout
+    assert "the probe beats every baseline" in out.stdout and "warning:" not in out.stdout
+    report = json.loads((tmp_path / "probe" / "report.json").read_text())
+    assert [r["features"] for r in report["rows"]][1:3] == ["length only", "surface form"]
+    assert report["verdict"]["beaten"] and report["warnings"] == []
     out = runner.invoke(app, ["risk", "score", str(tmp_path / "s.parquet"), "--probe", str(tmp_path / "probe"),
                               "--json"])
     assert out.exit_code == 0, out.output
@@ -147,6 +234,24 @@ def test_cli_fit_score_baseline(tmp_path):
     assert out.exit_code == 1 and "--probe" in out.output
     out = runner.invoke(app, ["risk", "score", str(tmp_path / "s.parquet"), "--probe", str(tmp_path)])
     assert out.exit_code == 1 and "not a probe folder" in out.output
+
+
+def test_cli_fit_warns_when_the_probe_does_not_beat_the_surface_form(tmp_path):
+    shaped_store(tmp_path / "s.parquet", shape_gives_it_away=True)
+    args = ["risk", "fit", str(tmp_path / "s.parquet"), "--label", "hallucinated", "--group", "question_id",
+            "-o", str(tmp_path / "probe"), "--bootstrap", "50"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    printed = " ".join(out.stdout.split())  # rich wraps at 80 columns
+    assert "warning: the probe does no better than chance" in printed
+    assert "warning: the probe is worse than the surface form baseline (AUROC 1.000" in printed
+    assert "answer shape, not truth" in printed and "[-" in printed, "intervals survive the markup"
+    out = CliRunner().invoke(app, [*args, "--json"])
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    surface = next(r for r in rows if r["features"] == "surface form")
+    assert surface["beaten"] is False and "answer shape" in surface["warning"] and rows[0]["role"] == "probe"
+    saved = json.loads((tmp_path / "probe" / "report.json").read_text())
+    assert saved["warnings"][1] == surface["warning"] == saved["verdict"]["warning"]
 
 
 def test_cli_scramble_with_the_offline_default(tmp_path, monkeypatch):

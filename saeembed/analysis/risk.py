@@ -2,8 +2,11 @@
 
 Features of a document: its pooled concept vector (log1p) and its concept-count statistics (active
 latents per token: mean, max, percentiles; standardised). `fit_risk` cross-validates a probe (L1
-logistic regression, or partial least squares with Platt scaling) against two baselines, concept counts
-alone and a dense-embedding probe, reporting AUROC and average precision with bootstrap intervals.
+logistic regression, or partial least squares with Platt scaling) against baselines on the same folds:
+length only, surface form (how the text ends, its sentences, words, digits, capitals, lists: see
+`surface`), concept counts alone and a dense-embedding probe. It reports AUROC and average precision with
+bootstrap intervals, and the probe's AUROC gain over each baseline, paired over the same resamples, with a
+warning when the probe does not beat one.
 A fitted probe is linear: weights over latents + count features, an intercept and a logistic link, saved
 as safetensors + JSON with the identity of the model and SAE it was fitted on. `Baseline` keeps the
 count statistics of a trusted corpus for label-free z-scores.
@@ -19,10 +22,13 @@ from typing import Any
 import numpy as np
 
 from saeembed.analysis.config import RiskConfig
+from saeembed.analysis.evaluation import Comparison, Score, evaluate
+from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
 from saeembed.errors import SaeEmbedError
 from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
+REPORT_JSON = "report.json"
 TRUE_VALUES = ("true", "yes", "1", "hallucinated", "hallucination")
 
 
@@ -78,15 +84,39 @@ class Probe:
 
 @dataclass
 class RiskReport:
+    """What `fit_risk` found: the probe's cross-validated scores beside its baselines', whether it beats
+    them, and the probe fitted on every document."""
+
     table: Any
-    """polars DataFrame, one row per feature set (sae probe, counts only, dense): auroc and ap with 95%
-    bootstrap intervals, out-of-fold over `folds` folds."""
+    """polars DataFrame, the probe's row first, then one per baseline: features, role (probe / baseline),
+    auroc and ap with 95% bootstrap intervals (out-of-fold over `folds` folds), base_rate, and for the
+    baselines gain, gain_low, gain_high, beaten, warning (the `comparisons`)."""
     top_concepts: Any
     """polars DataFrame: latent, label, weight (largest |weight| first) of the probe fitted on everything."""
     probe: Probe
     n_docs: int
     n_positive: int
+    probe_score: Score
+    baselines: list[Score]
+    """Length only, surface form, concept counts only and (with dense vectors) dense embedding."""
+    comparisons: list[Comparison]
+    """The probe against each baseline, in the order of `baselines`."""
+    verdict: Comparison
+    """The probe against the best baseline (highest AUROC): does it beat it?"""
+    warnings: list[str] = field(default_factory=list)
+    """That the probe does no better than chance, then one per informative baseline it does not beat (best
+    first): "the probe does not beat the surface form baseline (AUROC 0.938; ...): it may read answer shape,
+    not truth". Empty when it beats them all."""
     notes: list[str] = field(default_factory=list)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the probe and `report.json` (the table, verdict, warnings, notes, top concepts) to `folder`."""
+        self.probe.save(folder)
+        report = {"n_docs": self.n_docs, "n_positive": self.n_positive, "rows": self.table.to_dicts(),
+                  "verdict": self.verdict._asdict(), "warnings": self.warnings, "notes": self.notes,
+                  "top_concepts": self.top_concepts.to_dicts()}
+        (Path(folder) / REPORT_JSON).write_text(json.dumps(report, indent=2))
+        return Path(folder)
 
 
 def labels_of(store: Store, column: str, positive: str | None = None) -> np.ndarray:
@@ -145,14 +175,10 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
     mean, std = counts.mean(0), np.where(counts.std(0) > 0, counts.std(0), 1.0)
     x = features(store, latents, mean, std)
     folds = _folds(y, groups, config)
-    rows = [_evaluate(f"sae probe ({config.model})", _oof(x, y, folds, config, config.model), y, groups, config)]
-    rows.append(_evaluate("concept counts only", _oof((counts - mean) / std, y, folds, config, "l2"), y, groups,
-                          config))
+    scores = {f"sae probe ({config.model})": _oof(x, y, folds, config, config.model),
+              **_baseline_scores(store, (counts - mean) / std, y, folds, config)}
     notes = []
-    if "dense" in store.frame.columns:
-        dense = np.asarray(store.frame["dense"].to_numpy(), np.float64)
-        rows.append(_evaluate("dense embedding", _oof(dense, y, folds, config, "l2"), y, groups, config))
-    else:
+    if "dense" not in store.frame.columns:
         notes.append("no dense vectors in the store (embed with --dense) : the dense baseline is left out")
     if np.ptp(counts[:, 0]) < 1e-6:
         notes.append("every token has the same number of active latents (a TopK SAE): the count features "
@@ -163,7 +189,23 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
     order = order[weights[order] != 0]
     top = pl.DataFrame({"latent": latents[order].astype(np.int32), "weight": weights[order].astype(np.float64),
                         "label": pl.Series([labels.get(int(i)) for i in latents[order]], dtype=pl.Utf8)})
-    return RiskReport(pl.DataFrame(rows), top, probe, store.n_docs, int(y.sum()), notes)
+    judged = evaluate(scores, y, groups, config)
+    return RiskReport(judged.table, top, probe, store.n_docs, int(y.sum()), judged.probe, judged.baselines,
+                      judged.comparisons, judged.verdict, judged.warnings, notes)
+
+
+def _baseline_scores(store: Store, counts: np.ndarray, y: np.ndarray, folds: list,
+                     config: RiskConfig) -> dict[str, np.ndarray]:
+    """Out-of-fold scores of the baselines (L2 logistic regressions on the probe's folds), by name:
+    length only, surface form, concept counts only (`counts`: standardised) and, with dense vectors, dense."""
+    shape = surface_frame(store.frame["text"], store.frame["n_tokens"].to_numpy())
+    scores = {"length only": _oof(standardised(shape, LENGTH_FEATURES), y, folds, config, "l2"),
+              "surface form": _oof(standardised(shape, SURFACE_FEATURES), y, folds, config, "l2"),
+              "concept counts only": _oof(counts, y, folds, config, "l2")}
+    if "dense" in store.frame.columns:
+        dense = np.asarray(store.frame["dense"].to_numpy(), np.float64)
+        scores["dense embedding"] = _oof(dense, y, folds, config, "l2")
+    return scores
 
 
 def _groups(store: Store, group: str | None) -> np.ndarray | None:
@@ -222,27 +264,6 @@ def _oof(x: Any, y: np.ndarray, folds: list, config: RiskConfig, kind: str) -> n
     for train, test in folds:
         scores[test] = _decision(_fit(kind, x[train], y[train], config), x[test])
     return scores
-
-
-def _evaluate(name: str, scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
-              config: RiskConfig) -> dict[str, Any]:
-    """AUROC and AP with percentile bootstrap intervals (resampling groups when there are groups)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    rng = np.random.default_rng(config.seed)
-    units = np.unique(groups, return_inverse=True)[1] if groups is not None else np.arange(len(y))
-    members = [np.flatnonzero(units == u) for u in range(units.max() + 1)]
-    aurocs, aps = [], []
-    for _ in range(config.bootstrap):
-        sample = np.concatenate([members[u] for u in rng.integers(0, len(members), len(members))])
-        if y[sample].all() or not y[sample].any():
-            continue
-        aurocs.append(roc_auc_score(y[sample], scores[sample]))
-        aps.append(average_precision_score(y[sample], scores[sample]))
-    (low, high), (ap_low, ap_high) = np.percentile(aurocs, [2.5, 97.5]), np.percentile(aps, [2.5, 97.5])
-    return {"features": name, "auroc": float(roc_auc_score(y, scores)), "auroc_low": float(low),
-            "auroc_high": float(high), "ap": float(average_precision_score(y, scores)), "ap_low": float(ap_low),
-            "ap_high": float(ap_high), "base_rate": float(y.mean())}
 
 
 def _final_probe(x: Any, y: np.ndarray, latents: np.ndarray, mean: np.ndarray, std: np.ndarray, folds: list,
