@@ -17,10 +17,12 @@ def run(
     model: Annotated[str, typer.Option(help="Reader: Hugging Face id or local folder.")],
     layer: Annotated[int, typer.Option(help="Train on the output of block L (0-based).")],
     latents: Annotated[int, typer.Option(help="Number of latents.")] = 8192,
-    k: Annotated[int, typer.Option(help="Active latents per token.")] = 32,
+    k: Annotated[int, typer.Option(help="Active latents per token (per document with --reads document).")] = 32,
+    reads: Annotated[str, typer.Option(help="tokens: an SAE of every token; document: of each document's "
+                                            "normalised mean activation (k latents per document).")] = "tokens",
     epochs: Annotated[int, typer.Option(help="Passes over the corpus.")] = 1,
     max_train_tokens: Annotated[Optional[int], typer.Option(help="Stop after this many tokens.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Tokens per optimiser step.")] = 4096,
+    batch_size: Annotated[int, typer.Option(help="Tokens (documents) per optimiser step.")] = 4096,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default 2e-4/sqrt(latents/16384)).")] = None,
     activations_dir: Annotated[Optional[Path], typer.Option(help="Cache activations here (float16).")] = None,
     save_dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
@@ -38,7 +40,9 @@ def run(
     with user_errors():
         if save_dtype not in ("float32", "float16", "bfloat16"):
             raise typer.BadParameter("choose float32, float16 or bfloat16", param_hint="--save-dtype")
-        config = TrainConfig(model=model, layer=layer, latents=latents, k=k, epochs=epochs,
+        if reads not in ("tokens", "document"):
+            raise typer.BadParameter("choose tokens or document", param_hint="--reads")
+        config = TrainConfig(model=model, layer=layer, latents=latents, k=k, reads=reads, epochs=epochs,
                              max_train_tokens=max_train_tokens, batch_size=batch_size, lr=lr,
                              activations_dir=activations_dir, save_dtype=save_dtype, text_field=text_field,
                              skip_invalid=skip_invalid,

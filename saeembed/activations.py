@@ -17,17 +17,20 @@ import torch
 from saeembed.corpus import Document
 from saeembed.hashing import text_key
 from saeembed.pipeline import length_sorted_batches
+from saeembed.pool import unit_rows
 from saeembed.reader import Reader
+from saeembed.sae.model import Reads
 
 
 class ActivationCache:
     """Float16 activation shards on disk, one per window of documents, so later epochs and runs
     (another layer choice aside) read them instead of running the model again."""
 
-    def __init__(self, folder: Path, reader: Reader, docs: list[Document], window_docs: int):
+    def __init__(self, folder: Path, reader: Reader, docs: list[Document], window_docs: int,
+                 reads: Reads = "tokens"):
         key = text_key(json.dumps({"model": reader.spec.model, "fingerprint": reader.fingerprint,
                                    "layer": reader.spec.layer, "max_tokens": reader.max_tokens,
-                                   "window_docs": window_docs}), *(doc.text or "" for doc in docs))
+                                   "window_docs": window_docs, "reads": reads}), *(doc.text or "" for doc in docs))
         self.folder = Path(folder) / key
         self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -45,8 +48,9 @@ class ActivationCache:
 
 def window_activations(reader: Reader, docs: list[Document], *, window_docs: int, batch_tokens: int,
                        max_batch_docs: int, start_window: int = 0, cache: ActivationCache | None = None,
-                       ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (window index, float32 CPU activations [n, d_model]) of each window's pooled tokens."""
+                       reads: Reads = "tokens") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (window index, float32 CPU activations [n, d_model]) of each window's pooled tokens, or with
+    `reads="document"` one row per document: the unit-norm mean over its pooled tokens."""
     for window, start in enumerate(range(0, len(docs), window_docs)):
         if window < start_window:
             continue
@@ -54,13 +58,29 @@ def window_activations(reader: Reader, docs: list[Document], *, window_docs: int
         if acts is None:
             chunks = [c for slot, doc in enumerate(docs[start: start + window_docs])
                       for c in reader.prepare(doc, doc_slot=slot).chunks if len(c.pooled)]
-            parts = [reader.token_activations(batch)[0].float().cpu()
-                     for batch in length_sorted_batches(chunks, batch_tokens, max_batch_docs, reader.device)]
-            acts = torch.cat(parts) if parts else torch.zeros(0, reader.spec.hidden_size)
+            batches = length_sorted_batches(chunks, batch_tokens, max_batch_docs, reader.device)
+            if reads == "document":
+                acts = _document_means(reader, batches, min(window_docs, len(docs) - start))
+            else:
+                parts = [reader.token_activations(batch)[0].float().cpu() for batch in batches]
+                acts = torch.cat(parts) if parts else torch.zeros(0, reader.spec.hidden_size)
             if cache:
                 cache.save(window, acts)
                 acts = acts.half().float()  # train on exactly what later runs will read back
         yield window, acts
+
+
+def _document_means(reader: Reader, batches: list[list], n_docs: int) -> torch.Tensor:
+    """Unit-norm mean activation of each document of a window that has tokens to pool."""
+    sums = torch.zeros(n_docs, reader.spec.hidden_size)
+    counts = torch.zeros(n_docs)
+    for batch in batches:
+        x, segment = reader.token_activations(batch)
+        doc = torch.tensor([c.doc for c in batch])[segment.cpu()]
+        sums.index_add_(0, doc, x.float().cpu())
+        counts.index_add_(0, doc, torch.ones(len(doc)))
+    keep = counts > 0
+    return unit_rows(sums[keep] / counts[keep, None])
 
 
 class ShuffleBuffer:

@@ -19,7 +19,7 @@ from saeembed.config import EmbedConfig, Pooling
 from saeembed.corpus import Corpus, Document, Problem, read_corpus
 from saeembed.errors import ReaderError, SAEError
 from saeembed.hashing import text_key
-from saeembed.pool import encode_chunks, merge_chunks
+from saeembed.pool import document_parts, document_vectors, encode_chunks, merge_chunks
 from saeembed.reader import Chunk, Reader, inspect_model, load_reader
 from saeembed.sae import SAE, load_sae
 from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors, StoreWriter
@@ -126,6 +126,9 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
         raise SAEError(f"the SAE reads vectors of width {sae.d_in} but {config.model} has hidden size "
                        f"{spec.hidden_size}; pass the SAE trained for this model"
                        + (f" (its files name {sae.info.model_name})" if sae.info.model_name else ""))
+    if sae.info.reads == "document" and config.pooling != "max":
+        raise SAEError(f"{config.sae} is a document-level SAE: it encodes one vector per document, so "
+                       f"--pool {config.pooling} does not apply; drop --pool")
     named = sae.info.model_name
     if named and not Path(config.model).is_dir() and Path(named).name.lower() not in config.model.lower():
         log.warning("the SAE was trained on %s; reading it with %s", named, config.model)
@@ -146,10 +149,16 @@ def vectors_config(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
     """Everything that changes the stored vectors: the cache namespace and the store's identity."""
     return {"version": STORE_VERSION, "model": reader.spec.model, "model_revision": reader.spec.revision,
             "model_fingerprint": reader.fingerprint, "layer": reader.spec.layer,
-            "sae_fingerprint": sae.info.fingerprint, "pooling": config.pooling,
+            "sae_fingerprint": sae.info.fingerprint, "pooling": pooling_of(config, sae),
             "pool_roles": list(config.pool_roles) if config.pool_roles else None,
             "max_tokens": reader.max_tokens, "long": config.long, "dtype": str(reader.dtype),
             "values_dtype": config.values_dtype, "concept_counts": True}
+
+
+def pooling_of(config: EmbedConfig, sae: SAE) -> str:
+    """How token codes become a document vector: the configured pooling, or `document` for an SAE that
+    encodes the document's mean activation itself."""
+    return "document" if sae.info.reads == "document" else config.pooling
 
 
 def _open_cache(config: EmbedConfig, reader: Reader, sae: SAE, output: Path) -> VectorCache:
@@ -175,21 +184,27 @@ def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedC
     parts: list[list] = [[] for _ in docs]
     chunks_done = 0
     for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device):
-        for sub, (vectors, peaks) in _encode_with_retry(reader, sae, batch, config.pooling):
+        for sub, encoded in _encode_with_retry(reader, sae, batch, config.pooling):
             for row, chunk in enumerate(sub):
-                parts[chunk.doc].append((vectors, peaks, row))
+                parts[chunk.doc].append((encoded, row))
         chunks_done += len(batch)
         release_freed_memory()
         on_batch(sum(len(c.pooled) for c in batch), chunks_done / len(chunks))
-    merged = [merge_chunks(p, config.pooling) if p else _NO_CODES for p in parts]
+    vectors = document_vectors(parts, sae) if sae.info.reads == "document" else _merge_documents(parts, config.pooling)
+    vectors.n_tokens = np.array([p.n_tokens for p in prepared], dtype=np.int32)
+    n_chunks = np.array([-1 if p.truncated else len(p.chunks) for p in prepared], dtype=np.int32)
+    return vectors, n_chunks
+
+
+def _merge_documents(parts: list[list], pooling: Pooling) -> DocVectors:
+    """One row per document from the pooled codes of its chunks (token-level SAEs)."""
+    merged = [merge_chunks([(v, p, r) for (v, p), r in doc], pooling) if doc else _NO_CODES for doc in parts]
     counts = np.array([len(m[0]) for m in merged], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     flat = [np.concatenate([m[i] for m in merged]) if merged else np.zeros(0) for i in range(4)]
-    vectors = DocVectors(offsets, flat[0].astype(np.int32), flat[1].astype(np.float32), flat[2].astype(np.int32),
-                         flat[3].astype(np.int32), np.array([p.n_tokens for p in prepared], dtype=np.int32),
-                         np.stack([m[5] for m in merged]) if merged else None)
-    n_chunks = np.array([-1 if p.truncated else len(p.chunks) for p in prepared], dtype=np.int32)
-    return vectors, n_chunks
+    return DocVectors(offsets, flat[0].astype(np.int32), flat[1].astype(np.float32), flat[2].astype(np.int32),
+                      flat[3].astype(np.int32), np.zeros(len(parts), np.int32),
+                      np.stack([m[5] for m in merged]) if merged else None)
 
 
 _NO_CODES = (np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0,
@@ -226,6 +241,8 @@ def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Po
     """Encode a batch; on out-of-memory, split it in halves and retry rather than fail."""
     try:
         x, segment = reader.token_activations(batch)
+        if sae.info.reads == "document":
+            return [(batch, document_parts(x, segment, batch, sae))]
         return [(batch, encode_chunks(x, segment, batch, sae, pooling))]
     except torch.OutOfMemoryError:
         if len(batch) == 1:
@@ -305,7 +322,7 @@ def _metadata(config: EmbedConfig, reader: Reader, sae: SAE, corpus: Corpus) -> 
                   "hook": f"blocks.{reader.spec.layer}.hook_resid_post", "n_layers": reader.spec.n_layers,
                   "hidden_size": reader.spec.hidden_size, "dtype": str(reader.dtype).removeprefix("torch.")},
         "sae": info,
-        "pooling": config.pooling, "pool_roles": list(config.pool_roles) if config.pool_roles else None,
+        "pooling": pooling_of(config, sae), "pool_roles": list(config.pool_roles) if config.pool_roles else None,
         "as_chat": config.as_chat, "values_dtype": config.values_dtype, "max_tokens": reader.max_tokens,
         "long": config.long, "text_field": config.text_field, "sources": corpus.sources,
         "dense": {"model": "all-MiniLM-L6-v2", "pooling": "mean", "normalized": True} if config.dense else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -106,3 +108,68 @@ def merge_chunks(parts: list[tuple[DocVectors, np.ndarray, int]], pooling: Pooli
     first = order[np.searchsorted(inverse[order], np.arange(len(latents)))]
     return latents.astype(np.int32), values, cat["peak_start"][first], cat["peak_end"][first], n, merged_stats
 
+
+
+# -- document-level SAEs ---------------------------------------------------------------------------
+
+class DocumentParts(NamedTuple):
+    """What a document-level SAE needs of each chunk of a batch until all of a document's chunks are in."""
+
+    sums: np.ndarray
+    """float32 [chunks, d_in]: sum of the pooled tokens' activations."""
+    n_tokens: np.ndarray
+    """int32 [chunks]: tokens pooled."""
+    peak_value: np.ndarray
+    """float32 [chunks, d_sae]: per latent, the largest token contribution `prepare(x_t) @ W_enc`."""
+    peak_token: np.ndarray
+    """int32 [chunks, d_sae]: the pooled token (row of the chunk's `spans`) where it was largest."""
+    spans: list[np.ndarray]
+    """Each chunk's [n, 2] character spans of its pooled tokens."""
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (zero rows stay zero): what a document-level SAE reads and is trained on,
+    as sentence-transformers normalise their mean-pooled embeddings."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def document_parts(x: torch.Tensor, segment: torch.Tensor, batch: list[Chunk], sae: SAE) -> DocumentParts:
+    """Per chunk: the token sum (the document vector is their mean) and, for every latent, the token
+    that pushes its encoder pre-activation most: the document code is linear in the tokens before the
+    SAE's rule, so that token is where the concept sits in the text (the peak span stores show)."""
+    n_chunks = len(batch)
+    sums = torch.zeros(n_chunks, x.shape[1], device=x.device, dtype=torch.float32)
+    sums.index_add_(0, segment, x.float())
+    bounds = np.concatenate([[0], np.cumsum([len(c.pooled) for c in batch])])
+    peak_value = np.zeros((n_chunks, sae.d_sae), np.float32)
+    peak_token = np.zeros((n_chunks, sae.d_sae), np.int32)
+    prepared = sae.prepare(x)
+    for row in range(n_chunks):
+        if bounds[row + 1] > bounds[row]:
+            best = (prepared[bounds[row]: bounds[row + 1]] @ sae.W_enc).max(dim=0)
+            peak_value[row], peak_token[row] = best.values.float().cpu().numpy(), best.indices.cpu().numpy()
+    return DocumentParts(sums.cpu().numpy(), np.diff(bounds).astype(np.int32), peak_value, peak_token,
+                         [c.spans for c in batch])
+
+
+def document_vectors(parts: list[list[tuple[DocumentParts, int]]], sae: SAE) -> DocVectors:
+    """Encode each document's mean activation (over all its chunks, L2-normalised) with a document-level
+    SAE; `parts[d]` lists (parts of a batch, row) of document d's chunks."""
+    d_in = sae.d_in
+    n_tokens = np.array([sum(int(p.n_tokens[r]) for p, r in doc) for doc in parts], np.int32)
+    means = np.zeros((len(parts), d_in), np.float32)
+    for d, doc in enumerate(parts):
+        if doc:
+            means[d] = sum(p.sums[r] for p, r in doc) / max(n_tokens[d], 1)
+    rows, latents, values = (t.cpu().numpy() for t in sae.encode_sparse(
+        unit_rows(torch.from_numpy(means)).to(sae.device, sae.W_enc.dtype)))
+    order = np.lexsort((latents, rows))
+    rows, latents, values = rows[order], latents[order].astype(np.int32), values[order].astype(np.float32)
+    starts, ends = np.zeros(len(rows), np.int32), np.zeros(len(rows), np.int32)
+    for i, (d, latent) in enumerate(zip(rows, latents)):
+        chunk, r = max(parts[d], key=lambda item: item[0].peak_value[item[1], latent])
+        starts[i], ends[i] = chunk.spans[r][chunk.peak_token[r, latent]]
+    keep = n_tokens[rows] > 0  # a document with nothing to pool has no code (not the code of a zero vector)
+    offsets = np.searchsorted(rows[keep], np.arange(len(parts) + 1)).astype(np.int64)
+    return DocVectors(offsets, latents[keep], values[keep], starts[keep], ends[keep], n_tokens,
+                      np.zeros((len(parts), len(COUNT_STATS)), np.float32))

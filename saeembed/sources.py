@@ -54,5 +54,10 @@ def config_of(store: Store) -> EmbedConfig:
     meta = store.meta
     return EmbedConfig(model=meta["model"]["id"], sae=meta["sae"]["source"], layer=meta["model"].get("layer"),
                        sae_format=meta["sae"].get("format"), revision=meta["model"].get("revision"),
-                       pooling=meta.get("pooling", "max"), as_chat=meta.get("as_chat"),
+                       pooling=_token_pooling(meta.get("pooling")), as_chat=meta.get("as_chat"),
                        max_tokens=meta.get("max_tokens"), long=meta.get("long", "chunk"))
+
+
+def _token_pooling(pooling: str | None) -> str:
+    """The EmbedConfig pooling behind a store's recorded one (`document`: the SAE pools by itself)."""
+    return "max" if pooling in (None, "document") else pooling

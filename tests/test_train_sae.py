@@ -129,3 +129,53 @@ def test_cli_train_sae_with_activation_cache(llama_dir, train_corpus, tmp_path):
     again = CliRunner().invoke(app, args[:3] + [str(tmp_path / "sae2")] + args[4:])
     assert again.exit_code == 0 and json.loads(again.stdout)["fvu"] == pytest.approx(figures["fvu"], rel=1e-5), \
         "the cached activations reproduce the run"
+
+
+def test_document_sae_trains_embeds_k_latents_per_document_whatever_the_length(llama_dir, train_corpus, tmp_path):
+    config = small_config(llama_dir, reads="document", latents=64, k=4, batch_size=16, buffer_tokens=64, epochs=20)
+    result = train_sae([str(train_corpus)], tmp_path / "sae", config)
+    assert result.steps >= 20 and result.eval["l0"] <= 4
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert cfg["metadata"]["saeembed"]["reads"] == "document"
+    assert load_sae(tmp_path / "sae").info.reads == "document"
+    short, long = TEXTS[0], " ".join(TEXTS) * 3
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in [short, long]))
+    out = tmp_path / "docs.parquet"
+    embed([str(corpus)], out, EmbedConfig(model=str(llama_dir), sae=str(tmp_path / "sae"), max_tokens=32,
+                                          cache_dir=tmp_path / "cache"))
+    store = load_store(out)
+    active = np.diff(store.matrix.indptr)
+    assert active[0] == active[1] == 4, "a document-level SAE gives every document k latents"
+    assert store.meta["pooling"] == "document"
+    assert store.frame["n_tokens"][1] > 32, "the long document was read in several chunks"
+    text = store.frame["text"][1]
+    for start, end in zip(store.peak_start[store.matrix.indptr[1]: store.matrix.indptr[2]],
+                          store.peak_end[store.matrix.indptr[1]: store.matrix.indptr[2]]):
+        assert 0 <= start < end <= len(text), "every latent points at a token of the document"
+
+
+def test_document_sae_codes_equal_the_sae_of_the_mean_activation(llama_dir, train_corpus, tmp_path):
+    """The stored code is exactly the SAE applied to the unit-norm mean of the block's outputs over all the
+    document's tokens, in one window or across chunks."""
+    from saeembed.corpus import Document
+    from saeembed.pool import unit_rows
+    from saeembed.reader import load_reader
+
+    train_sae([str(train_corpus)], tmp_path / "sae", small_config(llama_dir, reads="document", latents=32, k=4,
+                                                                  batch_size=16, buffer_tokens=64, epochs=2))
+    text = " ".join(TEXTS)
+    corpus = tmp_path / "one.jsonl"
+    corpus.write_text(json.dumps({"text": text}) + "\n")
+    sae = load_sae(tmp_path / "sae")
+    for max_tokens in (None, 24):
+        reader = load_reader(str(llama_dir), 1, max_tokens=max_tokens)
+        chunks = reader.prepare(Document(id="0", text=text)).chunks
+        x, _ = reader.token_activations(chunks)
+        expected = sae.encode(unit_rows(x.mean(0, keepdim=True)))[0]
+        out = tmp_path / f"one-{max_tokens}.parquet"
+        embed([str(corpus)], out, EmbedConfig(model=str(llama_dir), sae=str(tmp_path / "sae"), max_tokens=max_tokens,
+                                              cache_dir=tmp_path / f"cache-{max_tokens}"))
+        got = torch.from_numpy(load_store(out).matrix.toarray()[0]).float()
+        assert max_tokens is None or len(chunks) > 2
+        torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)

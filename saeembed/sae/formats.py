@@ -16,7 +16,7 @@ import torch
 from saeembed.errors import SAEError
 from saeembed.hashing import fingerprint
 from saeembed.sae.hooks import layer_from_hook
-from saeembed.sae.model import SAE, SAEInfo
+from saeembed.sae.model import READS, SAE, SAEInfo
 
 FORMATS = ("saelens", "sparsify", "goodfire", "gemmascope", "dictionary_learning")
 
@@ -95,6 +95,16 @@ def _info(path: Path, source: str, fmt: str, arch: str, w_enc: torch.Tensor, fil
                    d_sae=w_enc.shape[1], fingerprint=fingerprint(files), **known)
 
 
+def _reads(meta: dict[str, Any], folder: Path) -> str:
+    """What a saeembed-trained SAE encodes (`metadata.saeembed.reads`); published SAEs read tokens."""
+    own = meta.get("saeembed") if isinstance(meta.get("saeembed"), dict) else {}
+    reads = own.get("reads", "tokens")
+    if reads not in READS:
+        raise SAEError(f"{folder}/cfg.json: metadata.saeembed.reads is {reads!r}; expected one of "
+                       f"{', '.join(READS)}")
+    return reads
+
+
 # -- SAELens ---------------------------------------------------------------------------------------
 
 def _load_saelens(path: Path, source: str) -> SAE:
@@ -155,7 +165,8 @@ def _load_saelens(path: Path, source: str) -> SAE:
     info = _info(folder, source, "saelens", arch, w_enc, [weights, folder / "cfg.json"],
                  hook_name=hook, layer=layer_from_hook(hook) if hook else None, model_name=model_name,
                  expected_l0=meta.get("l0") or cfg.get("l0") or (float(k) if arch == "topk" else None),
-                 extra={"neuronpedia_id": meta.get("neuronpedia_id") or cfg.get("neuronpedia_id")})
+                 extra={"neuronpedia_id": meta.get("neuronpedia_id") or cfg.get("neuronpedia_id")},
+                 reads=_reads(meta, folder))
     return SAE(w_enc, b_enc, w_dec, b_dec, info,
                apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
                center_input=center, **sae_args)

@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 
 Rule = Literal["relu", "jumprelu", "topk", "gated"]
+Reads = Literal["tokens", "document"]
+READS = ("tokens", "document")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class SAEInfo:
     model_name: str | None = None
     expected_l0: float | None = None
     """The publisher's mean active latents per token, used by `saeembed check`."""
+    reads: Reads = "tokens"
+    """tokens: the SAE encodes every token and the codes are pooled over the document (published SAEs);
+    document: it encodes one vector per document, the L2-normalised mean of the block's output over
+    the pooled tokens (a document-level SAE, as HypotheSAEs trains on sentence embeddings), so every
+    document has the same small budget of active latents whatever its length."""
     extra: dict = field(default_factory=dict)
 
 

@@ -25,6 +25,7 @@ from saeembed.corpus import read_corpus
 from saeembed.errors import SAEError
 from saeembed.hashing import text_key
 from saeembed.reader import load_reader
+from saeembed.sae.model import Reads
 from saeembed.sae.topk_trainer import TopKSAE, TopKTrainer, default_lr, evaluate
 
 CHECKPOINT = "checkpoint.safetensors"  # tensors + the run's position in its metadata: one atomic file
@@ -38,6 +39,11 @@ class TrainConfig:
     layer: int
     latents: int = 8192
     k: int = 32
+    reads: Reads = "tokens"
+    """tokens: an SAE of every token's activation (pooled over documents when embedding); document: an
+    SAE of each document's unit-norm mean activation (HypotheSAEs' document-level recipe), so every
+    document gets exactly k latents whatever its length. With `document`, the "tokens" of batch_size,
+    max_train_tokens and dead_after_tokens are documents."""
     lr: float | None = None
     """None: 2e-4 / sqrt(latents / 2^14), the paper's scaling."""
     batch_size: int = 4096
@@ -48,8 +54,9 @@ class TrainConfig:
     aux_k: int | None = None
     """Dead latents used by the AuxK loss; None: d_in / 2 (the paper's choice)."""
     aux_coef: float = 1 / 32
-    dead_after_tokens: int = 500_000
-    """A latent that has not fired for this many training tokens counts as dead."""
+    dead_after_tokens: int | None = None
+    """A latent that has not fired for this many training tokens counts as dead (None: 500,000 tokens,
+    or 10,000 documents with reads="document")."""
     buffer_tokens: int = 262_144
     window_docs: int = 256
     holdout_fraction: float = 0.02
@@ -113,25 +120,31 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     random.Random(config.seed).shuffle(docs)
     n_holdout = max(1, int(len(docs) * config.holdout_fraction)) if len(docs) > 1 else 0
     holdout, train_docs = docs[:n_holdout], docs[n_holdout:]
-    stream = dict(window_docs=config.window_docs, batch_tokens=config.batch_tokens, max_batch_docs=256)
-    cache = ActivationCache(config.activations_dir, reader, train_docs, config.window_docs) \
+    stream = dict(window_docs=config.window_docs, batch_tokens=config.batch_tokens, max_batch_docs=256,
+                  reads=config.reads)
+    cache = ActivationCache(config.activations_dir, reader, train_docs, config.window_docs, config.reads) \
         if config.activations_dir else None
     eval_x = _held_out(window_activations(reader, holdout, **stream), config.eval_tokens, reader.spec.hidden_size)
 
     generator = torch.Generator().manual_seed(config.seed)
     sae = TopKSAE(reader.spec.hidden_size, config.latents, config.k, generator).to(reader.device)  # fp32
+    dead_after = config.dead_after_tokens or (10_000 if config.reads == "document" else 500_000)
     trainer = TopKTrainer(sae, config.lr or default_lr(config.latents), config.aux_k or reader.spec.hidden_size // 2,
-                          config.aux_coef, config.dead_after_tokens)
+                          config.aux_coef, dead_after)
     run_key = text_key(json.dumps(_identity(config), sort_keys=True), *(d.text or "" for d in docs))
     position = _resume(output, run_key, trainer)
     resumed_from = position["step"]
     progress = TrainProgress(position["step"], position["tokens"], position["epoch"], float("nan"), 0.0)
     last_checkpoint = time.monotonic()
     buffer = ShuffleBuffer(config.buffer_tokens, config.batch_size, generator)
+    # Document vectors are small (one row per document): read the corpus once and keep them for every epoch.
+    kept = list(window_activations(reader, train_docs, cache=cache, **stream)) if config.reads == "document" else None
     done = False
     for epoch in range(position["epoch"], config.epochs):
         start_window = position["window"] if epoch == position["epoch"] else 0
-        for window, acts in window_activations(reader, train_docs, start_window=start_window, cache=cache, **stream):
+        windows = kept[start_window:] if kept is not None else \
+            window_activations(reader, train_docs, start_window=start_window, cache=cache, **stream)
+        for window, acts in windows:
             if progress.step == 0 and window == 0 and epoch == 0:
                 with torch.no_grad():
                     sae.b_dec.copy_(acts.mean(0))  # the paper starts b_dec at the data's centre
@@ -247,6 +260,7 @@ def _save_saelens(output: Path, sae: TopKSAE, config: TrainConfig, reader, sourc
             "hook_name": f"blocks.{config.layer}.hook_resid_post", "prepend_bos": True,
             "exclude_special_tokens": True, "l0": final.get("l0"),
             "saeembed": {"version": __version__, "recipe": "topk, Gao et al. 2024 (AuxK, unit-norm decoder)",
+                         "reads": config.reads,
                          "training_data": sources, "training_tokens": progress.tokens, "steps": progress.step,
                          "held_out": final, "config": _identity(config)},
         },
