@@ -55,6 +55,8 @@ def generate(
     method: Annotated[str, typer.Option(help="offline (peak tokens + contrastive keywords, no LLM) or llm.")
                       ] = "offline",
     min_docs: Annotated[int, typer.Option(help="Label latents active in at least this many documents.")] = 3,
+    holdout: Annotated[float, typer.Option(help="--method offline: share of documents kept aside to score "
+                                                "the labels (0: no score).")] = 0.3,
     llm_model: Annotated[Optional[str], typer.Option(help="--method llm: the model name at the endpoint.")] = None,
     llm_base_url: Annotated[str, typer.Option(help="--method llm: any OpenAI-compatible base URL.")
                             ] = "https://api.openai.com/v1",
@@ -68,7 +70,7 @@ def generate(
 
     from saeembed.cache import default_cache_root
     from saeembed.errors import SaeEmbedError
-    from saeembed.labels import offline_labels, save_labels
+    from saeembed.labels import offline_labels, save_labels, score_summary
     from saeembed.store import load_store
 
     with user_errors():
@@ -76,7 +78,7 @@ def generate(
             raise SaeEmbedError(f"unknown labelling method {method!r}; choose offline or llm")
         loaded = load_store(store)
         if method == "offline":
-            generated = offline_labels(loaded, min_docs=min_docs)
+            generated = offline_labels(loaded, holdout=holdout, min_docs=min_docs)
         else:
             from saeembed.llm_labels import LLMClient, llm_labels
 
@@ -89,6 +91,17 @@ def generate(
         target = save_labels(generated, loaded.meta["sae"]["fingerprint"])
     stderr.print(f"[green]labelled[/green] {len(generated.label)} of {loaded.d_sae} latents -> {target}",
                  highlight=False)
+    stderr.print(_quality_line(score_summary(generated), len(generated.label)), highlight=False)
+
+
+def _quality_line(summary: dict, n_labels: int) -> str:
+    """One line on how well the new labels detect held-out examples."""
+    from saeembed.labels import KEEP_SCORE
+
+    if not summary["scored"]:
+        return "quality: not scored (too few held-out documents per latent, or --holdout 0)"
+    return (f"quality (held-out detection accuracy, 0.5 = chance) of {summary['scored']} of {n_labels} labels: "
+            f"mean {summary['mean']:.2f}, median {summary['median']:.2f}; {summary['below']} below {KEEP_SCORE}")
 
 
 @app.command("show")
@@ -103,7 +116,7 @@ def show(
     from rich.markup import escape
 
     from saeembed.errors import SaeEmbedError
-    from saeembed.labels import labels_for, marked_context, peak_span, top_documents
+    from saeembed.labels import KEEP_SCORE, labels_for, marked_context, peak_span, top_documents
     from saeembed.store import load_store
 
     with user_errors():
@@ -125,9 +138,15 @@ def show(
         print_json(report)
         return
     console = Console()
-    console.print(f"[bold]latent {latent}[/bold]: {report['label'] or '(unlabelled)'}"
-                  + (f"  [dim]({report['source']}, score {report['score']:.2f})[/dim]"
-                     if report["score"] is not None else ""), highlight=False)
+    console.print(f"[bold]latent {latent}[/bold]: {escape(report['label'] or '(unlabelled)')}"
+                  + (f"  [dim]({escape(report['source'])})[/dim]" if report["source"] else ""), highlight=False)
+    if report["score"] is not None:
+        console.print(f"quality {report['score']:.2f}: held-out detection accuracy, 0.5 = chance"
+                      + (f" [yellow](below {KEEP_SCORE}: the label may mislead)[/yellow]"
+                         if report["score"] < KEEP_SCORE else ""),
+                      highlight=False)
+    elif report["label"]:
+        console.print("quality: not scored", highlight=False)
     console.print(f"fires in {n_active} of {loaded.n_docs} documents ({report['frequency']:.1%})", highlight=False)
     for doc in docs:
         console.print(f"  [cyan]{doc['activation']:>7.3f}[/cyan] {escape(str(doc['id']))}: {escape(doc['context'])}",

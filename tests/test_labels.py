@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -12,8 +13,18 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from commands.app import app
-from saeembed.labels import LabelError, Labels, import_labels, marked_context, offline_labels
-from saeembed.store import Store
+from saeembed.labels import (
+    ROLE_MARKERS,
+    LabelError,
+    Labels,
+    import_labels,
+    marked_context,
+    offline_labels,
+    save_labels,
+    strip_role_markers,
+)
+from saeembed.store import DocVectors, Store
+from tests.fake_stores import fake_meta, write_store
 
 
 def test_neuronpedia_batches_json_and_csv(tmp_path):
@@ -63,13 +74,151 @@ def synthetic_store() -> Store:
 
 
 def test_offline_labels_name_the_peak_token_and_contrastive_keywords():
-    labels = offline_labels(synthetic_store())
+    labels = offline_labels(synthetic_store(), holdout=0)
     assert labels.label[0].startswith("def · ") and {"python", "code", "function"} & set(labels.label[0].split(" · "))
     assert labels.label[1].startswith("football · ")
     assert {"striker", "league", "goal", "scored"} & set(labels.label[1].split(" · "))
-    assert labels.score[0] == 1.0 and labels.source[0] == "offline"
+    assert labels.score[0] is None and labels.source[0] == "offline", "no held-out documents, no score"
     assert 3 not in labels.label, "a latent that never fires gets no label"
-    assert "python" not in labels.label[2], "a latent on every document has no contrastive keyword"
+    assert " · " not in labels.label[2], "a latent on every document has no contrastive keyword"
+    assert offline_labels(synthetic_store()).score[0] is None, "24 documents hold out too few positives to score"
+
+
+def planted_store(texts: list[str], fires: dict[int, list[tuple[int, str | None]]], d_sae: int,
+                  seed: int = 0) -> Store:
+    """A store whose latent j fires on the documents in fires[j], each (row, word it peaks on; None:
+    a random 3-character span), with random activations."""
+    rng = np.random.default_rng(seed)
+    entries = []  # (row, latent, start, end)
+    for latent, docs in fires.items():
+        for row, word in docs:
+            if word is None:
+                start = int(rng.integers(0, max(len(texts[row]) - 3, 1)))
+                entries.append((row, latent, start, start + 3))
+            else:
+                start = texts[row].index(word)
+                entries.append((row, latent, start, start + len(word)))
+    entries.sort()
+    rows, cols, starts, ends = (np.array(column) for column in zip(*entries))
+    matrix = sp.csr_matrix((rng.uniform(0.5, 3.0, len(rows)).astype(np.float32), (rows, cols)),
+                           shape=(len(texts), d_sae))
+    frame = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts})
+    return Store(None, matrix, frame, fake_meta(d_sae), starts.astype(np.int32), ends.astype(np.int32))
+
+
+FILLER = ("river mountain garden window letter market engine silver winter bridge candle forest "
+          "harbor ladder pepper rocket saddle tunnel velvet whistle anchor basket cactus dragon "
+          "feather glacier hammer island jacket kettle lantern magnet needle orchard pillow quarry").split()
+
+
+def filler(rng: np.random.Generator, n: int = 6) -> str:
+    return " ".join(rng.choice(FILLER, n, replace=False))
+
+
+def chat_store() -> Store:
+    """Half the documents are chat transcripts (hh-rlhf style, ChatML, Llama [INST]) about cooking,
+    half are news about volcanoes. Latent 0 fires on the hh-rlhf transcripts peaking on `Human`, 1 on
+    the ChatML ones peaking on `<|im_start|>`, 2 on the [INST] ones peaking on `[INST]`, 3 on every
+    transcript peaking on `Assistant` or `user`, 4 on the news peaking on `volcano`."""
+    rng = np.random.default_rng(1)
+    texts, fires = [], {i: [] for i in range(5)}
+    for i in range(300):
+        topic = f"recipe soup oven {filler(rng, 3)}"
+        kind = i % 4
+        if kind == 0:
+            texts.append(f"Human: how do I make a {topic}?\n\nAssistant: Begin with the broth, then the oven.")
+            fires[0].append((i, "Human"))
+            fires[3].append((i, "Assistant"))
+        elif kind == 1:
+            texts.append(f"<|im_start|>user\nA {topic} please<|im_end|>\n<|im_start|>assistant\nSure, soup."
+                         f"<|im_end|>")
+            fires[1].append((i, "<|im_start|>"))
+            fires[3].append((i, "user"))
+        elif kind == 2:
+            texts.append(f"<s>[INST] <<SYS>> be kind <</SYS>> a {topic} [/INST] Use the oven. </s>")
+            fires[2].append((i, "[INST]"))
+            fires[3].append((i, "[INST]"))
+        else:
+            texts.append(f"The volcano erupted near the {filler(rng)} and lava reached the coast.")
+            fires[4].append((i, "volcano"))
+    return planted_store(texts, fires, 6)
+
+
+def label_words(label: str) -> set[str]:
+    return {w for part in label.split(" · ") for w in re.findall(r"[a-z_]+", part.lower())}
+
+
+def test_role_markers_and_template_tokens_never_label_a_latent():
+    labels = offline_labels(chat_store())
+    for latent, text in labels.label.items():
+        assert not label_words(text) & ROLE_MARKERS, (latent, text)
+        assert not label_words(text) & {"start", "end", "sys", "im"}, ("template pieces", latent, text)
+    assert "broth" in label_words(labels.label[0]), "what the transcripts say still labels them"
+    assert labels.label[4].startswith("volcano · ")
+
+
+def test_role_marker_stripping():
+    chat = ("Human: Is it raining?\n\nAssistant: Yes, in London.\n### User: and tomorrow?\n"
+            "  **System:** be brief\nASSISTANT:sunny")
+    assert strip_role_markers(chat) == "Is it raining?\n\nYes, in London.\nand tomorrow?\nbe brief\nsunny"
+    assert strip_role_markers("the user: a person; Human: rights\nhuman rights") == \
+        "the user: a person; Human: rights\nhuman rights", "only prefixes at line starts go"
+
+
+def topic_store(n: int = 600) -> Store:
+    """Random filler documents; a fifth mention `volcano` (latent 0 fires exactly there, peaking on
+    it, a tenth of them also `obsidian`); latents 1-10 fire on a random fifth of the documents."""
+    rng = np.random.default_rng(2)
+    texts, fires = [], {i: [] for i in range(11)}
+    for i in range(n):
+        volcano = i % 5 == 0
+        extra = " obsidian" if volcano and i % 50 == 0 else ""
+        texts.append(f"{filler(rng)} volcano{extra} {filler(rng)}" if volcano else filler(rng, 12))
+        if volcano:
+            fires[0].append((i, "volcano"))
+    for latent in range(1, 11):
+        fires[latent] = [(int(r), None) for r in rng.choice(n, n // 5, replace=False)]
+    return planted_store(texts, fires, 11)
+
+
+def test_held_out_score_separates_a_real_concept_from_noise():
+    store = topic_store()
+    labels = offline_labels(store, holdout=0.3, seed=0)
+    assert labels.label[0].startswith("volcano") and labels.score[0] > 0.8
+    noise = [labels.score[i] for i in range(1, 11)]
+    assert all(s is not None for s in noise) and abs(np.mean(noise) - 0.5) < 0.1, noise
+    assert offline_labels(store, holdout=0.3, seed=0).score == labels.score, "seeded: the same split again"
+    assert all(s is None for s in offline_labels(store, holdout=0).score.values())
+    with pytest.raises(LabelError, match="holdout"):
+        offline_labels(store, holdout=1.0)
+
+
+def test_keywords_need_support_in_the_top_documents():
+    store = topic_store()
+    assert "obsidian" in offline_labels(store, min_support=0).label[0], "rare but distinctive"
+    assert "obsidian" not in offline_labels(store).label[0], "in a tenth of the top documents: unsupported"
+
+
+def test_cli_show_and_generate_report_the_quality(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
+    store = topic_store()
+    path = tmp_path / "topics.parquet"
+    matrix = store.matrix
+    write_store(path, DocVectors(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data,
+                                 store.peak_start, store.peak_end, np.full(store.n_docs, 12, np.int32)),
+                {"text": store.frame["text"].to_list()}, store.meta)
+    runner = CliRunner()
+    generated = runner.invoke(app, ["labels", "generate", str(path)])
+    assert generated.exit_code == 0, generated.output
+    assert "quality (held-out detection accuracy, 0.5 = chance) of 11 of 11 labels: mean" in generated.stderr
+    assert "below 0.75" in generated.stderr
+    shown = runner.invoke(app, ["labels", "show", "0", "--store", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "held-out detection accuracy, 0.5 = chance" in shown.stdout and "quality " in shown.stdout
+    save_labels(Labels(11, {1: "[weird] label"}, {1: "import:x.csv"}, {1: 0.5}), store.meta["sae"]["fingerprint"])
+    shown = runner.invoke(app, ["labels", "show", "1", "--store", str(path)])
+    assert "[weird] label" in shown.stdout and "quality 0.50: held-out detection accuracy, 0.5 = chance" in shown.stdout
+    assert "may mislead" in shown.stdout
 
 
 def test_marked_context():
