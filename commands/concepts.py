@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, user_errors
+from commands.ui import open_inputs, print_rows, stderr, user_errors
 
 
 def run(
@@ -39,6 +39,8 @@ def run(
         (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
         selected = select_concepts(query, opened, like=like, top=top)
     frame = selected.frame()
+    for note in selected.notes:  # on stderr, so --json output stays clean
+        stderr.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     if json_out:
         print_rows(frame)
         return
@@ -46,5 +48,6 @@ def run(
     console.print(f"{len(selected)} latents selected; ids to reuse: "
                   f"{','.join(str(i) for i in selected.latents[:show])}", highlight=False, soft_wrap=True)
     for row in frame.head(show).iter_rows(named=True):
+        matched = f"   matched: {escape(', '.join(row['matched']))}" if row["matched"] else ""
         console.print(f"  [cyan]{row['latent']:>6}[/cyan]  {row['weight']:.2f}  {escape(row['label'] or '(no label)')}"
-                      f"   [dim]{escape(row['why'])}[/dim]", highlight=False)
+                      f"{matched}   [dim]{escape(row['why'])}[/dim]", highlight=False)

@@ -4,28 +4,44 @@ A query is a comma-separated list of terms:
 - latent ids (`12`, `407`);
 - words or phrases (`sarcasm`, `topic of the sentence`): latents ranked by the cosine similarity of
   their label's sentence embedding to the term's (the default dense model), plus a bonus when the
-  label contains the term's words;
+  label contains the term's words. Only labels close to the best match are kept (similarity at least
+  `RELATIVE` of the best one's and at least `MIN_SIMILARITY`; or containing the term's words), at
+  most `top`: a phrase no label is about selects a handful of latents, not a hundred. When even the
+  best match is weak (below `WEAK_SIMILARITY`) the selection carries a note saying so;
 - `-term` excludes what the term selects.
 `like=[...]` adds examples: each is embedded with the store's own reader + SAE and its strongest
 latents (activation relative to the store's typical activation) are taken.
 
-The selection is always returned whole (ids, labels, weights, why) so a user can see and edit it.
+The selection is always returned whole (ids, labels, weights, why, the label words that matched)
+so a user can see and edit it.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from saeembed.errors import SaeEmbedError
+from saeembed.labels import STOPWORDS
 from saeembed.store import Store, column_entries
 
 TEMPERATURE = 0.2  # the paper's rank weighting: weight of rank r of k is exp(-(r / k) / T)
 KEYWORD_BONUS = 0.15
+# The thresholds are all-MiniLM-L6-v2 cosines, set on the shipped labels: a phrase some label is about
+# scores 0.45-0.7 with it (`football` ~ `game · nfl · football · players` 0.54, `violence` 0.70), a
+# phrase none is about 0.25-0.36 with its closest of 4,095 labels (`sarcasm` 0.36, `irony` 0.35,
+# `happy birthday wishes` 0.34, a nonsense word 0.28), and unrelated labels crowd that band: relative
+# to the best alone, `irony` kept 66 latents.
+RELATIVE = 0.75  # keep labels at least this share of the best label's similarity...
+MIN_SIMILARITY = 0.3  # ...and at least this similar: below it a label is unrelated, however the rest fare
+WEAK_SIMILARITY = 0.4  # a best match below this is weak, and the selection says so
+CLOSE_WORD = 0.6  # a label word this similar to the phrase is shown as matched (`soccer` 0.84 for `football`;
+# single words are noisy below: `golf` and `defence` are 0.55 from `football`)
 _WORD = re.compile(r"[a-z0-9']+")
+Pick = tuple[float, str, list[str]]  # why a latent is selected: (score, why, label words that matched)
 
 
 class ConceptError(SaeEmbedError):
@@ -42,6 +58,11 @@ class Concepts:
     why: list[str]
     """What selected each latent: `id`, `label ~ 'term' 0.61`, `example 'text…'`."""
     query: str
+    matched: list[list[str]] = field(default_factory=list)
+    """Per latent, the label words that matched its phrase: the phrase's own words or words close to it
+    in meaning (empty for ids and examples, or when only the label as a whole is close)."""
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the selection: a phrase whose best matching label is weak, or that selects nothing."""
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -49,8 +70,10 @@ class Concepts:
     def frame(self) -> Any:
         import polars as pl
 
+        matched = self.matched if len(self.matched) == len(self.latents) else [[] for _ in self.latents]
         return pl.DataFrame({"latent": self.latents.astype(np.int32), "weight": self.weights,
-                             "label": pl.Series(self.labels, dtype=pl.Utf8), "why": self.why})
+                             "label": pl.Series(self.labels, dtype=pl.Utf8), "why": self.why,
+                             "matched": pl.Series(matched, dtype=pl.List(pl.Utf8))})
 
 
 def rank_weights(k: int, temperature: float = TEMPERATURE) -> np.ndarray:
@@ -80,7 +103,10 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
         query: comma-separated terms: latent ids, words/phrases, `-term` to exclude.
         store: the embedded corpus (which latents exist, fire, and what they are called).
         like: example texts whose strongest latents are added.
-        top: latents kept per phrase or example (the paper's k = 100).
+        top: at most this many latents per phrase or example (the paper's k = 100); a phrase keeps
+            only the labels close to its best match, often fewer.
+
+    Returns the ranked selection, with `notes` warning of phrases whose matches are weak.
 
     Examples:
         >>> select_concepts("sarcasm, irony, -politics", load_store("tweets.parquet")).frame()  # doctest: +SKIP
@@ -94,29 +120,35 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / max(store.n_docs, 1) if needs_counts \
         else None
     fires = frequency > 0 if frequency is not None else None
-    chosen: dict[int, tuple[float, str]] = {}
+    chosen: dict[int, Pick] = {}
     excluded: set[int] = set()
+    notes: list[str] = []
     for term in terms:
         negative = term.startswith("-")
-        picked = _term_latents(term.lstrip("-").strip(), store, labels, fires, top, cache_root)
+        picked, term_notes = _term_latents(term.lstrip("-").strip(), store, labels, fires, top, cache_root)
+        notes += term_notes
         if negative:
             excluded.update(picked)
         else:
-            for latent, (score, why) in picked.items():
-                if latent not in chosen or score > chosen[latent][0]:
-                    chosen[latent] = (score, why)
+            _keep_best(chosen, picked)
     for example in like or []:
-        for latent, (score, why) in _example_latents(example, store, frequency, top).items():
-            if latent not in chosen or score > chosen[latent][0]:
-                chosen[latent] = (score, why)
-    ranked = sorted(((s, latent, why) for latent, (s, why) in chosen.items() if latent not in excluded),
+        _keep_best(chosen, _example_latents(example, store, frequency, top))
+    ranked = sorted(((pick[0], latent) for latent, pick in chosen.items() if latent not in excluded),
                     key=lambda item: -item[0])
     if not ranked:
-        raise ConceptError(f"the concept query {query!r} selects no latent that fires in {store.path}; "
-                           f"try other words, latent ids, or --like with an example")
-    latents = np.array([latent for _, latent, _ in ranked], dtype=np.int64)
+        raise ConceptError(f"the concept query {query!r} selects no latent that fires in {store.path}"
+                           + "".join(f"; {note}" for note in notes)
+                           + "; try other words, latent ids, or --like with an example")
+    latents = np.array([latent for _, latent in ranked], dtype=np.int64)
     return Concepts(latents, rank_weights(len(latents)), [labels.get(int(i)) for i in latents],
-                    [why for _, _, why in ranked], query or "")
+                    [chosen[int(i)][1] for i in latents], query or "", [chosen[int(i)][2] for i in latents], notes)
+
+
+def _keep_best(chosen: dict[int, Pick], picked: dict[int, Pick]) -> None:
+    """Merge a term's picks: a latent several terms select keeps its best score (and that term's why)."""
+    for latent, pick in picked.items():
+        if latent not in chosen or pick[0] > chosen[latent][0]:
+            chosen[latent] = pick
 
 
 def _terms(query: str | None) -> list[str]:
@@ -124,12 +156,13 @@ def _terms(query: str | None) -> list[str]:
 
 
 def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None, top: int,
-                  cache_root: Any) -> dict[int, tuple[float, str]]:
+                  cache_root: Any) -> tuple[dict[int, Pick], list[str]]:
+    """latent -> pick for one term, and notes on how well it matched."""
     if term.isdigit():
         latent = int(term)
         if latent >= store.d_sae:
             raise ConceptError(f"latent {latent} does not exist: the SAE has {store.d_sae} latents")
-        return {latent: (float("inf"), "id")}  # named explicitly: first
+        return {latent: (float("inf"), "id", [])}, []  # named explicitly: first
     from saeembed.dense import DenseCache
 
     candidates = [i for i in labels.label if i < store.d_sae and fires[i]]
@@ -143,11 +176,57 @@ def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None
     words = set(_WORD.findall(term.lower()))
     bonus = np.array([KEYWORD_BONUS if words and words <= set(_WORD.findall(t.lower())) else 0.0 for t in texts])
     score = similarity + bonus
-    best = np.argsort(-score)[:top]
-    return {int(candidates[i]): (float(score[i]), f"label ~ {term!r} {score[i]:.2f}") for i in best}
+    keep = _close_to_best(similarity, bonus > 0)
+    best = keep[np.argsort(-score[keep], kind="stable")][:top]
+    notes = _match_notes(term, texts, score, len(best))
+    matched = _matched_words(term, [texts[i] for i in best], vectors[-1], cache)
+    return {int(candidates[i]): (float(score[i]), f"label ~ {term!r} {score[i]:.2f}", words_)
+            for i, words_ in zip(best, matched)}, notes
 
 
-def _example_latents(example: str, store: Store, frequency: np.ndarray, top: int) -> dict[int, tuple[float, str]]:
+def _close_to_best(similarity: np.ndarray, has_words: np.ndarray) -> np.ndarray:
+    """Indices of the labels close enough to the best match: at least `RELATIVE` of its similarity, or
+    containing the term's words; never below `MIN_SIMILARITY`. Relative to the best (rather than a
+    fixed bar) because how similar a good label is depends on the phrase: a long phrase is never
+    very close to a three-word label."""
+    cut = max(MIN_SIMILARITY, RELATIVE * float(similarity.max(initial=0)))
+    return np.flatnonzero((similarity >= cut) | (has_words & (similarity >= MIN_SIMILARITY)))
+
+
+def _match_notes(term: str, texts: list[str], score: np.ndarray, n_kept: int) -> list[str]:
+    """A warning when the term's best matching label is weak, or when it selects nothing."""
+    best = int(np.argmax(score))
+    closest = f"the closest label, {texts[best]!r}, has similarity {score[best]:.2f}"
+    if not n_kept:
+        return [f"nothing selected for {term!r}: no label is about it ({closest}, below {MIN_SIMILARITY})"]
+    if score[best] < WEAK_SIMILARITY:
+        return [f"weak matches for {term!r}: {closest} (below {WEAK_SIMILARITY}), so its {n_kept} latents "
+                f"may not be about it; check their labels, or select by latent ids or examples"]
+    return []
+
+
+def _matched_words(term: str, texts: list[str], term_vector: np.ndarray, cache: Any) -> list[list[str]]:
+    """For each label, its words that match the term: the term's own (content) words, or words whose
+    embedding is within `CLOSE_WORD` of the term's."""
+    own = {w for w in _WORD.findall(term.lower()) if w not in STOPWORDS}
+    parts = [_label_words(text) for text in texts]
+    unique = sorted({p for words in parts for p in words})
+    if not unique:
+        return [[] for _ in texts]
+    closeness = dict(zip(unique, cache.embed(unique) @ term_vector))
+    return [[p for p in words if own & set(_WORD.findall(p.lower())) or closeness[p] >= CLOSE_WORD]
+            for words in parts]
+
+
+def _label_words(label: str) -> list[str]:
+    """The words of a label: the parts of an offline label (`football · goal · league`), the content
+    words of a sentence label (`mentions of football matches`)."""
+    if " · " in label:
+        return [part for part in label.split(" · ") if part.strip()]
+    return list(dict.fromkeys(w for w in _WORD.findall(label.lower()) if w not in STOPWORDS))
+
+
+def _example_latents(example: str, store: Store, frequency: np.ndarray, top: int) -> dict[int, Pick]:
     """The example's strongest latents, read with the store's own reader and SAE; latents firing in
     most documents of the store are left out (they would select everything)."""
     from saeembed.sources import config_of, embed_records
@@ -158,4 +237,4 @@ def _example_latents(example: str, store: Store, frequency: np.ndarray, top: int
     values = vector.data[keep] / activation_scale(store, latents)
     best = np.argsort(-values)[:top]
     short = example if len(example) <= 40 else example[:40] + "…"
-    return {int(latents[i]): (float(values[i]), f"example {short!r}") for i in best}
+    return {int(latents[i]): (float(values[i]), f"example {short!r}", []) for i in best}

@@ -45,7 +45,11 @@ def test_words_select_latents_by_label_meaning_and_minus_excludes(store):
     assert set(selected.latents) == {0, 1}, "soccer · striker is close to football in meaning"
     assert selected.latents[0] == 0 and "football" in selected.why[0]
     assert selected.weights[0] == 1.0 and selected.weights[1] < 1.0
-    mixed = select_concepts("football, money, 4, -soccer", store, labels=LABELS, top=2)
+    assert selected.matched == [["football"], ["soccer"]] and selected.notes == []
+    assert selected.frame()["matched"].to_list() == [["football"], ["soccer"]]
+    assert set(select_concepts("football", store, labels=LABELS).latents) == {0, 1}, \
+        "top is a cap: labels far below the best match are left out"
+    mixed = select_concepts("football, finance, 4, -soccer", store, labels=LABELS, top=2)
     assert 4 in mixed.latents and 1 not in mixed.latents and {2, 3} & set(mixed.latents)
     assert mixed.why[list(mixed.latents).index(4)] == "id"
 
@@ -55,6 +59,17 @@ def test_queries_that_select_nothing_say_so(store):
         select_concepts("football, -football", store, labels=LABELS, top=2)
     with pytest.raises(ConceptError, match="does not exist"):
         select_concepts("999", store, labels=LABELS)
+
+
+def test_weak_and_nonsense_phrases_are_flagged(store):
+    mixed = select_concepts("football, xqzv blorf", store, labels=LABELS)
+    assert set(mixed.latents) == {0, 1}, "the nonsense phrase adds nothing"
+    assert len(mixed.notes) == 1 and mixed.notes[0].startswith("nothing selected for 'xqzv blorf'")
+    with pytest.raises(ConceptError, match="nothing selected for 'xqzv blorf': no label is about it"):
+        select_concepts("xqzv blorf", store, labels=LABELS)
+    weak = select_concepts("umbrella", store, labels=LABELS)  # closest: rain · weather · forecast, 0.37
+    assert list(weak.latents) == [4] and weak.notes[0].startswith("weak matches for 'umbrella'")
+    assert select_concepts("4", store, labels=LABELS).matched == [[]], "an id matches no words"
 
 
 def test_rank_weights_follow_the_paper():
@@ -153,6 +168,12 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     out = runner.invoke(app, ["concepts", "football", "--store", path, "--top", "2", "--json"])
     assert out.exit_code == 0, out.output
     assert {json.loads(line)["latent"] for line in out.stdout.splitlines()} == {0, 1}
+    out = runner.invoke(app, ["concepts", "football", "--store", path])
+    assert out.exit_code == 0 and "matched: football" in out.stdout and "matched: soccer" in out.stdout
+    out = runner.invoke(app, ["concepts", "umbrella", "--store", path])
+    assert out.exit_code == 0 and "warning: weak matches for 'umbrella'" in out.stderr
+    out = runner.invoke(app, ["concepts", "xqzv blorf", "--store", path])
+    assert out.exit_code == 1 and "nothing selected for 'xqzv blorf'" in out.stderr
     out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "3", "--json"])
     assert out.exit_code == 0, out.output
     assert all(json.loads(line)["kind"] == "sport" for line in out.stdout.splitlines())
