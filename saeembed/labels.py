@@ -223,8 +223,8 @@ def strip_role_markers(text: str) -> str:
     ("the user clicks") stays, as does the rest of the line.
 
     Examples:
-        >>> strip_role_markers("Human: Is it raining?\n\nAssistant: Yes, in London.")
-        'Is it raining?\n\nYes, in London.'
+        >>> strip_role_markers("Human: Is it raining?\\n\\nAssistant: Yes, in London.")
+        'Is it raining?\\n\\nYes, in London.'
     """
     return _SPEAKER.sub("", text)
 
@@ -254,8 +254,9 @@ def offline_labels(store: Store, *, holdout: float = 0.3, seed: int = 0, top_doc
     on the rest. A label joins the word the latent most often peaks on in its `top_docs` strongest
     documents with the words most over-represented in its `contrast_docs` strongest documents versus
     the rest (contrastive keywords, at most `n_keywords`), e.g. `def · code · function · python`. A
-    keyword must be in at least `min_support` of those strongest documents: a rare word that is
-    merely distinctive does not describe what the latent fires on. Speaker names and chat-template
+    keyword must be in at least `min_support` of those strongest documents (a rare word that is
+    merely distinctive does not describe what the latent fires on) and `MIN_LIFT` times as common
+    there as elsewhere (a word common everywhere does not either). Speaker names and chat-template
     tokens (`ROLE_MARKERS`) are never peak tokens nor keywords. Latents active in fewer than
     `min_docs` of the labelling documents get no label.
 
