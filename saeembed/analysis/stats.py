@@ -1,5 +1,6 @@
 """Two-sample statistics for thousands of latents at once: Wilson and Newcombe intervals, Fisher,
-two-proportion z, exact McNemar, Welch / paired t, hypergeometric tails, Benjamini-Hochberg.
+two-proportion z, Mantel-Haenszel, exact McNemar, conditional logistic regression of pairs, Welch /
+paired t, hypergeometric tails, Benjamini-Hochberg.
 
 Every function takes numpy arrays (one entry per latent or pair) and returns arrays, so a diff over
 16k latents is a handful of vector operations instead of 16k scipy calls.
@@ -89,22 +90,28 @@ def fisher_two_sided(ka: int, na: int, kb: int, nb: int) -> float:
 
 def mantel_haenszel(ka: np.ndarray, na: np.ndarray, kb: np.ndarray,
                     nb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified comparison of two proportions; arrays are [strata, latents].
+    """Stratified comparison of two proportions; arrays are [strata, latents] (na, nb may be [strata, 1]).
 
     Returns (ci_low, ci_high, p, difference): the Mantel-Haenszel risk difference (stratum weights
-    na*nb/n), its 95% Wald interval (Greenland-Robins variance) and the continuity-corrected
-    Cochran-Mantel-Haenszel test. Strata lacking either group carry no weight.
+    na*nb/n), its 95% Wald interval and the continuity-corrected Cochran-Mantel-Haenszel test.
+    Strata lacking either group carry no weight; without any usable stratum the difference is 0,
+    the interval [-1, 1] and p = 1 (nothing was compared). The variance uses the stratum proportions
+    shrunk as (k + 0.5) / (n + 1): a thin stratum where a latent fires in every document of one group
+    and none of the other would otherwise claim a zero-width interval.
     """
     from scipy import stats
 
     ka, na, kb, nb = (np.asarray(x, float) for x in (ka, na, kb, nb))
     n = na + nb
     usable = (na > 0) & (nb > 0)
-    weight = np.where(usable, na * nb / np.maximum(n, 1), 0.0)
+    weight = np.broadcast_to(np.where(usable, na * nb / np.maximum(n, 1), 0.0), ka.shape)
     pa, pb = ka / np.maximum(na, 1), kb / np.maximum(nb, 1)
-    total = np.maximum(weight.sum(axis=0), 1e-12)
+    total = weight.sum(axis=0)
+    compared = total > 0
+    total = np.maximum(total, 1e-12)
     diff = (weight * (pa - pb)).sum(axis=0) / total
-    var = (weight**2 * (pa * (1 - pa) / np.maximum(na, 1) + pb * (1 - pb) / np.maximum(nb, 1))).sum(axis=0) / total**2
+    sa, sb = (ka + 0.5) / (na + 1), (kb + 0.5) / (nb + 1)
+    var = (weight**2 * (sa * (1 - sa) / np.maximum(na, 1) + sb * (1 - sb) / np.maximum(nb, 1))).sum(axis=0) / total**2
     half = Z95 * np.sqrt(var)
     fired = ka + kb
     expected = np.where(usable, na * fired / np.maximum(n, 1), 0.0)
@@ -114,7 +121,61 @@ def mantel_haenszel(ka: np.ndarray, na: np.ndarray, kb: np.ndarray,
     total_var = variance.sum(axis=0)
     chi2 = np.divide(np.maximum(deviation - 0.5, 0) ** 2, total_var, out=np.zeros_like(deviation),
                      where=total_var > 0)
-    return diff - half, diff + half, np.where(total_var > 0, stats.chi2.sf(chi2, 1), 1.0), diff
+    p = np.where(total_var > 0, stats.chi2.sf(chi2, 1), 1.0)
+    low = np.where(compared, np.maximum(diff - half, -1), -1.0)
+    high = np.where(compared, np.minimum(diff + half, 1), 1.0)
+    return low, high, p, np.where(compared, diff, 0.0)
+
+
+def conditional_logistic(latent: np.ndarray, x: np.ndarray, y: np.ndarray, n_latents: int, *,
+                         iterations: int = 6, prior_sd: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per latent, logistic regression y ~ b0 + b1 * x over the entries of that latent; test b0 = 0.
+
+    For matched pairs where latent j fires with logit alpha_item + b0 * [corpus A] + b1 * log n_tokens,
+    the discordant pairs (j fires in exactly one document) have P(A's document fires) = sigmoid(b0 +
+    b1 * log(nA / nB)): the item effect cancels (conditional logistic regression), and b0 is the
+    difference between the corpora at equal length. `latent`, `x`, `y` hold one entry per discordant
+    (pair, latent); every sum is a bincount over them, a few Newton (IRLS) steps for all latents at once.
+
+    Returns (b0, se_b0, p). p: the score test of b0 = 0 under the model without intercept, with a 0.5
+    continuity correction; where x is 0 for every pair it is McNemar's chi-square test. b0 and its
+    standard error come from the full model with half an observation of each outcome added at x = 0,
+    so they stay finite when every discordant pair goes one way. b1 has a N(0, prior_sd^2) prior (a
+    ridge): it keeps b1 finite when the length ratio separates the outcomes.
+    """
+    from scipy import special, stats
+
+    ridge = 1.0 / prior_sd**2
+
+    def sums(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(latent, weights, minlength=n_latents)
+
+    b1 = np.zeros(n_latents)
+    for _ in range(iterations):  # the null model: logit = b1 * x
+        p = special.expit(b1[latent] * x)
+        step = (sums((y - p) * x) - ridge * b1) / (sums(p * (1 - p) * x * x) + ridge)
+        b1 += np.clip(step, -4, 4)
+    p = special.expit(b1[latent] * x)
+    w = p * (1 - p)
+    i00, i01, i11 = sums(w), sums(w * x), sums(w * x * x) + ridge
+    info = i00 - i01**2 / i11
+    score = np.maximum(np.abs(sums(y - p)) - 0.5, 0)
+    chi2 = np.divide(score**2, info, out=np.zeros(n_latents), where=info > 1e-12)
+    p_value = np.where(info > 1e-12, stats.chi2.sf(chi2, 1), 1.0)
+
+    ones = sums(y.astype(float))
+    b0 = np.log((ones + 0.5) / (sums(np.ones(len(y))) - ones + 0.5))
+    b1 = np.zeros(n_latents)
+    for _ in range(iterations + 1):  # the full model; the last pass only evaluates the information
+        p = special.expit(b0[latent] + b1[latent] * x)
+        w, r = p * (1 - p), y - p
+        p0 = special.expit(b0)  # the two half observations at x = 0
+        h00, h01, h11 = sums(w) + p0 * (1 - p0), sums(w * x), sums(w * x * x) + ridge
+        det = h00 * h11 - h01**2
+        g0, g1 = sums(r) + 0.5 - p0, sums(r * x) - ridge * b1
+        b0 += np.clip((h11 * g0 - h01 * g1) / det, -4, 4)
+        b1 += np.clip((h00 * g1 - h01 * g0) / det, -4, 4)
+    return b0, np.sqrt(h11 / det), p_value
 
 
 def mcnemar_p(a_only: np.ndarray, b_only: np.ndarray) -> np.ndarray:
@@ -134,15 +195,16 @@ def welch(mean_a: np.ndarray, var_a: np.ndarray, na: int, mean_b: np.ndarray, va
     se = np.sqrt(sa + sb)
     dof_den = np.divide(sa**2, max(na - 1, 1)) + np.divide(sb**2, max(nb - 1, 1))
     dof = np.divide((sa + sb) ** 2, dof_den, out=np.ones_like(se), where=dof_den > 0)
-    return _t_summary(mean_a - mean_b, se, np.maximum(dof, 1))
+    return t_summary(mean_a - mean_b, se, np.maximum(dof, 1))
 
 
 def paired_t(mean_d: np.ndarray, var_d: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paired t for the mean of per-pair differences: (ci_low, ci_high, two-sided p)."""
-    return _t_summary(mean_d, np.sqrt(var_d / max(n, 1)), np.full(len(mean_d), max(n - 1, 1), float))
+    return t_summary(mean_d, np.sqrt(var_d / max(n, 1)), np.full(len(mean_d), max(n - 1, 1), float))
 
 
-def _t_summary(d: np.ndarray, se: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def t_summary(d: np.ndarray, se: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ci_low, ci_high, two-sided p) of estimates `d` with standard errors `se` on `dof` degrees of freedom."""
     from scipy import stats
 
     t = np.divide(d, se, out=np.zeros_like(d), where=se > 0)
