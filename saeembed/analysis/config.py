@@ -9,6 +9,8 @@ from saeembed.errors import SaeEmbedError
 
 Measure = Literal["frequency", "mean"]
 MEASURES = ("frequency", "mean")
+LengthMode = Literal["adjust", "ignore"]
+LENGTH_MODES = ("adjust", "ignore")
 
 
 @dataclass
@@ -22,13 +24,24 @@ class DiffConfig:
     min_diff: float = 0.03
     """Smallest |difference| of a finding, in the measure's units (0 keeps every significant latent)."""
     pair_on: str | None = None
-    """A column naming the same item in every corpus (e.g. prompt_id): paired tests (McNemar, paired t)."""
+    """A column naming the same item in every corpus (e.g. prompt_id): paired tests (conditional
+    logistic or McNemar, paired t)."""
     holdout: float | None = None
     """Share of documents (of pairs, when paired) kept out of discovery to check each finding on."""
-    length_bands: int | None = None
-    """Compare documents of similar length only: the difference within this many bands (quantiles) of
-    n_tokens, Mantel-Haenszel. With max pooling a longer document fires more latents, so without this
-    corpora of different lengths differ on almost every latent."""
+    length: LengthMode = "adjust"
+    """adjust: compare documents as if they were of equal length. With max pooling a longer document
+    fires more latents, so without this corpora of different lengths differ on almost every latent.
+    Unpaired frequencies: Mantel-Haenszel within `length_bands` bands of n_tokens; pairs: conditional
+    logistic regression on each pair's log length ratio; means: regression on log n_tokens.
+    ignore: compare the documents as they are (the length gap is still reported)."""
+    length_bands: int = 20
+    """Unpaired frequencies, with length adjust: bands (quantiles of n_tokens over both corpora)."""
+    theme_jaccard: float = 0.5
+    """Findings whose latents fire on documents this similar (Jaccard) share a theme ..."""
+    theme_same_peak: float = 0.5
+    """... or that peak on the same token in at least this share of the documents they share ..."""
+    theme_cosine: float = 0.7
+    """... or whose decoder directions are this similar (when the SAE can be found locally)."""
     seed: int = 0
     """Seed of the holdout split and of the choice of examples."""
     examples: bool = True
@@ -39,11 +52,10 @@ class DiffConfig:
             raise SaeEmbedError(f"unknown measure {self.measure!r}; choose frequency or mean")
         if not 0 < self.alpha < 1:
             raise SaeEmbedError(f"alpha must lie in (0, 1), got {self.alpha}")
-        if self.length_bands is not None and self.length_bands < 2:
-            raise SaeEmbedError(f"--adjust-length needs at least 2 length bands, got {self.length_bands}")
-        if self.length_bands and (self.pair_on or self.measure == "mean"):
-            raise SaeEmbedError("--adjust-length compares document frequencies of unpaired documents; "
-                                "drop --pair-on / --measure mean, or drop --adjust-length")
+        if self.length not in LENGTH_MODES:
+            raise SaeEmbedError(f"unknown length handling {self.length!r}; choose adjust or ignore")
+        if self.length_bands < 2:
+            raise SaeEmbedError(f"--length-bands needs at least 2 bands, got {self.length_bands}")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise SaeEmbedError(f"--holdout is the share of documents kept for validation, in (0, 1); "
                                 f"got {self.holdout}")

@@ -5,19 +5,24 @@ The paper ranks latents by the raw frequency difference; with thousands of laten
 thousand documents noise alone produces differences of several points, so a latent is a finding
 here only when its Benjamini-Hochberg q-value and its difference both pass (defaults q <= 0.05,
 |difference| >= 0.03). `holdout` discovers on one part of the documents and checks on the rest.
+By default documents are compared as if they were of equal length (`saeembed.analysis.length_adjust`), the
+length gap is reported on its own, and findings that say the same thing are grouped into themes
+(`saeembed.analysis.themes`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from saeembed.analysis import stats
+from saeembed.analysis import length_adjust, stats
 from saeembed.analysis.config import DiffConfig
-from saeembed.analysis.evidence import diff_examples
+from saeembed.analysis.evidence import diff_examples, finding_entries
+from saeembed.analysis.length_adjust import LengthGap
 from saeembed.analysis.rows import align_pairs
+from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
 
@@ -27,21 +32,27 @@ class DiffResult:
     """The comparison of corpus A with B (or with the others, `vs` mode)."""
 
     table: Any
-    """polars DataFrame, one row per tested latent: findings first (by |diff|), then by q."""
+    """polars DataFrame, one row per tested latent: findings first (by |diff|), then by q. `theme`
+    names the finding's theme (null for the others)."""
     names: tuple[str, ...]
     """A, then B (or each of the others)."""
     sizes: tuple[int, ...]
     """Documents (pairs, when paired) compared per corpus."""
     config: DiffConfig
     n_tested: int
+    length: LengthGap
+    """The length gap between the corpora: a finding of its own, reported first."""
+    themes: Any
+    """polars DataFrame, one row per theme (findings that co-fire, peak on the same token or share a
+    decoder direction, same direction), strongest lead first: theme, more_in, n_latents, lead, label,
+    the lead's numbers and examples, `latents` and the `related` labels."""
     n_unpaired: int = 0
     """Rows dropped because their pair key is missing from another corpus."""
     replication_rate: float | None = None
     """Share of the findings that replicate on the held-out documents (None without `holdout`)."""
     discovery_sizes: tuple[int, ...] = field(default_factory=tuple)
     mean_tokens: tuple[float, ...] = field(default_factory=tuple)
-    """Mean tokens pooled per document: with max pooling a longer document fires more latents, so a
-    length gap between corpora shows up as many 'more in the longer corpus' findings."""
+    """Mean tokens pooled per document, per corpus."""
 
     @property
     def findings(self) -> Any:
@@ -50,20 +61,25 @@ class DiffResult:
 
 
 def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None, *,
-         names: Sequence[str] | None = None, labels: Any = None) -> DiffResult:
+         names: Sequence[str] | None = None, labels: Any = None,
+         decoder: np.ndarray | None | Literal["auto"] = "auto") -> DiffResult:
     """Compare corpus `a` with `b`, or with several corpora (then `a` against the nearest of them per
     latent: a finding must differ from every other corpus in the same direction).
 
     Args:
         a, b: stores (see `saeembed.sources.open_store` to embed corpus files on the fly).
-        config: measure, thresholds, pairing and holdout.
+        config: measure, thresholds, length handling, pairing and holdout.
         names: display names of the corpora, default their file stems.
         labels: a `saeembed.labels.Labels`; default the labels found for a's SAE.
+        decoder: the SAE's decoder rows, to group findings with near directions into one theme;
+            "auto" loads them when the SAE can be found locally, None skips that link.
 
     Examples:
         >>> result = diff(load_store("concise.parquet"), load_store("verbose.parquet"),
         ...               DiffConfig(pair_on="prompt_id", holdout=0.5))  # doctest: +SKIP
-        >>> result.findings.select("latent", "label", "diff", "q")  # doctest: +SKIP
+        >>> result.length.sentence  # doctest: +SKIP
+        'documents in verbose are 2.07x longer than in concise (529 vs 256 tokens on average; ...)'
+        >>> result.themes.select("theme", "more_in", "n_latents", "label", "diff", "q")  # doctest: +SKIP
     """
     import polars as pl
 
@@ -89,17 +105,48 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     replication = None
     if validation is not None:
         table, replication = _replicate(table, [_side(s, r) for s, r in zip(stores, validation)], config)
-    if config.examples:
-        table = diff_examples(table, stores, rows, config.pair_on is not None, rng)
     labels = labels if labels is not None else labels_for(a)
-    table = table.with_columns(label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8),
-                               vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
-    table = _order(table)
-    return DiffResult(table, names, tuple(len(r) for r in rows), config, n_tested=int(tested.sum()),
+    table = _order(table.with_columns(label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8)))
+    table = _evidence(table, stores, rows, config, rng, decoder)
+    table = table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
+    tokens = [s.frame["n_tokens"].to_numpy()[r] for s, r in zip(stores, rows)]
+    unpaired_bands = config.length == "adjust" and config.measure == "frequency" and config.pair_on is None
+    gap = length_adjust.length_gap(names, tokens, paired=config.pair_on is not None,
+                            bands=config.length_bands if unpaired_bands else None)
+    return DiffResult(table, names, tuple(len(r) for r in rows), config, n_tested=int(tested.sum()), length=gap,
+                      themes=theme_table(table.filter(pl.col("significant")), names, config.measure),
                       n_unpaired=n_unpaired, replication_rate=replication,
                       discovery_sizes=tuple(len(r) for r in discovery),
-                      mean_tokens=tuple(float(s.frame["n_tokens"].to_numpy()[r].mean()) if len(r) else 0.0
-                                        for s, r in zip(stores, rows)))
+                      mean_tokens=tuple(float(t.mean()) if len(t) else 0.0 for t in tokens))
+
+
+def _evidence(table: Any, stores: list[Store], rows: list[np.ndarray], config: DiffConfig,
+              rng: np.random.Generator, decoder: Any) -> Any:
+    """The findings' themes and examples, from one gathering of their latents' entries per store."""
+    import polars as pl
+
+    findings = table.filter(pl.col("significant"))
+    latents = findings["latent"].to_numpy().astype(np.int64)
+    entries = [finding_entries(s, r, latents) for s, r in zip(stores, rows)]
+    signs = np.sign(findings["diff"].to_numpy())
+    if isinstance(decoder, str):
+        decoder = _decoder(stores[0]) if (signs > 0).sum() > 1 or (signs < 0).sum() > 1 else None
+    theme = assign_themes(entries, [len(r) for r in rows], signs, config, decoder, latents)
+    theme_of = np.zeros(len(table), np.int32)
+    theme_of[:len(findings)] = theme  # findings come first in the ordered table
+    table = table.with_columns(theme=pl.Series(theme_of, dtype=pl.Int32).replace(0, None))
+    if config.examples:
+        table = diff_examples(table, stores, rows, entries, config.pair_on is not None, rng)
+    return table
+
+
+def _decoder(store: Store) -> np.ndarray | None:
+    """The SAE's decoder rows when its files are found locally (no lookup without a source)."""
+    if not store.meta.get("sae", {}).get("source"):
+        return None
+    from saeembed.analysis.correlations import decoder_directions
+
+    return decoder_directions(store.meta)[0]
 
 
 def _rows(stores: list[Store], pair_on: str | None) -> tuple[list[np.ndarray], int]:
@@ -115,14 +162,17 @@ class _Side(NamedTuple):
 
     matrix: Any  # CSR, documents x latents
     n_tokens: np.ndarray
+    counts: np.ndarray  # documents in which each latent fires: counted once, used by every test
 
 
 def _side(store: Store, rows: np.ndarray) -> _Side:
     """The store restricted to `rows` (no matrix copy when that is every row in order)."""
     tokens = store.frame["n_tokens"].to_numpy()
-    if len(rows) == store.n_docs and (rows == np.arange(store.n_docs)).all():
-        return _Side(store.matrix, tokens)
-    return _Side(store.matrix[rows], tokens[rows])
+    if len(rows) != store.n_docs or (rows != np.arange(store.n_docs)).any():
+        matrix, tokens = store.matrix[rows], tokens[rows]
+    else:
+        matrix = store.matrix
+    return _Side(matrix, tokens, _presence_counts(matrix))
 
 
 def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
@@ -153,58 +203,69 @@ def _compare(sides: list[_Side], config: DiffConfig) -> dict[str, np.ndarray]:
     p_all = np.stack([c["p"] for c in per_other]).max(axis=0)
     out["p"] = np.where(same_sign | (len(others) == 1), p_all, 1.0)
     out["vs"] = nearest.astype(np.int32)
-    counts = sum(_presence_counts(side.matrix) for side in sides)
+    counts = sum(side.counts for side in sides)
     out["tested"] = counts > 0  # a latent that never fires cannot differ; it is not a test
     return out
 
 
 def _pairwise(side_a: _Side, side_b: _Side, config: DiffConfig) -> dict[str, np.ndarray]:
-    a, b = side_a.matrix, side_b.matrix
-    paired, measure = config.pair_on is not None, config.measure
-    na, nb = a.shape[0], b.shape[0]
-    ka, kb = _presence_counts(a), _presence_counts(b)
+    """Every column of one comparison: counts, frequencies (or means), difference, interval, p, test."""
+    na, nb = side_a.matrix.shape[0], side_b.matrix.shape[0]
+    ka, kb = side_a.counts, side_b.counts
     out = {"n_a": np.full(len(ka), na), "n_b": np.full(len(ka), nb), "count_a": ka, "count_b": kb,
            "freq_a": ka / max(na, 1), "freq_b": kb / max(nb, 1)}
-    if measure == "mean":
-        mean_a, var_a = _mean_var(a)
-        mean_b, var_b = _mean_var(b)
-        if paired:
-            mean_d, var_d = _mean_var(a - b)
-            low, high, p = stats.paired_t(mean_d, var_d, na)
-        else:
-            low, high, p = stats.welch(mean_a, var_a, na, mean_b, var_b, nb)
-        out.update(mean_a=mean_a, mean_b=mean_b, diff=mean_a - mean_b, ci_low=low, ci_high=high, p=p,
-                   test=np.full(len(ka), "paired t" if paired else "welch"))
-    elif config.length_bands:
-        low, high, p, diff = _length_adjusted(side_a, side_b, config.length_bands)
-        out.update(diff=diff, ci_low=low, ci_high=high, p=p, test=np.full(len(ka), "cmh"))
-    elif paired:
-        both = _presence_counts(_binary(a).multiply(_binary(b)).tocsr())
-        low, high = stats.newcombe_paired(both, ka - both, kb - both, na)
-        out.update(diff=out["freq_a"] - out["freq_b"], ci_low=low, ci_high=high,
-                   p=stats.mcnemar_p(ka - both, kb - both), test=np.full(len(ka), "mcnemar"))
-    else:
-        low, high = stats.newcombe_unpaired(ka, na, kb, nb)
-        p, exact = stats.two_proportion_p(ka, na, kb, nb)
-        out.update(diff=out["freq_a"] - out["freq_b"], ci_low=low, ci_high=high, p=p,
-                   test=np.where(exact, "fisher", "z"))
+    test = _mean_test if config.measure == "mean" else _frequency_test
+    out.update(test(side_a, side_b, config.pair_on is not None, config.length == "adjust", config.length_bands))
     top = np.maximum(np.abs(out.get("mean_a", out["freq_a"])), np.abs(out.get("mean_b", out["freq_b"])))
     out["rel_diff"] = np.divide(out["diff"], top, out=np.zeros(len(ka)), where=top > 0)
     return out
 
 
-def _length_adjusted(a: _Side, b: _Side, bands: int) -> tuple[np.ndarray, ...]:
-    """Frequency difference within bands of similar length (quantiles of n_tokens over both corpora):
-    Mantel-Haenszel risk difference, its Wald interval and the Cochran-Mantel-Haenszel test."""
-    edges = np.unique(np.quantile(np.concatenate([a.n_tokens, b.n_tokens]), np.linspace(0, 1, bands + 1)[1:-1]))
+def _frequency_test(side_a: _Side, side_b: _Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
+    """Document frequencies: at equal length (conditional logistic for pairs, Mantel-Haenszel within
+    length bands otherwise) or as they are (exact McNemar; Fisher / z with Newcombe intervals)."""
+    a, b = side_a.matrix, side_b.matrix
+    ka, kb, na, nb = side_a.counts, side_b.counts, a.shape[0], b.shape[0]
+    if paired and adjust:
+        log_ratio = length_adjust.log_tokens(side_a.n_tokens) - length_adjust.log_tokens(side_b.n_tokens)
+        low, high, p, d = length_adjust.paired_frequency(a, b, log_ratio)
+        return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "conditional logistic")}
+    if paired:
+        both = _presence_counts(_binary(a).multiply(_binary(b)).tocsr())
+        low, high = stats.newcombe_paired(both, ka - both, kb - both, na)
+        return {"diff": ka / max(na, 1) - kb / max(nb, 1), "ci_low": low, "ci_high": high,
+                "p": stats.mcnemar_p(ka - both, kb - both), "test": np.full(len(ka), "mcnemar")}
+    banded = length_adjust.banded_frequency(a, side_a.n_tokens, b, side_b.n_tokens, bands) if adjust else None
+    if banded is not None:
+        low, high, p, d = banded
+        return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "cmh")}
+    low, high = stats.newcombe_unpaired(ka, na, kb, nb)
+    p, exact = stats.two_proportion_p(ka, na, kb, nb)
+    return {"diff": ka / max(na, 1) - kb / max(nb, 1), "ci_low": low, "ci_high": high, "p": p,
+            "test": np.where(exact, "fisher", "z")}
 
-    def per_band(side: _Side) -> tuple[np.ndarray, np.ndarray]:
-        """[bands, latents] documents with the latent, [bands, 1] documents."""
-        band = np.searchsorted(edges, side.n_tokens, side="right")
-        rows = [np.flatnonzero(band == k) for k in range(len(edges) + 1)]
-        return np.stack([_presence_counts(side.matrix[r]) for r in rows]), np.array([[len(r)] for r in rows])
 
-    return stats.mantel_haenszel(*per_band(a), *per_band(b))
+def _mean_test(side_a: _Side, side_b: _Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
+    """Mean pooled activations: Welch / paired t, at equal length by regression on log n_tokens."""
+    a, b = side_a.matrix, side_b.matrix
+    na, nb = a.shape[0], b.shape[0]
+    mean_a, var_a = _mean_var(a)
+    mean_b, var_b = _mean_var(b)
+    x_a, x_b = length_adjust.log_tokens(side_a.n_tokens), length_adjust.log_tokens(side_b.n_tokens)
+    if paired and adjust:
+        low, high, p, d = length_adjust.paired_mean_adjusted(a - b, x_a - x_b)
+    elif adjust:
+        low, high, p, d = length_adjust.mean_adjusted(a, x_a, b, x_b)
+    elif paired:
+        mean_d, var_d = _mean_var(a - b)
+        low, high, p = stats.paired_t(mean_d, var_d, na)
+        d = mean_a - mean_b
+    else:
+        low, high, p = stats.welch(mean_a, var_a, na, mean_b, var_b, nb)
+        d = mean_a - mean_b
+    name = ("paired t" if paired else "welch") + (", log length" if adjust else "")
+    return {"mean_a": mean_a, "mean_b": mean_b, "diff": d, "ci_low": low, "ci_high": high, "p": p,
+            "test": np.full(len(mean_a), name)}
 
 
 def _replicate(table: Any, sides: list[_Side], config: DiffConfig) -> tuple[Any, float | None]:
@@ -244,7 +305,9 @@ def _binary(matrix: Any) -> Any:
 
 def _presence_counts(matrix: Any) -> np.ndarray:
     """Documents in which each latent fires."""
-    return np.bincount(matrix.indices[matrix.data > 0], minlength=matrix.shape[1]).astype(np.int64)
+    positive = matrix.data > 0
+    indices = matrix.indices if positive.all() else matrix.indices[positive]  # no copy when all fire
+    return np.bincount(indices, minlength=matrix.shape[1]).astype(np.int64)
 
 
 def _mean_var(matrix: Any) -> tuple[np.ndarray, np.ndarray]:

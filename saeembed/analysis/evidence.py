@@ -2,46 +2,87 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from saeembed.labels import marked_context, peak_span
-from saeembed.store import Store, column_entries
+from saeembed.store import Store
 
 PLAIN_CHARS = 200
 
 
-def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], paired: bool,
-                  rng: np.random.Generator) -> Any:
+class Entries(NamedTuple):
+    """The non-zeros of a few latents (the findings) among the compared documents of one store,
+    grouped by latent: what the examples and the themes are built from, gathered once."""
+
+    doc: np.ndarray
+    """Position of the document among the store's compared rows."""
+    which: np.ndarray
+    """Index into the latents asked for (ascending)."""
+    value: np.ndarray
+    start: np.ndarray
+    """Character where the latent peaked in that document."""
+    bounds: np.ndarray
+    """Entries of latent j: bounds[j]:bounds[j + 1]."""
+
+    def of(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, activations) of the j-th latent."""
+        span = slice(self.bounds[j], self.bounds[j + 1])
+        return self.doc[span], self.value[span]
+
+
+def finding_entries(store: Store, rows: np.ndarray, latents: np.ndarray) -> Entries:
+    """The entries of `latents` (distinct) in the documents `rows` of `store`: one pass over the
+    store's indices with a boolean lookup table (no copy of the matrix, no column slicing)."""
+    matrix = store.matrix
+    wanted = np.zeros(matrix.shape[1], bool)
+    wanted[latents] = True
+    at = np.flatnonzero(wanted[matrix.indices])
+    at = at[matrix.data[at] > 0]
+    position = np.full(matrix.shape[0], -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    doc = position[np.searchsorted(matrix.indptr, at, side="right") - 1]
+    at, doc = at[doc >= 0], doc[doc >= 0]
+    slot = np.full(matrix.shape[1], -1, np.int64)
+    slot[latents] = np.arange(len(latents))
+    which = slot[matrix.indices[at]]
+    order = np.argsort(which, kind="stable")
+    which = which[order]
+    return Entries(doc[order], which, matrix.data[at][order], store.peak_start[at][order].astype(np.int64),
+                   np.searchsorted(which, np.arange(len(latents) + 1)))
+
+
+def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], entries: list[Entries],
+                  paired: bool, rng: np.random.Generator) -> Any:
     """Add `example_with[_id]` (a document of the side with more of the latent, where it fires
-    strongest, peak marked `<< >>`) and `example_without[_id]` (one of the other side where it does
-    not fire: for paired data, the same item's partner) to the significant rows of a diff table."""
+    strongest, peak marked `<< >>`) and `example_without[_id]` to the significant rows of a diff
+    table. `entries[k]` holds the findings' latents in the order of the significant rows.
+
+    The document without the latent is chosen per finding: for pairs the same item's partner; else
+    a document of the other side lacking the latent and as close as possible in length to the one
+    with it (ties drawn at random), so the contrast is the concept, not the length, and not the same
+    shortest document for every finding.
+    """
     import polars as pl
 
     columns: dict[str, dict[int, Any]] = {"example_with_id": {}, "example_with": {},
                                           "example_without_id": {}, "example_without": {}}
     found = table.filter(pl.col("significant"))
-    wanted = found["latent"].to_numpy()
-    # Only the findings' columns are gathered: (compared row, activation) per latent and store.
-    where = [_latent_rows(store.matrix, r, wanted) for store, r in zip(stores, rows)]
-    shuffled = [rng.permutation(len(r)) for r in rows]
+    tokens = [store.frame["n_tokens"].to_numpy()[r] for store, r in zip(stores, rows)]
+    by_length = [_ByLength.of(t, rng) for t in tokens]
     index = {int(latent): i for i, latent in enumerate(table["latent"])}
-    for latent, d, vs in zip(found["latent"], found["diff"], found["vs"]):
+    for j, (latent, d, vs) in enumerate(zip(found["latent"], found["diff"], found["vs"])):
         more, less = (0, 1 + vs) if d > 0 else (1 + vs, 0)
-        with_rows, values = where[more].get(int(latent), (np.zeros(0, np.int64), np.zeros(0)))
-        without_rows = where[less].get(int(latent), (np.zeros(0, np.int64), None))[0]
+        with_docs, values = entries[more].of(j)
+        without_docs = np.sort(entries[less].of(j)[0])
         if paired:  # the item where `more` has the latent and its partner lacks it, strongest first
-            keep = ~np.isin(with_rows, without_rows)
-            with_rows, values = with_rows[keep], values[keep]
-        if not len(with_rows):
+            keep = ~_contains(without_docs, with_docs)
+            with_docs, values = with_docs[keep], values[keep]
+        if not len(with_docs):
             continue
-        pick = int(with_rows[np.argmax(values)])
-        if paired:
-            partner = pick
-        else:
-            lacking = shuffled[less][~np.isin(shuffled[less], without_rows)]
-            partner = int(lacking[0]) if len(lacking) else None
+        pick = int(with_docs[np.argmax(values)])
+        partner = pick if paired else by_length[less].nearest_lacking(tokens[more][pick], without_docs, rng)
         i = index[int(latent)]
         row = int(rows[more][pick])
         text = stores[more].frame["text"][row]
@@ -56,14 +97,42 @@ def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], paire
                               for name, values in columns.items())
 
 
-def _latent_rows(matrix: Any, rows: np.ndarray, latents: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """latent -> (positions in `rows` of the documents where it fires, activations), for `latents` only."""
-    doc, which, values = column_entries(matrix, latents)
-    position = np.full(matrix.shape[0], -1, np.int64)
-    position[rows] = np.arange(len(rows))
-    keep = (position[doc] >= 0) & (values > 0)
-    doc, which, values = position[doc[keep]], which[keep], values[keep]
-    return {int(latent): (doc[which == j], values[which == j]) for j, latent in enumerate(latents)}
+class _ByLength(NamedTuple):
+    """The compared documents of one side sorted by length, ties in random order."""
+
+    order: np.ndarray
+    tokens: np.ndarray
+
+    @classmethod
+    def of(cls, tokens: np.ndarray, rng: np.random.Generator) -> "_ByLength":
+        order = np.lexsort((rng.random(len(tokens)), tokens))
+        return cls(order, tokens[order])
+
+    def nearest_lacking(self, target: int, firing: np.ndarray, rng: np.random.Generator) -> int | None:
+        """A document not in `firing` (sorted positions) whose length is nearest `target`."""
+        n, centre, width = len(self.order), int(np.searchsorted(self.tokens, target)), 16
+        while True:  # widen until some document lacks the latent
+            lo, hi = max(0, centre - width), min(n, centre + width)
+            lacking = ~_contains(firing, self.order[lo:hi])
+            if lacking.any() or (lo == 0 and hi == n):
+                break
+            width *= 4
+        if not lacking.any():
+            return None
+        gap = int(np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target).min())
+        # every document within that gap, on both sides: the window may have reached further on one
+        lo, hi = np.searchsorted(self.tokens, target - gap), np.searchsorted(self.tokens, target + gap, side="right")
+        lacking = ~_contains(firing, self.order[lo:hi])
+        nearest = np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target) == gap
+        return int(rng.choice(self.order[lo:hi][lacking][nearest]))
+
+
+def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values in sorted_values, elementwise."""
+    if not len(sorted_values):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
 
 
 def _plain(text: str) -> str:

@@ -1,0 +1,213 @@
+"""Length in a diff: the gap between the corpora as a finding of its own, and latent tests that
+compare documents as if they were of equal length.
+
+With max pooling a longer document fires more latents (each extra token is another chance), so two
+corpora of different lengths differ on almost every latent. The tests here take the length out:
+unpaired frequencies within bands of similar length (Mantel-Haenszel), pairs conditional on each
+pair's length ratio (conditional logistic regression), means by regression on log n_tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from saeembed.analysis import stats
+
+# A length ratio within 5% of 1 is reported as similar length, whatever its p-value.
+SIMILAR_RATIO = 1.05
+# Entries per chunk when counting latents per length band: bounded memory on million-row stores.
+CHUNK = 1 << 22
+
+
+@dataclass
+class LengthGap:
+    """How the corpora differ in length (tokens pooled per document), in numbers and in words."""
+
+    mean_tokens_a: float
+    mean_tokens_b: float
+    """Of B, or of all the other corpora together (`vs` mode)."""
+    ratio: float
+    """mean_tokens_a / mean_tokens_b."""
+    p: float
+    """Two-sided: Mann-Whitney U, or the Wilcoxon signed-rank test of the pairs' differences."""
+    test: str
+    sentence: str
+    """E.g. 'documents in verbose are 2.07x longer than in concise (529 vs 256 tokens on average;
+    Wilcoxon signed-rank p < 1e-9)'."""
+    comparable: float | None = None
+    """Unpaired frequencies with length adjust: share of the documents in a length band that holds
+    documents of both corpora (the others carry no weight)."""
+
+    @property
+    def differs(self) -> bool:
+        """True when the gap is both significant and more than 5%."""
+        return self.p < 0.05 and max(self.ratio, 1 / max(self.ratio, 1e-12)) >= SIMILAR_RATIO
+
+
+def length_gap(names: Sequence[str], tokens: Sequence[np.ndarray], *, paired: bool,
+               bands: int | None = None) -> LengthGap:
+    """The length gap between the first corpus and the others (pooled; per pair when paired).
+    `bands`: also measure the share of documents that length bands of that many can compare."""
+    from scipy import stats as sps
+
+    a, rest = np.asarray(tokens[0], float), [np.asarray(t, float) for t in tokens[1:]]
+    b = np.mean(rest, axis=0) if paired else np.concatenate(rest)
+    if paired:
+        test = "Wilcoxon signed-rank"
+        p = float(sps.wilcoxon(a, b).pvalue) if len(a) and np.any(a != b) else 1.0
+    else:
+        test = "Mann-Whitney"
+        p = float(sps.mannwhitneyu(a, b, method="asymptotic").pvalue) if len(a) and len(b) else 1.0
+    mean_a, mean_b = float(a.mean()) if len(a) else 0.0, float(b.mean()) if len(b) else 0.0
+    ratio = mean_a / mean_b if mean_b else 1.0
+    other = " / ".join(names[1:])
+    p = 1.0 if np.isnan(p) else p
+    gap = LengthGap(mean_a, mean_b, ratio, p, test, "")
+    tail = f"({mean_a:.0f} vs {mean_b:.0f} tokens on average; {test} p {_p_text(p)})"
+    if not gap.differs:
+        gap.sentence = f"{names[0]} and {other} are of similar length {tail}"
+    else:
+        (longer, shorter), r = ((names[0], other), ratio) if ratio > 1 else ((other, names[0]), 1 / ratio)
+        gap.sentence = f"documents in {longer} are {_times(r)} longer than in {shorter} {tail}"
+    if bands and not paired:
+        codes = band_codes([a, *rest], bands)
+        top = max(int(c.max(initial=0)) for c in codes) + 1
+        present = [np.bincount(c, minlength=top) > 0 for c in codes]
+        both = present[0] & np.any(present[1:], axis=0)
+        gap.comparable = float(np.mean(np.concatenate([both[c] for c in codes])))
+    return gap
+
+
+def _p_text(p: float) -> str:
+    return "< 1e-9" if p < 1e-9 else f"= {p:.1e}" if p < 0.001 else f"= {p:.3f}"
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2f}".rstrip("0").rstrip(".") + "x"
+
+
+def band_codes(tokens: Sequence[np.ndarray], bands: int) -> list[np.ndarray]:
+    """Each document's length band: quantiles of n_tokens over every corpus (ties share a band)."""
+    pooled = np.concatenate([np.asarray(t, float) for t in tokens])
+    edges = np.unique(np.quantile(pooled, np.linspace(0, 1, bands + 1)[1:-1])) if len(pooled) else np.zeros(0)
+    return [np.searchsorted(edges, t, side="right") for t in tokens]
+
+
+def band_presence(matrix: Any, codes: np.ndarray, n_bands: int) -> np.ndarray:
+    """[bands, latents] documents of each band in which each latent fires: one bincount over the
+    non-zeros (band * latents + latent), in chunks of rows so memory stays bounded."""
+    d = matrix.shape[1]
+    out = np.zeros(n_bands * d, np.int64)
+    indptr, counts = matrix.indptr, np.diff(matrix.indptr)
+    row = 0
+    while row < matrix.shape[0]:
+        stop = int(np.searchsorted(indptr, indptr[row] + CHUNK, side="right")) - 1
+        stop = max(stop, row + 1)
+        span = slice(indptr[row], indptr[stop])
+        code = np.repeat(codes[row:stop].astype(np.int64) * d, counts[row:stop]) + matrix.indices[span]
+        positive = matrix.data[span] > 0
+        out += np.bincount(code if positive.all() else code[positive], minlength=n_bands * d)
+        row = stop
+    return out.reshape(n_bands, d)
+
+
+def banded_frequency(a: Any, tokens_a: np.ndarray, b: Any, tokens_b: np.ndarray,
+                     bands: int) -> tuple[np.ndarray, ...] | None:
+    """Frequency difference within bands of similar length: (ci_low, ci_high, p, diff), Mantel-
+    Haenszel. None when every document falls in one band (then the plain tests are the same thing
+    and exact where counts are small)."""
+    codes_a, codes_b = band_codes([tokens_a, tokens_b], bands)
+    n_bands = int(max(codes_a.max(initial=0), codes_b.max(initial=0))) + 1
+    docs_a, docs_b = (np.bincount(c, minlength=n_bands)[:, None] for c in (codes_a, codes_b))
+    if ((docs_a + docs_b) > 0).sum() <= 1:
+        return None
+    return stats.mantel_haenszel(band_presence(a, codes_a, n_bands), docs_a,
+                                 band_presence(b, codes_b, n_bands), docs_b)
+
+
+def paired_frequency(a: Any, b: Any, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pairs (row i of `a` with row i of `b`): is A's document more likely to have the latent than
+    its partner of the same length? Conditional logistic regression on the discordant pairs with the
+    log length ratio as covariate (`stats.conditional_logistic`).
+
+    Returns (ci_low, ci_high, p, diff). diff is on the frequency scale: the share of pairs that are
+    discordant times (P(A has it | discordant, equal length) - P(B has it | ...)) = d/n * (2 *
+    sigmoid(b0) - 1); with equal lengths this is the plain paired difference (a_only - b_only) / n.
+    """
+    n = a.shape[0]
+    delta = (_binary(a) - _binary(b)).tocsr()
+    delta.eliminate_zeros()  # left: +1 where only A's document fires, -1 where only B's does
+    pair = np.repeat(np.arange(n), np.diff(delta.indptr))
+    discordant = np.bincount(delta.indices, minlength=a.shape[1])
+    b0, se, p = stats.conditional_logistic(delta.indices, log_ratio[pair], (delta.data > 0).astype(float),
+                                           a.shape[1])
+    rate = discordant / max(n, 1)
+
+    def scale(logit: np.ndarray) -> np.ndarray:
+        return rate * (2 / (1 + np.exp(-logit)) - 1)
+
+    return scale(b0 - stats.Z95 * se), scale(b0 + stats.Z95 * se), p, scale(b0)
+
+
+def mean_adjusted(a: Any, x_a: np.ndarray, b: Any, x_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mean activation of A minus B at equal length: ANCOVA with a per-latent slope on log n_tokens
+    fitted within each corpus (so the slope does not absorb the corpus difference), then Welch on the
+    length-corrected activations, with the slope's own uncertainty added. (ci_low, ci_high, p, diff)."""
+    parts = [_moments(m, x) for m, x in ((a, x_a), (b, x_b))]
+    sxx = sum(p["sxx"] for p in parts)
+    slope = np.divide(sum(p["sxv"] for p in parts), sxx, out=np.zeros(a.shape[1]), where=sxx > 1e-12)
+    var = [np.maximum(p["svv"] - 2 * slope * p["sxv"] + slope**2 * p["sxx"], 0) / max(p["n"] - 1, 1)
+           for p in parts]
+    na, nb = parts[0]["n"], parts[1]["n"]
+    gap = parts[0]["mean_x"] - parts[1]["mean_x"]
+    diff = parts[0]["mean_v"] - parts[1]["mean_v"] - slope * gap
+    sa, sb = var[0] / max(na, 1), var[1] / max(nb, 1)
+    pooled = (var[0] * max(na - 1, 0) + var[1] * max(nb - 1, 0)) / max(na + nb - 3, 1)
+    slope_var = pooled / sxx if sxx > 1e-12 else 0.0
+    dof_den = sa**2 / max(na - 1, 1) + sb**2 / max(nb - 1, 1)
+    dof = np.divide((sa + sb) ** 2, dof_den, out=np.ones(len(sa)), where=dof_den > 0)
+    low, high, p = stats.t_summary(diff, np.sqrt(sa + sb + gap**2 * slope_var), np.maximum(dof, 1))
+    return low, high, p, diff
+
+
+def paired_mean_adjusted(delta: Any, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mean of the pairs' differences at equal length: the intercept of delta ~ c + s * log(nA / nB)
+    per latent (ordinary least squares), t on n - 2 degrees of freedom; plain paired t when every
+    pair has the same ratio. (ci_low, ci_high, p, diff)."""
+    m = _moments(delta, log_ratio)
+    n = m["n"]
+    if m["sxx"] <= 1e-12 * max(n, 1):
+        low, high, p = stats.paired_t(m["mean_v"], m["svv"] / max(n - 1, 1), n)
+        return low, high, p, m["mean_v"]
+    slope = m["sxv"] / m["sxx"]
+    intercept = m["mean_v"] - slope * m["mean_x"]
+    residual = np.maximum(m["svv"] - slope * m["sxv"], 0) / max(n - 2, 1)
+    se = np.sqrt(residual * (1 / max(n, 1) + m["mean_x"] ** 2 / m["sxx"]))
+    low, high, p = stats.t_summary(intercept, se, np.full(len(se), max(n - 2, 1), float))
+    return low, high, p, intercept
+
+
+def _moments(matrix: Any, x: np.ndarray) -> dict[str, Any]:
+    """Per latent (columns of a sparse matrix) the centred sums of squares and cross-products with x."""
+    n = matrix.shape[0]
+    mean_x = float(x.mean()) if n else 0.0
+    total = np.asarray(matrix.sum(axis=0), float).ravel()
+    mean_v = total / max(n, 1)
+    svv = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel() - n * mean_v**2
+    sxv = np.asarray(matrix.T @ x, float).ravel() - n * mean_x * mean_v
+    return {"n": n, "mean_x": mean_x, "mean_v": mean_v, "sxx": float(((x - mean_x) ** 2).sum()),
+            "svv": np.maximum(svv, 0), "sxv": sxv}
+
+
+def log_tokens(tokens: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(tokens, float), 1))
+
+
+def _binary(matrix: Any) -> Any:
+    out = matrix.copy()
+    out.data = (out.data > 0).astype(np.float32)
+    out.eliminate_zeros()
+    return out
