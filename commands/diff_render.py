@@ -1,0 +1,115 @@
+"""How `saeembed diff` reads on screen: the length gap, the counts, then the strongest themes as short
+blocks (lead latent and label, the two sides, CI, q, related latents, one example each side)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Characters of an example shown on screen (the files and JSON keep the whole context).
+EXAMPLE_CHARS = 110
+# Related labels listed under a theme's lead.
+RELATED_SHOWN = 3
+
+
+def render(result: Any, top: int | None) -> None:
+    """Print the headline and the `top` strongest themes (every theme when None), by direction."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    console.print(headline(result), highlight=False, soft_wrap=True)
+    themes = result.themes
+    if not len(themes):
+        console.print("No latent differs at these thresholds.", style="yellow")
+        return
+    shown = themes if top is None else themes.head(top)
+    more = "; --top N for more, --all for every one" if len(shown) < len(themes) else ""
+    console.print(f"\n[bold]The {len(shown)} strongest of {len(themes):,} themes[/bold] (by |diff| of the "
+                  f"lead latent{more})", highlight=False)
+    for name in [n for n in result.names if n in set(shown["more_in"])]:  # A first, as named
+        part = shown.filter(shown["more_in"] == name)
+        console.print(f"\n[bold]more in {escape(name)}[/bold]", highlight=False)
+        for row in part.iter_rows(named=True):
+            for line in _theme_block(row, result):
+                console.print(line, highlight=False, overflow="fold")
+
+
+def _theme_block(row: dict[str, Any], result: Any) -> list[str]:
+    from rich.markup import escape
+
+    mean = result.config.measure == "mean"
+    a, b = ((f"{row['mean_a']:.2f}", f"{row['mean_b']:.2f}") if mean
+            else (f"{row['freq_a']:.1%}", f"{row['freq_b']:.1%}"))
+    against = f" ({escape(row['vs'])})" if len(result.names) > 2 else ""
+    lines = [f"  [bold cyan]{row['lead']:>6}[/bold cyan]  {escape(row['label'] or '(no label)')}"]
+    if row["n_latents"] > 1:
+        related = [escape(label) for label in row["related"][:RELATED_SHOWN]]
+        rest = row["n_latents"] - 1 - len(related)
+        lines.append(f"          [dim]+{row['n_latents'] - 1} related: {'; '.join(related) or 'unlabelled'}"
+                     f"{f' and {rest} more' if rest > 0 and related else ''}[/dim]")
+    stats = (f"          {a} vs {b}{against}   diff {row['diff']:+.3f} [{row['ci_low']:+.3f}, "
+             f"{row['ci_high']:+.3f}]   q {row['q']:.1e}")
+    if result.replication_rate is not None:
+        stats += "   replicated" if row.get("replicated") else "   [yellow]not replicated[/yellow]"
+    lines.append(stats)
+    if row.get("example_with"):
+        lines.append(f"          with:    {escape(_clip(row['example_with']))}")
+    if row.get("example_without"):
+        lines.append(f"          [dim]without: {escape(_clip(row['example_without']))}[/dim]")
+    return lines
+
+
+def _clip(text: str, width: int = EXAMPLE_CHARS) -> str:
+    """At most `width` characters, centred on the marked peak when there is one."""
+    if len(text) <= width:
+        return text
+    mark = max(text.find("<<"), 0)
+    start = max(0, min(mark - width // 2, len(text) - width))
+    return ("…" if start else "") + text[start:start + width].strip() + ("…" if start + width < len(text) else "")
+
+
+def headline(result: Any) -> str:
+    """The length gap, the corpora, what was tested and found, how length was handled, replication."""
+    config, names, gap = result.config, result.names, result.length
+    findings = result.findings
+    up, down = int((findings["diff"] > 0).sum()), int((findings["diff"] < 0).sum())
+    sizes = ", ".join(f"{n} ({s:,} {'pairs' if config.pair_on else 'docs'})" for n, s in zip(names, result.sizes))
+    paired = f"; paired on {config.pair_on}" if config.pair_on else ""
+    if result.n_unpaired:
+        paired += f", {result.n_unpaired:,} rows without a partner left out"
+    lines = [f"[bold]length:[/bold] {gap.sentence}", sizes + paired,
+             f"{result.n_tested:,} latents tested ({config.measure}, {_method(config)}); "
+             f"{_count(len(findings), 'finding')} at q <= {config.alpha} and |diff| >= {config.min_diff} in "
+             f"{_count(len(result.themes), 'theme')}: "
+             f"{up:,} more in {names[0]}, {down:,} more in {' / '.join(names[1:])}"]
+    if config.length == "ignore" and gap.differs:
+        lines.append("[yellow]length ignored:[/yellow] with max pooling longer documents fire more latents, so "
+                     "many findings are length (drop --length ignore to compare at equal length)")
+    elif gap.comparable == 0:
+        lines.append("[yellow]note:[/yellow] no document has one of the other corpus of similar length: nothing "
+                     "can be compared at equal length (--length ignore compares them as they are)")
+    elif gap.comparable is not None and gap.comparable < 0.8:
+        lines.append(f"[yellow]note:[/yellow] only {gap.comparable:.0%} of the documents share a length band with "
+                     f"the other corpus; the comparison at equal length rests on them")
+    if config.length == "adjust" and gap.differs and config.measure == "frequency":
+        lines.append("diff is the difference at equal length; the frequencies shown are overall")
+    if config.holdout is not None:
+        rate = result.replication_rate
+        lines.append(f"discovered on {', '.join(f'{s:,}' for s in result.discovery_sizes)} documents; "
+                     + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
+                        if rate is not None else "nothing to replicate"))
+    return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _method(config: Any) -> str:
+    if config.length == "ignore":
+        return "length ignored"
+    if config.measure == "mean":
+        return "at equal length: regression on log n_tokens"
+    if config.pair_on:
+        return "at equal length: conditional logistic regression on the pairs' length ratio"
+    return f"at equal length: Mantel-Haenszel within {config.length_bands} length bands"
