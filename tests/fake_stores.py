@@ -73,3 +73,15 @@ def planted_store(path: Path, n_docs: int, rates: list[float] | np.ndarray, seed
     vectors = vectors_from_columns(n_docs, random_columns(n_docs, rates, rng), rng)
     write_store(path, vectors, fields, fake_meta(len(rates), **meta))
     return load_store(path)
+
+
+def logit_store(path: Path, n_tokens: np.ndarray, logits: np.ndarray, seed: int = 0,
+                fields: dict[str, list] | None = None):
+    """A loaded store of len(n_tokens) documents whose latent j fires on document i with probability
+    sigmoid(logits[i, j]): lets a test make firing depend on length (logits built from n_tokens)."""
+    rng = np.random.default_rng(seed)
+    fires = rng.random(logits.shape) < 1 / (1 + np.exp(-logits))
+    vectors = vectors_from_columns(len(n_tokens), [np.flatnonzero(column) for column in fires.T], rng)
+    vectors.n_tokens = np.asarray(n_tokens, np.int32)
+    write_store(path, vectors, fields, fake_meta(logits.shape[1]))
+    return load_store(path)
