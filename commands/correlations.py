@@ -27,6 +27,9 @@ def run(
     min_freq: Annotated[float, typer.Option(help="Frequency band: lower end.")] = _D["min_freq"].default,
     max_freq: Annotated[float, typer.Option(help="Frequency band: upper end.")] = _D["max_freq"].default,
     alpha: Annotated[float, typer.Option(help="Largest Benjamini-Hochberg q of a finding.")] = _D["alpha"].default,
+    length_bands: Annotated[int, typer.Option(help="Test among documents of similar length: this many bands of "
+                                              "n_tokens (Cochran-Mantel-Haenszel); 1: ignore length.")
+                            ] = _D["length_bands"].default,
     show_dropped: Annotated[bool, typer.Option(help="List the pairs dropped as trivial instead.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one pair each.")] = False,
     output: options.Output = None,
@@ -36,8 +39,9 @@ def run(
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
 ) -> None:
-    """Latent pairs that fire in the same documents more than chance: NPMI with a hypergeometric test and
-    BH control; pairs peaking on the same/adjacent token, near-duplicate decoders or labels dropped."""
+    """Latent pairs that fire in the same documents more than chance at equal length: NPMI with a
+    Cochran-Mantel-Haenszel test over length bands and BH control; pairs peaking on the same/adjacent
+    token, near-duplicate decoders or labels dropped."""
     from saeembed.analysis.associations import associations
     from saeembed.analysis.correlations import correlations, cross_correlations
     from saeembed.errors import SaeEmbedError
@@ -47,7 +51,8 @@ def run(
             raise SaeEmbedError("--and and --pair-on go together: name the second corpus and the column aligning rows")
         if with_column and and_corpus:
             raise SaeEmbedError("choose --with (a metadata column) or --and (a second corpus), not both")
-        config = CorrelationConfig(min_support=min_support, min_freq=min_freq, max_freq=max_freq, alpha=alpha)
+        config = CorrelationConfig(min_support=min_support, min_freq=min_freq, max_freq=max_freq, alpha=alpha,
+                                   length_bands=length_bands)
         stores = open_inputs([corpus] + ([and_corpus] if and_corpus else []), preset, quiet or json_out,
                              text_field=text_field, id_field=id_field, cache_dir=cache_dir)
         if with_column:
@@ -76,18 +81,21 @@ def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) 
     console.print(f"{result.n_docs:,} documents; {result.n_band:,} latents in the frequency band with enough "
                   f"support; {result.n_tested:,} pairs tested; {result.n_significant:,} significant; dropped as "
                   f"trivial: {reasons}", highlight=False, soft_wrap=True)
+    _print_length_explained(console, result, "pairs co-occur only because longer documents fire more latents")
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     if not len(rows):
         console.print("No pair to show.", style="yellow")
         return
     side = ("prompt ", "response ") if cross else ("", "")
+    at_length = " at these lengths" if result.length_bands > 1 else ""
     for row in rows.head(top).iter_rows(named=True):
         console.print(f"  [bold]{row['npmi']:.2f}[/bold]  {side[0]}[cyan]{row['latent_a']}[/cyan] "
                       f"{escape(row['label_a'] or '(no label)')}  x  {side[1]}[cyan]{row['latent_b']}[/cyan] "
                       f"{escape(row['label_b'] or '(no label)')}", highlight=False)
         extra = f"   dropped: {row['reason'].replace('_', ' ')}" if dropped else ""
-        console.print(f"        together in {row['support']:,} documents ({row['expected']:.1f} expected); "
+        console.print(f"        together in {row['support']:,} documents ({row['expected']:.1f} expected"
+                      f"{at_length}); "
                       f"alone {row['freq_a']:.1%} / {row['freq_b']:.1%}; q {row['q']:.1e}{extra}", highlight=False)
 
 
@@ -99,6 +107,9 @@ def _render_associations(result: Any, top: int) -> None:
     table = result.table
     console.print(f"{result.n_docs:,} documents with {result.column}; {result.kind} column; {result.n_tested:,} "
                   f"tests; {len(table):,} significant associations", highlight=False, soft_wrap=True)
+    if result.kind == "categorical":
+        _print_length_explained(console, result, "(value, latent) enrichments come only from the value's documents "
+                                                 "being longer or shorter")
     if result.kind == "numeric":
         for row in table.head(top).iter_rows(named=True):
             label = escape(row["label"] or "(no label)")
@@ -112,3 +123,10 @@ def _render_associations(result: Any, top: int) -> None:
             console.print(f"  {row['npmi']:.2f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}"
                           f"   {row['freq_in_value']:.0%} vs {row['freq_elsewhere']:.0%} elsewhere, q {row['q']:.1e}",
                           highlight=False)
+
+
+def _print_length_explained(console: Any, result: Any, what: str) -> None:
+    """The headline line on what the length-stratified test took away (nothing to say without bands)."""
+    if result.length_bands > 1:
+        console.print(f"{result.n_length_explained:,} {what}; not reported (tested within {result.length_bands} "
+                      f"length bands)", highlight=False, soft_wrap=True)

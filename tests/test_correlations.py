@@ -157,3 +157,230 @@ def test_cli(store, tmp_path):
     assert out.exit_code == 0 and "categorical column" in out.stdout
     out = runner.invoke(app, ["correlations", path, "--and", path])
     assert out.exit_code == 1 and "--pair-on" in out.output
+
+
+# ---- conditioning on length ------------------------------------------------------------------------
+# With max pooling a longer document fires more latents: latents that each fire more often in long
+# documents, and otherwise independently, co-occur under a length-blind null but not at equal length.
+
+NL = 3000
+
+
+def length_store(path, lengths, columns, rng, fields=None):
+    """A store whose latent j fires on rows columns[j], with these document lengths (n_tokens)."""
+    vectors = vectors_from_columns(len(lengths), columns, rng)
+    vectors.n_tokens = np.asarray(lengths, np.int32)
+    write_store(path, vectors, fields, fake_meta(len(columns)))
+    return load_store(path)
+
+
+def rising_with(rank, rng, low=0.03, high=0.5):
+    """Rows where a latent fires with probability rising linearly from `low` (shortest) to `high`."""
+    return np.flatnonzero(rng.random(len(rank)) < low + (high - low) * rank)
+
+
+def follow(follower, leader, share, rng):
+    """The follower also fires on `share` of the leader's documents: a genuine co-occurrence."""
+    return np.union1d(follower, rng.choice(leader, int(share * len(leader)), replace=False))
+
+
+@pytest.fixture
+def length_confounded(tmp_path):
+    """Latents 0-11 rise with length, 12-19 do not; 11 follows 10 and 21 follows 20 (genuine pairs).
+    A column `source` is "a" more often for long documents; latent 22 fires on 40% of "a" documents."""
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(5, 400, NL)
+    rank = np.argsort(np.argsort(lengths)) / (NL - 1)
+    columns = [rising_with(rank, rng) for _ in range(12)] + random_columns(NL, np.full(11, 0.15), rng)
+    columns[11] = follow(columns[11], columns[10], 0.4, rng)
+    columns[21] = follow(columns[21], columns[20], 0.4, rng)
+    source = np.where(rng.random(NL) < rank, "a", "b")
+    columns[22] = follow(columns[22], np.flatnonzero(source == "a"), 0.4, rng)
+    return length_store(tmp_path / "len.parquet", lengths, columns, rng, {"source": source.tolist()})
+
+
+NO_LABELS = Labels(23, {}, {}, {})
+
+
+def test_length_alone_makes_no_pair_while_the_length_blind_null_finds_many(length_confounded):
+    blind = correlations(length_confounded, CorrelationConfig(length_bands=1), labels=NO_LABELS)
+    blind_pairs = set(zip(blind.table["latent_a"], blind.table["latent_b"]))
+    spurious = {(a, b) for a, b in blind_pairs if b < 12 and (a, b) != (10, 11)}
+    assert len(spurious) >= 30, "the length-blind null calls most pairs of length-driven latents significant"
+    assert blind.length_bands == 1 and blind.n_length_explained == 0
+
+    result = correlations(length_confounded, labels=NO_LABELS)
+    assert result.length_bands == 10
+    assert set(zip(result.table["latent_a"], result.table["latent_b"])) == {(10, 11), (20, 21)}
+    assert result.n_length_explained >= len(spurious)
+    row = result.table.filter(pl.col("latent_a") == 10).row(0, named=True)
+    assert row["expected"] > blind.table.filter(pl.col("latent_a") == 10)["expected"][0], \
+        "long documents fire both: the length-adjusted expectation is higher"
+    assert row["lift"] == pytest.approx(row["support"] / row["expected"])
+
+
+def test_equal_lengths_give_the_exact_hypergeometric_test(store):
+    from scipy import stats as sstats
+
+    banded = correlations(store, CorrelationConfig(length_bands=10), labels=LABELS, decoder=decoder_with_duplicate())
+    single = correlations(store, CorrelationConfig(length_bands=1), labels=LABELS, decoder=decoder_with_duplicate())
+    assert banded.length_bands == single.length_bands == 1 and banded.n_length_explained == 0
+    assert banded.table.equals(single.table)
+    assert any("1 length band instead of 10" in note for note in banded.notes)
+    n = store.n_docs
+    exact = sstats.hypergeom.sf(banded.table["support"].to_numpy() - 1, n,
+                                np.rint(banded.table["freq_a"].to_numpy() * n),
+                                np.rint(banded.table["freq_b"].to_numpy() * n))
+    assert np.allclose(banded.table["p"], exact, rtol=1e-6)
+    assert np.allclose(banded.table["expected"], banded.table["freq_a"] * banded.table["freq_b"] * n)
+
+
+def skew_corrected_upper(observed, expected, variance, third):
+    """One-sided p: w = (O - E - 0.5) / sd, corrected for a right skew (Cornish-Fisher: w = z + g (z^2 - 1),
+    g = skewness / 6, solved for z), then the normal upper tail."""
+    import math
+
+    w = (observed - expected - 0.5) / math.sqrt(variance)
+    g = max(third / variance**1.5 / 6, 0.0)
+    z = (-1 + math.sqrt(1 + 4 * g * (w + g))) / (2 * g) if g > 0 else w
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def reference_cmh(columns, band_of_doc):
+    """The one-sided CMH p and expected count of every pair, one pair and one band at a time."""
+    sets = [set(c.tolist()) for c in columns]
+    bands = sorted(set(band_of_doc.tolist()))
+    docs = {b: set(np.flatnonzero(band_of_doc == b).tolist()) for b in bands}
+    out = {}
+    for a in range(len(columns)):
+        for b in range(a + 1, len(columns)):
+            observed = expected = variance = third = 0.0
+            for band in bands:
+                n = len(docs[band])
+                ka, kb = len(sets[a] & docs[band]), len(sets[b] & docs[band])
+                observed += len(sets[a] & sets[b] & docs[band])
+                expected += ka * kb / n
+                var = ka * kb * (n - ka) * (n - kb) / (n**2 * (n - 1))  # hypergeometric variance and third moment
+                variance += var
+                third += var * (n - 2 * ka) * (n - 2 * kb) / (n * (n - 2))
+            out[(a, b)] = (int(observed), expected, skew_corrected_upper(observed, expected, variance, third))
+    return out
+
+
+def reference_bh(p_values, alpha):
+    """The pairs Benjamini-Hochberg rejects: all up to the largest rank k with p_(k) <= alpha k / m."""
+    ranked = sorted(p_values.items(), key=lambda item: item[1])
+    m = len(ranked)
+    last = max((k for k, (_, p) in enumerate(ranked, 1) if p <= alpha * k / m), default=0)
+    return {pair for pair, _ in ranked[:last]}
+
+
+def test_vectorised_cmh_matches_a_pair_by_pair_computation(tmp_path):
+    rng = np.random.default_rng(7)
+    sizes = {10: 80, 20: 120, 40: 100, 80: 100}  # four lengths: the four quantile bands are these lengths
+    lengths = rng.permutation(np.repeat(list(sizes), list(sizes.values())))
+    rank = np.argsort(np.argsort(lengths, kind="stable")) / (len(lengths) - 1)
+    columns = [rising_with(rank, rng, 0.05, 0.6) for _ in range(5)] + random_columns(len(lengths), np.full(3, 0.2), rng)
+    columns[6] = follow(columns[6], columns[1], 0.3, rng)
+    s = length_store(tmp_path / "ref.parquet", lengths, columns, rng)
+    config = CorrelationConfig(length_bands=4, min_support=1, min_freq=0, max_freq=1, alpha=0.5, max_near_token=1.0)
+    result = correlations(s, config, labels=Labels(8, {}, {}, {}))
+    assert result.length_bands == 4 and result.n_tested == 28
+    reference = reference_cmh(columns, np.searchsorted(sorted(sizes), lengths))
+    assert set(zip(result.table["latent_a"], result.table["latent_b"])) == \
+        reference_bh({pair: p for pair, (_, _, p) in reference.items()}, 0.5)
+    for row in result.table.iter_rows(named=True):
+        observed, expected, p = reference[(row["latent_a"], row["latent_b"])]
+        assert row["support"] == observed
+        assert row["expected"] == pytest.approx(expected, rel=1e-9)
+        assert row["p"] == pytest.approx(p, rel=1e-9, abs=1e-15)
+
+
+def exact_tail(observed, strata):
+    """P(sum of independent hypergeometric overlaps >= observed), strata = [(n, a, c)]: their convolution."""
+    from math import comb
+
+    pmf = [1.0]
+    for n, a, c in strata:
+        band = [comb(a, k) * comb(n - a, c - k) / comb(n, c) for k in range(min(a, c) + 1)]
+        pmf = [sum(pmf[i] * band[k - i] for i in range(len(pmf)) if 0 <= k - i < len(band))
+               for k in range(len(pmf) + len(band) - 1)]
+    return sum(pmf[observed:])
+
+
+def test_the_skew_correction_keeps_rare_pairs_from_looking_significant():
+    from saeembed.analysis.stats import cmh_moments, cmh_upper
+
+    strata = [(300, 6, 9), (300, 8, 7), (300, 12, 10)]  # rare latents: about 0.8 shared documents expected
+    n, a, c = (np.array([[s[k]] for s in strata]) for k in range(3))
+    expected, variance, third = cmh_moments(a, c, n[:, 0])
+    exact = exact_tail(8, strata)
+    corrected = cmh_upper([8], expected, variance, third)[0]
+    assert exact < 1e-4 and exact * 0.85 <= corrected <= exact * 20
+    assert cmh_upper([8], expected, variance)[0] < exact / 1000, "the plain normal tail is far too small here"
+
+
+def test_length_bands_are_quantiles_merged_until_large_enough():
+    from saeembed.analysis.lengths import length_bands
+
+    assert (length_bands(np.arange(1000), 10) == np.arange(1000) // 100).all()
+    assert (length_bands(np.arange(1000), 1) == 0).all() and (length_bands(np.arange(1000), None) == 0).all()
+    assert (length_bands(np.full(500, 7), 10) == 0).all(), "equal lengths: one band"
+    ties = np.r_[np.full(900, 12), np.arange(13, 113)]  # 900 tied documents, then 100 longer ones
+    assert np.bincount(length_bands(ties, 10)).tolist() == [900, 100]
+    small = np.r_[np.arange(200), np.full(20, 1000)]  # a last band of 20 documents joins the one before
+    bands = length_bands(small, 11, min_docs=50)
+    assert np.bincount(bands).min() >= 50 and bands[-1] == bands[199]
+
+
+def test_cross_correlations_condition_on_the_response_length(tmp_path):
+    rng = np.random.default_rng(8)
+    prompt_len = rng.integers(5, 300, NL)
+    response_len = prompt_len + rng.integers(0, 60, NL)  # long prompts, long answers
+    p_rank = np.argsort(np.argsort(prompt_len)) / (NL - 1)
+    r_rank = np.argsort(np.argsort(response_len)) / (NL - 1)
+    prompts = [rising_with(p_rank, rng) for _ in range(8)] + random_columns(NL, np.full(4, 0.15), rng)
+    responses = [rising_with(r_rank, rng) for _ in range(8)] + random_columns(NL, np.full(4, 0.15), rng)
+    responses[10] = follow(responses[10], prompts[9], 0.4, rng)  # prompt latent 9 -> response latent 10
+    pid = {"pid": [str(i) for i in range(NL)]}
+    a = length_store(tmp_path / "p.parquet", prompt_len, prompts, rng, pid)
+    b = length_store(tmp_path / "r.parquet", response_len, responses, rng, pid)
+    labels = Labels(12, {}, {}, {})
+    blind = cross_correlations(a, b, "pid", CorrelationConfig(length_bands=1), labels=labels)
+    spurious = [(x, y) for x, y in zip(blind.table["latent_a"], blind.table["latent_b"]) if x < 8 and y < 8]
+    assert len(spurious) >= 20
+    result = cross_correlations(a, b, "pid", labels=labels)
+    assert set(zip(result.table["latent_a"], result.table["latent_b"])) == {(9, 10)}
+    assert result.length_bands == 10 and result.n_length_explained >= len(spurious)
+
+
+def test_associations_condition_on_length(length_confounded):
+    blind = associations(length_confounded, "source", CorrelationConfig(length_bands=1), labels=NO_LABELS)
+    blind_a = set(blind.table.filter(pl.col("value") == "a")["latent"].to_list())
+    assert {22} | set(range(10)) <= blind_a, "long documents are mostly 'a': every length-driven latent looks enriched"
+    result = associations(length_confounded, "source", labels=NO_LABELS)
+    assert result.length_bands == 10
+    assert set(result.table.filter(pl.col("value") == "a")["latent"].to_list()) == {22}
+    assert result.n_length_explained >= 10
+    row = result.table.filter((pl.col("value") == "a") & (pl.col("latent") == 22)).row(0, named=True)
+    assert row["support"] > row["expected"]
+
+
+def test_length_bands_is_validated():
+    with pytest.raises(SaeEmbedError, match="length_bands"):
+        CorrelationConfig(length_bands=0)
+    assert CorrelationConfig(length_bands=None).length_bands is None
+
+
+def test_cli_reports_what_length_explained(length_confounded):
+    runner = CliRunner()
+    path = str(length_confounded.path)
+    out = runner.invoke(app, ["correlations", path])
+    assert out.exit_code == 0, out.output
+    assert "pairs co-occur only because longer documents fire more latents; not reported" in out.stdout
+    out = runner.invoke(app, ["correlations", path, "--length-bands", "1"])
+    assert out.exit_code == 0 and "only because longer documents" not in out.stdout
+    out = runner.invoke(app, ["correlations", path, "--with", "source"])
+    assert out.exit_code == 0 and "enrichments come only from the value's documents" in out.stdout
+    out = runner.invoke(app, ["correlations", path, "--length-bands", "0"])
+    assert out.exit_code == 1 and "length_bands" in out.output

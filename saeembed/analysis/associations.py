@@ -1,6 +1,12 @@
 """Latents against a metadata column: per value of a categorical column the latents enriched in its
-documents (NPMI + one-sided hypergeometric test), or for a numeric column the latents whose
-activation rank-correlates with it (Spearman). Benjamini-Hochberg over everything tested."""
+documents (NPMI + a one-sided test), or for a numeric column the latents whose activation
+rank-correlates with it (Spearman). Benjamini-Hochberg over everything tested.
+
+The categorical test conditions on document length, as in `correlations`: a value whose documents
+are longer would otherwise look enriched in every latent that long documents fire. Enrichment is
+tested within bands of n_tokens (Cochran-Mantel-Haenszel over the bands; the exact hypergeometric
+test when there is one band). The numeric test does not adjust for length.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import numpy as np
 from saeembed.analysis import stats
 from saeembed.analysis.config import CorrelationConfig
 from saeembed.analysis.correlations import npmi
+from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store
 
@@ -22,12 +29,19 @@ Kind = Literal["auto", "categorical", "numeric"]
 @dataclass
 class AssociationResult:
     table: Any
-    """categorical: value, latent, label, npmi, support, freq_in_value, freq_elsewhere, p, q (per value,
-    strongest NPMI first); numeric: latent, label, rho, freq, p, q (strongest |rho| first). Findings only."""
+    """categorical: value, latent, label, npmi, support, expected, freq_in_value, freq_elsewhere, p, q
+    (per value, strongest NPMI first; `expected` is the length-adjusted null's count of the value's
+    documents with the latent); numeric: latent, label, rho, freq, p, q (strongest |rho| first).
+    Findings only."""
     column: str
     kind: str
     n_docs: int
     n_tested: int
+    length_bands: int = 1
+    """Length bands of the categorical test (1: length-blind; numeric columns are not stratified)."""
+    n_length_explained: int = 0
+    """Categorical: (value, latent) pairs significant under the length-blind hypergeometric test but not
+    within length bands: enriched only because the value's documents are longer or shorter."""
 
 
 def associations(store: Store, column: str, config: CorrelationConfig | None = None, *, kind: Kind = "auto",
@@ -55,19 +69,26 @@ def associations(store: Store, column: str, config: CorrelationConfig | None = N
     counts = np.bincount(matrix.indices[matrix.data > 0], minlength=matrix.shape[1])
     freq = counts / max(len(rows), 1)
     band = np.flatnonzero((freq >= config.min_freq) & (freq <= config.max_freq) & (counts >= config.min_support))
+    n_bands, n_length_explained = 1, 0
     if kind == "numeric":
         table, n_tested = _numeric(matrix[:, band].tocsc(), values.cast(pl.Float64).to_numpy(), band, freq)
     else:
-        table, n_tested = _categorical(matrix[:, band].tocsc(), values.cast(pl.Utf8), band, counts, config)
+        bands = length_bands(store.frame["n_tokens"].to_numpy()[rows], config.length_bands)
+        table, n_tested = _categorical(matrix[:, band].tocsc(), values.cast(pl.Utf8), band, bands, config)
+        n_bands = int(bands.max(initial=0)) + 1
+        n_length_explained = int(((table["q_plain"] <= config.alpha) & (table["q"] > config.alpha)).sum())
+        table = table.drop("q_plain")
     table = table.with_columns(label=pl.Series([labels.get(int(i)) for i in table["latent"]], dtype=pl.Utf8))
     table = table.filter(pl.col("q") <= config.alpha)
     first = ["value"] if kind == "categorical" else []
     ordered = first + ["latent", "label"] + [c for c in table.columns if c not in (*first, "latent", "label")]
-    return AssociationResult(table.select(ordered), column, kind, len(rows), n_tested)
+    return AssociationResult(table.select(ordered), column, kind, len(rows), n_tested, n_bands, n_length_explained)
 
 
-def _categorical(x: Any, values: Any, band: np.ndarray, counts: np.ndarray,
+def _categorical(x: Any, values: Any, band: np.ndarray, bands: np.ndarray,
                  config: CorrelationConfig) -> tuple[Any, int]:
+    """Every (value, latent) with enough support, tested within length bands; q_plain is the
+    length-blind test's q, for counting what length alone explained."""
     import polars as pl
 
     names = values.unique().sort().to_list()
@@ -83,18 +104,26 @@ def _categorical(x: Any, values: Any, band: np.ndarray, counts: np.ndarray,
     both = np.zeros((x.shape[1], len(names)), np.int64)
     for v in range(len(names)):
         both[:, v] = np.asarray(binary[codes == v].sum(axis=0)).ravel()
-    per_value = np.bincount(codes, minlength=len(names))
-    latent_n, value_n = np.meshgrid(counts[band], per_value, indexing="ij")
+    n_bands = int(bands.max(initial=0)) + 1
+    latent_b = band_counts(binary, bands, n_bands)  # [bands, latents]
+    value_b = np.zeros((n_bands, len(names)), np.int64)  # [bands, values]
+    np.add.at(value_b, (bands, codes), 1)
+    latent_n, value_n = np.meshgrid(latent_b.sum(axis=0), value_b.sum(axis=0), indexing="ij")
     tested = both >= config.min_support
     li, vi = np.nonzero(tested)
     n = both[li, vi]
-    p = stats.hypergeom_sf(n, n_docs, latent_n[li, vi], value_n[li, vi])
+    p_plain = stats.hypergeom_sf(n, n_docs, latent_n[li, vi], value_n[li, vi])
+    if n_bands == 1:
+        expected, p = latent_n[li, vi] * value_n[li, vi] / max(n_docs, 1), p_plain
+    else:  # [bands, tests] margins: tests are at most latents x values, values are few
+        expected, variance, third = stats.cmh_moments(latent_b[:, li], value_b[:, vi], np.bincount(bands))
+        p = stats.cmh_upper(n, expected, variance, third)
     table = pl.DataFrame({
         "value": pl.Series([names[v] for v in vi], dtype=pl.Utf8), "latent": band[li].astype(np.int32),
-        "npmi": npmi(n, latent_n[li, vi], value_n[li, vi], n_docs), "support": n,
+        "npmi": npmi(n, latent_n[li, vi], value_n[li, vi], n_docs), "support": n, "expected": expected,
         "freq_in_value": n / value_n[li, vi],
         "freq_elsewhere": (latent_n[li, vi] - n) / np.maximum(n_docs - value_n[li, vi], 1),
-        "p": p, "q": stats.benjamini_hochberg(p)})
+        "p": p, "q": stats.benjamini_hochberg(p), "q_plain": stats.benjamini_hochberg(p_plain)})
     return table.sort(["value", "npmi"], descending=[False, True]), len(n)
 
 

@@ -82,6 +82,13 @@ class CorrelationConfig:
     """Trivial: labels sharing at least this share of their words (Jaccard) say the same thing."""
     block: int = 1024
     """Latents per block of the co-occurrence product (memory ~ block x latents in band)."""
+    length_bands: int | None = 10
+    """Test pairs among documents of similar length: this many bands (quantiles) of n_tokens, merged
+    until each holds enough documents, combined by a Cochran-Mantel-Haenszel test. With max pooling a
+    longer document fires more latents, so a length-blind test finds nearly every pair of common
+    latents. 1 or None: no stratification (the exact hypergeometric test over all documents). For
+    prompt x response pairs the bands are of the response's length; for a categorical column, of the
+    document's length."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_freq < self.max_freq <= 1:
@@ -89,6 +96,9 @@ class CorrelationConfig:
                                 f"[{self.min_freq}, {self.max_freq}]")
         if self.min_support < 1 or self.block < 1:
             raise SaeEmbedError("min_support and block must be at least 1")
+        if self.length_bands is not None and self.length_bands < 1:
+            raise SaeEmbedError(f"length_bands (--length-bands) must be at least 1 (1: do not stratify by "
+                                f"length), got {self.length_bands}")
 
 
 ClusterMethod = Literal["spectral", "hdbscan", "kmeans"]

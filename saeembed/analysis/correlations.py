@@ -2,9 +2,19 @@
 
 Documents are binarised (a latent is present when it fires on any token). For every pair of
 latents inside the frequency band with enough shared documents, NPMI measures the association and
-a one-sided hypergeometric test its significance, with Benjamini-Hochberg control over all the pairs
-tested. The co-occurrence counts come from a sparse product computed one block of latents at a
-time, so no latents x latents matrix is ever held whole. Significant pairs that are trivial (the two
+a one-sided test its significance, with Benjamini-Hochberg control over all the pairs tested.
+
+The null conditions on document length: with max pooling a longer document fires more latents, so
+under plain independence (the hypergeometric test over all documents) nearly every pair of common
+latents co-occurs "significantly" because long documents fire both. The documents are stratified
+into bands of n_tokens and each pair gets a one-sided Cochran-Mantel-Haenszel test over the bands;
+with a single band (equal lengths, or `length_bands` 1) it is the exact hypergeometric test. The
+pairs that only the length-blind test finds are counted (`n_length_explained`), not reported.
+
+The co-occurrence counts come from a sparse product computed one block of latents at a time, so no
+latents x latents matrix is ever held whole. The CMH statistic needs per band only the margins (how
+many documents of the band each latent fires in); the shared count enters summed over the bands, so
+the one product over all documents serves every band. Significant pairs that are trivial (the two
 latents peak on the same or adjacent token, their decoder directions nearly coincide, or their labels
 say the same) are dropped and counted.
 """
@@ -13,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from saeembed.analysis import stats
 from saeembed.analysis.config import CorrelationConfig
+from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.analysis.rows import align_pairs
 from saeembed.store import Store, check_compatible
 
@@ -34,7 +45,9 @@ class CorrelationResult:
 
     table: Any
     """polars DataFrame: latent_a, label_a, latent_b, label_b, npmi, support, freq_a, freq_b, expected,
-    p, q, near_token_share, decoder_cosine; strongest NPMI first."""
+    lift, p, q, near_token_share, decoder_cosine; strongest NPMI first. `npmi`, `freq_*` are over all
+    documents; `expected` is the shared count the null expects (length-adjusted: the sum over length
+    bands of a_b c_b / N_b), `lift` = support / expected, and p, q are of the length-stratified test."""
     n_docs: int
     n_band: int
     """Latents inside the frequency band with at least `min_support` documents."""
@@ -46,15 +59,33 @@ class CorrelationResult:
     dropped_pairs: Any = None
     """The dropped pairs with their `reason`, for inspection."""
     notes: list[str] = field(default_factory=list)
+    length_bands: int = 1
+    """Length bands the documents were stratified into (1: the length-blind hypergeometric test)."""
+    n_length_explained: int = 0
+    """Pairs significant under the length-blind hypergeometric test but not once length is
+    conditioned on: they co-occur only because longer documents fire more latents. Not reported."""
+
+
+class _Null(NamedTuple):
+    """What a pair's test needs besides its shared count: per length band, the documents and the
+    documents each latent fires in. One band is the plain hypergeometric null."""
+
+    sizes: np.ndarray
+    """[bands] documents per band."""
+    count_a: np.ndarray
+    """[bands, latents of side a] documents of the band in which the latent fires."""
+    count_b: np.ndarray
+    """[bands, latents of side b], the same (the very array when both sides are one corpus)."""
 
 
 def correlations(store: Store, config: CorrelationConfig | None = None, *, labels: Any = None,
                  decoder: np.ndarray | None = None) -> CorrelationResult:
-    """Latent pairs that co-occur in documents more than chance (NPMI + hypergeometric test + BH).
+    """Latent pairs that co-occur in documents more than chance at equal length (NPMI + a
+    Cochran-Mantel-Haenszel test over length bands + BH).
 
     Args:
         store: an embedded corpus.
-        config: support, frequency band, alpha and the trivial-pair thresholds.
+        config: support, frequency band, length bands, alpha and the trivial-pair thresholds.
         labels: `saeembed.labels.Labels`; default the labels found for the store's SAE.
         decoder: [d_sae, d_in] decoder directions; default loaded from the store's SAE when it is
             reachable (else the decoder filter is skipped, and a note says so).
@@ -69,19 +100,27 @@ def correlations(store: Store, config: CorrelationConfig | None = None, *, label
     labels = labels if labels is not None else labels_for(store)
     band = _band(store.matrix, config)
     x = _binary_columns(store.matrix, band)
-    pairs, n_tested = _pair_tests(x, x, store.n_docs, config, same=True)
-    result = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
-    decoder, notes = _decoder_or_note(decoder, store.meta)
+    null, notes = _null(x, x, store.frame["n_tokens"].to_numpy(), config.length_bands)
+    pairs, n_tested = _pair_tests(x, x, null, config, same=True)
+    result, n_length_explained = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
+    decoder, decoder_notes = _decoder_or_note(decoder, store.meta)
     near = _near_token_share(store, band, result["i"], result["j"], result["support"])
     cosine = _cosine(decoder, band[result["i"]], band[result["j"]])
-    return _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes)
+    found = _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes + decoder_notes)
+    return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained)
 
 
 def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConfig | None = None, *,
                        labels: Any = None, decoder: np.ndarray | None = None) -> CorrelationResult:
     """Latent of a's document x latent of b's partner document (e.g. prompt x response), on rows
     aligned by `pair_on`. A latent paired with itself, or with a near-duplicate direction, is the
-    response echoing the prompt: dropped as trivial."""
+    response echoing the prompt: dropped as trivial.
+
+    The length bands are of b's document (the response): a's latents follow a's length and b's follow
+    b's, and the two lengths are usually correlated (long prompts, long answers). Holding either
+    length fixed cuts that path; the sum of the two would not (within a band of the sum, a long
+    prompt still goes with a short response). One side keeps the bands as full as in `correlations`
+    (a grid of both lengths would square their number)."""
     from saeembed.labels import labels_for
 
     config = config or CorrelationConfig()
@@ -90,16 +129,19 @@ def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConf
     rows_a, rows_b = align_pairs([a, b], pair_on)
     ma, mb = a.matrix[rows_a], b.matrix[rows_b]
     band_a, band_b = _band(ma, config), _band(mb, config)
-    pairs, n_tested = _pair_tests(_binary_columns(ma, band_a), _binary_columns(mb, band_b), len(rows_a), config,
-                                  same=False)
-    result = _finish(pairs, n_tested, band_a, band_b, len(rows_a), config, labels)
-    decoder, notes = _decoder_or_note(decoder, a.meta)
+    xa, xb = _binary_columns(ma, band_a), _binary_columns(mb, band_b)
+    null, notes = _null(xa, xb, b.frame["n_tokens"].to_numpy()[rows_b], config.length_bands)
+    pairs, n_tested = _pair_tests(xa, xb, null, config, same=False)
+    result, n_length_explained = _finish(pairs, n_tested, band_a, band_b, len(rows_a), config, labels)
+    decoder, decoder_notes = _decoder_or_note(decoder, a.meta)
     latent_a, latent_b = band_a[result["i"]], band_b[result["j"]]
     cosine = _cosine(decoder, latent_a, latent_b)
     if cosine is None:  # without the decoder, at least the same latent on both sides is an echo
         cosine = np.where(latent_a == latent_b, 1.0, np.nan)
     near = np.full(len(latent_a), np.nan)
-    return _filter(result, near, cosine, labels, config, len(rows_a), len(band_a) + len(band_b), n_tested, notes)
+    found = _filter(result, near, cosine, labels, config, len(rows_a), len(band_a) + len(band_b), n_tested,
+                    notes + decoder_notes)
+    return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained)
 
 
 def _band(matrix: Any, config: CorrelationConfig) -> np.ndarray:
@@ -117,17 +159,29 @@ def _binary_columns(matrix: Any, columns: np.ndarray) -> Any:
     return sub
 
 
-def _pair_tests(xa: Any, xb: Any, n_docs: int, config: CorrelationConfig,
-                same: bool) -> tuple[dict[str, np.ndarray], int]:
-    """Co-occurrence counts block by block; the hypergeometric p of every pair with enough support.
+def _null(xa: Any, xb: Any, n_tokens: np.ndarray, bands: int | None) -> tuple[_Null, list[str]]:
+    """The documents' length bands and each latent's count per band (one sparse product per side)."""
+    codes = length_bands(n_tokens, bands)
+    n_bands = int(codes.max()) + 1 if len(codes) else 1
+    count_a = band_counts(xa, codes, n_bands)
+    count_b = count_a if xb is xa else band_counts(xb, codes, n_bands)
+    notes = []
+    if bands and bands > 1 and n_bands < bands:
+        notes.append(f"{n_bands} length band{'s' if n_bands > 1 else ''} instead of {bands}: documents of equal "
+                     f"length share a band, and a band needs enough documents"
+                     + ("; with one band the test ignores length" if n_bands == 1 else ""))
+    return _Null(np.bincount(codes, minlength=n_bands), count_a, count_b), notes
 
-    Keeps only pairs with p <= alpha (no pair above can reach q <= alpha), and returns how many pairs
-    were tested in all, so the BH q-values of the kept ones stay exact.
+
+def _pair_tests(xa: Any, xb: Any, null: _Null, config: CorrelationConfig,
+                same: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Co-occurrence counts block by block; both nulls' p of every pair with enough support.
+
+    Keeps only pairs with p <= alpha under either null (no pair above can reach q <= alpha), and
+    returns how many pairs were tested in all, so the BH q-values of the kept ones stay exact.
     """
-    count_a = np.asarray(xa.sum(axis=0)).ravel()
-    count_b = np.asarray(xb.sum(axis=0)).ravel()
     xb_csr = xb.tocsr()
-    kept: dict[str, list[np.ndarray]] = {"i": [], "j": [], "support": [], "p": []}
+    kept: dict[str, list[np.ndarray]] = {key: [] for key in ("i", "j", "support", "expected", "p", "p_plain")}
     n_tested = 0
     for start in range(0, xa.shape[1], config.block):
         stop = min(start + config.block, xa.shape[1])
@@ -136,30 +190,62 @@ def _pair_tests(xa: Any, xb: Any, n_docs: int, config: CorrelationConfig,
         keep = n >= config.min_support
         if same:
             keep &= j > i
-        i, j, n = i[keep], j[keep], n[keep]
-        n_tested += len(n)
-        above = n * n_docs > count_a[i] * count_b[j]  # only positive association can reach a small one-sided p
-        i, j, n = i[above], j[above], n[above]
-        p = stats.hypergeom_sf(n, n_docs, count_a[i], count_b[j], cutoff=config.alpha)
-        small = p <= config.alpha
-        for key, value in (("i", i[small]), ("j", j[small]), ("support", n[small]), ("p", p[small])):
+        n_tested += int(keep.sum())
+        for key, value in _test_pairs(i[keep], j[keep], n[keep], null, config.alpha).items():
             kept[key].append(value)
     pairs = {k: np.concatenate(v) if v else np.zeros(0) for k, v in kept.items()}
-    pairs["count_a"], pairs["count_b"] = count_a, count_b
+    pairs["count_a"], pairs["count_b"] = null.count_a.sum(axis=0), null.count_b.sum(axis=0)
     return pairs, n_tested
 
 
+def _test_pairs(i: np.ndarray, j: np.ndarray, n: np.ndarray, null: _Null, alpha: float) -> dict[str, np.ndarray]:
+    """The length-blind hypergeometric p and the length-stratified p of pairs sharing n documents;
+    only the pairs with either p <= alpha are returned."""
+    n_docs = int(null.sizes.sum())
+    ca, cb = null.count_a.sum(axis=0)[i], null.count_b.sum(axis=0)[j]
+    p_plain = np.ones(len(n))
+    above = n * n_docs > ca * cb  # only positive association can reach a small one-sided p
+    p_plain[above] = stats.hypergeom_sf(n[above], n_docs, ca[above], cb[above], cutoff=alpha)
+    if len(null.sizes) == 1:
+        expected, p = ca * cb / max(n_docs, 1), p_plain
+    else:
+        expected, p = _cmh(i, j, n, null)
+    small = (p <= alpha) | (p_plain <= alpha)
+    return {"i": i[small], "j": j[small], "support": n[small], "expected": expected[small], "p": p[small],
+            "p_plain": p_plain[small]}
+
+
+def _cmh(i: np.ndarray, j: np.ndarray, n: np.ndarray, null: _Null,
+         chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Length-adjusted expected shared count and one-sided CMH p of each pair; pairs in chunks so the
+    [bands, pairs] gathers stay small. Pairs at or below their expectation keep p = 1 unexamined."""
+    expected, p = np.empty(len(n)), np.ones(len(n))
+    for start in range(0, len(n), chunk):
+        part = slice(start, start + chunk)
+        a, c = null.count_a[:, i[part]], null.count_b[:, j[part]]
+        sizes = null.sizes[:, None].astype(float)
+        expected[part] = (a * (c / sizes)).sum(axis=0)
+        # the variance only where the count exceeds its expectation: a one-sided p is 1 elsewhere anyway
+        up = np.flatnonzero(n[part] - 0.5 > expected[part])
+        mean, variance, third = stats.cmh_moments(a[:, up], c[:, up], null.sizes)
+        p[start + up] = stats.cmh_upper(n[part][up], mean, variance, third)
+    return expected, p
+
+
 def _finish(pairs: dict[str, np.ndarray], n_tested: int, band_a: np.ndarray, band_b: np.ndarray, n_docs: int,
-            config: CorrelationConfig, labels: Any) -> dict[str, np.ndarray]:
-    """NPMI and q for the kept pairs; only the significant ones go on."""
-    q = stats.benjamini_hochberg(pairs["p"], m=max(n_tested, len(pairs["p"])))
+            config: CorrelationConfig, labels: Any) -> tuple[dict[str, np.ndarray], int]:
+    """NPMI and q for the kept pairs; only the significant ones go on. Also returns how many pairs
+    only the length-blind test calls significant."""
+    m = max(n_tested, len(pairs["p"]))
+    q = stats.benjamini_hochberg(pairs["p"], m=m)
     significant = q <= config.alpha
+    n_length_explained = int(((stats.benjamini_hochberg(pairs["p_plain"], m=m) <= config.alpha) & ~significant).sum())
     i, j = pairs["i"][significant].astype(np.int64), pairs["j"][significant].astype(np.int64)
     support = pairs["support"][significant].astype(np.int64)
     ca, cb = pairs["count_a"][i], pairs["count_b"][j]
     return {"i": i, "j": j, "support": support, "count_a": ca, "count_b": cb, "p": pairs["p"][significant],
-            "q": q[significant], "npmi": npmi(support, ca, cb, n_docs),
-            "latent_a": band_a[i].astype(np.int32), "latent_b": band_b[j].astype(np.int32)}
+            "q": q[significant], "npmi": npmi(support, ca, cb, n_docs), "expected": pairs["expected"][significant],
+            "latent_a": band_a[i].astype(np.int32), "latent_b": band_b[j].astype(np.int32)}, n_length_explained
 
 
 def npmi(both: np.ndarray, count_a: np.ndarray, count_b: np.ndarray, n_docs: int) -> np.ndarray:
@@ -187,7 +273,8 @@ def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray 
         "latent_b": result["latent_b"], "label_b": pl.Series(lb, dtype=pl.Utf8),
         "npmi": result["npmi"], "support": result["support"],
         "freq_a": result["count_a"] / n_docs, "freq_b": result["count_b"] / n_docs,
-        "expected": result["count_a"] * result["count_b"] / n_docs, "p": result["p"], "q": result["q"],
+        "expected": result["expected"], "lift": result["support"] / np.maximum(result["expected"], 1e-12),
+        "p": result["p"], "q": result["q"],
         "near_token_share": near, "decoder_cosine": cosine, "reason": pl.Series(reason.tolist(), dtype=pl.Utf8),
     }).with_columns(pl.col("near_token_share", "decoder_cosine").fill_nan(None)).sort("npmi", descending=True)
     dropped = table.filter(pl.col("reason").is_not_null())
