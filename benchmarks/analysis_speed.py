@@ -82,6 +82,7 @@ def bench_correlations(n_docs: int, d_sae: int, active: float, tmp: Path) -> dic
         shared = rng.choice(columns[leader], int(0.6 * len(columns[leader])), replace=False)
         columns[follower] = np.union1d(columns[follower], shared)
     vectors = vectors_from_columns(n_docs, columns, rng)
+    vectors.n_tokens = rng.integers(8, 512, n_docs).astype(np.int32)  # mixed lengths: the test runs per length band
     nnz = len(vectors.indices)
     write_store(tmp / "c.parquet", vectors, meta=fake_meta(d_sae))
     del columns, vectors
@@ -95,6 +96,7 @@ def bench_correlations(n_docs: int, d_sae: int, active: float, tmp: Path) -> dic
     return {"docs": n_docs, "d_sae": d_sae, "nnz": nnz, "active_per_doc": nnz / n_docs,
             "latents_in_band": result.n_band, "pairs_tested": result.n_tested,
             "significant": result.n_significant, "kept": len(result.table), "dropped": result.dropped,
+            "length_bands": result.length_bands, "length_explained": result.n_length_explained,
             "load_s": round(loaded - started, 2), "correlations_s": round(done - loaded, 2),
             "total_s": round(done - started, 2), "target_s": 60,
             "rss_growth_mb": round(peak_rss_mb() - base, 1),
