@@ -255,9 +255,8 @@ def test_holdout_replicates_with_the_same_length_adjusted_test(tmp_path):
 def test_conditional_logistic_is_mcnemar_when_every_pair_has_the_same_length():
     from scipy import stats as sps
 
-    latent = np.repeat([0, 1], [30, 12])
-    y = np.concatenate([np.ones(22), np.zeros(8), np.ones(12)])  # latent 1: every discordant pair is A's
-    b0, se, p = stats.conditional_logistic(latent, np.zeros(len(y)), y, 2)
+    ones, total = np.array([[22.0], [12.0]]), np.array([[30.0], [12.0]])  # latent 1: every discordant pair is A's
+    b0, se, p = stats.conditional_logistic(ones, total, np.zeros(1))
     assert p[0] == pytest.approx(sps.chi2.sf((abs(22 - 8) - 1) ** 2 / 30, 1))
     assert np.isfinite(b0).all() and np.isfinite(se).all() and b0[0] == pytest.approx(np.log(22.5 / 8.5), rel=1e-3)
 

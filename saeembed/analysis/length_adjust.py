@@ -20,6 +20,9 @@ from saeembed.analysis import stats
 SIMILAR_RATIO = 1.05
 # Entries per chunk when counting latents per length band: bounded memory on million-row stores.
 CHUNK = 1 << 22
+# Pairs are grouped by their log length ratio into at most this many cells for the conditional
+# logistic fit: [latents, cells] arrays instead of a pass over every discordant pair per step.
+MAX_RATIO_CELLS = 256
 
 
 @dataclass
@@ -96,9 +99,10 @@ def band_codes(tokens: Sequence[np.ndarray], bands: int) -> list[np.ndarray]:
     return [np.searchsorted(edges, t, side="right") for t in tokens]
 
 
-def band_presence(matrix: Any, codes: np.ndarray, n_bands: int) -> np.ndarray:
-    """[bands, latents] documents of each band in which each latent fires: one bincount over the
-    non-zeros (band * latents + latent), in chunks of rows so memory stays bounded."""
+def band_presence(matrix: Any, codes: np.ndarray, n_bands: int, negative: bool = False) -> np.ndarray:
+    """[bands, latents] documents of each band in which each latent fires (`negative`: has a negative
+    value): one bincount over the non-zeros (band * latents + latent), in chunks of rows so memory
+    stays bounded."""
     d = matrix.shape[1]
     out = np.zeros(n_bands * d, np.int64)
     indptr, counts = matrix.indptr, np.diff(matrix.indptr)
@@ -108,8 +112,8 @@ def band_presence(matrix: Any, codes: np.ndarray, n_bands: int) -> np.ndarray:
         stop = max(stop, row + 1)
         span = slice(indptr[row], indptr[stop])
         code = np.repeat(codes[row:stop].astype(np.int64) * d, counts[row:stop]) + matrix.indices[span]
-        positive = matrix.data[span] > 0
-        out += np.bincount(code if positive.all() else code[positive], minlength=n_bands * d)
+        keep = matrix.data[span] < 0 if negative else matrix.data[span] > 0
+        out += np.bincount(code if keep.all() else code[keep], minlength=n_bands * d)
         row = stop
     return out.reshape(n_bands, d)
 
@@ -131,7 +135,7 @@ def banded_frequency(a: Any, tokens_a: np.ndarray, b: Any, tokens_b: np.ndarray,
 def paired_frequency(a: Any, b: Any, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
     """Pairs (row i of `a` with row i of `b`): is A's document more likely to have the latent than
     its partner of the same length? Conditional logistic regression on the discordant pairs with the
-    log length ratio as covariate (`stats.conditional_logistic`).
+    log length ratio as covariate (`stats.conditional_logistic`), the pairs grouped by their ratio.
 
     Returns (ci_low, ci_high, p, diff). diff is on the frequency scale: the share of pairs that are
     discordant times (P(A has it | discordant, equal length) - P(B has it | ...)) = d/n * (2 *
@@ -140,16 +144,30 @@ def paired_frequency(a: Any, b: Any, log_ratio: np.ndarray) -> tuple[np.ndarray,
     n = a.shape[0]
     delta = (_binary(a) - _binary(b)).tocsr()
     delta.eliminate_zeros()  # left: +1 where only A's document fires, -1 where only B's does
-    pair = np.repeat(np.arange(n), np.diff(delta.indptr))
-    discordant = np.bincount(delta.indices, minlength=a.shape[1])
-    b0, se, p = stats.conditional_logistic(delta.indices, log_ratio[pair], (delta.data > 0).astype(float),
-                                           a.shape[1])
-    rate = discordant / max(n, 1)
+    cells, x = ratio_cells(log_ratio)
+    a_only = band_presence(delta, cells, len(x)).T
+    b_only = band_presence(delta, cells, len(x), negative=True).T
+    b0, se, p = stats.conditional_logistic(a_only, a_only + b_only, x)
+    rate = (a_only + b_only).sum(axis=1) / max(n, 1)
 
     def scale(logit: np.ndarray) -> np.ndarray:
         return rate * (2 / (1 + np.exp(-logit)) - 1)
 
     return scale(b0 - stats.Z95 * se), scale(b0 + stats.Z95 * se), p, scale(b0)
+
+
+def ratio_cells(x: np.ndarray, max_cells: int = MAX_RATIO_CELLS) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's cell and the cells' covariate: the distinct values of x when there are few (token
+    counts are integers), else `max_cells` quantile bins at the mean x of their pairs (a bin is a
+    few hundredths of a log ratio wide: the fit barely notices)."""
+    values, codes = np.unique(x, return_inverse=True)
+    if len(values) <= max_cells:
+        return codes.ravel(), values
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, max_cells + 1)[1:-1]))
+    codes = np.searchsorted(edges, x, side="right")
+    count = np.bincount(codes, minlength=len(edges) + 1)
+    centre = np.bincount(codes, weights=x, minlength=len(edges) + 1) / np.maximum(count, 1)
+    return codes, centre
 
 
 def mean_adjusted(a: Any, x_a: np.ndarray, b: Any, x_b: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -127,52 +127,50 @@ def mantel_haenszel(ka: np.ndarray, na: np.ndarray, kb: np.ndarray,
     return low, high, p, np.where(compared, diff, 0.0)
 
 
-def conditional_logistic(latent: np.ndarray, x: np.ndarray, y: np.ndarray, n_latents: int, *,
-                         iterations: int = 6, prior_sd: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per latent, logistic regression y ~ b0 + b1 * x over the entries of that latent; test b0 = 0.
+def conditional_logistic(ones: np.ndarray, total: np.ndarray, x: np.ndarray, *, iterations: int = 6,
+                         prior_sd: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per latent, logistic regression y ~ b0 + b1 * x on grouped binary data; test b0 = 0.
 
     For matched pairs where latent j fires with logit alpha_item + b0 * [corpus A] + b1 * log n_tokens,
     the discordant pairs (j fires in exactly one document) have P(A's document fires) = sigmoid(b0 +
     b1 * log(nA / nB)): the item effect cancels (conditional logistic regression), and b0 is the
-    difference between the corpora at equal length. `latent`, `x`, `y` hold one entry per discordant
-    (pair, latent); every sum is a bincount over them, a few Newton (IRLS) steps for all latents at once.
+    difference between the corpora at equal length. The discordant pairs come grouped by their
+    covariate: `total[j, c]` pairs of latent j in cell c (covariate x[c]), `ones[j, c]` of them A's.
+    A few Newton (IRLS) steps for all latents at once on these [latents, cells] arrays.
 
     Returns (b0, se_b0, p). p: the score test of b0 = 0 under the model without intercept, with a 0.5
-    continuity correction; where x is 0 for every pair it is McNemar's chi-square test. b0 and its
+    continuity correction; where x is 0 everywhere it is McNemar's chi-square test. b0 and its
     standard error come from the full model with half an observation of each outcome added at x = 0,
     so they stay finite when every discordant pair goes one way. b1 has a N(0, prior_sd^2) prior (a
     ridge): it keeps b1 finite when the length ratio separates the outcomes.
     """
     from scipy import special, stats
 
+    ones, total = np.asarray(ones, float), np.asarray(total, float)
+    x = np.asarray(x, float)[None, :]
     ridge = 1.0 / prior_sd**2
-
-    def sums(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(latent, weights, minlength=n_latents)
-
-    b1 = np.zeros(n_latents)
+    b1 = np.zeros(len(total))
     for _ in range(iterations):  # the null model: logit = b1 * x
-        p = special.expit(b1[latent] * x)
-        step = (sums((y - p) * x) - ridge * b1) / (sums(p * (1 - p) * x * x) + ridge)
+        p = special.expit(b1[:, None] * x)
+        step = (((ones - total * p) * x).sum(axis=1) - ridge * b1) / ((total * p * (1 - p) * x * x).sum(axis=1) + ridge)
         b1 += np.clip(step, -4, 4)
-    p = special.expit(b1[latent] * x)
-    w = p * (1 - p)
-    i00, i01, i11 = sums(w), sums(w * x), sums(w * x * x) + ridge
-    info = i00 - i01**2 / i11
-    score = np.maximum(np.abs(sums(y - p)) - 0.5, 0)
-    chi2 = np.divide(score**2, info, out=np.zeros(n_latents), where=info > 1e-12)
+    p = special.expit(b1[:, None] * x)
+    w = total * p * (1 - p)
+    info = w.sum(axis=1) - (w * x).sum(axis=1) ** 2 / ((w * x * x).sum(axis=1) + ridge)
+    score = np.maximum(np.abs((ones - total * p).sum(axis=1)) - 0.5, 0)
+    chi2 = np.divide(score**2, info, out=np.zeros(len(total)), where=info > 1e-12)
     p_value = np.where(info > 1e-12, stats.chi2.sf(chi2, 1), 1.0)
 
-    ones = sums(y.astype(float))
-    b0 = np.log((ones + 0.5) / (sums(np.ones(len(y))) - ones + 0.5))
-    b1 = np.zeros(n_latents)
-    for _ in range(iterations + 1):  # the full model; the last pass only evaluates the information
-        p = special.expit(b0[latent] + b1[latent] * x)
-        w, r = p * (1 - p), y - p
+    n_ones = ones.sum(axis=1)
+    b0 = np.log((n_ones + 0.5) / (total.sum(axis=1) - n_ones + 0.5))
+    b1 = np.zeros(len(total))
+    for _ in range(iterations + 1):  # the full model; the information of the last pass gives the se
+        p = special.expit(b0[:, None] + b1[:, None] * x)
+        w, r = total * p * (1 - p), ones - total * p
         p0 = special.expit(b0)  # the two half observations at x = 0
-        h00, h01, h11 = sums(w) + p0 * (1 - p0), sums(w * x), sums(w * x * x) + ridge
+        h00, h01, h11 = w.sum(axis=1) + p0 * (1 - p0), (w * x).sum(axis=1), (w * x * x).sum(axis=1) + ridge
         det = h00 * h11 - h01**2
-        g0, g1 = sums(r) + 0.5 - p0, sums(r * x) - ridge * b1
+        g0, g1 = r.sum(axis=1) + 0.5 - p0, (r * x).sum(axis=1) - ridge * b1
         b0 += np.clip((h11 * g0 - h01 * g1) / det, -4, 4)
         b1 += np.clip((h00 * g1 - h01 * g0) / det, -4, 4)
     return b0, np.sqrt(h11 / det), p_value

@@ -20,9 +20,10 @@ from saeembed.analysis.evidence import Entries
 # Findings compared per block of the co-occurrence products: memory ~ BLOCK x findings.
 BLOCK = 512
 # Dense co-occurrence products up to this many findings, when they fill this share of the
-# documents x findings matrix; DENSE_CELLS bounds the documents x findings chunk converted at a time.
+# documents x findings matrix (sparse products cost ~ share^2 as many, but each ~100x a BLAS step);
+# DENSE_CELLS bounds the documents x findings chunk converted at a time.
 DENSE_FINDINGS = 4096
-DENSE_SHARE = 0.01
+DENSE_SHARE = 0.1
 DENSE_CELLS = 1 << 24
 # Fewest shared documents before "peaks on the same token in most of them" means anything.
 MIN_SHARED = 5
