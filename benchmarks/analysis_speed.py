@@ -52,6 +52,8 @@ def bench_diff(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
     for name, r in (("a", rates), ("b", shifted)):
         columns = random_columns(n_docs // 2, r, rng)
         vectors = vectors_from_columns(n_docs // 2, columns, rng)
+        # mixed lengths, alike in A and B: the default length adjustment runs on many bands
+        vectors.n_tokens = np.maximum(rng.lognormal(4, 0.6, n_docs // 2), 1).astype(np.int32)
         nnz += len(vectors.indices)
         write_store(tmp / f"{name}.parquet", vectors, meta=fake_meta(d_sae))
         del columns, vectors
@@ -65,7 +67,8 @@ def bench_diff(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
     return {"docs": n_docs, "d_sae": d_sae, "nnz": nnz, "active_per_doc": nnz / n_docs,
             "load_s": round(loaded - started, 2), "diff_s": round(done - loaded, 2),
             "total_s": round(done - started, 2), "target_s": 10,
-            "findings": len(found), "planted": len(planted), "planted_found": len(found & set(planted.tolist())),
+            "findings": len(found), "themes": len(result.themes), "length": result.length.sentence,
+            "planted": len(planted), "planted_found": len(found & set(planted.tolist())),
             "false_findings": len(found - set(planted.tolist())),
             "rss_growth_mb": round(peak_rss_mb() - base, 1),
             "rss_bytes_per_nnz": round((peak_rss_mb() - base) * 2**20 / nnz, 1)}
