@@ -93,10 +93,14 @@ def _times(ratio: float) -> str:
 
 
 def band_codes(tokens: Sequence[np.ndarray], bands: int) -> list[np.ndarray]:
-    """Each document's length band: quantiles of n_tokens over every corpus (ties share a band)."""
-    pooled = np.concatenate([np.asarray(t, float) for t in tokens])
-    edges = np.unique(np.quantile(pooled, np.linspace(0, 1, bands + 1)[1:-1])) if len(pooled) else np.zeros(0)
-    return [np.searchsorted(edges, t, side="right") for t in tokens]
+    """Each document's length band: quantiles of n_tokens over every corpus together (ties share a
+    band). Thin bands are kept (Mantel-Haenszel handles them; merging would compare longer with
+    shorter documents again)."""
+    from saeembed.analysis.lengths import length_bands
+
+    pooled = np.concatenate([np.asarray(t) for t in tokens])
+    codes = length_bands(pooled, bands, min_docs=1)
+    return np.split(codes, np.cumsum([len(t) for t in tokens])[:-1])
 
 
 def band_presence(matrix: Any, codes: np.ndarray, n_bands: int, negative: bool = False) -> np.ndarray:
