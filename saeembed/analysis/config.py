@@ -37,7 +37,7 @@ class DiffConfig:
     length_bands: int = 20
     """Unpaired frequencies, with length adjust: bands (quantiles of n_tokens over both corpora)."""
     theme_jaccard: float = 0.5
-    """Findings whose latents fire on documents this similar (Jaccard) share a theme ..."""
+    """Findings whose latents fire on documents this similar (Jaccard, corrected for chance) share a theme ..."""
     theme_same_peak: float = 0.5
     """... or that peak on the same token in at least this share of the documents they share ..."""
     theme_cosine: float = 0.7

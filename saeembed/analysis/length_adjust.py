@@ -69,12 +69,15 @@ def length_gap(names: Sequence[str], tokens: Sequence[np.ndarray], *, paired: bo
     other = " / ".join(names[1:])
     p = 1.0 if np.isnan(p) else p
     gap = LengthGap(mean_a, mean_b, ratio, p, test, "")
-    tail = f"({mean_a:.0f} vs {mean_b:.0f} tokens on average; {test} p {_p_text(p)})"
+    def tail(first: float, second: float) -> str:
+        return f"({first:.0f} vs {second:.0f} tokens on average; {test} p {_p_text(p)})"
+
     if not gap.differs:
-        gap.sentence = f"{names[0]} and {other} are of similar length {tail}"
+        gap.sentence = f"{names[0]} and {other} are of similar length {tail(mean_a, mean_b)}"
+    elif ratio > 1:
+        gap.sentence = f"documents in {names[0]} are {_times(ratio)} longer than in {other} {tail(mean_a, mean_b)}"
     else:
-        (longer, shorter), r = ((names[0], other), ratio) if ratio > 1 else ((other, names[0]), 1 / ratio)
-        gap.sentence = f"documents in {longer} are {_times(r)} longer than in {shorter} {tail}"
+        gap.sentence = f"documents in {other} are {_times(1 / ratio)} longer than in {names[0]} {tail(mean_b, mean_a)}"
     if bands and not paired:
         codes = band_codes([a, *rest], bands)
         top = max(int(c.max(initial=0)) for c in codes) + 1

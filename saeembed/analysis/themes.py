@@ -3,9 +3,10 @@
 An SAE splits one concept over several latents (feature splitting, near-duplicate directions), and a
 difference in one concept moves all of them. Two findings in the same direction are linked when
 their latents fire on nearly the same documents (Jaccard of their document sets among the compared
-documents), peak on the same token in most documents they share, or have nearly the same decoder
-direction. Themes are grown greedily: the strongest finding not yet placed leads a theme of every
-unplaced finding linked to it, so each member is directly like its lead (no chains of look-alikes).
+documents, corrected for chance), peak on the same token in most documents they share, or have
+nearly the same decoder direction. Themes are grown greedily: the strongest finding not yet placed
+leads a theme of every unplaced finding linked to it, so each member is directly like its lead (no
+chains of look-alikes).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ BLOCK = 512
 DENSE_FINDINGS = 4096
 DENSE_SHARE = 0.1
 DENSE_CELLS = 1 << 24
-# Fewest shared documents before "peaks on the same token in most of them" means anything.
+# Fewest shared documents before "peaks on the same token in most of them" means anything, and the
+# least share of the rarer latent's documents they must share (else they mostly fire apart).
 MIN_SHARED = 5
+MIN_SHARED_SHARE = 0.2
 
 
 def assign_themes(entries: Sequence[Entries], sizes: Sequence[int], signs: np.ndarray, config: DiffConfig,
@@ -66,11 +69,14 @@ def _links(entries: Sequence[Entries], sizes: Sequence[int], signs: np.ndarray, 
     n = len(signs)
     fires, peaks = _presence(entries, sizes, n)
     size = np.asarray(fires.sum(axis=0)).ravel()
+    n_docs = max(int(sum(sizes)), 1)
     rows, cols = [], []
     for (begin, shared), (_, same) in zip(_gram_blocks(fires), _gram_blocks(peaks)):
         i = np.arange(begin, begin + len(shared))[:, None]
-        jaccard = shared / np.maximum(size[i] + size[None, :] - shared, 1)
-        keep = (jaccard >= config.theme_jaccard) | ((shared >= MIN_SHARED) & (same >= config.theme_same_peak * shared))
+        a, b = size[i], size[None, :]
+        keep = _beyond_chance_jaccard(shared, a, b, n_docs) >= config.theme_jaccard
+        together = (shared >= MIN_SHARED) & (shared >= MIN_SHARED_SHARE * np.minimum(a, b))
+        keep |= together & (same >= config.theme_same_peak * shared)
         keep &= (i < np.arange(n)[None, :]) & (signs[i] == signs[None, :])
         r, c = np.nonzero(keep)
         rows.append(r + begin)
@@ -78,6 +84,16 @@ def _links(entries: Sequence[Entries], sizes: Sequence[int], signs: np.ndarray, 
     i, j = np.concatenate(rows), np.concatenate(cols)
     half = sp.coo_matrix((np.ones(len(i), np.float32), (i, j)), shape=(n, n))
     return (half + half.T).tocsr()
+
+
+def _beyond_chance_jaccard(shared: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Jaccard of two document sets corrected for chance, as Cohen's kappa corrects agreement:
+    (J - J0) / (1 - J0), J0 the Jaccard of independent sets of these sizes. Two latents that each
+    fire on 70% of the documents overlap on half of them by chance alone (J ~ 0.54): not a theme."""
+    jaccard = shared / np.maximum(a + b - shared, 1)
+    expected = a * b / n
+    chance = expected / np.maximum(a + b - expected, 1e-12)
+    return (jaccard - chance) / np.maximum(1 - chance, 1e-12)
 
 
 def _gram_blocks(matrix: Any) -> Any:
