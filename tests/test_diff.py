@@ -284,6 +284,19 @@ def test_themes_group_latents_that_fire_together(tmp_path):
     assert result.table.filter(~pl.col("significant"))["theme"].null_count() == D - 3
 
 
+def test_themes_group_latents_with_near_decoder_directions(a_b):
+    """Latents 3 (more in A) and 7 (more in B) fire independently; with the same decoder direction
+    they still are one concept, but a theme only holds one direction."""
+    decoder = np.eye(D, 8, dtype=np.float32)
+    decoder[7] = decoder[3]
+    assert len(diff(*a_b, labels=NO_LABELS, decoder=decoder).themes) == 2, "opposite directions stay apart"
+    a = planted_store(a_b[0].path.with_name("a2.parquet"), 600, rates(l3=0.5, l7=0.5), seed=1)
+    b = planted_store(a_b[0].path.with_name("b2.parquet"), 500, rates(l3=0.2, l7=0.2), seed=2)
+    assert len(diff(a, b, labels=NO_LABELS, decoder=None).themes) == 2
+    together = diff(a, b, labels=NO_LABELS, decoder=decoder).themes
+    assert len(together) == 1 and sorted(together["latents"][0]) == [3, 7]
+
+
 def test_each_finding_gets_its_own_document_without_the_latent_near_its_length(tmp_path):
     rng = np.random.default_rng(13)
     planted = [2, 5, 9, 14, 21, 33]
