@@ -1,0 +1,428 @@
+"""Meaning evaluation: do the SAE embeddings and the analyses find content rather than length and form?
+Prints one JSON object (`--out FILE` also writes it). Corpora are read from ../shared/data (never copied).
+
+    python benchmarks/meaning.py --out /tmp/meaning.json      # offline default; ~10-20 min cold on 2 CPUs
+    python benchmarks/meaning.py --only labels,risk           # a subset of sections
+    python benchmarks/meaning.py --preset NAME | --model M --sae S [--layer L]
+    python benchmarks/meaning.py --cache DIR --seed 0         # vectors cached in DIR (default below)
+
+Every analysis runs with the library's DEFAULT settings (DiffConfig(), ClusterConfig(k=...),
+RiskConfig()), so changes to the defaults show up here; fields a result may gain later are read with
+getattr and reported when present (`new_fields`). Samples are seeded per section, so `--only` runs
+give the same figures as a full run. The cache folder also holds the user label store: only the
+labels shipped with the SAE are used unless labels are saved there.
+
+Sections and what they want:
+(a) repackaging_null: agnews, 600 single documents vs 600 made of two other documents joined:
+    same content, different packaging. Default diff: findings <= 5.
+(b) concise_vs_verbose: alpacaeval gpt4_1106_preview concise vs verbose, paired on prompt_id, holdout
+    0.5: 5 <= findings <= 300, replication >= 0.7; top labels each way; length/theme fields if any.
+(c) matched_length_content: agnews World/Sports, Business/Sci-Tech, tweeteval sentiment pos/neg,
+    stance against/favor: top-10 findings each way on discovery halves score the held-out halves
+    (#A latents present - #B latents present): AUROC >= 0.85 each.
+(d) property_search: quality.py's queries: SAE MAP >= dense MAP, hybrid >= 1.03 x dense; Spearman of
+    the scores with n_tokens (lower is better).
+(e) clustering_axes: agnews topic (k=4) ARI >= 0.5, tweet sentiment (k=2) ARI >= 0.35, clustering
+    along concepts selected by words; kmeans and every latent for comparison.
+(f) labels: share of labels with a role word (assistant/human/user/system) <= 1%; label scores.
+(g) risk: halueval QA probe AUROC vs the report's baselines and the harness's length-only and
+    surface-form baselines (same kind of grouped 5-fold CV): the probe should beat them.
+(h) length_dependence: Spearman of active latents vs n_tokens on tweets + news + GPT-4 answers (lower
+    is better) and mean active latents per source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from quality import CORPORA, QUERIES, average_precision, build_corpus  # noqa: E402
+
+from saeembed.analysis.cluster import cluster  # noqa: E402
+from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig  # noqa: E402
+from saeembed.analysis.diff import diff  # noqa: E402
+from saeembed.analysis.risk import fit_risk  # noqa: E402
+from saeembed.analysis.search import dense_scores, reciprocal_rank_fusion, sae_scores  # noqa: E402
+from saeembed.concepts import select_concepts  # noqa: E402
+from saeembed.labels import labels_for  # noqa: E402
+from saeembed.presets import resolve_config  # noqa: E402
+from saeembed.sources import open_store  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SECTIONS = ("repackaging_null", "concise_vs_verbose", "matched_length_content", "property_search",
+            "clustering_axes", "labels", "risk", "length_dependence")
+DIFF_FIELDS = {"table", "names", "sizes", "config", "n_tested", "n_unpaired", "replication_rate",
+               "discovery_sizes", "mean_tokens"}  # DiffResult's fields when this harness was written
+ROLE_WORD = re.compile(r"\b(assistant|human|user|system)\b", re.IGNORECASE)
+
+
+def code_state() -> dict:
+    """The commit and whether saeembed/ has uncommitted edits, read when the library is imported (others edit
+    the working tree while a run goes on; the running process keeps what it imported)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--short", "--", "saeembed"], capture_output=True, text=True).stdout
+    return {"commit": head, "saeembed_uncommitted": sorted(line[3:] for line in dirty.splitlines())}
+
+
+class Run:
+    """The embedding config, a temporary folder for sampled corpora, the seed, and the first store's meta."""
+
+    def __init__(self, config, tmp: Path, seed: int):
+        self.config, self.tmp, self.seed, self.meta = config, tmp, seed, None
+        self.code = code_state()
+
+    def rng(self, section: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, zlib.crc32(section.encode())])
+
+    def store(self, name: str, rows: list[dict], config=None):
+        """Embed `rows` (all fields kept) through the cache; deterministic content, so re-runs are free."""
+        path = self.tmp / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        store = open_store(path, config or self.config)
+        self.meta = self.meta or store.meta
+        return store
+
+
+def read_jsonl(rel: str, **where) -> list[dict]:
+    """Rows of a shared data file with non-empty text and the given field values."""
+    with open(DATA / rel, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    return [r for r in rows if str(r.get("text") or "").strip() and all(r.get(k) == v for k, v in where.items())]
+
+
+def sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    """Up to n rows, seeded, in file order."""
+    return rows if len(rows) <= n else [rows[i] for i in np.sort(rng.choice(len(rows), n, replace=False))]
+
+
+def summarise(value, limit: int = 20):
+    """A JSON-friendly, size-limited view of an unknown result field."""
+    if hasattr(value, "_asdict"):  # NamedTuple
+        return {k: summarise(v) for k, v in value._asdict().items()}
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4)
+    if isinstance(value, pl.DataFrame):
+        return {"columns": value.columns, "rows": value.height, "head": value.head(5).to_dicts()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.size <= limit else {"shape": list(value.shape)}
+    if isinstance(value, dict) and len(value) > limit:
+        return {"type": "dict", "len": len(value)}
+    if isinstance(value, (list, tuple)):
+        if len(value) > limit:
+            return {"type": type(value).__name__, "len": len(value), "head": [summarise(v) for v in value[:5]]}
+        return [summarise(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: summarise(v) for k, v in vars(value).items()}
+    return value
+
+
+def new_fields(obj, known: set[str], candidates: tuple[str, ...] = ()) -> dict:
+    """Fields of `obj` beyond `known`, plus named attributes (properties) that exist and are not None."""
+    found = {k: v for k, v in vars(obj).items() if k not in known and v is not None}
+    found.update({k: getattr(obj, k, None) for k in candidates if getattr(obj, k, None) is not None})
+    return {k: summarise(v) for k, v in found.items()}
+
+
+def top_labels(result, n: int = 10) -> dict[str, list[str]]:
+    """The first n findings each way, in the table's order."""
+    f, (a, b) = result.findings, result.names[:2]
+    fmt = lambda r: f"{r['latent']}: {r['label']} ({r['diff']:+.3f})"  # noqa: E731
+    return {f"more_in_{a}": [fmt(r) for r in f.filter(pl.col("diff") > 0).head(n).iter_rows(named=True)],
+            f"more_in_{b}": [fmt(r) for r in f.filter(pl.col("diff") < 0).head(n).iter_rows(named=True)]}
+
+
+def diff_summary(result) -> dict:
+    findings = result.findings
+    return {"sizes": list(result.sizes), "latents_tested": result.n_tested, "findings": findings.height,
+            "more_in_a": int((findings["diff"] > 0).sum()), "more_in_b": int((findings["diff"] < 0).sum()),
+            "replication_rate": result.replication_rate, "mean_tokens": [round(t, 1) for t in result.mean_tokens],
+            "tests": sorted(set(result.table["test"].to_list())) if "test" in result.table.columns else None,
+            "new_fields": new_fields(result, DIFF_FIELDS, ("notes", "warnings", "length_note", "themes"))}
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return round(float(roc_auc_score(y, score)), 3) if 0 < y.sum() < len(y) else None
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(x, y).statistic
+    return None if np.isnan(rho) else round(float(rho), 3)
+
+
+# -- sections ---------------------------------------------------------------------------------------
+
+def repackaging_null(run: Run) -> dict:
+    rows = sample(read_jsonl("agnews/test.jsonl"), 1800, run.rng("repackaging_null"))
+    single, rest = rows[:600], rows[600:]
+    joined = [{**x, "id": f"{x['id']}+{y['id']}", "text": f"{x['text']} {y['text']}",
+               "topic": f"{x['topic']}+{y['topic']}"} for x, y in zip(rest[0::2], rest[1::2])]
+    result = diff(run.store("agnews_single", single), run.store("agnews_joined", joined), DiffConfig(),
+                  names=["single", "joined"])
+    return {**diff_summary(result), "top_labels": top_labels(result), "want": "findings <= 5",
+            "ok": result.findings.height <= 5}
+
+
+def concise_vs_verbose(run: Run) -> dict:
+    sides = {k: read_jsonl(f"alpacaeval/gpt4_1106_preview_{k}.jsonl") for k in ("concise", "verbose")}
+    stores = [run.store(k, rows) for k, rows in sides.items()]
+    result = diff(*stores, DiffConfig(pair_on="prompt_id", holdout=0.5), names=list(sides))
+    out = diff_summary(result)
+    n, rate = out["findings"], result.replication_rate
+    return {**out, "token_ratio_verbose_over_concise": round(result.mean_tokens[1] / result.mean_tokens[0], 2),
+            "table_columns": result.table.columns, "top_labels": top_labels(result),
+            "want": "5 <= findings <= 300, replication >= 0.7", "ok": 5 <= n <= 300 and (rate or 0) >= 0.7}
+
+
+COMPARISONS = [  # name, file, field, value A, value B
+    ("agnews_world_vs_sports", "agnews/test.jsonl", "topic", "World", "Sports"),
+    ("agnews_business_vs_scitech", "agnews/test.jsonl", "topic", "Business", "Sci/Tech"),
+    ("tweets_positive_vs_negative", "tweeteval/sentiment.jsonl", "label", "positive", "negative"),
+    ("stance_against_vs_favor", "tweeteval/stance.jsonl", "label", "against", "favor"),
+]
+
+
+def matched_length_content(run: Run) -> dict:
+    out = {}
+    for name, file, field, value_a, value_b in COMPARISONS:
+        rng = run.rng(f"matched_length_content/{name}")
+        stores = [run.store(f"{name}_{v}".replace("/", "-"), sample(read_jsonl(file, **{field: v}), 800, rng))
+                  for v in (value_a, value_b)]
+        halves = [np.array_split(rng.permutation(s.n_docs), 2) for s in stores]
+        result = diff(*(s.take(np.sort(h[0])) for s, h in zip(stores, halves)), DiffConfig(), names=[value_a, value_b])
+        findings = result.findings
+        top_a = findings.filter(pl.col("diff") > 0).head(10)["latent"].to_numpy()
+        top_b = findings.filter(pl.col("diff") < 0).head(10)["latent"].to_numpy()
+        held = [s.take(np.sort(h[1])) for s, h in zip(stores, halves)]
+
+        def present(store, latents):
+            return np.asarray((store.matrix[:, latents] > 0).sum(axis=1)).ravel() if len(latents) else 0
+
+        score = np.concatenate([present(h, top_a) - present(h, top_b) + np.zeros(h.n_docs) for h in held])
+        y = np.r_[np.ones(held[0].n_docs), np.zeros(held[1].n_docs)]
+        tokens = np.concatenate([h.frame["n_tokens"].to_numpy() for h in held])
+        out[name] = {"docs": [s.n_docs for s in stores], "findings": findings.height,
+                     "top_used": [len(top_a), len(top_b)], "auroc": auroc(y, score),
+                     "length_only_auroc": auroc(y, tokens),
+                     "mean_tokens": [round(float(s.frame["n_tokens"].mean()), 1) for s in stores],
+                     "top_labels": top_labels(result, 5)}
+    aurocs = [v["auroc"] if v["auroc"] is not None else 0.5 for v in out.values()]
+    return {"mean_auroc": round(float(np.mean(aurocs)), 3), "comparisons": out, "want": "each auroc >= 0.85",
+            "ok": min(aurocs) >= 0.85}
+
+
+def property_search(run: Run) -> dict:
+    stores = {name: open_store(build_corpus(name, run.tmp), run.config) for name in CORPORA}
+    run.meta = run.meta or next(iter(stores.values())).meta
+    per_query = []
+    for corpus, query, is_relevant in QUERIES:
+        store = stores[corpus]
+        relevant = np.array([bool(is_relevant(r)) for r in store.frame.to_dicts()])
+        tokens = store.frame["n_tokens"].to_numpy()
+        sae, _ = sae_scores(store, select_concepts(query, store))
+        dense = dense_scores(store, query)
+        hybrid = reciprocal_rank_fusion([sae, dense], np.arange(store.n_docs))
+        per_query.append({"corpus": corpus, "query": query, "docs": store.n_docs, "relevant": int(relevant.sum()),
+                          **{f"{m}_ap": round(average_precision(s, relevant), 3)
+                             for m, s in (("sae", sae), ("dense", dense), ("hybrid", hybrid))},
+                          "sae_rho_tokens": spearman(sae, tokens), "dense_rho_tokens": spearman(dense, tokens)})
+    mean = {k: round(float(np.nanmean([q[k] if q[k] is not None else np.nan for q in per_query])), 3)
+            for k in ("sae_ap", "dense_ap", "hybrid_ap", "sae_rho_tokens", "dense_rho_tokens")}
+    summary = {"sae_map": mean["sae_ap"], "dense_map": mean["dense_ap"], "hybrid_map": mean["hybrid_ap"],
+               "mean_sae_rho_tokens": mean["sae_rho_tokens"], "mean_dense_rho_tokens": mean["dense_rho_tokens"]}
+    ok = summary["sae_map"] >= summary["dense_map"] and summary["hybrid_map"] >= 1.03 * summary["dense_map"]
+    return {"queries": len(per_query), **summary, "want": "sae >= dense, hybrid >= 1.03 x dense", "ok": ok,
+            "per_query": per_query}
+
+
+def clustering_axes(run: Run) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = run.rng("clustering_axes")
+    tweets = [r for v in ("positive", "negative") for r in sample(read_jsonl("tweeteval/sentiment.jsonl", label=v),
+                                                                   500, rng)]
+    axes = {"strong_agnews_topic": (run.store("cluster_agnews", sample(read_jsonl("agnews/test.jsonl"), 1000, rng)),
+                                    "topic", 4, "world politics, sports, business economy, science technology", 0.5),
+            "weak_tweet_sentiment": (run.store("cluster_sentiment", tweets), "label", 2,
+                                     "happy, love, great, sad, angry, hate", 0.35)}
+    out = {}
+    for name, (store, field, k, words, want) in axes.items():
+        truth = store.frame[field].to_numpy()
+        concepts = select_concepts(words, store)
+        row = {"docs": store.n_docs, "k": k, "words": words, "latents_selected": len(concepts)}
+        for tag, chosen in (("concepts", concepts), ("all_latents", None)):
+            for method in ("spectral", "kmeans"):
+                result = cluster(store, chosen, ClusterConfig(k=k, method=method))
+                assigned = result.assignments["cluster"].to_numpy()
+                row[f"{tag}_{method}_ari"] = round(float(adjusted_rand_score(truth, assigned)), 3)
+                if tag == "concepts" and method == "spectral":
+                    row["share_without_concept"] = round(float((assigned == -1).mean()), 3)
+                    row["notes"] = result.notes
+        row.update(want=f"concepts_spectral_ari >= {want}", ok=row["concepts_spectral_ari"] >= want)
+        out[name] = row
+    return out
+
+
+def labels_section(run: Run) -> dict:
+    store = run.store("labels_probe", read_jsonl("agnews/test.jsonl")[:20])
+    labels = labels_for(store)
+    texts = labels.label
+    role = sorted(i for i, t in texts.items() if t and ROLE_WORD.search(t))
+    scores = np.array([s for s in labels.score.values() if s is not None], dtype=float)
+    picks = run.rng("labels").choice(sorted(texts), min(10, len(texts)), replace=False) if texts else []
+    share = len(role) / max(len(texts), 1)
+    return {"d_sae": labels.d_sae, "labels": len(texts),
+            "sources": {s: list(labels.source.values()).count(s) for s in set(labels.source.values())},
+            "role_word_labels": len(role), "role_word_share": round(share, 4),
+            "role_word_examples": [f"{i}: {texts[i]}" for i in role[:8]],
+            "scored": len(scores), "score_mean": round(float(scores.mean()), 3) if len(scores) else None,
+            "score_median": round(float(np.median(scores)), 3) if len(scores) else None,
+            "examples": [f"{i}: {texts[i]} (score {_round(labels.score.get(int(i)))})" for i in sorted(picks)],
+            "new_fields": new_fields(labels, {"d_sae", "label", "source", "score"}),
+            "want": "role_word_share <= 0.01", "ok": share <= 0.01}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def surface_features(texts: list[str]) -> np.ndarray:
+    def last(t: str) -> str:
+        t = t.rstrip()
+        return t[-1] if t else ""
+    return np.array([[last(t) == ".", last(t) == "?", last(t) == "!", last(t).isalnum(),
+                      max(1, len(re.findall(r"[.!?]+(?:\s|$)", t))), bool(re.search(r"\d", t)), len(t.split())]
+                     for t in texts], dtype=float)
+
+
+def grouped_cv_auroc(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> dict:
+    """Out-of-fold AUROC (95% bootstrap interval) of a standardised logistic regression, StratifiedGroupKFold(5)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    oof = np.zeros(len(y))
+    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(x, y, groups):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x[train], y[train])
+        oof[test] = model.decision_function(x[test])
+    rng = np.random.default_rng(seed)
+    boots = [auroc(y[i], oof[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(1000))]
+    low, high = np.nanpercentile([b if b is not None else np.nan for b in boots], [2.5, 97.5])
+    return {"auroc": auroc(y, oof), "auroc_low": round(float(low), 3), "auroc_high": round(float(high), 3)}
+
+
+def risk(run: Run) -> dict:
+    store = run.store("halueval_qa", read_jsonl("halueval/qa.jsonl"), dataclasses.replace(run.config, dense=True))
+    report = fit_risk(store, "hallucinated", RiskConfig(), group="question_id")
+    table = {r["features"]: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "features"}
+             for r in report.table.iter_rows(named=True)}
+    y = np.array([str(v).lower() == "true" for v in store.frame["hallucinated"].to_list()], dtype=int)
+    groups = store.frame["question_id"].to_numpy()
+    texts = store.frame["text"].to_list()
+    length = np.column_stack([np.log(store.frame["n_tokens"].to_numpy() + 1.0), np.log([len(t) + 1.0 for t in texts])])
+    return {"docs": report.n_docs, "positives": report.n_positive, "report_table": table,
+            "harness_length_only": grouped_cv_auroc(length, y, groups, run.seed),
+            "harness_surface_form": grouped_cv_auroc(surface_features(texts), y, groups, run.seed),
+            "top_concepts": [f"{r['weight']:+.3f} {r['latent']} {r['label']}"
+                             for r in report.top_concepts.head(8).iter_rows(named=True)],
+            "notes": report.notes,
+            "new_fields": new_fields(report, {"table", "top_concepts", "probe", "n_docs", "n_positive", "notes"},
+                                     ("baselines",))}
+
+
+def length_dependence(run: Run) -> dict:
+    rng = run.rng("length_dependence")
+    answers = [r for f in ("codegen", "roleplay", "toolformer") for r in read_jsonl(f"gpteacher/{f}.jsonl")]
+    parts = {"tweets": sample(read_jsonl("tweeteval/sentiment.jsonl"), 300, rng),
+             "agnews": sample(read_jsonl("agnews/test.jsonl"), 300, rng), "gpteacher": sample(answers, 200, rng)}
+    store = run.store("length_mix", [{**r, "source": s} for s, rows in parts.items() for r in rows])
+    nnz, tokens = np.diff(store.matrix.indptr), store.frame["n_tokens"].to_numpy()
+    source = store.frame["source"].to_numpy()
+    per = {s: {"docs": int((source == s).sum()), "mean_active": round(float(nnz[source == s].mean()), 1),
+               "mean_tokens": round(float(tokens[source == s].mean()), 1),
+               "rho_within": spearman(nnz[source == s], tokens[source == s])} for s in parts}
+    return {"docs": store.n_docs, "rho_active_vs_tokens": spearman(nnz, tokens), "per_source": per,
+            "want": "rho as low as possible (0 = no length dependence)"}
+
+
+RUNNERS = dict(zip(SECTIONS, (repackaging_null, concise_vs_verbose, matched_length_content, property_search,
+                              clustering_axes, labels_section, risk, length_dependence)))
+
+
+def meta_of(run: Run, seconds: dict) -> dict:
+    import saeembed
+
+    meta = run.meta or {}
+    model, sae = meta.get("model", {}), meta.get("sae", {})
+    return {"model": model.get("id"), "layer": model.get("layer"), "sae": sae.get("source"),
+            "sae_fingerprint": sae.get("fingerprint"), "sae_architecture": sae.get("architecture"),
+            "d_sae": sae.get("d_sae"), "pooling": meta.get("pooling"), "as_chat": meta.get("as_chat"),
+            "saeembed": saeembed.__version__, **run.code, "seed": run.seed,
+            "defaults": {c.__name__: summarise(c())
+                         for c in (DiffConfig, ClusterConfig, RiskConfig, CorrelationConfig)},
+            "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset")
+    parser.add_argument("--model")
+    parser.add_argument("--sae")
+    parser.add_argument("--layer", type=int)
+    parser.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    parser.add_argument("--cache", default="/tmp/saeembed-meaning-cache")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    only = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    os.environ["SAEEMBED_CACHE"] = args.cache
+    config = resolve_config(args.preset, args.model, args.sae, layer=args.layer)
+    out, seconds, failed = {}, {}, []
+    with tempfile.TemporaryDirectory(prefix="saeembed-meaning-") as tmp:
+        run = Run(config, Path(tmp), args.seed)
+        for section in (s for s in SECTIONS if s in only):
+            started = time.perf_counter()
+            print(f"[meaning] {section} ...", file=sys.stderr, flush=True)
+            try:
+                out[section] = RUNNERS[section](run)
+            except Exception as exc:  # keep the other sections' figures; the traceback says what to fix
+                failed.append(section)
+                out[section] = {"error": f"{type(exc).__name__}: {exc}",
+                                "traceback": traceback.format_exc().splitlines()[-6:]}
+            seconds[section] = round(time.perf_counter() - started, 1)
+            print(f"[meaning] {section} done in {seconds[section]} s", file=sys.stderr, flush=True)
+        out = {"meta": meta_of(run, seconds), **out}
+    text = json.dumps(out, indent=2, ensure_ascii=False, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
