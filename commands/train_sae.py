@@ -20,6 +20,8 @@ def run(
     k: Annotated[int, typer.Option(help="Active latents per token (per document with --reads document).")] = 32,
     reads: Annotated[str, typer.Option(help="tokens: an SAE of every token; document: of each document's "
                                             "normalised mean activation (k latents per document).")] = "tokens",
+    matryoshka: Annotated[Optional[str], typer.Option(
+        help="Nested prefixes, e.g. 128,512: the first m latents alone must also reconstruct.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the corpus.")] = 1,
     max_train_tokens: Annotated[Optional[int], typer.Option(help="Stop after this many tokens.")] = None,
     batch_size: Annotated[int, typer.Option(help="Tokens (documents) per optimiser step.")] = 4096,
@@ -42,7 +44,13 @@ def run(
             raise typer.BadParameter("choose float32, float16 or bfloat16", param_hint="--save-dtype")
         if reads not in ("tokens", "document"):
             raise typer.BadParameter("choose tokens or document", param_hint="--reads")
-        config = TrainConfig(model=model, layer=layer, latents=latents, k=k, reads=reads, epochs=epochs,
+        try:
+            prefixes = tuple(int(m) for m in matryoshka.split(",")) if matryoshka else ()
+        except ValueError:
+            raise typer.BadParameter("give latent counts separated by commas, e.g. 128,512",
+                                     param_hint="--matryoshka") from None
+        config = TrainConfig(model=model, layer=layer, latents=latents, k=k, reads=reads, matryoshka=prefixes,
+                             epochs=epochs,
                              max_train_tokens=max_train_tokens, batch_size=batch_size, lr=lr,
                              activations_dir=activations_dir, save_dtype=save_dtype, text_field=text_field,
                              skip_invalid=skip_invalid,

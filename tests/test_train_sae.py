@@ -179,3 +179,28 @@ def test_document_sae_codes_equal_the_sae_of_the_mean_activation(llama_dir, trai
         got = torch.from_numpy(load_store(out).matrix.toarray()[0]).float()
         assert max_tokens is None or len(chunks) > 2
         torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)
+
+
+def test_matryoshka_prefix_alone_reconstructs_better():
+    """With nested prefixes the first latents must reconstruct on their own, so they learn broad directions."""
+    x = sparse_data(4096, n_features=64, active=4)
+
+    def prefix_fvu(prefixes: tuple[int, ...]) -> float:
+        sae = TopKSAE(16, 128, k=8, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            sae.b_dec.copy_(x.mean(0))
+        trainer = TopKTrainer(sae, lr=3e-3, aux_k=8, aux_coef=1 / 32, dead_after_tokens=2048, prefixes=prefixes)
+        for _epoch in range(8):
+            for batch in x[torch.randperm(len(x), generator=torch.Generator().manual_seed(_epoch))].split(256):
+                trainer.step(batch)
+        with torch.no_grad():
+            _, _, indices, values = sae(x)
+            head = sae.decode_sparse(indices, values * (indices < 16)) + sae.b_dec
+        return float((head - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+    assert prefix_fvu((16,)) < 0.8 * prefix_fvu(())
+
+
+def test_matryoshka_prefixes_are_checked(llama_dir, train_corpus, tmp_path):
+    with pytest.raises(SAEError, match="matryoshka"):
+        train_sae([str(train_corpus)], tmp_path / "sae", small_config(llama_dir, matryoshka=(16, 500)))

@@ -70,8 +70,10 @@ def _normalized_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class TopKTrainer:
     """One optimiser step per batch; tracks for how many tokens each latent has not fired."""
 
-    def __init__(self, sae: TopKSAE, lr: float, aux_k: int, aux_coef: float, dead_after_tokens: int):
+    def __init__(self, sae: TopKSAE, lr: float, aux_k: int, aux_coef: float, dead_after_tokens: int,
+                 prefixes: tuple[int, ...] = ()):
         self.sae, self.aux_k, self.aux_coef = sae, aux_k, aux_coef
+        self.prefixes = tuple(m for m in prefixes if m < sae.W_dec.shape[0])
         self.dead_after_tokens = dead_after_tokens
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=lr, eps=ADAM_EPS)
         self.tokens_since_fired = torch.zeros(sae.W_dec.shape[0], dtype=torch.long)
@@ -82,6 +84,13 @@ class TopKTrainer:
         x = x.to(sae.W_dec.device)
         x_hat, pre, indices, values = sae(x)
         fvu = _normalized_mse(x_hat, x)
+        reconstruction = fvu
+        if self.prefixes:
+            # Matryoshka (Bussmann et al. 2025, HypotheSAEs' default): the first m latents alone must also
+            # reconstruct, so early latents learn broad concepts and later ones refine them.
+            nested = [_normalized_mse(sae.decode_sparse(indices, values * (indices < m)) + sae.b_dec, x)
+                      for m in self.prefixes]
+            reconstruction = (fvu + sum(nested)) / (1 + len(nested))
         dead = self.tokens_since_fired > self.dead_after_tokens
         aux = torch.zeros((), device=x.device)
         if dead.any():
@@ -93,7 +102,7 @@ class TopKTrainer:
             residual = (x - x_hat).detach()
             aux = _normalized_mse(sae.decode_sparse(aux_indices, aux_values.relu()), residual)
             aux = torch.nan_to_num(aux)
-        loss = fvu + self.aux_coef * aux
+        loss = reconstruction + self.aux_coef * aux
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sae.remove_parallel_gradient()

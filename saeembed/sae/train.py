@@ -44,6 +44,9 @@ class TrainConfig:
     SAE of each document's unit-norm mean activation (HypotheSAEs' document-level recipe), so every
     document gets exactly k latents whatever its length. With `document`, the "tokens" of batch_size,
     max_train_tokens and dead_after_tokens are documents."""
+    matryoshka: tuple[int, ...] = ()
+    """Nested prefixes (e.g. (128, 512)): the first m latents alone must also reconstruct, so early
+    latents learn broad concepts (Matryoshka SAEs; HypotheSAEs' default for document SAEs)."""
     lr: float | None = None
     """None: 2e-4 / sqrt(latents / 2^14), the paper's scaling."""
     batch_size: int = 4096
@@ -109,6 +112,9 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     """
     started = time.perf_counter()
     output = Path(output)
+    if any(not 0 < m < config.latents for m in config.matryoshka):
+        raise SAEError(f"--matryoshka prefixes must lie between 0 and --latents ({config.latents}); "
+                       f"got {list(config.matryoshka)}")
     if config.batch_size * 2 > config.buffer_tokens:
         raise SAEError(f"--buffer-tokens ({config.buffer_tokens}) must hold at least two batches "
                        f"({config.batch_size} tokens each)")
@@ -130,7 +136,7 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     sae = TopKSAE(reader.spec.hidden_size, config.latents, config.k, generator).to(reader.device)  # fp32
     dead_after = config.dead_after_tokens or (10_000 if config.reads == "document" else 500_000)
     trainer = TopKTrainer(sae, config.lr or default_lr(config.latents), config.aux_k or reader.spec.hidden_size // 2,
-                          config.aux_coef, dead_after)
+                          config.aux_coef, dead_after, prefixes=tuple(config.matryoshka))
     run_key = text_key(json.dumps(_identity(config), sort_keys=True), *(d.text or "" for d in docs))
     position = _resume(output, run_key, trainer)
     resumed_from = position["step"]
