@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from saeembed.labels import offline_labels, strip_role_markers  # noqa: E402
 from saeembed.dense import default_dense_model as minilm_folder  # noqa: E402
+from saeembed.labels import offline_labels, strip_role_markers  # noqa: E402
 from saeembed.sources import open_store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -74,7 +74,8 @@ def main() -> None:
     started = time.perf_counter()
     n_docs = training_mix(mix, args.seed)
     train = ["saeembed", "train-sae", str(mix), "--model", minilm_folder(), "--layer", "5", "--reads", "document",
-             "--latents", str(args.latents), "--k", str(args.k), "--matryoshka", args.matryoshka, "--epochs", str(args.epochs), "--batch-size", "512",
+             "--latents", str(args.latents), "--k", str(args.k), "--matryoshka", args.matryoshka,
+             "--epochs", str(args.epochs), "--batch-size", "512",
              "--lr", "1e-3", "--save-dtype", "float16", "--activations-dir", str(work / "activations"),
              "--seed", str(args.seed), "-o", str(args.out), "--json", "--quiet"]
     figures = json.loads(subprocess.run(train, check=True, capture_output=True, text=True).stdout)
