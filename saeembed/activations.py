@@ -60,7 +60,7 @@ def window_activations(reader: Reader, docs: list[Document], *, window_docs: int
                       for c in reader.prepare(doc, doc_slot=slot).chunks if len(c.pooled)]
             batches = length_sorted_batches(chunks, batch_tokens, max_batch_docs, reader.device)
             if reads == "document":
-                acts = _document_means(reader, batches, min(window_docs, len(docs) - start))
+                acts = document_means(reader, batches, min(window_docs, len(docs) - start))
             else:
                 parts = [reader.token_activations(batch)[0].float().cpu() for batch in batches]
                 acts = torch.cat(parts) if parts else torch.zeros(0, reader.spec.hidden_size)
@@ -70,8 +70,9 @@ def window_activations(reader: Reader, docs: list[Document], *, window_docs: int
         yield window, acts
 
 
-def _document_means(reader: Reader, batches: list[list], n_docs: int) -> torch.Tensor:
-    """Unit-norm mean activation of each document of a window that has tokens to pool."""
+def document_means(reader: Reader, batches: list[list], n_docs: int) -> torch.Tensor:
+    """Unit-norm mean activation of each document (chunks' `doc` slots 0..n_docs-1) that has tokens to
+    pool: what a document-level SAE reads."""
     sums = torch.zeros(n_docs, reader.spec.hidden_size)
     counts = torch.zeros(n_docs)
     for batch in batches:

@@ -21,11 +21,13 @@ class CheckReport:
     """How well the SAE reconstructs the reader's activations on sample text."""
 
     fvu: float
-    """Fraction of variance unexplained: sum |x - x_hat|^2 / sum |x - mean(x)|^2 over tokens."""
+    """Fraction of variance unexplained: sum |x - x_hat|^2 / sum |x - mean(x)|^2 over tokens (over
+    documents for a document-level SAE)."""
     l0: float
-    """Mean active latents per token."""
+    """Mean active latents per token (per document for a document-level SAE)."""
     expected_l0: float | None
     n_tokens: int
+    """Vectors measured: tokens, or documents for a document-level SAE."""
     active_fraction: float
     """Fraction of latents that fired on at least one sample token."""
     model: str
@@ -62,8 +64,13 @@ def check(config: EmbedConfig, docs: list[Document] | None = None) -> CheckRepor
     active_tokens = n_tokens = 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
     sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
-    for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device):
-        x = sae.prepare(reader.token_activations(batch)[0].float())
+    batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device)
+    if sae.info.reads == "document":  # one vector per document: FVU and L0 are over documents
+        from saeembed.activations import document_means
+
+        batches = [document_means(reader, batches, len(docs)).to(sae.device)]
+    for batch in batches:
+        x = sae.prepare(batch if isinstance(batch, torch.Tensor) else reader.token_activations(batch)[0].float())
         codes = sae.encode_prepared(x)
         x_hat = sae.decode(codes)
         residual += float(((x - x_hat) ** 2).sum())
