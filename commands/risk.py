@@ -189,10 +189,11 @@ def _render_scramble(table: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Table("scrambled", "docs", "active latents / token (mean)", "p90", "active latents / document")
+    out = Table("scrambled", "docs", "active latents / token (mean)", "p90", "active latents / document",
+                "overlap with the original")
     for row in table.iter_rows(named=True):
         out.add_row(f"{row['level']:.0%}", str(row["docs"]), f"{row['concepts_mean']:.2f}",
-                    f"{row['concepts_p90']:.1f}", f"{row['active_latents']:.1f}")
+                    f"{row['concepts_p90']:.1f}", f"{row['active_latents']:.1f}", f"{row['overlap']:.2f}")
     Console().print(out)
 
 
@@ -206,12 +207,12 @@ def _plot(table: Any, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SaeEmbedError("--plot needs matplotlib: pip install 'saeembed[plot]'") from None
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     levels = table["level"].to_numpy() * 100
-    axes[0].plot(levels, table["concepts_mean"].to_numpy(), marker="o")
-    axes[0].set(xlabel="n-grams scrambled (%)", ylabel="active latents per token")
-    axes[1].plot(levels, table["active_latents"].to_numpy(), marker="o")
-    axes[1].set(xlabel="n-grams scrambled (%)", ylabel="active latents per document")
+    for ax, column, name in zip(axes, ("concepts_mean", "active_latents", "overlap"),
+                                ("active latents per token", "active latents per document", "overlap with original")):
+        ax.plot(levels, table[column].to_numpy(), marker="o")
+        ax.set(xlabel="n-grams scrambled (%)", ylabel=name)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

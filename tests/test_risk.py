@@ -262,7 +262,8 @@ def test_cli_scramble_with_the_offline_default(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["risk", "scramble", str(tmp_path / "c.jsonl"), "--levels", "0,1", "--json"])
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["level"] for r in rows] == [0.0, 1.0] and all(r["docs"] == 2 and r["concepts_mean"] > 0 for r in rows)
+    assert [r["level"] for r in rows] == [0.0, 1.0] and all(r["docs"] == 2 and r["active_latents"] > 0 for r in rows)
+    assert rows[0]["overlap"] == 1.0 and rows[1]["overlap"] < 1.0, "scrambling changes which concepts fire"
     out = CliRunner().invoke(app, ["risk", "scramble", str(tmp_path / "c.jsonl"), "--levels", "0,1",
                                    "--plot", str(tmp_path / "s.png"), "-q"])
     try:

@@ -30,7 +30,9 @@ def scramble_text(text: str, level: float, n: int = 3, rng: random.Random | None
 def scramble_check(texts: Sequence[str], config: EmbedConfig, levels: Sequence[float] = LEVELS, n: int = 3,
                    seed: int = 0, on_progress: Callable[[Any], None] | None = None) -> Any:
     """polars DataFrame, one row per level: documents, the mean over documents of their concept-count
-    statistics (active latents per token) and of the active latents per document."""
+    statistics (active latents per token), of the active latents per document, and of the Jaccard overlap
+    of each scrambled document's latents with its original's (`overlap`): with a document-level SAE every
+    document has k latents at any level, so what moves is which ones."""
     import polars as pl
 
     from saeembed.sources import embed_records
@@ -40,5 +42,16 @@ def scramble_check(texts: Sequence[str], config: EmbedConfig, levels: Sequence[f
     rows = [{"text": scramble_text(t, level, n, rng), "level": level} for level in levels for t in texts]
     store = embed_records(rows, config, on_progress)
     frame = store.frame.select("level", *COUNT_STATS).with_columns(
-        active_latents=pl.Series(np.diff(store.matrix.indptr).astype(np.float64)))
+        active_latents=pl.Series(np.diff(store.matrix.indptr).astype(np.float64)),
+        overlap=pl.Series(_overlap_with_original(store.matrix, len(texts))))
     return frame.group_by("level").agg(pl.len().alias("docs"), pl.exclude("level").mean()).sort("level")
+
+
+def _overlap_with_original(matrix: Any, n_texts: int) -> np.ndarray:
+    """Per row, the Jaccard overlap of its active latents with the same text's unscrambled row (rows are
+    level-major: the first `n_texts` rows are the originals)."""
+    binary = (matrix > 0).astype(np.float64).tocsr()
+    original = binary[np.arange(binary.shape[0]) % n_texts]
+    shared = np.asarray(binary.multiply(original).sum(1)).ravel()
+    union = np.asarray(binary.sum(1)).ravel() + np.asarray(original.sum(1)).ravel() - shared
+    return np.divide(shared, union, out=np.ones_like(shared), where=union > 0)
