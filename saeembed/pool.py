@@ -164,12 +164,13 @@ def document_vectors(parts: list[list[tuple[DocumentParts, int]]], sae: SAE) -> 
     rows, latents, values = (t.cpu().numpy() for t in sae.encode_sparse(
         unit_rows(torch.from_numpy(means)).to(sae.device, sae.W_enc.dtype)))
     order = np.lexsort((latents, rows))
+    # A document with nothing to pool has no code (not the code of a zero vector).
+    order = order[n_tokens[rows[order]] > 0]
     rows, latents, values = rows[order], latents[order].astype(np.int32), values[order].astype(np.float32)
     starts, ends = np.zeros(len(rows), np.int32), np.zeros(len(rows), np.int32)
     for i, (d, latent) in enumerate(zip(rows, latents)):
         chunk, r = max(parts[d], key=lambda item: item[0].peak_value[item[1], latent])
         starts[i], ends[i] = chunk.spans[r][chunk.peak_token[r, latent]]
-    keep = n_tokens[rows] > 0  # a document with nothing to pool has no code (not the code of a zero vector)
-    offsets = np.searchsorted(rows[keep], np.arange(len(parts) + 1)).astype(np.int64)
-    return DocVectors(offsets, latents[keep], values[keep], starts[keep], ends[keep], n_tokens,
+    offsets = np.searchsorted(rows, np.arange(len(parts) + 1)).astype(np.int64)
+    return DocVectors(offsets, latents, values, starts, ends, n_tokens,
                       np.zeros((len(parts), len(COUNT_STATS)), np.float32))

@@ -149,6 +149,13 @@ def test_document_sae_trains_embeds_k_latents_per_document_whatever_the_length(l
     assert active[0] == active[1] == 4, "a document-level SAE gives every document k latents"
     assert store.meta["pooling"] == "document"
     assert store.frame["n_tokens"][1] > 32, "the long document was read in several chunks"
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in [
+        [{"role": "user", "content": TEXTS[0]}, {"role": "assistant", "content": TEXTS[1]}],
+        [{"role": "user", "content": TEXTS[2]}]]))  # nothing of the assistant's to pool
+    embed([str(chats)], tmp_path / "chats.parquet", EmbedConfig(model=str(llama_dir), sae=str(tmp_path / "sae"),
+                                                                pool_roles=("assistant",), cache_dir=tmp_path / "c2"))
+    assert np.diff(load_store(tmp_path / "chats.parquet").matrix.indptr).tolist() == [4, 0]
     text = store.frame["text"][1]
     for start, end in zip(store.peak_start[store.matrix.indptr[1]: store.matrix.indptr[2]],
                           store.peak_end[store.matrix.indptr[1]: store.matrix.indptr[2]]):
