@@ -60,6 +60,7 @@ def training_mix(path: Path, seed: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layer", type=int, default=5)
     parser.add_argument("--latents", type=int, default=2048)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--matryoshka", default="128,512")
@@ -73,7 +74,8 @@ def main() -> None:
     mix = work / "mix.jsonl"
     started = time.perf_counter()
     n_docs = training_mix(mix, args.seed)
-    train = ["saeembed", "train-sae", str(mix), "--model", minilm_folder(), "--layer", "5", "--reads", "document",
+    train = ["saeembed", "train-sae", str(mix), "--model", minilm_folder(), "--layer", str(args.layer),
+             "--reads", "document",
              "--latents", str(args.latents), "--k", str(args.k), "--matryoshka", args.matryoshka,
              "--epochs", str(args.epochs), "--batch-size", "512",
              "--lr", "1e-3", "--save-dtype", "float16", "--activations-dir", str(work / "activations"),

@@ -24,6 +24,9 @@ def run(
                                                                       "comparison.")] = False,
     k: Annotated[Optional[int], typer.Option(help="Number of clusters (spectral, kmeans).")] = None,
     method: Annotated[str, typer.Option(help=f"{', '.join(CLUSTER_METHODS)}.")] = _D["method"].default,
+    similarity: Annotated[str, typer.Option(
+        help="Spectral affinity: weighted (Jaccard of scaled activations) or jaccard (of which latents fire)."
+    )] = _D["similarity"].default,
     top_concepts: Annotated[int, typer.Option("--top-concepts", help="Latents kept per phrase or example.")] = 100,
     min_cluster_size: Annotated[int, typer.Option(help="hdbscan: smallest cluster.")
                                 ] = _D["min_cluster_size"].default,
@@ -49,8 +52,9 @@ def run(
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
         selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=top_concepts)
-        result = cluster(opened, selected, ClusterConfig(method=method, k=k, min_cluster_size=min_cluster_size,  # type: ignore[arg-type]
-                                                         seed=seed))
+        config = ClusterConfig(method=method, similarity=similarity, k=k,  # type: ignore[arg-type]
+                               min_cluster_size=min_cluster_size, seed=seed)
+        result = cluster(opened, selected, config)
     files = {output: result.assignments,
              output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}
     emit(files, result.description, json_out, lambda: _render(result), quiet)

@@ -185,3 +185,43 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
     out = runner.invoke(app, ["cluster", path, "--k", "2"])
     assert out.exit_code == 1 and "--all-concepts" in out.output
+
+
+def test_weighted_jaccard_levels_are_exact_on_the_level_grid(tmp_path):
+    """The expanded rows' binary Jaccard is sum(min) / sum(max) of the scaled activations, rounded up to
+    the level grid."""
+    from saeembed.analysis.cluster import LEVEL_CAP, LEVELS, _levels
+    from saeembed.concepts import activation_scale
+
+    rng = np.random.default_rng(3)
+    columns = random_columns(40, np.full(6, 0.5), rng)
+    store = load_store(write_store(tmp_path / "w.parquet", vectors_from_columns(40, columns, rng), d_sae=6))
+    expanded = _levels(store, np.arange(6), np.arange(40)).toarray()
+    inter = expanded @ expanded.T
+    size = expanded.sum(1)
+    got = inter / np.maximum(size[:, None] + size[None] - inter, 1)
+    step = LEVEL_CAP / LEVELS
+    scaled = store.matrix.toarray() / activation_scale(store, np.arange(6))
+    graded = np.where(scaled > 0, np.maximum(np.ceil(np.clip(scaled, 0, LEVEL_CAP) / step), 1) * step, 0)
+    low, high = np.minimum(graded[:, None], graded[None]).sum(-1), np.maximum(graded[:, None], graded[None]).sum(-1)
+    np.testing.assert_allclose(got, np.divide(low, high, out=np.zeros_like(low), where=high > 0), atol=1e-6)
+
+
+def test_weighted_similarity_separates_groups_that_differ_only_in_strength(tmp_path):
+    """Every document has the same latents; one group carries them strongly, the other weakly: the binary
+    Jaccard sees no structure, the weighted one finds the groups."""
+    n, d = 120, 6
+    rng = np.random.default_rng(0)
+    columns = [np.arange(n)] * d
+    vectors = vectors_from_columns(n, columns, rng)
+    strong = np.repeat([1.0, 0.0], n // 2)
+    vectors.values = np.where(np.repeat(strong, d) > 0, rng.uniform(2.5, 3.0, n * d),
+                              rng.uniform(0.3, 0.6, n * d)).astype(np.float32)
+    vectors.values[rng.random(n * d) < 0.3] *= 0.5  # not all equal within a group
+    store = load_store(write_store(tmp_path / "g.parquet", vectors, d_sae=d))
+    weighted = cluster(store, None, ClusterConfig(k=2))
+    binary = cluster(store, None, ClusterConfig(k=2, similarity="jaccard"))
+    assert adjusted_rand_score(strong, weighted.assignments["cluster"]) > 0.9
+    assert adjusted_rand_score(strong, binary.assignments["cluster"]) < 0.2
+    with pytest.raises(SaeEmbedError, match="similarity"):
+        ClusterConfig(similarity="cosine")

@@ -110,6 +110,9 @@ class ClusterConfig:
     """How documents are clustered along the selected concepts. CLI defaults come from here."""
 
     method: ClusterMethod = "spectral"
+    similarity: Literal["weighted", "jaccard"] = "weighted"
+    """Spectral affinity: weighted Jaccard of the activations (each latent scaled by its 90th percentile),
+    or the paper's binary Jaccard of which latents fire."""
     k: int | None = None
     """Number of clusters (spectral, kmeans); hdbscan finds it."""
     dense_limit: int = 5000
@@ -126,6 +129,8 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if self.method not in CLUSTER_METHODS:
             raise SaeEmbedError(f"unknown clustering method {self.method!r}; choose {', '.join(CLUSTER_METHODS)}")
+        if self.similarity not in ("weighted", "jaccard"):
+            raise SaeEmbedError(f"unknown similarity {self.similarity!r}; choose weighted or jaccard")
 
 
 RiskModel = Literal["l1", "pls"]
