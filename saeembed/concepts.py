@@ -8,10 +8,6 @@ A query is a comma-separated list of terms:
   `RELATIVE` of the best one's and at least `MIN_SIMILARITY`; or containing the term's words), at
   most `top`: a phrase no label is about selects a handful of latents, not a hundred. When even the
   best match is weak (below `WEAK_SIMILARITY`) the selection carries a note saying so;
-- with a document-level SAE (the offline default), a phrase also selects the latents its own text
-  activates, read with the store's reader and SAE: the SAE encodes whole texts, so a phrase is a tiny
-  document and its code says which concepts it is about, whatever the labels call them. These come
-  first (strongest first), the label matches after;
 - `-term` excludes what the term selects.
 `like=[...]` adds examples: each is embedded with the store's own reader + SAE and its strongest
 latents (activation relative to the store's typical activation) are taken.
@@ -100,7 +96,7 @@ def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
 
 
 def select_concepts(query: str | None, store: Store, *, like: list[str] | None = None, top: int = 100,
-                    labels: Any = None, cache_root: Any = None, phrase_code: bool | None = None) -> Concepts:
+                    labels: Any = None, cache_root: Any = None) -> Concepts:
     """Turn a concept query (and examples) into ranked, weighted latents of the store's SAE.
 
     Args:
@@ -109,8 +105,6 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
         like: example texts whose strongest latents are added.
         top: at most this many latents per phrase or example (the paper's k = 100); a phrase keeps
             only the labels close to its best match, often fewer.
-        phrase_code: also select the latents a phrase's own text activates (default: when the store's
-            SAE is document-level).
 
     Returns the ranked selection, with `notes` warning of phrases whose matches are weak.
 
@@ -129,18 +123,10 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     chosen: dict[int, Pick] = {}
     excluded: set[int] = set()
     notes: list[str] = []
-    own_code = phrase_code if phrase_code is not None else store.meta["sae"].get("reads") == "document"
     for term in terms:
         negative = term.startswith("-")
-        bare = term.lstrip("-").strip()
-        picked, term_notes = _term_latents(bare, store, labels, fires, top, cache_root)
+        picked, term_notes = _term_latents(term.lstrip("-").strip(), store, labels, fires, top, cache_root)
         notes += term_notes
-        if own_code and not bare.isdigit():
-            # The phrase's own latents rank above every label match (scores > 1 > any cosine + bonus).
-            code = _example_latents(bare, store, frequency, top)
-            scale = max((pick[0] for pick in code.values()), default=1.0)
-            picked = {**picked, **{latent: (1.0 + score / scale, f"phrase {bare!r}", [])
-                                   for latent, (score, _, _) in code.items()}}
         if negative:
             excluded.update(picked)
         else:
