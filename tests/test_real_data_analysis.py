@@ -32,25 +32,41 @@ def test_null_control_random_halves_of_one_corpus(real_store):
     assert with_findings <= 2
 
 
-def test_concise_vs_verbose_answers_of_one_model(real_store):
-    """Known difference: the same model told to be concise or verbose, paired on the prompt."""
+def test_concise_vs_verbose_is_reported_as_a_length_gap_not_hundreds_of_concepts(real_store):
+    """The same model told to be concise or verbose, paired on the prompt: verbose answers are twice as
+    long. That is the finding, in words; at equal length few concepts differ (before the length handling
+    and the document-level default: 4,032 'findings', all 'more in verbose')."""
     concise = real_store("alpacaeval/gpt4_1106_preview_concise.jsonl")
     verbose = real_store("alpacaeval/gpt4_1106_preview_verbose.jsonl")
     result = diff(verbose, concise, DiffConfig(pair_on="prompt_id", holdout=0.5))
-    assert len(result.findings) >= 20
-    assert result.replication_rate >= 0.8
-    more_in_verbose = result.findings.filter(pl.col("diff") > 0)
-    assert len(more_in_verbose) > len(result.findings) - len(more_in_verbose), "verbose answers say more"
-    # Verbose answers are twice as long: compared at equal length, far fewer latents differ.
-    adjusted = diff(verbose, concise, DiffConfig(length_bands=10))
-    assert 0 < len(adjusted.findings) < len(result.findings) / 4
+    assert result.length.ratio > 1.8 and "2.07x longer" in result.length.sentence
+    assert len(result.findings) <= 300
+
+
+def test_the_same_text_packaged_two_ways_differs_in_nothing(real_store):
+    """600 agnews items as they are vs 600 documents that each join two others: the same content, so
+    (almost) nothing may differ; the per-token default of before reported 3,245 latents."""
+    rows = real_store("agnews/test.jsonl", head=1800)
+    single = rows.take(np.arange(600))
+    texts = rows.frame["text"].to_list()
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        joined_path = Path(tmp) / "joined.jsonl"
+        joined_path.write_text("".join(json.dumps({"text": texts[600 + 2 * i] + " " + texts[601 + 2 * i]}) + "\n"
+                                       for i in range(600)))
+        joined = open_store(joined_path, embed_config(cache_dir=Path(tmp) / "cache"))
+    result = diff(single, joined, DiffConfig(examples=False))
+    assert result.length.ratio < 0.6, "the joined documents are about twice as long"
+    assert len(result.findings) <= 5
 
 
 def test_sarcastic_tweets_vs_their_authors_rephrasings():
     """The bundled examples (iSarcasmEval pairs): findings that replicate on held-out pairs."""
     sarcastic, plain = (open_store(EXAMPLES / name, embed_config()) for name in ("sarcastic.jsonl", "rephrased.jsonl"))
     result = diff(sarcastic, plain, DiffConfig(pair_on="pair_id", holdout=0.5))
-    assert len(result.findings) >= 20 and result.replication_rate >= 0.6
+    assert len(result.findings) >= 5 and result.replication_rate >= 0.7
     assert result.findings["example_with"].str.contains("<<").all()
 
 
