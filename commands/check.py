@@ -17,7 +17,7 @@ _D = EmbedConfig.__dataclass_fields__
 
 def run(
     model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
-    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo\\[/subfolder].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle; default without "
                                                   "--model/--sae.")] = None,
     sample: Annotated[Optional[Path], typer.Argument(help="Sample corpus: text (one per line), JSONL, CSV or "

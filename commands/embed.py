@@ -18,7 +18,7 @@ def run(
     inputs: Annotated[list[str], typer.Argument(help="JSONL, CSV, Parquet or text files, globs, or - for stdin.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store to write (.parquet).")],
     model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
-    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo\\[/subfolder].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle (`saeembed presets`); "
                                                   "without --model/--sae the offline `default`.")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Read the output of block L (0-based); "
@@ -51,7 +51,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
 ) -> None:
-    """Embed documents into sparse SAE vectors (max-pooled per latent) stored as Parquet."""
+    """Embed documents into sparse SAE vectors (pooled token codes, or one document code) stored as Parquet."""
     from commands.progress import embed_progress
     from saeembed.pipeline import embed
     from saeembed.presets import resolve_config

@@ -127,3 +127,23 @@ def test_a_corrupt_store_is_one_line(llama_dir, corpus_file, tmp_path):
     out.write_bytes(bytes(data))
     shown = runner.invoke(app, ["labels", "show", "0", "--store", str(out)])
     assert shown.exit_code == 1 and "cannot read the store" in shown.stderr
+
+
+def _commands(group, prefix=()):
+    """Every command path of the CLI, subcommands included."""
+    import typer.main
+
+    click_group = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    for name, command in click_group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+def test_every_help_page_renders():
+    """A help text once crashed on rich markup (`org/repo[/subfolder]`)."""
+    paths = list(_commands(app))
+    assert {("embed",), ("diff",), ("labels", "show"), ("risk", "fit")} <= set(paths)
+    for path in paths:
+        out = CliRunner().invoke(app, [*path, "--help"])
+        assert out.exit_code == 0 and "Usage" in out.output, (path, out.output[-300:])
