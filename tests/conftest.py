@@ -14,6 +14,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests never read or write the user's real vector cache, labels or hub cache: everything under a
+    session temporary folder (tests that need their own cache still set one)."""
+    root = tmp_path_factory.mktemp("home")
+    saved = {name: os.environ.get(name) for name in ("SAEEMBED_CACHE", "HF_HOME")}
+    os.environ["SAEEMBED_CACHE"] = str(root / "saeembed")
+    os.environ["HF_HOME"] = str(root / "hf")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 TEXTS = [
     "The committee met on Tuesday to discuss the budget for the coming year.",
     "def add(a, b):\n    return a + b",
