@@ -8,6 +8,10 @@ A query is a comma-separated list of terms:
   `RELATIVE` of the best one's and at least `MIN_SIMILARITY`; or containing the term's words), at
   most `top`: a phrase no label is about selects a handful of latents, not a hundred. When even the
   best match is weak (below `WEAK_SIMILARITY`) the selection carries a note saying so;
+- with a document-level SAE (the offline default), a phrase also selects the latents its own text
+  activates, read with the store's reader and SAE (the SAE encodes whole texts, so a phrase is a tiny
+  document and its code names the concepts it is about, whatever the labels call them), ranked after
+  the label matches: a few-word label often misses a broad concept;
 - `-term` excludes what the term selects.
 `like=[...]` adds examples: each is embedded with the store's own reader + SAE and its strongest
 latents (activation relative to the store's typical activation) are taken.
@@ -96,7 +100,7 @@ def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
 
 
 def select_concepts(query: str | None, store: Store, *, like: list[str] | None = None, top: int = 100,
-                    labels: Any = None, cache_root: Any = None) -> Concepts:
+                    labels: Any = None, cache_root: Any = None, phrase_code: bool | None = None) -> Concepts:
     """Turn a concept query (and examples) into ranked, weighted latents of the store's SAE.
 
     Args:
@@ -105,6 +109,8 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
         like: example texts whose strongest latents are added.
         top: at most this many latents per phrase or example (the paper's k = 100); a phrase keeps
             only the labels close to its best match, often fewer.
+        phrase_code: also select the latents a phrase's own text activates (default: when the store's
+            SAE is document-level).
 
     Returns the ranked selection, with `notes` warning of phrases whose matches are weak.
 
@@ -123,10 +129,14 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     chosen: dict[int, Pick] = {}
     excluded: set[int] = set()
     notes: list[str] = []
+    own_code = phrase_code if phrase_code is not None else store.meta["sae"].get("reads") == "document"
     for term in terms:
         negative = term.startswith("-")
-        picked, term_notes = _term_latents(term.lstrip("-").strip(), store, labels, fires, top, cache_root)
+        bare = term.lstrip("-").strip()
+        picked, term_notes = _term_latents(bare, store, labels, fires, top, cache_root)
         notes += term_notes
+        if own_code and not bare.isdigit():
+            picked = {**_phrase_latents(bare, store, frequency, top), **picked}
         if negative:
             excluded.update(picked)
         else:
@@ -224,6 +234,17 @@ def _label_words(label: str) -> list[str]:
     if " · " in label:
         return [part for part in label.split(" · ") if part.strip()]
     return list(dict.fromkeys(w for w in _WORD.findall(label.lower()) if w not in STOPWORDS))
+
+
+def _phrase_latents(phrase: str, store: Store, frequency: np.ndarray, top: int) -> dict[int, Pick]:
+    """The latents the phrase's own text activates, scored below any label match (in (0, MIN_SIMILARITY)),
+    strongest first: measured on 18 property queries, ranking them first lowered search MAP (0.495 vs
+    0.513 for labels alone), ranking them after raised it (0.518) and gave clustering the coverage that
+    few-word labels miss."""
+    code = _example_latents(phrase, store, frequency, top)
+    scale = max((pick[0] for pick in code.values()), default=1.0)
+    return {latent: (MIN_SIMILARITY * score / scale * 0.99, f"phrase {phrase!r}", [])
+            for latent, (score, _, _) in code.items()}
 
 
 def _example_latents(example: str, store: Store, frequency: np.ndarray, top: int) -> dict[int, Pick]:

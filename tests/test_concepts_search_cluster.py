@@ -156,6 +156,11 @@ def test_examples_and_dense_vectors_with_the_offline_default(tmp_path, monkeypat
     assert 3 <= len(selected) <= 10 and all(why.startswith("example") for why in selected.why)
     present = store.matrix[:, selected.latents].toarray() > 0
     assert present[:8].sum() > 2 * present[8:].sum(), "the example's concepts are those of the rain documents"
+    phrase = select_concepts("rain storms", store)
+    own = [i for i, why in enumerate(phrase.why) if why.startswith("phrase")]
+    assert own and min(own) > max(i for i, why in enumerate(phrase.why) if why.startswith("label")), \
+        "a document SAE also selects the phrase's own latents, after the label matches"
+    assert not any(why.startswith("phrase") for why in select_concepts("rain storms", store, phrase_code=False).why)
     for mode in ("sae", "dense", "hybrid"):
         result = search(store, "rain weather", top=4, mode=mode, like=None)
         assert all("rain" in t for t in result.table["text"]), mode
