@@ -3,9 +3,8 @@
 Documents are described by which selected latents fire in them (binarised). Methods:
 - spectral on Jaccard similarity: the full N x N matrix up to `dense_limit` documents, beyond that a
   sparse k-nearest-neighbour Jaccard graph built block by block (never N x N). By default the Jaccard
-  is weighted (Ruzicka: sum of minima over sum of maxima of the activations, each latent divided by
-  its 90th percentile in the store), so how strongly a concept is present counts, not only whether;
-  `similarity="jaccard"` is the paper's binary one;
+  is weighted (Ruzicka: sum of minima over sum of maxima of the activations), so how strongly a concept
+  is present counts, not only whether; `similarity="jaccard"` is the paper's binary one;
 - HDBSCAN (scikit-learn's) on a 50-dimensional SVD of the binary rows; it finds the number of clusters;
 - k-means on the L2-normalised binary rows (sparse).
 Each cluster is described by its size, its most distinctive latents (frequency inside minus outside,
@@ -85,22 +84,26 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     return ClusterResult(assignments, description, distinctive, concepts, config.method, notes)
 
 
-# Weighted Jaccard as the binary Jaccard of expanded rows: an activation a (scaled by the latent's 90th
-# percentile, capped at LEVEL_CAP) becomes ceil(a / step) ones in LEVELS slots of its latent, so the
-# overlap of two rows counts sum(min) and their sizes sum(a), in steps of LEVEL_CAP / LEVELS.
-LEVELS, LEVEL_CAP = 8, 2.0
+# Weighted Jaccard as the binary Jaccard of expanded rows: an activation a (in units of the 90th
+# percentile of all the selected activations, capped at LEVEL_CAP) becomes ceil(a / step) ones in
+# LEVELS slots of its latent, so the overlap of two rows counts sum(min) and their sizes sum(a), in
+# steps of LEVEL_CAP / LEVELS. One scale for every latent, not one each: decoder rows have unit norm, so
+# activations already say how much of each concept a document holds, and scaling each latent to its own
+# 90th percentile lifted weak, specific latents to the level of broad ones (harness, agnews topic ARI
+# 0.43 per latent vs 0.55 one scale; tweet sentiment 0.45 vs 0.43).
+LEVELS, LEVEL_CAP = 16, 2.0
 
 
 def _levels(store: Store, columns: np.ndarray, rows: np.ndarray) -> Any:
     """[len(rows), len(columns) * LEVELS] binary CSR whose Jaccard is the weighted Jaccard of the rows'
-    scaled activations."""
+    activations (on the level grid)."""
     import scipy.sparse as sp
 
-    from saeembed.concepts import activation_scale
-
     values = store.matrix[rows][:, columns].tocsr()
+    values.data = np.maximum(values.data, 0)
     values.eliminate_zeros()
-    scaled = np.clip(values.data / activation_scale(store, columns)[values.indices], 0, LEVEL_CAP)
+    unit = float(np.quantile(values.data, 0.9)) if values.nnz else 1.0
+    scaled = np.clip(values.data / max(unit, 1e-12), 0, LEVEL_CAP)
     steps = np.maximum(np.ceil(scaled / (LEVEL_CAP / LEVELS)).astype(np.int64), 1)
     entry_row = np.repeat(np.arange(values.shape[0]), np.diff(values.indptr))
     rows_out = np.repeat(entry_row, steps)

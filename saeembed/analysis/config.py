@@ -111,8 +111,8 @@ class ClusterConfig:
 
     method: ClusterMethod = "spectral"
     similarity: Literal["weighted", "jaccard"] = "weighted"
-    """Spectral affinity: weighted Jaccard of the activations (each latent scaled by its 90th percentile),
-    or the paper's binary Jaccard of which latents fire."""
+    """Spectral affinity: weighted Jaccard of the activations (sum of minima over sum of maxima), or the
+    paper's binary Jaccard of which latents fire."""
     k: int | None = None
     """Number of clusters (spectral, kmeans); hdbscan finds it."""
     dense_limit: int = 5000
