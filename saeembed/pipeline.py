@@ -306,7 +306,10 @@ def _fields_table(docs: list[Document], reader: Reader, config: EmbedConfig) -> 
                 continue
             row[f"input_{name}" if name in RESERVED or name == "messages" else name] = value
         rows.append(row)
-    return pa.Table.from_pylist(rows)
+    # Every field any record has, in order of first appearance (from_pylist alone takes the first row's
+    # fields and would silently drop a field that early records lack).
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names})
 
 
 def _metadata(config: EmbedConfig, reader: Reader, sae: SAE, corpus: Corpus) -> dict:

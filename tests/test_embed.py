@@ -241,3 +241,13 @@ def test_stores_embedded_differently_are_not_mixed(llama_dir, tmp_path, corpus_f
     check_compatible([("a", a), ("c", c)])
     with pytest.raises(StoreError, match="a and b were embedded differently \\(pooling: 'max' vs 'mean'\\)"):
         check_compatible([("a", a), ("b", b)])
+
+
+def test_a_field_missing_from_early_records_is_kept(llama_dir, tmp_path, cache_dir):
+    """The store keeps the union of the input's fields: a field only later records have is not dropped."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "a first document"}\n{"text": "a second one", "label": 1}\n')
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, layer=LAYER)
+    out = tmp_path / "s.parquet"
+    embed([str(corpus)], out, EmbedConfig(model=str(llama_dir), sae=str(sae), cache_dir=cache_dir))
+    assert load_store(out).frame["label"].to_list() == [None, 1]
