@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from commands import check, cluster, concepts, correlations, diff, embed, info, labels, presets, risk, search, train_sae
+from commands.ui import no_traceback
 
 app = typer.Typer(
     name="saeembed",
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help is plain text: `[/subfolder]` in an option's help is not markup
 )
 app.command("embed")(embed.run)
 app.command("info")(info.run)
@@ -28,4 +30,5 @@ app.add_typer(risk.app, name="risk")
 
 
 def main() -> None:
-    app()
+    with no_traceback():
+        app()

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from commands.ui import print_json, stderr, user_errors
+from commands.ui import print_json, shown, stderr, user_errors
 from saeembed.config import EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__
@@ -17,7 +17,7 @@ _D = EmbedConfig.__dataclass_fields__
 
 def run(
     model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
-    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo\\[/subfolder].")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle; default without "
                                                   "--model/--sae.")] = None,
     sample: Annotated[Optional[Path], typer.Argument(help="Sample corpus: text (one per line), JSONL, CSV or "
@@ -43,11 +43,11 @@ def run(
         print_json({**asdict(report), "ok": report.ok})
     else:
         expected = f" (the SAE's own: {report.expected_l0:g})" if report.expected_l0 else ""
-        stderr.print(f"{report.sae} at layer {report.layer} of {report.model}\n"
+        stderr.print(f"{shown(report.sae)} at layer {report.layer} of {shown(report.model)}\n"
                      f"  FVU {report.fvu:.3f}   L0 {report.l0:.1f}{expected}   "
                      f"{report.n_tokens} tokens, {report.active_fraction:.1%} of latents fired", highlight=False)
         for warning in report.warnings:
-            stderr.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            stderr.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
         if report.ok:
             stderr.print("[green]ok[/green]")
     if not report.ok:

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, user_errors
+from commands.ui import emit, open_inputs, result_console, shown, user_errors
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 
 _D = ClusterConfig.__dataclass_fields__
@@ -61,17 +61,14 @@ def run(
 
 
 def _render(result: Any) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+    console = result_console()
     axis = f"{len(result.concepts)} selected latents" if result.concepts is not None else "every latent"
     console.print(f"{result.method} clustering on {axis}: {len(result.description)} clusters", highlight=False)
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     for row in result.description.iter_rows(named=True):
         console.print(f"\n[bold]cluster {row['cluster']}[/bold] ({row['size']:,} documents)", highlight=False)
-        console.print(f"  [cyan]{escape(row['top_latents'])}[/cyan]", highlight=False)
+        console.print(f"  [cyan]{shown(row['top_latents'])}[/cyan]", highlight=False)
         for text in row["central_texts"]:
             text = text.replace("\n", " ")
-            console.print(f"  - {escape(text if len(text) <= 160 else text[:160] + '…')}", highlight=False)
+            console.print(f"  - {shown(text if len(text) <= 160 else text[:160] + '…')}", highlight=False)

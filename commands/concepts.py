@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, stderr, user_errors
+from commands.ui import open_inputs, print_rows, result_console, shown, stderr, user_errors
 
 
 def run(
@@ -25,9 +25,6 @@ def run(
     quiet: options.Quiet = False,
 ) -> None:
     """Show the latents a concept query selects (ids, labels, weights, why), to check or edit it."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from saeembed.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
 
@@ -40,14 +37,14 @@ def run(
         selected = select_concepts(query, opened, like=like, top=top)
     frame = selected.frame()
     for note in selected.notes:  # on stderr, so --json output stays clean
-        stderr.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+        stderr.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
     if json_out:
         print_rows(frame)
         return
-    console = Console()
+    console = result_console()
     console.print(f"{len(selected)} latents selected; ids to reuse: "
                   f"{','.join(str(i) for i in selected.latents[:show])}", highlight=False, soft_wrap=True)
     for row in frame.head(show).iter_rows(named=True):
-        matched = f"   matched: {escape(', '.join(row['matched']))}" if row["matched"] else ""
-        console.print(f"  [cyan]{row['latent']:>6}[/cyan]  {row['weight']:.2f}  {escape(row['label'] or '(no label)')}"
-                      f"{matched}   [dim]{escape(row['why'])}[/dim]", highlight=False)
+        matched = f"   matched: {shown(', '.join(row['matched']))}" if row["matched"] else ""
+        console.print(f"  [cyan]{row['latent']:>6}[/cyan]  {row['weight']:.2f}  {shown(row['label'] or '(no label)')}"
+                      f"{matched}   [dim]{shown(row['why'])}[/dim]", highlight=False)

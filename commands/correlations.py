@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, user_errors
+from commands.ui import emit, open_inputs, result_console, shown, user_errors
 from saeembed.analysis.config import CorrelationConfig
 
 _D = CorrelationConfig.__dataclass_fields__
@@ -73,17 +73,14 @@ def run(
 
 
 def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+    console = result_console()
     reasons = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in result.dropped.items())
     console.print(f"{result.n_docs:,} documents; {result.n_band:,} latents in the frequency band with enough "
                   f"support; {result.n_tested:,} pairs tested; {result.n_significant:,} significant; dropped as "
                   f"trivial: {reasons}", highlight=False, soft_wrap=True)
     _print_length_explained(console, result, "pairs co-occur only because longer documents fire more latents")
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     if not len(rows):
         console.print("No pair to show.", style="yellow")
         return
@@ -91,8 +88,8 @@ def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) 
     at_length = " at these lengths" if result.length_bands > 1 else ""
     for row in rows.head(top).iter_rows(named=True):
         console.print(f"  [bold]{row['npmi']:.2f}[/bold]  {side[0]}[cyan]{row['latent_a']}[/cyan] "
-                      f"{escape(row['label_a'] or '(no label)')}  x  {side[1]}[cyan]{row['latent_b']}[/cyan] "
-                      f"{escape(row['label_b'] or '(no label)')}", highlight=False)
+                      f"{shown(row['label_a'] or '(no label)')}  x  {side[1]}[cyan]{row['latent_b']}[/cyan] "
+                      f"{shown(row['label_b'] or '(no label)')}", highlight=False)
         extra = f"   dropped: {row['reason'].replace('_', ' ')}" if dropped else ""
         console.print(f"        together in {row['support']:,} documents ({row['expected']:.1f} expected"
                       f"{at_length}); "
@@ -100,27 +97,24 @@ def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) 
 
 
 def _render_associations(result: Any, top: int) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+    console = result_console()
     table = result.table
-    console.print(f"{result.n_docs:,} documents with {result.column}; {result.kind} column; {result.n_tested:,} "
+    console.print(f"{result.n_docs:,} documents with {shown(result.column)}; {result.kind} column; {result.n_tested:,} "
                   f"tests; {len(table):,} significant associations", highlight=False, soft_wrap=True)
     if result.kind == "categorical":
         _print_length_explained(console, result, "(value, latent) enrichments come only from the value's documents "
                                                  "being longer or shorter")
     if result.kind == "numeric":
         for row in table.head(top).iter_rows(named=True):
-            label = escape(row["label"] or "(no label)")
+            label = shown(row["label"] or "(no label)")
             console.print(f"  rho {row['rho']:+.2f}  [cyan]{row['latent']}[/cyan] {label}   q {row['q']:.1e}",
                           highlight=False)
         return
     for value in table["value"].unique(maintain_order=True).to_list():
         part = table.filter(table["value"] == value)
-        console.print(f"\n[bold]{escape(str(value))}[/bold] ({len(part):,} latents)")
+        console.print(f"\n[bold]{shown(str(value))}[/bold] ({len(part):,} latents)")
         for row in part.head(top).iter_rows(named=True):
-            console.print(f"  {row['npmi']:.2f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}"
+            console.print(f"  {row['npmi']:.2f}  [cyan]{row['latent']}[/cyan] {shown(row['label'] or '(no label)')}"
                           f"   {row['freq_in_value']:.0%} vs {row['freq_elsewhere']:.0%} elsewhere, q {row['q']:.1e}",
                           highlight=False)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from commands.ui import result_console, shown
+
 # Characters of an example shown on screen (the files and JSON keep the whole context).
 EXAMPLE_CHARS = 110
 # Related labels listed under a theme's lead.
@@ -13,37 +15,32 @@ RELATED_SHOWN = 3
 
 def render(result: Any, top: int | None) -> None:
     """Print the headline and the `top` strongest themes (every theme when None), by direction."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+    console = result_console()
     console.print(headline(result), highlight=False, soft_wrap=True)
     themes = result.themes
     if not len(themes):
         console.print("No latent differs at these thresholds.", style="yellow")
         return
-    shown = themes if top is None else themes.head(top)
-    more = "; --top N for more, --all for every one" if len(shown) < len(themes) else ""
-    console.print(f"\n[bold]The {len(shown)} strongest of {len(themes):,} themes[/bold] (by |diff| of the "
+    top_themes = themes if top is None else themes.head(top)
+    more = "; --top N for more, --all for every one" if len(top_themes) < len(themes) else ""
+    console.print(f"\n[bold]The {len(top_themes)} strongest of {len(themes):,} themes[/bold] (by |diff| of the "
                   f"lead latent{more})", highlight=False)
-    for name in [n for n in result.names if n in set(shown["more_in"])]:  # A first, as named
-        part = shown.filter(shown["more_in"] == name)
-        console.print(f"\n[bold]more in {escape(name)}[/bold]", highlight=False)
+    for name in [n for n in result.names if n in set(top_themes["more_in"])]:  # A first, as named
+        part = top_themes.filter(top_themes["more_in"] == name)
+        console.print(f"\n[bold]more in {shown(name)}[/bold]", highlight=False)
         for row in part.iter_rows(named=True):
             for line in _theme_block(row, result):
                 console.print(line, highlight=False, overflow="fold")
 
 
 def _theme_block(row: dict[str, Any], result: Any) -> list[str]:
-    from rich.markup import escape
-
     mean = result.config.measure == "mean"
     a, b = ((f"{row['mean_a']:.2f}", f"{row['mean_b']:.2f}") if mean
             else (f"{row['freq_a']:.1%}", f"{row['freq_b']:.1%}"))
-    against = f" ({escape(row['vs'])})" if len(result.names) > 2 else ""
-    lines = [f"  [bold cyan]{row['lead']:>6}[/bold cyan]  {escape(row['label'] or '(no label)')}"]
+    against = f" ({shown(row['vs'])})" if len(result.names) > 2 else ""
+    lines = [f"  [bold cyan]{row['lead']:>6}[/bold cyan]  {shown(row['label'] or '(no label)')}"]
     if row["n_latents"] > 1:
-        related = [escape(label) for label in row["related"][:RELATED_SHOWN]]
+        related = [shown(label) for label in row["related"][:RELATED_SHOWN]]
         rest = row["n_latents"] - 1 - len(related)
         lines.append(f"          [dim]+{row['n_latents'] - 1} related: {'; '.join(related) or 'unlabelled'}"
                      f"{f' and {rest} more' if rest > 0 and related else ''}[/dim]")
@@ -53,9 +50,9 @@ def _theme_block(row: dict[str, Any], result: Any) -> list[str]:
         stats += "   replicated" if row.get("replicated") else "   [yellow]not replicated[/yellow]"
     lines.append(stats)
     if row.get("example_with"):
-        lines.append(f"          with:    {escape(_clip(row['example_with']))}")
+        lines.append(f"          with:    {shown(_clip(row['example_with']))}")
     if row.get("example_without"):
-        lines.append(f"          [dim]without: {escape(_clip(row['example_without']))}[/dim]")
+        lines.append(f"          [dim]without: {shown(_clip(row['example_without']))}[/dim]")
     return lines
 
 
@@ -70,14 +67,14 @@ def _clip(text: str, width: int = EXAMPLE_CHARS) -> str:
 
 def headline(result: Any) -> str:
     """The length gap, the corpora, what was tested and found, how length was handled, replication."""
-    config, names, gap = result.config, result.names, result.length
+    config, names, gap = result.config, [shown(name) for name in result.names], result.length
     findings = result.findings
     up, down = int((findings["diff"] > 0).sum()), int((findings["diff"] < 0).sum())
     sizes = ", ".join(f"{n} ({s:,} {'pairs' if config.pair_on else 'docs'})" for n, s in zip(names, result.sizes))
-    paired = f"; paired on {config.pair_on}" if config.pair_on else ""
+    paired = f"; paired on {shown(config.pair_on)}" if config.pair_on else ""
     if result.n_unpaired:
         paired += f", {result.n_unpaired:,} rows without a partner left out"
-    lines = [f"[bold]length:[/bold] {gap.sentence}", sizes + paired,
+    lines = [f"[bold]length:[/bold] {shown(gap.sentence)}", sizes + paired,
              f"{result.n_tested:,} latents tested ({config.measure}, {_method(config)}); "
              f"{_count(len(findings), 'finding')} at q <= {config.alpha} and |diff| >= {config.min_diff} in "
              f"{_count(len(result.themes), 'theme')}: "

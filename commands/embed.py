@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from commands.ui import parse_roles, print_json, stderr, user_errors
+from commands.ui import parse_roles, print_json, shown, stderr, user_errors
 from saeembed.config import POOLINGS, EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__  # CLI defaults come from the library's config
@@ -18,7 +18,7 @@ def run(
     inputs: Annotated[list[str], typer.Argument(help="JSONL, CSV, Parquet or text files, globs, or - for stdin.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store to write (.parquet).")],
     model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
-    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo\\[/subfolder].")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle (`saeembed presets`); "
                                                   "without --model/--sae the offline `default`.")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Read the output of block L (0-based); "
@@ -73,7 +73,7 @@ def run(
         with embed_progress(disabled=quiet) as on_progress:
             result = embed(inputs, output, config, on_progress=on_progress)
     for problem in result.skipped:
-        stderr.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+        stderr.print(f"[yellow]skipped[/yellow] {shown(problem)}", highlight=False)
     notes = []
     if result.n_chunked:
         notes.append(f"{result.n_chunked} longer than the context, read in chunks")
@@ -87,6 +87,6 @@ def run(
                     "unpooled": result.n_unpooled, "skipped": [str(p) for p in result.skipped],
                     "seconds": round(result.seconds, 3)})
     elif not quiet:
-        stderr.print(f"[green]wrote[/green] {result.path}: {result.n_docs} documents, {result.n_tokens} tokens "
+        stderr.print(f"[green]wrote[/green] {shown(result.path)}: {result.n_docs} documents, {result.n_tokens} tokens "
                      f"({result.n_cached} from cache) in {result.seconds:.1f}s"
                      + (f"; {'; '.join(notes)}" if notes else ""), highlight=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typing_extensions import Annotated
 
-from commands.ui import print_json, user_errors
+from commands.ui import print_json, result_console, shown, user_errors
 
 
 def run(
@@ -15,7 +15,6 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Rows, tokens, model, SAE, mean active latents per document and bytes per document."""
-    from rich.console import Console
     from rich.table import Table
 
     from saeembed.summary import summarize
@@ -27,5 +26,5 @@ def run(
         return
     table = Table(show_header=False, box=None)
     for key, value in summary.items():
-        table.add_row(f"[bold]{key}[/bold]", f"{value:,.1f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+        table.add_row(f"[bold]{key}[/bold]", f"{value:,.1f}" if isinstance(value, float) else shown(value))
+    result_console().print(table)

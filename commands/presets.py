@@ -5,14 +5,13 @@ from __future__ import annotations
 import typer
 from typing_extensions import Annotated
 
-from commands.ui import print_json
+from commands.ui import print_json, result_console
 
 
 def run(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
     """List the presets: `default` runs offline; the others fetch hub models on first use."""
     from dataclasses import asdict
 
-    from rich.console import Console
     from rich.table import Table
 
     from saeembed.presets import presets
@@ -25,4 +24,4 @@ def run(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on std
     for p in table.values():
         view.add_row(p.name, p.model if not p.offline else "all-MiniLM-L6-v2 (bundled)", str(p.layer),
                      p.sae if not p.offline else "saeembed default (bundled)", p.description)
-    Console().print(view)
+    result_console().print(view)

@@ -9,11 +9,12 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, stderr, user_errors
+from commands.ui import emit, open_inputs, result_console, shown, stderr, user_errors
 from saeembed.analysis.config import RiskConfig
 
 _D = RiskConfig.__dataclass_fields__
-app = typer.Typer(help="Hallucination-risk probes that read concept patterns.", no_args_is_help=True)
+app = typer.Typer(help="Hallucination-risk probes that read concept patterns.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 @app.command("fit")
@@ -90,7 +91,7 @@ def baseline(
         fitted = Baseline.fit(opened)
         fitted.save(output)
     if not quiet:
-        stderr.print(f"[green]wrote[/green] {output}: baseline of {opened.n_docs:,} documents", highlight=False)
+        stderr.print(f"[green]wrote[/green] {shown(output)}: baseline of {opened.n_docs:,} documents", highlight=False)
 
 
 @app.command("scramble")
@@ -129,12 +130,10 @@ def scramble(
 
 
 def _render_report(report: Any, output: Path) -> None:
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
+    console = result_console()
     console.print(f"{report.n_docs:,} documents, {report.n_positive:,} positive (base rate "
                   f"{report.n_positive / report.n_docs:.2f}); out-of-fold scores, the same folds for every row",
                   highlight=False)
@@ -147,19 +146,19 @@ def _render_report(report: Any, output: Path) -> None:
     console.print("probe gain: the probe's AUROC minus the baseline's, paired over the same bootstrap resamples",
                   style="dim", highlight=False)
     for warning in report.warnings:
-        console.print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
+        console.print(f"[bold yellow]warning:[/bold yellow] {shown(warning)}", highlight=False)
     if not report.warnings:
         best = report.verdict
-        console.print(f"[green]the probe beats every baseline[/green]; the best, {escape(best.baseline)}, has AUROC "
+        console.print(f"[green]the probe beats every baseline[/green]; the best, {shown(best.baseline)}, has AUROC "
                       f"{best.baseline_auroc:.3f}, probe gain {best.gain:+.3f} [{best.gain_low:+.3f}, "
                       f"{best.gain_high:+.3f}]", highlight=False)
     for note in report.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     console.print("concepts with the largest weights (positive: more risk):")
     for row in report.top_concepts.head(15).iter_rows(named=True):
-        console.print(f"  {row['weight']:+.3f}  [cyan]{row['latent']}[/cyan] {escape(row['label'] or '(no label)')}",
+        console.print(f"  {row['weight']:+.3f}  [cyan]{row['latent']}[/cyan] {shown(row['label'] or '(no label)')}",
                       highlight=False)
-    console.print(f"probe and report.json saved to {output}", style="green", highlight=False)
+    console.print(f"probe and report.json saved to {shown(output)}", style="green", highlight=False)
 
 
 def _gain(row: dict[str, Any]) -> Any:
@@ -173,20 +172,16 @@ def _gain(row: dict[str, Any]) -> Any:
 
 
 def _render_scores(ranked: Any, key: str, top: int) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+    console = result_console()
     for row in ranked.head(top).iter_rows(named=True):
         text = row["text"].replace("\n", " ")
-        console.print(f"[bold]{row[key]:.3f}[/bold] [dim]{escape(str(row['id']))}[/dim]  "
-                      f"{escape(text if len(text) <= 140 else text[:140] + '…')}", highlight=False)
+        console.print(f"[bold]{row[key]:.3f}[/bold] [dim]{shown(str(row['id']))}[/dim]  "
+                      f"{shown(text if len(text) <= 140 else text[:140] + '…')}", highlight=False)
         if row.get("pushed_up_by"):
-            console.print(f"       [cyan]{escape(row['pushed_up_by'])}[/cyan]", highlight=False)
+            console.print(f"       [cyan]{shown(row['pushed_up_by'])}[/cyan]", highlight=False)
 
 
 def _render_scramble(table: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     out = Table("scrambled", "docs", "active latents / token (mean)", "p90", "active latents / document",
@@ -194,7 +189,7 @@ def _render_scramble(table: Any) -> None:
     for row in table.iter_rows(named=True):
         out.add_row(f"{row['level']:.0%}", str(row["docs"]), f"{row['concepts_mean']:.2f}",
                     f"{row['concepts_p90']:.1f}", f"{row['active_latents']:.1f}", f"{row['overlap']:.2f}")
-    Console().print(out)
+    result_console().print(out)
 
 
 def _plot(table: Any, path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from commands.ui import print_json, stderr, user_errors
+from commands.ui import print_json, shown, stderr, user_errors
 
 
 def run(
@@ -58,7 +58,7 @@ def run(
         with train_progress(disabled=quiet) as on_progress:
             result = train_sae(inputs, output, config, on_progress=on_progress)
     for problem in result.skipped:
-        stderr.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+        stderr.print(f"[yellow]skipped[/yellow] {shown(problem)}", highlight=False)
     figures = {"path": str(result.path), "steps": result.steps, "tokens": result.tokens,
                "resumed_from_step": result.resumed_from_step, "seconds": round(result.seconds, 1),
                "skipped": len(result.skipped), **result.eval}
@@ -67,5 +67,5 @@ def run(
     elif not quiet:
         held_out = (f"held-out FVU {result.eval['fvu']:.3f}, L0 {result.eval['l0']:.1f}, "
                     f"dead {result.eval['dead_fraction']:.1%}") if result.eval else "no held-out text"
-        stderr.print(f"[green]saved[/green] {result.path}: {result.steps} steps, {result.tokens:,} tokens; "
+        stderr.print(f"[green]saved[/green] {shown(result.path)}: {result.steps} steps, {result.tokens:,} tokens; "
                      f"{held_out}", highlight=False)

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
+import os
+import re
 import sys
+import traceback
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-stderr = Console(stderr=True)
+# emoji off: data holding `:smile:` is printed as written, not as a picture
+stderr = Console(stderr=True, emoji=False, highlight=False)
+
+# ANSI escape sequences (CSI, OSC up to BEL or ST, two-character ESC forms), then any other control
+# character except newline and tab: C0, DEL, C1, and the bidirectional overrides that reorder a line.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def result_console() -> Console:
+    """The console for results on stdout (no emoji codes, no guessing of highlights)."""
+    return Console(emoji=False, highlight=False)
+
+
+def shown(value: Any, *, one_line: bool = False) -> str:
+    """Data (a label, an id, a document, a file name) made safe to print with rich markup on: escape
+    sequences and control characters removed, brackets escaped so `[/oops]` or `[link=...]` print as
+    written. `one_line`: newlines and tabs become spaces."""
+    text = _CONTROL.sub("", _ESCAPES.sub("", str(value)))
+    if one_line:
+        text = " ".join(text.split())
+    return escape(text)
 
 
 @contextlib.contextmanager
@@ -23,14 +50,59 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except SaeEmbedError as exc:
-        from rich.markup import escape
-
         # escaped: a message may hold brackets (`saeembed[plot]`, `list[int]`) that rich would eat as markup
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {shown(exc)}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/yellow]: run the same command again to resume")
         raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def no_traceback() -> Iterator[None]:
+    """Around the whole CLI: what the commands did not turn into a user error still reaches the user as
+    one line. The environment's failures (disk full, permission denied, a file vanishing) say what and
+    where; anything else is a bug: the traceback goes to a log file whose path is printed."""
+    from saeembed.errors import SaeEmbedError
+
+    try:
+        yield
+    except SaeEmbedError as exc:
+        stderr.print(f"[red]error:[/red] {shown(exc)}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/yellow]: run the same command again to resume")
+        sys.exit(130)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        stderr.print(f"[red]error:[/red] {shown(exc.strerror or exc)}{shown(where)}; check the path, "
+                     f"its permissions and the free space, then run the same command again", soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:  # the last line of defence: a bug, reported with its traceback saved
+        log = write_crash_log(exc)
+        stderr.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {shown(exc, one_line=True)[:300]}; "
+                     f"the traceback is in {shown(log)} (please attach it to a bug report)", soft_wrap=True)
+        sys.exit(1)
+
+
+def write_crash_log(exc: BaseException) -> Path:
+    """The traceback of an unexpected error in `<cache>/logs/` (the system temp folder when that cannot
+    be written): named by time and process, never overwritten."""
+    import tempfile
+
+    from saeembed.cache import default_cache_root
+
+    name = f"error-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    text = f"saeembed {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(exc))
+    for folder in (default_cache_root() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path("(no writable place for the log)")
 
 
 def print_json(obj: Any) -> None:
@@ -57,7 +129,7 @@ def emit(files: dict[Any, Any], json_rows: Any, json_out: bool, render: Callable
     else:
         render()
     if files and not quiet:
-        written = ", ".join(f"{path} ({len(frame):,} rows)" for path, frame in files.items())
+        written = ", ".join(f"{shown(path)} ({len(frame):,} rows)" for path, frame in files.items())
         stderr.print(f"[green]wrote[/green] {written}", highlight=False)
 
 
