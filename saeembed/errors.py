@@ -19,3 +19,26 @@ class SAEError(SaeEmbedError):
 
 class StoreError(SaeEmbedError):
     """A store is missing, unreadable, or incompatible with another one."""
+
+
+class ConfigError(SaeEmbedError):
+    """A setting has a value it cannot take: the message names the field and the allowed values."""
+
+
+def one_of(owner: str, field: str, value: object, allowed: tuple) -> None:
+    """Refuse `value` unless it is one of `allowed`."""
+    if value not in allowed:
+        raise ConfigError(f"{owner}.{field} = {value!r} is not allowed; choose one of "
+                          f"{', '.join(repr(a) for a in allowed)}")
+
+
+def at_least(owner: str, field: str, value: object, low: float, *, optional: bool = False,
+             integer: bool = True) -> None:
+    """Refuse `value` unless it is a number (an int when `integer`) >= `low` (or None when `optional`)."""
+    if value is None and optional:
+        return
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value != value or value < low:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{owner}.{field} = {value!r} is not allowed; give {what} >= {low:g}"
+                          + (" (or None)" if optional else ""))
