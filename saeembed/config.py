@@ -6,9 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from saeembed.errors import ConfigError, at_least, one_of
+
 Pooling = Literal["max", "mean", "sum", "count"]
 LongMode = Literal["chunk", "truncate"]
 POOLINGS = ("max", "mean", "sum", "count")
+LONG_MODES = ("chunk", "truncate")
+VALUE_DTYPES = ("float16", "float32")
+COMPUTE_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "txt")
 
 
 @dataclass
@@ -24,18 +30,28 @@ class EmbedConfig:
     sae_format: str | None = None
     """Force the SAE format instead of detecting it."""
     revision: str | None = None
+    """Branch, tag or commit of the reader on the hub (None: the default branch)."""
     sae_revision: str | None = None
+    """Branch, tag or commit of the SAE on the hub."""
     pooling: Pooling = "max"
+    """How a per-token SAE's codes become one vector per document: max (the paper), mean, sum, or
+    count (tokens on which the latent fires). Document-level SAEs read the mean activation and ignore it."""
     values_dtype: str = "float16"
     """float16 (default, half the bytes) or float32 for the stored values."""
     device: str = "auto"
+    """auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."""
     dtype: str = "auto"
+    """Compute dtype of the reader: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."""
     batch_tokens: int = 16384
     """Token budget of one forward batch (padded length x rows)."""
     max_batch_docs: int = 256
+    """At most this many windows in one forward batch, however short."""
     max_tokens: int | None = None
-    """Context of one forward window; longer documents are chunked or truncated (`long`)."""
+    """Context of one forward window; longer documents are chunked or truncated (`long`). None: the
+    reader's own limit."""
     long: LongMode = "chunk"
+    """chunk: a longer document is read in windows and pooled over all of them; truncate: only its
+    first window is read."""
     pool_roles: tuple[str, ...] | None = None
     """Chats: pool only over these roles' tokens while the whole conversation is read."""
     as_chat: str | None = None
@@ -43,8 +59,11 @@ class EmbedConfig:
     input_format: str = "auto"
     """auto (by suffix; stdin is sniffed), jsonl, csv, parquet or txt."""
     text_field: str = "text"
+    """Field of each record holding the document's text."""
     id_field: str = "id"
+    """Field holding the document's id (records without one get their 0-based position)."""
     skip_invalid: bool = False
+    """Skip (and report) records without usable text instead of refusing the corpus."""
     cache_dir: Path | None = None
     """Where vectors are cached by content; None means `default_cache_root()`."""
     use_cache: bool = True
@@ -55,3 +74,37 @@ class EmbedConfig:
     """Also store each document's dense sentence embedding (all-MiniLM-L6-v2, column `dense`), for
     `search --dense` / `--hybrid`."""
     trust_remote_code: bool = False
+    """Run model code shipped with a hub model. Off unless asked: it executes code from the hub."""
+
+    def __post_init__(self) -> None:
+        owner = "EmbedConfig"
+        for name in ("model", "sae"):
+            if not isinstance(getattr(self, name), (str, Path)) or not str(getattr(self, name)).strip():
+                raise ConfigError(f"{owner}.{name} = {getattr(self, name)!r} is not allowed; give a hub id or a "
+                                  f"local path")
+        one_of(owner, "pooling", self.pooling, POOLINGS)
+        one_of(owner, "long", self.long, LONG_MODES)
+        one_of(owner, "values_dtype", self.values_dtype, VALUE_DTYPES)
+        one_of(owner, "dtype", self.dtype, COMPUTE_DTYPES)
+        one_of(owner, "input_format", self.input_format, INPUT_FORMATS)
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda", "mps")
+                                                    or self.device.startswith("cuda:")):
+            raise ConfigError(f"{owner}.device = {self.device!r} is not allowed; choose 'auto', 'cpu', "
+                              f"'cuda', 'cuda:N' or 'mps'")
+        at_least(owner, "layer", self.layer, 0, optional=True)
+        at_least(owner, "batch_tokens", self.batch_tokens, 1)
+        at_least(owner, "max_batch_docs", self.max_batch_docs, 1)
+        at_least(owner, "max_tokens", self.max_tokens, 2, optional=True)
+        at_least(owner, "window_docs", self.window_docs, 1)
+        for name in ("text_field", "id_field"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{owner}.{name} = {getattr(self, name)!r} is not allowed; give a field name")
+        if self.pool_roles is not None:
+            if isinstance(self.pool_roles, str) or not all(isinstance(r, str) and r for r in self.pool_roles):
+                raise ConfigError(f"{owner}.pool_roles = {self.pool_roles!r} is not allowed; give role names, "
+                                  f"e.g. ('assistant',)")
+            self.pool_roles = tuple(self.pool_roles)
+        if self.as_chat is not None and (not isinstance(self.as_chat, str) or not self.as_chat):
+            raise ConfigError(f"{owner}.as_chat = {self.as_chat!r} is not allowed; give a role name, e.g. 'assistant'")
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)

@@ -1,0 +1,63 @@
+"""Configs refuse values they cannot take at construction, naming the field and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from saeembed.config import EmbedConfig
+from saeembed.errors import ConfigError
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("pooling", "median", "'max', 'mean', 'sum', 'count'"),
+    ("long", "trunc", "'chunk', 'truncate'"),
+    ("values_dtype", "bf16", "'float16', 'float32'"),
+    ("dtype", "half", "'bfloat16'"),
+    ("input_format", "xml", "'jsonl'"),
+    ("device", "gpu", "'cuda:N'"),
+    ("layer", -1, ">= 0"),
+    ("layer", 1.5, "integer"),
+    ("batch_tokens", 0, ">= 1"),
+    ("max_batch_docs", True, "integer"),
+    ("max_tokens", 1, ">= 2"),
+    ("window_docs", "10", "integer"),
+    ("text_field", "", "field name"),
+    ("pool_roles", "assistant", "role names"),
+    ("as_chat", "", "role name"),
+    ("model", "", "hub id"),
+])
+def test_embed_config_refuses_bad_values_naming_the_field(field, value, says):
+    kwargs = {"model": "m", "sae": "s", field: value}
+    with pytest.raises(ConfigError) as error:
+        EmbedConfig(**kwargs)
+    message = str(error.value)
+    assert f"EmbedConfig.{field} = {value!r}" in message and says in message and "\n" not in message
+
+
+def test_embed_config_keeps_good_values_and_normalises_containers(tmp_path):
+    config = EmbedConfig("m", "s", pooling="count", long="truncate", values_dtype="float32", device="cuda:1",
+                         layer=0, max_tokens=None, pool_roles=["assistant"], cache_dir=str(tmp_path))
+    assert config.pool_roles == ("assistant",) and config.cache_dir == tmp_path
+    with pytest.raises(ConfigError):
+        dataclasses.replace(config, pooling="median")  # replace re-validates
+
+
+def test_every_embed_config_field_is_documented():
+    import ast
+    import inspect
+
+    import saeembed.config as module
+
+    tree = ast.parse(inspect.getsource(module))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EmbedConfig")
+    documented, last = set(), None
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign):
+            last = node.target.id
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and last:
+            documented.add(last)
+            last = None
+    fields = {f.name for f in dataclasses.fields(EmbedConfig)}
+    assert fields - documented == set()
