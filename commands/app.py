@@ -15,6 +15,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help is plain text: `[/subfolder]` in an option's help is not markup
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from saeembed import __version__
+
+        typer.echo(f"saeembed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Corpus analysis with sparse-autoencoder (SAE) embeddings."""
+
+
 app.command("embed")(embed.run)
 app.command("info")(info.run)
 app.command("check")(check.run)

@@ -147,3 +147,10 @@ def test_every_help_page_renders():
     for path in paths:
         out = CliRunner().invoke(app, [*path, "--help"])
         assert out.exit_code == 0 and "Usage" in out.output, (path, out.output[-300:])
+
+
+def test_version():
+    from saeembed import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"saeembed {__version__}"
