@@ -22,16 +22,17 @@ def run(
     like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the axis.")] = None,
     all_concepts: Annotated[bool, typer.Option("--all-concepts", help="Cluster on every latent, for "
                                                                       "comparison.")] = False,
-    k: Annotated[Optional[int], typer.Option(help="Number of clusters (spectral, kmeans).")] = None,
+    clusters: Annotated[Optional[int], typer.Option(min=2, help="Number of clusters (spectral, kmeans; default: "
+                                                                "chosen by eigengap / silhouette).")] = None,
     method: Annotated[str, typer.Option(help=f"{', '.join(CLUSTER_METHODS)}.")] = _D["method"].default,
     similarity: Annotated[str, typer.Option(
         help="Spectral affinity: weighted (Jaccard of scaled activations) or jaccard (of which latents fire)."
     )] = _D["similarity"].default,
-    top_concepts: Annotated[int, typer.Option("--top-concepts", help="Latents kept per phrase or example.")] = 100,
+    concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
     min_cluster_size: Annotated[int, typer.Option(help="hdbscan: smallest cluster.")
                                 ] = _D["min_cluster_size"].default,
     seed: Annotated[int, typer.Option(help="Random seed.")] = _D["seed"].default,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout: the cluster descriptions.")] = False,
+    json_out: options.Json = False,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
                                                    "the description goes beside it as NAME.clusters.EXT.")] = None,
     preset: options.Preset = None,
@@ -51,8 +52,8 @@ def run(
             raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
-        selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=top_concepts)
-        config = ClusterConfig(method=method, similarity=similarity, k=k,  # type: ignore[arg-type]
+        selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=concept_latents)
+        config = ClusterConfig(method=method, similarity=similarity, k=clusters,  # type: ignore[arg-type]
                                min_cluster_size=min_cluster_size, seed=seed)
         result = cluster(opened, selected, config)
     files = {output: result.assignments,

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import open_inputs, print_rows, result_console, shown, stderr, user_errors
+from commands.ui import emit, open_inputs, result_console, shown, stderr, user_errors
 
 
 def run(
+    store: Annotated[str, typer.Argument(help="The store (or corpus file) whose SAE and labels are used.")],
     query: Annotated[Optional[str], typer.Argument(help="Comma-separated terms: latent ids, words or phrases, "
                                                         "-term to exclude.")] = None,
-    store: Annotated[str, typer.Option(help="The store (or corpus file) whose SAE and labels are used.")] = "",
     like: Annotated[Optional[list[str]], typer.Option(help="An example text; its strongest latents are added "
                                                            "(repeatable).")] = None,
-    top: Annotated[int, typer.Option(help="Latents kept per phrase or example.")] = 100,
-    show: Annotated[int, typer.Option(help="Latents shown.")] = 30,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one latent each.")] = False,
+    concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
+    top: Annotated[int, typer.Option(min=1, help="Latents shown.")] = 30,
+    json_out: options.Json = False,
+    output: options.Output = None,
     preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
 ) -> None:
@@ -29,18 +32,18 @@ def run(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
-        if not store:
-            raise SaeEmbedError("name the store whose SAE and labels to use: --store tweets.parquet")
         if not query and not like:
             raise SaeEmbedError("give a query (words, phrases, latent ids) or --like \"an example\"")
-        (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
-        selected = select_concepts(query, opened, like=like, top=top)
+        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                cache_dir=cache_dir)
+        selected = select_concepts(query, opened, like=like, top=concept_latents)
     frame = selected.frame()
     for note in selected.notes:  # on stderr, so --json output stays clean
         stderr.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
-    if json_out:
-        print_rows(frame)
-        return
+    emit({output: frame} if output else {}, frame, json_out, lambda: _render(selected, frame, top), quiet)
+
+
+def _render(selected: Any, frame: Any, show: int) -> None:
     console = result_console()
     console.print(f"{len(selected)} latents selected; ids to reuse: "
                   f"{','.join(str(i) for i in selected.latents[:show])}", highlight=False, soft_wrap=True)

@@ -15,3 +15,10 @@ CacheDir = Annotated[Optional[Path], typer.Option(help="Vector cache folder.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the table to .csv, .parquet, .json "
                                                                        "or .jsonl.")]
+# One meaning per option everywhere: --top = rows shown, --concept-latents = latents kept per phrase or
+# example of a concept query, --clusters = number of clusters.
+CONCEPT_LATENTS = 100  # the paper's k: latents per phrase or example
+ConceptLatents = Annotated[int, typer.Option("--concept-latents", min=1,
+                                             help="Latents kept per phrase or example of the concept query.")]
+Json = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one row each.")]
+

@@ -172,24 +172,26 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     save_labels(LABELS, store.meta["sae"]["fingerprint"])  # the user's own labels for this SAE
     runner = CliRunner()
     path = str(tmp_path / "s.parquet")
-    out = runner.invoke(app, ["concepts", "football", "--store", path, "--top", "2", "--json"])
+    out = runner.invoke(app, ["concepts", path, "football", "--concept-latents", "2", "--json"])
     assert out.exit_code == 0, out.output
     assert {json.loads(line)["latent"] for line in out.stdout.splitlines()} == {0, 1}
-    out = runner.invoke(app, ["concepts", "football", "--store", path])
+    out = runner.invoke(app, ["concepts", path, "football"])
     assert out.exit_code == 0 and "matched: football" in out.stdout and "matched: soccer" in out.stdout
-    out = runner.invoke(app, ["concepts", "umbrella", "--store", path])
+    out = runner.invoke(app, ["concepts", path, "umbrella"])
     assert out.exit_code == 0 and "warning: weak matches for 'umbrella'" in out.stderr
-    out = runner.invoke(app, ["concepts", "xqzv blorf", "--store", path])
+    out = runner.invoke(app, ["concepts", path, "xqzv blorf"])
     assert out.exit_code == 1 and "nothing selected for 'xqzv blorf'" in out.stderr
     out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "3", "--json"])
     assert out.exit_code == 0, out.output
     assert all(json.loads(line)["kind"] == "sport" for line in out.stdout.splitlines())
-    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--k", "2", "-o", str(tmp_path / "a.csv")])
+    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--clusters", "2", "-o", str(tmp_path / "a.csv")])
     assert out.exit_code == 0, out.output
     assert "spectral clustering on 4 selected latents" in out.stdout
     assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
-    out = runner.invoke(app, ["cluster", path, "--k", "2"])
+    out = runner.invoke(app, ["cluster", path, "--clusters", "2"])
     assert out.exit_code == 1 and "--all-concepts" in out.output
+    out = runner.invoke(app, ["concepts", path, "football", "--top", "1", "-o", str(tmp_path / "c.jsonl")])
+    assert out.exit_code == 0 and len((tmp_path / "c.jsonl").read_text().splitlines()) == 2  # the file keeps all
 
 
 def test_weighted_jaccard_levels_are_exact_on_the_level_grid(tmp_path):

@@ -61,3 +61,12 @@ def test_every_embed_config_field_is_documented():
             last = None
     fields = {f.name for f in dataclasses.fields(EmbedConfig)}
     assert fields - documented == set()
+
+
+@pytest.mark.parametrize(("field", "value"), [("k", 1), ("k", "4"), ("neighbors", 0), ("min_cluster_size", 1),
+                                              ("top_latents", 0), ("central_docs", -1)])
+def test_cluster_config_refuses_bad_values(field, value):
+    from saeembed.analysis.config import ClusterConfig
+
+    with pytest.raises(ConfigError, match=f"ClusterConfig.{field}"):
+        ClusterConfig(**{field: value})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import SaeEmbedError, at_least
 
 Measure = Literal["frequency", "mean"]
 MEASURES = ("frequency", "mean")
@@ -124,13 +124,19 @@ class ClusterConfig:
     top_latents: int = 10
     """Distinctive latents listed per cluster."""
     central_docs: int = 3
+    """Most central documents shown per cluster."""
     seed: int = 0
+    """Seed of k-means and of the spectral embedding."""
 
     def __post_init__(self) -> None:
         if self.method not in CLUSTER_METHODS:
             raise SaeEmbedError(f"unknown clustering method {self.method!r}; choose {', '.join(CLUSTER_METHODS)}")
         if self.similarity not in ("weighted", "jaccard"):
             raise SaeEmbedError(f"unknown similarity {self.similarity!r}; choose weighted or jaccard")
+        at_least("ClusterConfig", "k", self.k, 2, optional=True)
+        for name, low in (("dense_limit", 2), ("neighbors", 1), ("min_cluster_size", 2), ("top_latents", 1),
+                          ("central_docs", 0)):
+            at_least("ClusterConfig", name, getattr(self, name), low)
 
 
 RiskModel = Literal["l1", "pls"]
