@@ -40,9 +40,12 @@ def load_sae(spec: str | Path, *, layer: int | None = None, fmt: str | None = No
 
 def resolve_local(spec: str, *, revision: str | None = None) -> Path:
     """A local path for `spec`: the path itself, or the hub snapshot folder it names."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return path
+    try:
+        path = Path(spec).expanduser()
+        if path.exists():
+            return path
+    except (OSError, ValueError, RuntimeError):  # a NUL in the name, an unknown ~user
+        pass
     if not _HUB_ID.match(spec):
         raise SAEError(f"SAE not found: {spec!r} is neither a local file/folder nor a hub id (org/repo)")
     parts = spec.split("/")
@@ -65,7 +68,11 @@ def _pick_hookpoint(path: Path, layer: int | None) -> Path:
     """In a sparsify checkpoint with one folder per hookpoint, choose the one for `layer`."""
     if not path.is_dir() or (path / "cfg.json").exists():
         return path
-    hookpoints = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "sae.safetensors").exists())
+    try:
+        hookpoints = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "sae.safetensors").exists())
+    except OSError as exc:
+        raise SAEError(f"cannot list the SAE folder {path}: {exc.strerror or exc}; check the path and its "
+                       f"permissions") from None
     if not hookpoints:
         return path
     if layer is None:

@@ -2,14 +2,20 @@
 
 Facts about each format are in the project's SAE_FORMATS notes; every loader reads tensors
 without unpickling (safetensors, `torch.load(weights_only=True)`, `np.load(allow_pickle=False)`).
+Every loader checks what it read before it builds the SAE: each config field it uses has the type and range
+the format gives it, and each tensor is a floating-point tensor of finite values whose shape agrees with the
+encoder's. Anything else is one SAEError of one line that names the file, the field and what to do; never a
+traceback, and never an SAE that encodes NaN or empty vectors.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import reprlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 
@@ -19,6 +25,7 @@ from saeembed.sae.hooks import layer_from_hook
 from saeembed.sae.model import READS, SAE, SAEInfo
 
 FORMATS = ("saelens", "sparsify", "goodfire", "gemmascope", "dictionary_learning")
+_AGAIN = "download the SAE again"
 
 
 def detect_format(path: Path) -> str:
@@ -31,7 +38,11 @@ def detect_format(path: Path) -> str:
         if path.suffix in (".pt", ".pth"):
             return "goodfire"
         path = path.parent
-    names = {p.name for p in path.iterdir()}
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError as exc:
+        raise SAEError(f"cannot list the SAE folder {path}: {_one_line(exc.strerror or exc)}; check the path "
+                       f"and its permissions") from None
     if "sae_weights.safetensors" in names:
         return "saelens"
     if "sae.safetensors" in names:
@@ -55,11 +66,107 @@ def load_format(path: Path, fmt: str, source: str) -> SAE:
     return loader(path, source)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+# -- reading files and checking what they hold ------------------------------------------------------
+
+def _one_line(text: object, limit: int = 200) -> str:
+    """`text` on one line (every run of whitespace, line breaks included, becomes a space), cut at `limit`."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 40, 4, 4, 2
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr of a value read from a file."""
+    return _one_line(_SHORT.repr(value), 80)
+
+
+def _json_kind(value: Any) -> str:
+    kinds = ((bool, "true/false"), (list, "list"), (str, "string"), (int, "number"), (float, "number"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null")
+
+
+class _Fields:
+    """Typed reads of one JSON object of an SAE config file: a value of the wrong type or out of range is an
+    SAEError naming the file and the field, never a wrong SAE. A missing field or null reads as the default."""
+
+    def __init__(self, data: dict[str, Any], path: Path, prefix: str = "") -> None:
+        self.data, self.path, self.prefix = data, path, prefix
+
+    def refuse(self, key: str, value: Any, expected: str) -> NoReturn:
+        raise SAEError(f"{self.path}: {self.prefix}{key} is {_show(value)}; expected {expected}. Fix the field "
+                       f"or {_AGAIN}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def section(self, key: str) -> "_Fields":
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, dict):
+            self.refuse(key, value, "a JSON object")
+        return _Fields(value or {}, self.path, f"{self.prefix}{key}.")
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, str):
+            self.refuse(key, value, "a string")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.refuse(key, value, "true or false")
+        return value
+
+    def number(self, key: str, *, positive: bool = False) -> float | None:
+        """A finite number >= 0 (> 0 when `positive`), or None when absent."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        try:
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        except OverflowError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0 or (positive and number == 0):
+            self.refuse(key, value, "a finite number " + ("> 0" if positive else ">= 0"))
+        return number
+
+    def whole(self, key: str, low: int) -> int | None:
+        """A whole number >= `low` (written as an int, or a float like 8.0), or None when absent."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            self.refuse(key, value, f"a whole number >= {low}")
+        return value
+
+
+def _read_json(path: Path) -> _Fields:
+    """The JSON object in `path`, for typed reads."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SAEError(f"cannot read SAE config {path}: {exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SAEError(f"cannot read SAE config {path}: {_one_line(exc.strerror or exc)}; the SAE needs this "
+                       f"file: {_AGAIN}, or pass the folder that holds it") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise SAEError(f"{path} is not UTF-8 text, so not a JSON config; {_AGAIN}") from None
+    except json.JSONDecodeError as exc:
+        raise SAEError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix "
+                       f"the file or {_AGAIN}") from None
+    except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
+        raise SAEError(f"{path} cannot be parsed as JSON ({_one_line(exc, 80)}); fix the file or {_AGAIN}") from None
+    if not isinstance(data, dict):
+        raise SAEError(f"{path} holds a JSON {_json_kind(data)}, not an object of settings; fix the file or "
+                       f"{_AGAIN}")
+    return _Fields(data, path)
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -68,25 +175,126 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise SAEError(f"cannot read SAE weights {path}: {exc}") from None
+        raise SAEError(f"cannot read SAE weights {path} ({_one_line(exc, 120)}); the file is missing, truncated "
+                       f"or not safetensors: {_AGAIN}") from None
 
 
-def _torch_file(path: Path) -> dict[str, torch.Tensor]:
+def _torch_file(path: Path) -> dict[Any, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling refusals come as several types
         raise SAEError(f"cannot read {path} as a tensor file (only plain tensors are loaded, never "
-                       f"pickled code): {exc}") from None
+                       f"pickled code): {_torch_reason(exc)}; {_AGAIN}") from None
     if not isinstance(state, dict):
-        raise SAEError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
+        raise SAEError(f"{path}: expected a dict of tensors, got {type(state).__name__}; {_AGAIN}")
     return state
 
 
-def _need(tensors: dict[str, torch.Tensor], path: Path, *keys: str) -> list[torch.Tensor]:
-    missing = [k for k in keys if k not in tensors]
+def _torch_reason(exc: Exception) -> str:
+    """The part of a `torch.load` error that says what is wrong with the file (not torch's advice)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return f"the safe unpickler refused it ({_one_line(reason, 100)})"
+    return _one_line(text.split(". ")[0], 120)
+
+
+def _npz(path: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The arrays `names` of an .npz archive that it holds, as float32 tensors (others are refused)."""
+    import numpy as np
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - a bad archive fails in zipfile, numpy or the OS
+        raise SAEError(f"cannot read SAE weights {path} ({_one_line(exc, 120)}); {_AGAIN}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise SAEError(f"{path} holds one array, not an .npz archive of named arrays; {_AGAIN}")
+    tensors = {}
+    with archive:
+        for name in (n for n in names if n in archive.files):
+            try:
+                array = archive[name]
+            except Exception as exc:  # noqa: BLE001 - a damaged member fails in zipfile or numpy
+                raise SAEError(f"cannot read array {name} of {path} ({_one_line(exc, 120)}); {_AGAIN}") from None
+            if array.dtype.kind != "f":
+                raise SAEError(f"{path}: {name} has dtype {array.dtype}; SAE weights are floating point. "
+                               f"The file is damaged or not an SAE: {_AGAIN}")
+            tensors[name] = torch.from_numpy(array.astype(np.float32, copy=False))
+    return tensors
+
+
+def _finite(value: torch.Tensor, path: Path, name: str) -> torch.Tensor:
+    if not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise SAEError(f"{path}: {name} holds {bad} non-finite values (NaN or inf) among {value.numel()}; the "
+                       f"file is damaged or the SAE diverged in training: {_AGAIN} or pass a checkpoint from "
+                       f"before it diverged")
+    return value
+
+
+def _weight(value: Any, path: Path, name: str) -> torch.Tensor:
+    """`value` as a float32 tensor, refused unless it is a dense floating-point tensor of finite values."""
+    if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+        raise SAEError(f"{path}: {name} is a {type(value).__name__}"
+                       + (f" ({value.layout})" if isinstance(value, torch.Tensor) else "")
+                       + f", not a dense tensor; {_AGAIN}")
+    if not value.is_floating_point():
+        raise SAEError(f"{path}: {name} has dtype {str(value.dtype).removeprefix('torch.')}; SAE weights are "
+                       f"floating point. The file is damaged or not an SAE: {_AGAIN}")
+    return _finite(value.detach().float(), path, name)
+
+
+_DIMS = {"D": "d_in", "F": "d_sae", "1": "1"}
+
+
+def _take(tensors: dict[Any, Any], path: Path, layout: dict[str, str]) -> list[torch.Tensor]:
+    """The tensors that `layout` names, as float32, each checked by `_weight` and for its shape.
+
+    `layout` maps a tensor's name in the file to its shape in letters: D = d_in, F = d_sae (both read off the
+    first entry, the encoder matrix), 1 = one; '|' separates shapes allowed alike, '' is a scalar: a threshold
+    of either [d_sae] or one broadcast value is 'F||1'.
+    """
+    missing = [name for name in layout if name not in tensors]
     if missing:
-        raise SAEError(f"{path}: missing tensors {missing}; found {sorted(tensors)[:12]}")
-    return [tensors[k].float() for k in keys]
+        raise SAEError(f"{path}: missing tensors {missing}; found {sorted(map(str, tensors))[:12]}. The file is "
+                       f"not this SAE format or is damaged: {_AGAIN}")
+    first, sides = next(iter(layout.items()))
+    dims = {"1": 1}
+    out = []
+    for name, pattern in layout.items():
+        value = _weight(tensors[name], path, name)
+        shape = tuple(value.shape)
+        if name == first:
+            if len(shape) != 2 or 0 in shape:
+                raise SAEError(f"{path}: {name} has shape {list(shape)}; expected a 2-D matrix "
+                               f"[{', '.join(_DIMS[c] for c in sides)}] with no empty side: {_AGAIN}")
+            dims.update(zip(sides, shape))
+        allowed = [tuple(dims[c] for c in alternative) for alternative in pattern.split("|")]
+        if shape not in allowed:
+            expected = " or ".join(f"[{', '.join(map(str, a))}]" if a else "a scalar" for a in dict.fromkeys(allowed))
+            named = " or ".join(f"[{', '.join(_DIMS[c] for c in a)}]" if a else "a scalar"
+                                for a in pattern.split("|") if a != "1")
+            raise SAEError(f"{path}: {name} has shape {list(shape)}; expected {expected} ({named}, as {first} "
+                           f"{list(dims[c] for c in sides)} implies). The file is damaged or mixes two SAEs: {_AGAIN}")
+        out.append(value)
+    return out
+
+
+def _check_k(k: int, d_sae: int, path: Path, field: str) -> int:
+    if not 1 <= k <= d_sae:
+        raise SAEError(f"{path}: {field} is {k}, but a TopK SAE of {d_sae} latents keeps between 1 and {d_sae} "
+                       f"per token; fix the field or {_AGAIN}")
+    return k
+
+
+def _layer(hook: str | None, path: Path, field: str) -> int | None:
+    """The block a hook name reads, with the file and field named when it is not the residual stream."""
+    if not hook:
+        return None
+    try:
+        return layer_from_hook(hook)
+    except SAEError as exc:
+        raise SAEError(f"{path}: {field}: {exc}") from None
 
 
 def _info(path: Path, source: str, fmt: str, arch: str, w_enc: torch.Tensor, files: list[Path],
@@ -95,13 +303,12 @@ def _info(path: Path, source: str, fmt: str, arch: str, w_enc: torch.Tensor, fil
                    d_sae=w_enc.shape[1], fingerprint=fingerprint(files), **known)
 
 
-def _reads(meta: dict[str, Any], folder: Path) -> str:
+def _reads(meta: _Fields) -> str:
     """What a saeembed-trained SAE encodes (`metadata.saeembed.reads`); published SAEs read tokens."""
-    own = meta.get("saeembed") if isinstance(meta.get("saeembed"), dict) else {}
-    reads = own.get("reads", "tokens")
+    own = meta.section("saeembed")
+    reads = own.text("reads") or "tokens"
     if reads not in READS:
-        raise SAEError(f"{folder}/cfg.json: metadata.saeembed.reads is {reads!r}; expected one of "
-                       f"{', '.join(READS)}")
+        own.refuse("reads", reads, f"one of {', '.join(READS)}")
     return reads
 
 
@@ -109,90 +316,119 @@ def _reads(meta: dict[str, Any], folder: Path) -> str:
 
 def _load_saelens(path: Path, source: str) -> SAE:
     folder = path if path.is_dir() else path.parent
-    cfg = _read_json(folder / "cfg.json")
-    weights = folder / "sae_weights.safetensors"
-    tensors = _safetensors(weights)
-    meta = cfg.get("metadata") or {}
-    hook = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
-    arch = cfg.get("architecture") or cfg.get("activation_fn_str") or cfg.get("activation_fn") or "standard"
-    kwargs = cfg.get("activation_fn_kwargs") or {}
-    k = cfg.get("k") or kwargs.get("k")
-    if arch == "topk" or (arch in ("relu", "standard") and k and cfg.get("activation_fn") == "topk"):
-        arch = "topk"
-    elif arch in ("standard", "relu"):
-        arch = "relu"
-    elif arch not in ("jumprelu", "gated"):
-        raise SAEError(f"{folder}/cfg.json: architecture {arch!r} is not supported; saeembed reads "
-                       f"standard/relu, jumprelu, topk and gated SAELens SAEs")
-    w_enc, w_dec, b_dec = _need(tensors, weights, "W_enc", "W_dec", "b_dec")
-    sae_args: dict[str, Any] = {}
-    if arch == "gated":
-        b_gate, r_mag, b_mag = _need(tensors, weights, "b_gate", "r_mag", "b_mag")
-        b_enc = torch.zeros(w_enc.shape[1])
-        sae_args.update(b_gate=b_gate, r_mag=r_mag, b_mag=b_mag)
-    else:
-        (b_enc,) = _need(tensors, weights, "b_enc")
-    if arch == "jumprelu":
-        if "threshold" in tensors:
-            sae_args["threshold"] = tensors["threshold"].float()
-        elif "log_threshold" in tensors:
-            sae_args["threshold"] = tensors["log_threshold"].float().exp()
-        else:
-            raise SAEError(f"{weights}: a jumprelu SAE needs 'threshold' or 'log_threshold'")
+    cfg_path, weights = folder / "cfg.json", folder / "sae_weights.safetensors"
+    cfg = _read_json(cfg_path)
+    meta = cfg.section("metadata")
+    hook_sources = (("metadata.hook_name", meta, "hook_name"), ("hook_name", cfg, "hook_name"),
+                    ("hook_point", cfg, "hook_point"))
+    hook_field, hook = next(((name, fields.text(key)) for name, fields, key in hook_sources if fields.text(key)),
+                            ("hook_name", None))
+    # pre-6.0 files say the activation (relu | topk) apart from the architecture (standard | gated | jumprelu)
+    act_field = "activation_fn_str" if cfg.has("activation_fn_str") else "activation_fn"
+    activation = cfg.text(act_field)
+    architecture = cfg.text("architecture")
+    arch = architecture or activation or "standard"
+    if arch in ("standard", "relu"):
+        if activation not in (None, "", "relu", "topk"):
+            cfg.refuse(act_field, activation, "relu or topk (the activations saeembed reads)")
+        arch = "topk" if activation == "topk" else "relu"
+    elif arch not in ("jumprelu", "gated", "topk"):
+        cfg.refuse("architecture" if architecture else act_field, arch,
+                   "standard/relu, jumprelu, topk or gated (the SAELens architectures saeembed reads)")
+    k = k_field = None
     if arch == "topk":
-        sae_args["k"] = int(k)
-        if cfg.get("rescale_acts_by_decoder_norm"):
-            # Selecting on pre * ||W_dec_i|| equals a plain topk SAE with the norm folded in.
-            norm = w_dec.norm(dim=-1)
-            w_enc, b_enc, w_dec = w_enc * norm, b_enc * norm, w_dec / norm[:, None]
-    norm_mode = cfg.get("normalize_activations")
+        k_field = "k" if cfg.has("k") else "activation_fn_kwargs.k"
+        k = cfg.whole("k", 1) if cfg.has("k") else cfg.section("activation_fn_kwargs").whole("k", 1)
+        if k is None:
+            raise SAEError(f"{cfg_path}: a topk SAE needs k, the latents kept per token, and the file has none; "
+                           f"add \"k\": N as the SAE was trained, or {_AGAIN}")
+    rescale = arch == "topk" and cfg.flag("rescale_acts_by_decoder_norm", False)
+    apply_b_dec = cfg.flag("apply_b_dec_to_input", True)
+    sae_args: dict[str, Any] = {}
+    norm_mode = cfg.data.get("normalize_activations")
     if norm_mode == "expected_average_only_in" or norm_mode is True:
-        scale = cfg.get("scaling_factor") or meta.get("scaling_factor")
+        scale = cfg.number("scaling_factor", positive=True) or meta.number("scaling_factor", positive=True)
         if scale is None:
-            raise SAEError(f"{folder}/cfg.json: normalize_activations is 'expected_average_only_in' but "
-                           f"no 'scaling_factor' is recorded; fold it into the weights with SAELens "
+            raise SAEError(f"{cfg_path}: normalize_activations is 'expected_average_only_in' but no "
+                           f"'scaling_factor' is recorded; fold it into the weights with SAELens "
                            f"(fold_activation_norm_scaling_factor) and save again")
-        sae_args["input_scale"] = float(scale)
+        sae_args["input_scale"] = scale
     elif norm_mode == "layer_norm":
         sae_args["layer_norm_input"] = True
     elif norm_mode not in (None, "none", False):
-        raise SAEError(f"{folder}/cfg.json: normalize_activations={norm_mode!r} is not supported")
-    model_name = meta.get("model_name") or cfg.get("model_name")
+        cfg.refuse("normalize_activations", norm_mode, "none, expected_average_only_in or layer_norm")
+    model_name = meta.text("model_name") or cfg.text("model_name")
+    expected_l0 = meta.number("l0") or cfg.number("l0")
+    neuronpedia_id = meta.text("neuronpedia_id") or cfg.text("neuronpedia_id")
     # TransformerLens folds LayerNorm and centres the residual stream for GPT-2-style models; SAEs
     # trained there (e.g. gpt2-small res-jb) expect centred tokens. Llama/Gemma never are.
-    kwargs_tl = meta.get("model_from_pretrained_kwargs") or cfg.get("model_from_pretrained_kwargs") or {}
-    center = bool(kwargs_tl.get("center_writing_weights", False))
-    info = _info(folder, source, "saelens", arch, w_enc, [weights, folder / "cfg.json"],
-                 hook_name=hook, layer=layer_from_hook(hook) if hook else None, model_name=model_name,
-                 expected_l0=meta.get("l0") or cfg.get("l0") or (float(k) if arch == "topk" else None),
-                 extra={"neuronpedia_id": meta.get("neuronpedia_id") or cfg.get("neuronpedia_id")},
-                 reads=_reads(meta, folder))
-    return SAE(w_enc, b_enc, w_dec, b_dec, info,
-               apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-               center_input=center, **sae_args)
+    tl_kwargs = (meta if meta.data.get("model_from_pretrained_kwargs") else cfg).section("model_from_pretrained_kwargs")
+    center = tl_kwargs.flag("center_writing_weights", False)
+    reads = _reads(meta)
+    layer = _layer(hook, cfg_path, hook_field)
+
+    tensors = _safetensors(weights)
+    layout = {"W_enc": "DF", "W_dec": "FD", "b_dec": "D"}
+    layout.update(dict.fromkeys(("b_gate", "r_mag", "b_mag"), "F") if arch == "gated" else {"b_enc": "F"})
+    if arch == "jumprelu":
+        threshold_name = next((n for n in ("threshold", "log_threshold") if n in tensors), None)
+        if threshold_name is None:
+            raise SAEError(f"{weights}: a jumprelu SAE needs a 'threshold' or 'log_threshold' tensor and the "
+                           f"file has neither; {_AGAIN}")
+        layout[threshold_name] = "F||1"
+    named = dict(zip(layout, _take(tensors, weights, layout)))
+    w_enc, w_dec, b_dec = named["W_enc"], named["W_dec"], named["b_dec"]
+    b_enc = named.get("b_enc", torch.zeros(w_enc.shape[1]))
+    if arch == "gated":
+        _finite(named["r_mag"].exp(), weights, "exp(r_mag)")
+        sae_args.update(b_gate=named["b_gate"], r_mag=named["r_mag"], b_mag=named["b_mag"])
+    if arch == "jumprelu":
+        threshold = named.get("threshold")
+        sae_args["threshold"] = threshold if threshold is not None else _finite(
+            named["log_threshold"].exp(), weights, "exp(log_threshold)")
+    if arch == "topk":
+        sae_args["k"] = _check_k(k, w_enc.shape[1], cfg_path, k_field)
+        if rescale:
+            # Selecting on pre * ||W_dec_i|| equals a plain topk SAE with the norm folded in; a latent whose
+            # decoder row is zero never wins and decodes to zero either way.
+            norm = w_dec.norm(dim=-1)
+            w_enc, b_enc = w_enc * norm, b_enc * norm
+            w_dec = w_dec / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
+            for name, value in (("W_enc * ||W_dec||", w_enc), ("b_enc * ||W_dec||", b_enc), ("W_dec", w_dec)):
+                _finite(value, weights, name)
+    info = _info(folder, source, "saelens", arch, w_enc, [weights, cfg_path],
+                 hook_name=hook, layer=layer, model_name=model_name,
+                 expected_l0=expected_l0 or (float(k) if arch == "topk" else None),
+                 extra={"neuronpedia_id": neuronpedia_id}, reads=reads)
+    return SAE(w_enc, b_enc, w_dec, b_dec, info, apply_b_dec_to_input=apply_b_dec, center_input=center,
+               **sae_args)
 
 
 # -- EleutherAI sparsify ---------------------------------------------------------------------------
 
 def _load_sparsify(path: Path, source: str) -> SAE:
     folder = path if path.is_dir() else path.parent
-    cfg = _read_json(folder / "cfg.json")
-    weights = folder / "sae.safetensors"
+    cfg_path, weights = folder / "cfg.json", folder / "sae.safetensors"
+    cfg = _read_json(cfg_path)
+    if (cfg.text("activation") or "topk") != "topk":
+        cfg.refuse("activation", cfg.data["activation"], "topk (saeembed reads sparsify topk SAEs)")
+    if cfg.flag("skip_connection", False):
+        raise SAEError(f"{cfg_path}: skip_connection is true: sparsify SAEs with a skip connection (transcoders) "
+                       f"are not embeddings of the residual stream; pass a plain SAE")
+    transcode = cfg.flag("transcode", False)
+    k = cfg.whole("k", 1)
+    if k is None:
+        raise SAEError(f"{cfg_path}: a sparsify SAE needs k, the latents kept per token, and the file has none; "
+                       f"add \"k\": N as the SAE was trained, or {_AGAIN}")
     tensors = _safetensors(weights)
-    enc_w, enc_b, w_dec, b_dec = _need(tensors, weights, "encoder.weight", "encoder.bias", "W_dec", "b_dec")
-    if cfg.get("activation", "topk") != "topk":
-        raise SAEError(f"{folder}/cfg.json: activation {cfg.get('activation')!r} is not supported "
-                       f"(saeembed reads sparsify topk SAEs)")
-    if cfg.get("skip_connection"):
-        raise SAEError(f"{folder}: sparsify SAEs with a skip connection (transcoders) are not embeddings "
-                       f"of the residual stream; pass a plain SAE")
+    enc_w, enc_b, w_dec, b_dec = _take(tensors, weights, {"encoder.weight": "FD", "encoder.bias": "F",
+                                                          "W_dec": "FD", "b_dec": "D"})
     hook = folder.name if re.fullmatch(r"layers\.\d+", folder.name) else None
     w_enc = enc_w.T.contiguous()
-    info = _info(folder, source, "sparsify", "topk", w_enc, [weights, folder / "cfg.json"],
-                 hook_name=hook, layer=layer_from_hook(hook) if hook else None,
-                 expected_l0=float(cfg["k"]))
-    return SAE(w_enc, enc_b, w_dec, b_dec, info, k=int(cfg["k"]),
-               apply_b_dec_to_input=not cfg.get("transcode", False))
+    _check_k(k, w_enc.shape[1], cfg_path, "k")
+    info = _info(folder, source, "sparsify", "topk", w_enc, [weights, cfg_path],
+                 hook_name=hook, layer=layer_from_hook(hook) if hook else None, expected_l0=float(k))
+    return SAE(w_enc, enc_b, w_dec, b_dec, info, k=k, apply_b_dec_to_input=not transcode)
 
 
 # -- Goodfire --------------------------------------------------------------------------------------
@@ -204,8 +440,9 @@ def _load_goodfire(path: Path, source: str) -> SAE:
             raise SAEError(f"{path}: expected one .pth file, found {[p.name for p in files]}; pass the file")
         path = files[0]
     tensors = _torch_file(path)
-    enc_w, enc_b, dec_w, dec_b = _need(tensors, path, "encoder_linear.weight", "encoder_linear.bias",
-                                       "decoder_linear.weight", "decoder_linear.bias")
+    enc_w, enc_b, dec_w, dec_b = _take(tensors, path, {
+        "encoder_linear.weight": "FD", "encoder_linear.bias": "F", "decoder_linear.weight": "DF",
+        "decoder_linear.bias": "D"})
     w_enc, w_dec = enc_w.T.contiguous(), dec_w.T.contiguous()
     match = re.search(r"-l(\d+)\b", path.stem)
     file_layer = int(match.group(1)) if match else None
@@ -217,29 +454,27 @@ def _load_goodfire(path: Path, source: str) -> SAE:
 # -- Gemma Scope -----------------------------------------------------------------------------------
 
 def _load_gemmascope(path: Path, source: str) -> SAE:
-    import numpy as np
-
     folder = path if path.is_dir() else path.parent
     hook = None
     if (folder / "params.npz").exists() or path.suffix == ".npz":
         weights = path if path.suffix == ".npz" else folder / "params.npz"
-        with np.load(weights, allow_pickle=False) as npz:
-            tensors = {k: torch.from_numpy(np.asarray(npz[k], dtype=np.float32)) for k in npz.files}
         names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+        tensors = _npz(weights, names)
         files = [weights]
     else:
         weights = folder / "params.safetensors"
-        tensors = _safetensors(weights)
         names = ("w_enc", "b_enc", "w_dec", "b_dec", "threshold")
         files = [weights]
         if (folder / "config.json").exists():
-            hook = _read_json(folder / "config.json").get("hf_hook_point_in")
+            hook = _read_json(folder / "config.json").text("hf_hook_point_in")
             files.append(folder / "config.json")
-    w_enc, b_enc, w_dec, b_dec, threshold = _need(tensors, weights, *names)
+        tensors = _safetensors(weights)
+    w_enc, b_enc, w_dec, b_dec, threshold = _take(tensors, weights, dict(zip(names, ("DF", "F", "FD", "D", "F||1"))))
     # v1 releases encode layer and L0 in the path: layer_12/width_16k/average_l0_82
     text = str(folder)
     layer_match, l0_match = re.search(r"layer_(\d+)", text), re.search(r"average_l0_(\d+)", text)
-    file_layer = layer_from_hook(hook) if hook else (int(layer_match.group(1)) if layer_match else None)
+    file_layer = (_layer(hook, folder / "config.json", "hf_hook_point_in") if hook
+                  else int(layer_match.group(1)) if layer_match else None)
     info = _info(folder, source, "gemmascope", "jumprelu", w_enc, files,
                  hook_name=hook or (f"layers.{file_layer}" if file_layer is not None else None),
                  layer=file_layer, expected_l0=float(l0_match.group(1)) if l0_match else None)
@@ -248,35 +483,62 @@ def _load_gemmascope(path: Path, source: str) -> SAE:
 
 # -- dictionary_learning ---------------------------------------------------------------------------
 
+_DICT_CLASSES = ("AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder")
+
+
+def _k_buffer(value: Any, path: Path) -> int:
+    """The `k` buffer of a dictionary_learning TopK SAE: one whole number >= 1."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SAEError(f"{path}: k is {_show(value)}; expected one whole number >= 1 (the latents kept per "
+                       f"token); {_AGAIN}")
+    return value
+
+
 def _load_dictionary_learning(path: Path, source: str) -> SAE:
     folder = path if path.is_dir() else path.parent
-    weights = folder / "ae.pt"
+    weights, cfg_path = folder / "ae.pt", folder / "config.json"
+    trainer = _read_json(cfg_path).section("trainer")
+    dict_class = trainer.text("dict_class") or "AutoEncoder"
+    if dict_class not in _DICT_CLASSES:
+        trainer.refuse("dict_class", dict_class, f"one of {', '.join(_DICT_CLASSES)} (the ones saeembed reads)")
+    hook = trainer.text("submodule_name")
+    file_layer = trainer.whole("layer", 0)
+    model_name = trainer.text("lm_name")
+    layer = _layer(hook, cfg_path, "trainer.submodule_name") if hook else file_layer
     tensors = _torch_file(weights)
-    trainer = _read_json(folder / "config.json").get("trainer", {})
-    dict_class = trainer.get("dict_class", "AutoEncoder")
     if "W_enc" in tensors:  # JumpReluAutoEncoder, MatryoshkaBatchTopKSAE store [D, F] directly
-        w_enc, b_enc, w_dec, b_dec = _need(tensors, weights, "W_enc", "b_enc", "W_dec", "b_dec")
+        layout = {"W_enc": "DF", "b_enc": "F", "W_dec": "FD", "b_dec": "D"}
     else:
-        enc_w, b_enc, dec_w = _need(tensors, weights, "encoder.weight", "encoder.bias", "decoder.weight")
-        (b_dec,) = _need(tensors, weights, "b_dec" if "b_dec" in tensors else "bias")
-        w_enc, w_dec = enc_w.T.contiguous(), dec_w.T.contiguous()
+        layout = {"encoder.weight": "FD", "encoder.bias": "F", "decoder.weight": "DF",
+                  "b_dec" if "b_dec" in tensors else "bias": "D"}
+    thresholded = dict_class in ("BatchTopKSAE", "MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder")
+    if thresholded:
+        layout["threshold"] = "F||1"
+    named = dict(zip(layout, _take(tensors, weights, layout)))
+    w_enc, b_enc, w_dec, b_dec = list(named.values())[:4]
+    if "W_enc" not in tensors:
+        w_enc, w_dec = w_enc.T.contiguous(), w_dec.T.contiguous()
     sae_args: dict[str, Any] = {}
     if dict_class == "AutoEncoderTopK":
-        arch, sae_args["k"] = "topk", int(tensors["k"]) if "k" in tensors else int(trainer["k"])
-    elif dict_class in ("BatchTopKSAE", "MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"):
+        if "k" in tensors:
+            k, k_path, k_field = _k_buffer(tensors["k"], weights), weights, "k"
+        else:
+            k, k_path, k_field = trainer.whole("k", 1), cfg_path, "trainer.k"
+            if k is None:
+                raise SAEError(f"{cfg_path}: an AutoEncoderTopK SAE needs k, the latents kept per token, and "
+                               f"neither ae.pt nor trainer.k holds it; {_AGAIN}")
+        arch, sae_args["k"] = "topk", _check_k(k, w_enc.shape[1], k_path, k_field)
+    elif thresholded:
         # BatchTopK dictionaries infer with a scalar threshold on relu(pre); JumpReLU with one per latent.
-        (threshold,) = _need(tensors, weights, "threshold")
-        arch, sae_args["threshold"] = "jumprelu", torch.clamp(threshold, min=0.0)
-    elif dict_class == "AutoEncoder":
-        arch = "relu"
+        arch, sae_args["threshold"] = "jumprelu", torch.clamp(named["threshold"], min=0.0)
     else:
-        raise SAEError(f"{folder}/config.json: dict_class {dict_class!r} is not supported; saeembed reads "
-                       f"AutoEncoder, AutoEncoderTopK, BatchTopKSAE, MatryoshkaBatchTopKSAE, JumpReluAutoEncoder")
-    hook = trainer.get("submodule_name")
-    file_layer = trainer.get("layer")
-    info = _info(folder, source, "dictionary_learning", arch, w_enc, [weights, folder / "config.json"],
-                 hook_name=hook, layer=layer_from_hook(hook) if hook else file_layer,
-                 model_name=trainer.get("lm_name"),
+        arch = "relu"
+    info = _info(folder, source, "dictionary_learning", arch, w_enc, [weights, cfg_path],
+                 hook_name=hook, layer=layer, model_name=model_name,
                  expected_l0=float(sae_args["k"]) if arch == "topk" else None)
     apply_b_dec = dict_class not in ("JumpReluAutoEncoder",)
     return SAE(w_enc, b_enc, w_dec, b_dec, info, apply_b_dec_to_input=apply_b_dec, **sae_args)

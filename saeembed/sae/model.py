@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from saeembed.errors import SAEError
+
 Rule = Literal["relu", "jumprelu", "topk", "gated"]
 Reads = Literal["tokens", "document"]
 READS = ("tokens", "document")
@@ -64,11 +66,24 @@ class SAE:
     layer_norm_input: bool = False
 
     def __post_init__(self) -> None:
+        """Refuse tensors whose shapes disagree, or a k out of range (the loaders check files before this)."""
+        source = self.info.source or "the SAE"
+        if self.W_enc.ndim != 2 or 0 in self.W_enc.shape:
+            raise SAEError(f"{source}: W_enc is {list(self.W_enc.shape)}, expected a 2-D [d_in, d_sae] matrix")
         d_in, d_sae = self.W_enc.shape
-        if self.W_dec.shape != (d_sae, d_in):
-            raise ValueError(f"W_dec is {tuple(self.W_dec.shape)}, expected ({d_sae}, {d_in})")
-        if self.info.architecture == "topk" and not self.k:
-            raise ValueError("a topk SAE needs k")
+        expected = {"W_dec": [(d_sae, d_in)], "b_enc": [(d_sae,)], "b_dec": [(d_in,)],
+                    "threshold": [(d_sae,), (), (1,)], "b_gate": [(d_sae,)], "r_mag": [(d_sae,)], "b_mag": [(d_sae,)]}
+        for name, shapes in expected.items():
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) not in shapes:
+                raise SAEError(f"{source}: {name} is {list(value.shape)}, expected "
+                               f"{' or '.join(str(list(s)) for s in shapes)} for W_enc {[d_in, d_sae]}")
+        rule = self.info.architecture
+        if rule == "topk" and (isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= d_sae):
+            raise SAEError(f"{source}: a topk SAE needs k between 1 and d_sae = {d_sae}, not {self.k!r}")
+        needs = {"jumprelu": ("threshold",), "gated": ("b_gate", "r_mag", "b_mag")}.get(rule, ())
+        if missing := [name for name in needs if getattr(self, name) is None]:
+            raise SAEError(f"{source}: a {rule} SAE needs {', '.join(missing)}")
 
     @property
     def d_in(self) -> int:
