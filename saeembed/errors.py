@@ -25,6 +25,10 @@ class ConfigError(SaeEmbedError):
     """A setting has a value it cannot take: the message names the field and the allowed values."""
 
 
+class ProbeError(SaeEmbedError):
+    """A saved risk probe or baseline cannot be used (missing, damaged, or of another shape or version)."""
+
+
 def one_of(owner: str, field: str, value: object, allowed: tuple) -> None:
     """Refuse `value` unless it is one of `allowed`."""
     if value not in allowed:

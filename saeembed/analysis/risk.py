@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, get_args
 
 import numpy as np
 
-from saeembed.analysis.config import RiskConfig
+from saeembed.analysis.config import RiskConfig, RiskModel
 from saeembed.analysis.evaluation import Comparison, Score, evaluate
 from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import ProbeError, SaeEmbedError
 from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
@@ -70,16 +70,33 @@ class Probe:
 
     @staticmethod
     def load(folder: str | Path) -> "Probe":
-        from safetensors.numpy import load_file
-
+        """The probe saved in `folder`, checked before use: a missing, damaged or ill-shaped file is one
+        ProbeError naming the file and the field."""
         folder = Path(folder)
-        if not (folder / PROBE_JSON).exists() or not (folder / PROBE_WEIGHTS).exists():
-            raise SaeEmbedError(f"{folder} is not a probe folder (needs {PROBE_JSON} and {PROBE_WEIGHTS}); "
-                                f"fit one with `saeembed risk fit`")
-        head = json.loads((folder / PROBE_JSON).read_text())
-        arrays = load_file(str(folder / PROBE_WEIGHTS))
-        return Probe(head["kind"], arrays["latents"], arrays["weights"], float(head["intercept"]),
-                     arrays["count_mean"], arrays["count_std"], tuple(head["link"]), head["meta"])
+        head_path, weights_path = folder / PROBE_JSON, folder / PROBE_WEIGHTS
+        if not head_path.is_file() or not weights_path.is_file():
+            raise ProbeError(f"{folder} is not a probe folder (needs {PROBE_JSON} and {PROBE_WEIGHTS}); "
+                             f"fit one with `saeembed risk fit`")
+        head = _FileFields(head_path, _PROBE_FIX)
+        kind = head.choice("kind", get_args(RiskModel))
+        intercept = head.number("intercept")
+        link = head.numbers("link", 2)
+        meta = head.object("meta")
+        d_sae = _fitted_d_sae(meta, head)
+        arrays = _read_arrays(weights_path)
+        latents = _array(arrays, "latents", weights_path, "iu", None)
+        if latents.size and (latents.min() < 0 or latents.max() >= d_sae):
+            raise ProbeError(f"{weights_path}: latents holds {int(latents.min())}..{int(latents.max())}, outside "
+                             f"0..{d_sae - 1} (meta.store.sae.d_sae = {d_sae} in {PROBE_JSON}); {_PROBE_FIX}")
+        weights = _array(arrays, "weights", weights_path, "f", len(latents) + N_COUNT_FEATURES,
+                         f"{len(latents)} latents + {N_COUNT_FEATURES} count features")
+        count_mean = _array(arrays, "count_mean", weights_path, "f", N_COUNT_FEATURES)
+        count_std = _array(arrays, "count_std", weights_path, "f", N_COUNT_FEATURES)
+        if (count_std <= 0).any():
+            raise ProbeError(f"{weights_path}: count_std holds a value <= 0 (it divides the count features); "
+                             f"{_PROBE_FIX}")
+        return Probe(kind, latents.astype(np.int64), weights.astype(np.float64), intercept, count_mean, count_std,
+                     (link[0], link[1]), meta)
 
 
 @dataclass
@@ -351,9 +368,143 @@ class Baseline:
 
     @staticmethod
     def load(folder: str | Path) -> "Baseline":
+        """The baseline saved in `folder`, checked before use: a missing, damaged or ill-shaped file is one
+        ProbeError naming the file and the field."""
         path = Path(folder) / BASELINE_JSON
-        if not path.exists():
-            raise SaeEmbedError(f"{folder} is not a baseline folder (no {BASELINE_JSON}); make one with "
-                                f"`saeembed risk baseline trusted.parquet -o {folder}`")
-        head = json.loads(path.read_text())
-        return Baseline(head["names"], np.array(head["mean"]), np.array(head["std"]), head["meta"])
+        if not path.is_file():
+            raise ProbeError(f"{folder} is not a baseline folder (no {BASELINE_JSON}); make one with "
+                             f"`saeembed risk baseline trusted.parquet -o {folder}`")
+        head = _FileFields(path, _BASELINE_FIX)
+        names = head.data.get("names")
+        if names != COUNT_FEATURES:
+            head.refuse("names", names, f"the count features {', '.join(COUNT_FEATURES)} (it may come from "
+                                        f"another saeembed version)")
+        mean = np.array(head.numbers("mean", N_COUNT_FEATURES))
+        std = np.array(head.numbers("std", N_COUNT_FEATURES))
+        if (std <= 0).any():
+            head.refuse("std", head.data["std"], "standard deviations > 0")
+        meta = head.object("meta")
+        if not isinstance(meta.get("store"), dict):
+            head.refuse("meta.store", meta.get("store"), "a JSON object (the identity of the store it was made on)")
+        return Baseline(list(names), mean, std, meta)
+
+
+# -- reading saved probes and baselines -------------------------------------------------------------
+
+COUNT_FEATURES = [*COUNT_STATS, "log_active_latents"]
+"""The count features `count_features` returns, in order."""
+N_COUNT_FEATURES = len(COUNT_FEATURES)
+_PROBE_FIX = "fit the probe again with `saeembed risk fit`"
+_BASELINE_FIX = "make the baseline again with `saeembed risk baseline`"
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr of a value read from a file."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 40, 40, 4, 4, 2
+    return " ".join(short.repr(value).split())[:80]
+
+
+class _FileFields:
+    """The JSON object in a probe or baseline file, with typed reads: anything else is a ProbeError naming the
+    file and the field and saying how to make the file again (`fix`)."""
+
+    def __init__(self, path: Path, fix: str) -> None:
+        self.path, self.fix = path, fix
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise ProbeError(f"cannot read {path}: {exc.strerror or exc}; check its permissions or {fix}") from None
+        except UnicodeDecodeError:
+            raise ProbeError(f"{path} is not UTF-8 text, so not JSON; it is damaged: {fix}") from None
+        except json.JSONDecodeError as exc:
+            raise ProbeError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); it "
+                             f"is damaged: {fix}") from None
+        except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
+            raise ProbeError(f"{path} cannot be parsed as JSON ({' '.join(str(exc).split())[:80]}); {fix}") from None
+        if not isinstance(data, dict):
+            raise ProbeError(f"{path} holds a JSON {type(data).__name__}, not an object; it is damaged: {fix}")
+        self.data = data
+
+    def refuse(self, field: str, value: Any, expected: str) -> NoReturn:
+        shown = "is missing" if value is None else f"is {_show(value)}"
+        raise ProbeError(f"{self.path}: {field} {shown}; expected {expected}. The file is damaged: {self.fix}")
+
+    def choice(self, field: str, allowed: tuple) -> Any:
+        value = self.data.get(field)
+        if not isinstance(value, str) or value not in allowed:
+            self.refuse(field, value, f"one of {', '.join(allowed)}")
+        return value
+
+    def number(self, field: str) -> float:
+        value = self.data.get(field)
+        if not _finite_number(value):
+            self.refuse(field, value, "a finite number")
+        return float(value)
+
+    def numbers(self, field: str, length: int) -> list[float]:
+        value = self.data.get(field)
+        if not isinstance(value, list) or len(value) != length or not all(_finite_number(v) for v in value):
+            self.refuse(field, value, f"a list of {length} finite numbers")
+        return [float(v) for v in value]
+
+    def object(self, field: str) -> dict[str, Any]:
+        value = self.data.get(field)
+        if not isinstance(value, dict):
+            self.refuse(field, value, "a JSON object")
+        return value
+
+
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return bool(np.isfinite(float(value)))
+    except OverflowError:
+        return False
+
+
+def _fitted_d_sae(meta: dict[str, Any], head: _FileFields) -> int:
+    """The width of the SAE the probe was fitted on (`meta.store.sae.d_sae`): its latents index below it."""
+    store = meta.get("store")
+    if not isinstance(store, dict):
+        head.refuse("meta.store", store, "a JSON object (the identity of the store it was fitted on)")
+    sae = store.get("sae")
+    d_sae = sae.get("d_sae") if isinstance(sae, dict) else None
+    if isinstance(d_sae, bool) or not isinstance(d_sae, int) or d_sae < 1:
+        head.refuse("meta.store.sae.d_sae", d_sae, "the width of the SAE it was fitted on, a whole number >= 1")
+    return d_sae
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ProbeError(f"cannot read {path} ({' '.join(str(exc).split())[:120]}); the file is truncated or "
+                         f"damaged: {_PROBE_FIX}") from None
+
+
+def _array(arrays: dict[str, np.ndarray], name: str, path: Path, kinds: str, length: int | None,
+           meaning: str = "") -> np.ndarray:
+    """Array `name` of a probe's weights file, refused unless 1-D, of `length`, of a dtype kind in `kinds`
+    (f: floating point, i/u: integer) and finite."""
+    if name not in arrays:
+        raise ProbeError(f"{path}: no array {name!r} (it holds {', '.join(sorted(arrays)) or 'none'}); "
+                         f"{_PROBE_FIX}")
+    array = arrays[name]
+    if array.dtype.kind not in kinds:
+        what = "floating point" if kinds == "f" else "integers"
+        raise ProbeError(f"{path}: {name} has dtype {array.dtype}; expected {what}; {_PROBE_FIX}")
+    if array.ndim != 1 or (length is not None and len(array) != length):
+        expected = f"[{length}]" + (f" ({meaning})" if meaning else "") if length is not None else "1-D"
+        raise ProbeError(f"{path}: {name} has shape {list(array.shape)}; expected {expected}; {_PROBE_FIX}")
+    if kinds == "f":
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise ProbeError(f"{path}: {name} holds {int((~np.isfinite(array)).sum())} non-finite values (NaN or "
+                             f"inf); a probe with them scores every document NaN: {_PROBE_FIX}")
+    return array
