@@ -53,6 +53,8 @@ class DiffResult:
     discovery_sizes: tuple[int, ...] = field(default_factory=tuple)
     mean_tokens: tuple[float, ...] = field(default_factory=tuple)
     """Mean tokens pooled per document, per corpus."""
+    n_tokens: tuple[np.ndarray, ...] = field(default_factory=tuple)
+    """Tokens pooled per compared document, per corpus (the length distributions, e.g. for a report)."""
 
     @property
     def findings(self) -> Any:
@@ -117,7 +119,8 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
                       themes=theme_table(table.filter(pl.col("significant")), names, config.measure),
                       n_unpaired=n_unpaired, replication_rate=replication,
                       discovery_sizes=tuple(len(r) for r in discovery),
-                      mean_tokens=tuple(float(t.mean()) if len(t) else 0.0 for t in tokens))
+                      mean_tokens=tuple(float(t.mean()) if len(t) else 0.0 for t in tokens),
+                      n_tokens=tuple(tokens))
 
 
 def _evidence(table: Any, stores: list[Store], rows: list[np.ndarray], config: DiffConfig,

@@ -125,6 +125,11 @@ class RiskReport:
     first): "the probe does not beat the surface form baseline (AUROC 0.938; ...): it may read answer shape,
     not truth". Empty when it beats them all."""
     notes: list[str] = field(default_factory=list)
+    y: np.ndarray | None = None
+    """The target per document (True: risky), in store order; None when not kept."""
+    oof_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    """Out-of-fold decision scores per document, by feature set (the probe first, then the baselines, named as
+    in `table`): what the AUROCs were computed from, e.g. for ROC curves. Not written by `save`."""
 
     def save(self, folder: str | Path) -> Path:
         """Write the probe and `report.json` (the table, verdict, warnings, notes, top concepts) to `folder`."""
@@ -208,7 +213,7 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
                         "label": pl.Series([labels.get(int(i)) for i in latents[order]], dtype=pl.Utf8)})
     judged = evaluate(scores, y, groups, config)
     return RiskReport(judged.table, top, probe, store.n_docs, int(y.sum()), judged.probe, judged.baselines,
-                      judged.comparisons, judged.verdict, judged.warnings, notes)
+                      judged.comparisons, judged.verdict, judged.warnings, notes, y=y, oof_scores=scores)
 
 
 def _baseline_scores(store: Store, counts: np.ndarray, y: np.ndarray, folds: list,
