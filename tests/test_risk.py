@@ -15,7 +15,7 @@ from saeembed.analysis.evaluation import _auroc, _average_precision
 from saeembed.analysis.risk import Baseline, Probe, _folds, fit_risk, labels_of, score_risk
 from saeembed.analysis.scramble import scramble_text
 from saeembed.analysis.surface import SURFACE_FEATURES, surface_frame
-from saeembed.errors import SaeEmbedError, StoreError
+from saeembed.errors import ProbeError, SaeEmbedError, StoreError
 from saeembed.labels import Labels
 from saeembed.store import COUNT_STATS, load_store
 from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
@@ -167,6 +167,96 @@ def test_saved_probe_scores_like_the_fitted_one_and_refuses_other_stores(tmp_pat
     other = risky_store(tmp_path / "o.parquet", sae={"fingerprint": "another-sae"})
     with pytest.raises(StoreError, match="sae.fingerprint"):
         loaded.predict(other)
+
+
+def _saved_probe(folder, **changes):
+    """A probe over latents 3 and 7 of a D-wide SAE, saved to `folder` (fields replaced by `changes`)."""
+    meta = {"store": {key: fake_meta(D)[key] for key in ("model", "sae", "pooling", "pool_roles")}}
+    fields = dict(kind="l1", latents=np.array([3, 7]), weights=np.linspace(-1, 1, 8), intercept=0.1,
+                  count_mean=np.full(6, 20.0), count_std=np.ones(6), link=(1.0, 0.0), meta=meta)
+    return Probe(**{**fields, **changes}).save(folder)
+
+
+def _probe_refusal(folder) -> str:
+    with pytest.raises(ProbeError) as caught:
+        Probe.load(folder)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+def test_saved_probe_round_trips(tmp_path):
+    folder = _saved_probe(tmp_path / "probe")
+    loaded = Probe.load(folder)
+    assert loaded.latents.tolist() == [3, 7] and np.allclose(loaded.weights, np.linspace(-1, 1, 8))
+    assert loaded.link == (1.0, 0.0) and loaded.kind == "l1" and loaded.meta["store"]["sae"]["d_sae"] == D
+
+
+@pytest.mark.parametrize("array,value,expected", [
+    ("weights", np.ones(5), "weights has shape [5]; expected [8] (2 latents + 6 count features)"),
+    ("weights", np.ones((8, 1)), "weights has shape [8, 1]; expected [8]"),
+    ("count_mean", np.ones(5), "count_mean has shape [5]; expected [6]"),
+    ("latents", np.array([3.0, 7.0]), "latents has dtype float64; expected integers"),
+    ("latents", np.array([3, D]), f"latents holds 3..{D}, outside 0..{D - 1} (meta.store.sae.d_sae = {D}"),
+    ("weights", np.array([np.nan] * 8), "weights holds 8 non-finite values (NaN or inf); a probe with them "
+                                        "scores every document NaN"),
+    ("count_std", np.array([1, 1, 0, 1, 1, 1.0]), "count_std holds a value below 1e-12"),
+    ("weights", np.full(8, 1e300), "weights holds values beyond ±1e+12"),
+])
+def test_probe_weights_of_the_wrong_shape_dtype_or_value_are_refused(tmp_path, array, value, expected):
+    """A probe of the wrong shape used to fail with a traceback when scoring; NaN weights scored every document
+    NaN."""
+    folder = _saved_probe(tmp_path / "probe")
+    weights = folder / "probe.safetensors"
+    from safetensors.numpy import load_file, save_file
+
+    save_file({**load_file(str(weights)), array: value}, str(weights))
+    message = _probe_refusal(folder)
+    assert message.startswith(f"{weights}: {expected}") and "saeembed risk fit" in message, message
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"{not json", "probe.json is not valid JSON (Expecting property name enclosed in double quotes at line 1"),
+    (b"[]", "probe.json holds a JSON list, not an object"),
+    (b"\xff\xfe", "probe.json is not UTF-8 text"),
+    (b'{"kind": "l1"}', "probe.json: intercept is missing; expected a number"),
+    (b'{"kind": "svm"}', "probe.json: kind is 'svm'; expected one of l1, pls"),
+    (b'{"kind": "l1", "intercept": NaN}', "probe.json: intercept is nan; expected a number between"),
+    (b'{"kind": "l1", "intercept": 0, "link": [1]}', "probe.json: link is [1]; expected a list of 2 numbers"),
+    (b'{"kind": "l1", "intercept": 0, "link": [1, 0], "meta": {"store": {}}}',
+     "probe.json: meta.store.sae.d_sae is missing; expected the width of the SAE it was fitted on"),
+])
+def test_a_corrupt_probe_json_is_refused_naming_the_field(tmp_path, content, expected):
+    folder = _saved_probe(tmp_path / "probe")
+    (folder / "probe.json").write_bytes(content)
+    message = _probe_refusal(folder)
+    assert message.startswith(f"{folder}/{expected}") and "saeembed risk fit" in message, message
+
+
+def test_a_truncated_probe_weights_file_is_refused(tmp_path):
+    folder = _saved_probe(tmp_path / "probe")
+    weights = folder / "probe.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])
+    message = _probe_refusal(folder)
+    assert message.startswith(f"cannot read {weights} (") and "truncated or damaged" in message, message
+    (folder / "probe.json").unlink()
+    assert "is not a probe folder (needs probe.json and probe.safetensors)" in _probe_refusal(folder)
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("mean", [1, 2], "mean is [1, 2]; expected a list of 6 numbers"),
+    ("std", [1, 1, 1, 1, 1, 0], "std is [1, 1, 1, 1, ...]; expected standard deviations >= 1e-12"),
+    ("names", ["a"], "names is ['a']; expected the count features concepts_mean"),
+    ("meta", {}, "meta.store is missing; expected a JSON object"),
+])
+def test_a_corrupt_baseline_is_refused_naming_the_field(tmp_path, field, value, expected):
+    store = risky_store(tmp_path / "s.parquet")
+    folder = Baseline.fit(store).save(tmp_path / "baseline")
+    head = json.loads((folder / "baseline.json").read_text())
+    (folder / "baseline.json").write_text(json.dumps({**head, field: value}))
+    with pytest.raises(ProbeError) as caught:
+        Baseline.load(folder)
+    assert str(caught.value).startswith(f"{folder / 'baseline.json'}: {expected}"), str(caught.value)
 
 
 def test_scores_name_the_concepts_that_pushed_risk_up_and_baseline_z_scores(tmp_path):

@@ -92,9 +92,9 @@ class Probe:
                          f"{len(latents)} latents + {N_COUNT_FEATURES} count features")
         count_mean = _array(arrays, "count_mean", weights_path, "f", N_COUNT_FEATURES)
         count_std = _array(arrays, "count_std", weights_path, "f", N_COUNT_FEATURES)
-        if (count_std <= 0).any():
-            raise ProbeError(f"{weights_path}: count_std holds a value <= 0 (it divides the count features); "
-                             f"{_PROBE_FIX}")
+        if (count_std < 1 / _LARGEST).any():
+            raise ProbeError(f"{weights_path}: count_std holds a value below {1 / _LARGEST:g} (it divides the count "
+                             f"features); {_PROBE_FIX}")
         return Probe(kind, latents.astype(np.int64), weights.astype(np.float64), intercept, count_mean, count_std,
                      (link[0], link[1]), meta)
 
@@ -386,8 +386,8 @@ class Baseline:
                                         f"another saeembed version)")
         mean = np.array(head.numbers("mean", N_COUNT_FEATURES))
         std = np.array(head.numbers("std", N_COUNT_FEATURES))
-        if (std <= 0).any():
-            head.refuse("std", head.data["std"], "standard deviations > 0")
+        if (std < 1 / _LARGEST).any():
+            head.refuse("std", head.data["std"], f"standard deviations >= {1 / _LARGEST:g}")
         meta = head.object("meta")
         if not isinstance(meta.get("store"), dict):
             head.refuse("meta.store", meta.get("store"), "a JSON object (the identity of the store it was made on)")
@@ -399,6 +399,9 @@ class Baseline:
 COUNT_FEATURES = [*COUNT_STATS, "log_active_latents"]
 """The count features `count_features` returns, in order."""
 N_COUNT_FEATURES = len(COUNT_FEATURES)
+_LARGEST = 1e12
+"""Largest magnitude of a saved number: fitted probes and baselines stay far below it, and below it the risk and
+z-scores of any store are finite (a weight of 1e300 makes inf - inf = NaN)."""
 _PROBE_FIX = "fit the probe again with `saeembed risk fit`"
 _BASELINE_FIX = "make the baseline again with `saeembed risk baseline`"
 
@@ -445,14 +448,14 @@ class _FileFields:
 
     def number(self, field: str) -> float:
         value = self.data.get(field)
-        if not _finite_number(value):
-            self.refuse(field, value, "a finite number")
+        if not _plausible_number(value):
+            self.refuse(field, value, f"a number between -{_LARGEST:g} and {_LARGEST:g}")
         return float(value)
 
     def numbers(self, field: str, length: int) -> list[float]:
         value = self.data.get(field)
-        if not isinstance(value, list) or len(value) != length or not all(_finite_number(v) for v in value):
-            self.refuse(field, value, f"a list of {length} finite numbers")
+        if not isinstance(value, list) or len(value) != length or not all(_plausible_number(v) for v in value):
+            self.refuse(field, value, f"a list of {length} numbers between -{_LARGEST:g} and {_LARGEST:g}")
         return [float(v) for v in value]
 
     def object(self, field: str) -> dict[str, Any]:
@@ -462,11 +465,11 @@ class _FileFields:
         return value
 
 
-def _finite_number(value: Any) -> bool:
+def _plausible_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
-        return bool(np.isfinite(float(value)))
+        return abs(float(value)) <= _LARGEST
     except OverflowError:
         return False
 
@@ -512,4 +515,7 @@ def _array(arrays: dict[str, np.ndarray], name: str, path: Path, kinds: str, len
         if not np.isfinite(array).all():
             raise ProbeError(f"{path}: {name} holds {int((~np.isfinite(array)).sum())} non-finite values (NaN or "
                              f"inf); a probe with them scores every document NaN: {_PROBE_FIX}")
+        if (np.abs(array) > _LARGEST).any():
+            raise ProbeError(f"{path}: {name} holds values beyond ±{_LARGEST:g}, which no fitted probe has (sums "
+                             f"of them overflow to NaN); {_PROBE_FIX}")
     return array
