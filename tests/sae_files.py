@@ -149,3 +149,54 @@ def dictionary_learning(folder: Path, d_in: int, d_sae: int = 96, *, kind: str =
         return r
 
     return folder, reference
+
+
+# -- editing written files (to damage them in tests) -----------------------------------------------
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file as its format stores them (.safetensors, .npz, or .pt/.pth)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix == ".npz":
+        with np.load(path) as npz:
+            return {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    return torch.load(path, weights_only=True)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write `tensors` to `path` in the format its suffix names (bfloat16 cannot go into .npz)."""
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    elif path.suffix == ".npz":
+        np.savez(path, **{k: v.numpy() for k, v in tensors.items()})
+    else:
+        torch.save(tensors, path)
+
+
+def edit_tensors(path: Path, **changes: torch.Tensor | None) -> None:
+    """Replace tensors of a weights file in place; None removes one. Names with dots go through a dict:
+    `edit_tensors(p, **{"encoder.bias": t})`."""
+    tensors = read_tensors(path)
+    for name, value in changes.items():
+        if value is None:
+            tensors.pop(name, None)
+        else:
+            tensors[name] = value
+    write_tensors(path, tensors)
+
+
+def edit_json(path: Path, **changes: object) -> None:
+    """Set fields of a JSON config in place; the value `DROP` removes one."""
+    data = json.loads(path.read_text())
+    for name, value in changes.items():
+        if value is DROP:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    path.write_text(json.dumps(data))
+
+
+DROP = object()
+"""`edit_json(path, k=DROP)` removes the field k."""

@@ -134,3 +134,175 @@ def test_hook_names_map_to_the_block_they_read(hook, layer):
 def test_non_residual_hooks_are_refused(hook):
     with pytest.raises(SAEError, match="residual stream"):
         layer_from_hook(hook)
+
+
+# -- broken files: one SAEError of one line naming the file and the field, before any model loads ------------
+
+D_SAE = 16
+
+
+def _refusal(path, *, layer=None) -> str:
+    with pytest.raises(SAEError) as caught:
+        load_sae(path, layer=layer)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+def _nan_at_0(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[0] = float("nan")
+    return t
+
+
+def test_nan_weights_are_refused_naming_the_file_and_tensor(tmp_path):
+    """NaN weights used to load and embed every document as an empty vector."""
+    path, _ = sae_files.saelens(tmp_path / "a", D_IN, D_SAE, arch="topk")
+    sae_files.edit_tensors(path / "sae_weights.safetensors", W_enc=_nan_at_0(torch.randn(D_IN, D_SAE)))
+    message = _refusal(path)
+    assert f"{path / 'sae_weights.safetensors'}: W_enc holds 1 non-finite values" in message
+    assert "download the SAE again" in message
+
+    goodfire, _ = sae_files.goodfire(tmp_path / "b", D_IN, D_SAE)
+    sae_files.edit_tensors(goodfire, **{"decoder_linear.bias": torch.full((D_IN,), float("nan"))})
+    assert f"{goodfire}: decoder_linear.bias holds {D_IN} non-finite" in _refusal(goodfire)
+
+    gemma, _ = sae_files.gemmascope(tmp_path / "c", D_IN, D_SAE)
+    sae_files.edit_tensors(gemma / "params.npz", threshold=torch.full((D_SAE,), float("nan")))
+    assert f"{gemma / 'params.npz'}: threshold holds {D_SAE} non-finite" in _refusal(gemma)
+
+
+def test_an_inf_bias_is_refused(tmp_path):
+    """An inf bias used to load and store inf values."""
+    root, _ = sae_files.sparsify(tmp_path / "s", D_IN, D_SAE)
+    weights = root / "layers.1" / "sae.safetensors"
+    sae_files.edit_tensors(weights, **{"encoder.bias": torch.full((D_SAE,), float("inf"))})
+    assert f"{weights}: encoder.bias holds {D_SAE} non-finite values (NaN or inf)" in _refusal(root, layer=1)
+
+
+@pytest.mark.parametrize("name,shape,expected", [
+    ("W_dec", (D_SAE, D_IN + 1), f"W_dec has shape [{D_SAE}, {D_IN + 1}]; expected [{D_SAE}, {D_IN}] ([d_sae, d_in]"),
+    ("W_dec", (D_IN, D_SAE), f"W_dec has shape [{D_IN}, {D_SAE}]; expected [{D_SAE}, {D_IN}]"),
+    ("b_dec", (D_IN + 3,), f"b_dec has shape [{D_IN + 3}]; expected [{D_IN}] ([d_in]"),
+    ("b_enc", (D_SAE, 1), f"b_enc has shape [{D_SAE}, 1]; expected [{D_SAE}] ([d_sae]"),
+    ("threshold", (2,), f"threshold has shape [2]; expected [{D_SAE}] or a scalar or [1]"),
+    ("W_enc", (D_IN,), f"W_enc has shape [{D_IN}]; expected a 2-D matrix [d_in, d_sae]"),
+])
+def test_tensors_of_the_wrong_shape_are_refused_at_load(tmp_path, name, shape, expected):
+    """A W_dec or b_dec of the wrong shape used to fail with a traceback, some only after the model loaded."""
+    path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="jumprelu")
+    sae_files.edit_tensors(path / "sae_weights.safetensors", **{name: torch.zeros(shape)})
+    message = _refusal(path)
+    assert message.startswith(f"{path / 'sae_weights.safetensors'}: {expected}"), message
+
+
+def test_integer_weights_are_refused(tmp_path):
+    path, _ = sae_files.dictionary_learning(tmp_path / "sae", D_IN, D_SAE)
+    sae_files.edit_tensors(path / "ae.pt", **{"encoder.weight": torch.ones(D_SAE, D_IN, dtype=torch.int64)})
+    assert f"{path / 'ae.pt'}: encoder.weight has dtype int64; SAE weights are floating point" in _refusal(path)
+
+
+@pytest.mark.parametrize("k,expected", [
+    (sae_files.DROP, "a topk SAE needs k, the latents kept per token, and the file has none"),
+    ("eight", "k is 'eight'; expected a whole number >= 1"),
+    (0, "k is 0; expected a whole number >= 1"),
+    (-2, "k is -2; expected a whole number >= 1"),
+    (8.5, "k is 8.5; expected a whole number >= 1"),
+    (True, "k is True; expected a whole number >= 1"),
+    (D_SAE + 1, f"k is {D_SAE + 1}, but a TopK SAE of {D_SAE} latents keeps between 1 and {D_SAE} per token"),
+])
+def test_a_topk_k_that_is_missing_not_a_number_or_out_of_range_is_refused(tmp_path, k, expected):
+    path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="topk")
+    sae_files.edit_json(path / "cfg.json", k=k)
+    message = _refusal(path)
+    assert message.startswith(f"{path / 'cfg.json'}: {expected}"), message
+
+
+def test_k_in_range_loads_including_the_edges(tmp_path):
+    path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="topk")
+    for k in (1, D_SAE, 4.0):
+        sae_files.edit_json(path / "cfg.json", k=k)
+        assert load_sae(path).k == int(k)
+
+
+def test_k_of_other_formats_is_checked_too(tmp_path):
+    root, _ = sae_files.sparsify(tmp_path / "s", D_IN, D_SAE)
+    sae_files.edit_json(root / "layers.1" / "cfg.json", k="8")
+    assert f"{root / 'layers.1' / 'cfg.json'}: k is '8'; expected a whole number" in _refusal(root, layer=1)
+    legacy, _ = sae_files.saelens(tmp_path / "l", D_IN, D_SAE, arch="topk", legacy_cfg=True)
+    sae_files.edit_json(legacy / "cfg.json", activation_fn_kwargs={"k": 99})
+    assert f"{legacy / 'cfg.json'}: activation_fn_kwargs.k is 99, but a TopK SAE" in _refusal(legacy)
+    dl, _ = sae_files.dictionary_learning(tmp_path / "d", D_IN, D_SAE, kind="AutoEncoderTopK")
+    sae_files.edit_tensors(dl / "ae.pt", k=torch.tensor(0))
+    assert f"{dl / 'ae.pt'}: k is 0; expected one whole number >= 1" in _refusal(dl)
+    sae_files.edit_tensors(dl / "ae.pt", k=None)
+    sae_files.edit_json(dl / "config.json", trainer={"dict_class": "AutoEncoderTopK"})
+    assert "an AutoEncoderTopK SAE needs k" in _refusal(dl)
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"[1, 2]", "cfg.json holds a JSON list, not an object of settings"),
+    (b'"topk"', "cfg.json holds a JSON string, not an object of settings"),
+    (b"{architecture: topk}", "cfg.json is not valid JSON (Expecting property name enclosed in double quotes at "
+                              "line 1, column 2)"),
+    (b"", "cfg.json is not valid JSON (Expecting value at line 1, column 1)"),
+    (b'{"k": "\xff"}', "cfg.json is not UTF-8 text, so not a JSON config"),
+])
+def test_a_cfg_json_that_is_not_a_json_object_is_refused(tmp_path, content, expected):
+    path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="topk")
+    (path / "cfg.json").write_bytes(content)
+    assert _refusal(path).startswith(f"{path}/{expected}")
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("metadata", [1], "metadata is [1]; expected a JSON object"),
+    ("apply_b_dec_to_input", "false", "apply_b_dec_to_input is 'false'; expected true or false"),
+    ("architecture", "tanh-relu", "architecture is 'tanh-relu'; expected standard/relu, jumprelu, topk or gated"),
+    ("activation_fn_str", "tanh-relu", "activation_fn_str is 'tanh-relu'; expected relu or topk"),
+    ("normalize_activations", "constant_norm_rescale", "normalize_activations is 'constant_norm_rescale'"),
+    ("metadata", {"model_name": 7}, "metadata.model_name is 7; expected a string"),
+    ("l0", float("nan"), "l0 is nan; expected a finite number >= 0"),
+    ("metadata", {"hook_name": "blocks.1.hook_mlp_out"}, "metadata.hook_name: the SAE was trained on hook "
+                                                         "'blocks.1.hook_mlp_out'"),
+])
+def test_saelens_cfg_fields_of_the_wrong_type_or_value_are_refused(tmp_path, field, value, expected):
+    path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="standard")
+    sae_files.edit_json(path / "cfg.json", **{field: value})
+    message = _refusal(path)
+    assert message.startswith(f"{path / 'cfg.json'}: {expected}"), message
+
+
+def test_truncated_or_garbage_weight_files_are_refused(tmp_path):
+    path, _ = sae_files.saelens(tmp_path / "a", D_IN, D_SAE)
+    weights = path / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    assert _refusal(path).startswith(f"cannot read SAE weights {weights} (")
+    goodfire, _ = sae_files.goodfire(tmp_path / "b", D_IN, D_SAE)
+    goodfire.write_bytes(goodfire.read_bytes()[:200])
+    assert f"cannot read {goodfire} as a tensor file" in _refusal(goodfire)
+    gemma, _ = sae_files.gemmascope(tmp_path / "c", D_IN, D_SAE)
+    (gemma / "params.npz").write_bytes(b"PK\x03\x04 not a zip")
+    assert f"cannot read SAE weights {gemma / 'params.npz'}" in _refusal(gemma)
+
+
+def test_standard_architecture_with_a_topk_activation_is_topk(tmp_path):
+    """SAELens 5 wrote TopK SAEs as architecture 'standard' + activation_fn_str 'topk'; they loaded as relu."""
+    path, reference = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="topk", k=3)
+    sae_files.edit_json(path / "cfg.json", architecture="standard", activation_fn_str="topk",
+                        activation_fn_kwargs={"k": 3}, k=sae_files.DROP)
+    sae = load_sae(path)
+    assert sae.info.architecture == "topk" and sae.k == 3
+    x = torch.randn(10, D_IN)
+    torch.testing.assert_close(sae.encode(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_rescaling_by_decoder_norm_keeps_a_zero_decoder_row_finite(tmp_path):
+    path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="topk", k=4)
+    sae_files.edit_json(path / "cfg.json", rescale_acts_by_decoder_norm=True)
+    w_dec = sae_files.read_tensors(path / "sae_weights.safetensors")["W_dec"].clone()
+    w_dec[5] = 0
+    sae_files.edit_tensors(path / "sae_weights.safetensors", W_dec=w_dec)
+    sae = load_sae(path)
+    assert all(bool(torch.isfinite(t).all()) for t in (sae.W_enc, sae.b_enc, sae.W_dec))
+    codes = sae.encode(torch.randn(30, D_IN))
+    assert bool(torch.isfinite(codes).all()) and not codes[:, 5].any(), "a latent with no decoder never wins"
