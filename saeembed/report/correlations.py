@@ -1,0 +1,144 @@
+"""The correlations report: what was tested and filtered, a heat map of the strongest pairs' NPMI, and the
+top pairs as a table, each with a document where both latents fire (their peaks highlighted). Also takes
+the associations of latents with a metadata column (`correlations --with`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from saeembed.report import plots
+from saeembed.report._page import count, distinct, latent_name, render, span_segments
+
+TOP = 50
+HEATMAP_LATENTS = 16
+
+
+def write_correlations_report(result: Any, path: str | Path, *, store: Any = None, top: int = TOP,
+                              sides: Sequence[str] | None = None) -> Path:
+    """Write a `saeembed.analysis.correlations.CorrelationResult` (or an `AssociationResult` of
+    `saeembed.analysis.associations`) as one self-contained HTML page at `path`, the `top` rows shown.
+
+    Args:
+        store: the store the pairs were found in, for an example document per pair (not for
+            `cross_correlations`, whose latents come from two stores).
+        sides: for `cross_correlations`, the two sides' names (e.g. ("prompt", "response")): the heat map
+            then has one side's latents as rows and the other's as columns.
+    """
+    if hasattr(result, "column"):  # an AssociationResult
+        return _associations(result, path, store, top)
+    table = result.table.head(top)
+    pairs = table.to_dicts()
+    if store is not None and sides is None:
+        for pair, example in zip(pairs, _pair_examples(store, pairs)):
+            pair["example"] = example
+    reasons = {reason.replace("_", " "): n for reason, n in result.dropped.items() if n}
+    context = {
+        "title": "correlations" + (f": {sides[0]} × {sides[1]}" if sides else ""), "result": result,
+        "pairs": pairs, "n_pairs": len(result.table), "reasons": reasons, "sides": list(sides or []),
+        "heatmap": _heatmap(pairs, sides), "notes": list(result.notes),
+    }
+    return render("correlations.html", path, **context)
+
+
+def _heatmap(pairs: list[dict[str, Any]], sides: Sequence[str] | None) -> Any:
+    """NPMI of the strongest pairs' latents: symmetric over their union (one corpus), or rows = side a and
+    columns = side b (cross); at most HEATMAP_LATENTS latents a side, blank where no pair was found."""
+    if not pairs:
+        return None
+    if sides is None:
+        names = {}
+        for p in pairs:
+            names.setdefault(p["latent_a"], p["label_a"])
+            names.setdefault(p["latent_b"], p["label_b"])
+        latents = distinct([x for p in pairs for x in (p["latent_a"], p["latent_b"])])[:HEATMAP_LATENTS]
+        at = {x: i for i, x in enumerate(latents)}
+        matrix = np.full((len(latents), len(latents)), np.nan)
+        for p in pairs:
+            if p["latent_a"] in at and p["latent_b"] in at:
+                matrix[at[p["latent_a"]], at[p["latent_b"]]] = matrix[at[p["latent_b"]], at[p["latent_a"]]] = p["npmi"]
+        labels = [latent_name(x, names[x], 30) for x in latents]
+        return plots.heatmap(matrix, labels, labels, "NPMI")
+    rows = distinct([p["latent_a"] for p in pairs])[:HEATMAP_LATENTS]
+    columns = distinct([p["latent_b"] for p in pairs])[:HEATMAP_LATENTS]
+    ra, cb = {x: i for i, x in enumerate(rows)}, {x: i for i, x in enumerate(columns)}
+    matrix = np.full((len(rows), len(columns)), np.nan)
+    label_a, label_b = {}, {}
+    for p in pairs:
+        label_a.setdefault(p["latent_a"], p["label_a"])
+        label_b.setdefault(p["latent_b"], p["label_b"])
+        if p["latent_a"] in ra and p["latent_b"] in cb:
+            matrix[ra[p["latent_a"]], cb[p["latent_b"]]] = p["npmi"]
+    return plots.heatmap(matrix, [f"{sides[0]}: {latent_name(x, label_a[x], 24)}" for x in rows],
+                         [f"{sides[1]}: {latent_name(x, label_b[x], 24)}" for x in columns], "NPMI")
+
+
+def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
+    """Per pair, the document where both latents fire most strongly (the larger of their smaller
+    activations), both peaks highlighted; None when they share no document (never, for a found pair)."""
+    from saeembed.labels import peak_span
+    from saeembed.store import column_entries
+
+    latents = np.array(distinct([x for p in pairs for x in (p["latent_a"], p["latent_b"])]), np.int64)
+    rows, which, values = column_entries(store.matrix, latents)
+    positive = values > 0
+    rows, which, values = rows[positive], which[positive], values[positive]
+    slot = {int(x): i for i, x in enumerate(latents)}
+    strength = {}
+    for i in range(len(latents)):
+        mine = which == i
+        strength[i] = dict(zip(rows[mine].tolist(), values[mine].tolist()))
+    texts, ids = store.frame["text"], store.frame["id"]
+    out = []
+    for p in pairs:
+        a, b = strength[slot[int(p["latent_a"])]], strength[slot[int(p["latent_b"])]]
+        shared = a.keys() & b.keys()
+        if not shared:
+            out.append(None)
+            continue
+        row = max(shared, key=lambda r: (min(a[r], b[r]), -r))
+        spans = []
+        for latent, label in ((p["latent_a"], p["label_a"]), (p["latent_b"], p["label_b"])):
+            span = peak_span(store, row, int(latent))
+            if span:
+                spans.append((*span, latent_name(latent, label)))
+        out.append({"id": str(ids[row]), "text": span_segments(texts[row], spans)})
+    return out
+
+
+def _associations(result: Any, path: str | Path, store: Any, top: int) -> Path:
+    """Latents against a metadata column: the strongest associations as bars and a table, each with the
+    document (of the value, for a categorical column) where the latent fires strongest."""
+    from saeembed.labels import peak_span
+    from saeembed.store import column_entries
+
+    categorical = result.kind == "categorical"
+    rows = result.table.head(top).to_dicts()
+    strength = "npmi" if categorical else "rho"
+    names = [(f"{r['value']}: " if categorical else "") + latent_name(r["latent"], r["label"], 36) for r in rows]
+    bars = plots.bars(names[:25], [r[strength] for r in rows[:25]], strength.upper() if categorical else
+                      "Spearman rho", "associations", width=50) if rows else None
+    if store is not None and rows and result.column in store.frame.columns:
+        column = [None if v is None else str(v) for v in store.frame[result.column].to_list()]
+        latents = np.array(distinct([r["latent"] for r in rows]), np.int64)
+        entry_rows, which, values = column_entries(store.matrix, latents)
+        slot = {int(x): i for i, x in enumerate(latents)}
+        for r in rows:
+            mine = which == slot[int(r["latent"])]
+            docs, acts = entry_rows[mine], values[mine]
+            if categorical:
+                keep = np.array([column[d] == str(r["value"]) for d in docs], bool)
+                docs, acts = docs[keep], acts[keep]
+            if not len(docs):
+                continue
+            row = int(docs[np.argmax(acts)])
+            span = peak_span(store, row, int(r["latent"]))
+            spans = [(*span, latent_name(r["latent"], r["label"]))] if span else []
+            r["example"] = {"id": str(store.frame["id"][row]), "value": column[row],
+                            "text": span_segments(store.frame["text"][row], spans)}
+    context = {"title": f"concepts against {result.column}", "result": result, "rows": rows,
+               "categorical": categorical, "bars": bars, "n_rows": len(result.table),
+               "what": count(len(result.table), "significant association")}
+    return render("associations.html", path, **context)

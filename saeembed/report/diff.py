@@ -1,0 +1,109 @@
+"""The diff report: the headline, a forest plot of the themes, a volcano plot of every tested latent, the
+length distributions, then one row per theme (its latents, both sides, the interval, q, examples with the
+peak highlighted), filterable by text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saeembed.report import plots
+from saeembed.report._page import clip_marked, clip_plain, count, latent_name, render, split_marked
+
+# Themes in the forest plot and rows in the page (the strongest first); the page says when there are more.
+FOREST_THEMES = 40
+PAGE_THEMES = 1000
+
+
+def write_diff_report(result: Any, path: str | Path) -> Path:
+    """Write the `saeembed.analysis.diff.DiffResult` as one self-contained HTML page at `path`."""
+    config, names, themes = result.config, list(result.names), result.themes
+    mean = config.measure == "mean"
+    findings = result.findings
+    member = {int(r["latent"]): r for r in findings.select(
+        "latent", "label", "diff", *(["mean_a", "mean_b"] if mean else ["freq_a", "freq_b"])).iter_rows(named=True)}
+    rows = []
+    for row in themes.head(PAGE_THEMES).iter_rows(named=True):
+        less = row["vs"] if row["diff"] > 0 else names[0]
+        latents = [int(x) for x in (row.get("latents") or [row["lead"]])]
+        rows.append({**row, "name": latent_name(row["lead"], row["label"]), "less_in": less,
+                     "a": row["mean_a"] if mean else row["freq_a"], "b": row["mean_b"] if mean else row["freq_b"],
+                     "members": [{"latent": x, "label": member.get(x, {}).get("label"),
+                                  "diff": member.get(x, {}).get("diff")} for x in latents],
+                     "with": clip_marked(split_marked(row.get("example_with"), f"latent {row['lead']}")),
+                     "without": clip_plain(row.get("example_without"))})
+    table = result.table
+    volcano = None
+    if len(table):
+        volcano = plots.volcano(table["diff"].to_numpy().astype(float),
+                                table["q"].to_numpy().astype(float), table["significant"].to_numpy(),
+                                config.alpha, config.min_diff, config.measure, names)
+    tokens = [np.asarray(t) for t in getattr(result, "n_tokens", ()) or ()]
+    context = {
+        "title": f"diff: {' vs '.join(names)}", "names": names, "sizes": list(result.sizes),
+        "unit": "pairs" if config.pair_on else "documents", "config": config, "gap": result.length,
+        "headline": headline(result), "notes": length_notes(result), "rows": rows, "n_themes": len(themes),
+        "n_findings": len(findings), "n_tested": result.n_tested, "mean": mean,
+        "side_names": names[:2] if len(names) == 2 else [names[0], "other"],
+        "holdout": config.holdout is not None, "replication_rate": result.replication_rate,
+        "forest": plots.forest(rows[:FOREST_THEMES], names, config.measure, config.min_diff) if rows else None,
+        "forest_shown": min(len(rows), FOREST_THEMES), "volcano": volcano,
+        "lengths": plots.lengths(names, tokens) if tokens and any(len(t) for t in tokens) else None,
+        "up": int((findings["diff"] > 0).sum()) if len(findings) else 0,
+        "down": int((findings["diff"] < 0).sum()) if len(findings) else 0,
+        "n_not_replicated": int((~findings["replicated"]).sum()) if "replicated" in findings.columns else 0,
+        "multi": len(names) > 2,
+    }
+    return render("diff.html", path, **context)
+
+
+def headline(result: Any) -> list[str]:
+    """The corpora and their sizes, what was tested and found, how length was handled, replication."""
+    config, names, findings = result.config, list(result.names), result.findings
+    up, down = int((findings["diff"] > 0).sum()), int((findings["diff"] < 0).sum())
+    unit = "pairs" if config.pair_on else "documents"
+    sizes = ", ".join(f"{n} ({s:,} {unit})" for n, s in zip(names, result.sizes))
+    if config.pair_on:
+        sizes += f"; paired on {config.pair_on}"
+    if result.n_unpaired:
+        sizes += f", {result.n_unpaired:,} rows without a partner left out"
+    lines = [sizes,
+             f"{result.n_tested:,} latents tested ({config.measure}, {method(config)}); "
+             f"{count(len(findings), 'finding')} at q ≤ {config.alpha} and |diff| ≥ {config.min_diff} in "
+             f"{count(len(result.themes), 'theme')}: {up:,} more in {names[0]}, {down:,} more in "
+             f"{' / '.join(names[1:])}"]
+    if config.length == "adjust" and result.length.differs and config.measure == "frequency":
+        lines.append("diff is the difference at equal length; the frequencies shown are overall")
+    if config.holdout is not None:
+        rate = result.replication_rate
+        lines.append(f"discovered on {', '.join(f'{s:,}' for s in result.discovery_sizes)} {unit}; "
+                     + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
+                        if rate is not None else "nothing to replicate"))
+    return lines
+
+
+def length_notes(result: Any) -> list[str]:
+    """Warnings about length, as the terminal prints them."""
+    config, gap = result.config, result.length
+    if config.length == "ignore" and gap.differs:
+        return ["length ignored: with max pooling longer documents fire more latents, so many findings are "
+                "length (compare at equal length: --length adjust, the default)"]
+    if gap.comparable == 0:
+        return ["no document has one of the other corpus of similar length: nothing can be compared at equal "
+                "length (--length ignore compares them as they are)"]
+    if gap.comparable is not None and gap.comparable < 0.8:
+        return [f"only {gap.comparable:.0%} of the documents share a length band with the other corpus; the "
+                f"comparison at equal length rests on them"]
+    return []
+
+
+def method(config: Any) -> str:
+    if config.length == "ignore":
+        return "length ignored"
+    if config.measure == "mean":
+        return "at equal length: regression on log n_tokens"
+    if config.pair_on:
+        return "at equal length: conditional logistic regression on the pairs' length ratio"
+    return f"at equal length: Mantel-Haenszel within {config.length_bands} length bands"
