@@ -30,9 +30,9 @@ from tests import sae_files
 from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
 
 D_IN, D_SAE = 8, 16
-# 100 examples per test keep the file at a few seconds; SAEEMBED_FUZZ_EXAMPLES=2500 searches deeper
+# 60 examples per test keep the file at about 2 s; SAEEMBED_FUZZ_EXAMPLES=2500 searches deeper
 # (--hypothesis-show-statistics counts the examples loaded and refused).
-FUZZ = settings(max_examples=int(os.environ.get("SAEEMBED_FUZZ_EXAMPLES", "100")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("SAEEMBED_FUZZ_EXAMPLES", "60")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 # case -> writer of intact files; each gets (folder, d_in, d_sae) and returns (path to load, reference)
