@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,16 +185,11 @@ def column_entries(matrix: Any, latents: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """The saeembed metadata of a store file, without reading its rows."""
+    """The saeembed metadata of a store file (the first part of a folder), checked, without reading
+    its rows. Raises StoreError naming the file when it is not a readable Parquet file, was not
+    written by `saeembed embed`, or its metadata is not a JSON object with the fields analyses read."""
     path = Path(path)
-    files = store_files(path)
-    try:
-        raw = pq.read_schema(files[0]).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise StoreError(f"{path}: not a readable Parquet store ({exc})") from None
-    if META_KEY not in raw:
-        raise StoreError(f"{path} has no saeembed metadata; it was not written by `saeembed embed`")
-    return json.loads(raw[META_KEY])
+    return _file_meta(store_files(path)[0])
 
 
 def is_store(path: str | Path) -> bool:
@@ -203,12 +199,18 @@ def is_store(path: str | Path) -> bool:
     try:
         files = store_files(path)
         return META_KEY in (pq.read_schema(files[0]).metadata or {})
-    except (StoreError, OSError, pa.ArrowInvalid):
+    except (StoreError, OSError, ValueError, pa.ArrowException):
         return False
 
 
 def load_store(path: str | Path) -> Store:
     """Load a store (a file or a folder of part files) into a CSR matrix and a polars frame.
+
+    Every part is checked before any analysis sees it (vectorised over the flat arrays, so cheap on a
+    million rows): its metadata (see `read_meta`), then its rows: latent indices within 0..d_sae-1
+    and ascending in each row, as many values and peak spans as indices, finite values, peak spans
+    within the text, no missing cells. A store that fails raises one StoreError line naming the
+    file, the row (0-based, with its id) and the field.
 
     Examples:
         >>> store = load_store("tweets.parquet")  # doctest: +SKIP
@@ -219,16 +221,283 @@ def load_store(path: str | Path) -> Store:
     import scipy.sparse as sp
 
     path = Path(path)
-    meta = read_meta(path)
+    files = store_files(path)
+    meta = _file_meta(files[0])
+    if len(files) > 1:
+        check_compatible([(str(files[0]), meta), *((str(f), _file_meta(f)) for f in files[1:])])
+    d_sae = int(meta["sae"]["d_sae"])
+    tables, parts = [], []
+    for file in files:
+        try:
+            table = pq.read_table(file)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StoreError(f"{file}: cannot read the store ({_first_line(exc)}); the file is damaged or "
+                             f"truncated: embed the corpus again") from None
+        parts.append(_checked_vectors(table, file, d_sae))
+        tables.append(table.drop_columns(list(VECTOR_COLUMNS[:4])))
     try:
-        table = pa.concat_tables(pq.read_table(f) for f in store_files(path))
-    except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"{path}: cannot read the store ({exc}); embed the corpus again") from None
-    vectors = DocVectors.from_arrow(table)
-    matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets),
-                           shape=(len(vectors), int(meta["sae"]["d_sae"])))
-    frame = pl.from_arrow(table.drop_columns(list(VECTOR_COLUMNS[:4])))
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    except (ValueError, pa.ArrowException) as exc:
+        raise StoreError(f"{path}: its part files have different fields ({_first_line(exc)}); embed the "
+                         f"corpus again into an empty folder") from None
+    vectors = _concat_vectors(parts)
+    matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(len(vectors), d_sae))
+    try:
+        frame = pl.from_arrow(table)
+    except Exception as exc:  # polars raises its own errors for column types it cannot hold
+        raise StoreError(f"{path}: cannot read its fields into a table ({type(exc).__name__}: "
+                         f"{_first_line(exc)}); embed the corpus again") from None
     return Store(path, matrix, frame, meta, vectors.peak_start, vectors.peak_end)
+
+
+# -- checks on reading -----------------------------------------------------------------------------
+
+# What every store's metadata holds, as `saeembed embed` writes it, with the types analyses rely on.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")  # the SAE fingerprint names a labels file
+MAX_D_SAE = 2**31 - 1  # latent indices are int32
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _file_meta(file: Path) -> dict[str, Any]:
+    """The checked metadata of one store file."""
+    try:
+        raw = pq.read_schema(file).metadata or {}
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise StoreError(f"{file}: not a readable Parquet store ({_first_line(exc)}); if it is a store it is "
+                         f"damaged or truncated: embed the corpus again") from None
+    if META_KEY not in raw:
+        raise StoreError(f"{file} has no saeembed metadata; it was not written by `saeembed embed` "
+                         f"(give a corpus file to embed it, or a store)")
+    try:
+        meta = json.loads(raw[META_KEY])
+    except (ValueError, RecursionError):
+        raise StoreError(f"{file}: its saeembed metadata is not JSON; the store is damaged: "
+                         f"embed the corpus again") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{file}: its saeembed metadata is a JSON {_json_kind(meta)}, not an object; the "
+                         f"store is damaged: embed the corpus again")
+    version = meta.get("store_version")
+    if _is_int(version) and version > STORE_VERSION:
+        raise StoreError(f"{file} was written by a newer saeembed (store version {version}; this one reads "
+                         f"{STORE_VERSION}): upgrade saeembed")
+    problem = _meta_problem(meta)
+    if problem:
+        raise StoreError(f"{file}: its saeembed metadata {problem}; the store is damaged or was not written "
+                         f"by `saeembed embed`: embed the corpus again")
+    return meta
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a store's metadata (the first thing found), None when nothing is."""
+    def text(value: Any) -> bool:
+        return isinstance(value, str)
+
+    def text_or_none(value: Any) -> bool:
+        return value is None or isinstance(value, str)
+
+    required = (
+        (("store_version",), lambda v: _is_int(v) and 1 <= v <= STORE_VERSION, f"an integer 1..{STORE_VERSION}"),
+        (("model",), lambda v: isinstance(v, dict), "an object"),
+        (("model", "id"), lambda v: text(v) and v != "", "a model name"),
+        (("model", "fingerprint"), text, "a string"),
+        (("model", "layer"), lambda v: v is None or (_is_int(v) and v >= 0), "a layer number"),
+        (("sae",), lambda v: isinstance(v, dict), "an object"),
+        (("sae", "d_sae"), lambda v: _is_int(v) and 1 <= v <= MAX_D_SAE, "a positive integer (the SAE's width)"),
+        (("sae", "fingerprint"), lambda v: text(v) and bool(_SAFE_NAME.fullmatch(v)),
+         "a fingerprint (letters, digits, . _ -)"),
+        (("sae", "source"), text, "a string"),
+        (("sae", "format"), text, "a string"),
+        (("sae", "architecture"), text, "a string"),
+        (("pooling",), text, "a string"),
+    )
+    optional = (
+        (("model", "revision"), text_or_none, "a string or null"),
+        (("model", "hook"), text_or_none, "a string or null"),
+        (("sae", "reads"), lambda v: v in ("tokens", "document"), "tokens or document"),
+        (("pool_roles",), lambda v: v is None or (isinstance(v, list) and all(map(text, v))),
+         "a list of role names or null"),
+        (("versions",), lambda v: isinstance(v, dict), "an object"),
+        (("n_tokens",), lambda v: v is None or _is_int(v), "an integer"),
+        (("dense",), lambda v: v is None or isinstance(v, dict), "an object or null"),
+    )
+    for needed, (fields, ok, what) in [(True, field) for field in required] + [(False, field) for field in optional]:
+        parent: Any = meta
+        for key in fields[:-1]:
+            parent = parent[key]  # the parents of optional fields are required ones, checked first
+        name = ".".join(fields)
+        if fields[-1] not in parent:
+            if needed:
+                return f"lacks {name}"
+            continue
+        value = parent[fields[-1]]
+        if not ok(value):
+            shown = json.dumps(value)
+            return f"has {name} = {shown if len(shown) <= 40 else shown[:40] + '…'}, not {what}"
+    return None
+
+
+def _row_name(table: pa.Table, row: int) -> str:
+    """`row 12 (id 'doc-12')`: a row of a store file, 0-based, with its id when it has a readable one."""
+    try:
+        value = table.column("id")[row].as_py()
+    except (KeyError, IndexError, ValueError, pa.ArrowException):
+        value = None
+    shown = repr(value) if value is not None else ""
+    return f"row {row}" + (f" (id {shown if len(shown) <= 40 else shown[:40] + '…'})" if shown else "")
+
+
+def _checked_vectors(table: pa.Table, file: Path, d_sae: int) -> DocVectors:
+    """The vector columns of one store file as flat arrays, after checking every row."""
+    import pyarrow.compute as pc
+
+    def refuse(row: int | None, what: str) -> StoreError:
+        where = f"{file}, {_row_name(table, row)}" if row is not None else str(file)
+        return StoreError(f"{where}: {what}; the store is damaged: embed the corpus again")
+
+    missing = [name for name in ("id", "text", *VECTOR_COLUMNS) if name not in table.column_names]
+    if missing:
+        raise refuse(None, f"no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}")
+    kinds = {"indices": pa.types.is_integer, "values": pa.types.is_floating, "peak_start": pa.types.is_integer,
+             "peak_end": pa.types.is_integer}
+    lists: dict[str, Any] = {}
+    for name, is_kind in kinds.items():
+        kind = table.schema.field(name).type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not is_kind(kind.value_type):
+            raise refuse(None, f"column {name} holds {kind}, not lists of "
+                               f"{'integers' if is_kind is pa.types.is_integer else 'numbers'}")
+        lists[name] = table.column(name).combine_chunks() if table.num_rows else None
+    for name, is_kind in (("n_tokens", pa.types.is_integer), ("text", _is_text),
+                          *((name, _is_number) for name in COUNT_STATS if name in table.column_names)):
+        kind = table.schema.field(name).type
+        if not is_kind(kind) and not pa.types.is_null(kind):  # all null: refused below unless there are no rows
+            raise refuse(None, f"column {name} holds {kind}, not {'text' if name == 'text' else 'numbers'}")
+    n = table.num_rows
+    if not n:
+        return DocVectors.empty(0)
+    for name in ("id", "text", "n_tokens", *VECTOR_COLUMNS[:4],
+                 *(name for name in COUNT_STATS if name in table.column_names)):
+        column = table.column(name)
+        if column.null_count:
+            row = int(np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))[0])
+            raise refuse(row, f"{name} is missing (null)")
+    offsets = lists["indices"].offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(offsets)
+    flat: dict[str, np.ndarray] = {}
+    for name, array in lists.items():
+        other = np.diff(array.offsets.to_numpy().astype(np.int64))
+        if name != "indices" and (other != lengths).any():
+            row = int(np.flatnonzero(other != lengths)[0])
+            raise refuse(row, f"{lengths[row]} latent indices but {other[row]} {name}")
+        values = array.flatten()
+        if values.null_count:
+            at = int(np.flatnonzero(pc.is_null(values).to_numpy(zero_copy_only=False))[0])
+            raise refuse(_row_of(offsets, at), f"a missing (null) entry in {name}")
+        flat[name] = values.to_numpy(zero_copy_only=False)
+
+    def first_bad(bad: np.ndarray) -> int:
+        return _row_of(offsets, int(np.flatnonzero(bad)[0]))
+
+    # Each check is a reduction first (min, max: fast, no temporary array); only a store that fails
+    # pays for finding the first bad entry.
+    indices = flat["indices"]
+    if len(indices) and (indices.min() < 0 or indices.max() >= d_sae):
+        at = int(np.flatnonzero((indices < 0) | (indices >= d_sae))[0])
+        raise refuse(_row_of(offsets, at), f"latent index {int(indices[at])} is outside 0..{d_sae - 1} "
+                                           f"(the SAE's width sae.d_sae = {d_sae})")
+    indices = indices.astype(np.int32, copy=False)
+    if len(indices) > 1:
+        unordered = np.diff(indices) <= 0
+        starts = offsets[1:-1]
+        unordered[starts[(starts > 0) & (starts < len(indices))] - 1] = False  # across rows: any order
+        if unordered.any():
+            raise refuse(first_bad(unordered), "latent indices not strictly ascending (repeated or unsorted)")
+    with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused just below
+        values = flat["values"].astype(np.float32)
+    if len(values) and not (np.isfinite(values.min()) and np.isfinite(values.max())):  # NaN propagates
+        at = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise refuse(_row_of(offsets, at), f"a value that is not a finite number ({values[at]}) for latent "
+                                           f"{int(indices[at])}")
+    start, end = flat["peak_start"], flat["peak_end"]
+    text_length = np.repeat(pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64),
+                            lengths)
+    if len(start) and (start.min() < 0 or (end - start).min() < 0 or (text_length - end).min() < 0):
+        at = int(np.flatnonzero((start < 0) | (end < start) | (end > text_length))[0])
+        raise refuse(_row_of(offsets, at), f"the peak span {int(start[at])}..{int(end[at])} of latent "
+                                           f"{int(indices[at])} is not within its text of {text_length[at]} "
+                                           f"characters")
+    n_tokens = table.column("n_tokens").to_numpy()
+    if ((n_tokens < 0) | (n_tokens > np.iinfo(np.int32).max)).any():
+        raise refuse(int(np.flatnonzero((n_tokens < 0) | (n_tokens > np.iinfo(np.int32).max))[0]),
+                     "n_tokens is not a token count")
+    counts = np.zeros((n, len(COUNT_STATS)), np.float32)
+    for i, name in enumerate(COUNT_STATS):
+        if name in table.column_names:  # stores written before these columns existed have none
+            counts[:, i] = table.column(name).to_numpy()
+            if not np.isfinite(counts[:, i]).all():
+                raise refuse(int(np.flatnonzero(~np.isfinite(counts[:, i]))[0]), f"{name} is not a finite number")
+    if "dense" in table.column_names:
+        _check_dense(table, refuse)
+    return DocVectors(offsets - offsets[0], indices, values, start.astype(np.int32), end.astype(np.int32),
+                      n_tokens.astype(np.int32), counts)
+
+
+def _check_dense(table: pa.Table, refuse: Any) -> None:
+    """The optional `dense` column: one finite vector of the same length per row."""
+    import pyarrow.compute as pc
+
+    column = table.column("dense")
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) \
+            or not pa.types.is_floating(kind.value_type):
+        raise refuse(None, f"column dense holds {kind}, not lists of numbers")
+    if column.null_count:
+        raise refuse(int(np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))[0]), "dense is missing")
+    lengths = pc.list_value_length(column).to_numpy()
+    if len(lengths) and (lengths != lengths[0]).any():
+        row = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise refuse(row, f"a dense vector of {lengths[row]} numbers where the first row has {lengths[0]}")
+    values = pc.list_flatten(column.combine_chunks())
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32) if len(values) else np.zeros(0, np.float32)
+    if values.null_count or not np.isfinite(flat).all():
+        raise refuse(int(np.flatnonzero(~np.isfinite(flat))[0] // max(int(lengths[0]), 1)),
+                     "dense holds a value that is not a finite number")
+
+
+def _row_of(offsets: np.ndarray, at: int) -> int:
+    """The row that flat entry `at` belongs to (offsets relative to the flat arrays' start)."""
+    return int(np.searchsorted(offsets - offsets[0], at, side="right") - 1)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _concat_vectors(parts: list[DocVectors]) -> DocVectors:
+    """The documents of several parts, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    shift = np.cumsum([0] + [len(p.indices) for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, shift)]).astype(np.int64)
+    return DocVectors(offsets, *(np.concatenate([getattr(p, name) for p in parts])
+                                 for name in ("indices", "values", "peak_start", "peak_end", "n_tokens")),
+                      np.concatenate([p.concept_counts for p in parts]))
 
 
 def check_compatible(metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
