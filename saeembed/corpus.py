@@ -1,11 +1,24 @@
-"""Reading corpus files (JSONL, CSV, Parquet, plain text, stdin) into validated documents."""
+"""Reading corpus files (JSONL, CSV, Parquet, plain text, stdin) into validated documents.
+
+What is refused, and how: a problem with one document (malformed JSON, a missing or empty text, a line
+that is not UTF-8, a CSV row with too few or too many cells, a lone surrogate, a field whose kind of
+value differs from earlier records) is collected with its file and line; unless `skip_invalid`, the
+problems are raised as one `CorpusError` of one line, before anything is embedded. A problem with a
+whole file (not found, a folder, unreadable, not CSV, not Parquet, UTF-16) is raised at once, naming
+the file. Nothing else escapes.
+
+What is accepted: a UTF-8 byte-order mark at the start of any text format (it is dropped), and
+CRLF, LF or bare CR line endings in JSON lines, CSV and text files; CSV cells of any length.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +30,13 @@ Format = Literal["auto", "jsonl", "csv", "parquet", "txt"]
 _SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
                    ".parquet": "parquet", ".txt": "txt", ".text": "txt"}
 _MAX_LISTED = 10
+_BOM = b"\xef\xbb\xbf"
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-32 LE starts like UTF-16 LE
+_NEWLINE = re.compile(rb"\r\n|\r|\n")
+MAX_FIELD_DEPTH = 32
+"""Objects and lists nested deeper than this in a field are refused: the store (Parquet) cannot hold them."""
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_EXACT_IN_FLOAT = 2 ** 53
 
 
 @dataclass(frozen=True)
@@ -57,11 +77,19 @@ def read_corpus(
     id_field: str = "id",
     fmt: Format = "auto",
     skip_invalid: bool = False,
+    check_field_types: bool = False,
 ) -> Corpus:
     """Read and validate documents from files, globs or `-` (stdin).
 
-    Every problem is collected first; unless `skip_invalid`, any problem raises `CorpusError`
-    naming file and line, before anything is embedded.
+    Every problem is collected first; unless `skip_invalid`, any problem raises one `CorpusError`
+    (one line) naming file and line, before anything is embedded.
+
+    `check_field_types`: the fields are going to be stored as columns (`embed` does), so each field
+    must hold one kind of value in every record: text, true/false, a number (whole numbers and numbers
+    with decimals mix: the column holds numbers with decimals), a list or an object (checked the same
+    way inside, to `MAX_FIELD_DEPTH` levels); null fits anywhere. The first record that disagrees with
+    the ones before it is a problem naming its file, line, field and both kinds. The id field is not
+    checked: ids are stored as text.
 
     Examples:
         >>> corpus = read_corpus(["a.jsonl"], text_field="response")  # doctest: +SKIP
@@ -74,16 +102,20 @@ def read_corpus(
     docs: list[Document] = []
     problems: list[Problem] = []
     seen_ids: dict[str, str] = {}
+    kinds = _FieldKinds(id_field) if check_field_types else None
     for path in paths:
         name = "<stdin>" if path == "-" else path
-        for where, row_number, record, problem in _records(path, fmt):
+        for where, row_number, record, problem in _records(path, name, fmt, text_field):
+            where = f"{name}:{where}"
             if problem:
-                problems.append(Problem(f"{name}:{where}", problem))
+                problems.append(Problem(where, problem))
                 continue
             doc, problem = _document(record, row_number, text_field, id_field,
-                                     f"{name}:{where}", Path(name).stem if many else None)
+                                     where, Path(name).stem if many else None)
+            if not problem and kinds is not None:
+                problem = kinds.add(doc.fields, where)
             if problem:
-                problems.append(Problem(f"{name}:{where}", problem))
+                problems.append(Problem(where, problem))
                 continue
             if doc.id in seen_ids:
                 problems.append(Problem(doc.where, f"duplicate id {doc.id!r} (first at {seen_ids[doc.id]}); "
@@ -92,13 +124,21 @@ def read_corpus(
             seen_ids[doc.id] = doc.where
             docs.append(doc)
     if problems and not skip_invalid:
-        listed = "\n  ".join(str(p) for p in problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-        raise CorpusError(f"{len(problems)} invalid document(s); nothing was embedded. Fix them or pass "
-                          f"--skip-invalid to embed the rest:\n  {listed}{more}")
+        raise CorpusError(problems_message(problems))
+    if kinds is not None:
+        kinds.check_storable()
     if not docs:
-        raise CorpusError(f"no documents found in {', '.join(paths)}")
+        raise CorpusError(f"no documents found in {', '.join('<stdin>' if p == '-' else p for p in paths)}"
+                          + (f" ({len(problems)} skipped as invalid)" if problems else ""))
     return Corpus(docs, problems, ["<stdin>" if p == "-" else p for p in paths])
+
+
+def problems_message(problems: list[Problem]) -> str:
+    """One line: how many documents are invalid, what to do, and the first few with file and line."""
+    listed = " | ".join(str(p) for p in problems[:_MAX_LISTED])
+    more = f" | ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return (f"{len(problems)} invalid document(s); nothing was embedded. Fix them or pass --skip-invalid "
+            f"to embed the rest: {listed}{more}")
 
 
 def _expand(inputs: list[str]) -> list[str]:
@@ -110,11 +150,17 @@ def _expand(inputs: list[str]) -> list[str]:
             matched = sorted(glob.glob(item, recursive=True))
             if not matched:
                 raise CorpusError(f"no file matches {item!r}")
+            folders = [m for m in matched if Path(m).is_dir()]
+            if folders:
+                raise CorpusError(f"{item!r} matches the folder {folders[0]}; give a pattern that matches only "
+                                  f"files, e.g. {str(Path(folders[0]) / '*.jsonl')!r}")
             paths.extend(matched)
-        elif not Path(item).is_file():
+        elif Path(item).is_dir():
+            raise CorpusError(f"{item} is a folder; pass the files in it, e.g. {str(Path(item) / '*.jsonl')!r}")
+        elif not Path(item).exists():
             raise CorpusError(f"input file not found: {item}")
         else:
-            paths.append(item)
+            paths.append(item)  # a regular file, or a pipe such as <(zcat corpus.jsonl.gz)
     return paths
 
 
@@ -124,83 +170,214 @@ def _format_of(path: str, fmt: Format, head: bytes) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in _SUFFIX_FORMATS:
         return _SUFFIX_FORMATS[suffix]
+    if head[:4] == b"PAR1":
+        return "parquet"
     # stdin or an unknown suffix: JSON lines if it starts like an object, else one document per line.
     return "jsonl" if head.lstrip()[:1] == b"{" else "txt"
 
 
-Record = tuple[str, int, dict[str, Any] | None, str | None]
+Record = tuple[str, int, "dict[str, Any] | None", "str | None"]
 
 
-def _records(path: str, fmt: Format) -> Iterator[Record]:
+def _records(path: str, name: str, fmt: Format, text_field: str) -> Iterator[Record]:
     """Yield (where, 0-based row number, record, problem) for each row of one input."""
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-        kind = _format_of(path, fmt, head)
-        if kind == "parquet":
-            yield from _parquet_records(path)
-            return
-        data = Path(path).read_bytes()
+    if path != "-" and (fmt == "parquet" or fmt == "auto" and Path(path).suffix.lower() == ".parquet"):
+        yield from _parquet_records(path, name, text_field)
+        return
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"{name}: cannot read it ({exc.strerror or exc}); check the path and its permissions") \
+            from None
+    if data.startswith(_UTF16_32_BOMS):
+        raise CorpusError(f"{name} is UTF-16 or UTF-32 encoded; re-encode it as UTF-8")
+    data = data.removeprefix(_BOM)
     kind = _format_of(path, fmt, data[:64])
     if kind == "parquet":
-        raise CorpusError("Parquet cannot be read from stdin; pass the file path")
-    if kind == "csv":
-        yield from _csv_records(data)
+        if path == "-":
+            raise CorpusError("Parquet cannot be read from stdin; pass the file path")
+        yield from _parquet_records(io.BytesIO(data), name, text_field)
+    elif kind == "csv":
+        yield from _csv_records(data, name, text_field)
     else:
         yield from _line_records(data, kind == "jsonl")
 
 
-def _line_records(data: bytes, is_json: bool) -> Iterator[Record]:
-    lines = data.split(b"\n")
+def _lines(data: bytes) -> list[bytes]:
+    """Lines ended by LF, CRLF or a bare CR; the final line ending does not start an empty line."""
+    lines = _NEWLINE.split(data)
     if lines and lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line, it does not start an empty one
-    for number, raw in enumerate(lines):
+        lines.pop()
+    return lines
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _line_records(data: bytes, is_json: bool) -> Iterator[Record]:
+    for number, raw in enumerate(_lines(data)):
         where = f"line {number + 1}"
-        raw = raw.removesuffix(b"\r")
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield where, number, None, f"not valid UTF-8 (byte {exc.start}); re-encode the file as UTF-8"
+            yield where, number, None, (f"not valid UTF-8 (byte {exc.start + 1} of the line); re-encode the "
+                                        f"file as UTF-8")
             continue
+        if not line.strip():
+            continue  # blank lines carry no document (between JSON records, or between paragraphs of text)
         if not is_json:
             yield where, number, {"text": line}, None
             continue
-        if not line.strip():
-            continue  # blank lines between JSON records carry no document
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             yield where, number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
             continue
-        if not isinstance(record, dict):
-            yield where, number, None, f"expected a JSON object, got {type(record).__name__}"
+        except _DuplicateKey as exc:
+            yield where, number, None, (f"the key {exc.args[0]!r} appears twice in one object; keep one "
+                                        f"(JSON readers silently drop one of them)")
             continue
+        except RecursionError:
+            yield where, number, None, (f"JSON nested too deeply to read; at most {MAX_FIELD_DEPTH} levels of "
+                                        f"objects and lists can be stored")
+            continue
+        if not isinstance(record, dict):
+            what = {list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+                type(record), "a number")
+            yield where, number, None, f"expected a JSON object per line ({{\"text\": ...}}), got {what}"
+            continue
+        if _SURROGATE_ESCAPE.search(raw):
+            bad = _surrogate_path(record)
+            if bad is not None:
+                yield where, number, None, (f"field {bad!r} holds a lone surrogate (a \\ud800-\\udfff escape "
+                                            f"that is not half of a pair), which is not text; remove or "
+                                            f"replace it")
+                continue
         yield where, number, record, None
 
 
-def _csv_records(data: bytes) -> Iterator[Record]:
+def _surrogate_path(value: Any, path: str = "", depth: int = 0) -> str | None:
+    """The path of the first string (value or key) holding a lone surrogate, else None."""
+    if isinstance(value, str):
+        return None if _is_text(value) else path
+    if depth > MAX_FIELD_DEPTH + 1:
+        return None  # refused for its depth elsewhere
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if not _is_text(key):
+                return where
+            found = _surrogate_path(item, where, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _surrogate_path(item, f"{path}[]", depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
     try:
-        text = data.decode("utf-8-sig")
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _unlimited_csv_fields() -> Iterator[None]:
+    """The csv module refuses cells over 131,072 characters by default; a document may be longer."""
+    previous = csv.field_size_limit()
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            break
+        except OverflowError:  # a C long narrower than Py_ssize_t (Windows)
+            limit //= 2
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _csv_records(data: bytes, name: str, text_field: str) -> Iterator[Record]:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise CorpusError(f"line {line}: not valid UTF-8; re-encode the CSV file as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    for number, row in enumerate(reader):
-        # line_num is the physical line the row ended on; quoted fields may span several lines.
-        yield f"line {reader.line_num}", number, row, None
+        line = len(_lines(data[: exc.start] + b"x"))
+        raise CorpusError(f"{name}:line {line}: not valid UTF-8; re-encode the CSV file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    with _unlimited_csv_fields():
+        try:
+            for row in reader:
+                if row:  # csv yields [] for an empty line
+                    rows.append((reader.line_num, row))
+        except csv.Error as exc:
+            raise CorpusError(f"{name}:line {max(reader.line_num, 1)}: not valid CSV ({exc}); quote cells that "
+                              f"hold commas, quotes or line breaks, and double the quotes inside them") from None
+    if not rows:
+        return
+    header_line, header = rows[0]
+    for i, column in enumerate(header):
+        if column in header[:i]:
+            raise CorpusError(f"{name}:line {header_line}: the column {column!r} appears twice in the header; "
+                              f"rename one so no cell is lost")
+    if text_field not in header and "messages" not in header:
+        raise CorpusError(f"{name}:line {header_line}: no column {text_field!r} in the header (columns: "
+                          f"{_listed(header)}); pass --text-field NAME")
+    for number, (line, row) in enumerate(rows[1:]):
+        if len(row) != len(header):
+            yield (f"line {line}", number, None,
+                   f"{len(row)} cell(s) but the header has {len(header)} columns ({_listed(header)}); "
+                   f"quote cells that hold commas, and give every row one cell per column")
+            continue
+        yield f"line {line}", number, dict(zip(header, row)), None
 
 
-def _parquet_records(path: str) -> Iterator[Record]:
+def _parquet_records(source: Any, name: str, text_field: str) -> Iterator[Record]:
     import polars as pl
 
     try:
-        frame = pl.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - polars raises several kinds for a broken file
-        raise CorpusError(f"{path}: cannot read as Parquet ({exc})") from None
+        frame = pl.read_parquet(source)
+    except Exception as exc:  # noqa: BLE001 - polars raises several kinds for a missing or broken file
+        raise CorpusError(f"{name}: cannot read it as Parquet ({_one_line(exc)}); check the file or pass "
+                          f"--input-format") from None
+    if text_field not in frame.columns and "messages" not in frame.columns:
+        raise CorpusError(f"{name}: no column {text_field!r} (columns: {_listed(frame.columns)}); "
+                          f"pass --text-field NAME")
     for number, row in enumerate(frame.iter_rows(named=True)):
         yield f"row {number}", number, row, None
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:8])
+    return (shown + (", ..." if len(names) > 8 else "")) or "none"
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _document(record: dict[str, Any], row_number: int, text_field: str, id_field: str,
@@ -209,19 +386,20 @@ def _document(record: dict[str, Any], row_number: int, text_field: str, id_field
     doc_id = str(row_number) if raw_id is None or raw_id == "" else str(raw_id)
     if prefix is not None and raw_id is None:
         doc_id = f"{prefix}:{doc_id}"  # line numbers repeat across files
-    fields = {k: v for k, v in record.items() if k not in (text_field, "messages")}
+    text = record.get(text_field)
+    chat = text is None and "messages" in record
+    # every other field is kept; `messages` too when it is not the document (the store renames it)
+    fields = {k: v for k, v in record.items() if k != text_field and not (chat and k == "messages")}
     if prefix is not None:
         fields.setdefault("source", prefix)
-    text = record.get(text_field)
-    if text is None and "messages" in record:
+    if chat:
         messages, problem = _messages(record["messages"])
         return Document(doc_id, None, messages, fields, where), problem
     if text is None:
-        known = ", ".join(sorted(record)[:8]) or "none"
-        return _EMPTY, (f"no field {text_field!r} (fields: {known}); pass --text-field NAME, "
+        return _EMPTY, (f"no field {text_field!r} (fields: {_listed(sorted(record))}); pass --text-field NAME, "
                         f"or give chats as a 'messages' list")
     if not isinstance(text, str):
-        return _EMPTY, f"field {text_field!r} is {type(text).__name__}, expected a string"
+        return _EMPTY, f"field {text_field!r} is {_KIND_NAMES.get(_kind_name(text), 'not text')}, expected a string"
     if not text.strip():
         return _EMPTY, "empty document"
     return Document(doc_id, text, None, fields, where), None
@@ -240,3 +418,136 @@ def _messages(value: Any) -> tuple[list[dict[str, str]] | None, str | None]:
 
 
 _EMPTY = Document("", None)
+
+
+# --- one kind of value per field -------------------------------------------------------------------
+
+_KIND_NAMES = {"text": "text", "bool": "true/false", "int": "a whole number", "float": "a number",
+               "list": "a list", "object": "an object"}
+
+
+def _kind_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__  # from Parquet: date, datetime, Decimal, bytes ...
+
+
+class _Kind:
+    """The kind of value at one path of a field, merged over records, with where it was first seen."""
+
+    __slots__ = ("name", "where", "item", "keys", "big")
+
+    def __init__(self, name: str, where: str, item: "_Kind | None" = None,
+                 keys: "dict[str, _Kind | None] | None" = None, big: "tuple[int, str] | None" = None):
+        self.name, self.where, self.item, self.keys, self.big = name, where, item, keys, big
+
+    def shown(self) -> str:
+        return _KIND_NAMES.get(self.name, f"a {self.name} value")
+
+
+class _Conflict(Exception):
+    pass
+
+
+def _kind_of(value: Any, path: str, where: str, depth: int = 0) -> _Kind | None:
+    """The kind of one record's value (None for null); raises _Conflict for what cannot be stored."""
+    name = _kind_name(value)
+    if name == "int":
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise _Conflict(f"field {path!r} is the whole number {value}, too large to store as a number; "
+                            f"quote the values so they are all text")
+        return _Kind(name, where, big=(value, where) if abs(value) > _EXACT_IN_FLOAT else None)
+    if name not in ("list", "object"):
+        return None if value is None else _Kind(name, where)
+    if depth >= MAX_FIELD_DEPTH:
+        raise _Conflict(f"field {path!r} nests objects and lists more than {MAX_FIELD_DEPTH} levels deep, "
+                        f"more than the store can hold; flatten it, or quote it as a JSON string")
+    if name == "list":
+        item = None
+        for element in value:
+            item = _merge(item, _kind_of(element, f"{path}[]", where, depth + 1), f"{path}[]")
+        return _Kind(name, where, item=item)
+    return _Kind(name, where, keys={key: _kind_of(item, f"{path}.{key}", where, depth + 1)
+                                    for key, item in value.items()})
+
+
+def _merge(old: _Kind | None, new: _Kind | None, path: str) -> _Kind | None:
+    """`old` widened by `new` (neither is changed), or _Conflict naming both kinds and where."""
+    if old is None or new is None:
+        return new if old is None else old
+    if old.name == new.name:
+        if old.name == "list":
+            item = _merge(old.item, new.item, f"{path}[]")
+            return old if item is old.item else _Kind("list", old.where, item=item)
+        if old.name == "object":
+            keys = dict(old.keys or {})
+            for key, kind in (new.keys or {}).items():
+                keys[key] = _merge(keys.get(key), kind, f"{path}.{key}") if key in keys else kind
+            return _Kind("object", old.where, keys=keys)
+        if old.name == "int" and new.big and not old.big:
+            return _Kind("int", old.where, big=new.big)
+        return old
+    if {old.name, new.name} == {"int", "float"}:
+        big = old.big or new.big
+        if big:
+            raise _Conflict(f"field {path!r} mixes numbers with decimals and the whole number {big[0]} "
+                            f"(at {big[1]}), which a number with decimals cannot hold exactly; quote the values "
+                            f"so they are all text")
+        return old if old.name == "float" else _Kind("float", old.where)
+    raise _Conflict(f"field {path!r} is {new.shown()} here but {old.shown()} at {old.where}; a field must hold "
+                    f"one kind of value in every record: quote the values so they are all text, or make them "
+                    f"all {old.shown()}")
+
+
+class _FieldKinds:
+    """The kind of every stored field so far; refuses the first record that disagrees."""
+
+    def __init__(self, id_field: str):
+        self.id_field = id_field
+        self.kinds: dict[str, _Kind | None] = {}
+
+    def add(self, fields: dict[str, Any], where: str) -> str | None:
+        merged: dict[str, _Kind | None] = {}
+        try:
+            for name, value in fields.items():
+                if name == self.id_field:
+                    continue  # stored as the text id
+                kind = _kind_of(value, name, where)
+                merged[name] = _merge(self.kinds[name], kind, name) if name in self.kinds else kind
+        except _Conflict as exc:
+            return str(exc)
+        self.kinds.update(merged)  # only once the whole record fits: a refused record changes nothing
+        return None
+
+    def check_storable(self) -> None:
+        for name, kind in self.kinds.items():
+            empty = _empty_object(kind, name)
+            if empty:
+                path, where = empty
+                raise CorpusError(f"{where}: field {path!r} is an empty object ({{}}) in every record, which the "
+                                  f"store (Parquet) cannot hold; drop the field, or give it a key in some record")
+
+
+def _empty_object(kind: _Kind | None, path: str) -> tuple[str, str] | None:
+    if kind is None:
+        return None
+    if kind.name == "list":
+        return _empty_object(kind.item, f"{path}[]")
+    if kind.name == "object":
+        if not kind.keys:
+            return path, kind.where
+        for key, item in kind.keys.items():
+            found = _empty_object(item, f"{path}.{key}")
+            if found:
+                return found
+    return None
