@@ -242,9 +242,14 @@ def load_store(path: str | Path) -> Store:
                          f"corpus again into an empty folder") from None
     vectors = _concat_vectors(parts)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(len(vectors), d_sae))
+    # The Parquet metadata stays out of polars (it panics on metadata that is not UTF-8); the store's
+    # own is in `meta`.
+    table = pa.Table.from_arrays(table.columns, schema=pa.schema([f.remove_metadata() for f in table.schema]))
     try:
         frame = pl.from_arrow(table)
-    except Exception as exc:  # polars raises its own errors for column types it cannot hold
+    except BaseException as exc:  # polars raises its own errors for types it cannot hold, or panics
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
         raise StoreError(f"{path}: cannot read its fields into a table ({type(exc).__name__}: "
                          f"{_first_line(exc)}); embed the corpus again") from None
     return Store(path, matrix, frame, meta, vectors.peak_start, vectors.peak_end)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from saeembed.store import META_KEY, StoreError, is_store, load_store, read_meta
 from tests.fake_stores import fake_meta, vectors_from_columns, write_store
 
 D = 6
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# 100 examples per test (200 for rows) keep the file at about 3 s; SAEEMBED_FUZZ_EXAMPLES=2000 searches deeper
+EXAMPLES = int(os.environ.get("SAEEMBED_FUZZ_EXAMPLES", "100"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def raw_table(rows: list[dict], ids: list | None = None, texts: list | None = None,
@@ -317,7 +320,7 @@ def bad_rows(rows: list[dict], text_length: int) -> set[int]:
     return bad
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=2 * EXAMPLES)
 @given(rows=any_rows(), float16=st.booleans())
 def test_fuzz_any_rows(tmp_path, rows, float16):
     path = tmp_path / "s.parquet"
