@@ -122,31 +122,38 @@ def volcano(diff: np.ndarray, q: np.ndarray, significant: np.ndarray, alpha: flo
                 ax.axvline(edge, color="#999", lw=0.7, ls="--")
         ax.set_xlabel(_text(f"difference ({names[0]} − other)", 60))
         ax.set_ylabel("−log10 q")
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", markerscale=2)
         return to_svg(fig, "volcano plot")
 
 
 def lengths(names: Sequence[str], tokens: Sequence[np.ndarray]) -> Any:
     """Tokens per document, one outline histogram per corpus on shared bins (log-spaced when the lengths
-    span more than 20x), each corpus's mean marked."""
+    span more than 20x; one per count when they span few), each corpus's mean marked."""
     with _style():
         fig = _figure(6.5, 2.8)
         ax = fig.add_subplot()
         pooled = np.concatenate([np.asarray(t, float) for t in tokens]) if tokens else np.zeros(0)
         low, high = max(float(pooled.min(initial=1)), 1.0), max(float(pooled.max(initial=1)), 2.0)
         log = high / low > 20
-        bins = np.geomspace(low, high, 40) if log else np.linspace(low, high, 40)
+        if log:  # token counts are integers: edges between them, or narrow bins at the low end stay empty
+            bins = np.unique(np.round(np.geomspace(low, high + 1, 41))) - 0.5
+        elif high - low <= 60:
+            bins = np.arange(low, high + 2) - 0.5
+        else:
+            bins = np.linspace(low, high, 40)
         for i, (name, t) in enumerate(zip(names, tokens)):
             t = np.asarray(t, float)
             if not len(t):
                 continue
-            ax.hist(np.clip(t, low, high), bins=bins, histtype="step", lw=1.5, color=colour(i),
-                    weights=np.full(len(t), 1 / len(t)), label=_text(f"{name} (mean {t.mean():.0f})", 40))
+            counts, edges = np.histogram(np.clip(t, low, high), bins=bins)
+            # per token count: bins hold different numbers of counts (log-spaced, rounded to integers)
+            ax.stairs(counts / len(t) / np.maximum(np.diff(edges), 1), edges, lw=1.5, color=colour(i),
+                      label=_text(f"{name} (mean {t.mean():.0f})", 40))
             ax.axvline(t.mean(), color=colour(i), lw=0.8, ls="--")
         if log:
             ax.set_xscale("log")
         ax.set_xlabel("tokens per document")
-        ax.set_ylabel("share of documents")
+        ax.set_ylabel("share of documents per token count")
         ax.legend()
         return to_svg(fig, "length distributions")
 
