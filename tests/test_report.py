@@ -21,8 +21,13 @@ from saeembed.analysis.risk import fit_risk
 from saeembed.analysis.search import search
 from saeembed.concepts import select_concepts
 from saeembed.labels import Labels, peak_span
-from saeembed.report import (write_cluster_report, write_correlations_report, write_diff_report,
-                             write_risk_report, write_search_report)
+from saeembed.report import (
+    write_cluster_report,
+    write_correlations_report,
+    write_diff_report,
+    write_risk_report,
+    write_search_report,
+)
 from saeembed.report._page import Segment, span_segments, split_marked, write_atomic
 from saeembed.store import load_store
 from tests.fake_stores import fake_meta, planted_store, random_columns, vectors_from_columns, write_store
@@ -190,6 +195,20 @@ def test_an_empty_diff_still_makes_a_page(tmp_path, open_page):
     assert opened.page.locator("svg.plot").count() == 2, "the volcano and the lengths still tell something"
 
 
+def test_diff_page_against_several_corpora_by_mean_activation(tmp_path, open_page):
+    rates = [np.full(D, 0.1) for _ in range(3)]
+    rates[0][3] = 0.6
+    stores = [planted_store(tmp_path / f"{n}.parquet", 300, r, seed=n) for n, r in enumerate(rates)]
+    result = diff(stores[0], stores[1:], DiffConfig(measure="mean"), names=["t", "m1", "m2"], labels=LABELS)
+    assert 3 in result.themes["lead"].to_list()
+    path = write_diff_report(result, tmp_path / "vs.html")
+    opened = open_page(path)
+    assert_clean(opened, path.read_text())
+    head = opened.page.locator("#themes thead").inner_text()
+    assert "t" in head and "other" in head and "%" not in opened.page.locator("tbody.theme").first.inner_text()
+    assert "vs m" in opened.page.locator("tbody.theme").first.inner_text(), "which other corpus it was held against"
+
+
 # -- cluster and search -----------------------------------------------------------------------------------
 
 N = 600
@@ -240,6 +259,14 @@ def test_cluster_page_shows_sizes_map_crosstab_and_central_documents(topic_store
         spans = {store.frame["text"][doc][slice(*peak_span(store, doc, int(latent)))]
                  for latent in concepts["latent"] if peak_span(store, doc, int(latent))}
         assert set(m.inner_text() for m in first.all()) <= spans | {""} and first.first.inner_text() in spans
+
+
+def test_cluster_page_without_the_store_crosstabs_given_values(topic_store, tmp_path):
+    result = cluster(topic_store, None, ClusterConfig(method="kmeans", k=3), labels=LABELS)
+    kinds = pl.Series("kind", [KINDS[g] for g in GROUP])
+    html = write_cluster_report(result, tmp_path / "c.html", by=kinds).read_text()
+    assert "Clusters against kind" in html and "document map" not in html and "<mark" not in html
+    assert html.count('class="card row"') == 3
 
 
 def test_search_page_ranks_hits_with_their_concepts_and_peaks(topic_store, open_page, tmp_path):

@@ -58,7 +58,7 @@ def write_cluster_report(result: Any, path: str | Path, by: str | Sequence[Any] 
         "sizes": plots.bars([s[0] for s in sizes], [s[1] for s in sizes], "documents", "cluster sizes",
                             [s[2] for s in sizes]) if sizes else None,
         "map": _map(result, store, assignment, names, colours, seed) if store is not None else None,
-        "by": by if isinstance(by, str) else "the given values",
+        "by": by if isinstance(by, str) else getattr(by, "name", None) or "the given values",
         "crosstab": _crosstab(assignment, values, order, colours) if values is not None else None,
         "clusters": clusters,
         "concepts": result.concepts.frame().to_dicts() if result.concepts is not None else [],

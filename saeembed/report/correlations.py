@@ -82,23 +82,26 @@ def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
     from saeembed.store import column_entries
 
     latents = np.array(distinct([x for p in pairs for x in (p["latent_a"], p["latent_b"])]), np.int64)
-    rows, which, values = column_entries(store.matrix, latents)
+    rows, which, values = column_entries(store.matrix, latents)  # in row order
     positive = values > 0
     rows, which, values = rows[positive], which[positive], values[positive]
+    order = np.argsort(which, kind="stable")  # grouped by latent, rows ascending within each
+    bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
     slot = {int(x): i for i, x in enumerate(latents)}
-    strength = {}
-    for i in range(len(latents)):
-        mine = which == i
-        strength[i] = dict(zip(rows[mine].tolist(), values[mine].tolist()))
+
+    def entries(latent: int) -> tuple[np.ndarray, np.ndarray]:
+        span = order[bounds[slot[int(latent)]]:bounds[slot[int(latent)] + 1]]
+        return rows[span], values[span]
+
     texts, ids = store.frame["text"], store.frame["id"]
     out = []
     for p in pairs:
-        a, b = strength[slot[int(p["latent_a"])]], strength[slot[int(p["latent_b"])]]
-        shared = a.keys() & b.keys()
-        if not shared:
+        (rows_a, values_a), (rows_b, values_b) = entries(p["latent_a"]), entries(p["latent_b"])
+        shared, at_a, at_b = np.intersect1d(rows_a, rows_b, assume_unique=True, return_indices=True)
+        if not len(shared):
             out.append(None)
             continue
-        row = max(shared, key=lambda r: (min(a[r], b[r]), -r))
+        row = int(shared[np.argmax(np.minimum(values_a[at_a], values_b[at_b]))])
         spans = []
         for latent, label in ((p["latent_a"], p["label_a"]), (p["latent_b"], p["label_b"])):
             span = peak_span(store, row, int(latent))
@@ -121,7 +124,7 @@ def _associations(result: Any, path: str | Path, store: Any, top: int) -> Path:
     bars = plots.bars(names[:25], [r[strength] for r in rows[:25]], strength.upper() if categorical else
                       "Spearman rho", "associations", width=50) if rows else None
     if store is not None and rows and result.column in store.frame.columns:
-        column = [None if v is None else str(v) for v in store.frame[result.column].to_list()]
+        column = np.array([None if v is None else str(v) for v in store.frame[result.column].to_list()], object)
         latents = np.array(distinct([r["latent"] for r in rows]), np.int64)
         entry_rows, which, values = column_entries(store.matrix, latents)
         slot = {int(x): i for i, x in enumerate(latents)}
@@ -129,7 +132,7 @@ def _associations(result: Any, path: str | Path, store: Any, top: int) -> Path:
             mine = which == slot[int(r["latent"])]
             docs, acts = entry_rows[mine], values[mine]
             if categorical:
-                keep = np.array([column[d] == str(r["value"]) for d in docs], bool)
+                keep = column[docs] == str(r["value"])
                 docs, acts = docs[keep], acts[keep]
             if not len(docs):
                 continue

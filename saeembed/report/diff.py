@@ -12,9 +12,11 @@ import numpy as np
 from saeembed.report import plots
 from saeembed.report._page import clip_marked, clip_plain, count, latent_name, render, split_marked
 
-# Themes in the forest plot and rows in the page (the strongest first); the page says when there are more.
+# Themes in the forest plot and rows in the page (the strongest first), latents listed per theme; the page
+# says when there are more. A row with its two examples is ~1.5 KB: 500 keep the page well under 2 MB.
 FOREST_THEMES = 40
-PAGE_THEMES = 1000
+PAGE_THEMES = 500
+THEME_LATENTS = 12
 
 
 def write_diff_report(result: Any, path: str | Path) -> Path:
@@ -31,7 +33,8 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
         rows.append({**row, "name": latent_name(row["lead"], row["label"]), "less_in": less,
                      "a": row["mean_a"] if mean else row["freq_a"], "b": row["mean_b"] if mean else row["freq_b"],
                      "members": [{"latent": x, "label": member.get(x, {}).get("label"),
-                                  "diff": member.get(x, {}).get("diff")} for x in latents],
+                                  "diff": member.get(x, {}).get("diff")} for x in latents[:THEME_LATENTS]],
+                     "more_latents": max(len(latents) - THEME_LATENTS, 0),
                      "with": clip_marked(split_marked(row.get("example_with"), f"latent {row['lead']}")),
                      "without": clip_plain(row.get("example_without"))})
     table = result.table

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from saeembed.report import plots
-from saeembed.report._page import clip_marked, render, split_marked
+from saeembed.report._page import clip_marked, clip_plain, render, split_marked
 from saeembed.store import COUNT_STATS
 
 # Columns of the hits table not shown among the document's other fields (shown elsewhere, or internal).
@@ -24,7 +24,10 @@ def write_search_report(result: Any, path: str | Path, *, query: str | None = No
     for row in result.table.iter_rows(named=True):
         contributors = [part.strip() for part in (row.get("top_latents") or "").split(" | ") if part.strip()]
         hits.append({"rank": row["rank"], "id": row["id"], "score": row["score"], "concepts": contributors,
-                     "text": clip_marked(split_marked(row["text"], contributors[0] if contributors else "")),
+                     # only a text with contributing concepts carries a peak mark (dense search adds none;
+                     # a literal '<<' there is the document's own)
+                     "text": clip_marked(split_marked(row["text"], contributors[0])) if contributors
+                     else clip_plain(row["text"]),
                      "fields": {k: v for k, v in row.items() if k not in SHOWN and v is not None}})
     selected = concepts.frame().head(CONCEPTS_SHOWN).to_dicts() if concepts is not None else []
     scores = None
