@@ -7,8 +7,9 @@ problems are raised as one `CorpusError` of one line, before anything is embedde
 whole file (not found, a folder, unreadable, not CSV, not Parquet, UTF-16) is raised at once, naming
 the file. Nothing else escapes.
 
-What is accepted: a UTF-8 byte-order mark at the start of any text format (it is dropped), and
-CRLF, LF or bare CR line endings in JSON lines, CSV and text files; CSV cells of any length.
+What is accepted: a UTF-8 byte-order mark at the start of any text format (it is dropped, and so is
+one at the start of a line of JSON lines or text, left by concatenating files), and CRLF, LF or bare CR
+line endings in JSON lines, CSV and text files; CSV cells of any length.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def _line_records(data: bytes, is_json: bool) -> Iterator[Record]:
             yield where, number, None, (f"not valid UTF-8 (byte {exc.start + 1} of the line); re-encode the "
                                         f"file as UTF-8")
             continue
+        line = line.removeprefix("\ufeff")  # the BOM of a file concatenated after another one
         if not line.strip():
             continue  # blank lines carry no document (between JSON records, or between paragraphs of text)
         if not is_json:
