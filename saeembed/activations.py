@@ -6,14 +6,13 @@ Memory stays bounded by one window of documents plus the shuffle buffer, whateve
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from saeembed.atomic import atomic_write
 from saeembed.corpus import Document
 from saeembed.hashing import text_key
 from saeembed.pipeline import length_sorted_batches
@@ -40,10 +39,12 @@ class ActivationCache:
 
     def save(self, window: int, activations: torch.Tensor) -> None:
         path = self.folder / f"window-{window:06d}.npy"
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, activations.numpy().astype(np.float16))
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, activations.numpy().astype(np.float16))
+
+        atomic_write(path, write)
 
 
 def window_activations(reader: Reader, docs: list[Document], *, window_docs: int, batch_tokens: int,

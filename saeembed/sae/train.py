@@ -10,10 +10,8 @@ fewer tokens than an uninterrupted one).
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +19,7 @@ from typing import Callable
 import torch
 
 from saeembed.activations import ActivationCache, ShuffleBuffer, window_activations
+from saeembed.atomic import atomic_write
 from saeembed.corpus import read_corpus
 from saeembed.errors import SAEError
 from saeembed.hashing import text_key
@@ -229,12 +228,7 @@ def _resume(output: Path, run_key: str, trainer: TopKTrainer) -> dict:
 
 
 def _atomic_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write)  # fsync + rename; stale temporary files of killed runs are swept
 
 
 def _checkpoint(output: Path, run_key: str, trainer: TopKTrainer, progress: TrainProgress, epoch: int,
