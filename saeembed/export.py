@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from saeembed.atomic import atomic_write
 from saeembed.errors import SaeEmbedError
+from saeembed.outputs import check_output
 
 FORMATS = (".csv", ".parquet", ".json", ".jsonl")
 
 
+def check_table_output(path: str | Path) -> Path:
+    """Refuse, before any work, a table output `write_frame` could not write (suffix, folder, permissions,
+    space): commands call it first, so a long analysis does not fail at its last step."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise SaeEmbedError(f"cannot write {path}: give a file ending in {', '.join(FORMATS)}")
+    return check_output(path)
+
+
 def write_frame(frame: Any, path: str | Path) -> Path:
     """Write a polars DataFrame as CSV, Parquet, JSON (an array of rows) or JSON lines, by suffix."""
-    path = Path(path)
+    path = check_table_output(path)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise SaeEmbedError(f"cannot write {path}: give a file ending in {', '.join(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         if suffix == ".csv":  # CSV has no lists: join them
             import polars as pl
 
@@ -32,7 +38,5 @@ def write_frame(frame: Any, path: str | Path) -> Path:
             frame.write_json(tmp)
         else:
             frame.write_ndjson(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, write)
