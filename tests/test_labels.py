@@ -43,7 +43,8 @@ def test_neuronpedia_batches_json_and_csv(tmp_path):
     assert import_labels(tmp_path / "l.json", 8)[0].label == {1: "greetings"}
     (tmp_path / "l.csv").write_text("latent,label\n2,dates\n")
     assert import_labels(tmp_path / "l.csv", 8)[0].label == {2: "dates"}
-    with pytest.raises(LabelError, match=r"latents \[3\] outside 0..2: these labels are for another SAE"):
+    with pytest.raises(LabelError, match=r"latents \[3\] outside 0..2 \(first at .*batch-0.jsonl.gz line 3\): "
+                                         r"these labels are for another SAE"):
         import_labels(batch, d_sae=3)
     labels.save(tmp_path / "saved.parquet")
     again = Labels.load(tmp_path / "saved.parquet")
@@ -249,3 +250,107 @@ def test_cli_generate_then_show(llama_dir, corpus_file, tmp_path, monkeypatch):
     assert runner.invoke(app, ["labels", "import", str(tmp_path / "labels.csv"), "--store", str(out)]).exit_code == 0
     again = runner.invoke(app, ["labels", "show", str(busiest), "--store", str(out), "--json"])
     assert json.loads(again.stdout)["label"] == "imported label"
+
+
+# -- bad label files: one LabelError line naming the file, the line or key, and the field -----------
+
+def refused_labels(path, *fragments, d_sae=8):
+    with pytest.raises(LabelError) as caught:
+        import_labels(path, d_sae)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def test_truncated_or_damaged_gzip_batches(tmp_path):
+    rows = "".join(json.dumps({"index": str(i), "description": f"label {i} " * 20}) + "\n" for i in range(200))
+    whole = gzip.compress(rows.encode())
+    path = tmp_path / "batch.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    refused_labels(path, "the compressed file ends early", "truncated", "download or copy it again", d_sae=200)
+    path.write_bytes(b"not gzip at all")
+    refused_labels(path, "damaged gzip data")
+    path.write_bytes(whole[:20] + bytes(b ^ 0x5A for b in whole[20:60]) + whole[60:])
+    refused_labels(path, str(path), d_sae=200)
+    path.write_bytes(whole)
+    assert len(import_labels(path, 200)[0].label) == 200
+
+
+def test_rows_that_are_not_labels(tmp_path):
+    jsonl = tmp_path / "l.jsonl"
+    jsonl.write_text('{"index": 0, "description": "ok"}\n[1, "a list"]\n')
+    refused_labels(jsonl, "l.jsonl line 2: a JSON list, not an object with index and description")
+    jsonl.write_text('{"index": 0, "description": "ok"}\n\n{"index": 1, "description": "ok" \n')
+    refused_labels(jsonl, "line 3: not JSON")
+    jsonl.write_text('{"description": "no index"}\n')
+    refused_labels(jsonl, "line 1: no index field")
+    for index in ('"1.5"', "1.5", "true", '"seven"', '"1e3"', "[1]", "null"):
+        jsonl.write_text(f'{{"index": {index}, "description": "x"}}\n')
+        refused_labels(jsonl, "line 1: index", "is not a latent id (a whole number)")
+    for description, kind in (("{}", "object"), ("3", "number"), ('["a"]', "list"), ("false", "boolean")):
+        jsonl.write_text(f'{{"index": 1, "description": {description}}}\n')
+        refused_labels(jsonl, f"line 1: description is a JSON {kind}, not text")
+    jsonl.write_bytes(b'{"index": 0, "description": "caf\xc3\xa9"}\n{"index": 1, "description": "caf\xe9"}\n')
+    refused_labels(jsonl, "line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8")
+    jsonl.write_text('{"index": "-1", "description": "x"}\n')
+    refused_labels(jsonl, "latents [-1] outside 0..7 (first at", "line 1)")
+
+    csv_file = tmp_path / "l.csv"
+    csv_file.write_text("latent,label\n1,fine\n2\n")
+    refused_labels(csv_file, "l.csv line 3: 1 field where the header has 2 (latent,label)")
+    csv_file.write_text("latent,label\n1,sports, games\n")
+    refused_labels(csv_file, "line 2: 3 fields where the header has 2", "double quotes")
+    csv_file.write_text("latent,label\n1,fine\nx,bad\n")
+    refused_labels(csv_file, "line 3: latent 'x' is not a latent id")
+    csv_file.write_text("id,text\n1,fine\n")
+    refused_labels(csv_file, "needs a first line naming the columns latent,label (found id,text)")
+    csv_file.write_bytes(b"latent,label\n1,ok\n2,\xff\xfe\n")
+    refused_labels(csv_file, "line 3: not UTF-8 text (byte 0xff)")
+    csv_file.write_bytes("\ufefflatent,label\n1,\"a, quoted\"\n\n2,\n".encode())  # Excel's BOM, a blank line
+    labels, notes = import_labels(csv_file, 8)
+    assert labels.label == {1: "a, quoted"} and "1 entries without a label (null, empty or missing) skipped" in notes
+
+    json_file = tmp_path / "l.json"
+    json_file.write_text('{"1": "fine", "2": null, "3": ""}')
+    labels, notes = import_labels(json_file, 8)
+    assert labels.label == {1: "fine"} and notes[-1] == "2 entries without a label (null, empty or missing) skipped"
+    json_file.write_text('{"1": {"text": "nested"}}')
+    refused_labels(json_file, 'l.json key "1": the label is a JSON object, not text')
+    json_file.write_text('{"one": "x"}')
+    refused_labels(json_file, "key \"one\": the key 'one' is not a latent id")
+    json_file.write_text('{"1": "x",\n "2": }')
+    refused_labels(json_file, "l.json line 2: not JSON")
+    json_file.write_text("[" * 100_000)
+    refused_labels(json_file, "not JSON")
+    refused_labels(tmp_path / "missing.csv", "no such file or folder")
+    (tmp_path / "l.txt").write_text("1,x")
+    refused_labels(tmp_path / "l.txt", "unknown label file")
+
+
+def test_a_damaged_label_store_is_one_line(tmp_path):
+    path = tmp_path / "labels.parquet"
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(LabelError, match="not a readable label store .*; delete it and import or generate"):
+        Labels.load(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"latent": [1], "text": ["x"]}), path)
+    with pytest.raises(LabelError, match="not a label store \\(no label column"):
+        Labels.load(path)
+
+
+def test_cli_import_says_what_is_wrong_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
+    store = write_store(tmp_path / "s.parquet", DocVectors.empty(2), meta=fake_meta(8))
+    batch = tmp_path / "batch.jsonl.gz"
+    batch.write_bytes(gzip.compress(b'{"index": 1, "description": "x"}\n' * 50)[:-12])
+    result = CliRunner().invoke(app, ["labels", "import", str(batch), "--store", str(store)])
+    assert result.exit_code == 1 and "Aborted" not in result.output
+    assert result.stderr.count("\n") == 1 and "ends early" in result.stderr and str(batch) in result.stderr
+    batch.write_bytes(gzip.compress(b'{"index": 1, "description": "x"}\n{"index": 2, "description": null}\n'))
+    result = CliRunner().invoke(app, ["labels", "import", str(batch), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "1 entries without a label (null, empty or missing) skipped" in result.stderr
