@@ -3,7 +3,8 @@
 Layout: `ROOT/<namespace>/part-*.parquet`, where the namespace hashes everything that changes the
 vectors (model and its weights, layer, SAE weights, pooling, context, precision) and each row is
 keyed by a hash of the document's exact input. Parts are written atomically, one per finished
-window of documents, so a killed run loses at most the window in flight.
+window of documents and, within a long window, one at least every `COMMIT_SECONDS` of work (in
+`saeembed.pipeline`), so a killed run loses at most that much work.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saeembed.atomic import atomic_write, sweep_folder, write_text
 from saeembed.hashing import text_key
-from saeembed.store import DocVectors, atomic_write_table
-
-_STALE_TMP_SECONDS = 3600
+from saeembed.store import DocVectors
 
 
 def default_cache_root() -> Path:
@@ -45,8 +45,8 @@ class VectorCache:
         self.values_dtype = values_dtype
         config_file = self.folder / "config.json"
         if not config_file.exists():
-            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
-        self._drop_stale_tmp()
+            write_text(config_file, json.dumps(config, indent=2, sort_keys=True))
+        sweep_folder(self.folder)  # temporary parts of killed runs (a running one's are kept)
         self._index: dict[str, tuple[Path, int, int, int]] = {}  # key -> part, row, n_tokens, n_chunks
         for part in sorted(self.folder.glob("part-*.parquet")):
             self._add_to_index(part)
@@ -61,8 +61,9 @@ class VectorCache:
         """Store the vectors of `keys` (one row each) as a new part, atomically."""
         columns = {"key": pa.array(keys, pa.string()), **vectors.arrow_columns(self.values_dtype),
                    "n_chunks": pa.array(n_chunks.astype(np.int32))}
-        part = self.folder / f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-        atomic_write_table(pa.table(columns), part)
+        part = self.folder / f"part-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}.parquet"
+        table = pa.table(columns)
+        atomic_write(part, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=65536))
         self._add_to_index(part)
 
     def get(self, keys: list[str]) -> tuple[DocVectors, np.ndarray]:
@@ -99,9 +100,3 @@ class VectorCache:
         columns = (table.column(name).to_pylist() for name in ("key", "n_tokens", "n_chunks"))
         for row, (key, n_tokens, n_chunks) in enumerate(zip(*columns)):
             self._index[key] = (part, row, n_tokens, n_chunks)
-
-    def _drop_stale_tmp(self) -> None:
-        # A run killed mid-write leaves a temporary file; one older than an hour is nobody's.
-        for tmp in self.folder.glob(".*.tmp"):
-            if time.time() - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
-                tmp.unlink(missing_ok=True)

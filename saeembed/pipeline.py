@@ -17,14 +17,19 @@ import torch
 from saeembed.cache import VectorCache, default_cache_root
 from saeembed.config import EmbedConfig, Pooling
 from saeembed.corpus import Corpus, Document, Problem, read_corpus
-from saeembed.errors import ReaderError, SAEError
+from saeembed.errors import CorpusError, ReaderError, SAEError
 from saeembed.hashing import text_key
+from saeembed.outputs import OutputError, check_output
 from saeembed.pool import document_parts, document_vectors, encode_chunks, merge_chunks
 from saeembed.reader import Chunk, Reader, inspect_model, load_reader
 from saeembed.sae import SAE, load_sae
 from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors, StoreWriter
 
 log = logging.getLogger(__name__)
+
+COMMIT_SECONDS = 30.0
+"""Within a window, the documents finished so far go to the cache at least this often (seconds of work),
+so an interrupted run resumes from there even when the whole corpus fits in one window."""
 
 
 @dataclass
@@ -58,17 +63,21 @@ def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
           on_progress: ProgressFn | None = None) -> EmbedResult:
     """Embed the documents of `inputs` into the store `output`.
 
-    Every input problem and every reader/SAE mismatch is reported before any document is embedded.
-    Running the same call again after an interruption resumes: finished windows come from the cache.
+    Every input problem (including a field whose kind of value differs across records, which the store
+    could not hold), an output that cannot be written, and every reader/SAE mismatch are reported before
+    the model is loaded. Running the same call again after an interruption resumes: what was finished
+    (every window, and within a window what was done every `COMMIT_SECONDS`) comes from the cache.
 
     Examples:
         >>> cfg = EmbedConfig(model="gpt2", sae="jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre")
         >>> embed(["corpus.jsonl"], "corpus.parquet", cfg)  # doctest: +SKIP
     """
     started = time.perf_counter()
-    output = Path(output)
+    output = check_output(output)
     corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
-                         fmt=config.input_format, skip_invalid=config.skip_invalid)
+                         fmt=config.input_format, skip_invalid=config.skip_invalid, check_field_types=True)
+    _refuse_overwriting_an_input(output, corpus)
+    fields = fields_table(corpus.documents, config.id_field)
     reader, sae = load_pipeline(config)
     cache = _open_cache(config, reader, sae, output)
     keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
@@ -88,12 +97,14 @@ def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
             if on_progress:
                 on_progress(progress)
 
-        vectors, n_chunks = _embed_window(reader, sae, [doc for doc, _ in window], config, on_batch)
-        cache.put([key for _, key in window], vectors, n_chunks)
+        def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
+            cache.put([window[slot][1] for slot in slots], vectors, n_chunks)
+
+        _embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
         progress.docs_done = base + len(window)
         if on_progress:
             on_progress(progress)
-    result = _write_store(output, corpus, keys, cache, reader, sae, config)
+    result = _write_store(output, corpus, keys, cache, reader, sae, config, fields)
     result.n_cached, result.seconds = n_cached, time.perf_counter() - started
     if not config.use_cache:
         cache.remove()
@@ -176,20 +187,47 @@ def _unique_missing(docs: list[Document], keys: list[str], cache: VectorCache) -
     return todo
 
 
+CommitFn = Callable[[list[int], DocVectors, np.ndarray], None]
+
+
 def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedConfig,
-                  on_batch: Callable[[int, float], None]) -> tuple[DocVectors, np.ndarray]:
+                  on_batch: Callable[[int, float], None], commit: CommitFn) -> None:
+    """Embed a window of documents; `commit(slots, vectors, n_chunks)` receives every document's vectors
+    once: the documents finished so far every `COMMIT_SECONDS`, the rest at the end. A document's vectors
+    depend on its own chunks only, so how the window is cut into commits does not change them."""
     prepared = [reader.prepare(doc, pool_roles=config.pool_roles, as_chat=config.as_chat, long=config.long,
                                doc_slot=slot) for slot, doc in enumerate(docs)]
     chunks = [c for p in prepared for c in p.chunks if len(c.pooled)]
     parts: list[list] = [[] for _ in docs]
+    waiting = np.zeros(len(docs), np.int64)  # chunks of each document not encoded yet
+    for chunk in chunks:
+        waiting[chunk.doc] += 1
+    pending = np.ones(len(docs), bool)  # not committed yet
+
+    def flush(slots: list[int]) -> None:
+        if slots:
+            vectors, n_chunks = _window_vectors(sae, config, [parts[s] for s in slots], [prepared[s] for s in slots])
+            commit(slots, vectors, n_chunks)
+            pending[slots] = False
+
     chunks_done = 0
+    last_commit = time.monotonic()
     for batch in length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device):
         for sub, encoded in _encode_with_retry(reader, sae, batch, config.pooling):
             for row, chunk in enumerate(sub):
                 parts[chunk.doc].append((encoded, row))
+                waiting[chunk.doc] -= 1
         chunks_done += len(batch)
         release_freed_memory()
+        if chunks_done < len(chunks) and time.monotonic() - last_commit >= COMMIT_SECONDS:
+            flush(np.flatnonzero(pending & (waiting == 0)).tolist())
+            last_commit = time.monotonic()
         on_batch(sum(len(c.pooled) for c in batch), chunks_done / len(chunks))
+    flush(np.flatnonzero(pending).tolist())
+
+
+def _window_vectors(sae: SAE, config: EmbedConfig, parts: list[list], prepared: list) -> tuple[DocVectors, np.ndarray]:
+    """Vectors and chunk counts (-1: truncated) of documents from their encoded chunks."""
     vectors = document_vectors(parts, sae) if sae.info.reads == "document" else _merge_documents(parts, config.pooling)
     vectors.n_tokens = np.array([p.n_tokens for p in prepared], dtype=np.int32)
     n_chunks = np.array([-1 if p.truncated else len(p.chunks) for p in prepared], dtype=np.int32)
@@ -257,7 +295,7 @@ def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Po
 
 
 def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCache, reader: Reader,
-                 sae: SAE, config: EmbedConfig) -> EmbedResult:
+                 sae: SAE, config: EmbedConfig, fields: pa.Table) -> EmbedResult:
     """Assemble the store in input order from the cache, streaming, and rename it into place."""
     n_tokens, n_chunks = cache.counts(keys)
     result = EmbedResult(output, len(keys), 0, int(n_tokens.sum()), int((n_chunks > 1).sum()),
@@ -265,7 +303,8 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
     meta = _metadata(config, reader, sae, corpus)
     meta.update(n_docs=result.n_docs, n_tokens=result.n_tokens, n_chunked=result.n_chunked,
                 n_truncated=result.n_truncated)
-    fields = _fields_table(corpus.documents, reader, config)
+    texts = [reader.render(doc, config.as_chat)[0] for doc in corpus.documents]  # the text as the model read it
+    fields = fields.add_column(1, "text", pa.array(texts, pa.string()))
     writer: StoreWriter | None = None
     try:
         for start in range(0, len(keys), config.window_docs):
@@ -294,22 +333,52 @@ def _dense_column(texts: list[str]) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
 
 
-def _fields_table(docs: list[Document], reader: Reader, config: EmbedConfig) -> pa.Table:
-    """id, text (as the model read it) and the input's other fields, renamed off reserved names."""
-    rows = []
-    for doc in docs:
-        row = {"id": doc.id, "text": reader.render(doc, config.as_chat)[0]}
-        if doc.messages is not None:
-            row["messages"] = doc.messages
-        for name, value in doc.fields.items():
-            if name == config.id_field:
-                continue
-            row[f"input_{name}" if name in RESERVED or name == "messages" else name] = value
-        rows.append(row)
-    # Every field any record has, in order of first appearance (from_pylist alone takes the first row's
-    # fields and would silently drop a field that early records lack).
-    names = list(dict.fromkeys(name for row in rows for name in row))
-    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names})
+def _refuse_overwriting_an_input(output: Path, corpus: Corpus) -> None:
+    for source in corpus.sources:
+        if source != "<stdin>" and Path(source).resolve() == output.resolve():
+            raise OutputError(f"{output} is also an input: writing the store there would replace the corpus; "
+                              f"pass another -o")
+
+
+def fields_table(docs: list[Document], id_field: str = "id") -> pa.Table:
+    """id, chats (`messages`) and every field of the input (the union over all records, in order of first
+    appearance; a record without a field has null there), fields named like a store column renamed
+    `input_NAME` (`input_input_NAME` if that is taken too). Built before the model is loaded, so a field
+    the store cannot hold is a `CorpusError` before any work; `read_corpus(check_field_types=True)`
+    refuses those earlier, naming the record. The rendered `text` column is added when the store is
+    written."""
+    names = list(dict.fromkeys(name for doc in docs for name in doc.fields if name != id_field))
+    taken = {"id", "text", "messages", *RESERVED, *names}
+    renamed: dict[str, str] = {}
+    for name in names:
+        if name in RESERVED or name == "messages":
+            target = f"input_{name}"
+            while target in taken:
+                target = f"input_{target}"
+            taken.add(target)
+            renamed[name] = target
+    columns: dict[str, list] = {"id": [doc.id for doc in docs]}
+    if any(doc.messages is not None for doc in docs):
+        columns["messages"] = [doc.messages for doc in docs]
+    for name in names:
+        columns[renamed.get(name, name)] = [doc.fields.get(name) for doc in docs]
+    arrays = {}
+    for name, values in columns.items():
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            raise CorpusError(f"the field {name!r} cannot be stored ({' '.join(str(exc).split())[:200]}); give it "
+                              f"one kind of value in every record, e.g. quote the values so they are all text") \
+                from None
+    table = pa.table(arrays)
+    try:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table.slice(0, 0), pa.BufferOutputStream())  # a schema Parquet cannot hold fails here
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(f"the input's fields cannot be stored in Parquet ({' '.join(str(exc).split())[:200]}); "
+                          f"drop or quote the field it names") from None
+    return table
 
 
 def _metadata(config: EmbedConfig, reader: Reader, sae: SAE, corpus: Corpus) -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from saeembed.config import EmbedConfig
+from saeembed.errors import CorpusError
+from saeembed.outputs import OutputError
 from saeembed.store import Store, is_store, load_store
 
 
@@ -27,7 +29,7 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
     from saeembed.pipeline import embed
     from saeembed.presets import embed_config
 
-    with tempfile.TemporaryDirectory(prefix="saeembed-") as tmp:
+    with _scratch() as tmp:
         out = Path(tmp) / "store.parquet"
         embed([str(path)], out, config or embed_config(), on_progress=on_progress)
         store = load_store(out)
@@ -42,11 +44,30 @@ def embed_records(records: list[dict[str, Any]], config: EmbedConfig,
 
     from saeembed.pipeline import embed
 
-    with tempfile.TemporaryDirectory(prefix="saeembed-") as tmp:
+    lines = []
+    for number, record in enumerate(records, 1):
+        try:
+            lines.append(json.dumps(record, allow_nan=True) + "\n")
+        except (TypeError, ValueError) as exc:  # a value JSON cannot hold, or a cycle
+            raise CorpusError(f"record {number}: {exc}; give text, numbers, true/false, null, lists and "
+                              f"objects only") from None
+    with _scratch() as tmp:
         corpus = Path(tmp) / "documents.jsonl"
-        corpus.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        embed([str(corpus)], Path(tmp) / "store.parquet", config, on_progress=on_progress)
+        corpus.write_text("".join(lines), encoding="utf-8")
+        try:
+            embed([str(corpus)], Path(tmp) / "store.parquet", config, on_progress=on_progress)
+        except CorpusError as exc:  # name the record, not the temporary file nobody has seen
+            raise CorpusError(str(exc).replace(f"{corpus}:line ", "record ")) from None
         return load_store(Path(tmp) / "store.parquet")
+
+
+def _scratch() -> tempfile.TemporaryDirectory:
+    """A temporary folder for a store that is loaded and dropped; one line when none can be made."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="saeembed-")
+    except OSError as exc:
+        raise OutputError(f"cannot create a temporary folder in {tempfile.gettempdir()} ({exc.strerror or exc}); "
+                          f"set TMPDIR to a writable folder") from None
 
 
 def config_of(store: Store) -> EmbedConfig:

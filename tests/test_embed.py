@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from saeembed import EmbedConfig, embed, load_store
-from saeembed.errors import ReaderError, SAEError
+from saeembed.errors import CorpusError, ReaderError, SAEError
+from saeembed.outputs import OutputError
 from saeembed.store import COUNT_STATS
 from tests import sae_files
 from tests.conftest import TEXTS
@@ -251,3 +252,112 @@ def test_a_field_missing_from_early_records_is_kept(llama_dir, tmp_path, cache_d
     out = tmp_path / "s.parquet"
     embed([str(corpus)], out, EmbedConfig(model=str(llama_dir), sae=str(sae), cache_dir=cache_dir))
     assert load_store(out).frame["label"].to_list() == [None, 1]
+
+
+# --- bad input and bad outputs are refused before the model is read -------------------------------
+
+
+def test_a_field_of_mixed_kinds_is_refused_before_the_model_is_read(tmp_path):
+    corpus = tmp_path / "mixed.jsonl"
+    corpus.write_text('{"text": "a", "x": 1}\n{"text": "b", "x": "s"}\n')
+    out = tmp_path / "out.parquet"
+    config = EmbedConfig(model=str(tmp_path / "no-such-model"), sae=str(tmp_path / "no-such-sae"), layer=LAYER)
+    with pytest.raises(CorpusError) as err:  # not the ReaderError/SAEError the missing model and SAE give
+        embed([str(corpus)], out, config)
+    message = str(err.value)
+    assert f"{corpus}:line 2: field 'x' is text here but a whole number at {corpus}:line 1" in message
+    assert "quote the values so they are all text" in message and "\n" not in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["folder", "parent is a file", "unwritable", "disk full", "is an input"])
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_read(tmp_path, corpus_file, monkeypatch,
+                                                                             case):
+    import saeembed.outputs as outputs
+
+    out = tmp_path / "out.parquet"
+    expected = {"folder": "is a folder; give a file name", "parent is a file": "is a file or a broken link",
+                "unwritable": "cannot write in", "disk full": "bytes free on the disk",
+                "is an input": "is also an input"}[case]
+    inputs = [str(corpus_file)]
+    if case == "folder":
+        out.mkdir()
+    elif case == "parent is a file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "sub" / "out.parquet"
+    elif case == "unwritable":  # the tests may run as root, whom chmod does not stop
+        monkeypatch.setattr(outputs.tempfile, "mkstemp", lambda **kw: (_ for _ in ()).throw(
+            PermissionError(13, "Permission denied")))
+    elif case == "disk full":
+        monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("U", (), {"free": 4096})())
+    else:
+        out = corpus_file
+    config = EmbedConfig(model=str(tmp_path / "no-such-model"), sae=str(tmp_path / "no-such-sae"), layer=LAYER)
+    with pytest.raises(OutputError) as err:
+        embed(inputs, out, config)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    assert str(out) in str(err.value), "the message names the output"
+
+
+def test_check_output_accepts_a_missing_parent_and_folder_outputs(tmp_path):
+    from saeembed.outputs import check_output
+
+    assert check_output(tmp_path / "new" / "deeper" / "out.parquet") == tmp_path / "new" / "deeper" / "out.parquet"
+    assert not (tmp_path / "new").exists(), "the check creates nothing"
+    check_output(tmp_path / "sae-folder", folder=True)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutputError, match="is a file, but a folder is written there"):
+        check_output(tmp_path / "a-file", folder=True)
+    assert not any(p.name.startswith(".saeembed-write-check") for p in tmp_path.iterdir()), "the probe is removed"
+
+
+def test_a_read_only_folder_is_refused(tmp_path):
+    import os
+
+    from saeembed.outputs import check_output
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user whom permissions do not stop (root)")
+        with pytest.raises(OutputError, match=f"cannot write in {folder}"):
+            check_output(folder / "out.parquet")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_every_field_is_stored_as_written(llama_dir, tmp_path, cache_dir):
+    """Fields that mix whole numbers and decimals, nulls, nested lists and objects, and names the store
+    uses itself all reach the store; `messages` next to a text is kept too."""
+    records = [
+        {"text": "a first document", "n": 1, "tags": [], "meta": {"k": 1}, "indices": "mine",
+         "input_indices": "also mine", "messages": [{"role": "user", "content": "hi"}]},
+        {"text": "a second one", "n": 2.5, "tags": ["x", "y"], "meta": {}, "late": None},
+        {"text": "a third", "n": None, "tags": None, "meta": {"k": None, "j": [True]}, "late": "here"},
+    ]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, layer=LAYER)
+    out = tmp_path / "s.parquet"
+    embed([str(corpus)], out, EmbedConfig(model=str(llama_dir), sae=str(sae), cache_dir=cache_dir))
+    frame = load_store(out).frame
+    assert frame["n"].to_list() == [1.0, 2.5, None]
+    assert frame["tags"].to_list() == [[], ["x", "y"], None]
+    assert frame["meta"].to_list() == [{"k": 1, "j": None}, {"k": None, "j": None}, {"k": None, "j": [True]}]
+    assert frame["input_indices"].to_list() == ["also mine", None, None], "the input's own name is kept"
+    assert frame["input_input_indices"].to_list() == ["mine", None, None], "renamed off the store's column and it"
+    assert frame["input_messages"].to_list()[0] == [{"role": "user", "content": "hi"}]
+    assert frame["late"].to_list() == [None, None, "here"]
+
+
+def test_embed_records_names_the_record(tmp_path):
+    from saeembed.errors import CorpusError as Error
+    from saeembed.sources import embed_records
+
+    config = EmbedConfig(model=str(tmp_path / "no-such-model"), sae=str(tmp_path / "no-such-sae"), layer=LAYER)
+    with pytest.raises(Error, match=r"record 2: field 'text' holds a lone surrogate"):
+        embed_records([{"text": "fine"}, {"text": "bad \ud800"}], config)
+    with pytest.raises(Error, match="record 1: .*not JSON serializable"):
+        embed_records([{"text": "fine", "when": object()}], config)

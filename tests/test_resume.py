@@ -115,3 +115,132 @@ def test_out_of_memory_batches_are_split_and_retried(setup, llama_dir, tmp_path,
     embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c2", batch_tokens=2048))
     assert max(sizes) > 2 and any(s <= 2 for s in sizes)
     assert_same_store(full, out)
+
+
+# --- partial windows are committed every COMMIT_SECONDS --------------------------------------------
+
+
+@pytest.mark.parametrize("commit_seconds, resumed", [(0.0, True), (3600.0, False)])
+def test_a_run_inside_one_window_commits_as_it_goes(setup, llama_dir, tmp_path, monkeypatch, commit_seconds,
+                                                    resumed):
+    """All 32 documents in one window (as any corpus under 2,048 documents with the default window):
+    interrupted after a few batches, the run keeps what was finished when a commit was due."""
+    import saeembed.pipeline as pipeline
+
+    corpus, sae = setup
+    full = tmp_path / "full.parquet"
+    embed([str(corpus)], full, config(llama_dir, sae, tmp_path / "cache-full", window_docs=2048, batch_tokens=64))
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", commit_seconds)
+    batches = []
+
+    def interrupt_after_three_batches(progress):
+        if progress.tokens_done:
+            batches.append(progress.tokens_done)
+            if len(batches) == 3:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "resumed.parquet"
+    cfg = config(llama_dir, sae, tmp_path / "cache", window_docs=2048, batch_tokens=64)
+    with pytest.raises(KeyboardInterrupt):
+        embed([str(corpus)], out, cfg, on_progress=interrupt_after_three_batches)
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 30.0)
+    result = embed([str(corpus)], out, cfg)
+    if resumed:
+        assert 0 < result.n_cached < len(DOCS), "the documents of the first batches come from the cache"
+    else:
+        assert result.n_cached == 0, "no commit was due: the interrupted window kept nothing"
+    assert_same_store(full, out)
+
+
+# --- atomic writes: stale temporary files of killed runs are swept, a running writer's are not -----
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_stale_temporary_files_are_swept_and_a_live_writers_are_kept(tmp_path):
+    import time
+
+    from saeembed.atomic import HOST, atomic_write
+
+    target = tmp_path / "out.csv"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = _dead_pid()
+        names = {
+            "dead": f".out.csv.{HOST}-{dead}-0badc0de.tmp",
+            "live": f".out.csv.{HOST}-{live.pid}-0badc0de.tmp",
+            "mine": f".out.csv.{HOST}-{os.getpid()}-0badc0de.tmp",
+            "other host": f".out.csv.ffffff-{dead}-0badc0de.tmp" if HOST != "ffffff" else ".out.csv.000000-1-0.tmp",
+            "old style, old": ".out.csv.0123abcd.tmp",
+            "old style, fresh": ".out.csv.4567cdef.tmp",
+            "another target": f".out.csv.bak.{HOST}-{dead}-0badc0de.tmp",
+            "not ours": ".out.csv.whatever.tmp",
+        }
+        for name in names.values():
+            (tmp_path / name).write_text("partial")
+        two_hours_ago = time.time() - 7200
+        os.utime(tmp_path / names["old style, old"], (two_hours_ago, two_hours_ago))
+        atomic_write(target, lambda tmp: tmp.write_text("whole"))
+        assert target.read_text() == "whole"
+        left = {label for label, name in names.items() if (tmp_path / name).exists()}
+        assert left == {"live", "mine", "other host", "old style, fresh", "another target", "not ours"}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_kill_9_during_a_write_leaves_a_temporary_file_the_next_write_removes(tmp_path):
+    from saeembed.atomic import atomic_write
+
+    target = tmp_path / "table.parquet"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from saeembed.atomic import atomic_write
+        def write(tmp):
+            tmp.write_bytes(b"half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic_write({str(target)!r}, write)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not target.exists() and len(list(tmp_path.glob(".table.parquet.*.tmp"))) == 1
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_two_runs_writing_one_output_both_finish(tmp_path):
+    """Each writer's temporary file survives the other's sweep, so both renames succeed and the output is
+    always one writer's whole file."""
+    target = tmp_path / "shared.bin"
+    script = textwrap.dedent(f"""
+        import sys
+        from saeembed.atomic import atomic_write
+        payload = sys.argv[1].encode() * 100_000
+        for _ in range(40):
+            atomic_write({str(target)!r}, lambda tmp: tmp.write_bytes(payload))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, tag], env=env, stderr=subprocess.PIPE)
+             for tag in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    assert target.read_bytes() in (b"a" * 100_000, b"b" * 100_000)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_vector_cache_sweeps_parts_of_killed_runs(tmp_path):
+    from saeembed.atomic import HOST
+    from saeembed.cache import VectorCache
+
+    cache = VectorCache(tmp_path, {"a": 1})
+    dead = cache.folder / f".part-1-0badc0de.parquet.{HOST}-{_dead_pid()}-0badc0de.tmp"
+    live = cache.folder / f".part-2-0badc0de.parquet.{HOST}-{os.getppid()}-0badc0de.tmp"
+    dead.write_text("partial")
+    live.write_text("partial")
+    VectorCache(tmp_path, {"a": 1})
+    assert not dead.exists() and live.exists()
