@@ -258,6 +258,9 @@ def _line_records(data: bytes, is_json: bool) -> Iterator[Record]:
             yield where, number, None, (f"JSON nested too deeply to read; at most {MAX_FIELD_DEPTH} levels of "
                                         f"objects and lists can be stored")
             continue
+        except ValueError as exc:  # a whole number of more digits than Python converts (4,300)
+            yield where, number, None, f"a number JSON readers cannot read ({_one_line(exc, 80)}); quote it"
+            continue
         if not isinstance(record, dict):
             what = {list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
                 type(record), "a number")

@@ -309,3 +309,8 @@ def test_many_problems_are_still_one_line(tmp_path):
     path = write(tmp_path / "bad.jsonl", ["{oops"] * 25 + ['{"body": "a\\nb"}'])
     message = one_line_error([str(path)])
     assert message.startswith("26 invalid document(s)") and "... and 16 more" in message
+
+
+def test_a_number_too_long_to_convert_is_one_line(tmp_path):
+    path = write(tmp_path / "n.jsonl", ['{"text": "a", "n": ' + "9" * 5000 + "}"])
+    assert f"{path}:line 1: a number JSON readers cannot read" in one_line_error([str(path)])

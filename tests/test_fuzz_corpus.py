@@ -48,7 +48,8 @@ def folder() -> Path:
 
 PIECES = [b"{", b"}", b"[", b"]", b'"text"', b'"id"', b'"x"', b":", b",", b'"a b"', b"1", b"2.5", b"true", b"null",
           b"\n", b"\r", b"\r\n", b"\xef\xbb\xbf", b"\xff", b"\xc3\xa9", b"\x00", b'"', b"\\ud800", b"\\n", b" ",
-          b"text,id\n", b"id,text,x\n", b"a,b", b"PAR1", b"\xfe\xff", b"\\", b"{}", b'"messages"']
+          b"text,id\n", b"id,text,x\n", b"a,b", b"PAR1", b"\xfe\xff", b"\\", b"{}", b'"messages"',
+          b"9" * 4400, b'{"text": "x", "y": ', b"[" * 2000]
 SOUPS = st.one_of(st.binary(max_size=200), st.lists(st.sampled_from(PIECES), max_size=40).map(b"".join))
 
 
