@@ -18,7 +18,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 GREY = "#b0b0b0"
 # Scatter points closer than this share of the axes are drawn once (the plot looks the same, the page is
 # far smaller: most of 16k tested latents sit on top of each other near zero).
-GRID = 1 / 500
+GRID = 1 / 400
 _COUNTER_ID = re.compile(r' id="[A-Za-z][\w.]*_\d+"')  # figure_1, patch_3 ...: unused, repeated across plots
 _RC = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9, "axes.spines.top": False,
        "axes.spines.right": False, "axes.titlesize": 10, "axes.titleweight": "bold", "legend.frameon": False,
@@ -98,7 +98,8 @@ def forest(rows: Sequence[dict[str, Any]], names: Sequence[str], measure: str, m
         ax.set_xlabel(_text(f"difference in {'mean activation' if measure == 'mean' else 'document frequency'}"
                             f" ({names[0]} − other), 95% interval"))
         handles = [ax.plot([], [], "o", color=colour(i))[0] for i in range(len(names))]
-        ax.legend(handles, [_text(f"more in {n}", 40) for n in names], loc="lower right")
+        ax.legend(handles, [_text(f"more in {n}", 40) for n in names], loc="lower left", bbox_to_anchor=(0, 1),
+                  ncol=len(names), borderaxespad=0.2)  # above the axes: never over a line
         return to_svg(fig, "forest plot")
 
 
