@@ -4,8 +4,6 @@ number formats, texts split into plain and highlighted segments, and the atomic 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -143,24 +141,12 @@ def render(template: str, path: str | Path, **context: Any) -> Path:
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file in the same folder and os.replace: a reader
-    never sees half a page, and an interrupted write leaves the old page (or none)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a page is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` (UTF-8) to `path` through a temporary sibling and os.replace (`saeembed.atomic`, which
+    every writer of the package shares): a reader never sees half a page, and an interrupted write leaves
+    the old page (or none)."""
+    from saeembed.atomic import write_text
+
+    return write_text(path, text)
 
 
 def latent_name(latent: Any, label: str | None, width: int = 60) -> str:
