@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, result_console, shown, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 
 _D = ClusterConfig.__dataclass_fields__
@@ -48,6 +48,7 @@ def run(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
+        check_outputs(tables=[output, output and output.with_name(f"{output.stem}.clusters{output.suffix}")])
         if all_concepts == bool(concepts or like):
             raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,

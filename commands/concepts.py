@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, result_console, shown, stderr, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors
 
 
 def run(
@@ -32,6 +32,7 @@ def run(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
+        check_outputs(tables=[output])
         if not query and not like:
             raise SaeEmbedError("give a query (words, phrases, latent ids) or --like \"an example\"")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,

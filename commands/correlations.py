@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, result_console, shown, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors
 from saeembed.analysis.config import CorrelationConfig
 
 _D = CorrelationConfig.__dataclass_fields__
@@ -47,6 +47,7 @@ def run(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
+        check_outputs(tables=[output])
         if (and_corpus is None) != (pair_on is None):
             raise SaeEmbedError("--and and --pair-on go together: name the second corpus and the column aligning rows")
         if with_column and and_corpus:

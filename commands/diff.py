@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from commands import options
 from commands.diff_render import render
-from commands.ui import emit, open_inputs, print_json, user_errors
+from commands.ui import check_outputs, emit, open_inputs, print_json, user_errors
 from saeembed.analysis.config import DiffConfig
 
 _D = DiffConfig.__dataclass_fields__
@@ -54,6 +54,7 @@ def run(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
+        check_outputs(tables=[output])
         if vs and len(inputs) < 2:
             raise SaeEmbedError("--vs needs a target and at least one corpus to compare it with")
         if not vs and len(inputs) != 2:

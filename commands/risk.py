@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, result_console, shown, stderr, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors
 from saeembed.analysis.config import RiskConfig
 
 _D = RiskConfig.__dataclass_fields__
@@ -41,6 +41,7 @@ def fit(
     from saeembed.analysis.risk import fit_risk
 
     with user_errors():
+        check_outputs(folders=[output])
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
         (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
         report = fit_risk(opened, label, config, positive=positive, group=group)
@@ -66,6 +67,7 @@ def score(
     from saeembed.analysis.risk import Baseline, Probe, score_risk
 
     with user_errors():
+        check_outputs(tables=[output])
         fitted = Probe.load(probe) if probe else None
         reference = Baseline.load(baseline) if baseline else None
         (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
@@ -87,6 +89,7 @@ def baseline(
     from saeembed.analysis.risk import Baseline
 
     with user_errors():
+        check_outputs(folders=[output])
         (opened,) = open_inputs([store], preset, quiet, cache_dir=cache_dir)
         fitted = Baseline.fit(opened)
         fitted.save(output)
@@ -116,6 +119,7 @@ def scramble(
     from saeembed.presets import embed_config
 
     with user_errors():
+        check_outputs(files=[plot])
         try:
             shares = [float(v) for v in levels.split(",") if v.strip()]
         except ValueError:

@@ -133,6 +133,23 @@ def emit(files: dict[Any, Any], json_rows: Any, json_out: bool, render: Callable
         stderr.print(f"[green]wrote[/green] {written}", highlight=False)
 
 
+def check_outputs(tables: Any = (), folders: Any = (), files: Any = ()) -> None:
+    """Refuse, before any work, outputs the final write would fail on: table files (suffix, a folder in
+    the way, permissions, space), folders (a file in the way, permissions, space) and other files."""
+    from saeembed.export import check_table_output
+    from saeembed.outputs import check_output
+
+    for path in tables:
+        if path is not None:
+            check_table_output(path)
+    for path in folders:
+        if path is not None:
+            check_output(path, folder=True)
+    for path in files:
+        if path is not None:
+            check_output(path)
+
+
 def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:
     """Stores for the given paths: stores load as they are, corpus files are embedded first (cached)
     with the preset (default: the offline one), a progress bar per corpus on stderr."""

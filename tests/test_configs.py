@@ -45,22 +45,9 @@ def test_embed_config_keeps_good_values_and_normalises_containers(tmp_path):
 
 
 def test_every_embed_config_field_is_documented():
-    import ast
-    import inspect
-
     import saeembed.config as module
 
-    tree = ast.parse(inspect.getsource(module))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EmbedConfig")
-    documented, last = set(), None
-    for node in cls.body:
-        if isinstance(node, ast.AnnAssign):
-            last = node.target.id
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and last:
-            documented.add(last)
-            last = None
-    fields = {f.name for f in dataclasses.fields(EmbedConfig)}
-    assert fields - documented == set()
+    assert _undocumented(module, "EmbedConfig") == set()
 
 
 @pytest.mark.parametrize(("field", "value"), [("k", 1), ("k", "4"), ("neighbors", 0), ("min_cluster_size", 1),
@@ -70,3 +57,46 @@ def test_cluster_config_refuses_bad_values(field, value):
 
     with pytest.raises(ConfigError, match=f"ClusterConfig.{field}"):
         ClusterConfig(**{field: value})
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("save_dtype", "fp16", "'float32', 'float16', 'bfloat16'"),
+    ("k", 0, ">= 1"),
+    ("k", 100, "must not exceed latents"),
+    ("reads", "sentence", "'tokens', 'document'"),
+    ("matryoshka", (512, 128), "increasing"),
+    ("matryoshka", (64, 64), "increasing"),
+    ("matryoshka", (0,), "between 0 and latents"),
+    ("holdout_fraction", 1.0, "[0, 1)"),
+    ("buffer_tokens", 100, ">= 8192"),
+    ("lr", 0.0, "number >= 1e-12"),
+    ("dtype", "half", "'bfloat16'"),
+    ("layer", -2, ">= 0"),
+])
+def test_train_config_refuses_bad_values_before_training(field, value, says):
+    from saeembed.sae.train import TrainConfig
+
+    with pytest.raises(ConfigError) as error:
+        TrainConfig(**{"model": "m", "layer": 1, "latents": 64, "batch_size": 4096, field: value})
+    assert f"TrainConfig.{field} = " in str(error.value) and says in str(error.value)
+
+
+def test_every_train_config_field_is_documented():
+    from saeembed.sae import train
+
+    assert _undocumented(train, "TrainConfig") == set()
+
+
+def _undocumented(module, name: str) -> set[str]:
+    import ast
+    import inspect
+
+    cls = next(n for n in ast.parse(inspect.getsource(module)).body if isinstance(n, ast.ClassDef) and n.name == name)
+    documented, last = set(), None
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign):
+            last = node.target.id
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and last:
+            documented.add(last)
+            last = None
+    return {f.name for f in dataclasses.fields(getattr(module, name))} - documented

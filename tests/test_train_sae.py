@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from commands.app import app
 from saeembed import EmbedConfig, embed, load_sae, load_store
 from saeembed.activations import ShuffleBuffer
-from saeembed.errors import SAEError
+from saeembed.errors import ConfigError, SAEError
 from saeembed.sae.topk_trainer import TopKSAE, TopKTrainer, evaluate
 from saeembed.sae.train import CHECKPOINT, TrainConfig, train_sae
 from tests.conftest import TEXTS
@@ -208,6 +208,6 @@ def test_matryoshka_prefix_alone_reconstructs_better():
     assert prefix_fvu((16,)) < 0.8 * prefix_fvu(())
 
 
-def test_matryoshka_prefixes_are_checked(llama_dir, train_corpus, tmp_path):
-    with pytest.raises(SAEError, match="matryoshka"):
-        train_sae([str(train_corpus)], tmp_path / "sae", small_config(llama_dir, matryoshka=(16, 500)))
+def test_matryoshka_prefixes_are_checked(llama_dir):
+    with pytest.raises(ConfigError, match="matryoshka"):  # at construction, before any corpus or model
+        small_config(llama_dir, matryoshka=(16, 500))
