@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, write_report
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 
 _D = ClusterConfig.__dataclass_fields__
@@ -35,6 +35,9 @@ def run(
     json_out: options.Json = False,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
                                                    "the description goes beside it as NAME.clusters.EXT.")] = None,
+    html: options.Html = None,
+    by: Annotated[Optional[str], typer.Option(help="With --html: cross-tabulate the clusters against this "
+                                                   "field (e.g. a known label).")] = None,
     preset: options.Preset = None,
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
@@ -46,9 +49,11 @@ def run(
     from saeembed.analysis.cluster import cluster
     from saeembed.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
+    from saeembed.report import write_cluster_report
 
     with user_errors():
-        check_outputs(tables=[output, output and output.with_name(f"{output.stem}.clusters{output.suffix}")])
+        check_outputs(tables=[output, output and output.with_name(f"{output.stem}.clusters{output.suffix}")],
+                      files=[html])
         if all_concepts == bool(concepts or like):
             raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
@@ -57,6 +62,7 @@ def run(
         config = ClusterConfig(method=method, similarity=similarity, k=clusters,  # type: ignore[arg-type]
                                min_cluster_size=min_cluster_size, seed=seed)
         result = cluster(opened, selected, config)
+    write_report(html, lambda path: write_cluster_report(result, path, by=by, store=opened, seed=seed), quiet)
     files = {output: result.assignments,
              output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}
     emit(files, result.description, json_out, lambda: _render(result), quiet)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, write_report
 from saeembed.analysis.config import CorrelationConfig
 
 _D = CorrelationConfig.__dataclass_fields__
@@ -33,6 +34,7 @@ def run(
     show_dropped: Annotated[bool, typer.Option(help="List the pairs dropped as trivial instead.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one pair each.")] = False,
     output: options.Output = None,
+    html: options.Html = None,
     preset: options.Preset = None,
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
@@ -45,9 +47,10 @@ def run(
     from saeembed.analysis.associations import associations
     from saeembed.analysis.correlations import correlations, cross_correlations
     from saeembed.errors import SaeEmbedError
+    from saeembed.report import write_correlations_report
 
     with user_errors():
-        check_outputs(tables=[output])
+        check_outputs(tables=[output], files=[html])
         if (and_corpus is None) != (pair_on is None):
             raise SaeEmbedError("--and and --pair-on go together: name the second corpus and the column aligning rows")
         if with_column and and_corpus:
@@ -64,6 +67,10 @@ def run(
                       else correlations(stores[0], config))
             rows = result.dropped_pairs if show_dropped else result.table
 
+    sides = (_side_name(corpus), _side_name(and_corpus)) if and_corpus else None
+    write_report(html, lambda path: write_correlations_report(result, path, store=None if and_corpus else stores[0],
+                                                              top=top, sides=sides), quiet)
+
     def render() -> None:
         if with_column:
             _render_associations(result, top)
@@ -71,6 +78,10 @@ def run(
             _render_pairs(result, rows, top, show_dropped, and_corpus is not None)
 
     emit({output: rows} if output else {}, rows.head(top), json_out, render, quiet)
+
+
+def _side_name(path: str) -> str:
+    return Path(path).stem or path
 
 
 def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) -> None:

@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from commands import options
 from commands.diff_render import render
-from commands.ui import check_outputs, emit, open_inputs, print_json, user_errors
+from commands.ui import check_outputs, emit, open_inputs, print_json, user_errors, write_report
 from saeembed.analysis.config import DiffConfig
 
 _D = DiffConfig.__dataclass_fields__
@@ -40,6 +40,7 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout: a summary, then one theme "
                                                           "each (one latent each with --all).")] = False,
     output: options.Output = None,
+    html: options.Html = None,
     preset: options.Preset = None,
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
@@ -52,9 +53,10 @@ def run(
     the findings grouped into themes, each with an example from both sides."""
     from saeembed.analysis.diff import diff
     from saeembed.errors import SaeEmbedError
+    from saeembed.report import write_diff_report
 
     with user_errors():
-        check_outputs(tables=[output])
+        check_outputs(tables=[output], files=[html])
         if vs and len(inputs) < 2:
             raise SaeEmbedError("--vs needs a target and at least one corpus to compare it with")
         if not vs and len(inputs) != 2:
@@ -65,6 +67,7 @@ def run(
         stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
                              cache_dir=cache_dir)
         result = diff(stores[0], stores[1:], config, names=[_name(p) for p in inputs])
+    write_report(html, lambda path: write_diff_report(result, path), quiet)
     rows = result.table if all_rows else result.findings
     shown = None if all_rows else top
     emit({output: rows} if output else {}, rows, False,

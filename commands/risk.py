@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors, write_report
 from saeembed.analysis.config import RiskConfig
 
 _D = RiskConfig.__dataclass_fields__
@@ -31,6 +31,7 @@ def fit(
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = _D["folds"].default,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = _D["bootstrap"].default,
     json_out: Annotated[bool, typer.Option("--json", help="The report as JSON lines on stdout.")] = False,
+    html: options.Html = None,
     preset: options.Preset = None,
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
@@ -39,13 +40,15 @@ def fit(
     concept-count and dense baselines on the same folds, say whether it beats them, and save the probe fitted
     on all documents with its report (report.json)."""
     from saeembed.analysis.risk import fit_risk
+    from saeembed.report import write_risk_report
 
     with user_errors():
-        check_outputs(folders=[output])
+        check_outputs(folders=[output], files=[html])
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
         (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
         report = fit_risk(opened, label, config, positive=positive, group=group)
         report.save(output)
+    write_report(html, lambda path: write_risk_report(report, path, store=opened), quiet)
     emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)
 
 
@@ -197,15 +200,13 @@ def _render_scramble(table: Any) -> None:
 
 
 def _plot(table: Any, path: Path) -> None:
-    from saeembed.errors import SaeEmbedError
+    import matplotlib
 
-    try:
-        import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SaeEmbedError("--plot needs matplotlib: pip install 'saeembed[plot]'") from None
+    from saeembed.atomic import atomic_write
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     levels = table["level"].to_numpy() * 100
     for ax, column, name in zip(axes, ("concepts_mean", "active_latents", "overlap"),
@@ -213,6 +214,6 @@ def _plot(table: Any, path: Path) -> None:
         ax.plot(levels, table[column].to_numpy(), marker="o")
         ax.set(xlabel="n-grams scrambled (%)", ylabel=name)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 

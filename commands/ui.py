@@ -150,6 +150,16 @@ def check_outputs(tables: Any = (), folders: Any = (), files: Any = ()) -> None:
             check_output(path)
 
 
+def write_report(html: Any, write: Callable[[Any], Any], quiet: bool) -> None:
+    """The HTML report of a result (`write(path)`, from saeembed.report), when --html asked for one."""
+    if html is None:
+        return
+    with user_errors():
+        write(html)
+    if not quiet:
+        stderr.print(f"[green]wrote[/green] {shown(html)}", highlight=False)
+
+
 def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:
     """Stores for the given paths: stores load as they are, corpus files are embedded first (cached)
     with the preset (default: the offline one), a progress bar per corpus on stderr."""

@@ -412,3 +412,31 @@ def test_pages_are_written_atomically(tmp_path):
     assert path.read_text() == "second"
     assert sorted(p.name for p in path.parent.iterdir()) == ["page.html"], "no temporary file left"
     assert path.stat().st_mode & 0o777 != 0o600, "an ordinary file, not mkstemp's private one"
+
+
+# -- the commands' --html -------------------------------------------------------------------------------
+
+def test_every_command_writes_its_page_with_html(diff_result, topic_store, tmp_path):
+    """The CLI only passes --html through: each command's page exists, is whole and holds its plots."""
+    from typer.testing import CliRunner
+
+    from commands.app import app
+
+    a, b = (str(s.path) for s in diff_result[1])
+    store = str(topic_store.path)
+    runs = {
+        "diff": ["diff", a, b],
+        "correlations": ["correlations", a, "--min-support", "5"],
+        "cluster": ["cluster", store, "--concepts", "0,1,2,3,4", "--clusters", "3", "--by", "kind"],
+        "risk": ["risk", "fit", store, "--label", "kind", "--positive", "sport", "-o", str(tmp_path / "probe"),
+                 "--bootstrap", "50"],
+    }
+    for name, args in runs.items():
+        page = tmp_path / f"{name}.html"
+        result = CliRunner().invoke(app, [*args, "--html", str(page), "-q"])
+        assert result.exit_code == 0, (name, result.output)
+        html = page.read_text(encoding="utf-8")
+        assert html.rstrip().endswith("</html>"), name
+        assert ("<svg" in html) == (name != "correlations"), name  # random latents: no pair, so no heat map
+    refused = CliRunner().invoke(app, ["diff", a, b, "--html", str(tmp_path)])
+    assert refused.exit_code == 1 and "is a folder" in refused.output  # checked before any work

@@ -216,8 +216,9 @@ def calibration(predicted: np.ndarray, observed: np.ndarray, sizes: np.ndarray, 
         fig = _figure(5.2, 4.4)
         ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], color="#999", lw=0.7, ls="--")
-        ax.errorbar(predicted, observed, yerr=[observed - low, high - observed], fmt="none", ecolor=colour(0),
-                    lw=1)
+        # Wilson bounds hold the observed share, but at 0 or 1 rounding can put it a hair outside
+        below, above = np.maximum(observed - low, 0), np.maximum(high - observed, 0)
+        ax.errorbar(predicted, observed, yerr=[below, above], fmt="none", ecolor=colour(0), lw=1)
         ax.scatter(predicted, observed, s=12 + 120 * sizes / max(sizes.max(initial=1), 1), color=colour(0),
                    zorder=3)
         ax.plot(predicted, observed, color=colour(0), lw=1)
