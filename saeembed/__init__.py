@@ -12,7 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "embed": "saeembed.pipeline", "EmbedConfig": "saeembed.config", "EmbedResult": "saeembed.pipeline",
+    "embed": "saeembed.pipeline", "Embedder": "saeembed.pipeline", "EmbedConfig": "saeembed.config",
+    "EmbedResult": "saeembed.pipeline",
     "load_store": "saeembed.store", "Store": "saeembed.store", "read_meta": "saeembed.store",
     "read_corpus": "saeembed.corpus", "Document": "saeembed.corpus",
     "load_sae": "saeembed.sae", "SAE": "saeembed.sae", "load_reader": "saeembed.reader",

@@ -23,7 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 from saeembed.errors import CorpusError
 
@@ -99,20 +99,80 @@ def read_corpus(
     if fmt not in ("auto", *_SUFFIX_FORMATS.values()):
         raise CorpusError(f"unknown input format {fmt!r}; choose auto, jsonl, csv, parquet or txt")
     paths = _expand(inputs if isinstance(inputs, list) else [inputs])
-    many = len(paths) > 1
+    names = ["<stdin>" if p == "-" else p for p in paths]
+    streams = ((name, _records(path, name, fmt, text_field)) for path, name in zip(paths, names))
+    return _gather(streams, names, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid,
+                   check_field_types=check_field_types, prefix_ids=len(paths) > 1)
+
+
+def records_corpus(
+    documents: Any,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    skip_invalid: bool = False,
+    check_field_types: bool = False,
+) -> Corpus:
+    """Validate in-memory documents exactly as `read_corpus` validates a file's records: a list of
+    strings, a list of records (dicts with the text under `text_field`, other keys kept as fields), or a
+    polars or pandas DataFrame with a text column (other columns kept). Problems name the record by its
+    0-based position.
+
+    Examples:
+        >>> records_corpus(["a first document", "a second one"]).documents[1].id
+        '1'
+    """
+    rows = _in_memory_rows(documents, text_field)
+    stream = (("records", _memory_records(rows)),)
+    return _gather(stream, ["records"], text_field=text_field, id_field=id_field, skip_invalid=skip_invalid,
+                   check_field_types=check_field_types, prefix_ids=False, where_prefix=False)
+
+
+def _in_memory_rows(documents: Any, text_field: str) -> list[Any]:
+    """The rows of a list / tuple / DataFrame of documents (strings become {text_field: string})."""
+    if hasattr(documents, "columns") and (hasattr(documents, "iter_rows") or hasattr(documents, "to_dict")):
+        columns = [str(c) for c in documents.columns]  # a polars or a pandas DataFrame
+        if text_field not in columns and "messages" not in columns:
+            raise CorpusError(f"the DataFrame has no column {text_field!r} (columns: {_listed(columns)}); "
+                              f"pass text_field=NAME")
+        if hasattr(documents, "iter_rows"):
+            return list(documents.iter_rows(named=True))
+        return documents.to_dict("records")
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, (list, tuple)):
+        raise CorpusError(f"give the documents as a list of strings, a list of records (dicts) or a DataFrame, "
+                          f"not {type(documents).__name__}")
+    return [{text_field: d} if isinstance(d, str) else d for d in documents]
+
+
+def _memory_records(rows: list[Any]) -> Iterator[Record]:
+    for number, record in enumerate(rows):
+        where = f"record {number}"
+        if not isinstance(record, dict):
+            yield where, number, None, f"expected a string or a dict, got {type(record).__name__}"
+        elif not all(isinstance(key, str) for key in record):
+            yield where, number, None, "every field name must be a string"
+        elif (bad := _surrogate_path(record)) is not None:
+            yield where, number, None, (f"field {bad!r} holds a lone surrogate (\\ud800-\\udfff that is not half "
+                                        f"of a pair), which is not text; remove or replace it")
+        else:
+            yield where, number, record, None
+
+
+def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *, text_field: str, id_field: str,
+            skip_invalid: bool, check_field_types: bool, prefix_ids: bool, where_prefix: bool = True) -> Corpus:
+    """Documents from (source name, records) streams: every problem collected, then one CorpusError."""
     docs: list[Document] = []
     problems: list[Problem] = []
     seen_ids: dict[str, str] = {}
     kinds = _FieldKinds(id_field) if check_field_types else None
-    for path in paths:
-        name = "<stdin>" if path == "-" else path
-        for where, row_number, record, problem in _records(path, name, fmt, text_field):
-            where = f"{name}:{where}"
+    for name, records in streams:
+        for where, row_number, record, problem in records:
+            where = f"{name}:{where}" if where_prefix else where
             if problem:
                 problems.append(Problem(where, problem))
                 continue
             doc, problem = _document(record, row_number, text_field, id_field,
-                                     where, Path(name).stem if many else None)
+                                     where, Path(name).stem if prefix_ids else None)
             if not problem and kinds is not None:
                 problem = kinds.add(doc.fields, where)
             if problem:
@@ -129,9 +189,9 @@ def read_corpus(
     if kinds is not None:
         kinds.check_storable()
     if not docs:
-        raise CorpusError(f"no documents found in {', '.join('<stdin>' if p == '-' else p for p in paths)}"
+        raise CorpusError(f"no documents found in {', '.join(names)}"
                           + (f" ({len(problems)} skipped as invalid)" if problems else ""))
-    return Corpus(docs, problems, ["<stdin>" if p == "-" else p for p in paths])
+    return Corpus(docs, problems, names)
 
 
 def problems_message(problems: list[Problem]) -> str:
@@ -444,7 +504,8 @@ def _kind_name(value: Any) -> str:
         return "list"
     if isinstance(value, dict):
         return "object"
-    return type(value).__name__  # from Parquet: date, datetime, Decimal, bytes ...
+    name = type(value).__name__  # from Parquet or a DataFrame: date, datetime, Decimal, bytes ...
+    return f"python {name}" if name in _KIND_NAMES else name  # a bare `object()` is no JSON object
 
 
 class _Kind:

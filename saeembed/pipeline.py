@@ -5,10 +5,11 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -17,13 +18,13 @@ import torch
 from saeembed.cache import VectorCache, default_cache_root
 from saeembed.config import EmbedConfig, Pooling
 from saeembed.corpus import Corpus, Document, Problem, read_corpus
-from saeembed.errors import CorpusError, ReaderError, SAEError
+from saeembed.errors import ConfigError, CorpusError, ReaderError, SAEError
 from saeembed.hashing import text_key
 from saeembed.outputs import OutputError, check_output
 from saeembed.pool import document_parts, document_vectors, encode_chunks, merge_chunks
 from saeembed.reader import Chunk, Reader, inspect_model, load_reader
 from saeembed.sae import SAE, load_sae
-from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors, StoreWriter
+from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors, Store, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -59,56 +60,134 @@ class EmbedResult:
 ProgressFn = Callable[[EmbedProgress], None]
 
 
+class Embedder:
+    """A reader and an SAE, loaded once, that embed documents into stores: in memory (`embed`) or from
+    files (`embed_files`, what `saeembed embed` runs). Vectors go through the content-addressed cache,
+    so a document already embedded with the same reader, SAE and settings costs no model run.
+
+    Args:
+        preset: a preset name (`saeembed presets`); None with no `model`/`sae` is the offline default.
+        config: a whole EmbedConfig instead of a preset and settings.
+        settings: EmbedConfig fields on top of the preset (`model`, `sae`, `layer`, `pooling`, ...).
+
+    Examples:
+        >>> embedder = Embedder()                                  # the offline default  # doctest: +SKIP
+        >>> store = embedder.embed(["a first text", "a second one"])  # doctest: +SKIP
+        >>> store = embedder.embed(frame, path="tweets.parquet")   # a DataFrame; other columns kept  # doctest: +SKIP
+    """
+
+    def __init__(self, preset: str | None = None, *, config: EmbedConfig | None = None, **settings: Any) -> None:
+        from saeembed.presets import resolve_config
+
+        if config is not None and (preset is not None or settings):
+            raise ConfigError("give either config or a preset and settings, not both")
+        self.config = config if config is not None else resolve_config(
+            preset, settings.pop("model", None), settings.pop("sae", None), **settings)
+        self._loaded: tuple[Reader, SAE] | None = None
+
+    @property
+    def reader(self) -> Reader:
+        return self._load()[0]
+
+    @property
+    def sae(self) -> SAE:
+        return self._load()[1]
+
+    def _load(self) -> tuple[Reader, SAE]:
+        """The reader and SAE, loaded on first use (so bad input is refused before the model loads)."""
+        if self._loaded is None:
+            self._loaded = load_pipeline(self.config)
+        return self._loaded
+
+    def embed(self, documents: Any, path: str | Path | None = None, *, on_progress: ProgressFn | None = None) -> Store:
+        """A store of in-memory documents: a list of strings, a list of records (dicts; the text under
+        the config's `text_field`, the id under `id_field`, other keys kept as fields), or a polars or
+        pandas DataFrame with a text column (other columns kept). Written to `path` too when given."""
+        from saeembed.corpus import records_corpus
+        from saeembed.store import load_store
+
+        output = check_output(path) if path is not None else None
+        corpus = records_corpus(documents, text_field=self.config.text_field, id_field=self.config.id_field,
+                                skip_invalid=self.config.skip_invalid, check_field_types=True)
+        if output is not None:
+            self._run(corpus, output, on_progress)
+            return load_store(output)
+        with scratch_folder() as tmp:
+            self._run(corpus, Path(tmp) / "store.parquet", on_progress)
+            store = load_store(Path(tmp) / "store.parquet")
+        store.path = Path("<in memory>")
+        return store
+
+    def embed_files(self, inputs: list[str] | str, output: str | Path,
+                    on_progress: ProgressFn | None = None) -> EmbedResult:
+        """Embed the documents of `inputs` (JSONL, CSV, Parquet, TXT files, globs, `-`) into the store
+        `output`. Every input problem (including a field whose kind of value differs across records,
+        which the store could not hold), an output that cannot be written, and every reader/SAE
+        mismatch are reported before the model is loaded. Running the same call again after an
+        interruption resumes: what was finished (every window, and within a window what was done every
+        `COMMIT_SECONDS`) comes from the cache."""
+        config = self.config
+        output = check_output(output)
+        corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
+                             fmt=config.input_format, skip_invalid=config.skip_invalid, check_field_types=True)
+        _refuse_overwriting_an_input(output, corpus)
+        return self._run(corpus, output, on_progress)
+
+    def _run(self, corpus: Corpus, output: Path, on_progress: ProgressFn | None) -> EmbedResult:
+        started = time.perf_counter()
+        config = self.config
+        fields = fields_table(corpus.documents, config.id_field)  # refuses what a store cannot hold, before work
+        reader, sae = self._load()
+        cache = _open_cache(config, reader, sae, output)
+        keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
+        n_cached = sum(key in cache for key in set(keys))
+        todo = _unique_missing(corpus.documents, keys, cache)
+        progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
+        if on_progress:
+            on_progress(progress)
+        for start in range(0, len(todo), config.window_docs):
+            window = todo[start: start + config.window_docs]
+            base = progress.docs_done
+
+            def on_batch(tokens: int, fraction: float, base: int = base, size: int = len(window)) -> None:
+                # A window's documents count as done only once its cache part is on disk (below).
+                progress.tokens_done += tokens
+                progress.docs_done = base + min(int(size * fraction), size - 1)
+                if on_progress:
+                    on_progress(progress)
+
+            def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
+                cache.put([window[slot][1] for slot in slots], vectors, n_chunks)
+
+            _embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
+            progress.docs_done = base + len(window)
+            if on_progress:
+                on_progress(progress)
+        result = _write_store(output, corpus, keys, cache, reader, sae, config, fields)
+        result.n_cached, result.seconds = n_cached, time.perf_counter() - started
+        if not config.use_cache:
+            cache.remove()
+        return result
+
+
 def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
           on_progress: ProgressFn | None = None) -> EmbedResult:
-    """Embed the documents of `inputs` into the store `output`.
-
-    Every input problem (including a field whose kind of value differs across records, which the store
-    could not hold), an output that cannot be written, and every reader/SAE mismatch are reported before
-    the model is loaded. Running the same call again after an interruption resumes: what was finished
-    (every window, and within a window what was done every `COMMIT_SECONDS`) comes from the cache.
+    """Embed the documents of `inputs` into the store `output` (`Embedder(config=config).embed_files`).
 
     Examples:
         >>> cfg = EmbedConfig(model="gpt2", sae="jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre")
         >>> embed(["corpus.jsonl"], "corpus.parquet", cfg)  # doctest: +SKIP
     """
-    started = time.perf_counter()
-    output = check_output(output)
-    corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
-                         fmt=config.input_format, skip_invalid=config.skip_invalid, check_field_types=True)
-    _refuse_overwriting_an_input(output, corpus)
-    fields = fields_table(corpus.documents, config.id_field)
-    reader, sae = load_pipeline(config)
-    cache = _open_cache(config, reader, sae, output)
-    keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
-    n_cached = sum(key in cache for key in set(keys))
-    todo = _unique_missing(corpus.documents, keys, cache)
-    progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
-    if on_progress:
-        on_progress(progress)
-    for start in range(0, len(todo), config.window_docs):
-        window = todo[start: start + config.window_docs]
-        base = progress.docs_done
+    return Embedder(config=config).embed_files(inputs, output, on_progress)
 
-        def on_batch(tokens: int, fraction: float, base: int = base, size: int = len(window)) -> None:
-            # A window's documents count as done only once its cache part is on disk (below).
-            progress.tokens_done += tokens
-            progress.docs_done = base + min(int(size * fraction), size - 1)
-            if on_progress:
-                on_progress(progress)
 
-        def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
-            cache.put([window[slot][1] for slot in slots], vectors, n_chunks)
-
-        _embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
-        progress.docs_done = base + len(window)
-        if on_progress:
-            on_progress(progress)
-    result = _write_store(output, corpus, keys, cache, reader, sae, config, fields)
-    result.n_cached, result.seconds = n_cached, time.perf_counter() - started
-    if not config.use_cache:
-        cache.remove()
-    return result
+def scratch_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder for a store that is loaded and dropped; one line when none can be made."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="saeembed-")
+    except OSError as exc:
+        raise OutputError(f"cannot create a temporary folder in {tempfile.gettempdir()} ({exc.strerror or exc}); "
+                          f"set TMPDIR to a writable folder") from None
 
 
 def release_freed_memory() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from saeembed.config import EmbedConfig
 from saeembed.dense import default_dense_model
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import ConfigError, SaeEmbedError
 
 DEFAULT = "default"
 
@@ -79,7 +79,8 @@ def embed_config(preset: str | None = None, **overrides: Any) -> EmbedConfig:
     known = {f.name for f in fields(EmbedConfig)}
     unknown = set(overrides) - known
     if unknown:
-        raise TypeError(f"unknown EmbedConfig fields: {sorted(unknown)}")
+        raise ConfigError(f"unknown EmbedConfig fields: {', '.join(sorted(unknown))}; the fields are: "
+                          f"{', '.join(sorted(known))}")
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 

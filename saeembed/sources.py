@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from saeembed.config import EmbedConfig
-from saeembed.errors import CorpusError
-from saeembed.outputs import OutputError
 from saeembed.store import Store, is_store, load_store
 
 
@@ -26,12 +23,11 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
     path = Path(source)
     if is_store(path):
         return load_store(path)
-    from saeembed.pipeline import embed
-    from saeembed.presets import embed_config
+    from saeembed.pipeline import Embedder, scratch_folder
 
-    with _scratch() as tmp:
+    with scratch_folder() as tmp:
         out = Path(tmp) / "store.parquet"
-        embed([str(path)], out, config or embed_config(), on_progress=on_progress)
+        Embedder(config=config).embed_files([str(path)], out, on_progress=on_progress)
         store = load_store(out)
     store.path = path  # name the corpus the user gave, not the temporary file
     return store
@@ -40,34 +36,9 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
 def embed_records(records: list[dict[str, Any]], config: EmbedConfig,
                   on_progress: Callable[[Any], None] | None = None) -> Store:
     """A store of in-memory documents (`{"text": ..., other fields}`), embedded through the cache."""
-    import json
+    from saeembed.pipeline import Embedder
 
-    from saeembed.pipeline import embed
-
-    lines = []
-    for number, record in enumerate(records, 1):
-        try:
-            lines.append(json.dumps(record, allow_nan=True) + "\n")
-        except (TypeError, ValueError) as exc:  # a value JSON cannot hold, or a cycle
-            raise CorpusError(f"record {number}: {exc}; give text, numbers, true/false, null, lists and "
-                              f"objects only") from None
-    with _scratch() as tmp:
-        corpus = Path(tmp) / "documents.jsonl"
-        corpus.write_text("".join(lines), encoding="utf-8")
-        try:
-            embed([str(corpus)], Path(tmp) / "store.parquet", config, on_progress=on_progress)
-        except CorpusError as exc:  # name the record, not the temporary file nobody has seen
-            raise CorpusError(str(exc).replace(f"{corpus}:line ", "record ")) from None
-        return load_store(Path(tmp) / "store.parquet")
-
-
-def _scratch() -> tempfile.TemporaryDirectory:
-    """A temporary folder for a store that is loaded and dropped; one line when none can be made."""
-    try:
-        return tempfile.TemporaryDirectory(prefix="saeembed-")
-    except OSError as exc:
-        raise OutputError(f"cannot create a temporary folder in {tempfile.gettempdir()} ({exc.strerror or exc}); "
-                          f"set TMPDIR to a writable folder") from None
+    return Embedder(config=config).embed(records, on_progress=on_progress)
 
 
 def config_of(store: Store) -> EmbedConfig:

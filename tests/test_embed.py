@@ -357,7 +357,7 @@ def test_embed_records_names_the_record(tmp_path):
     from saeembed.sources import embed_records
 
     config = EmbedConfig(model=str(tmp_path / "no-such-model"), sae=str(tmp_path / "no-such-sae"), layer=LAYER)
-    with pytest.raises(Error, match=r"record 2: field 'text' holds a lone surrogate"):
+    with pytest.raises(Error, match=r"record 1: field 'text' holds a lone surrogate"):  # 0-based, like ids
         embed_records([{"text": "fine"}, {"text": "bad \ud800"}], config)
-    with pytest.raises(Error, match="record 1: .*not JSON serializable"):
+    with pytest.raises(Error, match="the field 'when' cannot be stored"):
         embed_records([{"text": "fine", "when": object()}], config)

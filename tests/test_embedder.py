@@ -1,0 +1,76 @@
+"""saeembed.Embedder: the reader and SAE loaded once, documents embedded in memory, equal to the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from commands.app import app
+from saeembed import Embedder, EmbedConfig, load_store
+from saeembed.errors import ConfigError, CorpusError
+from tests import sae_files
+from tests.conftest import TEXTS
+
+LAYER = 1
+
+
+@pytest.fixture
+def setup(llama_dir, tmp_path, corpus_file):
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    out = tmp_path / "cli.parquet"
+    result = CliRunner().invoke(app, ["embed", str(corpus_file), "-o", str(out), "--model", str(llama_dir),
+                                      "--sae", str(sae), "--layer", str(LAYER), "-q"])
+    assert result.exit_code == 0, result.output
+    config = EmbedConfig(model=str(llama_dir), sae=str(sae), layer=LAYER)
+    return config, load_store(out)
+
+
+def same_vectors(a, b) -> None:
+    assert (a.matrix != b.matrix).nnz == 0
+    np.testing.assert_array_equal(a.peak_start, b.peak_start)
+    np.testing.assert_array_equal(a.frame["n_tokens"].to_numpy(), b.frame["n_tokens"].to_numpy())
+
+
+def test_a_list_of_strings_equals_the_cli(setup):
+    config, cli = setup
+    store = Embedder(config=config).embed(TEXTS)
+    same_vectors(store, cli)
+    assert store.frame["text"].to_list() == cli.frame["text"].to_list()
+    assert store.frame["id"].to_list() == [str(i) for i in range(len(TEXTS))]
+
+
+def test_a_dataframe_and_records_keep_their_columns_and_write_a_store(setup, tmp_path):
+    config, cli = setup
+    embedder = Embedder(config=config)
+    frame = pl.DataFrame({"id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS, "n": list(range(len(TEXTS)))})
+    store = embedder.embed(frame, tmp_path / "frame.parquet")
+    same_vectors(store, cli)
+    assert store.frame.select("id", "n").equals(cli.frame.select("id", "n"))
+    assert load_store(tmp_path / "frame.parquet").n_docs == len(TEXTS)
+    records = embedder.embed(frame.to_dicts())
+    same_vectors(records, cli)
+    assert embedder._loaded is not None and embedder.reader is embedder._loaded[0]  # loaded once, reused
+
+
+def test_bad_documents_are_refused_before_the_model_loads(tmp_path):
+    embedder = Embedder(model=str(tmp_path / "no-model"), sae=str(tmp_path / "no-sae"))
+    with pytest.raises(CorpusError, match="record 1: expected a string or a dict"):
+        embedder.embed(["fine", 3])
+    with pytest.raises(CorpusError, match=r"record 1.*'x'"):
+        embedder.embed([{"text": "a", "x": 1}, {"text": "b", "x": "one"}])
+    with pytest.raises(CorpusError, match="no column 'text'"):
+        embedder.embed(pl.DataFrame({"body": ["a"]}))
+    with pytest.raises(CorpusError, match="not str"):
+        embedder.embed("one string")
+    assert embedder._loaded is None
+
+
+def test_settings_are_checked_at_construction():
+    with pytest.raises(ConfigError, match="EmbedConfig.pooling"):
+        Embedder(pooling="median")
+    with pytest.raises(ConfigError, match="unknown EmbedConfig fields: colour"):
+        Embedder(colour="blue")
+    with pytest.raises(ConfigError, match="not both"):
+        Embedder("default", config=EmbedConfig("m", "s"))
