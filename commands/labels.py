@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -33,11 +34,13 @@ def _target(store: Path | None, sae: str | None) -> tuple[str, int]:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="Neuronpedia .jsonl.gz batches (file or folder), .json or .csv.")],
+    path: Annotated[Path, typer.Argument(help="Neuronpedia .jsonl.gz or .jsonl batches (file or folder), .json "
+                                              "{latent: label} or .csv latent,label.")],
     store: Annotated[Optional[Path], typer.Option(help="A store embedded with the SAE.")] = None,
     sae: Annotated[Optional[str], typer.Option(help="The SAE itself (path or hub id).")] = None,
 ) -> None:
-    """Import published labels for an SAE (checked against its width)."""
+    """Import published labels for an SAE (checked against its width). A bad row is refused in one line
+    naming the file, line and field; null or empty labels are skipped and counted."""
     from saeembed.labels import import_labels, save_labels
 
     with user_errors():
@@ -64,6 +67,9 @@ def generate(
     max_latents: Annotated[int, typer.Option(help="--method llm: label at most this many (most frequent first).")
                            ] = 200,
     concurrency: Annotated[int, typer.Option(help="--method llm: requests in flight.")] = 8,
+    llm_timeout: Annotated[float, typer.Option(help="--method llm: seconds one request may take in all; a request "
+                                                    "that runs over is tried once more, then the run stops.")
+                           ] = 60.0,
 ) -> None:
     """Label latents from the documents they fire on (offline, or by an LLM with detection scoring)."""
     import numpy as np
@@ -86,12 +92,33 @@ def generate(
                 raise SaeEmbedError("--method llm needs --llm-model (and --llm-base-url for a local server)")
             freq = np.asarray((loaded.matrix > 0).sum(0)).ravel()
             latents = [int(i) for i in np.argsort(-freq) if freq[i] >= min_docs][:max_latents]
-            client = LLMClient(llm_model, llm_base_url, llm_key_env, cache_dir=default_cache_root() / "llm")
-            generated = llm_labels(loaded, client, latents, concurrency=concurrency)
+            client = LLMClient(llm_model, llm_base_url, llm_key_env, cache_dir=default_cache_root() / "llm",
+                               timeout=llm_timeout)
+            with _llm_progress() as on_progress:
+                generated = llm_labels(loaded, client, latents, concurrency=concurrency, on_progress=on_progress)
         target = save_labels(generated, loaded.meta["sae"]["fingerprint"])
     stderr.print(f"[green]labelled[/green] {len(generated.label)} of {loaded.d_sae} latents -> {target}",
                  highlight=False)
     stderr.print(_quality_line(score_summary(generated), len(generated.label)), highlight=False)
+
+
+@contextlib.contextmanager
+def _llm_progress() -> Iterator[Callable[[Any], None]]:
+    """A progress line on stderr: latents done of all, and which latent waits on what (a retry, a
+    server's Retry-After, a slow answer)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from commands.ui import shown
+
+    progress = Progress(TextColumn("labelling latents"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[note]}"), console=stderr, transient=True)
+    task = progress.add_task("llm", total=None, note="")
+
+    def update(state: Any) -> None:
+        progress.update(task, total=state.total, completed=state.done, note=shown(state.note, one_line=True)[:100])
+
+    with progress:
+        yield update
 
 
 def _quality_line(summary: dict, n_labels: int) -> str:
