@@ -41,10 +41,28 @@ def run(
                                 cache_dir=cache_dir)
         result = search(opened, query, top=top, k=k, like=like, where=where,
                         mode="hybrid" if hybrid else "dense" if dense else "sae")
-    emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result), quiet)
+    emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
+    note = _shortfall(result, top)
+    if note and json_out and not quiet:  # stdout holds only the rows
+        from commands.ui import stderr
+
+        stderr.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
-def _render(result: Any) -> None:
+def _shortfall(result: Any, top: int) -> str | None:
+    """Why fewer than --top documents are listed (sae mode lists only documents the query's latents
+    fire in), or None."""
+    matched = getattr(result, "n_matched", None)
+    if result.mode != "sae" or matched is None or matched >= top:
+        return None
+    searched = f"{result.n_candidates:,} documents searched"
+    if not matched:
+        return (f"no document carries the query's latents ({searched}); try other words, an example with --like, "
+                f"or see which latents it picks with `saeembed concepts`")
+    return f"only {matched:,} of the {searched} carry the query's latents: {matched:,} listed, not {top:,}"
+
+
+def _render(result: Any, top: int) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -55,6 +73,9 @@ def _render(result: Any) -> None:
                       f"strongest: {escape(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
                       highlight=False, soft_wrap=True)
     console.print(f"{result.n_candidates:,} documents searched ({result.mode})", highlight=False)
+    note = _shortfall(result, top)
+    if note:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     for row in result.table.iter_rows(named=True):
         console.print(f"\n[bold]{row['rank']:>3}.[/bold] [dim]{escape(str(row['id']))}  score {row['score']:.3g}[/dim]",
                       highlight=False)

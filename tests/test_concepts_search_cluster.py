@@ -92,7 +92,7 @@ def test_search_ranks_the_documents_that_carry_the_concept_first(store):
     assert (GROUP[top_rows] == 0).all()
     assert result.table["top_latents"][0].startswith(("0 football", "1 soccer"))
     assert "<<" in result.table["text"][0]
-    only_weather = search(store, "football", top=5, labels=LABELS, k=2, where="kind == 'weather'")
+    only_weather = search(store, "rain", top=5, labels=LABELS, k=1, where="kind == 'weather'")
     assert only_weather.n_candidates == N // 3 and set(only_weather.table["kind"]) == {"weather"}
     with pytest.raises(SaeEmbedError, match="cannot apply --where"):
         search(store, "football", labels=LABELS, where="nope == 1")
@@ -231,3 +231,46 @@ def test_weighted_similarity_separates_groups_that_differ_only_in_strength(tmp_p
     assert adjusted_rand_score(strong, binary.assignments["cluster"]) < 0.2
     with pytest.raises(SaeEmbedError, match="similarity"):
         ClusterConfig(similarity="cosine")
+
+
+def test_sae_search_lists_only_documents_the_query_fires_in(store, tmp_path):
+    """Documents with SAE score 0 used to fill the list up to --top: none of the query's latents fire in them."""
+    result = search(store, "football", top=N, labels=LABELS, k=2)
+    fires = np.asarray((store.matrix[:, [0, 1]] > 0).sum(1)).ravel() > 0
+    assert result.n_matched == fires.sum() == len(result.table) < N
+    assert (result.table["score"] > 0).all() and set(result.table["id"].cast(int)) == set(np.flatnonzero(fires))
+    none = search(store, "football", top=5, labels=LABELS, k=2, where="kind == 'weather'")
+    assert none.n_matched == 0 and len(none.table) == 0 and none.n_candidates == N // 3
+    assert "top_latents" in none.table.columns, "an empty result keeps its columns"
+    full = search(store, "football", top=5, labels=LABELS, k=2)
+    assert len(full.table) == 5 and full.n_matched == fires.sum()
+    with pytest.raises(SaeEmbedError, match="search.top = 0 is not allowed"):
+        search(store, "football", top=0, labels=LABELS)
+
+
+def test_fusion_gives_no_sae_rank_to_documents_the_query_misses():
+    sae = np.array([0.0, 2.0, 0.0, 1.0])
+    dense = np.array([0.9, 0.1, 0.8, 0.2])
+    fused = reciprocal_rank_fusion([sae, dense], np.arange(4), positive_only=(0,))
+    assert np.allclose(fused, [1 / 61, 1 / 61 + 1 / 64, 1 / 62, 1 / 62 + 1 / 63])
+    old = reciprocal_rank_fusion([sae, dense], np.arange(4))
+    assert old[0] > fused[0], "without positive_only the zero scores got ranks 3 and 4 by position"
+
+
+def test_cli_search_says_when_fewer_documents_match(store, tmp_path):
+    from saeembed.labels import save_labels
+
+    save_labels(LABELS, store.meta["sae"]["fingerprint"])
+    path = str(tmp_path / "s.parquet")
+    runner = CliRunner()
+    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--where", "kind == 'weather'"])
+    assert out.exit_code == 0, out.output
+    assert "no document carries the query's latents (200 documents searched)" in out.stdout
+    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--where", "kind == 'weather'", "--json"])
+    assert out.exit_code == 0 and out.stdout == "" and "no document carries the query's latents" in out.stderr
+    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "1000"])
+    matched = int((np.asarray((store.matrix[:, [0, 1]] > 0).sum(1)).ravel() > 0).sum())
+    assert f"only {matched} of the 600 documents searched carry the query's latents: {matched} listed, not 1,000" \
+        in " ".join(out.stdout.split())
+    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "3"])
+    assert out.exit_code == 0 and "note:" not in out.stdout

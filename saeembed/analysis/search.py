@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from saeembed.concepts import Concepts, activation_scale, select_concepts
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import SaeEmbedError, at_least
 from saeembed.store import Store, column_entries
 
 Mode = Literal["sae", "dense", "hybrid"]
@@ -30,12 +30,21 @@ class SearchResult:
     mode: str
     n_candidates: int
     """Documents left after `where`."""
+    n_matched: int | None = None
+    """Candidates with a positive SAE score: documents at least one of the query's latents fires in
+    (sae and hybrid modes; None in dense mode). In sae mode only these are listed, so the table has
+    min(top, n_matched) rows: fewer than `top`, or none, when few documents carry the concepts."""
 
 
 def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: int = 100,
            like: list[str] | None = None, where: str | None = None, labels: Any = None,
            dense: np.ndarray | None = None) -> SearchResult:
     """The `top` documents of `store` for a concept query (see `saeembed.concepts`).
+
+    In sae mode only documents with a positive score are listed (at least one of the query's latents
+    fires in them): a document with score 0 does not carry the query at all, so fewer than `top`
+    documents, or none, may come back; `SearchResult.n_matched` says how many matched. In hybrid mode
+    the SAE ranking ranks only those documents too; dense retrieval ranks every candidate.
 
     Args:
         mode: sae (the paper's scoring), dense (sentence-embedding cosine) or hybrid (both, fused).
@@ -50,6 +59,10 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
 
     from saeembed.labels import labels_for
 
+    at_least("search", "top", top, 1)
+    at_least("search", "k", k, 1)
+    if mode not in ("sae", "dense", "hybrid"):
+        raise SaeEmbedError(f"unknown search mode {mode!r}; choose sae, dense or hybrid")
     labels = labels if labels is not None else labels_for(store)
     candidates = _filter(store, where)
     concepts = None
@@ -61,18 +74,20 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
         rankings.append(scores)
     if mode in ("dense", "hybrid"):
         rankings.append(dense_scores(store, query, dense))
-    if mode not in ("sae", "dense", "hybrid"):
-        raise SaeEmbedError(f"unknown search mode {mode!r}; choose sae, dense or hybrid")
-    score = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings, candidates)
-    order = _top(score, candidates, top)
+    matched = candidates[rankings[0][candidates] > 0] if concepts is not None else None
+    if mode == "hybrid":
+        score = reciprocal_rank_fusion(rankings, candidates, positive_only=(0,))
+    else:
+        score = rankings[0]
+    order = _top(score, matched if mode == "sae" else candidates, top)
     table = store.frame[order].with_columns(pl.Series("score", score[order]),
                                             pl.Series("rank", np.arange(1, len(order) + 1, dtype=np.int32)))
     if weights is not None:
         table = table.with_columns(*_explain(store, order, concepts, weights, labels))
     first = ["rank", "id", "score"] + (["top_latents"] if weights is not None else []) + ["text"]
     rest = [c for c in table.columns if c not in first and c not in ("n_tokens", "dense")]
-    return SearchResult(table.select(first + rest),
-                        concepts, mode, len(candidates))
+    return SearchResult(table.select(first + rest), concepts, mode, len(candidates),
+                        None if matched is None else len(matched))
 
 
 def sae_scores(store: Store, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
@@ -94,11 +109,15 @@ def dense_scores(store: Store, query: str, dense: np.ndarray | None = None) -> n
     return dense @ sentence_embeddings([query])[0]
 
 
-def reciprocal_rank_fusion(scores: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
-    """Sum over rankings of 1 / (60 + rank), ranks counted among the candidates."""
+def reciprocal_rank_fusion(scores: list[np.ndarray], candidates: np.ndarray,
+                           positive_only: tuple[int, ...] = ()) -> np.ndarray:
+    """Sum over rankings of 1 / (60 + rank), ranks counted among the candidates. The rankings listed
+    in `positive_only` rank only the candidates they score above 0 (the SAE ranking: a document none
+    of the query's latents fire in has no SAE rank, rather than an arbitrary one among the ties)."""
     fused = np.zeros(len(scores[0]))
-    for score in scores:
-        order = candidates[np.argsort(-score[candidates], kind="stable")]
+    for i, score in enumerate(scores):
+        ranked = candidates[score[candidates] > 0] if i in positive_only else candidates
+        order = ranked[np.argsort(-score[ranked], kind="stable")]
         fused[order] += 1.0 / (RRF_K + np.arange(1, len(order) + 1))
     return fused
 
