@@ -185,22 +185,32 @@ class LLMClient:
             time.sleep(pause)
 
     def _request(self, url: str, data: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
-        """(status, headers, body) of one POST, within `timeout` seconds in all; HTTP errors are answers."""
+        """(status, headers, body) of one POST, within `timeout` seconds in all; HTTP errors are answers.
+
+        A watchdog shuts the connection at the deadline whatever it waits for (the server thinking,
+        headers or a body sent a byte at a time), so no server can hold a request longer."""
         deadline = time.monotonic() + self.timeout
         request = urllib.request.Request(url, data, headers, method="POST")
+        watchdog = _Watchdog(self.timeout)
         try:
-            response = urllib.request.build_opener(_NoRedirect).open(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:  # a status >= 400, or a redirect (not followed)
-            response = exc
+            try:
+                response = _opener(watchdog).open(request, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:  # a status >= 400, or a redirect (not followed)
+                response = exc
+            with response:
+                status = response.status if response.status is not None else response.code
+                answer = int(status), response.headers, _read_body(response, deadline)
         except (socket.timeout, TimeoutError):
             raise _Timeout() from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            if watchdog.fired or isinstance(getattr(exc, "reason", None), (socket.timeout, TimeoutError)):
                 raise _Timeout() from None
             raise
-        with response:
-            status = response.status if response.status is not None else response.code
-            return int(status), response.headers, _read_body(response, deadline)
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:  # the body may have been cut short at the deadline
+            raise _Timeout()
+        return answer
 
     def _backoff(self, attempt: int) -> float:
         return self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
@@ -210,6 +220,65 @@ class LLMClient:
         log.info("%s", message)
         if on_wait is not None:
             on_wait(message)
+
+
+class _Watchdog:
+    """Shuts a request's socket once its time is up, whatever the request is waiting for."""
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shut()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment included) whose connections the watchdog watches
+    and which follows no redirect."""
+
+    class HTTP(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self.sock)
+
+    class HTTPS(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self.sock)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(HTTP, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            extra = {"check_hostname": self._check_hostname} if hasattr(self, "_check_hostname") else {}
+            return self.do_open(HTTPS, req, context=self._context, **extra)
+
+    return urllib.request.build_opener(_NoRedirect, HTTPHandler, HTTPSHandler)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

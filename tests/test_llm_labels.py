@@ -127,6 +127,13 @@ class Scripted(BaseHTTPRequestHandler):
         if Scripted.release.wait(step.get("delay", 0)):
             return
         try:
+            if step.get("slow_headers"):  # headers a byte at a time, without end
+                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                for i in range(10_000):
+                    self.wfile.write(b"X-Slow-%d: x\r\n" % i)
+                    self.wfile.flush()
+                    if Scripted.release.wait(step["slow_headers"]):
+                        return
             self.send_response(step.get("status", 200))
             for name, value in step.get("headers", []):
                 self.send_header(name, value)
@@ -217,7 +224,8 @@ def test_retry_after_in_seconds_or_as_a_date_is_honoured(scripted, pauses):
 def test_a_hanging_endpoint_costs_two_timeouts_not_five_minutes(scripted):
     url, play = scripted
     client = LLMClient("fake", url, timeout=0.3, backoff=0.01)
-    for hang in ({**OK, "delay": 30}, {**OK, "trickle": 0.2}):  # no answer; an answer a byte at a time
+    # no answer; an answer a byte at a time; headers without end
+    for hang in ({**OK, "delay": 30}, {**OK, "trickle": 0.2}, {**OK, "slow_headers": 0.05}):
         play(hang)
         started = time.monotonic()
         with pytest.raises(LLMError) as caught:
