@@ -263,8 +263,14 @@ def _read_jsonl(file: Path, gzipped: bool) -> tuple[list[tuple[int, str, str]], 
 
 
 def _read_json(text: str, file: Path) -> tuple[list[tuple[int, str, str]], int]:
+    objects: list[list[tuple[str, Any]]] = []  # every object's (key, value) pairs; the outermost ends last
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        objects.append(pairs)
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=keep_pairs)
     except json.JSONDecodeError as exc:
         raise LabelError(f"{file} line {exc.lineno}: not JSON ({exc.msg}); give one object "
                          f"{{latent id: label}}") from None
@@ -275,7 +281,7 @@ def _read_json(text: str, file: Path) -> tuple[list[tuple[int, str, str]], int]:
         raise LabelError(f"{file}: a JSON {_json_kind(data)}; expected one JSON object {{latent id: label}}")
     pairs: list[tuple[int, str, str]] = []
     skipped = 0
-    for key, value in data.items():
+    for key, value in objects[-1]:  # a repeated key is kept in order, as a repeated latent (the first wins)
         where = f"{file} key {json.dumps(key)[:40]}"
         latent = _latent_id(key, where, "the key")
         label = _label_text(value, where, "the label")

@@ -316,6 +316,9 @@ def test_rows_that_are_not_labels(tmp_path):
     json_file.write_text('{"1": "fine", "2": null, "3": ""}')
     labels, notes = import_labels(json_file, 8)
     assert labels.label == {1: "fine"} and notes[-1] == "2 entries without a label (null, empty or missing) skipped"
+    json_file.write_text('{"1": "first", "01": "same latent", "1": "repeated key"}')  # json.loads kept the last
+    labels, notes = import_labels(json_file, 8)
+    assert labels.label == {1: "first"} and "2 further explanations of already-labelled latents ignored" in notes
     json_file.write_text('{"1": {"text": "nested"}}')
     refused_labels(json_file, 'l.json key "1": the label is a JSON object, not text')
     json_file.write_text('{"one": "x"}')
