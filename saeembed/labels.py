@@ -338,7 +338,7 @@ def _latent_id(value: Any, where: str, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and _LATENT_ID.fullmatch(value):
-        return int(value)
+        return int(value.strip())  # int() strips less than \s matches (e.g. not \x1f)
     shown = json.dumps(value) if not isinstance(value, str) else repr(value)
     raise LabelError(f"{where}: {field} {shown[:40]} is not a latent id (a whole number); fix or remove that "
                      f"entry")

@@ -37,7 +37,7 @@ def latent_of(value) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,18}", value.strip()):
-        return int(value)
+        return int(value.strip())
     return None
 
 

@@ -55,7 +55,7 @@ def shaped_store(path, shape_gives_it_away, seed=0):
         columns[3] = np.flatnonzero(rng.random(N) < np.where(y, 0.9, 0.05))
     ends = np.where(y, ".", "") if shape_gives_it_away else rng.choice([".", "", "?"], N)
     texts = [" ".join(rng.choice(WORDS, rng.integers(3, 15))).capitalize() + end for end in ends]
-    vectors = vectors_from_columns(N, columns, rng)
+    vectors = vectors_from_columns(N, columns, rng, text_length=min(len(t) for t in texts))  # peaks in the text
     mean = rng.normal(20, 2, N)
     vectors.concept_counts = np.column_stack([mean, mean + 10, mean - 5, mean, mean + 5]).astype(np.float32)
     fields = {"hallucinated": ["yes" if v else "no" for v in y], "question_id": [str(i // 2) for i in range(N)],
