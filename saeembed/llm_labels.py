@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from saeembed.atomic import write_text
 from saeembed.errors import ConfigError, SaeEmbedError, at_least
 from saeembed.hashing import text_key
 from saeembed.labels import LabelError, Labels, marked_context, peak_span, top_documents
@@ -113,10 +114,7 @@ class LLMClient:
                 pass  # a damaged cache entry: ask again, and overwrite it
         answer = self._post(body, what, on_wait)
         if cached:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps({"answer": answer}), encoding="utf-8")
-            os.replace(tmp, cached)
+            write_text(cached, json.dumps({"answer": answer}))
         return answer
 
     def _post(self, body: dict, what: str = "", on_wait: Waiting | None = None) -> str:

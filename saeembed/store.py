@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saeembed import atomic
 from saeembed.errors import StoreError
 
 META_KEY = b"saeembed"
@@ -89,16 +88,9 @@ class DocVectors:
 
 
 def atomic_write_table(table: pa.Table, path: Path, row_group_size: int = 65536) -> None:
-    """Write a Parquet file under a temporary name, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a Parquet file atomically (`saeembed.atomic`)."""
+    atomic.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd",
+                                                         row_group_size=row_group_size))
 
 
 class StoreWriter:
@@ -107,9 +99,12 @@ class StoreWriter:
     def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, Any], buffer_bytes: int = 64 << 20):
         self.path = path
         self.schema = schema.with_metadata({META_KEY: json.dumps(metadata).encode()})
-        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.tmp = atomic.begin(path)  # also sweeps what killed writers of this store left behind
+        try:
+            self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        except BaseException:
+            atomic.discard(self.tmp)
+            raise
         self._buffer: list[pa.Table] = []
         self._bytes, self.buffer_bytes = 0, buffer_bytes
 
@@ -129,13 +124,11 @@ class StoreWriter:
     def close(self) -> None:
         self._flush()
         self._writer.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        atomic.commit(self.tmp, self.path)
 
     def abort(self) -> None:
         self._writer.close()
-        self.tmp.unlink(missing_ok=True)
+        atomic.discard(self.tmp)
 
 
 @dataclass

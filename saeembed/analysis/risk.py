@@ -59,13 +59,14 @@ class Probe:
     def save(self, folder: str | Path) -> Path:
         from safetensors.numpy import save_file
 
+        from saeembed.atomic import atomic_write, write_text
+
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({"latents": self.latents.astype(np.int64), "weights": self.weights.astype(np.float32),
-                   "count_mean": self.count_mean.astype(np.float32), "count_std": self.count_std.astype(np.float32)},
-                  str(folder / PROBE_WEIGHTS))
-        (folder / PROBE_JSON).write_text(json.dumps({"kind": self.kind, "intercept": self.intercept,
-                                                     "link": list(self.link), "meta": self.meta}, indent=2))
+        tensors = {"latents": self.latents.astype(np.int64), "weights": self.weights.astype(np.float32),
+                   "count_mean": self.count_mean.astype(np.float32), "count_std": self.count_std.astype(np.float32)}
+        atomic_write(folder / PROBE_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        write_text(folder / PROBE_JSON, json.dumps({"kind": self.kind, "intercept": self.intercept,
+                                                    "link": list(self.link), "meta": self.meta}, indent=2))
         return folder
 
     @staticmethod
@@ -137,7 +138,9 @@ class RiskReport:
         report = {"n_docs": self.n_docs, "n_positive": self.n_positive, "rows": self.table.to_dicts(),
                   "verdict": self.verdict._asdict(), "warnings": self.warnings, "notes": self.notes,
                   "top_concepts": self.top_concepts.to_dicts()}
-        (Path(folder) / REPORT_JSON).write_text(json.dumps(report, indent=2))
+        from saeembed.atomic import write_text
+
+        write_text(Path(folder) / REPORT_JSON, json.dumps(report, indent=2))
         return Path(folder)
 
 
@@ -365,10 +368,11 @@ class Baseline:
         return pl.DataFrame({**{f"z_{name}": z[:, i] for i, name in enumerate(self.names)}, "z_risk": z.mean(1)})
 
     def save(self, folder: str | Path) -> Path:
+        from saeembed.atomic import write_text
+
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / BASELINE_JSON).write_text(json.dumps({"names": self.names, "mean": self.mean.tolist(),
-                                                        "std": self.std.tolist(), "meta": self.meta}, indent=2))
+        write_text(folder / BASELINE_JSON, json.dumps({"names": self.names, "mean": self.mean.tolist(),
+                                                       "std": self.std.tolist(), "meta": self.meta}, indent=2))
         return folder
 
     @staticmethod

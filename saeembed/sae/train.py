@@ -280,17 +280,13 @@ def _resume(output: Path, run_key: str, trainer: TopKTrainer) -> dict:
     return {key: state[key] for key in fresh}
 
 
-def _atomic_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    atomic_write(path, write)  # fsync + rename; stale temporary files of killed runs are swept
-
-
 def _checkpoint(output: Path, run_key: str, trainer: TopKTrainer, progress: TrainProgress, epoch: int,
                 window: int) -> None:
     from safetensors.torch import save_file
 
     output.mkdir(parents=True, exist_ok=True)
     state = {"run_key": run_key, "step": progress.step, "tokens": progress.tokens, "epoch": epoch, "window": window}
-    _atomic_bytes(output / CHECKPOINT, lambda p: save_file(trainer.state(), str(p),
+    atomic_write(output / CHECKPOINT, lambda p: save_file(trainer.state(), str(p),
                                                            metadata={"state": json.dumps(state)}))
 
 
@@ -303,7 +299,7 @@ def _save_saelens(output: Path, sae: TopKSAE, config: TrainConfig, reader, sourc
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.save_dtype]
     output.mkdir(parents=True, exist_ok=True)
     tensors = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
-    _atomic_bytes(output / "sae_weights.safetensors", lambda p: save_file(
+    atomic_write(output / "sae_weights.safetensors", lambda p: save_file(
         {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}, str(p)))
     cfg = {
         "architecture": "topk", "d_in": sae.W_enc.shape[0], "d_sae": sae.W_enc.shape[1], "k": config.k,
@@ -318,4 +314,4 @@ def _save_saelens(output: Path, sae: TopKSAE, config: TrainConfig, reader, sourc
                          "held_out": final, "config": _identity(config)},
         },
     }
-    _atomic_bytes(output / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2, default=str)))
+    atomic_write(output / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2, default=str)))
