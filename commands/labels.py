@@ -9,10 +9,10 @@ from typing import Any, Callable, Iterator, Optional
 import typer
 from typing_extensions import Annotated
 
-from commands.ui import print_json, stderr, user_errors
+from commands.ui import print_json, result_console, shown, stderr, user_errors
 
 app = typer.Typer(help="Latent labels: import published ones, generate offline, show evidence.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 def _target(store: Path | None, sae: str | None) -> tuple[str, int]:
@@ -48,8 +48,8 @@ def import_(
         imported, notes = import_labels(path, d_sae)
         target = save_labels(imported, fingerprint)
     for note in notes:
-        stderr.print(note, highlight=False)
-    stderr.print(f"[green]saved[/green] {target}", highlight=False)
+        stderr.print(shown(note), highlight=False)
+    stderr.print(f"[green]saved[/green] {shown(target)}", highlight=False)
 
 
 @app.command("generate")
@@ -97,7 +97,7 @@ def generate(
             with _llm_progress() as on_progress:
                 generated = llm_labels(loaded, client, latents, concurrency=concurrency, on_progress=on_progress)
         target = save_labels(generated, loaded.meta["sae"]["fingerprint"])
-    stderr.print(f"[green]labelled[/green] {len(generated.label)} of {loaded.d_sae} latents -> {target}",
+    stderr.print(f"[green]labelled[/green] {len(generated.label)} of {loaded.d_sae} latents -> {shown(target)}",
                  highlight=False)
     stderr.print(_quality_line(score_summary(generated), len(generated.label)), highlight=False)
 
@@ -133,15 +133,12 @@ def _quality_line(summary: dict, n_labels: int) -> str:
 
 @app.command("show")
 def show(
+    store: Annotated[Path, typer.Argument(help="Store whose documents give the evidence.")],
     latent: Annotated[int, typer.Argument(help="Latent id.")],
-    store: Annotated[Path, typer.Option(help="Store whose documents give the evidence.")],
-    top: Annotated[int, typer.Option(help="How many top documents.")] = 5,
+    top: Annotated[int, typer.Option(min=1, help="Top documents shown.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """A latent's label, frequency and top documents with its peak token marked << >>."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from saeembed.errors import SaeEmbedError
     from saeembed.labels import KEEP_SCORE, labels_for, marked_context, peak_span, top_documents
     from saeembed.store import load_store
@@ -164,9 +161,9 @@ def show(
     if json_out:
         print_json(report)
         return
-    console = Console()
-    console.print(f"[bold]latent {latent}[/bold]: {escape(report['label'] or '(unlabelled)')}"
-                  + (f"  [dim]({escape(report['source'])})[/dim]" if report["source"] else ""), highlight=False)
+    console = result_console()
+    console.print(f"[bold]latent {latent}[/bold]: {shown(report['label'] or '(unlabelled)')}"
+                  + (f"  [dim]({shown(report['source'])})[/dim]" if report["source"] else ""), highlight=False)
     if report["score"] is not None:
         console.print(f"quality {report['score']:.2f}: held-out detection accuracy, 0.5 = chance"
                       + (f" [yellow](below {KEEP_SCORE}: the label may mislead)[/yellow]"
@@ -176,5 +173,5 @@ def show(
         console.print("quality: not scored", highlight=False)
     console.print(f"fires in {n_active} of {loaded.n_docs} documents ({report['frequency']:.1%})", highlight=False)
     for doc in docs:
-        console.print(f"  [cyan]{doc['activation']:>7.3f}[/cyan] {escape(str(doc['id']))}: {escape(doc['context'])}",
+        console.print(f"  [cyan]{doc['activation']:>7.3f}[/cyan] {shown(str(doc['id']))}: {shown(doc['context'])}",
                       highlight=False)

@@ -8,21 +8,22 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import emit, open_inputs, user_errors
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors, write_report
 
 
 def run(
     store: Annotated[str, typer.Argument(help="A store, or a corpus file (embedded with the preset, cached).")],
     query: Annotated[str, typer.Argument(help="Concept query: words or phrases, latent ids, -term to exclude.")],
-    top: Annotated[int, typer.Option(help="Documents returned.")] = 20,
-    k: Annotated[int, typer.Option(help="Latents of the query used (strongest first).")] = 100,
+    top: Annotated[int, typer.Option(min=1, help="Documents returned.")] = 20,
+    concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
     like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the query.")] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse with dense retrieval (reciprocal rank).")] = False,
     dense: Annotated[bool, typer.Option("--dense", help="Dense retrieval alone, for comparison.")] = False,
     where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic == 'climate'\".")
                      ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one document each.")] = False,
+    json_out: options.Json = False,
     output: options.Output = None,
+    html: options.Html = None,
     preset: options.Preset = None,
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
@@ -33,20 +34,21 @@ def run(
     latents weighted by rank; every result shows its top latents with the peak << marked >>."""
     from saeembed.analysis.search import search
     from saeembed.errors import SaeEmbedError
+    from saeembed.report import write_search_report
 
     with user_errors():
+        check_outputs(tables=[output], files=[html])
         if hybrid and dense:
             raise SaeEmbedError("choose --hybrid or --dense, not both")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
-        result = search(opened, query, top=top, k=k, like=like, where=where,
+        result = search(opened, query, top=top, k=concept_latents, like=like, where=where,
                         mode="hybrid" if hybrid else "dense" if dense else "sae")
+    write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
     note = _shortfall(result, top)
     if note and json_out and not quiet:  # stdout holds only the rows
-        from commands.ui import stderr
-
-        stderr.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+        stderr.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
 
 
 def _shortfall(result: Any, top: int) -> str | None:
@@ -63,23 +65,20 @@ def _shortfall(result: Any, top: int) -> str | None:
 
 
 def _render(result: Any, top: int) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+    console = result_console()
     if result.concepts is not None:
         concepts = result.concepts
         console.print(f"{len(concepts)} latents from the query (see `saeembed concepts`), "
-                      f"strongest: {escape(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
+                      f"strongest: {shown(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
                       highlight=False, soft_wrap=True)
     console.print(f"{result.n_candidates:,} documents searched ({result.mode})", highlight=False)
     note = _shortfall(result, top)
     if note:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
     for row in result.table.iter_rows(named=True):
-        console.print(f"\n[bold]{row['rank']:>3}.[/bold] [dim]{escape(str(row['id']))}  score {row['score']:.3g}[/dim]",
+        console.print(f"\n[bold]{row['rank']:>3}.[/bold] [dim]{shown(str(row['id']))}  score {row['score']:.3g}[/dim]",
                       highlight=False)
         if row.get("top_latents"):
-            console.print(f"     [cyan]{escape(row['top_latents'])}[/cyan]", highlight=False)
+            console.print(f"     [cyan]{shown(row['top_latents'])}[/cyan]", highlight=False)
         text = row["text"].replace("\n", " ")
-        console.print(f"     {escape(text if len(text) <= 300 else text[:300] + '…')}", highlight=False)
+        console.print(f"     {shown(text if len(text) <= 300 else text[:300] + '…')}", highlight=False)

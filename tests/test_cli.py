@@ -125,7 +125,7 @@ def test_a_corrupt_store_is_one_line(llama_dir, corpus_file, tmp_path):
     data = bytearray(out.read_bytes())
     data[8:2008] = bytes(2000)  # keep the footer (metadata readable), break the row data
     out.write_bytes(bytes(data))
-    shown = runner.invoke(app, ["labels", "show", "0", "--store", str(out)])
+    shown = runner.invoke(app, ["labels", "show", str(out), "0"])
     assert shown.exit_code == 1 and "cannot read the store" in shown.stderr
 
 

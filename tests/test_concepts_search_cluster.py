@@ -181,7 +181,7 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     assert out.exit_code == 0 and "warning: weak matches for 'umbrella'" in out.stderr
     out = runner.invoke(app, ["concepts", path, "xqzv blorf"])
     assert out.exit_code == 1 and "nothing selected for 'xqzv blorf'" in out.stderr
-    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "3", "--json"])
+    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "3", "--json"])
     assert out.exit_code == 0, out.output
     assert all(json.loads(line)["kind"] == "sport" for line in out.stdout.splitlines())
     out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--clusters", "2", "-o", str(tmp_path / "a.csv")])
@@ -263,14 +263,14 @@ def test_cli_search_says_when_fewer_documents_match(store, tmp_path):
     save_labels(LABELS, store.meta["sae"]["fingerprint"])
     path = str(tmp_path / "s.parquet")
     runner = CliRunner()
-    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--where", "kind == 'weather'"])
+    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--where", "kind == 'weather'"])
     assert out.exit_code == 0, out.output
     assert "no document carries the query's latents (200 documents searched)" in out.stdout
-    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--where", "kind == 'weather'", "--json"])
+    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--where", "kind == 'weather'", "--json"])
     assert out.exit_code == 0 and out.stdout == "" and "no document carries the query's latents" in out.stderr
-    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "1000"])
+    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "1000"])
     matched = int((np.asarray((store.matrix[:, [0, 1]] > 0).sum(1)).ravel() > 0).sum())
     assert f"only {matched} of the 600 documents searched carry the query's latents: {matched} listed, not 1,000" \
         in " ".join(out.stdout.split())
-    out = runner.invoke(app, ["search", path, "football", "--k", "2", "--top", "3"])
+    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "3"])
     assert out.exit_code == 0 and "note:" not in out.stdout

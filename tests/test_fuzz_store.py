@@ -200,7 +200,7 @@ def test_the_cli_prints_one_line(tmp_path):
     from commands.app import app
 
     path = write_raw(tmp_path / "s.parquet", raw_table([good_row(1, 9)]))
-    result = CliRunner().invoke(app, ["labels", "show", "1", "--store", str(path)])
+    result = CliRunner().invoke(app, ["labels", "show", str(path), "1"])
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0 and "latent index 9 is outside 0..5" in result.stderr
 

@@ -213,11 +213,11 @@ def test_cli_show_and_generate_report_the_quality(tmp_path, monkeypatch):
     assert generated.exit_code == 0, generated.output
     assert "quality (held-out detection accuracy, 0.5 = chance) of 11 of 11 labels: mean" in generated.stderr
     assert "below 0.75" in generated.stderr
-    shown = runner.invoke(app, ["labels", "show", "0", "--store", str(path)])
+    shown = runner.invoke(app, ["labels", "show", str(path), "0"])
     assert shown.exit_code == 0, shown.output
     assert "held-out detection accuracy, 0.5 = chance" in shown.stdout and "quality " in shown.stdout
     save_labels(Labels(11, {1: "[weird] label"}, {1: "import:x.csv"}, {1: 0.5}), store.meta["sae"]["fingerprint"])
-    shown = runner.invoke(app, ["labels", "show", "1", "--store", str(path)])
+    shown = runner.invoke(app, ["labels", "show", str(path), "1"])
     assert "[weird] label" in shown.stdout and "quality 0.50: held-out detection accuracy, 0.5 = chance" in shown.stdout
     assert "may mislead" in shown.stdout
 
@@ -240,15 +240,15 @@ def test_cli_generate_then_show(llama_dir, corpus_file, tmp_path, monkeypatch):
     from saeembed import load_store
 
     busiest = int(np.argmax(np.asarray((load_store(out).matrix > 0).sum(0)).ravel()))
-    shown = runner.invoke(app, ["labels", "show", str(busiest), "--store", str(out), "--json"])
+    shown = runner.invoke(app, ["labels", "show", str(out), str(busiest), "--json"])
     report = json.loads(shown.stdout)
     assert report["latent"] == busiest and report["documents"] > 0 and report["label"]
     assert "<<" in report["top"][0]["context"] and ">>" in report["top"][0]["context"]
-    missing = runner.invoke(app, ["labels", "show", "999", "--store", str(out)])
+    missing = runner.invoke(app, ["labels", "show", str(out), "999"])
     assert missing.exit_code == 1 and "0..95" in missing.stderr
     (tmp_path / "labels.csv").write_text(f"latent,label\n{busiest},imported label\n")
     assert runner.invoke(app, ["labels", "import", str(tmp_path / "labels.csv"), "--store", str(out)]).exit_code == 0
-    again = runner.invoke(app, ["labels", "show", str(busiest), "--store", str(out), "--json"])
+    again = runner.invoke(app, ["labels", "show", str(out), str(busiest), "--json"])
     assert json.loads(again.stdout)["label"] == "imported label"
 
 

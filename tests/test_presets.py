@@ -73,7 +73,7 @@ def test_embed_without_model_flags_runs_offline_and_finds_the_bundled_labels(tmp
     labels = labels_for(store)
     active = store.matrix[0].indices
     assert sum(labels.get(i) is not None for i in active) >= 0.9 * len(active)
-    shown = json.loads(runner.invoke(app, ["labels", "show", str(active[0]), "--store", str(out), "--json"]).stdout)
+    shown = json.loads(runner.invoke(app, ["labels", "show", str(out), str(active[0]), "--json"]).stdout)
     assert shown["label"] and shown["source"] == "offline"
 
 

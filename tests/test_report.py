@@ -428,6 +428,7 @@ def test_every_command_writes_its_page_with_html(diff_result, topic_store, tmp_p
         "diff": ["diff", a, b],
         "correlations": ["correlations", a, "--min-support", "5"],
         "cluster": ["cluster", store, "--concepts", "0,1,2,3,4", "--clusters", "3", "--by", "kind"],
+        "search": ["search", store, "0,1", "--top", "5"],
         "risk": ["risk", "fit", store, "--label", "kind", "--positive", "sport", "-o", str(tmp_path / "probe"),
                  "--bootstrap", "50"],
     }
@@ -437,6 +438,7 @@ def test_every_command_writes_its_page_with_html(diff_result, topic_store, tmp_p
         assert result.exit_code == 0, (name, result.output)
         html = page.read_text(encoding="utf-8")
         assert html.rstrip().endswith("</html>"), name
-        assert ("<svg" in html) == (name != "correlations"), name  # random latents: no pair, so no heat map
+        # random latents: no correlated pair, so no heat map; a search page is a ranked list
+        assert ("<svg" in html) == (name not in ("correlations", "search")), name
     refused = CliRunner().invoke(app, ["diff", a, b, "--html", str(tmp_path)])
     assert refused.exit_code == 1 and "is a folder" in refused.output  # checked before any work
