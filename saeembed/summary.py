@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from saeembed.errors import StoreError
 from saeembed.store import read_meta, store_files
 
 
@@ -19,7 +20,12 @@ def summarize(path: str | Path) -> dict[str, Any]:
     rows = 0
     active = []
     for file in files:
-        table = pq.read_table(file, columns=["indices"])
+        try:
+            table = pq.read_table(file, columns=["indices"])
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError; a truncated part
+            detail = " ".join(str(exc).split())[:160]
+            raise StoreError(f"{file}: cannot read it as a store ({detail}); the file is damaged: embed the "
+                             f"corpus again") from None
         rows += table.num_rows
         offsets = table.column("indices").combine_chunks().offsets.to_numpy()
         active.append(np.diff(offsets))
