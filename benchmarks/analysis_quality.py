@@ -27,7 +27,7 @@ from saeembed.analysis.associations import associations  # noqa: E402
 from saeembed.analysis.config import DiffConfig  # noqa: E402
 from saeembed.analysis.correlations import correlations  # noqa: E402
 from saeembed.analysis.diff import diff  # noqa: E402
-from saeembed.sources import open_store  # noqa: E402
+from saeembed.embedding.open_store import open_store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

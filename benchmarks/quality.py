@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from saeembed.analysis.cluster import cluster  # noqa: E402
+from saeembed.analysis.concepts import select_concepts  # noqa: E402
 from saeembed.analysis.config import ClusterConfig  # noqa: E402
 from saeembed.analysis.search import dense_scores, reciprocal_rank_fusion, sae_scores  # noqa: E402
-from saeembed.concepts import select_concepts  # noqa: E402
-from saeembed.sources import open_store  # noqa: E402
+from saeembed.embedding.open_store import open_store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -157,7 +157,7 @@ def clustering(tmp: Path) -> dict:
         result = cluster(store, concepts, ClusterConfig(k=k))
         out[name] = {**scores(result.assignments["cluster"].to_numpy(), time.perf_counter() - started),
                      "latents": len(concepts) if concepts is not None else store.d_sae, "notes": result.notes}
-    from saeembed.dense import DenseCache
+    from saeembed.embedding.dense import DenseCache
 
     dense = DenseCache().embed(store.frame["text"].to_list())
     for k in (7, 8):

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from saeembed.analysis.config import RiskConfig  # noqa: E402
 from saeembed.analysis.risk import fit_risk  # noqa: E402
 from saeembed.analysis.scramble import scramble_check  # noqa: E402
-from saeembed.presets import embed_config  # noqa: E402
-from saeembed.sources import open_store  # noqa: E402
+from saeembed.embedding.open_store import open_store  # noqa: E402
+from saeembed.embedding.presets import embed_config  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 TASKS = [  # name, file, label column, positive value, group column

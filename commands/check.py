@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands.ui import print_json, shown, stderr, user_errors
-from saeembed.config import EmbedConfig
+from saeembed.embedding.config import EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__
 
@@ -31,9 +31,9 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Reconstruction FVU and mean L0 on sample text; exits 1 when they say the hook is wrong."""
-    from saeembed.corpus import read_corpus
-    from saeembed.presets import resolve_config
-    from saeembed.selfcheck import check
+    from saeembed.embedding.check import check
+    from saeembed.embedding.corpus import read_corpus
+    from saeembed.embedding.presets import resolve_config
 
     with user_errors():
         config = resolve_config(preset, model, sae, layer=layer, sae_format=sae_format, as_chat=as_chat,

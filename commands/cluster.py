@@ -47,7 +47,7 @@ def run(
     """Cluster documents on the latents a concept query selects (or on all of them), and describe each
     cluster: size, most distinctive latents, most central documents."""
     from saeembed.analysis.cluster import cluster
-    from saeembed.concepts import select_concepts
+    from saeembed.analysis.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_cluster_report
 

@@ -28,7 +28,7 @@ def run(
     quiet: options.Quiet = False,
 ) -> None:
     """Show the latents a concept query selects (ids, labels, weights, why), to check or edit it."""
-    from saeembed.concepts import select_concepts
+    from saeembed.analysis.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
 
     with user_errors():

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands.ui import parse_roles, print_json, shown, stderr, user_errors
-from saeembed.config import POOLINGS, EmbedConfig
+from saeembed.embedding.config import POOLINGS, EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__  # CLI defaults come from the library's config
 
@@ -53,8 +53,8 @@ def run(
 ) -> None:
     """Embed documents into sparse SAE vectors (pooled token codes, or one document code) stored as Parquet."""
     from commands.progress import embed_progress
-    from saeembed.pipeline import embed
-    from saeembed.presets import resolve_config
+    from saeembed.embedding.pipeline import embed
+    from saeembed.embedding.presets import resolve_config
 
     with user_errors():
         if pool not in POOLINGS:

@@ -74,7 +74,7 @@ def generate(
     """Label latents from the documents they fire on (offline, or by an LLM with detection scoring)."""
     import numpy as np
 
-    from saeembed.cache import default_cache_root
+    from saeembed.embedding.cache import default_cache_root
     from saeembed.errors import SaeEmbedError
     from saeembed.labels import offline_labels, save_labels, score_summary
     from saeembed.store import load_store
@@ -86,7 +86,7 @@ def generate(
         if method == "offline":
             generated = offline_labels(loaded, holdout=holdout, min_docs=min_docs)
         else:
-            from saeembed.llm_labels import LLMClient, llm_labels
+            from saeembed.labels.llm import LLMClient, llm_labels
 
             if not llm_model:
                 raise SaeEmbedError("--method llm needs --llm-model (and --llm-base-url for a local server)")
@@ -140,7 +140,8 @@ def show(
 ) -> None:
     """A latent's label, frequency and top documents with its peak token marked << >>."""
     from saeembed.errors import SaeEmbedError
-    from saeembed.labels import KEEP_SCORE, labels_for, marked_context, peak_span, top_documents
+    from saeembed.labels import KEEP_SCORE, labels_for
+    from saeembed.spans import marked_context, peak_span, top_documents
     from saeembed.store import load_store
 
     with user_errors():

@@ -14,7 +14,7 @@ def run(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on std
 
     from rich.table import Table
 
-    from saeembed.presets import presets
+    from saeembed.embedding.presets import presets
 
     table = presets()
     if json_out:

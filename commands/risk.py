@@ -117,9 +117,9 @@ def scramble(
     working reader + SAE they rise as the text loses structure."""
     from commands.progress import embed_progress
     from saeembed.analysis.scramble import scramble_check
-    from saeembed.corpus import read_corpus
+    from saeembed.embedding.corpus import read_corpus
+    from saeembed.embedding.presets import embed_config
     from saeembed.errors import SaeEmbedError
-    from saeembed.presets import embed_config
 
     with user_errors():
         check_outputs(files=[plot])

@@ -37,7 +37,7 @@ def run(
 ) -> None:
     """Train a TopK SAE (Gao et al. 2024 recipe) on the reader's activations; resumable."""
     from commands.progress import train_progress
-    from saeembed.sae.train import TrainConfig, train_sae
+    from saeembed.train.train import TrainConfig, train_sae
 
     with user_errors():
         if save_dtype not in ("float32", "float16", "bfloat16"):

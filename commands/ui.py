@@ -90,7 +90,7 @@ def write_crash_log(exc: BaseException) -> Path:
     be written): named by time and process, never overwritten."""
     import tempfile
 
-    from saeembed.cache import default_cache_root
+    from saeembed.embedding.cache import default_cache_root
 
     name = f"error-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     text = f"saeembed {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(exc))
@@ -164,8 +164,8 @@ def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: 
     """Stores for the given paths: stores load as they are, corpus files are embedded first (cached)
     with the preset (default: the offline one), a progress bar per corpus on stderr."""
     from commands.progress import embed_progress
-    from saeembed.presets import embed_config
-    from saeembed.sources import open_store
+    from saeembed.embedding.open_store import open_store
+    from saeembed.embedding.presets import embed_config
 
     config = embed_config(preset, **settings)
     stores = []

@@ -12,19 +12,23 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "embed": "saeembed.pipeline", "Embedder": "saeembed.pipeline", "EmbedConfig": "saeembed.config",
-    "EmbedResult": "saeembed.pipeline",
+    # embedding
+    "Embedder": "saeembed.embedding.pipeline", "embed": "saeembed.embedding.pipeline",
+    "EmbedResult": "saeembed.embedding.pipeline", "EmbedConfig": "saeembed.embedding.config",
+    "read_corpus": "saeembed.embedding.corpus", "records_corpus": "saeembed.embedding.corpus",
+    "Document": "saeembed.embedding.corpus", "load_reader": "saeembed.embedding.reader",
+    "check": "saeembed.embedding.check", "open_store": "saeembed.embedding.open_store",
+    # stores and SAEs
     "load_store": "saeembed.store", "Store": "saeembed.store", "read_meta": "saeembed.store",
-    "read_corpus": "saeembed.corpus", "Document": "saeembed.corpus",
-    "load_sae": "saeembed.sae", "SAE": "saeembed.sae", "load_reader": "saeembed.reader",
-    "check": "saeembed.selfcheck", "SaeEmbedError": "saeembed.errors",
-    "open_store": "saeembed.sources", "select_concepts": "saeembed.concepts",
-    "diff": "saeembed.analysis.diff", "correlations": "saeembed.analysis.correlations",
-    "associations": "saeembed.analysis.associations", "search": "saeembed.analysis.search",
-    "cluster": "saeembed.analysis.cluster", "fit_risk": "saeembed.analysis.risk",
-    "score_risk": "saeembed.analysis.risk", "Probe": "saeembed.analysis.risk", "DiffConfig": "saeembed.analysis.config",
-    "CorrelationConfig": "saeembed.analysis.config", "ClusterConfig": "saeembed.analysis.config",
-    "RiskConfig": "saeembed.analysis.config",
+    "load_sae": "saeembed.sae", "SAE": "saeembed.sae", "TrainConfig": "saeembed.train", "train_sae": "saeembed.train",
+    # analyses
+    "select_concepts": "saeembed.analysis.concepts", "diff": "saeembed.analysis.diff",
+    "correlations": "saeembed.analysis.correlations", "associations": "saeembed.analysis.associations",
+    "search": "saeembed.analysis.search", "cluster": "saeembed.analysis.cluster",
+    "fit_risk": "saeembed.analysis.risk", "score_risk": "saeembed.analysis.risk", "Probe": "saeembed.analysis.risk",
+    "DiffConfig": "saeembed.analysis.config", "CorrelationConfig": "saeembed.analysis.config",
+    "ClusterConfig": "saeembed.analysis.config", "RiskConfig": "saeembed.analysis.config",
+    "SaeEmbedError": "saeembed.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -164,6 +164,26 @@ class Store:
                      self.peak_end[positions])
 
 
+def present(matrix: Any, dtype: Any = np.float32) -> Any:
+    """The one definition of "a latent is present in a document" every analysis uses: its stored value is
+    above zero (an entry whose float16 value rounded to 0 is not). A 0/1 matrix of the same shape (CSR
+    in, CSR out; CSC in, CSC out)."""
+    out = matrix.copy()
+    out.data = (out.data > 0).astype(dtype)
+    out.eliminate_zeros()
+    return out
+
+
+def document_frequency(matrix: Any) -> np.ndarray:
+    """Per latent, the documents in which it is present (`present`): one bincount, no copy when every
+    stored value is positive."""
+    if matrix.format == "csc":
+        return np.diff(present(matrix).indptr).astype(np.int64)
+    positive = matrix.data > 0
+    indices = matrix.indices if positive.all() else matrix.indices[positive]
+    return np.bincount(indices, minlength=matrix.shape[1]).astype(np.int64)
+
+
 def column_entries(matrix: Any, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The non-zeros of a few columns of a CSR matrix: (row, index into `latents`, value), in row order.
 

@@ -134,8 +134,8 @@ def cache_dir(tmp_path) -> Path:
 def real_store(tmp_path_factory):
     """Embed a file of ../shared/data (optionally its first `head` lines, or several files joined)
     once per test session with the offline default; vectors cached in a temporary folder."""
-    from saeembed.presets import embed_config
-    from saeembed.sources import open_store
+    from saeembed.embedding.open_store import open_store
+    from saeembed.embedding.presets import embed_config
 
     if not SHARED_DATA.exists():
         pytest.skip("../shared/data is absent")

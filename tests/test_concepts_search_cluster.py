@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from commands.app import app
 from saeembed.analysis.cluster import NO_CONCEPT, cluster, jaccard_knn
+from saeembed.analysis.concepts import ConceptError, Concepts, rank_weights, select_concepts
 from saeembed.analysis.config import ClusterConfig
 from saeembed.analysis.search import reciprocal_rank_fusion, sae_scores, search
-from saeembed.concepts import ConceptError, Concepts, rank_weights, select_concepts
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import load_store
@@ -184,7 +184,8 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "3", "--json"])
     assert out.exit_code == 0, out.output
     assert all(json.loads(line)["kind"] == "sport" for line in out.stdout.splitlines())
-    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--clusters", "2", "-o", str(tmp_path / "a.csv")])
+    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--clusters", "2",
+                              "-o", str(tmp_path / "a.csv")])
     assert out.exit_code == 0, out.output
     assert "spectral clustering on 4 selected latents" in out.stdout
     assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
@@ -266,7 +267,8 @@ def test_cli_search_says_when_fewer_documents_match(store, tmp_path):
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--where", "kind == 'weather'"])
     assert out.exit_code == 0, out.output
     assert "no document carries the query's latents (200 documents searched)" in out.stdout
-    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--where", "kind == 'weather'", "--json"])
+    out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--where", "kind == 'weather'",
+                              "--json"])
     assert out.exit_code == 0 and out.stdout == "" and "no document carries the query's latents" in out.stderr
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "1000"])
     matched = int((np.asarray((store.matrix[:, [0, 1]] > 0).sum(1)).ravel() > 0).sum())

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from saeembed.config import EmbedConfig
+from saeembed.embedding.config import EmbedConfig
 from saeembed.errors import ConfigError
 
 
@@ -45,7 +45,7 @@ def test_embed_config_keeps_good_values_and_normalises_containers(tmp_path):
 
 
 def test_every_embed_config_field_is_documented():
-    import saeembed.config as module
+    import saeembed.embedding.config as module
 
     assert _undocumented(module, "EmbedConfig") == set()
 
@@ -74,7 +74,7 @@ def test_cluster_config_refuses_bad_values(field, value):
     ("layer", -2, ">= 0"),
 ])
 def test_train_config_refuses_bad_values_before_training(field, value, says):
-    from saeembed.sae.train import TrainConfig
+    from saeembed.train.train import TrainConfig
 
     with pytest.raises(ConfigError) as error:
         TrainConfig(**{"model": "m", "layer": 1, "latents": 64, "batch_size": 4096, field: value})
@@ -82,7 +82,7 @@ def test_train_config_refuses_bad_values_before_training(field, value, says):
 
 
 def test_every_train_config_field_is_documented():
-    from saeembed.sae import train
+    import saeembed.train.train as train
 
     assert _undocumented(train, "TrainConfig") == set()
 

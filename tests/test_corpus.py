@@ -10,7 +10,7 @@ import sys
 import polars as pl
 import pytest
 
-from saeembed.corpus import read_corpus
+from saeembed.embedding.corpus import read_corpus
 from saeembed.errors import CorpusError
 
 

@@ -189,7 +189,7 @@ def test_store_is_plain_parquet_with_self_describing_metadata(llama_dir, tmp_pat
 
 
 def test_refuses_mismatches_before_any_work(llama_dir, bert_dir, tmp_path, corpus_file, monkeypatch):
-    import saeembed.pipeline as pipeline
+    import saeembed.embedding.pipeline as pipeline
 
     def no_weights(*args, **kwargs):
         raise AssertionError("the model's weights must not be loaded for a refused run")
@@ -215,7 +215,7 @@ def test_identical_documents_are_embedded_once_and_cache_is_reused(llama_dir, tm
     dense = store.matrix.toarray()
     np.testing.assert_array_equal(dense[:3], dense[len(TEXTS):])
     calls = []
-    import saeembed.pipeline as pipeline
+    import saeembed.embedding.pipeline as pipeline
 
     real = pipeline.encode_chunks
     monkeypatch.setattr(pipeline, "encode_chunks", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -353,8 +353,8 @@ def test_every_field_is_stored_as_written(llama_dir, tmp_path, cache_dir):
 
 
 def test_embed_records_names_the_record(tmp_path):
+    from saeembed.embedding.open_store import embed_records
     from saeembed.errors import CorpusError as Error
-    from saeembed.sources import embed_records
 
     config = EmbedConfig(model=str(tmp_path / "no-such-model"), sae=str(tmp_path / "no-such-sae"), layer=LAYER)
     with pytest.raises(Error, match=r"record 1: field 'text' holds a lone surrogate"):  # 0-based, like ids

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from commands.app import app
-from saeembed import Embedder, EmbedConfig, load_store
+from saeembed import EmbedConfig, Embedder, load_store
 from saeembed.errors import ConfigError, CorpusError
 from tests import sae_files
 from tests.conftest import TEXTS

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from saeembed.corpus import read_corpus
+from saeembed.embedding.corpus import read_corpus
+from saeembed.embedding.pipeline import fields_table
 from saeembed.errors import SaeEmbedError
-from saeembed.pipeline import fields_table
 
 # 60 examples per test keep the file at about 2 s; SAEEMBED_FUZZ_EXAMPLES=4000 searches deeper (about a minute)
 FUZZ = settings(max_examples=int(os.environ.get("SAEEMBED_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
@@ -272,7 +272,7 @@ def test_parquet_written_by_polars(rows):
 def test_a_table_parquet_cannot_hold_is_a_corpus_error():
     """The guard behind the reader's checks: whatever slips past them fails before the model, as a
     CorpusError naming the field."""
-    from saeembed.corpus import Document
+    from saeembed.embedding.corpus import Document
 
     docs = [Document("0", "a", fields={"x": {}})]
     with pytest.raises(SaeEmbedError, match="cannot be stored in Parquet"):

@@ -18,11 +18,11 @@ from saeembed.labels import (
     LabelError,
     Labels,
     import_labels,
-    marked_context,
     offline_labels,
     save_labels,
     strip_role_markers,
 )
+from saeembed.spans import marked_context
 from saeembed.store import DocVectors, Store
 from tests.fake_stores import fake_meta, write_store
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saeembed.errors import ConfigError, SaeEmbedError
-from saeembed.llm_labels import LLMClient, LLMError, llm_labels
+from saeembed.labels.llm import LLMClient, LLMError, llm_labels
 from tests.test_fuzz_labels import json_values
 from tests.test_labels import synthetic_store
 
@@ -185,7 +185,7 @@ def pauses(monkeypatch):
     """The client's sleeps, recorded instead of slept (the server still answers over real HTTP)."""
     import types
 
-    from saeembed import llm_labels as module
+    from saeembed.labels import llm as module
 
     slept = []
     monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=slept.append, monotonic=time.monotonic))

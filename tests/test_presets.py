@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from commands.app import app
 from saeembed import load_sae, load_store
+from saeembed.embedding.presets import DEFAULT, TOKENS, default_bundle, presets, resolve_config
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import labels_for
-from saeembed.presets import DEFAULT, TOKENS, default_bundle, presets, resolve_config
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ import pytest
 from saeembed.analysis.associations import associations
 from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.diff import diff
-from saeembed.presets import embed_config
-from saeembed.sources import open_store
+from saeembed.embedding.open_store import open_store
+from saeembed.embedding.presets import embed_config
 from tests.conftest import SHARED_DATA as DATA
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

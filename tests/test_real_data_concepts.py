@@ -5,9 +5,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from saeembed.analysis.cluster import cluster
+from saeembed.analysis.concepts import select_concepts
 from saeembed.analysis.config import ClusterConfig
 from saeembed.analysis.search import dense_scores, sae_scores
-from saeembed.concepts import select_concepts
 from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")]

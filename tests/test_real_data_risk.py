@@ -8,7 +8,7 @@ import pytest
 from saeembed.analysis.config import RiskConfig
 from saeembed.analysis.risk import fit_risk
 from saeembed.analysis.scramble import scramble_check
-from saeembed.presets import TOKENS, embed_config
+from saeembed.embedding.presets import TOKENS, embed_config
 from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")]

@@ -14,13 +14,13 @@ import pytest
 
 from saeembed.analysis.associations import associations
 from saeembed.analysis.cluster import NO_CONCEPT, cluster
+from saeembed.analysis.concepts import select_concepts
 from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig
 from saeembed.analysis.correlations import correlations
 from saeembed.analysis.diff import diff
 from saeembed.analysis.risk import fit_risk
 from saeembed.analysis.search import search
-from saeembed.concepts import select_concepts
-from saeembed.labels import Labels, peak_span
+from saeembed.labels import Labels
 from saeembed.report import (
     write_cluster_report,
     write_correlations_report,
@@ -29,6 +29,7 @@ from saeembed.report import (
     write_search_report,
 )
 from saeembed.report._page import Segment, span_segments, split_marked, write_atomic
+from saeembed.spans import peak_span
 from saeembed.store import load_store
 from tests.fake_stores import fake_meta, planted_store, random_columns, vectors_from_columns, write_store
 

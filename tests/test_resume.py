@@ -99,7 +99,7 @@ def test_out_of_memory_batches_are_split_and_retried(setup, llama_dir, tmp_path,
     corpus, sae = setup
     full = tmp_path / "full.parquet"
     embed([str(corpus)], full, config(llama_dir, sae, tmp_path / "c1", batch_tokens=2048))
-    from saeembed.reader import Reader
+    from saeembed.embedding.reader import Reader
 
     real = Reader.hidden_states
     sizes = []
@@ -125,7 +125,7 @@ def test_a_run_inside_one_window_commits_as_it_goes(setup, llama_dir, tmp_path, 
                                                     resumed):
     """All 32 documents in one window (as any corpus under 2,048 documents with the default window):
     interrupted after a few batches, the run keeps what was finished when a commit was due."""
-    import saeembed.pipeline as pipeline
+    import saeembed.embedding.pipeline as pipeline
 
     corpus, sae = setup
     full = tmp_path / "full.parquet"
@@ -235,7 +235,7 @@ def test_two_runs_writing_one_output_both_finish(tmp_path):
 
 def test_the_vector_cache_sweeps_parts_of_killed_runs(tmp_path):
     from saeembed.atomic import HOST
-    from saeembed.cache import VectorCache
+    from saeembed.embedding.cache import VectorCache
 
     cache = VectorCache(tmp_path, {"a": 1})
     dead = cache.folder / f".part-1-0badc0de.parquet.{HOST}-{_dead_pid()}-0badc0de.tmp"

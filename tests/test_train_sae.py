@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from commands.app import app
 from saeembed import EmbedConfig, embed, load_sae, load_store
-from saeembed.activations import ShuffleBuffer
 from saeembed.errors import ConfigError, SAEError
-from saeembed.sae.topk_trainer import TopKSAE, TopKTrainer, evaluate
-from saeembed.sae.train import CHECKPOINT, TrainConfig, train_sae
+from saeembed.train.activations import ShuffleBuffer
+from saeembed.train.topk import TopKSAE, TopKTrainer, evaluate
+from saeembed.train.train import CHECKPOINT, TrainConfig, train_sae
 from tests.conftest import TEXTS
 
 
@@ -165,9 +165,9 @@ def test_document_sae_trains_embeds_k_latents_per_document_whatever_the_length(l
 def test_document_sae_codes_equal_the_sae_of_the_mean_activation(llama_dir, train_corpus, tmp_path):
     """The stored code is exactly the SAE applied to the unit-norm mean of the block's outputs over all the
     document's tokens, in one window or across chunks."""
-    from saeembed.corpus import Document
-    from saeembed.pool import unit_rows
-    from saeembed.reader import load_reader
+    from saeembed.embedding.corpus import Document
+    from saeembed.embedding.pool import unit_rows
+    from saeembed.embedding.reader import load_reader
 
     train_sae([str(train_corpus)], tmp_path / "sae", small_config(llama_dir, reads="document", latents=32, k=4,
                                                                   batch_size=16, buffer_tokens=64, epochs=2))

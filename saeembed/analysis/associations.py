@@ -20,7 +20,7 @@ from saeembed.analysis.config import CorrelationConfig
 from saeembed.analysis.correlations import npmi
 from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.errors import SaeEmbedError
-from saeembed.store import Store
+from saeembed.store import Store, document_frequency, present
 
 MAX_VALUES = 200
 Kind = Literal["auto", "categorical", "numeric"]
@@ -66,7 +66,7 @@ def associations(store: Store, column: str, config: CorrelationConfig | None = N
         kind = "numeric" if values.dtype.is_numeric() and values.n_unique() > 10 else "categorical"
     labels = labels if labels is not None else labels_for(store)
     matrix = store.matrix[rows]
-    counts = np.bincount(matrix.indices[matrix.data > 0], minlength=matrix.shape[1])
+    counts = document_frequency(matrix)
     freq = counts / max(len(rows), 1)
     band = np.flatnonzero((freq >= config.min_freq) & (freq <= config.max_freq) & (counts >= config.min_support))
     n_bands, n_length_explained = 1, 0
@@ -98,8 +98,7 @@ def _categorical(x: Any, values: Any, band: np.ndarray, bands: np.ndarray,
     index = {name: n for n, name in enumerate(names)}
     codes = np.array([index[v] for v in values.to_list()])
     n_docs = len(codes)
-    binary = x.copy()
-    binary.data = (binary.data > 0).astype(np.float32)
+    binary = present(x)
     # latents x values counts of documents with both: a small dense matrix (values are few)
     both = np.zeros((x.shape[1], len(names)), np.int64)
     for v in range(len(names)):

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import ClusterConfig
-from saeembed.concepts import Concepts
 from saeembed.errors import SaeEmbedError
-from saeembed.store import Store
+from saeembed.store import Store, document_frequency, present
 
 NO_CONCEPT = -1  # documents where no selected latent fires
 NOISE = -2  # HDBSCAN's outliers
@@ -55,9 +55,7 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     config = config or ClusterConfig()
     labels = labels if labels is not None else labels_for(store)
     columns = concepts.latents if concepts is not None else np.arange(store.d_sae)
-    binary = store.matrix[:, columns].tocsr()
-    binary.data = (binary.data > 0).astype(np.float32)
-    binary.eliminate_zeros()
+    binary = present(store.matrix[:, columns].tocsr())
     has_concept = np.flatnonzero(np.diff(binary.indptr) > 0)
     notes = []
     if len(has_concept) < store.n_docs:
@@ -184,14 +182,14 @@ def _describe(store: Store, assignment: np.ndarray, binary: Any, labels: Any,
     from sklearn.preprocessing import normalize
 
     everything = store.matrix
-    counts_all = np.bincount(everything.indices[everything.data > 0], minlength=store.d_sae)
+    counts_all = document_frequency(everything)
     clusters = sorted(set(assignment.tolist()) - {NO_CONCEPT, NOISE})
     rows_out, distinctive = [], []
     texts, ids = store.frame["text"], store.frame["id"]
     for c in clusters:
         members = np.flatnonzero(assignment == c)
         inside = store.matrix[members]
-        count_in = np.bincount(inside.indices[inside.data > 0], minlength=store.d_sae)
+        count_in = document_frequency(inside)
         freq_in = count_in / len(members)
         freq_out = (counts_all - count_in) / max(store.n_docs - len(members), 1)
         best = np.argsort(-(freq_in - freq_out))[: config.top_latents]

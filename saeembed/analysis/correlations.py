@@ -31,8 +31,8 @@ import numpy as np
 from saeembed.analysis import stats
 from saeembed.analysis.config import CorrelationConfig
 from saeembed.analysis.lengths import band_counts, length_bands
-from saeembed.analysis.rows import align_pairs
-from saeembed.store import Store, check_compatible
+from saeembed.analysis.pairing import align_pairs
+from saeembed.store import Store, check_compatible, document_frequency, present
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9']+")
@@ -146,17 +146,14 @@ def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConf
 
 def _band(matrix: Any, config: CorrelationConfig) -> np.ndarray:
     """Latents inside the frequency band that fire in at least `min_support` documents."""
-    counts = np.bincount(matrix.indices[matrix.data > 0], minlength=matrix.shape[1])
+    counts = document_frequency(matrix)
     freq = counts / max(matrix.shape[0], 1)
     return np.flatnonzero((freq >= config.min_freq) & (freq <= config.max_freq) & (counts >= config.min_support))
 
 
 def _binary_columns(matrix: Any, columns: np.ndarray) -> Any:
     """docs x len(columns) CSC matrix of 0/1 presence, float32 (scipy multiplies floats fastest)."""
-    sub = matrix[:, columns].tocsc()
-    sub.data = (sub.data > 0).astype(np.float32)
-    sub.eliminate_zeros()
-    return sub
+    return present(matrix[:, columns].tocsc())
 
 
 def _null(xa: Any, xb: Any, n_tokens: np.ndarray, bands: int | None) -> tuple[_Null, list[str]]:

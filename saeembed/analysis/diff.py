@@ -21,10 +21,10 @@ from saeembed.analysis import length_adjust, stats
 from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.evidence import diff_examples, finding_entries
 from saeembed.analysis.length_adjust import LengthGap
-from saeembed.analysis.rows import align_pairs
+from saeembed.analysis.pairing import align_pairs
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
-from saeembed.store import Store, check_compatible
+from saeembed.store import Store, check_compatible, document_frequency, present
 
 
 @dataclass
@@ -69,7 +69,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     latent: a finding must differ from every other corpus in the same direction).
 
     Args:
-        a, b: stores (see `saeembed.sources.open_store` to embed corpus files on the fly).
+        a, b: stores (see `saeembed.embedding.open_store.open_store` to embed corpus files on the fly).
         config: measure, thresholds, length handling, pairing and holdout.
         names: display names of the corpora, default their file stems.
         labels: a `saeembed.labels.Labels`; default the labels found for a's SAE.
@@ -175,7 +175,7 @@ def _side(store: Store, rows: np.ndarray) -> _Side:
         matrix, tokens = store.matrix[rows], tokens[rows]
     else:
         matrix = store.matrix
-    return _Side(matrix, tokens, _presence_counts(matrix))
+    return _Side(matrix, tokens, document_frequency(matrix))
 
 
 def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
@@ -234,7 +234,7 @@ def _frequency_test(side_a: _Side, side_b: _Side, paired: bool, adjust: bool, ba
         low, high, p, d = length_adjust.paired_frequency(a, b, log_ratio)
         return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "conditional logistic")}
     if paired:
-        both = _presence_counts(_binary(a).multiply(_binary(b)).tocsr())
+        both = document_frequency(present(a).multiply(present(b)).tocsr())
         low, high = stats.newcombe_paired(both, ka - both, kb - both, na)
         return {"diff": ka / max(na, 1) - kb / max(nb, 1), "ci_low": low, "ci_high": high,
                 "p": stats.mcnemar_p(ka - both, kb - both), "test": np.full(len(ka), "mcnemar")}
@@ -299,18 +299,8 @@ def _order(table: Any) -> Any:
     return table.select(first + [c for c in table.columns if c not in first])
 
 
-def _binary(matrix: Any) -> Any:
-    out = matrix.copy()
-    out.data = (out.data > 0).astype(np.float32)
-    out.eliminate_zeros()
-    return out
 
 
-def _presence_counts(matrix: Any) -> np.ndarray:
-    """Documents in which each latent fires."""
-    positive = matrix.data > 0
-    indices = matrix.indices if positive.all() else matrix.indices[positive]  # no copy when all fire
-    return np.bincount(indices, minlength=matrix.shape[1]).astype(np.int64)
 
 
 def _mean_var(matrix: Any) -> tuple[np.ndarray, np.ndarray]:

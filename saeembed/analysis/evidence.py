@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from saeembed.labels import marked_context, peak_span
+from saeembed.spans import marked_context, peak_span
 from saeembed.store import Store
 
 PLAIN_CHARS = 200

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from saeembed.analysis import stats
+from saeembed.store import present
 
 # A length ratio within 5% of 1 is reported as similar length, whatever its p-value.
 SIMILAR_RATIO = 1.05
@@ -149,7 +150,7 @@ def paired_frequency(a: Any, b: Any, log_ratio: np.ndarray) -> tuple[np.ndarray,
     sigmoid(b0) - 1); with equal lengths this is the plain paired difference (a_only - b_only) / n.
     """
     n = a.shape[0]
-    delta = (_binary(a) - _binary(b)).tocsr()
+    delta = (present(a) - present(b)).tocsr()
     delta.eliminate_zeros()  # left: +1 where only A's document fires, -1 where only B's does
     cells, x = ratio_cells(log_ratio)
     a_only = band_presence(delta, cells, len(x)).T
@@ -230,9 +231,3 @@ def _moments(matrix: Any, x: np.ndarray) -> dict[str, Any]:
 def log_tokens(tokens: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray(tokens, float), 1))
 
-
-def _binary(matrix: Any) -> Any:
-    out = matrix.copy()
-    out.data = (out.data > 0).astype(np.float32)
-    out.eliminate_zeros()
-    return out

@@ -25,7 +25,7 @@ from saeembed.analysis.config import RiskConfig, RiskModel
 from saeembed.analysis.evaluation import Comparison, Score, evaluate
 from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
 from saeembed.errors import ProbeError, SaeEmbedError
-from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible
+from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible, document_frequency
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
 REPORT_JSON = "report.json"
@@ -194,7 +194,7 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
     labels = labels if labels is not None else labels_for(store)
     y = labels_of(store, label, positive)
     groups = _groups(store, group)
-    frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / store.n_docs
+    frequency = document_frequency(store.matrix) / store.n_docs
     latents = np.flatnonzero(frequency >= config.min_doc_freq)
     counts = count_features(store)
     mean, std = counts.mean(0), np.where(counts.std(0) > 0, counts.std(0), 1.0)

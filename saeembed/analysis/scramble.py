@@ -8,7 +8,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from saeembed.config import EmbedConfig
+from saeembed.embedding.config import EmbedConfig
+from saeembed.store import present
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -35,7 +36,7 @@ def scramble_check(texts: Sequence[str], config: EmbedConfig, levels: Sequence[f
     document has k latents at any level, so what moves is which ones."""
     import polars as pl
 
-    from saeembed.sources import embed_records
+    from saeembed.embedding.open_store import embed_records
     from saeembed.store import COUNT_STATS
 
     rng = random.Random(seed)
@@ -50,7 +51,7 @@ def scramble_check(texts: Sequence[str], config: EmbedConfig, levels: Sequence[f
 def _overlap_with_original(matrix: Any, n_texts: int) -> np.ndarray:
     """Per row, the Jaccard overlap of its active latents with the same text's unscrambled row (rows are
     level-major: the first `n_texts` rows are the originals)."""
-    binary = (matrix > 0).astype(np.float64).tocsr()
+    binary = present(matrix.tocsr(), np.float64)
     original = binary[np.arange(binary.shape[0]) % n_texts]
     shared = np.asarray(binary.multiply(original).sum(1)).ravel()
     union = np.asarray(binary.sum(1)).ravel() + np.asarray(original.sum(1)).ravel() - shared

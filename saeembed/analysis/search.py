@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from saeembed.concepts import Concepts, activation_scale, select_concepts
+from saeembed.analysis.concepts import Concepts, activation_scale, select_concepts
 from saeembed.errors import SaeEmbedError, at_least
 from saeembed.store import Store, column_entries
 
@@ -39,7 +39,7 @@ class SearchResult:
 def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: int = 100,
            like: list[str] | None = None, where: str | None = None, labels: Any = None,
            dense: np.ndarray | None = None) -> SearchResult:
-    """The `top` documents of `store` for a concept query (see `saeembed.concepts`).
+    """The `top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
 
     In sae mode only documents with a positive score are listed (at least one of the query's latents
     fires in them): a document with score 0 does not carry the query at all, so fewer than `top`
@@ -101,7 +101,7 @@ def sae_scores(store: Store, concepts: Concepts) -> tuple[np.ndarray, np.ndarray
 
 def dense_scores(store: Store, query: str, dense: np.ndarray | None = None) -> np.ndarray:
     """Cosine of each document's sentence embedding with the query's."""
-    from saeembed.dense import DenseCache, sentence_embeddings
+    from saeembed.embedding.dense import DenseCache, sentence_embeddings
 
     if dense is None:
         dense = (np.asarray(store.frame["dense"].to_numpy(), np.float32) if "dense" in store.frame.columns
@@ -147,7 +147,7 @@ def _explain(store: Store, rows: np.ndarray, concepts: Concepts, weights: np.nda
     of the strongest marked << >>."""
     import polars as pl
 
-    from saeembed.labels import MARK_CLOSE, MARK_OPEN, peak_span
+    from saeembed.spans import MARK_CLOSE, MARK_OPEN, peak_span
 
     weight_of = dict(zip(concepts.latents.tolist(), weights.tolist()))
     tops, texts = [], []

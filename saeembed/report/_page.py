@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
-from saeembed.labels import MARK_CLOSE, MARK_OPEN
+from saeembed.spans import MARK_CLOSE, MARK_OPEN
 
 # Characters of context kept around a highlighted span (documents can be pages long).
 CONTEXT_CHARS = 240
@@ -25,7 +25,7 @@ class Segment(NamedTuple):
 
 
 def split_marked(text: str | None, title: str = "") -> list[Segment]:
-    """A result text carrying one peak marked `<< >>` (`saeembed.labels.MARK_OPEN` / `MARK_CLOSE`) as
+    """A result text carrying one peak marked `<< >>` (`saeembed.spans.MARK_OPEN` / `MARK_CLOSE`) as
     segments: the marked span highlighted, the rest plain. The markers may also occur in the text itself
     (code: `a << b`); the pair enclosing the shortest span is taken as the mark (a peak is one token), and a
     text without a complete pair stays plain. Nothing here is HTML: the template escapes every segment."""

@@ -149,7 +149,7 @@ def _central(row: dict[str, Any], concepts: list[dict[str, Any]], store: Any) ->
     each (up to three) highlighted."""
     import polars as pl
 
-    from saeembed.labels import peak_span
+    from saeembed.spans import peak_span
 
     ids, texts = list(row["central_ids"]), list(row["central_texts"])
     if store is None:

@@ -78,7 +78,7 @@ def _heatmap(pairs: list[dict[str, Any]], sides: Sequence[str] | None) -> Any:
 def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
     """Per pair, the document where both latents fire most strongly (the larger of their smaller
     activations), both peaks highlighted; None when they share no document (never, for a found pair)."""
-    from saeembed.labels import peak_span
+    from saeembed.spans import peak_span
     from saeembed.store import column_entries
 
     latents = np.array(distinct([x for p in pairs for x in (p["latent_a"], p["latent_b"])]), np.int64)
@@ -114,7 +114,7 @@ def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
 def _associations(result: Any, path: str | Path, store: Any, top: int) -> Path:
     """Latents against a metadata column: the strongest associations as bars and a table, each with the
     document (of the value, for a categorical column) where the latent fires strongest."""
-    from saeembed.labels import peak_span
+    from saeembed.spans import peak_span
     from saeembed.store import column_entries
 
     categorical = result.kind == "categorical"

@@ -78,7 +78,7 @@ def _calibration(report: Any, decision: np.ndarray) -> tuple[Any, float]:
 def _examples(top: list[dict[str, Any]], report: Any, store: Any) -> list[dict[str, Any]]:
     """Each top concept; with the store, the document of the class it points to (risky for a positive
     weight) where it fires strongest, its peak highlighted."""
-    from saeembed.labels import peak_span
+    from saeembed.spans import peak_span
     from saeembed.store import column_entries
 
     out = [{**c, "example": None} for c in top]

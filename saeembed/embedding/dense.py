@@ -70,7 +70,7 @@ class DenseCache:
     def __init__(self, root: Any = None, model: str | None = None):
         from pathlib import Path
 
-        from saeembed.cache import default_cache_root
+        from saeembed.embedding.cache import default_cache_root
 
         self.model = model or default_dense_model()
         self.path = Path(root or default_cache_root()) / "dense" / f"{text_key(self.model)[:16]}.parquet"

@@ -7,8 +7,11 @@ from importlib import resources
 
 import torch
 
-from saeembed.corpus import Document
-from saeembed.pipeline import EmbedConfig, length_sorted_batches, load_pipeline
+from saeembed.embedding.config import EmbedConfig
+from saeembed.embedding.corpus import Document
+from saeembed.embedding.pipeline import load_pipeline
+from saeembed.embedding.pool import document_means
+from saeembed.embedding.reader import length_sorted_batches
 
 # A right hook and preprocessing gives FVU of roughly 0.05-0.3; an off-by-one layer or a wrong
 # b_dec rule gives FVU >= 1 or an L0 far from the publisher's figure.
@@ -66,8 +69,6 @@ def check(config: EmbedConfig, docs: list[Document] | None = None) -> CheckRepor
     sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
     batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device)
     if sae.info.reads == "document":  # one vector per document: FVU and L0 are over documents
-        from saeembed.activations import document_means
-
         batches = [document_means(reader, batches, len(docs)).to(sae.device)]
     for batch in batches:
         x = sae.prepare(batch if isinstance(batch, torch.Tensor) else reader.token_activations(batch)[0].float())

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from saeembed.config import Pooling
-from saeembed.reader import Chunk
+from saeembed.embedding.config import Pooling
+from saeembed.embedding.reader import Chunk, Reader
 from saeembed.sae import SAE
 from saeembed.store import COUNT_STATS, DocVectors
 
@@ -174,3 +174,17 @@ def document_vectors(parts: list[list[tuple[DocumentParts, int]]], sae: SAE) -> 
     offsets = np.searchsorted(rows, np.arange(len(parts) + 1)).astype(np.int64)
     return DocVectors(offsets, latents, values, starts, ends, n_tokens,
                       np.zeros((len(parts), len(COUNT_STATS)), np.float32))
+
+
+def document_means(reader: Reader, batches: list[list], n_docs: int) -> torch.Tensor:
+    """Unit-norm mean activation of each document (chunks' `doc` slots 0..n_docs-1) that has tokens to
+    pool: what a document-level SAE reads."""
+    sums = torch.zeros(n_docs, reader.spec.hidden_size)
+    counts = torch.zeros(n_docs)
+    for batch in batches:
+        x, segment = reader.token_activations(batch)
+        doc = torch.tensor([c.doc for c in batch])[segment.cpu()]
+        sums.index_add_(0, doc, x.float().cpu())
+        counts.index_add_(0, doc, torch.ones(len(doc)))
+    keep = counts > 0
+    return unit_rows(sums[keep] / counts[keep, None])

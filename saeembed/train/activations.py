@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from saeembed.atomic import atomic_write
-from saeembed.corpus import Document
+from saeembed.embedding.corpus import Document
+from saeembed.embedding.pool import document_means
+from saeembed.embedding.reader import Reader, length_sorted_batches
 from saeembed.hashing import text_key
-from saeembed.pipeline import length_sorted_batches
-from saeembed.pool import unit_rows
-from saeembed.reader import Reader
 from saeembed.sae.model import Reads
 
 
@@ -69,20 +68,6 @@ def window_activations(reader: Reader, docs: list[Document], *, window_docs: int
                 cache.save(window, acts)
                 acts = acts.half().float()  # train on exactly what later runs will read back
         yield window, acts
-
-
-def document_means(reader: Reader, batches: list[list], n_docs: int) -> torch.Tensor:
-    """Unit-norm mean activation of each document (chunks' `doc` slots 0..n_docs-1) that has tokens to
-    pool: what a document-level SAE reads."""
-    sums = torch.zeros(n_docs, reader.spec.hidden_size)
-    counts = torch.zeros(n_docs)
-    for batch in batches:
-        x, segment = reader.token_activations(batch)
-        doc = torch.tensor([c.doc for c in batch])[segment.cpu()]
-        sums.index_add_(0, doc, x.float().cpu())
-        counts.index_add_(0, doc, torch.ones(len(doc)))
-    keep = counts > 0
-    return unit_rows(sums[keep] / counts[keep, None])
 
 
 class ShuffleBuffer:

@@ -46,7 +46,8 @@ import numpy as np
 from saeembed.atomic import write_text
 from saeembed.errors import ConfigError, SaeEmbedError, at_least
 from saeembed.hashing import text_key
-from saeembed.labels import LabelError, Labels, marked_context, peak_span, top_documents
+from saeembed.labels import LabelError, Labels
+from saeembed.spans import marked_context, peak_span, top_documents
 from saeembed.store import Store
 
 log = logging.getLogger(__name__)

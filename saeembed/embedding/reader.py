@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from saeembed.config import LongMode
-from saeembed.corpus import Document
+from saeembed.embedding.config import LongMode
+from saeembed.embedding.corpus import Document
 from saeembed.errors import ReaderError
 from saeembed.hashing import fingerprint
 
@@ -308,3 +309,44 @@ def _model_fingerprint(model: str, spec: ReaderSpec) -> str:
         weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")]
         return fingerprint(weights) if weights else ""
     return spec.revision or ""
+
+
+# -- batching ---------------------------------------------------------------------------------------
+
+# CPU attention materialises [rows, heads, S, S] scores; capping rows x S^2 at this many times the
+# token budget makes a batch of long documents cost no more memory than one of 128-token documents.
+_CPU_ATTENTION_WIDTH = 128
+
+
+def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int,
+                          device: torch.device | None = None) -> list[list[Chunk]]:
+    """Longest first; a batch grows while rows x its longest chunk stays within the token budget
+    (and, on CPU, rows x longest^2 within the attention budget)."""
+    ordered = sorted(chunks, key=lambda c: len(c.ids), reverse=True)
+    attention_budget = batch_tokens * _CPU_ATTENTION_WIDTH if device is None or device.type == "cpu" else None
+    batches: list[list[Chunk]] = []
+    current: list[Chunk] = []
+    for chunk in ordered:
+        width = len(current[0].ids) if current else len(chunk.ids)
+        rows = len(current) + 1
+        if current and (rows * width > batch_tokens or len(current) >= max_docs
+                        or (attention_budget and rows * width * width > attention_budget)):
+            batches.append(current)
+            current = []
+        current.append(chunk)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS (a fraction of a millisecond). glibc keeps the memory of freed
+    CPU tensors in its arenas, so without this the resident size creeps up batch after batch and
+    peak memory grows with the corpus."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed buffers too
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do

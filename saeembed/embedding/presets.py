@@ -9,8 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from saeembed.config import EmbedConfig
-from saeembed.dense import default_dense_model
+from saeembed.embedding.config import EmbedConfig
+from saeembed.embedding.dense import default_dense_model
 from saeembed.errors import ConfigError, SaeEmbedError
 
 DEFAULT = "default"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import tempfile
@@ -15,14 +14,21 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from saeembed.cache import VectorCache, default_cache_root
-from saeembed.config import EmbedConfig, Pooling
-from saeembed.corpus import Corpus, Document, Problem, read_corpus
+from saeembed.embedding.cache import VectorCache, default_cache_root
+from saeembed.embedding.config import EmbedConfig, Pooling
+from saeembed.embedding.corpus import Corpus, Document, Problem, read_corpus
+from saeembed.embedding.pool import document_parts, document_vectors, encode_chunks, merge_chunks
+from saeembed.embedding.reader import (
+    Chunk,
+    Reader,
+    inspect_model,
+    length_sorted_batches,
+    load_reader,
+    release_freed_memory,
+)
 from saeembed.errors import ConfigError, CorpusError, ReaderError, SAEError
 from saeembed.hashing import text_key
 from saeembed.outputs import OutputError, check_output
-from saeembed.pool import document_parts, document_vectors, encode_chunks, merge_chunks
-from saeembed.reader import Chunk, Reader, inspect_model, load_reader
 from saeembed.sae import SAE, load_sae
 from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors, Store, StoreWriter
 
@@ -77,7 +83,7 @@ class Embedder:
     """
 
     def __init__(self, preset: str | None = None, *, config: EmbedConfig | None = None, **settings: Any) -> None:
-        from saeembed.presets import resolve_config
+        from saeembed.embedding.presets import resolve_config
 
         if config is not None and (preset is not None or settings):
             raise ConfigError("give either config or a preset and settings, not both")
@@ -103,7 +109,7 @@ class Embedder:
         """A store of in-memory documents: a list of strings, a list of records (dicts; the text under
         the config's `text_field`, the id under `id_field`, other keys kept as fields), or a polars or
         pandas DataFrame with a text column (other columns kept). Written to `path` too when given."""
-        from saeembed.corpus import records_corpus
+        from saeembed.embedding.corpus import records_corpus
         from saeembed.store import load_store
 
         output = check_output(path) if path is not None else None
@@ -188,17 +194,6 @@ def scratch_folder() -> tempfile.TemporaryDirectory:
     except OSError as exc:
         raise OutputError(f"cannot create a temporary folder in {tempfile.gettempdir()} ({exc.strerror or exc}); "
                           f"set TMPDIR to a writable folder") from None
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap back to the OS (a fraction of a millisecond). glibc keeps the memory of freed
-    CPU tensors in its arenas, so without this the resident size creeps up batch after batch and
-    peak memory grows with the corpus."""
-    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed buffers too
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to do
 
 
 def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
@@ -328,32 +323,6 @@ _NO_CODES = (np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int3
              np.zeros(len(COUNT_STATS), np.float32))
 
 
-# CPU attention materialises [rows, heads, S, S] scores; capping rows x S^2 at this many times the
-# token budget makes a batch of long documents cost no more memory than one of 128-token documents.
-_CPU_ATTENTION_WIDTH = 128
-
-
-def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int,
-                          device: torch.device | None = None) -> list[list[Chunk]]:
-    """Longest first; a batch grows while rows x its longest chunk stays within the token budget
-    (and, on CPU, rows x longest^2 within the attention budget)."""
-    ordered = sorted(chunks, key=lambda c: len(c.ids), reverse=True)
-    attention_budget = batch_tokens * _CPU_ATTENTION_WIDTH if device is None or device.type == "cpu" else None
-    batches: list[list[Chunk]] = []
-    current: list[Chunk] = []
-    for chunk in ordered:
-        width = len(current[0].ids) if current else len(chunk.ids)
-        rows = len(current) + 1
-        if current and (rows * width > batch_tokens or len(current) >= max_docs
-                        or (attention_budget and rows * width * width > attention_budget)):
-            batches.append(current)
-            current = []
-        current.append(chunk)
-    if current:
-        batches.append(current)
-    return batches
-
-
 def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Pooling):
     """Encode a batch; on out-of-memory, split it in halves and retry rather than fail."""
     try:
@@ -406,7 +375,7 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
 
 def _dense_column(texts: list[str]) -> pa.Array:
     """Sentence embeddings of a window of documents as a fixed-size list column."""
-    from saeembed.dense import sentence_embeddings
+    from saeembed.embedding.dense import sentence_embeddings
 
     vectors = sentence_embeddings(texts)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from saeembed.config import EmbedConfig
+from saeembed.embedding.config import EmbedConfig
 from saeembed.store import Store, is_store, load_store
 
 
@@ -23,7 +23,7 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
     path = Path(source)
     if is_store(path):
         return load_store(path)
-    from saeembed.pipeline import Embedder, scratch_folder
+    from saeembed.embedding.pipeline import Embedder, scratch_folder
 
     with scratch_folder() as tmp:
         out = Path(tmp) / "store.parquet"
@@ -36,7 +36,7 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
 def embed_records(records: list[dict[str, Any]], config: EmbedConfig,
                   on_progress: Callable[[Any], None] | None = None) -> Store:
     """A store of in-memory documents (`{"text": ..., other fields}`), embedded through the cache."""
-    from saeembed.pipeline import Embedder
+    from saeembed.embedding.pipeline import Embedder
 
     return Embedder(config=config).embed(records, on_progress=on_progress)
 

@@ -4,7 +4,7 @@ Layout: `ROOT/<namespace>/part-*.parquet`, where the namespace hashes everything
 vectors (model and its weights, layer, SAE weights, pooling, context, precision) and each row is
 keyed by a hash of the document's exact input. Parts are written atomically, one per finished
 window of documents and, within a long window, one at least every `COMMIT_SECONDS` of work (in
-`saeembed.pipeline`), so a killed run loses at most that much work.
+`saeembed.embedding.pipeline`), so a killed run loses at most that much work.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import STOPWORDS
-from saeembed.store import Store, column_entries
+from saeembed.store import Store, column_entries, document_frequency
 
 TEMPERATURE = 0.2  # the paper's rank weighting: weight of rank r of k is exp(-(r / k) / T)
 KEYWORD_BONUS = 0.15
@@ -123,7 +123,7 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     terms = _terms(query)
     needs_counts = like or any(not t.lstrip("-").strip().isdigit() for t in terms)
     # one pass over the store's indices (skipped for a query of ids): which latents fire, and how often
-    frequency = np.bincount(store.matrix.indices, minlength=store.d_sae) / max(store.n_docs, 1) if needs_counts \
+    frequency = document_frequency(store.matrix) / max(store.n_docs, 1) if needs_counts \
         else None
     fires = frequency > 0 if frequency is not None else None
     chosen: dict[int, Pick] = {}
@@ -175,7 +175,7 @@ def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None
         if latent >= store.d_sae:
             raise ConceptError(f"latent {latent} does not exist: the SAE has {store.d_sae} latents")
         return {latent: (float("inf"), "id", [])}, []  # named explicitly: first
-    from saeembed.dense import DenseCache
+    from saeembed.embedding.dense import DenseCache
 
     candidates = [i for i in labels.label if i < store.d_sae and fires[i]]
     if not candidates:
@@ -253,7 +253,7 @@ def _example_latents(examples: list[str], store: Store, frequency: np.ndarray, t
     firing in most documents of the store are left out (they would select everything)."""
     if not examples:
         return []
-    from saeembed.sources import config_of, embed_records
+    from saeembed.embedding.open_store import config_of, embed_records
 
     matrix = embed_records([{"text": example} for example in examples], config_of(store)).matrix
     out = []

@@ -18,15 +18,15 @@ from typing import Callable
 
 import torch
 
-from saeembed.activations import ActivationCache, ShuffleBuffer, window_activations
 from saeembed.atomic import atomic_write
-from saeembed.corpus import read_corpus
+from saeembed.embedding.corpus import read_corpus
+from saeembed.embedding.reader import load_reader
 from saeembed.errors import SAEError
 from saeembed.hashing import text_key
 from saeembed.outputs import check_output
-from saeembed.reader import load_reader
 from saeembed.sae.model import Reads
-from saeembed.sae.topk_trainer import TopKSAE, TopKTrainer, default_lr, evaluate
+from saeembed.train.activations import ActivationCache, ShuffleBuffer, window_activations
+from saeembed.train.topk import TopKSAE, TopKTrainer, default_lr, evaluate
 
 CHECKPOINT = "checkpoint.safetensors"  # tensors + the run's position in its metadata: one atomic file
 
@@ -102,7 +102,7 @@ class TrainConfig:
     """Run model code shipped with a hub model. Off unless asked."""
 
     def __post_init__(self) -> None:
-        from saeembed.config import COMPUTE_DTYPES
+        from saeembed.embedding.config import COMPUTE_DTYPES
         from saeembed.errors import ConfigError, at_least, one_of
 
         owner = "TrainConfig"

@@ -1,0 +1,57 @@
+"""The library reads in the order data flows: no module imports one that stands later in the flow
+(imports inside functions count too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import saeembed
+
+# The flow, first to last; a module may import its own stage and the ones before it.
+STAGES = [
+    ("errors", "hashing", "atomic", "outputs", "export"),  # foundations
+    ("store", "spans", "summary"),  # the store format, and where evidence sits in it
+    ("sae",),  # SAE files and models
+    ("embedding",),  # text -> reader -> SAE -> pooled vectors -> stores
+    ("train",),  # SAEs trained on a reader's activations
+    ("labels",),  # what latents mean
+    ("analysis",),  # diff, correlations, concepts, search, cluster, risk
+    ("report",),  # pages of the analyses' results
+]
+ROOT = Path(saeembed.__file__).parent
+
+
+def stage_of(module: str) -> int:
+    top = module.split(".")[1]
+    for index, names in enumerate(STAGES):
+        if top in names:
+            return index
+    raise AssertionError(f"saeembed.{top} is in no stage of the flow; add it to STAGES")
+
+
+def imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("saeembed."):
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names if a.name.startswith("saeembed.")]
+    return out
+
+
+def test_no_module_imports_a_later_stage():
+    backwards = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path == ROOT / "__init__.py":
+            continue  # the public names, re-exported lazily
+        module = "saeembed." + ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for imported in imports(path):
+            if stage_of(imported) > stage_of(module):
+                backwards.append(f"{module} imports {imported}")
+    assert backwards == []
+
+
+def test_public_names_resolve():
+    for name in saeembed.__all__:
+        assert getattr(saeembed, name) is not None, name
