@@ -99,4 +99,5 @@ def summary(result: Any, top: int | None) -> dict[str, Any]:
             "n_findings": len(findings), "n_more_in_a": int((findings["diff"] > 0).sum()),
             "n_more_in_others": int((findings["diff"] < 0).sum()), "n_themes": len(result.themes),
             "themes_shown": len(result.themes) if top is None else min(top, len(result.themes)),
-            "alpha": config.alpha, "min_diff": config.min_diff, "replication": result.replication_rate}
+            "alpha": config.alpha, "min_diff": config.min_diff, "replication": result.replication_rate,
+            "method": config.method, "notes": result.notes}

@@ -75,19 +75,11 @@ def headline(result: Any) -> str:
     if result.n_unpaired:
         paired += f", {result.n_unpaired:,} rows without a partner left out"
     lines = [f"[bold]length:[/bold] {shown(gap.sentence)}", sizes + paired,
-             f"{result.n_tested:,} latents tested ({config.measure}, {_method(config)}); "
+             f"{result.n_tested:,} latents tested ({config.measure}, {config.method}); "
              f"{_count(len(findings), 'finding')} at q <= {config.alpha} and |diff| >= {config.min_diff} in "
              f"{_count(len(result.themes), 'theme')}: "
              f"{up:,} more in {names[0]}, {down:,} more in {' / '.join(names[1:])}"]
-    if config.length == "ignore" and gap.differs:
-        lines.append("[yellow]length ignored:[/yellow] with max pooling longer documents fire more latents, so "
-                     "many findings are length (drop --length ignore to compare at equal length)")
-    elif gap.comparable == 0:
-        lines.append("[yellow]note:[/yellow] no document has one of the other corpus of similar length: nothing "
-                     "can be compared at equal length (--length ignore compares them as they are)")
-    elif gap.comparable is not None and gap.comparable < 0.8:
-        lines.append(f"[yellow]note:[/yellow] only {gap.comparable:.0%} of the documents share a length band with "
-                     f"the other corpus; the comparison at equal length rests on them")
+    lines += [f"[yellow]note:[/yellow] {shown(note)}" for note in result.notes]
     if config.length == "adjust" and gap.differs and config.measure == "frequency":
         lines.append("diff is the difference at equal length; the frequencies shown are overall")
     if config.holdout is not None:
@@ -100,13 +92,3 @@ def headline(result: Any) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def _method(config: Any) -> str:
-    if config.length == "ignore":
-        return "length ignored"
-    if config.measure == "mean":
-        return "at equal length: regression on log n_tokens"
-    if config.pair_on:
-        return "at equal length: conditional logistic regression on the pairs' length ratio"
-    return f"at equal length: Mantel-Haenszel within {config.length_bands} length bands"

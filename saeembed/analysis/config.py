@@ -47,6 +47,17 @@ class DiffConfig:
     examples: bool = True
     """Attach one example document per side to every finding."""
 
+    @property
+    def method(self) -> str:
+        """How the latents are compared, in words (for headlines)."""
+        if self.length == "ignore":
+            return "length ignored"
+        if self.measure == "mean":
+            return "at equal length: regression on log n_tokens"
+        if self.pair_on:
+            return "at equal length: conditional logistic regression on the pairs' length ratio"
+        return f"at equal length: Mantel-Haenszel within {self.length_bands} length bands"
+
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
             raise SaeEmbedError(f"unknown measure {self.measure!r}; choose frequency or mean")

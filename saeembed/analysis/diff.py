@@ -57,6 +57,21 @@ class DiffResult:
     """Tokens pooled per compared document, per corpus (the length distributions, e.g. for a report)."""
 
     @property
+    def notes(self) -> list[str]:
+        """What to keep in mind about length when reading the findings (plain text, for every renderer)."""
+        config, gap = self.config, self.length
+        if config.length == "ignore" and gap.differs:
+            return ["length ignored: with max pooling longer documents fire more latents, so many findings are "
+                    "length (compare at equal length: --length adjust, the default)"]
+        if gap.comparable == 0:
+            return ["no document has one of the other corpus of similar length: nothing can be compared at "
+                    "equal length (--length ignore compares them as they are)"]
+        if gap.comparable is not None and gap.comparable < 0.8:
+            return [f"only {gap.comparable:.0%} of the documents share a length band with the other corpus; the "
+                    f"comparison at equal length rests on them"]
+        return []
+
+    @property
     def findings(self) -> Any:
         """The significant rows."""
         return self.table.filter(self.table["significant"])

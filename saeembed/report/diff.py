@@ -47,7 +47,7 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
     context = {
         "title": f"diff: {' vs '.join(names)}", "names": names, "sizes": list(result.sizes),
         "unit": "pairs" if config.pair_on else "documents", "config": config, "gap": result.length,
-        "headline": headline(result), "notes": length_notes(result), "rows": rows, "n_themes": len(themes),
+        "headline": headline(result), "notes": result.notes, "rows": rows, "n_themes": len(themes),
         "n_findings": len(findings), "n_tested": result.n_tested, "mean": mean,
         "side_names": names[:2] if len(names) == 2 else [names[0], "other"],
         "holdout": config.holdout is not None, "replication_rate": result.replication_rate,
@@ -73,7 +73,7 @@ def headline(result: Any) -> list[str]:
     if result.n_unpaired:
         sizes += f", {result.n_unpaired:,} rows without a partner left out"
     lines = [sizes,
-             f"{result.n_tested:,} latents tested ({config.measure}, {method(config)}); "
+             f"{result.n_tested:,} latents tested ({config.measure}, {config.method}); "
              f"{count(len(findings), 'finding')} at q ≤ {config.alpha} and |diff| ≥ {config.min_diff} in "
              f"{count(len(result.themes), 'theme')}: {up:,} more in {names[0]}, {down:,} more in "
              f"{' / '.join(names[1:])}"]
@@ -85,28 +85,3 @@ def headline(result: Any) -> list[str]:
                      + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
                         if rate is not None else "nothing to replicate"))
     return lines
-
-
-def length_notes(result: Any) -> list[str]:
-    """Warnings about length, as the terminal prints them."""
-    config, gap = result.config, result.length
-    if config.length == "ignore" and gap.differs:
-        return ["length ignored: with max pooling longer documents fire more latents, so many findings are "
-                "length (compare at equal length: --length adjust, the default)"]
-    if gap.comparable == 0:
-        return ["no document has one of the other corpus of similar length: nothing can be compared at equal "
-                "length (--length ignore compares them as they are)"]
-    if gap.comparable is not None and gap.comparable < 0.8:
-        return [f"only {gap.comparable:.0%} of the documents share a length band with the other corpus; the "
-                f"comparison at equal length rests on them"]
-    return []
-
-
-def method(config: Any) -> str:
-    if config.length == "ignore":
-        return "length ignored"
-    if config.measure == "mean":
-        return "at equal length: regression on log n_tokens"
-    if config.pair_on:
-        return "at equal length: conditional logistic regression on the pairs' length ratio"
-    return f"at equal length: Mantel-Haenszel within {config.length_bands} length bands"
