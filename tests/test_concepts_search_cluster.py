@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from commands.app import app
-from saeembed.analysis.cluster import NO_CONCEPT, cluster, jaccard_knn
+from saeembed.analysis.cluster import NO_CONCEPT, NOISE, cluster, jaccard_knn
 from saeembed.analysis.concepts import ConceptError, Concepts, rank_weights, select_concepts
 from saeembed.analysis.config import ClusterConfig
 from saeembed.analysis.search import reciprocal_rank_fusion, sae_scores, search
@@ -120,7 +120,9 @@ def test_concept_clustering_follows_the_chosen_axis(store):
 def test_hdbscan_and_all_concepts(store):
     result = cluster(store, None, ClusterConfig(method="hdbscan", min_cluster_size=30), labels=LABELS)
     assert len(result.description) >= 2
-    with pytest.raises(SaeEmbedError, match="needs --k"):
+    noise = int((result.assignments["cluster"] == NOISE).sum())
+    assert any(f"left {noise:,} of" in note for note in result.notes) == (noise > 0)
+    with pytest.raises(SaeEmbedError, match="--clusters"):
         cluster(store, None, ClusterConfig(method="kmeans"))
 
 

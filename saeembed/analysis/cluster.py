@@ -63,7 +63,8 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
                      f"cluster {NO_CONCEPT}")
     k = config.k
     if config.method != "hdbscan" and (k is None or k < 2):
-        raise SaeEmbedError(f"{config.method} clustering needs --k (2 or more); hdbscan finds the number itself")
+        raise SaeEmbedError(f"{config.method} clustering needs a number of clusters (--clusters, 2 or more); "
+                            f"hdbscan finds it itself")
     if len(has_concept) < max(k or 2, 2):
         raise SaeEmbedError(f"only {len(has_concept)} documents carry the selected concepts: too few to cluster")
     rows = binary[has_concept]
@@ -77,6 +78,10 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
         found = _hdbscan(rows, config)
     assignment = np.full(store.n_docs, NO_CONCEPT, np.int32)
     assignment[has_concept] = found
+    n_noise = int((found == NOISE).sum())
+    if n_noise:
+        notes.append(f"HDBSCAN left {n_noise:,} of {len(found):,} documents unassigned as noise: cluster {NOISE} "
+                     f"(lower --min-cluster-size, or choose a number of clusters with spectral or kmeans)")
     description, distinctive = _describe(store, assignment, binary, labels, config)
     assignments = pl.DataFrame({"id": store.frame["id"], "cluster": assignment})
     return ClusterResult(assignments, description, distinctive, concepts, config.method, notes)
