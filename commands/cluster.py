@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, write_report
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, working, write_report
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 
 _D = ClusterConfig.__dataclass_fields__
@@ -61,7 +61,8 @@ def run(
         selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=concept_latents)
         config = ClusterConfig(method=method, similarity=similarity, k=clusters,  # type: ignore[arg-type]
                                min_cluster_size=min_cluster_size, seed=seed)
-        result = cluster(opened, selected, config)
+        with working("clustering", quiet or json_out):
+            result = cluster(opened, selected, config)
     write_report(html, lambda path: write_cluster_report(result, path, by=by, store=opened, seed=seed), quiet)
     files = {output: result.assignments,
              output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}

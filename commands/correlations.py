@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, write_report
+from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, working, write_report
 from saeembed.analysis.config import CorrelationConfig
 
 _D = CorrelationConfig.__dataclass_fields__
@@ -60,11 +60,13 @@ def run(
         stores = open_inputs([corpus] + ([and_corpus] if and_corpus else []), preset, quiet or json_out,
                              text_field=text_field, id_field=id_field, cache_dir=cache_dir)
         if with_column:
-            result: Any = associations(stores[0], with_column, config)
+            with working("testing latents against the column", quiet or json_out):
+                result: Any = associations(stores[0], with_column, config)
             rows = result.table
         else:
-            result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
-                      else correlations(stores[0], config))
+            with working("testing pairs", quiet or json_out):
+                result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
+                          else correlations(stores[0], config))
             rows = result.dropped_pairs if show_dropped else result.table
 
     sides = (_side_name(corpus), _side_name(and_corpus)) if and_corpus else None

@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from commands import options
 from commands.diff_render import render
-from commands.ui import check_outputs, emit, open_inputs, print_json, user_errors, write_report
+from commands.ui import check_outputs, emit, open_inputs, print_json, user_errors, working, write_report
 from saeembed.analysis.config import DiffConfig
 
 _D = DiffConfig.__dataclass_fields__
@@ -66,7 +66,8 @@ def run(
                             holdout=holdout, length=length, length_bands=length_bands, seed=seed)  # type: ignore[arg-type]
         stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
                              cache_dir=cache_dir)
-        result = diff(stores[0], stores[1:], config, names=[_name(p) for p in inputs])
+        with working("comparing", quiet or json_out):
+            result = diff(stores[0], stores[1:], config, names=[_name(p) for p in inputs])
     write_report(html, lambda path: write_diff_report(result, path), quiet)
     rows = result.table if all_rows else result.findings
     shown = None if all_rows else top

@@ -9,7 +9,17 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors, write_report
+from commands.ui import (
+    check_outputs,
+    emit,
+    open_inputs,
+    result_console,
+    shown,
+    stderr,
+    user_errors,
+    working,
+    write_report,
+)
 from saeembed.analysis.config import RiskConfig
 
 _D = RiskConfig.__dataclass_fields__
@@ -46,7 +56,8 @@ def fit(
         check_outputs(folders=[output], files=[html])
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
         (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
-        report = fit_risk(opened, label, config, positive=positive, group=group)
+        with working("cross-validating the probe and its baselines", quiet or json_out):
+            report = fit_risk(opened, label, config, positive=positive, group=group)
         report.save(output)
     write_report(html, lambda path: write_risk_report(report, path, store=opened), quiet)
     emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)

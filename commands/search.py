@@ -8,7 +8,17 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors, write_report
+from commands.ui import (
+    check_outputs,
+    emit,
+    open_inputs,
+    result_console,
+    shown,
+    stderr,
+    user_errors,
+    working,
+    write_report,
+)
 
 
 def run(
@@ -42,8 +52,9 @@ def run(
             raise SaeEmbedError("choose --hybrid or --dense, not both")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
-        result = search(opened, query, top=top, k=concept_latents, like=like, where=where,
-                        mode="hybrid" if hybrid else "dense" if dense else "sae")
+        with working("searching", quiet or json_out):
+            result = search(opened, query, top=top, k=concept_latents, like=like, where=where,
+                            mode="hybrid" if hybrid else "dense" if dense else "sae")
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
     note = _shortfall(result, top)

@@ -133,6 +133,20 @@ def emit(files: dict[Any, Any], json_rows: Any, json_out: bool, render: Callable
         stderr.print(f"[green]wrote[/green] {written}", highlight=False)
 
 
+@contextlib.contextmanager
+def working(what: str, quiet: bool) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while an analysis runs (gone when it ends), so a run of
+    minutes is not silent; nothing with --quiet or --json."""
+    if quiet:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(what), TimeElapsedColumn(), console=stderr, transient=True) as bar:
+        bar.add_task(what, total=None)
+        yield
+
+
 def check_outputs(tables: Any = (), folders: Any = (), files: Any = ()) -> None:
     """Refuse, before any work, outputs the final write would fail on: table files (suffix, a folder in
     the way, permissions, space), folders (a file in the way, permissions, space) and other files."""
