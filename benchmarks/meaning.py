@@ -69,7 +69,8 @@ DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("repackaging_null", "concise_vs_verbose", "matched_length_content", "property_search",
             "clustering_axes", "labels", "risk", "length_dependence")
 DIFF_FIELDS = {"table", "names", "sizes", "config", "n_tested", "n_unpaired", "replication_rate",
-               "discovery_sizes", "mean_tokens"}  # DiffResult's fields when this harness was written
+               "discovery_sizes", "mean_tokens", "n_tokens"}  # DiffResult's fields when this harness was written
+# (n_tokens, the length distributions for the HTML report, came later; mean_tokens summarises them)
 ROLE_WORD = re.compile(r"\b(assistant|human|user|system)\b", re.IGNORECASE)
 
 
@@ -385,6 +386,13 @@ def meta_of(run: Run, seconds: dict) -> dict:
             "seconds": seconds}
 
 
+def _plain(value):
+    """JSON for numpy scalars (their value) and arrays (their shape, not their contents)."""
+    if hasattr(value, "shape") and getattr(value, "size", 1) != 1:
+        return f"array{tuple(value.shape)}"
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset")
@@ -417,7 +425,7 @@ def main() -> None:
             seconds[section] = round(time.perf_counter() - started, 1)
             print(f"[meaning] {section} done in {seconds[section]} s", file=sys.stderr, flush=True)
         out = {"meta": meta_of(run, seconds), **out}
-    text = json.dumps(out, indent=2, ensure_ascii=False, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    text = json.dumps(out, indent=2, ensure_ascii=False, default=_plain)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
