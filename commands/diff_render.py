@@ -80,13 +80,8 @@ def headline(result: Any) -> str:
              f"{_count(len(result.themes), 'theme')}: "
              f"{up:,} more in {names[0]}, {down:,} more in {' / '.join(names[1:])}"]
     lines += [f"[yellow]note:[/yellow] {shown(note)}" for note in result.notes]
-    if config.length == "adjust" and gap.differs and config.measure == "frequency":
-        lines.append("diff is the difference at equal length; the frequencies shown are overall")
-    if config.holdout is not None:
-        rate = result.replication_rate
-        lines.append(f"discovered on {', '.join(f'{s:,}' for s in result.discovery_sizes)} documents; "
-                     + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
-                        if rate is not None else "nothing to replicate"))
+    if result.replication:
+        lines.append(result.replication)
     return "\n".join(lines)
 
 

@@ -241,12 +241,12 @@ def test_k_of_other_formats_is_checked_too(tmp_path):
 
 
 @pytest.mark.parametrize("content,expected", [
-    (b"[1, 2]", "cfg.json holds a JSON list, not an object of settings"),
-    (b'"topk"', "cfg.json holds a JSON string, not an object of settings"),
+    (b"[1, 2]", "cfg.json holds a JSON list, not an object"),
+    (b'"topk"', "cfg.json holds a JSON string, not an object"),
     (b"{architecture: topk}", "cfg.json is not valid JSON (Expecting property name enclosed in double quotes at "
                               "line 1, column 2)"),
     (b"", "cfg.json is not valid JSON (Expecting value at line 1, column 1)"),
-    (b'{"k": "\xff"}', "cfg.json is not UTF-8 text, so not a JSON config"),
+    (b'{"k": "\xff"}', "cfg.json is not UTF-8 text, so not JSON"),
 ])
 def test_a_cfg_json_that_is_not_a_json_object_is_refused(tmp_path, content, expected):
     path, _ = sae_files.saelens(tmp_path / "sae", D_IN, D_SAE, arch="topk")

@@ -66,10 +66,25 @@ class DiffResult:
         if gap.comparable == 0:
             return ["no document has one of the other corpus of similar length: nothing can be compared at "
                     "equal length (--length ignore compares them as they are)"]
+        notes = []
         if gap.comparable is not None and gap.comparable < 0.8:
-            return [f"only {gap.comparable:.0%} of the documents share a length band with the other corpus; the "
-                    f"comparison at equal length rests on them"]
-        return []
+            notes.append(f"only {gap.comparable:.0%} of the documents share a length band with the other corpus; "
+                         f"the comparison at equal length rests on them")
+        if config.length == "adjust" and gap.differs and config.measure == "frequency":
+            notes.append("diff is the difference at equal length; the frequencies shown are overall")
+        return notes
+
+    @property
+    def replication(self) -> str | None:
+        """With a holdout, how many findings replicate, in words (None without one)."""
+        config = self.config
+        if config.holdout is None:
+            return None
+        unit = "pairs" if config.pair_on else "documents"
+        rate = self.replication_rate
+        return (f"discovered on {', '.join(f'{s:,}' for s in self.discovery_sizes)} {unit}; "
+                + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
+                   if rate is not None else "nothing to replicate"))
 
     @property
     def findings(self) -> Any:

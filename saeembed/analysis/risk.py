@@ -25,6 +25,7 @@ from saeembed.analysis.config import RiskConfig, RiskModel
 from saeembed.analysis.evaluation import Comparison, Score, evaluate
 from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
 from saeembed.errors import ProbeError, SaeEmbedError
+from saeembed.jsonfile import read_json_object
 from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible, document_frequency
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
@@ -425,19 +426,7 @@ class _FileFields:
 
     def __init__(self, path: Path, fix: str) -> None:
         self.path, self.fix = path, fix
-        try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except OSError as exc:
-            raise ProbeError(f"cannot read {path}: {exc.strerror or exc}; check its permissions or {fix}") from None
-        except UnicodeDecodeError:
-            raise ProbeError(f"{path} is not UTF-8 text, so not JSON; it is damaged: {fix}") from None
-        except json.JSONDecodeError as exc:
-            raise ProbeError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); it "
-                             f"is damaged: {fix}") from None
-        except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
-            raise ProbeError(f"{path} cannot be parsed as JSON ({' '.join(str(exc).split())[:80]}); {fix}") from None
-        if not isinstance(data, dict):
-            raise ProbeError(f"{path} holds a JSON {type(data).__name__}, not an object; it is damaged: {fix}")
+        data = read_json_object(path, ProbeError, f"the file is damaged: {fix}")
         self.data = data
 
     def refuse(self, field: str, value: Any, expected: str) -> NoReturn:

@@ -77,11 +77,6 @@ def headline(result: Any) -> list[str]:
              f"{count(len(findings), 'finding')} at q ≤ {config.alpha} and |diff| ≥ {config.min_diff} in "
              f"{count(len(result.themes), 'theme')}: {up:,} more in {names[0]}, {down:,} more in "
              f"{' / '.join(names[1:])}"]
-    if config.length == "adjust" and result.length.differs and config.measure == "frequency":
-        lines.append("diff is the difference at equal length; the frequencies shown are overall")
-    if config.holdout is not None:
-        rate = result.replication_rate
-        lines.append(f"discovered on {', '.join(f'{s:,}' for s in result.discovery_sizes)} {unit}; "
-                     + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
-                        if rate is not None else "nothing to replicate"))
+    if result.replication:
+        lines.append(result.replication)
     return lines

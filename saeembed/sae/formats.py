@@ -10,7 +10,6 @@ traceback, and never an SAE that encodes NaN or empty vectors.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import reprlib
@@ -21,6 +20,7 @@ import torch
 
 from saeembed.errors import SAEError
 from saeembed.hashing import fingerprint
+from saeembed.jsonfile import read_json_object
 from saeembed.sae.hooks import layer_from_hook
 from saeembed.sae.model import READS, SAE, SAEInfo
 
@@ -149,24 +149,7 @@ class _Fields:
 
 def _read_json(path: Path) -> _Fields:
     """The JSON object in `path`, for typed reads."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SAEError(f"cannot read SAE config {path}: {_one_line(exc.strerror or exc)}; the SAE needs this "
-                       f"file: {_AGAIN}, or pass the folder that holds it") from None
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise SAEError(f"{path} is not UTF-8 text, so not a JSON config; {_AGAIN}") from None
-    except json.JSONDecodeError as exc:
-        raise SAEError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix "
-                       f"the file or {_AGAIN}") from None
-    except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
-        raise SAEError(f"{path} cannot be parsed as JSON ({_one_line(exc, 80)}); fix the file or {_AGAIN}") from None
-    if not isinstance(data, dict):
-        raise SAEError(f"{path} holds a JSON {_json_kind(data)}, not an object of settings; fix the file or "
-                       f"{_AGAIN}")
-    return _Fields(data, path)
+    return _Fields(read_json_object(path, SAEError, f"fix the file or {_AGAIN}"), path)
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
