@@ -13,6 +13,7 @@ from commands.ui import (
     check_outputs,
     emit,
     open_inputs,
+    print_json,
     result_console,
     shown,
     stderr,
@@ -43,6 +44,8 @@ def fit(
     json_out: Annotated[bool, typer.Option("--json", help="The report as JSON lines on stdout.")] = False,
     html: options.Html = None,
     preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
 ) -> None:
@@ -55,7 +58,8 @@ def fit(
     with user_errors():
         check_outputs(folders=[output], files=[html])
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
-        (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
+        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                cache_dir=cache_dir)
         with working("cross-validating the probe and its baselines", quiet or json_out):
             report = fit_risk(opened, label, config, positive=positive, group=group)
         report.save(output)
@@ -73,6 +77,8 @@ def score(
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one document each.")] = False,
     output: options.Output = None,
     preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
 ) -> None:
@@ -84,7 +90,8 @@ def score(
         check_outputs(tables=[output])
         fitted = Probe.load(probe) if probe else None
         reference = Baseline.load(baseline) if baseline else None
-        (opened,) = open_inputs([store], preset, quiet or json_out, cache_dir=cache_dir)
+        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                cache_dir=cache_dir)
         scored = score_risk(opened, fitted, reference)
     key = "risk" if fitted is not None else "z_risk"
     ranked = scored.sort(key, descending=True)
@@ -95,7 +102,11 @@ def score(
 def baseline(
     store: Annotated[str, typer.Argument(help="A trusted corpus: a store, or a corpus file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the baseline.")],
+    json_out: Annotated[bool, typer.Option("--json", help="The baseline's statistics as JSON lines on stdout.")
+                        ] = False,
     preset: options.Preset = None,
+    text_field: options.TextField = "text",
+    id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
     quiet: options.Quiet = False,
 ) -> None:
@@ -104,9 +115,13 @@ def baseline(
 
     with user_errors():
         check_outputs(folders=[output])
-        (opened,) = open_inputs([store], preset, quiet, cache_dir=cache_dir)
+        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                cache_dir=cache_dir)
         fitted = Baseline.fit(opened)
         fitted.save(output)
+    if json_out:
+        for name, mean, std in zip(fitted.names, fitted.mean.tolist(), fitted.std.tolist()):
+            print_json({"statistic": name, "mean": mean, "std": std})
     if not quiet:
         stderr.print(f"[green]wrote[/green] {shown(output)}: baseline of {opened.n_docs:,} documents", highlight=False)
 
@@ -119,6 +134,7 @@ def scramble(
     limit: Annotated[int, typer.Option(help="Documents used at most.")] = 500,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the counts per level into this PNG.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one level each.")] = False,
+    output: options.Output = None,
     text_field: options.TextField = "text",
     preset: options.Preset = None,
     cache_dir: options.CacheDir = None,
@@ -133,7 +149,7 @@ def scramble(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
-        check_outputs(files=[plot])
+        check_outputs(tables=[output], files=[plot])
         try:
             shares = [float(v) for v in levels.split(",") if v.strip()]
         except ValueError:
@@ -144,7 +160,7 @@ def scramble(
                                    on_progress=on_progress)
         if plot:
             _plot(table, plot)
-    emit({}, table, json_out, lambda: _render_scramble(table), quiet)
+    emit({output: table} if output else {}, table, json_out, lambda: _render_scramble(table), quiet)
 
 
 def _render_report(report: Any, output: Path) -> None:
