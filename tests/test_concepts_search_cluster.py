@@ -115,6 +115,12 @@ def test_concept_clustering_follows_the_chosen_axis(store):
     assert set(top) in ({0, 1}, {2, 3})
     assert result.description["size"].sum() == (assigned != NO_CONCEPT).sum()
     assert any("none of the selected concepts" in note for note in result.notes)
+    assert result.n_no_concept == (assigned == NO_CONCEPT).sum() == result.n_unassigned and result.n_noise == 0
+    outside = result.assignments.filter(pl.col("cluster") == NO_CONCEPT)
+    assert (outside["membership"] == 0).all() and (outside["outlier_score"] == 1).all()
+    inside = result.assignments.filter(pl.col("cluster") != NO_CONCEPT)
+    assert inside["membership"].is_between(0, 1).all() and inside["membership"].mean() > 0.7
+    assert inside["outlier_score"].is_between(0, 1).all()
 
 
 def test_hdbscan_and_all_concepts(store):
@@ -122,6 +128,15 @@ def test_hdbscan_and_all_concepts(store):
     assert len(result.description) >= 2
     noise = int((result.assignments["cluster"] == NOISE).sum())
     assert any(f"left {noise:,} of" in note for note in result.notes) == (noise > 0)
+    assert result.n_noise == noise and result.n_unassigned == noise + result.n_no_concept
+    assert result.share_unassigned == pytest.approx(result.n_unassigned / N)
+    frame = result.assignments
+    assert frame.columns == ["id", "cluster", "membership", "outlier_score"]
+    assert frame["membership"].is_between(0, 1).all() and frame["outlier_score"].is_between(0, 1).all()
+    assert (frame.filter(pl.col("cluster") == NOISE)["membership"] == 0).all()
+    # HDBSCAN's own scores (the hdbscan package): members of a cluster belong to it more than noise does
+    inside = frame.filter(pl.col("cluster") >= 0)
+    assert inside["membership"].mean() > 0.5 and inside["outlier_score"].mean() < 0.5
     with pytest.raises(SaeEmbedError, match="--clusters"):
         cluster(store, None, ClusterConfig(method="kmeans"))
 

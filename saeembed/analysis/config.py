@@ -123,15 +123,18 @@ class ClusterConfig:
     method: ClusterMethod = "spectral"
     similarity: Literal["weighted", "jaccard"] = "weighted"
     """Spectral affinity: weighted Jaccard of the activations (sum of minima over sum of maxima), or the
-    paper's binary Jaccard of which latents fire."""
+    paper's binary Jaccard of which latents fire. HDBSCAN: weighted clusters the activations (in units
+    of their 90th percentile), jaccard which latents fire. k-means always uses which latents fire."""
     k: int | None = None
     """Number of clusters (spectral, kmeans); hdbscan finds it."""
     dense_limit: int = 5000
     """Spectral: up to this many documents the full Jaccard matrix, beyond a sparse k-NN graph."""
     neighbors: int = 30
-    """Spectral beyond `dense_limit`: neighbours kept per document in the Jaccard graph."""
+    """Spectral beyond `dense_limit`: neighbours kept per document in the Jaccard graph. Spectral at any
+    size: the most similar clustered documents whose similarity-weighted vote places a document (its
+    membership and outlier score, and a new document's cluster when a saved clustering assigns it)."""
     min_cluster_size: int = 10
-    """HDBSCAN's smallest cluster."""
+    """HDBSCAN's smallest cluster (and its min_samples)."""
     top_latents: int = 10
     """Distinctive latents listed per cluster."""
     central_docs: int = 3
