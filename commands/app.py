@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from commands import check, cluster, concepts, correlations, diff, embed, info, labels, presets, risk, search, train_sae
+from commands import (
+    assign,
+    check,
+    cluster,
+    concepts,
+    correlations,
+    diff,
+    embed,
+    info,
+    labels,
+    presets,
+    risk,
+    search,
+    train_sae,
+)
 from commands.ui import no_traceback
 
 app = typer.Typer(
@@ -40,6 +54,7 @@ app.command("correlations")(correlations.run)
 app.command("concepts")(concepts.run)
 app.command("search")(search.run)
 app.command("cluster")(cluster.run)
+app.command("assign")(assign.run)
 app.command("presets")(presets.run)
 app.add_typer(labels.app, name="labels")
 app.add_typer(risk.app, name="risk")

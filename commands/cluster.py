@@ -9,7 +9,17 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, working, write_report
+from commands.ui import (
+    check_outputs,
+    emit,
+    open_inputs,
+    result_console,
+    shown,
+    stderr,
+    user_errors,
+    working,
+    write_report,
+)
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 
 _D = ClusterConfig.__dataclass_fields__
@@ -36,6 +46,9 @@ def run(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
                                                    "the description goes beside it as NAME.clusters.EXT.")] = None,
     html: options.Html = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Also save the clustering in this folder (safetensors, "
+                                                 "JSON, Parquet), to place new documents with `saeembed assign`.")
+                    ] = None,
     by: Annotated[Optional[str], typer.Option(help="With --html: cross-tabulate the clusters against this "
                                                    "field (e.g. a known label).")] = None,
     preset: options.Preset = None,
@@ -46,14 +59,15 @@ def run(
 ) -> None:
     """Cluster documents on the latents a concept query selects (or on all of them), and describe each
     cluster: size, most distinctive latents, most central documents."""
-    from saeembed.analysis.cluster import cluster
+    from saeembed.analysis.assign import save_clustering
+    from saeembed.analysis.cluster import cluster, unassigned_line
     from saeembed.analysis.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_cluster_report
 
     with user_errors():
         check_outputs(tables=[output, output and output.with_name(f"{output.stem}.clusters{output.suffix}")],
-                      files=[html])
+                      files=[html], folders=[save])
         if all_concepts == bool(concepts or like):
             raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
@@ -63,16 +77,28 @@ def run(
                                min_cluster_size=min_cluster_size, seed=seed)
         with working("clustering", quiet or json_out):
             result = cluster(opened, selected, config)
+        if save is not None:
+            save_clustering(result, opened, save)
     write_report(html, lambda path: write_cluster_report(result, path, by=by, store=opened, seed=seed), quiet)
     files = {output: result.assignments,
              output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}
     emit(files, result.description, json_out, lambda: _render(result), quiet)
+    if json_out and not quiet:  # the rows are the clusters: the count of documents in none goes to stderr
+        stderr.print(unassigned_line(result.n_unassigned, len(result.assignments), result.n_no_concept,
+                                     result.n_noise), highlight=False)
+    if save is not None and not quiet:
+        stderr.print(f"[green]wrote[/green] {shown(save)} (the clustering; place new documents in it with "
+                     f"`saeembed assign STORE --clustering {shown(save)}`)", highlight=False)
 
 
 def _render(result: Any) -> None:
+    from saeembed.analysis.cluster import unassigned_line
+
     console = result_console()
     axis = f"{len(result.concepts)} selected latents" if result.concepts is not None else "every latent"
     console.print(f"{result.method} clustering on {axis}: {len(result.description)} clusters", highlight=False)
+    console.print(unassigned_line(result.n_unassigned, len(result.assignments), result.n_no_concept, result.n_noise),
+                  highlight=False)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     for row in result.description.iter_rows(named=True):
