@@ -8,12 +8,16 @@ A saved clustering is a folder of safe formats only (nothing is pickled):
 - `clustering.safetensors`: the latents clustered on and their weights, the cluster of every clustered
   document, and what placing a new document needs:
   - spectral: the clustered documents' activations on the latents (CSR: indptr, indices, values). A new
-    document is compared with them by the same (weighted) Jaccard the clustering used, and its
-    `neighbors` most similar documents vote for their clusters, weighted by similarity. Spectral
-    clustering cuts a similarity graph, so the graph's own neighbours are the faithful way to extend it:
-    no centroid or embedding stands for a cluster whose shape is not a ball, and nothing depends on
-    scikit-learn's internal eigenvectors. `reference`: the clustered documents' own distances (1 - mean
-    similarity to their neighbours), which outlier scores are quantiles of;
+    document is compared with every one of them by the same (weighted) Jaccard the clustering used, and
+    goes to the cluster whose documents it is most similar to on average (average linkage). Spectral
+    clustering cuts the similarity graph where few edges cross, so a document belongs where its
+    similarity per member is highest; no centroid stands for a cluster whose shape is not a ball, and
+    nothing depends on scikit-learn's internal eigenvectors. Measured against clustering the new
+    documents afresh (agnews, 1,000 + 1,000 documents, five splits) average linkage agrees best: ARI
+    0.83 on average (0.80..0.85), against 0.80 for a similarity-weighted vote of the 30 nearest
+    documents, 0.82 for similarity per unit of the cluster's volume (the normalised cut's own measure)
+    and 0.69 for the single nearest document. `reference`: the clustered documents' distances to their
+    own cluster (1 - mean similarity, leaving themselves out), which outlier scores are quantiles of;
   - kmeans: the centroids (nearest centroid, fuzzy memberships) and `reference`;
   - hdbscan: the documents as HDBSCAN saw them (`coords`) and the SVD's `components`. Loading refits
     HDBSCAN with the same settings and prediction data (deterministic: one core) and refuses the folder
@@ -47,14 +51,14 @@ from saeembed.analysis.cluster import (
     NOISE,
     ClusterResult,
     Fitted,
+    average_linkage,
+    cluster_similarity,
     distance_quantile,
     hdbscan_coords,
     hdbscan_features,
     hdbscan_model,
     kmeans_scores,
-    knn_vote,
     level_rows,
-    nearest,
     positive_values,
     unassigned_line,
     unit_interval,
@@ -91,15 +95,16 @@ class AssignResult:
     assignments: Any
     """polars DataFrame, one row per document: id, cluster (-1: none of the clustering's concepts fires;
     -2: unassigned: HDBSCAN noise, or for spectral no clustered document shares a concept), membership
-    (in [0, 1]: HDBSCAN's membership strength; k-means' fuzzy membership; spectral's share of the
-    neighbours' vote; 0 outside any cluster) and outlier_score (in [0, 1]: GLOSH for HDBSCAN; for k-means
-    and spectral the share of the clustered documents that lie closer to their cluster; 1 for -1)."""
+    (in [0, 1]: HDBSCAN's membership strength; k-means' fuzzy membership; for spectral its cluster's
+    share of its mean similarities to the clusters; 0 outside any cluster) and outlier_score (in [0, 1]:
+    GLOSH for HDBSCAN; for k-means and spectral the share of the clustered documents that lie closer to
+    their cluster than it lies to its own; 1 for -1)."""
     clusters: Any
     """polars DataFrame, one row per cluster of the clustering: cluster, assigned (documents placed in
     it), share (of all documents), mean_membership, trained (its size when it was fitted), top_latents."""
     soft: np.ndarray
     """[documents, clusters] soft memberships, columns in `cluster_ids` order (HDBSCAN's membership_vector,
-    k-means' fuzzy memberships, spectral's vote shares; zeros for cluster -1)."""
+    k-means' fuzzy memberships, spectral's shares of mean similarity; zeros for cluster -1)."""
     cluster_ids: list[int]
     method: str
     n_docs: int
@@ -242,8 +247,8 @@ class ClusteringModel:
                 query, train = level_rows(rows, fitted.unit), level_rows(fitted.values, fitted.unit)
             else:
                 query, train = present(rows), present(fitted.values)
-            found, membership, soft, distance = knn_vote(*nearest(query, train, config.neighbors), fitted.labels,
-                                                         clusters)
+            found, membership, soft, distance = average_linkage(
+                cluster_similarity(query, train, fitted.labels, clusters), clusters)
             return found, membership, soft, distance_quantile(distance, fitted.reference)
         if self.method == "kmeans":
             nearest_centroid, soft, distance = kmeans_scores(present(rows), fitted.centroids)

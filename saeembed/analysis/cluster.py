@@ -12,9 +12,9 @@ Documents are described by which selected latents fire in them (binarised). Meth
 Each cluster is described by its size, its most distinctive latents (frequency inside minus outside,
 over all latents) and its most central documents. Every document also gets a membership strength and an
 outlier score in [0, 1], computed as `saeembed.analysis.assign` computes them for new documents:
-- spectral: the vote of its `neighbors` most similar other documents (same Jaccard), each weighted by
-  its similarity: membership = the share of the vote its cluster gets; outlier = the share of the
-  documents whose mean similarity to their neighbours is higher than its own (a distance quantile);
+- spectral: its mean similarity (same Jaccard) to the documents of each cluster: membership = its
+  cluster's share of these means; outlier = the share of the clustered documents that are more similar
+  on average to their own cluster than it is to its own (a quantile of 1 - that mean similarity);
 - k-means: fuzzy c-means memberships from the distances to the centroids (1 / d^2, normalised);
   outlier = the distance quantile of its distance to the nearest centroid;
 - HDBSCAN: its probability of belonging to its cluster, and GLOSH.
@@ -120,13 +120,16 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     fitted = Fitted(np.asarray(columns, np.int64), np.zeros(0, np.int32), values, level_unit(values))
     if config.method == "spectral":
         graded = level_rows(values, fitted.unit) if config.similarity == "weighted" else rows
-        found, note, neighbours = _spectral(graded, k, config)
+        found, note = _spectral(graded, k, config)
         notes += [note] if note else []
-        fitted.labels = found
-        _, _, soft, distance = knn_vote(*neighbours, found, np.unique(found))
+        fitted.labels, clusters = found, np.unique(found)
+        similarity = cluster_similarity(graded, graded, found, clusters, skip_self=True)
+        total = similarity.sum(axis=1, keepdims=True)
+        soft = np.divide(similarity, total, out=np.zeros_like(similarity), where=total > 0)
+        distance = 1.0 - similarity[np.arange(len(found)), np.searchsorted(clusters, found)]
         fitted.reference = np.sort(distance)
         outlier = distance_quantile(distance, fitted.reference)
-        membership = membership_of(soft, found, np.unique(found))
+        membership = membership_of(soft, found, clusters)
     elif config.method == "kmeans":
         found, fitted.centroids = _kmeans(rows, k, config.seed)
         fitted.labels = found
@@ -269,20 +272,37 @@ def jaccard_knn(rows: Any, neighbors: int, block: int = 1024) -> Any:
     return _graph(*nearest(rows, rows, neighbors, skip_self=True, block=block), rows.shape[0])
 
 
-def knn_vote(indices: np.ndarray, sims: np.ndarray, train_labels: np.ndarray, clusters: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Place documents by their nearest clustered documents (`nearest`), each voting for its cluster with
-    its similarity: (cluster, membership = the winner's share of the vote, soft = every cluster's share
-    [n, len(clusters)], distance = 1 - mean similarity of the neighbours). A document similar to none
-    of them is NOISE with membership 0."""
-    n, k = indices.shape
-    soft = np.zeros((n, len(clusters)))
-    np.add.at(soft, (np.repeat(np.arange(n), k), np.searchsorted(clusters, train_labels[indices]).ravel()),
-              sims.ravel())
-    total = soft.sum(axis=1)
-    soft = np.divide(soft, total[:, None], out=np.zeros_like(soft), where=total[:, None] > 0)
-    found = np.where(total > 0, clusters[np.argmax(soft, axis=1)], NOISE).astype(np.int32)
-    return found, soft.max(axis=1, initial=0.0), soft, 1.0 - sims.mean(axis=1)
+def cluster_similarity(query: Any, train: Any, train_labels: np.ndarray, clusters: np.ndarray,
+                       skip_self: bool = False) -> np.ndarray:
+    """[len(query), len(clusters)]: each query row's mean Jaccard similarity to the train rows of each
+    cluster, a block at a time (with `skip_self`, query is train and a row is not compared with itself)."""
+    import scipy.sparse as sp
+
+    column = np.searchsorted(clusters, train_labels)
+    members = sp.csr_matrix((np.ones(len(column)), (np.arange(len(column)), column)),
+                            shape=(len(column), len(clusters)))
+    sums = np.zeros((query.shape[0], len(clusters)))
+    for start, stop, sim in jaccard_blocks(query, train, skip_self=skip_self):
+        if skip_self:
+            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        sums[start:stop] = np.asarray((members.T @ sim.T).T)
+    counts = np.tile(np.bincount(column, minlength=len(clusters)).astype(np.float64), (query.shape[0], 1))
+    if skip_self:
+        counts[np.arange(query.shape[0]), column] -= 1
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+
+def average_linkage(similarity: np.ndarray, clusters: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Place documents by their mean similarity to each cluster's documents (`cluster_similarity`):
+    (cluster: the most similar on average; membership: its share of the document's mean similarities;
+    soft: every cluster's share [n, len(clusters)]; distance: 1 - the mean similarity to that cluster).
+    A document similar to no clustered document is NOISE with membership 0 and distance 1."""
+    total = similarity.sum(axis=1)
+    soft = np.divide(similarity, total[:, None], out=np.zeros_like(similarity), where=total[:, None] > 0)
+    best = np.argmax(similarity, axis=1)
+    found = np.where(total > 0, clusters[best], NOISE).astype(np.int32)
+    return found, soft.max(axis=1, initial=0.0), soft, 1.0 - similarity[np.arange(len(best)), best]
 
 
 def kmeans_scores(rows: Any, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -299,8 +319,7 @@ def kmeans_scores(rows: Any, centroids: np.ndarray) -> tuple[np.ndarray, np.ndar
     return found, inverse / inverse.sum(axis=1, keepdims=True), np.sqrt(d2[np.arange(len(found)), found])
 
 
-def _spectral(rows: Any, k: int, config: ClusterConfig) -> tuple[np.ndarray, str | None, tuple]:
-    """Spectral labels, a note when the graph is sparse, and each row's `neighbors` nearest other rows."""
+def _spectral(rows: Any, k: int, config: ClusterConfig) -> tuple[np.ndarray, str | None]:
     from sklearn.cluster import SpectralClustering
 
     n = rows.shape[0]
@@ -309,20 +328,13 @@ def _spectral(rows: Any, k: int, config: ClusterConfig) -> tuple[np.ndarray, str
         size = np.diag(inter).copy()
         union = size[:, None] + size[None, :] - inter
         affinity, note = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0), None
-        diagonal = np.diag(affinity).copy()
-        np.fill_diagonal(affinity, -1.0)  # no document is its own neighbour (restored below)
-        neighbours = max(1, min(config.neighbors, n - 1))
-        top = np.argpartition(-affinity, neighbours - 1, axis=1)[:, :neighbours]
-        lists = (top, np.maximum(np.take_along_axis(affinity, top, axis=1), 0).astype(np.float64))
-        np.fill_diagonal(affinity, diagonal)
     else:
-        lists = nearest(rows, rows, config.neighbors, skip_self=True)
-        affinity = _graph(*lists, n)
+        affinity = jaccard_knn(rows, config.neighbors)
         note = (f"{n:,} documents > {config.dense_limit:,}: spectral clustering on a sparse "
                 f"{config.neighbors}-nearest-neighbour Jaccard graph instead of the full {n:,} x {n:,} matrix")
     model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr",
                                random_state=config.seed)
-    return model.fit_predict(affinity).astype(np.int32), note, lists
+    return model.fit_predict(affinity).astype(np.int32), note
 
 
 def _kmeans(rows: Any, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

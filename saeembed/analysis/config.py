@@ -130,9 +130,7 @@ class ClusterConfig:
     dense_limit: int = 5000
     """Spectral: up to this many documents the full Jaccard matrix, beyond a sparse k-NN graph."""
     neighbors: int = 30
-    """Spectral beyond `dense_limit`: neighbours kept per document in the Jaccard graph. Spectral at any
-    size: the most similar clustered documents whose similarity-weighted vote places a document (its
-    membership and outlier score, and a new document's cluster when a saved clustering assigns it)."""
+    """Spectral beyond `dense_limit`: neighbours kept per document in the Jaccard graph."""
     min_cluster_size: int = 10
     """HDBSCAN's smallest cluster (and its min_samples)."""
     top_latents: int = 10
