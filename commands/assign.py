@@ -31,7 +31,7 @@ def run(
     from saeembed.analysis.assign import load_clustering
 
     with user_errors():
-        check_outputs(tables=[output])
+        check_outputs(tables=[output], inputs=[store])
         model = load_clustering(clustering)  # checked before anything is embedded
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)

@@ -32,7 +32,7 @@ def run(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
-        check_outputs(tables=[output])
+        check_outputs(tables=[output], inputs=[store])
         if not query and not like:
             raise SaeEmbedError("give a query (words, phrases, latent ids) or --like \"an example\"")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,

@@ -56,7 +56,7 @@ def fit(
     from saeembed.report import write_risk_report
 
     with user_errors():
-        check_outputs(folders=[output], files=[html])
+        check_outputs(folders=[output], files=[html], inputs=[store])
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
@@ -87,7 +87,7 @@ def score(
     from saeembed.analysis.risk import Baseline, Probe, score_risk
 
     with user_errors():
-        check_outputs(tables=[output])
+        check_outputs(tables=[output], inputs=[store])
         fitted = Probe.load(probe) if probe else None
         reference = Baseline.load(baseline) if baseline else None
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
@@ -114,7 +114,7 @@ def baseline(
     from saeembed.analysis.risk import Baseline
 
     with user_errors():
-        check_outputs(folders=[output])
+        check_outputs(folders=[output], inputs=[store])
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
         fitted = Baseline.fit(opened)
@@ -149,7 +149,7 @@ def scramble(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
-        check_outputs(tables=[output], files=[plot])
+        check_outputs(tables=[output], files=[plot], inputs=[corpus])
         try:
             shares = [float(v) for v in levels.split(",") if v.strip()]
         except ValueError:

@@ -147,9 +147,24 @@ def working(what: str, quiet: bool) -> Iterator[None]:
         yield
 
 
-def check_outputs(tables: Any = (), folders: Any = (), files: Any = ()) -> None:
+def check_outputs(tables: Any = (), folders: Any = (), files: Any = (), inputs: Any = ()) -> None:
     """Refuse, before any work, outputs the final write would fail on: table files (suffix, a folder in
-    the way, permissions, space), folders (a file in the way, permissions, space) and other files."""
+    the way, permissions, space), folders (a file in the way, permissions, space) and other files; and
+    any output that is one of the command's `inputs` (a store replaced by a table loses the embedding)
+    or another output."""
+    from saeembed.errors import SaeEmbedError
+
+    seen: dict[Any, str] = {}
+    for source in inputs:
+        if source is not None and str(source) != "-":
+            seen[Path(source).resolve()] = "an input"
+    for path in [*tables, *folders, *files]:
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise SaeEmbedError(f"{path} is {seen[where]} of this command; write the output somewhere else")
+        seen[where] = "another output"
     from saeembed.export import check_table_output
     from saeembed.outputs import check_output
 

@@ -27,11 +27,19 @@ def write_frame(frame: Any, path: str | Path) -> Path:
     suffix = path.suffix.lower()
 
     def write(tmp: Path) -> None:
-        if suffix == ".csv":  # CSV has no lists: join them
+        if suffix == ".csv":  # CSV has no nesting: lists of text are joined, anything deeper is JSON text
+            import json
+
             import polars as pl
 
-            lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, (pl.List, pl.Array))]
-            frame.with_columns(pl.col(name).cast(pl.List(pl.Utf8)).list.join(" | ") for name in lists).write_csv(tmp)
+            flat = []
+            for name, dtype in frame.schema.items():
+                if isinstance(dtype, (pl.List, pl.Array)) and not dtype.inner.is_nested():
+                    flat.append(pl.col(name).cast(pl.List(pl.Utf8)).list.join(" | "))
+                elif dtype.is_nested():
+                    flat.append(pl.col(name).map_elements(lambda v: json.dumps(_plain(v), default=str),
+                                                          return_dtype=pl.Utf8))
+            frame.with_columns(flat).write_csv(tmp)
         elif suffix == ".parquet":
             frame.write_parquet(tmp)
         elif suffix == ".json":
@@ -40,3 +48,10 @@ def write_frame(frame: Any, path: str | Path) -> Path:
             frame.write_ndjson(tmp)
 
     return atomic_write(path, write)
+
+
+def _plain(value: Any) -> Any:
+    """A polars nested value (Series, dict, list) as plain Python for json.dumps."""
+    if hasattr(value, "to_list"):
+        return value.to_list()
+    return value

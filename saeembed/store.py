@@ -60,7 +60,7 @@ class DocVectors:
         counts = self.concept_counts if self.concept_counts is not None else \
             np.zeros((len(self), len(COUNT_STATS)), np.float32)
         return {"indices": as_list(self.indices),
-                "values": as_list(self.values.astype(np.float16 if values_dtype == "float16" else np.float32)),
+                "values": as_list(_stored_values(self.values, values_dtype)),
                 "peak_start": as_list(self.peak_start), "peak_end": as_list(self.peak_end),
                 "n_tokens": pa.array(self.n_tokens),
                 **{name: pa.array(counts[:, i].astype(np.float32)) for i, name in enumerate(COUNT_STATS)}}
@@ -162,6 +162,17 @@ class Store:
         positions = np.repeat(indptr[rows] - np.cumsum(np.r_[0, lengths[:-1]]), lengths) + np.arange(lengths.sum())
         return Store(self.path, self.matrix[rows], self.frame[rows], self.meta, self.peak_start[positions],
                      self.peak_end[positions])
+
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _stored_values(values: np.ndarray, values_dtype: str) -> np.ndarray:
+    """Values as stored: float16 saturates at its largest finite value (65504) rather than becoming inf,
+    which `sum` or `count` pooling over long documents can reach and the store reader would refuse."""
+    if values_dtype != "float16":
+        return values.astype(np.float32)
+    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 def present(matrix: Any, dtype: Any = np.float32) -> Any:

@@ -135,9 +135,14 @@ def table_output_without_suffix(tmp_path, sae):
     return ["correlations", str(tmp_path / "s.parquet"), "-o", str(tmp_path / "pairs.txt")], ".csv"
 
 
-CASES = [mixed_types, lone_surrogate, row_is_a_list, deep_json, glob_of_a_folder, output_is_a_folder, sae_with_nan,
-         sae_cfg_is_a_list, sae_k_is_a_word, store_meta_not_json, labels_truncated_gz, labels_csv_short_row,
-         probe_json_corrupt, table_output_without_suffix]
+def output_is_an_input(tmp_path, sae):
+    planted_store(tmp_path / "s.parquet", 20, [0.3] * 4)
+    return ["search", str(tmp_path / "s.parquet"), "0,1", "-o", str(tmp_path / "s.parquet")], "is an input"
+
+
+CASES = [output_is_an_input, mixed_types, lone_surrogate, row_is_a_list, deep_json, glob_of_a_folder,
+         output_is_a_folder, sae_with_nan, sae_cfg_is_a_list, sae_k_is_a_word, store_meta_not_json,
+         labels_truncated_gz, labels_csv_short_row, probe_json_corrupt, table_output_without_suffix]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

@@ -29,8 +29,10 @@ def test_shown_strips_escapes_and_escapes_markup():
     assert shown("a\nb") == "a\nb"
 
 
-def test_labels_ids_and_texts_from_data_print_as_written(tmp_path):
+def test_labels_ids_and_texts_from_data_print_as_written(tmp_path, monkeypatch):
     from saeembed.labels import Labels, save_labels
+
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))  # the hostile label stays in this test
 
     n = 300
     texts = [f"{EVIL} document {i}" for i in range(n)]

@@ -261,7 +261,7 @@ def _records(path: str, name: str, fmt: Format, text_field: str) -> Iterator[Rec
     elif kind == "csv":
         yield from _csv_records(data, name, text_field)
     else:
-        yield from _line_records(data, kind == "jsonl")
+        yield from _line_records(data, kind == "jsonl", text_field)
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -290,7 +290,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def _line_records(data: bytes, is_json: bool) -> Iterator[Record]:
+def _line_records(data: bytes, is_json: bool, text_field: str = "text") -> Iterator[Record]:
     for number, raw in enumerate(_lines(data)):
         where = f"line {number + 1}"
         try:
@@ -303,7 +303,7 @@ def _line_records(data: bytes, is_json: bool) -> Iterator[Record]:
         if not line.strip():
             continue  # blank lines carry no document (between JSON records, or between paragraphs of text)
         if not is_json:
-            yield where, number, {"text": line}, None
+            yield where, number, {text_field: line}, None  # a text line is the text, whatever its field name
             continue
         try:
             record = json.loads(line, object_pairs_hook=_unique_keys)
