@@ -25,6 +25,8 @@ _EXPORTS = {
     "select_concepts": "saeembed.analysis.concepts", "diff": "saeembed.analysis.diff",
     "correlations": "saeembed.analysis.correlations", "associations": "saeembed.analysis.associations",
     "search": "saeembed.analysis.search", "cluster": "saeembed.analysis.cluster",
+    "save_clustering": "saeembed.analysis.assign", "load_clustering": "saeembed.analysis.assign",
+    "assign": "saeembed.analysis.assign", "ClusteringModel": "saeembed.analysis.assign",
     "fit_risk": "saeembed.analysis.risk", "score_risk": "saeembed.analysis.risk", "Probe": "saeembed.analysis.risk",
     "DiffConfig": "saeembed.analysis.config", "CorrelationConfig": "saeembed.analysis.config",
     "ClusterConfig": "saeembed.analysis.config", "RiskConfig": "saeembed.analysis.config",
