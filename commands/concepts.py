@@ -41,7 +41,7 @@ def run(
     frame = selected.frame()
     for note in selected.notes:  # on stderr, so --json output stays clean
         stderr.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
-    emit({output: frame} if output else {}, frame, json_out, lambda: _render(selected, frame, top), quiet)
+    emit({output: frame} if output else {}, frame.head(top), json_out, lambda: _render(selected, frame, top), quiet)
 
 
 def _render(selected: Any, frame: Any, show: int) -> None:

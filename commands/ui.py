@@ -21,9 +21,10 @@ from rich.markup import escape
 stderr = Console(stderr=True, emoji=False, highlight=False)
 
 # ANSI escape sequences (CSI, OSC up to BEL or ST, two-character ESC forms), then any other control
-# character except newline and tab: C0, DEL, C1, and the bidirectional overrides that reorder a line.
+# character except newline and tab: C0, DEL, C1, the bidirectional marks and overrides that reorder a
+# line, and the Unicode line and paragraph separators some terminals break lines at.
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def result_console() -> Console:

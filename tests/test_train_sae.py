@@ -211,3 +211,10 @@ def test_matryoshka_prefix_alone_reconstructs_better():
 def test_matryoshka_prefixes_are_checked(llama_dir):
     with pytest.raises(ConfigError, match="matryoshka"):  # at construction, before any corpus or model
         small_config(llama_dir, matryoshka=(16, 500))
+
+
+def test_a_damaged_checkpoint_is_one_line_saying_to_delete_it(llama_dir, train_corpus, tmp_path):
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "checkpoint.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(SAEError, match="checkpoint.safetensors is damaged .*delete it"):
+        train_sae([str(train_corpus)], tmp_path / "sae", small_config(llama_dir))

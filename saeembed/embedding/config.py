@@ -69,7 +69,8 @@ class EmbedConfig:
     use_cache: bool = True
     """False keeps the work folder beside the output (for resume) and deletes it on success."""
     window_docs: int = 2048
-    """Documents per checkpoint: a killed run loses at most one window of work."""
+    """Documents per window of work; within a window, finished documents reach the cache every
+    `pipeline.COMMIT_SECONDS`, so a killed run loses at most that much work."""
     dense: bool = False
     """Also store each document's dense sentence embedding (all-MiniLM-L6-v2, column `dense`), for
     `search --dense` / `--hybrid`."""

@@ -99,11 +99,6 @@ def labels_for(store: Store, root: Path | None = None) -> Labels:
     return labels
 
 
-# -- importers -------------------------------------------------------------------------------------
-
-# A latent id as text: digits, optionally signed and padded ("12", " 12 "); 18 digits at most.
-
-
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 120 else text[:120] + "…"

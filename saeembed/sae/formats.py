@@ -83,11 +83,6 @@ def _show(value: Any) -> str:
     return _one_line(_SHORT.repr(value), 80)
 
 
-def _json_kind(value: Any) -> str:
-    kinds = ((bool, "true/false"), (list, "list"), (str, "string"), (int, "number"), (float, "number"))
-    return next((name for kind, name in kinds if isinstance(value, kind)), "null")
-
-
 class _Fields:
     """Typed reads of one JSON object of an SAE config file: a value of the wrong type or out of range is an
     SAEError naming the file and the field, never a wrong SAE. A missing field or null reads as the default."""

@@ -271,13 +271,19 @@ def _resume(output: Path, run_key: str, trainer: TopKTrainer) -> dict:
     fresh = {"step": 0, "tokens": 0, "epoch": 0, "window": 0}
     if not path.exists():
         return fresh
-    with safe_open(str(path), "pt") as fh:
-        state = json.loads((fh.metadata() or {}).get("state", "{}"))
-    if state.get("run_key") != run_key:
-        raise SAEError(f"{output} holds a checkpoint of a different training run (other corpus or settings); "
-                       f"pass another -o, or delete {path} to start over")
-    trainer.load_state(load_file(str(path)))
-    return {key: state[key] for key in fresh}
+    try:
+        with safe_open(str(path), "pt") as fh:
+            state = json.loads((fh.metadata() or {}).get("state", "{}"))
+        if state.get("run_key") != run_key:
+            raise SAEError(f"{output} holds a checkpoint of a different training run (other corpus or settings); "
+                           f"pass another -o, or delete {path} to start over")
+        trainer.load_state(load_file(str(path)))
+        return {key: state[key] for key in fresh}
+    except SAEError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors, JSON and shape errors of a damaged file alike
+        raise SAEError(f"{path} is damaged ({' '.join(str(exc).split())[:120]}); delete it to train from the "
+                       f"start") from None
 
 
 def _checkpoint(output: Path, run_key: str, trainer: TopKTrainer, progress: TrainProgress, epoch: int,
