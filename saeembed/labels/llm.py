@@ -2,7 +2,8 @@
 
 For each latent: show the LLM 10 documents where it fires (peak token marked << >>) and 10 where it
 does not, ask for a short label; then score the label by detection on held-out positives and
-negatives (the LLM judges, for each, whether the label applies) and keep it only if accuracy >= 0.75.
+negatives (the LLM judges, for each, whether the label applies) and keep it only if its balanced
+accuracy (the mean of the hit rates on positives and on negatives) is >= 0.75.
 Calls run concurrently with retries and backoff, and every answer is cached on disk by the hash of
 its request, so an interrupted run does not pay twice. The API key comes from the environment and
 is never logged or stored.
@@ -443,7 +444,7 @@ class LLMProgress:
 def llm_labels(store: Store, client: LLMClient, latents: list[int], *, n_examples: int = 10,
                concurrency: int = 8, seed: int = 0,
                on_progress: Callable[[LLMProgress], None] | None = None) -> Labels:
-    """Label `latents` with the LLM and keep the labels whose detection accuracy is >= 0.75.
+    """Label `latents` with the LLM; keep the labels whose balanced held-out detection accuracy is >= 0.75.
 
     `on_progress` hears when a latent starts or ends and why a request waits. The first LLMError
     stops the run: the requests not yet sent are cancelled and the error is raised."""
@@ -473,8 +474,12 @@ def llm_labels(store: Store, client: LLMClient, latents: list[int], *, n_example
             return None
         rng = np.random.default_rng(seed + latent)
         shown, held_pos, negatives = _examples(store, latent, n_examples, rng)
-        if not held_pos or not negatives:
-            return None  # too rare to label and test
+        held_neg = negatives[n_examples:]  # never the ones shown in the prompt
+        if not held_pos or not negatives[:n_examples] or not held_neg:
+            with lock:
+                done[0] += 1  # too rare to label and test: counted, so the progress reaches its total
+            report()
+            return None
         with lock:
             asking[latent] = ""
         report()
@@ -497,7 +502,6 @@ def llm_labels(store: Store, client: LLMClient, latents: list[int], *, n_example
             if not label:
                 log.info("latent %d: the LLM gave no label", latent)
                 return None
-            held_neg = negatives[n_examples:] or negatives[:n_examples]
             judged = [(_says_yes(ask(detect_prompt(label, texts[r]), 3)), truth)
                       for rows, truth in ((held_pos, True), (held_neg, False)) for r in rows]
         except _Stopped:
@@ -510,8 +514,10 @@ def llm_labels(store: Store, client: LLMClient, latents: list[int], *, n_example
                 asking.pop(latent, None)
                 done[0] += 1
             report()
-        accuracy = sum(said == truth for said, truth in judged) / len(judged)
-        return latent, label, accuracy
+        # balanced: the mean of the hit rate on held-out positives and on held-out negatives, so an LLM
+        # that always answers "no" scores 0.5 however few positives a rare latent has
+        hits = [np.mean([said == truth for said, truth in judged if truth is side]) for side in (True, False)]
+        return latent, label, float(np.mean(hits))
 
     found: dict[int, tuple[int, str, float]] = {}
     pool = ThreadPoolExecutor(max_workers=concurrency)
