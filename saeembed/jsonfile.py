@@ -1,5 +1,6 @@
-"""Reading a JSON object from a file someone else wrote (an SAE config, a probe, a baseline): whatever is
-wrong with it is one error of the caller's kind naming the file, never a parser's traceback."""
+"""Reading files someone else wrote (an SAE config and weights, a probe, a baseline): a JSON object or a
+safetensors file; whatever is wrong with it is one error of the caller's kind naming the file, never a
+parser's traceback."""
 
 from __future__ import annotations
 
@@ -29,3 +30,16 @@ def read_json_object(path: Path, error: type[SaeEmbedError], fix: str) -> dict[s
         kind = {list: "list", str: "string", bool: "true/false", type(None): "null"}.get(type(data), "number")
         raise error(f"{path} holds a JSON {kind}, not an object; {fix}")
     return data
+
+
+def read_safetensors(path: Path, error: type[SaeEmbedError], fix: str, framework: str = "numpy") -> dict[str, Any]:
+    """The tensors in a safetensors file (`framework`: numpy arrays or torch tensors); a missing,
+    truncated or foreign file raises `error` in one line naming it and ending with `fix`."""
+    if framework == "torch":
+        from safetensors.torch import load_file
+    else:
+        from safetensors.numpy import load_file
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise error(f"cannot read {path} ({' '.join(str(exc).split())[:120]}); {fix}") from None

@@ -276,7 +276,7 @@ def test_truncated_or_garbage_weight_files_are_refused(tmp_path):
     path, _ = sae_files.saelens(tmp_path / "a", D_IN, D_SAE)
     weights = path / "sae_weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
-    assert _refusal(path).startswith(f"cannot read SAE weights {weights} (")
+    assert _refusal(path).startswith(f"cannot read {weights} (")
     goodfire, _ = sae_files.goodfire(tmp_path / "b", D_IN, D_SAE)
     goodfire.write_bytes(goodfire.read_bytes()[:200])
     assert f"cannot read {goodfire} as a tensor file" in _refusal(goodfire)

@@ -25,7 +25,7 @@ from saeembed.analysis.config import RiskConfig, RiskModel
 from saeembed.analysis.evaluation import Comparison, Score, evaluate
 from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
 from saeembed.errors import ProbeError, SaeEmbedError
-from saeembed.jsonfile import read_json_object
+from saeembed.jsonfile import read_json_object, read_safetensors
 from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible, document_frequency
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
@@ -480,13 +480,7 @@ def _fitted_d_sae(meta: dict[str, Any], head: _FileFields) -> int:
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise ProbeError(f"cannot read {path} ({' '.join(str(exc).split())[:120]}); the file is truncated or "
-                         f"damaged: {_PROBE_FIX}") from None
+    return read_safetensors(path, ProbeError, f"the file is truncated or damaged: {_PROBE_FIX}")
 
 
 def _array(arrays: dict[str, np.ndarray], name: str, path: Path, kinds: str, length: int | None,

@@ -20,7 +20,7 @@ import torch
 
 from saeembed.errors import SAEError
 from saeembed.hashing import fingerprint
-from saeembed.jsonfile import read_json_object
+from saeembed.jsonfile import read_json_object, read_safetensors
 from saeembed.sae.hooks import layer_from_hook
 from saeembed.sae.model import READS, SAE, SAEInfo
 
@@ -148,13 +148,7 @@ def _read_json(path: Path) -> _Fields:
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise SAEError(f"cannot read SAE weights {path} ({_one_line(exc, 120)}); the file is missing, truncated "
-                       f"or not safetensors: {_AGAIN}") from None
+    return read_safetensors(path, SAEError, f"the file is missing, truncated or not safetensors: {_AGAIN}", "torch")
 
 
 def _torch_file(path: Path) -> dict[Any, Any]:
