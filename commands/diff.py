@@ -67,7 +67,7 @@ def run(
         stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
                              cache_dir=cache_dir)
         with working("comparing", quiet or json_out):
-            result = diff(stores[0], stores[1:], config, names=[_name(p) for p in inputs])
+            result = diff(stores[0], stores[1:], config, names=_names(inputs))
     write_report(html, lambda path: write_diff_report(result, path), quiet)
     rows = result.table if all_rows else result.findings
     shown = None if all_rows else top
@@ -75,8 +75,11 @@ def run(
          lambda: _print_json(result, shown) if json_out else render(result, shown), quiet)
 
 
-def _name(path: str) -> str:
-    return Path(path).stem or path
+def _names(paths: list[str]) -> list[str]:
+    """Each corpus by its file stem; by its path where two stems are the same (before/x.jsonl, after/x.jsonl),
+    so "more in x" always says which."""
+    stems = [Path(p).stem or p for p in paths]
+    return [p if stems.count(stem) > 1 else stem for p, stem in zip(paths, stems)]
 
 
 def _print_json(result: Any, top: int | None) -> None:

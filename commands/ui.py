@@ -99,7 +99,8 @@ def write_crash_log(exc: BaseException) -> Path:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / name
-            path.write_text(text, encoding="utf-8")
+            with open(path, "x", encoding="utf-8") as fh:  # never follows or replaces an existing file
+                fh.write(text)
             return path
         except OSError:
             continue

@@ -155,3 +155,9 @@ def test_version():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"saeembed {__version__}"
+
+
+def test_diff_names_corpora_apart_when_their_file_stems_repeat():
+    from commands.diff import _names
+
+    assert _names(["a/tweets.jsonl", "b/tweets.jsonl", "c/news.jsonl"]) == ["a/tweets.jsonl", "b/tweets.jsonl", "news"]
