@@ -9,14 +9,15 @@ import typer
 from typing_extensions import Annotated
 
 from commands.ui import parse_roles, print_json, shown, stderr, user_errors
-from saeembed.embedding.config import POOLINGS, EmbedConfig
+from saeembed.embedding.config import ENGINES, POOLINGS, EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__  # CLI defaults come from the library's config
 
 
 def run(
     inputs: Annotated[list[str], typer.Argument(help="JSONL, CSV, Parquet or text files, globs, or - for stdin.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Store to write (.parquet).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Store to write (.parquet; a folder with "
+                                                                "--engine ray).")],
     model: Annotated[Optional[str], typer.Option(help="Reader: Hugging Face id or local folder.")] = None,
     sae: Annotated[Optional[str], typer.Option(help="SAE: local file/folder or hub id org/repo[/subfolder].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named reader + SAE bundle (`saeembed presets`); "
@@ -48,6 +49,16 @@ def run(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep vectors for later runs.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (a pool of Ray actors; writes a folder "
+                                             "store of parts and resumes from them).")] = _D["engine"].default,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto, ray://HOST:10001); "
+                                                       "default: start a local Ray.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray actors, each holding the reader and SAE; "
+                                                   "default: as many as the GPUs (or CPUs) allow.")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per Ray actor; default: 1 when the "
+                                                             "cluster has GPUs, else 0.")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray actor (torch threads in it).")
+                               ] = _D["cpus_per_worker"].default,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
 ) -> None:
@@ -63,13 +74,21 @@ def run(
             raise typer.BadParameter("choose chunk or truncate", param_hint="--long")
         if values_dtype not in ("float16", "float32"):
             raise typer.BadParameter("choose float16 or float32", param_hint="--values-dtype")
+        if engine not in ENGINES:
+            raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+        on_ray = engine == "ray"
+        if not on_ray and (ray_address is not None or workers is not None or gpus_per_worker is not None):
+            raise typer.BadParameter("--ray-address, --workers and --gpus-per-worker need --engine ray",
+                                     param_hint="--engine")
         config = resolve_config(preset, model, sae, layer=layer, sae_format=sae_format, revision=revision,
                                 sae_revision=sae_revision, input_format=input_format,
                                 pooling=pool, values_dtype=values_dtype, device=device, dtype=dtype,
                                 batch_tokens=batch_tokens, max_tokens=max_tokens, long=long,
                                 pool_roles=parse_roles(pool_roles), as_chat=as_chat, text_field=text_field,
                                 id_field=id_field, skip_invalid=skip_invalid, cache_dir=cache_dir, dense=dense,
-                                use_cache=not no_cache, trust_remote_code=trust_remote_code)
+                                use_cache=not no_cache, trust_remote_code=trust_remote_code, engine=engine,
+                                **({"ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                                    "cpus_per_worker": cpus_per_worker} if on_ray else {}))
         with embed_progress(disabled=quiet) as on_progress:
             result = embed(inputs, output, config, on_progress=on_progress)
     for problem in result.skipped:
@@ -87,6 +106,7 @@ def run(
                     "unpooled": result.n_unpooled, "skipped": [str(p) for p in result.skipped],
                     "seconds": round(result.seconds, 3)})
     elif not quiet:
+        reused = "from parts an interrupted run wrote" if on_ray else "from cache"
         stderr.print(f"[green]wrote[/green] {shown(result.path)}: {result.n_docs} documents, {result.n_tokens} tokens "
-                     f"({result.n_cached} from cache) in {result.seconds:.1f}s"
+                     f"({result.n_cached} {reused}) in {result.seconds:.1f}s"
                      + (f"; {'; '.join(notes)}" if notes else ""), highlight=False)

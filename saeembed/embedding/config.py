@@ -15,6 +15,7 @@ LONG_MODES = ("chunk", "truncate")
 VALUE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "txt")
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -76,6 +77,19 @@ class EmbedConfig:
     `search --dense` / `--hybrid`."""
     trust_remote_code: bool = False
     """Run model code shipped with a hub model. Off unless asked: it executes code from the hub."""
+    engine: str = "local"
+    """local: this process. ray: a pool of Ray actors that each load the reader and SAE once
+    (`pip install "saeembed[ray]"`); the output is then a folder store of parts, one per `window_docs`
+    documents, and an interrupted run resumes from the parts already written."""
+    ray_address: str | None = None
+    """The Ray cluster to join (`auto`, `ray://host:10001`, host:port); None starts a local Ray in this
+    process, or uses the one `ray.init()` already started."""
+    workers: int | None = None
+    """Ray actors in the pool; None: as many as the cluster's GPUs (with `gpus_per_worker`) or CPUs allow."""
+    gpus_per_worker: float | None = None
+    """GPUs each actor reserves; None: 1 when the cluster has GPUs, else 0."""
+    cpus_per_worker: float = 1.0
+    """CPUs each actor reserves (and the threads torch uses in it)."""
 
     def __post_init__(self) -> None:
         owner = "EmbedConfig"
@@ -88,6 +102,7 @@ class EmbedConfig:
         one_of(owner, "values_dtype", self.values_dtype, VALUE_DTYPES)
         one_of(owner, "dtype", self.dtype, COMPUTE_DTYPES)
         one_of(owner, "input_format", self.input_format, INPUT_FORMATS)
+        one_of(owner, "engine", self.engine, ENGINES)
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda", "mps")
                                                     or self.device.startswith("cuda:")):
             raise ConfigError(f"{owner}.device = {self.device!r} is not allowed; choose 'auto', 'cpu', "
@@ -97,6 +112,16 @@ class EmbedConfig:
         at_least(owner, "max_batch_docs", self.max_batch_docs, 1)
         at_least(owner, "max_tokens", self.max_tokens, 2, optional=True)
         at_least(owner, "window_docs", self.window_docs, 1)
+        at_least(owner, "workers", self.workers, 1, optional=True)
+        at_least(owner, "gpus_per_worker", self.gpus_per_worker, 0, optional=True, integer=False)
+        at_least(owner, "cpus_per_worker", self.cpus_per_worker, 0.01, integer=False)
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise ConfigError(f"{owner}.ray_address = {self.ray_address!r} is not allowed; give 'auto', "
+                              f"'ray://HOST:PORT' or HOST:PORT, or None for a local Ray")
+        if self.engine == "local" and (self.ray_address is not None or self.workers is not None
+                                       or self.gpus_per_worker is not None):
+            raise ConfigError(f"{owner}: ray_address, workers and gpus_per_worker apply to engine='ray'; "
+                              f"set engine='ray' or drop them")
         for name in ("text_field", "id_field"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{owner}.{name} = {getattr(self, name)!r} is not allowed; give a field name")

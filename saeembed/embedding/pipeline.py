@@ -69,7 +69,9 @@ ProgressFn = Callable[[EmbedProgress], None]
 class Embedder:
     """A reader and an SAE, loaded once, that embed documents into stores: in memory (`embed`) or from
     files (`embed_files`, what `saeembed embed` runs). Vectors go through the content-addressed cache,
-    so a document already embedded with the same reader, SAE and settings costs no model run.
+    so a document already embedded with the same reader, SAE and settings costs no model run. With
+    `engine="ray"` the work runs on a pool of Ray actors instead (`saeembed.embedding.ray_engine`): the
+    store is then a folder of parts, and an interrupted run resumes from the parts already written.
 
     Args:
         preset: a preset name (`saeembed presets`); None with no `model`/`sae` is the offline default.
@@ -112,7 +114,7 @@ class Embedder:
         from saeembed.embedding.corpus import records_corpus
         from saeembed.store import load_store
 
-        output = check_output(path) if path is not None else None
+        output = check_output(path, folder=self.config.engine == "ray") if path is not None else None
         corpus = records_corpus(documents, text_field=self.config.text_field, id_field=self.config.id_field,
                                 skip_invalid=self.config.skip_invalid, check_field_types=True)
         if output is not None:
@@ -133,7 +135,11 @@ class Embedder:
         interruption resumes: what was finished (every window, and within a window what was done every
         `COMMIT_SECONDS`) comes from the cache."""
         config = self.config
-        output = check_output(output)
+        if config.engine == "ray":
+            from saeembed.embedding.ray_engine import require_ray
+
+            require_ray()
+        output = check_output(output, folder=config.engine == "ray")
         corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
                              fmt=config.input_format, skip_invalid=config.skip_invalid, check_field_types=True)
         _refuse_overwriting_an_input(output, corpus)
@@ -143,9 +149,11 @@ class Embedder:
         started = time.perf_counter()
         config = self.config
         fields = fields_table(corpus.documents, config.id_field)  # refuses what a store cannot hold, before work
+        keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
+        if config.engine == "ray":
+            return _run_on_ray(corpus, fields, keys, output, config, on_progress, started)
         reader, sae = self._load()
         cache = _open_cache(config, reader, sae, output)
-        keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
         n_cached = sum(key in cache for key in set(keys))
         todo = _unique_missing(corpus.documents, keys, cache)
         progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
@@ -165,7 +173,7 @@ class Embedder:
             def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
                 cache.put([window[slot][1] for slot in slots], vectors, n_chunks)
 
-            _embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
+            embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
             progress.docs_done = base + len(window)
             if on_progress:
                 on_progress(progress)
@@ -174,6 +182,22 @@ class Embedder:
         if not config.use_cache:
             cache.remove()
         return result
+
+
+def _run_on_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Path, config: EmbedConfig,
+                on_progress: ProgressFn | None, started: float) -> EmbedResult:
+    """The same run on a pool of Ray actors (`saeembed.embedding.ray_engine`); `n_cached` counts the
+    documents of parts an interrupted run had already written."""
+    from saeembed.embedding.ray_engine import embed_with_ray
+
+    def report(docs: int, tokens: int) -> None:
+        if on_progress:
+            on_progress(EmbedProgress(docs, len(keys), tokens))
+
+    run = embed_with_ray(corpus, fields, keys, output, config, report)
+    totals = run.totals
+    return EmbedResult(output, run.n_docs, run.n_resumed, totals.n_tokens, totals.n_chunked, totals.n_truncated,
+                       totals.n_unpooled, corpus.skipped, time.perf_counter() - started)
 
 
 def embed(inputs: list[str] | str, output: str | Path, config: EmbedConfig,
@@ -264,7 +288,7 @@ def _unique_missing(docs: list[Document], keys: list[str], cache: VectorCache) -
 CommitFn = Callable[[list[int], DocVectors, np.ndarray], None]
 
 
-def _embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedConfig,
+def embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedConfig,
                   on_batch: Callable[[int, float], None], commit: CommitFn) -> None:
     """Embed a window of documents; `commit(slots, vectors, n_chunks)` receives every document's vectors
     once: the documents finished so far every `COMMIT_SECONDS`, the rest at the end. A document's vectors
@@ -348,7 +372,7 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
     n_tokens, n_chunks = cache.counts(keys)
     result = EmbedResult(output, len(keys), 0, int(n_tokens.sum()), int((n_chunks > 1).sum()),
                          int((n_chunks < 0).sum()), int((n_tokens == 0).sum()), corpus.skipped)
-    meta = _metadata(config, reader, sae, corpus)
+    meta = store_metadata(config, model_metadata(config, reader, sae), corpus)
     meta.update(n_docs=result.n_docs, n_tokens=result.n_tokens, n_chunked=result.n_chunked,
                 n_truncated=result.n_truncated)
     texts = [reader.render(doc, config.as_chat)[0] for doc in corpus.documents]  # the text as the model read it
@@ -358,10 +382,8 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
         for start in range(0, len(keys), config.window_docs):
             vectors, _ = cache.get(keys[start: start + config.window_docs])
             window = fields.slice(start, len(vectors))
-            table = pa.table({"id": window.column("id"), **vectors.arrow_columns(config.values_dtype),
-                              **{name: window.column(name) for name in window.column_names if name != "id"}})
-            if config.dense:
-                table = table.append_column("dense", _dense_column(window.column("text").to_pylist()))
+            dense = dense_column(window.column("text").to_pylist()) if config.dense else None
+            table = store_table(window, vectors.arrow_columns(config.values_dtype), dense)
             if writer is None:
                 writer = StoreWriter(output, table.schema, meta)
             writer.write(table)
@@ -373,7 +395,15 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
     return result
 
 
-def _dense_column(texts: list[str]) -> pa.Array:
+def store_table(fields: pa.Table, vector_columns: dict[str, Any], dense: pa.Array | None) -> pa.Table:
+    """The rows of a store as written: id, the vector columns, the text and every input field, then the
+    dense embedding when there is one. One layout for both engines, so their stores are equal."""
+    table = pa.table({"id": fields.column("id"), **vector_columns,
+                      **{name: fields.column(name) for name in fields.column_names if name != "id"}})
+    return table.append_column("dense", dense) if dense is not None else table
+
+
+def dense_column(texts: list[str]) -> pa.Array:
     """Sentence embeddings of a window of documents as a fixed-size list column."""
     from saeembed.embedding.dense import sentence_embeddings
 
@@ -429,25 +459,33 @@ def fields_table(docs: list[Document], id_field: str = "id") -> pa.Table:
     return table
 
 
-def _metadata(config: EmbedConfig, reader: Reader, sae: SAE, corpus: Corpus) -> dict:
+def model_metadata(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
+    """What the loaded reader and SAE put in a store's metadata; a Ray worker sends this to the driver,
+    which writes the parts."""
     import transformers
 
     from saeembed import __version__
 
-    info = asdict(sae.info)
     return {
-        "store_version": STORE_VERSION,
         "model": {"id": reader.spec.model, "revision": reader.spec.revision, "fingerprint": reader.fingerprint,
                   "model_type": reader.spec.model_type, "layer": reader.spec.layer,
                   "hook": f"blocks.{reader.spec.layer}.hook_resid_post", "n_layers": reader.spec.n_layers,
                   "hidden_size": reader.spec.hidden_size, "dtype": str(reader.dtype).removeprefix("torch.")},
-        "sae": info,
-        "pooling": pooling_of(config, sae), "pool_roles": list(config.pool_roles) if config.pool_roles else None,
-        "as_chat": config.as_chat, "values_dtype": config.values_dtype, "max_tokens": reader.max_tokens,
-        "long": config.long, "text_field": config.text_field, "sources": corpus.sources,
-        "dense": {"model": "all-MiniLM-L6-v2", "pooling": "mean", "normalized": True} if config.dense else None,
+        "sae": asdict(sae.info),
+        "pooling": pooling_of(config, sae),
+        "max_tokens": reader.max_tokens,
         "versions": {"saeembed": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
+def store_metadata(config: EmbedConfig, model_meta: dict, corpus: Corpus) -> dict:
+    """A store's metadata: the reader and SAE (`model_metadata`), how they were applied, and the inputs."""
+    return {
+        "store_version": STORE_VERSION, "model": model_meta["model"], "sae": model_meta["sae"],
+        "pooling": model_meta["pooling"], "pool_roles": list(config.pool_roles) if config.pool_roles else None,
+        "as_chat": config.as_chat, "values_dtype": config.values_dtype, "max_tokens": model_meta["max_tokens"],
+        "long": config.long, "text_field": config.text_field, "sources": corpus.sources,
+        "dense": {"model": "all-MiniLM-L6-v2", "pooling": "mean", "normalized": True} if config.dense else None,
+        "versions": model_meta["versions"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,477 @@
+"""Embedding on a Ray cluster (`EmbedConfig(engine="ray")`, `saeembed embed --engine ray`).
+
+The same documents, reader, SAE and settings as a local run, through a pool of Ray Data actors that each
+load the reader and SAE once; this process (the driver) writes the store as a folder of parts, one per
+`window_docs` documents in input order, which every analysis reads as one store.
+
+Flow: the caller has read and checked the corpus (bad input is refused before Ray starts). One task on
+the cluster, with a worker's resources, loads the SAE and the model's config and tokenizer: it runs every
+reader/SAE check and says what they put in the store's metadata. The documents of the parts not written
+yet (identical documents once) become a Ray dataset of blocks; `map_batches` sends the blocks to `_Worker`
+actors, which return each document's vectors and its text as the model read it. Ray restarts an actor
+that dies and retries its batch. A part is written, atomically, into the work folder `.NAME.ray-work` as
+soon as all its documents are back; when every part is there the folder is renamed to NAME (an earlier
+store there is replaced only then).
+
+Resume: the work folder holds `job.json`, a hash of the settings that change the store and of every
+document and field. A re-run of the same job keeps the parts already written and embeds only the rest;
+a re-run of another job into the same output starts the work folder afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from saeembed import atomic
+from saeembed.embedding.config import EmbedConfig
+from saeembed.embedding.corpus import Corpus, Document
+from saeembed.errors import ConfigError, SaeEmbedError
+from saeembed.hashing import text_key
+from saeembed.outputs import OutputError
+from saeembed.store import (
+    COUNT_STATS,
+    META_KEY,
+    VECTOR_COLUMNS,
+    StoreError,
+    atomic_write_table,
+    check_compatible,
+    read_meta,
+)
+
+log = logging.getLogger(__name__)
+
+INSTALL = 'pip install "saeembed[ray]"'
+JOB_FILE = "job.json"
+JOB_VERSION = 1
+# Settings that change how the work is run but not the store: a resumed run may change them.
+_EXECUTION_ONLY = frozenset({"engine", "ray_address", "workers", "gpus_per_worker", "cpus_per_worker",
+                             "batch_tokens", "max_batch_docs", "cache_dir", "use_cache", "skip_invalid"})
+
+
+def require_ray() -> None:
+    """Refuse `engine="ray"` in one line when Ray is not installed (checked before any work)."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"--engine ray needs Ray Data, which is not installed: {INSTALL}") from None
+
+
+def work_folder(output: Path) -> Path:
+    """Where the parts of a run into `output` are written until every one is there."""
+    return output.with_name(f".{output.name}.ray-work")
+
+
+def check_target(output: Path, sources: list[str]) -> None:
+    """Refuse, before any work, an output the final rename would lose something to: a folder holding
+    anything but the parts of a saeembed store, or one that holds an input."""
+    resolved = output.resolve()
+    for source in sources:
+        if source != "<stdin>" and Path(source).resolve().is_relative_to(resolved):
+            raise OutputError(f"{source} is inside {output}: writing the store there would replace the corpus; "
+                              f"pass another -o")
+    if not output.is_dir():
+        return
+    for entry in sorted(output.iterdir()):
+        if (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.name == JOB_FILE:
+            continue  # a killed writer's temporary file; the job file a killed swap left
+        if entry.suffix != ".parquet" or not entry.is_file() or META_KEY not in (_schema_metadata(entry) or {}):
+            raise OutputError(f"{output} holds {entry.name}, which is not part of a saeembed store; the store "
+                              f"replaces the folder, so pass a new or empty folder as -o")
+
+
+def _schema_metadata(file: Path) -> dict | None:
+    try:
+        return pq.read_schema(file).metadata
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+@dataclass
+class PartCounts:
+    """What one part holds, kept in its metadata so a resumed run can total the store."""
+
+    n_docs: int
+    n_tokens: int
+    n_chunked: int
+    n_truncated: int
+    n_unpooled: int
+
+
+@dataclass
+class RayRun:
+    """What a Ray run did (the engine-independent summary is built from it by the pipeline)."""
+
+    n_docs: int
+    n_resumed: int
+    totals: PartCounts
+
+
+def embed_with_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Path, config: EmbedConfig,
+                   on_progress: Callable[[int, int], None] | None = None) -> RayRun:
+    """Embed `corpus` (checked, with its `fields_table` and cache `keys`) on Ray into the folder store
+    `output`. `on_progress(docs_done, tokens_done)` is called as parts are written."""
+    require_ray()
+    check_target(output, corpus.sources)
+    work = work_folder(output)
+    parts = _plan(len(keys), config.window_docs)
+    done = _resume(work, _job_key(config, keys, fields), len(parts))
+    progress = [sum(parts[i][1] - parts[i][0] for i in done), 0]
+    if on_progress:
+        on_progress(*progress)
+    model_meta = read_meta(work / _part_name(min(done), len(parts))) if done else None
+    todo = [i for i in range(len(parts)) if i not in done]
+    if todo:
+        with _ray_session(config) as ray:
+            workers, cpus, gpus = _pool_size(ray, config)
+            described = _describe_on_cluster(ray, config, cpus, gpus)
+            described["pool_roles"] = list(config.pool_roles) if config.pool_roles else None
+            if model_meta is not None:
+                _check_same_model(work, model_meta, described)
+            model_meta = described
+            for index, rows in _embedded_parts(ray, config, corpus.documents, keys, parts, todo, workers, cpus, gpus):
+                counts = _write_part(work, index, parts, rows, fields, config, model_meta, corpus)
+                progress[0] += counts.n_docs
+                progress[1] += counts.n_tokens
+                if on_progress:
+                    on_progress(*progress)
+    totals = _commit(work, output, len(parts), len(keys))
+    return RayRun(len(keys), sum(parts[i][1] - parts[i][0] for i in done), totals)
+
+
+# -- the plan and resume ------------------------------------------------------------------------------
+
+def _plan(n_docs: int, part_docs: int) -> list[tuple[int, int]]:
+    """The parts: consecutive runs of `part_docs` documents in input order (a corpus has at least one)."""
+    return [(start, min(start + part_docs, n_docs)) for start in range(0, n_docs, part_docs)]
+
+
+def _part_name(index: int, n_parts: int) -> str:
+    """Zero-padded so the names sort in input order (how a folder store is read)."""
+    return f"part-{index:0{max(5, len(str(n_parts - 1)))}d}.parquet"
+
+
+def _job_key(config: EmbedConfig, keys: list[str], fields: pa.Table) -> str:
+    """A hash of everything that changes the store: the settings (not how the work is run), every
+    document's cache key and every field."""
+    settings = {name: value for name, value in asdict(config).items() if name not in _EXECUTION_ONLY}
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, fields.schema) as stream:
+        stream.write_table(fields)
+    from saeembed import __version__
+
+    return text_key(json.dumps(settings, sort_keys=True, default=str), __version__, str(JOB_VERSION),
+                    "\n".join(keys), hashlib.blake2b(sink.getvalue(), digest_size=16).hexdigest())
+
+
+def _resume(work: Path, job: str, n_parts: int) -> set[int]:
+    """The parts already written by an earlier run of this job; a work folder of another job is emptied."""
+    job_file = work / JOB_FILE
+    if work.is_dir():
+        try:
+            same = json.loads(job_file.read_text()).get("job") == job
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if same:
+            atomic.sweep_folder(work)
+            return {i for i in range(n_parts) if (work / _part_name(i, n_parts)).is_file()}
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    atomic.write_text(job_file, json.dumps({"job": job, "parts": n_parts}))
+    return set()
+
+
+# -- running the actors -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _ray_session(config: EmbedConfig) -> Iterator[Any]:
+    """Ray, joined or started here (and then shut down after the run); a Ray the caller started is used as
+    it is."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        local = config.ray_address is None
+        if not local:
+            _check_reachable(config.ray_address)
+        try:
+            ray.init(address=config.ray_address, logging_level=logging.ERROR, log_to_driver=False,
+                     **({"include_dashboard": False} if local else {}))
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+            where = f"the Ray cluster at {config.ray_address}" if not local else "a local Ray"
+            raise ConfigError(f"cannot start or join {where} ({_first_line(exc)}); start the cluster "
+                              f"(`ray start --head`) or check --ray-address") from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _describe_on_cluster(ray: Any, config: EmbedConfig, cpus: float, gpus: float) -> dict:
+    """What the reader and SAE put in the store's metadata, from one task on the cluster (with a worker's
+    resources, so the device and dtype are a worker's). It runs every check of `load_pipeline` (the SAE's
+    layer and width against the model) before any actor loads the model: a mismatch is one line here."""
+    from saeembed.embedding.pipeline import load_pipeline, model_metadata
+
+    def describe(config: EmbedConfig) -> dict:
+        reader, sae = load_pipeline(config)  # the reader's weights load on first use: not here
+        return model_metadata(config, reader, sae)
+
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus or None, max_retries=0)(describe)
+    try:
+        return ray.get(task.remote(config))
+    except Exception as exc:
+        raise _as_user_error(exc) from None
+
+
+def _check_same_model(work: Path, before: dict, now: dict) -> None:
+    """Refuse to resume when the model or SAE changed since the parts in `work` were written."""
+    try:
+        check_compatible([("the parts written before", before), ("the model and SAE now", now)])
+    except StoreError as exc:
+        raise StoreError(f"{exc}; the model or SAE changed since the interrupted run: delete {work} to start "
+                         f"again") from None
+
+
+def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: list[str],
+                    parts: list[tuple[int, int]], todo: list[int], workers: int, cpus: float, gpus: float
+                    ) -> Iterator[tuple[int, pa.Table]]:
+    """(part index, its rows from the workers in input order) for every part in `todo`, as soon as all its
+    documents are back (in whatever order the parts finish)."""
+    import ray.data
+
+    blocks, waiting, needed = _dataset_blocks(docs, keys, parts, todo, workers, config.window_docs)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the caller draws one progress bar
+    dataset = ray.data.from_arrow(blocks, override_num_blocks=len(blocks)).map_batches(
+        type("SaeembedWorker", (_Worker,), {"config": config}), batch_size=max(len(b) for b in blocks),
+        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=min(workers, len(blocks))),
+        num_cpus=cpus, num_gpus=gpus or None)
+    rows: dict[str, tuple[pa.Table, int]] = {}  # key -> (a batch from a worker, row)
+    missing = {i: len(set(keys[parts[i][0]: parts[i][1]])) for i in todo}
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
+    data_log.setLevel(logging.CRITICAL)  # its progress, and failures as stack traces: saeembed says both
+    try:
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            ready = []
+            for row, key in enumerate(batch.column("key").to_pylist()):
+                rows[key] = (batch, row)
+                for index in waiting.pop(key, ()):
+                    missing[index] -= 1
+                    if not missing[index]:
+                        ready.append(index)
+            for index in ready:
+                start, end = parts[index]
+                yield index, _take(rows, keys[start:end])
+                for key in set(keys[start:end]):
+                    needed[key] -= 1
+                    if not needed[key]:
+                        del rows[key]  # a batch is freed once none of its documents is needed
+    except Exception as exc:
+        raise _as_user_error(exc) from None
+    finally:
+        data_log.setLevel(level)
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT address (or ray://HOST:PORT) that refuses connections is one line at once; Ray itself
+    retries it for minutes."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it "
+                          f"(`ray start --head`) or check --ray-address") from None
+
+
+def _pool_size(ray: Any, config: EmbedConfig) -> tuple[int, float, float]:
+    """Actors, CPUs and GPUs per actor: what was asked, checked against the cluster's resources."""
+    resources = ray.cluster_resources()
+    have_cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    gpus = config.gpus_per_worker if config.gpus_per_worker is not None else (1.0 if have_gpus >= 1 else 0.0)
+    cpus = config.cpus_per_worker
+    workers = config.workers or max(1, int(have_gpus // gpus) if gpus else int(have_cpus // cpus))
+    if workers * cpus > have_cpus + 1e-9 or workers * gpus > have_gpus + 1e-9:
+        raise ConfigError(f"{workers} workers x {cpus:g} CPUs, {gpus:g} GPUs each do not fit the Ray cluster "
+                          f"({have_cpus:g} CPUs, {have_gpus:g} GPUs); lower --workers, --cpus-per-worker or "
+                          f"--gpus-per-worker")
+    return workers, cpus, gpus
+
+
+def _dataset_blocks(docs: list[Document], keys: list[str], parts: list[tuple[int, int]], todo: list[int],
+                    workers: int, most: int) -> tuple[list[pa.Table], dict[str, list[int]], dict[str, int]]:
+    """The documents of the parts to do (identical documents once; a chat travels as JSON) in input order,
+    cut into blocks of at most `most` documents, fewer when that gives every worker at least two blocks (a
+    block is what one actor embeds at a time; a part is only how the store is written); which parts wait
+    on each document, and how many."""
+    waiting: dict[str, list[int]] = {}
+    needed: dict[str, int] = {}
+    rows = []
+    for index in todo:
+        start, end = parts[index]
+        for row in range(start, end):
+            key = keys[row]
+            if key not in waiting:
+                waiting[key] = []
+                rows.append(row)
+            if not waiting[key] or waiting[key][-1] != index:
+                waiting[key].append(index)
+                needed[key] = needed.get(key, 0) + 1
+    size = max(1, min(most, -(-len(rows) // (2 * workers))))
+    blocks = []
+    for start in range(0, len(rows), size):
+        block = rows[start: start + size]
+        blocks.append(pa.table({"key": pa.array([keys[r] for r in block], pa.string()),
+                                "text": pa.array([docs[r].text for r in block], pa.string()),
+                                "messages": pa.array([None if docs[r].messages is None else json.dumps(docs[r].messages)
+                                                      for r in block], pa.string())}))
+    return blocks, waiting, needed
+
+
+def _take(rows: dict[str, tuple[pa.Table, int]], keys: list[str]) -> pa.Table:
+    """The worker rows of `keys`, in that order."""
+    by_batch: dict[int, tuple[pa.Table, list[int], list[int]]] = {}
+    for position, key in enumerate(keys):
+        batch, row = rows[key]
+        entry = by_batch.setdefault(id(batch), (batch, [], []))
+        entry[1].append(position)
+        entry[2].append(row)
+    pieces = [batch.take(pa.array(taken)).append_column("_position", pa.array(positions, pa.int64()))
+              for batch, positions, taken in by_batch.values()]
+    return pa.concat_tables(pieces).sort_by("_position").drop_columns(["_position"])
+
+
+class _Worker:
+    """A Ray actor: the reader and SAE, loaded once, embedding the batches of documents it is sent. The
+    job's config is set on a subclass made per run, so it travels with the class."""
+
+    config: EmbedConfig
+
+    def __init__(self) -> None:
+        import torch
+
+        from saeembed.embedding.pipeline import load_pipeline
+
+        torch.set_num_threads(max(1, int(self.config.cpus_per_worker)))
+        self.reader, self.sae = load_pipeline(self.config)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from saeembed.embedding.pipeline import dense_column, embed_window
+
+        config = self.config
+        docs = [Document(id=key, text=text, messages=json.loads(chat) if chat is not None else None)
+                for key, text, chat in zip(batch.column("key").to_pylist(), batch.column("text").to_pylist(),
+                                           batch.column("messages").to_pylist())]
+        pieces: list[pa.Table] = []
+
+        def commit(slots: list[int], vectors: Any, n_chunks: np.ndarray) -> None:
+            pieces.append(pa.table({"_slot": pa.array(slots, pa.int64()), **vectors.arrow_columns(config.values_dtype),
+                                    "n_chunks": pa.array(n_chunks.astype(np.int32))}))
+
+        embed_window(self.reader, self.sae, docs, config, lambda tokens, fraction: None, commit)
+        table = pa.concat_tables(pieces).sort_by("_slot").drop_columns(["_slot"])
+        texts = [self.reader.render(doc, config.as_chat)[0] for doc in docs]
+        table = table.append_column("key", batch.column("key")).append_column("text", pa.array(texts, pa.string()))
+        return table.append_column("dense", dense_column(texts)) if config.dense else table
+
+
+def _as_user_error(exc: BaseException) -> SaeEmbedError:
+    """The saeembed error a worker raised (e.g. a chunk that does not fit in memory), found inside Ray's
+    wrappers; any other failure as one line that says the finished parts are kept."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, SaeEmbedError):
+            # Ray re-raises a task's error as a class deriving from both RayTaskError and the original.
+            original = next(k for k in type(current).__mro__ if issubclass(k, SaeEmbedError)
+                            and k.__module__.startswith("saeembed"))
+            return original(*current.args) if current.args else original(str(current))
+        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
+    return SaeEmbedError(f"the Ray run failed ({type(exc).__name__}: {_first_line(exc)}); the parts written so "
+                         f"far are kept: run the same command again to resume")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+def _write_part(work: Path, index: int, parts: list[tuple[int, int]], rows: pa.Table, fields: pa.Table,
+                config: EmbedConfig, model_meta: dict, corpus: Corpus) -> PartCounts:
+    """Write part `index` (its rows from the workers, in input order) as a store file, atomically."""
+    from saeembed.embedding.pipeline import store_metadata, store_table
+
+    start, end = parts[index]
+    window = fields.slice(start, end - start).add_column(1, "text", rows.column("text"))
+    table = store_table(window, {name: rows.column(name) for name in (*VECTOR_COLUMNS, *COUNT_STATS)},
+                        rows.column("dense") if config.dense else None)
+    n_tokens = rows.column("n_tokens").to_numpy()
+    n_chunks = rows.column("n_chunks").to_numpy()
+    counts = PartCounts(end - start, int(n_tokens.sum()), int((n_chunks > 1).sum()), int((n_chunks < 0).sum()),
+                        int((n_tokens == 0).sum()))
+    meta = store_metadata(config, model_meta, corpus)
+    meta.update(n_docs=len(fields), part={"index": index, "of": len(parts), **asdict(counts)})
+    atomic_write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta)}),
+                       work / _part_name(index, len(parts)))
+    return counts
+
+
+def _commit(work: Path, output: Path, n_parts: int, n_docs: int) -> PartCounts:
+    """Check the parts belong together, put the store's totals in the first part's metadata (the one
+    analyses read), and rename the work folder to `output`, replacing what was there."""
+    files = [work / _part_name(i, n_parts) for i in range(n_parts)]
+    metas = [(str(file), read_meta(file)) for file in files]
+    try:
+        check_compatible(metas)
+    except StoreError as exc:
+        raise StoreError(f"the parts in {work} were not all embedded with the same model and SAE ({exc}); the "
+                         f"model or SAE changed since the interrupted run: delete {work} and run again") from None
+    counts = [PartCounts(**{name: meta["part"][name] for name in PartCounts.__dataclass_fields__}) for _, meta in metas]
+    totals = PartCounts(*(sum(getattr(c, name) for c in counts) for name in PartCounts.__dataclass_fields__))
+    first = pq.read_table(files[0])
+    meta = metas[0][1]
+    meta.update(n_docs=n_docs, n_tokens=totals.n_tokens, n_chunked=totals.n_chunked, n_truncated=totals.n_truncated)
+    atomic_write_table(first.replace_schema_metadata({META_KEY: json.dumps(meta)}), files[0])
+    _swap(work, output)
+    with contextlib.suppress(OSError):
+        (output / JOB_FILE).unlink()
+    return totals
+
+
+def _swap(work: Path, output: Path) -> None:
+    """Rename the finished work folder to `output`; an earlier store there is moved aside first and deleted
+    after (and one a killed swap left aside is deleted on the next)."""
+    import glob
+
+    old = output.with_name(f".{output.name}.replaced-{secrets.token_hex(4)}")
+    if output.exists():
+        os.replace(output, old)
+    os.replace(work, output)
+    for stale in glob.glob(str(output.with_name(f".{glob.escape(output.name)}.replaced-*"))):
+        shutil.rmtree(stale, ignore_errors=True)
