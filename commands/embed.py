@@ -46,8 +46,10 @@ def run(
     skip_invalid: Annotated[bool, typer.Option(help="Embed the valid documents and list the others.")] = False,
     dense: Annotated[bool, typer.Option("--dense", help="Also store a dense sentence embedding per document "
                                                         "(all-MiniLM-L6-v2), for search --dense/--hybrid.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep vectors for later runs.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Vector cache folder (local engine; --engine ray "
+                                                      "resumes from its parts).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep vectors for later runs (local "
+                                                              "engine).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
     engine: Annotated[str, typer.Option(help="local (this process) or ray (a pool of Ray actors; writes a folder "
                                              "store of parts and resumes from them).")] = _D["engine"].default,
@@ -57,8 +59,8 @@ def run(
                                                    "default: as many as the GPUs (or CPUs) allow.")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per Ray actor; default: 1 when the "
                                                              "cluster has GPUs, else 0.")] = None,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray actor (torch threads in it).")
-                               ] = _D["cpus_per_worker"].default,
+    cpus_per_worker: Annotated[Optional[float], typer.Option(help="CPUs per Ray actor (torch threads in it); "
+                                                             "default 1.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
 ) -> None:
@@ -77,9 +79,11 @@ def run(
         if engine not in ENGINES:
             raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
         on_ray = engine == "ray"
-        if not on_ray and (ray_address is not None or workers is not None or gpus_per_worker is not None):
-            raise typer.BadParameter("--ray-address, --workers and --gpus-per-worker need --engine ray",
-                                     param_hint="--engine")
+        ray_settings = {"ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                        "cpus_per_worker": cpus_per_worker}
+        if not on_ray and any(value is not None for value in ray_settings.values()):
+            raise typer.BadParameter("--ray-address, --workers, --gpus-per-worker and --cpus-per-worker need "
+                                     "--engine ray", param_hint="--engine")
         config = resolve_config(preset, model, sae, layer=layer, sae_format=sae_format, revision=revision,
                                 sae_revision=sae_revision, input_format=input_format,
                                 pooling=pool, values_dtype=values_dtype, device=device, dtype=dtype,
@@ -87,8 +91,7 @@ def run(
                                 pool_roles=parse_roles(pool_roles), as_chat=as_chat, text_field=text_field,
                                 id_field=id_field, skip_invalid=skip_invalid, cache_dir=cache_dir, dense=dense,
                                 use_cache=not no_cache, trust_remote_code=trust_remote_code, engine=engine,
-                                **({"ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                                    "cpus_per_worker": cpus_per_worker} if on_ray else {}))
+                                **{name: value for name, value in ray_settings.items() if value is not None})
         with embed_progress(disabled=quiet) as on_progress:
             result = embed(inputs, output, config, on_progress=on_progress)
     for problem in result.skipped:

@@ -21,13 +21,14 @@ from typer.testing import CliRunner
 
 from commands.app import app
 from saeembed import EmbedConfig, Embedder, embed, load_store
-from saeembed.errors import ConfigError, SAEError
+from saeembed.errors import ConfigError, SAEError, StoreError
 from saeembed.store import read_meta
 from tests import sae_files
 from tests.conftest import TEXTS
 
-# Distinct documents and repeats (embedded once, written wherever they occur), a field only some carry.
-DOCS = [f"{t} (variant {i % 7})" for i in range(6) for t in TEXTS]
+# 32 distinct documents and 16 repeats in later parts (embedded once, written wherever they occur), a
+# field only some records carry.
+DOCS = [f"{t} (variant {i % 4})" for i in range(6) for t in TEXTS]
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +69,22 @@ def assert_same_store(local: Path, folder: Path) -> None:
     assert differ <= {"created", "part"}, differ
 
 
-def test_a_ray_run_equals_the_single_process_store(setup, llama_dir, ray_address, tmp_path):
+def test_a_ray_run_equals_the_single_process_store(setup, llama_dir, ray_address, tmp_path, monkeypatch):
+    """Also: a run killed after the final rename, before its job file went, is finished by the next run
+    without embedding anything."""
+    import saeembed.embedding.ray_engine as engine
+
     corpus, sae, local, local_result = setup
     out = tmp_path / "out"
+    finish = engine._finish
+    monkeypatch.setattr(engine, "_finish", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c", dense=True, engine="ray", workers=2))
+    assert (out / "job.json").exists()
+    monkeypatch.setattr(engine, "_finish", finish)
+    monkeypatch.setattr(engine, "_ray_session", None)  # the second run must not need Ray
     result = embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c", dense=True, engine="ray", workers=2))
+    assert result.n_cached == len(DOCS)
     assert_same_store(local, out)
     parts = sorted(p.name for p in out.iterdir())
     assert parts == [f"part-{i:05d}.parquet" for i in range(-(-len(DOCS) // 8))], "one part per window, nothing else"
@@ -190,6 +203,67 @@ def test_a_model_that_does_not_fit_the_sae_is_one_error_before_any_actor(setup, 
         embed([str(corpus)], tmp_path / "out", config(llama_dir, sae, tmp_path / "c", engine="ray", workers=3))
 
 
+def test_a_worker_that_cannot_read_the_weights_is_one_line(setup, llama_dir, ray_address, tmp_path):
+    """The first check reads the model's config and tokenizer only; the actors fail on the weights. The
+    run stops (it does not retry forever) with one line naming the error, not Ray's wrapper of it."""
+    import shutil
+
+    corpus, sae, _, _ = setup
+    broken = tmp_path / "broken-llama"
+    shutil.copytree(llama_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    runner = CliRunner()
+    done = runner.invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "out"), "--model", str(broken),
+                                    "--sae", str(sae), "--layer", "1", "--engine", "ray", "--workers", "1"])
+    assert done.exit_code == 1, done.output
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.output
+    assert "SafetensorError" in lines[0] and "ray::" not in lines[0] and "Traceback" not in done.output
+    assert not (tmp_path / "out").exists()
+    fixed = runner.invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "out"), "--model", str(llama_dir),
+                                "--sae", str(sae), "--layer", "1", "--engine", "ray", "--workers", "1"])
+    assert fixed.exit_code == 0, "a failed run that wrote no part does not block the next"
+    assert load_store(tmp_path / "out").n_docs == len(DOCS)
+
+
+def test_nothing_of_the_user_is_replaced_or_deleted(setup, llama_dir, tmp_path):
+    """A folder of the user's own stores, and the work folder of another interrupted run, are refused before
+    Ray is reached, and left as they were."""
+    import shutil
+
+    corpus, sae, local, _ = setup
+    stores = tmp_path / "stores"
+    stores.mkdir()
+    shutil.copy(local, stores / "tweets.parquet")
+    base = ["--model", str(llama_dir), "--sae", str(sae), "--layer", "1", "--engine", "ray",
+            "--ray-address", "127.0.0.1:1"]
+    runner = CliRunner()
+    done = runner.invoke(app, ["embed", str(corpus), "-o", str(stores), *base])
+    assert done.exit_code == 1 and "tweets.parquet" in done.output and "new or empty folder" in done.output
+    assert (stores / "tweets.parquet").read_bytes() == local.read_bytes()
+
+    other = tmp_path / ".out.ray-work"
+    other.mkdir()
+    (other / "job.json").write_text(json.dumps({"job": "another run"}))
+    (other / "part-00000.parquet").write_bytes(local.read_bytes())
+    done = runner.invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "out"), *base])
+    assert done.exit_code == 1 and "interrupted run with other documents" in done.output, done.output
+    assert sorted(p.name for p in other.iterdir()) == ["job.json", "part-00000.parquet"]
+
+
+def test_parts_of_another_model_or_precision_are_not_mixed():
+    from saeembed.embedding.ray_engine import _check_same_model
+
+    meta = {"model": {"id": "m", "fingerprint": "f", "layer": 1, "dtype": "float32"},
+            "sae": {"fingerprint": "s", "d_sae": 96}, "pooling": "max", "max_tokens": 256}
+    _check_same_model("a", meta, "b", json.loads(json.dumps(meta)))
+    on_gpu = json.loads(json.dumps(meta))
+    on_gpu["model"]["dtype"] = "bfloat16"
+    with pytest.raises(StoreError, match="model.dtype"):
+        _check_same_model("the parts written", meta, "the model now", on_gpu)
+
+
 def test_bad_input_is_refused_before_ray_is_reached(tmp_path, llama_dir):
     """The corpus, the output folder and the settings are checked first: the unreachable cluster is never tried."""
     bad = tmp_path / "bad.jsonl"
@@ -208,6 +282,8 @@ def test_bad_input_is_refused_before_ray_is_reached(tmp_path, llama_dir):
     assert (taken / "notes.txt").read_text() == "mine"
     done = runner.invoke(app, ["embed", str(good), "-o", str(tmp_path / "x.parquet"), "--model", str(llama_dir),
                                "--sae", "unused", "--workers", "2"])
+    assert done.exit_code != 0 and "--engine ray" in done.output
+    done = runner.invoke(app, ["embed", str(good), "-o", str(tmp_path / "x.parquet"), "--cpus-per-worker", "2"])
     assert done.exit_code != 0 and "--engine ray" in done.output
 
 

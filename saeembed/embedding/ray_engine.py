@@ -25,8 +25,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -47,7 +49,6 @@ from saeembed.store import (
     VECTOR_COLUMNS,
     StoreError,
     atomic_write_table,
-    check_compatible,
     read_meta,
 )
 
@@ -56,6 +57,12 @@ log = logging.getLogger(__name__)
 INSTALL = 'pip install "saeembed[ray]"'
 JOB_FILE = "job.json"
 JOB_VERSION = 1
+RETRIES = 3
+_PART = re.compile(r"part-\d{5,}\.parquet")
+# What must be the same in every part of one store: the model, its weights and precision, the SAE, the
+# pooling and the context (the job file already pins the settings and the documents).
+_SAME_MODEL = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("model", "dtype"),
+               ("sae", "fingerprint"), ("sae", "d_sae"), ("pooling",), ("max_tokens",))
 # Settings that change how the work is run but not the store: a resumed run may change them.
 _EXECUTION_ONLY = frozenset({"engine", "ray_address", "workers", "gpus_per_worker", "cpus_per_worker",
                              "batch_tokens", "max_batch_docs", "cache_dir", "use_cache", "skip_invalid"})
@@ -75,21 +82,25 @@ def work_folder(output: Path) -> Path:
 
 
 def check_target(output: Path, sources: list[str]) -> None:
-    """Refuse, before any work, an output the final rename would lose something to: a folder holding
-    anything but the parts of a saeembed store, or one that holds an input."""
-    resolved = output.resolve()
+    """Refuse, before any work and again just before the final rename, an output that rename would lose
+    something to: a folder holding anything but the parts of a store an earlier Ray run wrote (a file of
+    another name, a single-file store, a subfolder), one that holds an input, or the file system's root."""
+    output = Path(os.path.abspath(output))
+    if output == output.parent:
+        raise OutputError(f"{output} is the root folder; pass a folder for the store as -o")
     for source in sources:
-        if source != "<stdin>" and Path(source).resolve().is_relative_to(resolved):
+        if source != "<stdin>" and Path(os.path.abspath(source)).is_relative_to(output):
             raise OutputError(f"{source} is inside {output}: writing the store there would replace the corpus; "
                               f"pass another -o")
     if not output.is_dir():
         return
     for entry in sorted(output.iterdir()):
         if (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.name == JOB_FILE:
-            continue  # a killed writer's temporary file; the job file a killed swap left
-        if entry.suffix != ".parquet" or not entry.is_file() or META_KEY not in (_schema_metadata(entry) or {}):
-            raise OutputError(f"{output} holds {entry.name}, which is not part of a saeembed store; the store "
-                              f"replaces the folder, so pass a new or empty folder as -o")
+            continue  # a killed writer's temporary file; the job file a killed final rename left
+        meta = (_schema_metadata(entry) or {}).get(META_KEY) if entry.is_file() else None
+        if not _PART.fullmatch(entry.name) or meta is None or b'"part"' not in meta:
+            raise OutputError(f"{output} holds {entry.name}, which is not a part of a store `--engine ray` wrote; "
+                              f"the store replaces the whole folder, so pass a new or empty folder as -o")
 
 
 def _schema_metadata(file: Path) -> dict | None:
@@ -124,10 +135,14 @@ def embed_with_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Pa
     """Embed `corpus` (checked, with its `fields_table` and cache `keys`) on Ray into the folder store
     `output`. `on_progress(docs_done, tokens_done)` is called as parts are written."""
     require_ray()
+    output = Path(os.path.abspath(output))
     check_target(output, corpus.sources)
     work = work_folder(output)
     parts = _plan(len(keys), config.window_docs)
-    done = _resume(work, _job_key(config, keys, fields), len(parts))
+    job = _job_key(config, keys, fields)
+    if _same_job(output, job):  # killed after the final rename, before the job file went
+        return RayRun(len(keys), len(keys), _finish(output, len(parts)))
+    done = _written_parts(work, job, len(parts))
     progress = [sum(parts[i][1] - parts[i][0] for i in done), 0]
     if on_progress:
         on_progress(*progress)
@@ -137,17 +152,18 @@ def embed_with_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Pa
         with _ray_session(config) as ray:
             workers, cpus, gpus = _pool_size(ray, config)
             described = _describe_on_cluster(ray, config, cpus, gpus)
-            described["pool_roles"] = list(config.pool_roles) if config.pool_roles else None
             if model_meta is not None:
-                _check_same_model(work, model_meta, described)
+                _check_same_model(f"the parts in {work}", model_meta, "the model and SAE now", described)
             model_meta = described
+            if not done:
+                _start_work(work, job)
             for index, rows in _embedded_parts(ray, config, corpus.documents, keys, parts, todo, workers, cpus, gpus):
                 counts = _write_part(work, index, parts, rows, fields, config, model_meta, corpus)
                 progress[0] += counts.n_docs
                 progress[1] += counts.n_tokens
                 if on_progress:
                     on_progress(*progress)
-    totals = _commit(work, output, len(parts), len(keys))
+    totals = _commit(work, output, len(parts), len(keys), corpus.sources)
     return RayRun(len(keys), sum(parts[i][1] - parts[i][0] for i in done), totals)
 
 
@@ -176,21 +192,37 @@ def _job_key(config: EmbedConfig, keys: list[str], fields: pa.Table) -> str:
                     "\n".join(keys), hashlib.blake2b(sink.getvalue(), digest_size=16).hexdigest())
 
 
-def _resume(work: Path, job: str, n_parts: int) -> set[int]:
-    """The parts already written by an earlier run of this job; a work folder of another job is emptied."""
-    job_file = work / JOB_FILE
-    if work.is_dir():
-        try:
-            same = json.loads(job_file.read_text()).get("job") == job
-        except (OSError, ValueError, AttributeError):
-            same = False
-        if same:
-            atomic.sweep_folder(work)
-            return {i for i in range(n_parts) if (work / _part_name(i, n_parts)).is_file()}
+def _written_parts(work: Path, job: str, n_parts: int) -> set[int]:
+    """The parts an earlier, interrupted run of this job wrote. The parts of another job (other documents,
+    fields or settings) are refused, never deleted: they may be hours of work; a work folder without parts
+    (a run that failed before its first) is started afresh."""
+    if not work.is_dir():
+        return set()
+    try:
+        same = json.loads((work / JOB_FILE).read_text()).get("job") == job
+    except (OSError, ValueError, AttributeError):
+        same = False
+    if not same and not any(_PART.fullmatch(entry.name) for entry in work.iterdir()):
         shutil.rmtree(work)
-    work.mkdir(parents=True)
-    atomic.write_text(job_file, json.dumps({"job": job, "parts": n_parts}))
-    return set()
+        return set()
+    if not same:
+        raise OutputError(f"{work} holds the parts of an interrupted run with other documents or settings; run "
+                          f"that command again to finish it, or delete {work} to start this one")
+    atomic.sweep_folder(work)
+    return {i for i in range(n_parts) if (work / _part_name(i, n_parts)).is_file()}
+
+
+def _start_work(work: Path, job: str) -> None:
+    """The work folder and its job file, made once the cluster has accepted the run."""
+    work.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(work / JOB_FILE, json.dumps({"job": job}))
+
+
+def _same_job(output: Path, job: str) -> bool:
+    try:
+        return json.loads((output / JOB_FILE).read_text()).get("job") == job
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # -- running the actors -------------------------------------------------------------------------------
@@ -238,13 +270,21 @@ def _describe_on_cluster(ray: Any, config: EmbedConfig, cpus: float, gpus: float
         raise _as_user_error(exc) from None
 
 
-def _check_same_model(work: Path, before: dict, now: dict) -> None:
-    """Refuse to resume when the model or SAE changed since the parts in `work` were written."""
-    try:
-        check_compatible([("the parts written before", before), ("the model and SAE now", now)])
-    except StoreError as exc:
-        raise StoreError(f"{exc}; the model or SAE changed since the interrupted run: delete {work} to start "
-                         f"again") from None
+def _check_same_model(first_name: str, first: dict, other_name: str, other: dict) -> None:
+    """Refuse to put parts embedded differently in one store (a model or SAE changed since an interrupted
+    run, or it resumed on other hardware: bfloat16 on GPU, float32 on CPU)."""
+    for path in _SAME_MODEL:
+        a, b = _dig(first, path), _dig(other, path)
+        if a != b:
+            raise StoreError(f"{first_name} and {other_name} differ in {'.'.join(path)} ({a!r} vs {b!r}): the "
+                             f"model, SAE or hardware changed since the interrupted run; run it as before, or "
+                             f"delete the work folder to start again")
+
+
+def _dig(meta: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        meta = meta.get(key) if isinstance(meta, dict) else None
+    return meta
 
 
 def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: list[str],
@@ -257,10 +297,16 @@ def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: l
     blocks, waiting, needed = _dataset_blocks(docs, keys, parts, todo, workers, config.window_docs)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller draws one progress bar
-    dataset = ray.data.from_arrow(blocks, override_num_blocks=len(blocks)).map_batches(
-        type("SaeembedWorker", (_Worker,), {"config": config}), batch_size=max(len(b) for b in blocks),
-        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=min(workers, len(blocks))),
-        num_cpus=cpus, num_gpus=gpus or None)
+    context.raise_original_map_exception = True  # a worker's own error, not Ray's wrapper of it
+    # Ray restarts an actor that dies and retries its batch elsewhere; a batch that kills its worker every
+    # time (e.g. the OOM killer) fails the run after RETRIES tries instead of retrying forever. Ray 2.60 has
+    # no named parameter for it yet and warns about the generic one (hence `ray[data]<2.64` in the extra).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+        dataset = ray.data.from_arrow(blocks, override_num_blocks=len(blocks)).map_batches(
+            type("SaeembedWorker", (_Worker,), {"config": config}), batch_size=max(len(b) for b in blocks),
+            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=min(workers, len(blocks))),
+            num_cpus=cpus, num_gpus=gpus or None, max_task_retries=RETRIES)
     rows: dict[str, tuple[pa.Table, int]] = {}  # key -> (a batch from a worker, row)
     missing = {i: len(set(keys[parts[i][0]: parts[i][1]])) for i in todo}
     data_log = logging.getLogger("ray.data")
@@ -305,16 +351,20 @@ def _check_reachable(address: str) -> None:
 
 
 def _pool_size(ray: Any, config: EmbedConfig) -> tuple[int, float, float]:
-    """Actors, CPUs and GPUs per actor: what was asked, checked against the cluster's resources."""
-    resources = ray.cluster_resources()
-    have_cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    """Actors, CPUs and GPUs per actor: what was asked, checked against what the cluster's nodes can hold
+    (an actor lives on one node); the default is as many actors as they hold."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    have_gpus = sum(node.get("GPU", 0.0) for node in nodes)
     gpus = config.gpus_per_worker if config.gpus_per_worker is not None else (1.0 if have_gpus >= 1 else 0.0)
     cpus = config.cpus_per_worker
-    workers = config.workers or max(1, int(have_gpus // gpus) if gpus else int(have_cpus // cpus))
-    if workers * cpus > have_cpus + 1e-9 or workers * gpus > have_gpus + 1e-9:
-        raise ConfigError(f"{workers} workers x {cpus:g} CPUs, {gpus:g} GPUs each do not fit the Ray cluster "
-                          f"({have_cpus:g} CPUs, {have_gpus:g} GPUs); lower --workers, --cpus-per-worker or "
-                          f"--gpus-per-worker")
+    slots = sum(min(int(node.get("CPU", 0.0) // cpus), int(node.get("GPU", 0.0) // gpus) if gpus else 1 << 30)
+                for node in nodes)
+    workers = config.workers or slots
+    if not slots or workers > slots:
+        raise ConfigError(f"{workers or 1} workers of {cpus:g} CPUs and {gpus:g} GPUs each do not fit the Ray "
+                          f"cluster's nodes (room for {slots}; "
+                          + ", ".join(f"{n.get('CPU', 0):g} CPUs {n.get('GPU', 0):g} GPUs" for n in nodes)
+                          + "); lower --workers, --cpus-per-worker or --gpus-per-worker")
     return workers, cpus, gpus
 
 
@@ -343,6 +393,7 @@ def _dataset_blocks(docs: list[Document], keys: list[str], parts: list[tuple[int
         block = rows[start: start + size]
         blocks.append(pa.table({"key": pa.array([keys[r] for r in block], pa.string()),
                                 "text": pa.array([docs[r].text for r in block], pa.string()),
+                                "where": pa.array([docs[r].where for r in block], pa.string()),
                                 "messages": pa.array([None if docs[r].messages is None else json.dumps(docs[r].messages)
                                                       for r in block], pa.string())}))
     return blocks, waiting, needed
@@ -379,9 +430,9 @@ class _Worker:
         from saeembed.embedding.pipeline import dense_column, embed_window
 
         config = self.config
-        docs = [Document(id=key, text=text, messages=json.loads(chat) if chat is not None else None)
-                for key, text, chat in zip(batch.column("key").to_pylist(), batch.column("text").to_pylist(),
-                                           batch.column("messages").to_pylist())]
+        docs = [Document(id=key, text=text, messages=json.loads(chat) if chat is not None else None, where=where)
+                for key, text, chat, where in zip(*(batch.column(name).to_pylist()
+                                                    for name in ("key", "text", "messages", "where")))]
         pieces: list[pa.Table] = []
 
         def commit(slots: list[int], vectors: Any, n_chunks: np.ndarray) -> None:
@@ -397,25 +448,26 @@ class _Worker:
 
 def _as_user_error(exc: BaseException) -> SaeEmbedError:
     """The saeembed error a worker raised (e.g. a chunk that does not fit in memory), found inside Ray's
-    wrappers; any other failure as one line that says the finished parts are kept."""
-    seen = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, SaeEmbedError):
+    wrappers; any other failure as one line naming the worker's own error (e.g. weights that cannot be
+    read), not Ray's wrapper of it."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = getattr(current, "cause", None) or current.__cause__  # Ray keeps a task's error as `cause`
+    for error in chain:
+        if isinstance(error, SaeEmbedError):
             # Ray re-raises a task's error as a class deriving from both RayTaskError and the original.
-            original = next(k for k in type(current).__mro__ if issubclass(k, SaeEmbedError)
+            original = next(k for k in type(error).__mro__ if issubclass(k, SaeEmbedError)
                             and k.__module__.startswith("saeembed"))
-            return original(*current.args) if current.args else original(str(current))
-        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
-    return SaeEmbedError(f"the Ray run failed ({type(exc).__name__}: {_first_line(exc)}); the parts written so "
-                         f"far are kept: run the same command again to resume")
+            return original(*error.args) if error.args else original(str(error))
+    innermost = next((e for e in reversed(chain) if not type(e).__module__.startswith("ray")), chain[-1])
+    first = (str(innermost).strip().splitlines() or [""])[0]
+    return SaeEmbedError(f"the Ray run failed ({type(innermost).__name__}: {_first_line(first) if first else '-'}); "
+                         f"the parts written so far are kept: fix that and run the same command again to resume")
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "…"
 
@@ -442,26 +494,37 @@ def _write_part(work: Path, index: int, parts: list[tuple[int, int]], rows: pa.T
     return counts
 
 
-def _commit(work: Path, output: Path, n_parts: int, n_docs: int) -> PartCounts:
-    """Check the parts belong together, put the store's totals in the first part's metadata (the one
-    analyses read), and rename the work folder to `output`, replacing what was there."""
+def _commit(work: Path, output: Path, n_parts: int, n_docs: int, sources: list[str]) -> PartCounts:
+    """Check every part is there and belongs with the others, put the store's totals in the first part's
+    metadata (the one analyses read), and rename the work folder to `output`, replacing what was there."""
     files = [work / _part_name(i, n_parts) for i in range(n_parts)]
-    metas = [(str(file), read_meta(file)) for file in files]
-    try:
-        check_compatible(metas)
-    except StoreError as exc:
-        raise StoreError(f"the parts in {work} were not all embedded with the same model and SAE ({exc}); the "
-                         f"model or SAE changed since the interrupted run: delete {work} and run again") from None
-    counts = [PartCounts(**{name: meta["part"][name] for name in PartCounts.__dataclass_fields__}) for _, meta in metas]
-    totals = PartCounts(*(sum(getattr(c, name) for c in counts) for name in PartCounts.__dataclass_fields__))
-    first = pq.read_table(files[0])
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        raise StoreError(f"the Ray run ended without {len(missing)} part(s) ({missing[0]}, ...); the parts written "
+                         f"are kept in {work}: run the same command again to finish")
+    metas = [(file, read_meta(file)) for file in files]
+    for file, meta in metas[1:]:
+        _check_same_model(metas[0][0].name, metas[0][1], file.name, meta)
+    totals = _totals([meta for _, meta in metas])
     meta = metas[0][1]
     meta.update(n_docs=n_docs, n_tokens=totals.n_tokens, n_chunked=totals.n_chunked, n_truncated=totals.n_truncated)
+    first = pq.read_table(files[0])
     atomic_write_table(first.replace_schema_metadata({META_KEY: json.dumps(meta)}), files[0])
+    check_target(output, sources)  # nothing the user put there during the run is replaced
     _swap(work, output)
-    with contextlib.suppress(OSError):
+    return _finish(output, n_parts)
+
+
+def _finish(output: Path, n_parts: int) -> PartCounts:
+    """The last step of a run (the job file goes), and the store's totals."""
+    with contextlib.suppress(FileNotFoundError):
         (output / JOB_FILE).unlink()
-    return totals
+    return _totals([read_meta(output / _part_name(i, n_parts)) for i in range(n_parts)])
+
+
+def _totals(metas: list[dict]) -> PartCounts:
+    counts = [[meta["part"][name] for name in PartCounts.__dataclass_fields__] for meta in metas]
+    return PartCounts(*(int(sum(column)) for column in zip(*counts)))
 
 
 def _swap(work: Path, output: Path) -> None:
