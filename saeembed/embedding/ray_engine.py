@@ -296,6 +296,7 @@ def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: l
 
     blocks, waiting, needed = _dataset_blocks(docs, keys, parts, todo, workers, config.window_docs)
     context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.raise_original_map_exception  # the caller's, restored after
     context.enable_progress_bars = False  # the caller draws one progress bar
     context.raise_original_map_exception = True  # a worker's own error, not Ray's wrapper of it
     # Ray restarts an actor that dies and retries its batch elsewhere; a batch that kills its worker every
@@ -332,6 +333,7 @@ def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: l
         raise _as_user_error(exc) from None
     finally:
         data_log.setLevel(level)
+        context.enable_progress_bars, context.raise_original_map_exception = saved
 
 
 def _check_reachable(address: str) -> None:
