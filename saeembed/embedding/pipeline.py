@@ -289,7 +289,7 @@ CommitFn = Callable[[list[int], DocVectors, np.ndarray], None]
 
 
 def embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedConfig,
-                  on_batch: Callable[[int, float], None], commit: CommitFn) -> None:
+                 on_batch: Callable[[int, float], None], commit: CommitFn) -> None:
     """Embed a window of documents; `commit(slots, vectors, n_chunks)` receives every document's vectors
     once: the documents finished so far every `COMMIT_SECONDS`, the rest at the end. A document's vectors
     depend on its own chunks only, so how the window is cut into commits does not change them."""
@@ -460,8 +460,8 @@ def fields_table(docs: list[Document], id_field: str = "id") -> pa.Table:
 
 
 def model_metadata(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
-    """What the loaded reader and SAE put in a store's metadata; a Ray worker sends this to the driver,
-    which writes the parts."""
+    """What the loaded reader and SAE put in a store's metadata (the Ray engine gets it from one task on
+    the cluster, with a worker's device and dtype, and writes it into every part)."""
     import transformers
 
     from saeembed import __version__
