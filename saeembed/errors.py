@@ -46,3 +46,9 @@ def at_least(owner: str, field: str, value: object, low: float, *, optional: boo
         what = "an integer" if integer else "a number"
         raise ConfigError(f"{owner}.{field} = {value!r} is not allowed; give {what} >= {low:g}"
                           + (" (or None)" if optional else ""))
+
+
+def first_line(error: BaseException | str, limit: int = 200) -> str:
+    """An error (or its text) on one line of at most `limit` characters, for the one-line messages users see."""
+    text = " ".join(str(error).split()) or (type(error).__name__ if isinstance(error, BaseException) else "")
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saeembed import atomic
-from saeembed.errors import StoreError
+from saeembed.errors import StoreError, first_line
 
 META_KEY = b"saeembed"
 STORE_VERSION = 1
@@ -255,14 +255,14 @@ def load_store(path: str | Path) -> Store:
         try:
             table = pq.read_table(file)
         except (OSError, ValueError, pa.ArrowException) as exc:
-            raise StoreError(f"{file}: cannot read the store ({_first_line(exc)}); the file is damaged or "
+            raise StoreError(f"{file}: cannot read the store ({first_line(exc)}); the file is damaged or "
                              f"truncated: embed the corpus again") from None
         parts.append(_checked_vectors(table, file, d_sae))
         tables.append(table.drop_columns(list(VECTOR_COLUMNS[:4])))
     try:
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     except (ValueError, pa.ArrowException) as exc:
-        raise StoreError(f"{path}: its part files have different fields ({_first_line(exc)}); embed the "
+        raise StoreError(f"{path}: its part files have different fields ({first_line(exc)}); embed the "
                          f"corpus again into an empty folder") from None
     vectors = _concat_vectors(parts)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(len(vectors), d_sae))
@@ -275,7 +275,7 @@ def load_store(path: str | Path) -> Store:
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise  # KeyboardInterrupt, SystemExit
         raise StoreError(f"{path}: cannot read its fields into a table ({type(exc).__name__}: "
-                         f"{_first_line(exc)}); embed the corpus again") from None
+                         f"{first_line(exc)}); embed the corpus again") from None
     return Store(path, matrix, frame, meta, vectors.peak_start, vectors.peak_end)
 
 
@@ -286,17 +286,12 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")  # the SAE finger
 MAX_D_SAE = 2**31 - 1  # latent indices are int32
 
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "…"
-
-
 def _file_meta(file: Path) -> dict[str, Any]:
     """The checked metadata of one store file."""
     try:
         raw = pq.read_schema(file).metadata or {}
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise StoreError(f"{file}: not a readable Parquet store ({_first_line(exc)}); if it is a store it is "
+        raise StoreError(f"{file}: not a readable Parquet store ({first_line(exc)}); if it is a store it is "
                          f"damaged or truncated: embed the corpus again") from None
     if META_KEY not in raw:
         raise StoreError(f"{file} has no saeembed metadata; it was not written by `saeembed embed` "
@@ -529,12 +524,13 @@ def _concat_vectors(parts: list[DocVectors]) -> DocVectors:
                       np.concatenate([p.concept_counts for p in parts]))
 
 
-def check_compatible(metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
-    """Refuse to mix stores whose vectors are not comparable, naming the field that differs."""
+def check_compatible(metas: Iterable[tuple[str, dict[str, Any]]],
+                     fields: tuple[tuple[str, ...], ...] = COMPAT_FIELDS) -> None:
+    """Refuse to mix stores whose vectors are not comparable (differ in one of `fields`), naming the field."""
     metas = list(metas)
     first_name, first = metas[0]
     for name, meta in metas[1:]:
-        for field_path in COMPAT_FIELDS:
+        for field_path in fields:
             a, b = _dig(first, field_path), _dig(meta, field_path)
             if a != b:
                 raise StoreError(f"{first_name} and {name} were embedded differently ({'.'.join(field_path)}: "

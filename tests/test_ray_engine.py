@@ -76,12 +76,12 @@ def test_a_ray_run_equals_the_single_process_store(setup, llama_dir, ray_address
 
     corpus, sae, local, local_result = setup
     out = tmp_path / "out"
-    finish = engine._finish
-    monkeypatch.setattr(engine, "_finish", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    drop = engine._drop_job_file  # a kill right after the final rename, before the job file goes
+    monkeypatch.setattr(engine, "_drop_job_file", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c", dense=True, engine="ray", workers=2))
     assert (out / "job.json").exists()
-    monkeypatch.setattr(engine, "_finish", finish)
+    monkeypatch.setattr(engine, "_drop_job_file", drop)
     monkeypatch.setattr(engine, "_ray_session", None)  # the second run must not need Ray
     result = embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c", dense=True, engine="ray", workers=2))
     assert result.n_cached == len(DOCS)

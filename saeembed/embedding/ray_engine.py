@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from saeembed import atomic
 from saeembed.embedding.config import EmbedConfig
 from saeembed.embedding.corpus import Corpus, Document
-from saeembed.errors import ConfigError, SaeEmbedError
+from saeembed.errors import ConfigError, SaeEmbedError, first_line
 from saeembed.hashing import text_key
 from saeembed.outputs import OutputError
 from saeembed.store import (
@@ -49,10 +49,9 @@ from saeembed.store import (
     VECTOR_COLUMNS,
     StoreError,
     atomic_write_table,
+    check_compatible,
     read_meta,
 )
-
-log = logging.getLogger(__name__)
 
 INSTALL = 'pip install "saeembed[ray]"'
 JOB_FILE = "job.json"
@@ -97,17 +96,17 @@ def check_target(output: Path, sources: list[str]) -> None:
     for entry in sorted(output.iterdir()):
         if (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.name == JOB_FILE:
             continue  # a killed writer's temporary file; the job file a killed final rename left
-        meta = (_schema_metadata(entry) or {}).get(META_KEY) if entry.is_file() else None
-        if not _PART.fullmatch(entry.name) or meta is None or b'"part"' not in meta:
+        if not (_PART.fullmatch(entry.name) and entry.is_file() and "part" in _meta_or_empty(entry)):
             raise OutputError(f"{output} holds {entry.name}, which is not a part of a store `--engine ray` wrote; "
                               f"the store replaces the whole folder, so pass a new or empty folder as -o")
 
 
-def _schema_metadata(file: Path) -> dict | None:
+def _meta_or_empty(file: Path) -> dict:
+    """A store file's saeembed metadata; empty when the file is not a readable store."""
     try:
-        return pq.read_schema(file).metadata
-    except (OSError, ValueError, pa.ArrowException):
-        return None
+        return read_meta(file)
+    except StoreError:
+        return {}
 
 
 @dataclass
@@ -140,7 +139,7 @@ def embed_with_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Pa
     work = work_folder(output)
     parts = _plan(len(keys), config.window_docs)
     job = _job_key(config, keys, fields)
-    if _same_job(output, job):  # killed after the final rename, before the job file went
+    if _job_in(output) == job:  # killed after the final rename, before the job file went
         return RayRun(len(keys), len(keys), _finish(output, len(parts)))
     done = _written_parts(work, job, len(parts))
     progress = [sum(parts[i][1] - parts[i][0] for i in done), 0]
@@ -198,10 +197,7 @@ def _written_parts(work: Path, job: str, n_parts: int) -> set[int]:
     (a run that failed before its first) is started afresh."""
     if not work.is_dir():
         return set()
-    try:
-        same = json.loads((work / JOB_FILE).read_text()).get("job") == job
-    except (OSError, ValueError, AttributeError):
-        same = False
+    same = _job_in(work) == job
     if not same and not any(_PART.fullmatch(entry.name) for entry in work.iterdir()):
         shutil.rmtree(work)
         return set()
@@ -218,11 +214,13 @@ def _start_work(work: Path, job: str) -> None:
     atomic.write_text(work / JOB_FILE, json.dumps({"job": job}))
 
 
-def _same_job(output: Path, job: str) -> bool:
+def _job_in(folder: Path) -> str | None:
+    """The job a work folder (or a store a killed final rename left it in) belongs to; None when it says none."""
     try:
-        return json.loads((output / JOB_FILE).read_text()).get("job") == job
+        job = json.loads((folder / JOB_FILE).read_text()).get("job")
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
+    return job if isinstance(job, str) else None
 
 
 # -- running the actors -------------------------------------------------------------------------------
@@ -243,7 +241,7 @@ def _ray_session(config: EmbedConfig) -> Iterator[Any]:
                      **({"include_dashboard": False} if local else {}))
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             where = f"the Ray cluster at {config.ray_address}" if not local else "a local Ray"
-            raise ConfigError(f"cannot start or join {where} ({_first_line(exc)}); start the cluster "
+            raise ConfigError(f"cannot start or join {where} ({first_line(exc)}); start the cluster "
                               f"(`ray start --head`) or check --ray-address") from None
         started = True
     try:
@@ -273,18 +271,11 @@ def _describe_on_cluster(ray: Any, config: EmbedConfig, cpus: float, gpus: float
 def _check_same_model(first_name: str, first: dict, other_name: str, other: dict) -> None:
     """Refuse to put parts embedded differently in one store (a model or SAE changed since an interrupted
     run, or it resumed on other hardware: bfloat16 on GPU, float32 on CPU)."""
-    for path in _SAME_MODEL:
-        a, b = _dig(first, path), _dig(other, path)
-        if a != b:
-            raise StoreError(f"{first_name} and {other_name} differ in {'.'.join(path)} ({a!r} vs {b!r}): the "
-                             f"model, SAE or hardware changed since the interrupted run; run it as before, or "
-                             f"delete the work folder to start again")
-
-
-def _dig(meta: dict, path: tuple[str, ...]) -> Any:
-    for key in path:
-        meta = meta.get(key) if isinstance(meta, dict) else None
-    return meta
+    try:
+        check_compatible([(first_name, first), (other_name, other)], fields=_SAME_MODEL)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; the model, SAE or hardware changed since the interrupted run: run it as "
+                         f"before, or delete the work folder to start again") from None
 
 
 def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: list[str],
@@ -465,13 +456,8 @@ def _as_user_error(exc: BaseException) -> SaeEmbedError:
             return original(*error.args) if error.args else original(str(error))
     innermost = next((e for e in reversed(chain) if not type(e).__module__.startswith("ray")), chain[-1])
     first = (str(innermost).strip().splitlines() or [""])[0]
-    return SaeEmbedError(f"the Ray run failed ({type(innermost).__name__}: {_first_line(first) if first else '-'}); "
+    return SaeEmbedError(f"the Ray run failed ({type(innermost).__name__}: {first_line(first) if first else '-'}); "
                          f"the parts written so far are kept: fix that and run the same command again to resume")
-
-
-def _first_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "…"
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -514,14 +500,20 @@ def _commit(work: Path, output: Path, n_parts: int, n_docs: int, sources: list[s
     atomic_write_table(first.replace_schema_metadata({META_KEY: json.dumps(meta)}), files[0])
     check_target(output, sources)  # nothing the user put there during the run is replaced
     _swap(work, output)
-    return _finish(output, n_parts)
+    _drop_job_file(output)
+    return totals
 
 
 def _finish(output: Path, n_parts: int) -> PartCounts:
-    """The last step of a run (the job file goes), and the store's totals."""
+    """The last step of a run killed between the final rename and it: the job file goes; the totals are
+    read back from the parts."""
+    _drop_job_file(output)
+    return _totals([read_meta(output / _part_name(i, n_parts)) for i in range(n_parts)])
+
+
+def _drop_job_file(output: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (output / JOB_FILE).unlink()
-    return _totals([read_meta(output / _part_name(i, n_parts)) for i in range(n_parts)])
 
 
 def _totals(metas: list[dict]) -> PartCounts:

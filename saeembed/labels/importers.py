@@ -12,7 +12,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from saeembed.labels.store import LabelError, Labels, _first_line
+from saeembed.errors import first_line
+from saeembed.labels.store import LabelError, Labels
 
 _LATENT_ID = re.compile(r"\s*[+-]?[0-9]{1,18}\s*")
 
@@ -98,7 +99,7 @@ def _read_jsonl(file: Path, gzipped: bool) -> tuple[list[tuple[int, str, str]], 
                 try:
                     row = json.loads(line)
                 except (ValueError, RecursionError) as exc:
-                    raise LabelError(f"{where}: not JSON ({_first_line(exc)}); each line must be one JSON "
+                    raise LabelError(f"{where}: not JSON ({first_line(exc, 120)}); each line must be one JSON "
                                      f"object with index and description") from None
                 if not isinstance(row, dict):
                     raise LabelError(f"{where}: a JSON {_json_kind(row)}, not an object with index and "
@@ -116,7 +117,7 @@ def _read_jsonl(file: Path, gzipped: bool) -> tuple[list[tuple[int, str, str]], 
         raise LabelError(f"{file}: the compressed file ends early, after line {number} (it is truncated); "
                          f"download or copy it again") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise LabelError(f"{file}: damaged gzip data after line {number} ({_first_line(exc)}); download or "
+        raise LabelError(f"{file}: damaged gzip data after line {number} ({first_line(exc, 120)}); download or "
                          f"copy it again, or decompress it yourself and give the .jsonl") from None
     except OSError as exc:
         raise LabelError(f"{file}: cannot be read ({exc.strerror or exc}); check the path and its "
@@ -179,7 +180,7 @@ def _read_csv(text: str, file: Path) -> tuple[list[tuple[int, str, str]], int]:
             else:
                 pairs.append((latent, label, where))
     except csv.Error as exc:
-        raise LabelError(f"{file} line {reader.line_num}: not CSV ({_first_line(exc)}); give columns "
+        raise LabelError(f"{file} line {reader.line_num}: not CSV ({first_line(exc, 120)}); give columns "
                          f"latent,label") from None
     return pairs, skipped
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saeembed.embedding.cache import default_cache_root
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import SaeEmbedError, first_line
 from saeembed.store import Store, atomic_write_table
 
 
@@ -57,7 +57,7 @@ class Labels:
         try:
             table = pq.read_table(path)
         except (OSError, ValueError, pa.ArrowException) as exc:
-            raise LabelError(f"{path}: not a readable label store ({_first_line(exc)}); {again}") from None
+            raise LabelError(f"{path}: not a readable label store ({first_line(exc, 120)}); {again}") from None
         kinds = {"latent": pa.types.is_integer, "label": pa.types.is_string, "source": pa.types.is_string,
                  "score": pa.types.is_floating}
         for name, is_kind in kinds.items():
@@ -99,6 +99,3 @@ def labels_for(store: Store, root: Path | None = None) -> Labels:
     return labels
 
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 120 else text[:120] + "…"
