@@ -60,7 +60,7 @@ from saeembed.analysis.concepts import select_concepts  # noqa: E402
 from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig  # noqa: E402
 from saeembed.analysis.diff import diff  # noqa: E402
 from saeembed.analysis.risk import fit_risk  # noqa: E402
-from saeembed.analysis.search import dense_scores, reciprocal_rank_fusion, sae_scores  # noqa: E402
+from saeembed.analysis.search import concept_scores, dense_scores, reciprocal_rank_fusion  # noqa: E402
 from saeembed.embedding.open_store import open_store  # noqa: E402
 from saeembed.embedding.presets import resolve_config  # noqa: E402
 from saeembed.labels import labels_for  # noqa: E402
@@ -241,9 +241,9 @@ def property_search(run: Run) -> dict:
         store = stores[corpus]
         relevant = np.array([bool(is_relevant(r)) for r in store.frame.to_dicts()])
         tokens = store.frame["n_tokens"].to_numpy()
-        sae, _ = sae_scores(store, select_concepts(query, store))
+        sae = concept_scores(store, select_concepts(query, store)).scores  # as search() ranks
         dense = dense_scores(store, query)
-        hybrid = reciprocal_rank_fusion([sae, dense], np.arange(store.n_docs))
+        hybrid = reciprocal_rank_fusion([sae, dense], np.arange(store.n_docs), positive_only=(0,))
         per_query.append({"corpus": corpus, "query": query, "docs": store.n_docs, "relevant": int(relevant.sum()),
                           **{f"{m}_ap": round(average_precision(s, relevant), 3)
                              for m, s in (("sae", sae), ("dense", dense), ("hybrid", hybrid))},

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from saeembed.analysis.cluster import cluster  # noqa: E402
 from saeembed.analysis.concepts import select_concepts  # noqa: E402
 from saeembed.analysis.config import ClusterConfig  # noqa: E402
-from saeembed.analysis.search import dense_scores, reciprocal_rank_fusion, sae_scores  # noqa: E402
+from saeembed.analysis.search import concept_scores, dense_scores, reciprocal_rank_fusion  # noqa: E402
 from saeembed.embedding.open_store import open_store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -107,9 +107,9 @@ def retrieval(tmp: Path) -> dict:
     for corpus, query, is_relevant in QUERIES:
         store = stores[corpus]
         relevant = np.array([bool(is_relevant(r)) for r in rows[corpus]])
-        sae, _ = sae_scores(store, select_concepts(query, store))
+        sae = concept_scores(store, select_concepts(query, store)).scores  # as search() ranks
         dense = dense_scores(store, query)
-        hybrid = reciprocal_rank_fusion([sae, dense], np.arange(store.n_docs))
+        hybrid = reciprocal_rank_fusion([sae, dense], np.arange(store.n_docs), positive_only=(0,))
         per_query.append({"corpus": corpus, "query": query, "docs": store.n_docs, "relevant": int(relevant.sum()),
                           **{f"{mode}_ap": round(average_precision(s, relevant), 3)
                              for mode, s in (("sae", sae), ("dense", dense), ("hybrid", hybrid))},

@@ -29,6 +29,8 @@ def run(
     like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the query.")] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse with dense retrieval (reciprocal rank).")] = False,
     dense: Annotated[bool, typer.Option("--dense", help="Dense retrieval alone, for comparison.")] = False,
+    feedback: Annotated[int, typer.Option(min=0, help="Expand the query with the latents of its first N results "
+                                          "(pseudo-relevance feedback); 0: the paper's scoring alone.")] = 20,
     where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic == 'climate'\".")
                      ] = None,
     json_out: options.Json = False,
@@ -41,7 +43,8 @@ def run(
     quiet: options.Quiet = False,
 ) -> None:
     """Rank documents by the query's concepts: each latent scaled by its 90th percentile in the store,
-    latents weighted by rank; every result shows its top latents with the peak << marked >>."""
+    latents weighted by rank, the query expanded by its first results' latents (--feedback); every
+    result shows its top latents with the peak << marked >>."""
     from saeembed.analysis.search import search
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_search_report
@@ -53,7 +56,7 @@ def run(
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
         with working("searching", quiet or json_out):
-            result = search(opened, query, top=top, k=concept_latents, like=like, where=where,
+            result = search(opened, query, top=top, k=concept_latents, like=like, where=where, feedback=feedback,
                             mode="hybrid" if hybrid else "dense" if dense else "sae")
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
@@ -79,8 +82,10 @@ def _render(result: Any, top: int) -> None:
     console = result_console()
     if result.concepts is not None:
         concepts = result.concepts
-        console.print(f"{len(concepts)} latents from the query (see `saeembed concepts`), "
-                      f"strongest: {shown(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
+        added = sum(why.startswith("feedback") for why in concepts.why)
+        console.print(f"{len(concepts) - added} latents from the query (see `saeembed concepts`)"
+                      + (f", {added} more from its first results (--feedback)" if added else "")
+                      + f", strongest: {shown(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
                       highlight=False, soft_wrap=True)
     console.print(f"{result.n_candidates:,} documents searched ({result.mode})", highlight=False)
     note = _shortfall(result, top)

@@ -13,7 +13,7 @@ from commands.app import app
 from saeembed.analysis.cluster import NO_CONCEPT, NOISE, cluster, jaccard_knn
 from saeembed.analysis.concepts import ConceptError, Concepts, rank_weights, select_concepts
 from saeembed.analysis.config import ClusterConfig
-from saeembed.analysis.search import reciprocal_rank_fusion, sae_scores, search
+from saeembed.analysis.search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, concept_scores, reciprocal_rank_fusion, sae_scores, search
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import load_store
@@ -96,6 +96,47 @@ def test_search_ranks_the_documents_that_carry_the_concept_first(store):
     assert only_weather.n_candidates == N // 3 and set(only_weather.table["kind"]) == {"weather"}
     with pytest.raises(SaeEmbedError, match="cannot apply --where"):
         search(store, "football", labels=LABELS, where="nope == 1")
+
+
+def test_feedback_adds_the_latents_of_the_first_results_rocchio_style(store):
+    """Latent 0 alone is the query; its first results (sport documents) also carry latent 1, which joins
+    with Rocchio's weight; documents latent 0 does not fire in stay at 0."""
+    concepts = select_concepts("football", store, labels=LABELS, top=1)
+    assert list(concepts.latents) == [0]
+    plain, _ = sae_scores(store, concepts)
+    ranked = concept_scores(store, concepts, feedback=20, labels=LABELS)
+    first = np.argsort(-plain, kind="stable")[:20]
+    code = store.matrix[np.sort(first)].toarray()
+    scale = {j: np.quantile(store.matrix.getcol(j).data, 0.9) for j in range(D)}
+    support = (code > 0).sum(0)
+    mean = np.array([code[:, j].sum() / scale[j] / 20 if support[j] >= 2 else 0.0 for j in range(D)])
+    want = FEEDBACK_WEIGHT * mean / mean.max()
+    want[0] += 1.0
+    got = dict(zip(ranked.concepts.latents.tolist(), ranked.concepts.weights.tolist()))
+    assert set(got) == set(np.flatnonzero(want > 0))
+    assert np.allclose([got[j] for j in sorted(got)], want[sorted(got)] / want.max(), atol=1e-5)
+    assert ranked.concepts.latents[0] == 0 and ranked.concepts.latents[1] == 1, "latent 1 co-fires with 0"
+    why = dict(zip(ranked.concepts.latents.tolist(), ranked.concepts.why))
+    assert why[0].startswith("label ~ 'football'") and why[1] == f"feedback: fires in {support[1]} of the first 20 results"
+    assert ranked.concepts.labels[1] == LABELS.get(1)
+    assert ((ranked.scores > 0) == (plain > 0)).all(), "feedback re-ranks, it brings in no document"
+    assert np.allclose(concept_scores(store, concepts, feedback=0).scores, plain)
+    result = search(store, "football", top=N, labels=LABELS, k=1)
+    assert result.n_matched == (plain > 0).sum() and len(result.concepts) == len(got)
+
+
+def test_feedback_keeps_exclusions_and_leaves_latent_ids_as_given(store):
+    excluding = concept_scores(store, select_concepts("football, -1", store, labels=LABELS, top=2), labels=LABELS)
+    assert 1 not in excluding.concepts.latents and 0 in excluding.concepts.latents
+    ids = select_concepts("0", store, labels=LABELS)
+    assert concept_scores(store, ids).concepts is ids, "a query of latent ids is taken as given"
+    everywhere = Concepts(np.array([5]), np.array([1.0]), [None], ["label ~ 'filler' 0.50"], "filler")
+    for group, planted in ((0, [0, 1]), (1, [2, 3])):
+        ranked = concept_scores(store, everywhere, candidates=np.flatnonzero(GROUP == group), labels=LABELS)
+        assert set(ranked.concepts.latents[1:3]) == set(planted), \
+            "feedback reads the first results among the candidates (--where), not the whole store"
+    with pytest.raises(SaeEmbedError, match="search.feedback = -1 is not allowed"):
+        search(store, "football", labels=LABELS, feedback=-1)
 
 
 def test_reciprocal_rank_fusion_prefers_documents_both_rankings_like():
@@ -293,3 +334,23 @@ def test_cli_search_says_when_fewer_documents_match(store, tmp_path):
         in " ".join(out.stdout.split())
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "3"])
     assert out.exit_code == 0 and "note:" not in out.stdout
+
+
+def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store, tmp_path):
+    from saeembed.labels import save_labels
+
+    save_labels(LABELS, store.meta["sae"]["fingerprint"])
+    path = str(tmp_path / "s.parquet")
+    runner = CliRunner()
+    for extra, feedback in (([], FEEDBACK_DOCS), (["--feedback", "0"], 0), (["--feedback", "5"], 5)):
+        out = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--top", "50", "--json", *extra])
+        assert out.exit_code == 0, out.output
+        want = search(store, "football", top=50, k=1, labels=LABELS, feedback=feedback).table
+        got = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [row["id"] for row in got] == want["id"].to_list()
+        assert np.allclose([row["score"] for row in got], want["score"].to_numpy(), rtol=1e-6)
+    plain = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--feedback", "0"]).stdout
+    expanded = runner.invoke(app, ["search", path, "football", "--concept-latents", "1"]).stdout
+    assert "1 latents from the query" in plain and "more from its first results" not in plain
+    assert "more from its first results (--feedback)" in " ".join(expanded.split())
+    assert runner.invoke(app, ["search", path, "football", "--feedback", "-1"]).exit_code == 2

@@ -67,6 +67,8 @@ class Concepts:
     in meaning (empty for ids and examples, or when only the label as a whole is close)."""
     notes: list[str] = field(default_factory=list)
     """Warnings about the selection: a phrase whose best matching label is weak, or that selects nothing."""
+    excluded: list[int] = field(default_factory=list)
+    """Latents the query's `-term`s exclude (search's feedback does not add them back)."""
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -153,7 +155,8 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
                            + "; try other words, latent ids, or --like with an example")
     latents = np.array([latent for _, latent in ranked], dtype=np.int64)
     return Concepts(latents, rank_weights(len(latents)), [labels.get(int(i)) for i in latents],
-                    [chosen[int(i)][1] for i in latents], query or "", [chosen[int(i)][2] for i in latents], notes)
+                    [chosen[int(i)][1] for i in latents], query or "", [chosen[int(i)][2] for i in latents], notes,
+                    sorted(excluded))
 
 
 def _keep_best(chosen: dict[int, Pick], picked: dict[int, Pick]) -> None:
