@@ -13,7 +13,14 @@ from commands.app import app
 from saeembed.analysis.cluster import NO_CONCEPT, NOISE, cluster, jaccard_knn
 from saeembed.analysis.concepts import ConceptError, Concepts, rank_weights, select_concepts
 from saeembed.analysis.config import ClusterConfig
-from saeembed.analysis.search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, concept_scores, reciprocal_rank_fusion, sae_scores, search
+from saeembed.analysis.search import (
+    FEEDBACK_DOCS,
+    FEEDBACK_WEIGHT,
+    concept_scores,
+    reciprocal_rank_fusion,
+    sae_scores,
+    search,
+)
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import load_store
@@ -117,7 +124,8 @@ def test_feedback_adds_the_latents_of_the_first_results_rocchio_style(store):
     assert np.allclose([got[j] for j in sorted(got)], want[sorted(got)] / want.max(), atol=1e-5)
     assert ranked.concepts.latents[0] == 0 and ranked.concepts.latents[1] == 1, "latent 1 co-fires with 0"
     why = dict(zip(ranked.concepts.latents.tolist(), ranked.concepts.why))
-    assert why[0].startswith("label ~ 'football'") and why[1] == f"feedback: fires in {support[1]} of the first 20 results"
+    assert why[0].startswith("label ~ 'football'")
+    assert why[1] == f"feedback: fires in {support[1]} of the first 20 results"
     assert ranked.concepts.labels[1] == LABELS.get(1)
     assert ((ranked.scores > 0) == (plain > 0)).all(), "feedback re-ranks, it brings in no document"
     assert np.allclose(concept_scores(store, concepts, feedback=0).scores, plain)
@@ -343,7 +351,8 @@ def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store,
     path = str(tmp_path / "s.parquet")
     runner = CliRunner()
     for extra, feedback in (([], FEEDBACK_DOCS), (["--feedback", "0"], 0), (["--feedback", "5"], 5)):
-        out = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--top", "50", "--json", *extra])
+        out = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--top", "50", "--json",
+                                  *extra])
         assert out.exit_code == 0, out.output
         want = search(store, "football", top=50, k=1, labels=LABELS, feedback=feedback).table
         got = [json.loads(line) for line in out.stdout.splitlines()]
