@@ -13,6 +13,7 @@ from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.diff import diff
 from saeembed.errors import SaeEmbedError, StoreError
 from saeembed.labels import Labels
+from saeembed.store import load_store
 from tests.fake_stores import fake_meta, logit_store, planted_store, vectors_from_columns, write_store
 
 D = 60
@@ -226,6 +227,36 @@ def test_paired_length_alone_gives_no_finding_and_many_when_ignored(tmp_path):
     assert adjusted.length.sentence.startswith("documents in b are") and "longer than in a" in adjusted.length.sentence
     mean_adjusted = diff(a, b, DiffConfig(pair_on="prompt_id", measure="mean", min_diff=0.1), labels=NO_LABELS)
     assert len(mean_adjusted.findings) == 0
+
+
+def test_pairs_far_from_equal_length_say_the_comparison_extrapolates(tmp_path):
+    """Every B document twice as long: few pairs are of similar length, and the result says so (with
+    what to do); pairs of similar lengths do not get the note."""
+    far = diff(*_pairs(tmp_path, ratio=2.0, planted=0.0, seed=20), DiffConfig(pair_on="prompt_id"), labels=NO_LABELS)
+    ta, tb = far.n_tokens
+    assert far.length.comparable == pytest.approx(np.mean(np.maximum(ta, tb) <= 1.25 * np.minimum(ta, tb)))
+    assert far.length.comparable < 0.25
+    share = f"{far.length.comparable:.0%}"
+    assert far.notes[0].startswith(f"only {share} of the pairs are of similar length (within 1.25x)")
+    assert "--length ignore" in far.notes[0]
+    near = diff(*_pairs(tmp_path, ratio=1.0, planted=0.0, seed=21), DiffConfig(pair_on="prompt_id"), labels=NO_LABELS)
+    assert near.length.comparable > 0.25 and not any("pairs are of similar length" in n for n in near.notes)
+    ignored = diff(*_pairs(tmp_path, ratio=2.0, planted=0.0, seed=20), DiffConfig(pair_on="prompt_id", length="ignore"),
+                   labels=NO_LABELS)
+    assert ignored.notes[0].startswith("length ignored: with max pooling")
+
+
+def test_the_length_ignored_note_fits_a_document_level_sae(tmp_path):
+    rng = np.random.default_rng(3)
+    meta = fake_meta(D, sae={"reads": "document"})
+    stores = []
+    for name, tokens in (("a", rng.integers(10, 30, 300)), ("b", rng.integers(60, 90, 300))):
+        vectors = vectors_from_columns(300, [np.sort(rng.choice(300, 30, replace=False)) for _ in range(D)], rng)
+        vectors.n_tokens = tokens.astype(np.int32)
+        stores.append(load_store(write_store(tmp_path / f"{name}.parquet", vectors, meta=meta)))
+    result = diff(*stores, DiffConfig(length="ignore"), labels=NO_LABELS)
+    assert result.document_sae and result.notes[0].startswith("length ignored: the documents are compared as they are")
+    assert "max pooling" not in result.notes[0]
 
 
 @pytest.mark.parametrize("pair_on", [None, "prompt_id"])

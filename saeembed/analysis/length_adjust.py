@@ -19,6 +19,8 @@ from saeembed.store import present
 
 # A length ratio within 5% of 1 is reported as similar length, whatever its p-value.
 SIMILAR_RATIO = 1.05
+# Two documents of a pair are of similar length when the longer has at most this many times the tokens.
+PAIR_SIMILAR = 1.25
 # Entries per chunk when counting latents per length band: bounded memory on million-row stores.
 CHUNK = 1 << 22
 # Pairs are grouped by their log length ratio into at most this many cells for the conditional
@@ -43,7 +45,8 @@ class LengthGap:
     Wilcoxon signed-rank p < 1e-9)'."""
     comparable: float | None = None
     """Unpaired frequencies with length adjust: share of the documents in a length band that holds
-    documents of both corpora (the others carry no weight)."""
+    documents of both corpora (the others carry no weight). Pairs: share of the pairs whose documents
+    are of similar length (within `PAIR_SIMILAR` x); the tests at equal length extrapolate from them."""
 
     @property
     def differs(self) -> bool:
@@ -54,7 +57,8 @@ class LengthGap:
 def length_gap(names: Sequence[str], tokens: Sequence[np.ndarray], *, paired: bool,
                bands: int | None = None) -> LengthGap:
     """The length gap between the first corpus and the others (pooled; per pair when paired).
-    `bands`: also measure the share of documents that length bands of that many can compare."""
+    `bands`: also measure the share of documents that length bands of that many can compare; pairs
+    always measure the share of similar length."""
     from scipy import stats as sps
 
     a, rest = np.asarray(tokens[0], float), [np.asarray(t, float) for t in tokens[1:]]
@@ -85,6 +89,9 @@ def length_gap(names: Sequence[str], tokens: Sequence[np.ndarray], *, paired: bo
         present = [np.bincount(c, minlength=top) > 0 for c in codes]
         both = present[0] & np.any(present[1:], axis=0)
         gap.comparable = float(np.mean(np.concatenate([both[c] for c in codes])))
+    if paired and len(a):
+        longer, shorter = np.maximum(a, b), np.maximum(np.minimum(a, b), 1)
+        gap.comparable = float(np.mean(longer <= PAIR_SIMILAR * shorter))
     return gap
 
 
