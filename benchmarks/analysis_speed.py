@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -123,9 +124,20 @@ def bench_search(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
         begin = time.perf_counter()
         result = search(store, query, top=20, labels=Labels(d_sae, {}, {}, {}))
         timings.append(time.perf_counter() - begin)
+    # A query in words selects latents by their labels (sentence embeddings, cached after the first
+    # run) and is expanded by feedback (a query of ids is taken as given): the same 100 latents, labelled.
+    latents = [int(i) for i in query.split(",")]
+    worded = Labels(d_sae, {i: f"weather · rain · concept {i}" for i in latents}, {}, {})
+    search(store, "weather, rain", top=20, labels=worded)  # loads the sentence model, caches the labels
+    feedback = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        expanded = search(store, "weather, rain", top=20, labels=worded)
+        feedback.append(time.perf_counter() - begin)
     return {"docs": n_docs, "d_sae": d_sae, "nnz": int(store.matrix.nnz), "query_latents": 100,
             "load_s": round(loaded - started, 2), "search_s": [round(t, 3) for t in timings], "target_s": 1,
-            "results": len(result.table)}
+            "results": len(result.table), "words_with_feedback_s": [round(t, 3) for t in feedback],
+            "latents_after_feedback": len(expanded.concepts)}
 
 
 def bench_cluster(n_docs: int, d_sae: int, active: float) -> dict:
@@ -176,6 +188,7 @@ def main() -> None:
     args = parser.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SAEEMBED_CACHE"] = str(Path(tmp) / "cache")  # label embeddings: not the user's cache
         if args.only in (None, "diff"):
             out["diff"] = bench_diff(args.diff_docs, args.d_sae, args.active, Path(tmp))
         if args.only in (None, "correlations"):

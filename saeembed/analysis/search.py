@@ -130,43 +130,48 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     that carry the query, it does not bring in others. A query of latent ids alone is taken as given
     (no feedback), and latents its `-term`s exclude are not added. `labels` name the latents feedback
     adds (default the labels found for the store's SAE)."""
-    scores, weights = sae_scores(store, concepts)
+    own = _Columns.of(store, concepts.latents)
+    scores = own.scores(concepts.weights, store.n_docs)
     if feedback == 0 or all(why == "id" for why in concepts.why):
-        return ConceptScores(scores, concepts, weights)
-    expanded = _with_feedback(store, concepts, scores, feedback, candidates, labels)
-    new_scores, new_weights = sae_scores(store, expanded)
-    return ConceptScores(np.where(scores > 0, new_scores, 0.0), expanded, new_weights)
-
-
-def _with_feedback(store: Store, concepts: Concepts, scores: np.ndarray, docs: int,
-                   candidates: np.ndarray | None, labels: Any) -> Concepts:
-    """`concepts` with Rocchio's feedback term from its first `docs` results; weights rescaled to a
-    maximum of 1 (the ranking does not change by it), strongest first."""
+        return ConceptScores(scores, concepts, concepts.weights / own.scale)
     pool = np.arange(store.n_docs) if candidates is None else np.asarray(candidates)
     pool = pool[scores[pool] > 0]
-    first = pool[np.argsort(-scores[pool], kind="stable")[:docs]]
-    if not len(first):
-        return concepts
-    code = store.matrix[np.sort(first)].tocoo()
+    first = np.sort(pool[np.argsort(-scores[pool], kind="stable")[:feedback]])
+    code = store.matrix[first].tocoo()
     support = np.bincount(code.col, minlength=store.d_sae)
     support[concepts.excluded] = 0
     latents = np.flatnonzero(support >= FEEDBACK_SUPPORT)
     if not len(latents):
-        return concepts
-    scale = activation_scale(store, latents)
+        return ConceptScores(scores, concepts, concepts.weights / own.scale)
+    added = np.setdiff1d(latents, concepts.latents)
+    extra = _Columns.of(store, added)  # only the added latents' columns are read again
+    scale_of = dict(zip([*concepts.latents.tolist(), *added.tolist()], [*own.scale.tolist(), *extra.scale.tolist()]))
     slot = np.full(store.d_sae, -1)
     slot[latents] = np.arange(len(latents))
     kept = slot[code.col] >= 0
-    mean = np.bincount(slot[code.col[kept]], weights=code.data[kept] / scale[slot[code.col[kept]]],
-                       minlength=len(latents)) / len(first)
+    which = slot[code.col[kept]]
+    scaled = code.data[kept] / np.array([scale_of[j] for j in latents.tolist()])[which]
+    mean = np.bincount(which, weights=scaled, minlength=len(latents)) / len(first)
+    expanded = _expanded(store, concepts, latents, FEEDBACK_WEIGHT * mean / mean.max(), support[latents],
+                         len(first), labels)
+    weight_of = dict(zip(expanded.latents.tolist(), expanded.weights.tolist()))
+    new_scores = own.scores(np.array([weight_of[j] for j in concepts.latents.tolist()]), store.n_docs) \
+        + extra.scores(np.array([weight_of[j] for j in added.tolist()]), store.n_docs)
+    weights = expanded.weights / np.array([scale_of[j] for j in expanded.latents.tolist()])
+    return ConceptScores(np.where(scores > 0, new_scores, 0.0), expanded, weights)
+
+
+def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weight: np.ndarray,
+              support: np.ndarray, n_first: int, labels: Any) -> Concepts:
+    """`concepts` with `added_weight` added to `latents`' weights (new latents join with why =
+    feedback), rescaled to a maximum of 1 (the ranking does not change by it), strongest first."""
     own = concepts.latents.tolist()
     weight, why = dict(zip(own, concepts.weights.tolist())), dict(zip(own, concepts.why))
     names, matched = dict(zip(own, concepts.labels)), dict(zip(own, concepts.matched or [[] for _ in own]))
-    for latent, value, n in zip(latents.tolist(), (FEEDBACK_WEIGHT * mean / mean.max()).tolist(),
-                                support[latents].tolist()):
+    for latent, value, n in zip(latents.tolist(), added_weight.tolist(), support.tolist()):
         weight[latent] = weight.get(latent, 0.0) + value
-        why.setdefault(latent, f"feedback: fires in {n} of the first {len(first)} results")
-    if labels is None and any(latent not in names for latent in weight):
+        why.setdefault(latent, f"feedback: fires in {n} of the first {n_first} results")
+    if labels is None and len(weight) > len(own):
         from saeembed.labels import labels_for
 
         labels = labels_for(store)
@@ -178,13 +183,29 @@ def _with_feedback(store: Store, concepts: Concepts, scores: np.ndarray, docs: i
                    why=[why[latent] for latent in order], matched=[matched.get(latent, []) for latent in order])
 
 
+class _Columns(NamedTuple):
+    """The non-zeros of some latents' columns (`column_entries`) and each latent's 90th percentile."""
+
+    rows: np.ndarray
+    which: np.ndarray
+    values: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, store: Store, latents: np.ndarray) -> "_Columns":
+        entries = column_entries(store.matrix, latents)
+        return cls(*entries, activation_scale(store, latents, entries=entries))
+
+    def scores(self, weights: np.ndarray, n_docs: int) -> np.ndarray:
+        """Per document sum(weight / scale x activation) over these latents."""
+        return np.bincount(self.rows, weights=self.values * (weights / self.scale)[self.which], minlength=n_docs)
+
+
 def sae_scores(store: Store, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
     """Per document the paper's score, and the weight of each selected latent (rank weight / its
     90th percentile in the store), so a score is sum(weight x activation)."""
-    entries = column_entries(store.matrix, concepts.latents)
-    weights = concepts.weights / activation_scale(store, concepts.latents, entries=entries)
-    rows, which, values = entries
-    return np.bincount(rows, weights=values * weights[which], minlength=store.n_docs), weights
+    columns = _Columns.of(store, concepts.latents)
+    return columns.scores(concepts.weights, store.n_docs), concepts.weights / columns.scale
 
 
 def dense_scores(store: Store, query: str, dense: np.ndarray | None = None) -> np.ndarray:
