@@ -363,3 +363,28 @@ def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store,
     assert "1 latents from the query" in plain and "more from its first results" not in plain
     assert "more from its first results (--feedback)" in " ".join(expanded.split())
     assert runner.invoke(app, ["search", path, "football", "--feedback", "-1"]).exit_code == 2
+
+
+@pytest.mark.parametrize("d_sae, n_latents", [(300, 40), (70_000, 66_000)])
+def test_column_entries_and_p90_scales_match_scipy_and_numpy(d_sae, n_latents):
+    """Both ways of grouping entries by latent (16-bit radix keys up to 65,536 latents, plain keys above)."""
+    import types
+
+    import scipy.sparse as sp
+
+    from saeembed.analysis.concepts import activation_scale
+    from saeembed.store import column_entries
+
+    rng = np.random.default_rng(7)
+    matrix = sp.random(400, d_sae, density=min(1.0, 3000 / d_sae), format="csr", random_state=7,
+                       data_rvs=lambda n: rng.uniform(0.1, 5.0, n)).astype(np.float32)
+    latents = rng.choice(d_sae, n_latents, replace=False)
+    rows, which, values = column_entries(matrix, latents)
+    assert (np.diff(rows) >= 0).all(), "entries come in row order"
+    got = sp.csr_matrix((values, (rows, which)), shape=(400, n_latents))
+    assert (got != matrix[:, latents]).nnz == 0
+    scale = activation_scale(types.SimpleNamespace(matrix=matrix), latents)
+    columns = matrix[:, latents].tocsc()
+    want = [np.quantile(columns.data[columns.indptr[j]:columns.indptr[j + 1]], 0.9)
+            if columns.indptr[j + 1] > columns.indptr[j] else 1.0 for j in range(n_latents)]
+    assert np.allclose(scale, want, rtol=1e-6)
