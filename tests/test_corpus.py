@@ -51,6 +51,21 @@ def test_chat_documents(tmp_path):
     assert doc.text is None and doc.messages[1] == {"role": "assistant", "content": "hello"}
 
 
+def test_chat_messages_keep_every_key_and_one_kind_per_key(tmp_path):
+    """Messages are kept as given (a `name`, tool calls, metadata); a key that changes kind between
+    records is refused before any work, naming the line, like any other stored field."""
+    chat = [{"role": "user", "content": "hi", "name": "ann", "meta": {"turn": 1}},
+            {"role": "assistant", "content": "yo"}]
+    path = write(tmp_path / "c.jsonl", [json.dumps({"messages": chat})])
+    assert read_corpus(str(path), check_field_types=True).documents[0].messages == chat
+    clash = [{"role": "user", "content": "hi", "meta": {"turn": "first"}}]
+    path = write(tmp_path / "d.jsonl", [json.dumps({"messages": chat}), json.dumps({"messages": clash})])
+    with pytest.raises(CorpusError, match=r"d.jsonl:line 2: field 'messages\[\].meta.turn' is text here but a whole "
+                                          r"number at .*d.jsonl:line 1"):
+        read_corpus(str(path), check_field_types=True)
+    assert read_corpus(str(path)).documents[1].messages == clash, "only stored fields need one kind"
+
+
 BAD_LINES = {
     "malformed JSON": '{"text": "unterminated',
     "no field 'text'": '{"body": "x"}',

@@ -143,6 +143,21 @@ def test_chat_pools_only_the_assistant_while_reading_the_whole_conversation(llam
     assert text.index(TEXTS[0]) <= start < end <= text.index(TEXTS[0]) + len(TEXTS[0]), "peaks lie in the answer"
 
 
+def test_chat_messages_reach_the_store_with_every_key(llama_dir, tmp_path):
+    """Keys beside role and content (a speaker name, metadata) are input fields like any other: kept."""
+    corpus = tmp_path / "chats.jsonl"
+    chats = [[{"role": "user", "content": "Say something.", "name": "ann", "meta": {"turn": i}},
+              {"role": "assistant", "content": t}] for i, t in enumerate(TEXTS)]
+    corpus.write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in chats))
+    sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    _, store = run(tmp_path, llama_dir, sae, [str(corpus)], pool_roles=("assistant",))
+    stored = [[{k: v for k, v in m.items() if v is not None} for m in chat]  # Arrow fills absent keys with null
+              for chat in store.frame["messages"].to_list()]
+    assert stored == chats
+    expected, _ = reference(llama_dir, encode, TEXTS, chat_role="assistant", pool_role="assistant")
+    assert_matches(store, expected)  # this template ignores the other keys: the same conversation is read
+
+
 def test_plain_text_wrapped_as_a_chat_turn(llama_dir, tmp_path, corpus_file):
     sae, encode = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
     _, plain = run(tmp_path / "a", llama_dir, sae, [str(corpus_file)])

@@ -46,7 +46,8 @@ class Document:
 
     id: str
     text: str | None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
+    """A chat: its messages as given (a string `role` and `content` each, and any other keys)."""
     fields: dict[str, Any] = field(default_factory=dict)
     where: str = ""  # "file:line" for messages that point the user at the input
 
@@ -165,6 +166,7 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
     problems: list[Problem] = []
     seen_ids: dict[str, str] = {}
     kinds = _FieldKinds(id_field) if check_field_types else None
+    chats = _FieldKinds(id_field) if check_field_types else None  # the messages' keys, stored as given
     for name, records in streams:
         for where, row_number, record, problem in records:
             where = f"{name}:{where}" if where_prefix else where
@@ -175,6 +177,8 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
                                      where, Path(name).stem if prefix_ids else None)
             if not problem and kinds is not None:
                 problem = kinds.add(doc.fields, where)
+                if not problem and doc.messages is not None:
+                    problem = chats.add({"messages": doc.messages}, where)
             if problem:
                 problems.append(Problem(where, problem))
                 continue
@@ -188,6 +192,7 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
         raise CorpusError(problems_message(problems))
     if kinds is not None:
         kinds.check_storable()
+        chats.check_storable()
     if not docs:
         raise CorpusError(f"no documents found in {', '.join(names)}"
                           + (f" ({len(problems)} skipped as invalid)" if problems else ""))
@@ -479,7 +484,7 @@ def _messages(value: Any) -> tuple[list[dict[str, str]] | None, str | None]:
             return None, f"messages[{i}] must be an object with string 'role' and 'content'"
     if not any(m["content"].strip() for m in value):
         return None, "empty document (every message is empty)"
-    return [{"role": m["role"], "content": m["content"]} for m in value], None
+    return [dict(m) for m in value], None  # every key kept: the store holds them, templates may read them
 
 
 _EMPTY = Document("", None)

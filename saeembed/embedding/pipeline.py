@@ -250,7 +250,7 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
 def document_key(doc: Document, as_chat: str | None) -> str:
     """Cache key of a document's content (the namespace covers model, SAE and pooling)."""
     if doc.messages is not None:
-        return text_key("messages", json.dumps(doc.messages, sort_keys=True))
+        return text_key("messages", json.dumps(doc.messages, sort_keys=True, default=str))
     return text_key("chat:" + as_chat if as_chat else "text", doc.text or "")
 
 

@@ -387,7 +387,8 @@ def _dataset_blocks(docs: list[Document], keys: list[str], parts: list[tuple[int
         blocks.append(pa.table({"key": pa.array([keys[r] for r in block], pa.string()),
                                 "text": pa.array([docs[r].text for r in block], pa.string()),
                                 "where": pa.array([docs[r].where for r in block], pa.string()),
-                                "messages": pa.array([None if docs[r].messages is None else json.dumps(docs[r].messages)
+                                "messages": pa.array([None if docs[r].messages is None
+                                                      else json.dumps(docs[r].messages, default=str)
                                                       for r in block], pa.string())}))
     return blocks, waiting, needed
 
