@@ -94,6 +94,21 @@ def test_a_ray_run_equals_the_single_process_store(setup, llama_dir, ray_address
     assert read_meta(out)["n_tokens"] == read_meta(local)["n_tokens"]
 
 
+def test_chats_with_every_key_equal_the_single_process_store(setup, llama_dir, ray_address, tmp_path):
+    """Chats travel to the workers as JSON (keys beside role and content too), pooled over the answer."""
+    _, sae, _, _ = setup
+    corpus = tmp_path / "chats.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
+        {"role": "user", "content": "Say something.", "name": "ann", "meta": {"turn": i}},
+        {"role": "assistant", "content": t}]}) + "\n" for i, t in enumerate(DOCS[:12])))
+    local, folder = tmp_path / "local.parquet", tmp_path / "out"
+    embed([str(corpus)], local, config(llama_dir, sae, tmp_path / "cache", pool_roles=("assistant",)))
+    embed([str(corpus)], folder, config(llama_dir, sae, tmp_path / "cache", pool_roles=("assistant",),
+                                        engine="ray", workers=2))
+    assert_same_store(local, folder)
+    assert load_store(folder).frame["messages"][0][0]["name"] == "ann"
+
+
 def test_the_cli_runs_on_a_cluster_address_and_analyses_read_the_folder(setup, llama_dir, ray_address, tmp_path):
     corpus, sae, local, _ = setup
     out = tmp_path / "cli-out"
