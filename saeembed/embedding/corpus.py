@@ -475,7 +475,7 @@ def _document(record: dict[str, Any], row_number: int, text_field: str, id_field
     return Document(doc_id, text, None, fields, where), None
 
 
-def _messages(value: Any) -> tuple[list[dict[str, str]] | None, str | None]:
+def _messages(value: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
     if not isinstance(value, list) or not value:
         return None, "'messages' must be a non-empty list of {role, content}"
     for i, msg in enumerate(value):
