@@ -66,6 +66,18 @@ def test_chat_messages_keep_every_key_and_one_kind_per_key(tmp_path):
     assert read_corpus(str(path)).documents[1].messages == clash, "only stored fields need one kind"
 
 
+def test_a_record_refused_for_its_messages_leaves_the_field_kinds_alone(tmp_path):
+    chat = [{"role": "user", "content": "hi", "meta": {"turn": 1}, "tool_calls": None}]
+    clash = [{"role": "user", "content": "hi", "meta": {"turn": "first"}}]
+    path = write(tmp_path / "c.jsonl", [json.dumps({"messages": chat}), json.dumps({"messages": clash, "n": "text"}),
+                                        json.dumps({"text": "t", "n": 5})])
+    corpus = read_corpus(str(path), check_field_types=True, skip_invalid=True)
+    assert [d.fields.get("n") for d in corpus.documents] == [None, 5], "line 2's n did not make n text"
+    assert len(corpus.skipped) == 1 and "line 2" in corpus.skipped[0].where
+    assert corpus.documents[0].messages == [{"role": "user", "content": "hi", "meta": {"turn": 1}}], \
+        "a null key says nothing and would trip templates that test for the key: dropped"
+
+
 BAD_LINES = {
     "malformed JSON": '{"text": "unterminated',
     "no field 'text'": '{"body": "x"}',

@@ -176,9 +176,15 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
             doc, problem = _document(record, row_number, text_field, id_field,
                                      where, Path(name).stem if prefix_ids else None)
             if not problem and kinds is not None:
-                problem = kinds.add(doc.fields, where)
-                if not problem and doc.messages is not None:
-                    problem = chats.add({"messages": doc.messages}, where)
+                # fitted together: a refused record changes neither the fields' kinds nor the messages'
+                try:
+                    fitted = (kinds.fit(doc.fields, where),
+                              chats.fit({"messages": doc.messages} if doc.messages is not None else {}, where))
+                except _Conflict as exc:
+                    problem = str(exc)
+                else:
+                    kinds.kinds.update(fitted[0])
+                    chats.kinds.update(fitted[1])
             if problem:
                 problems.append(Problem(where, problem))
                 continue
@@ -484,7 +490,10 @@ def _messages(value: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
             return None, f"messages[{i}] must be an object with string 'role' and 'content'"
     if not any(m["content"].strip() for m in value):
         return None, "empty document (every message is empty)"
-    return [dict(m) for m in value], None  # every key kept: the store holds them, templates may read them
+    # Every key with a value is kept: the store holds them and templates may read them. A null is
+    # dropped: it says nothing (Parquet fills keys a message lacks with null), and templates that test
+    # `'tool_calls' in message` would then fail on it mid-run.
+    return [{k: v for k, v in m.items() if v is not None} for m in value], None
 
 
 _EMPTY = Document("", None)
@@ -587,18 +596,16 @@ class _FieldKinds:
         self.id_field = id_field
         self.kinds: dict[str, _Kind | None] = {}
 
-    def add(self, fields: dict[str, Any], where: str) -> str | None:
+    def fit(self, fields: dict[str, Any], where: str) -> dict[str, _Kind | None]:
+        """The kinds of the record's fields merged with those so far (take them in with
+        `self.kinds.update`); raises _Conflict, naming the field and both records, when one does not fit."""
         merged: dict[str, _Kind | None] = {}
-        try:
-            for name, value in fields.items():
-                if name == self.id_field:
-                    continue  # stored as the text id
-                kind = _kind_of(value, name, where)
-                merged[name] = _merge(self.kinds[name], kind, name) if name in self.kinds else kind
-        except _Conflict as exc:
-            return str(exc)
-        self.kinds.update(merged)  # only once the whole record fits: a refused record changes nothing
-        return None
+        for name, value in fields.items():
+            if name == self.id_field:
+                continue  # stored as the text id
+            kind = _kind_of(value, name, where)
+            merged[name] = _merge(self.kinds[name], kind, name) if name in self.kinds else kind
+        return merged
 
     def check_storable(self) -> None:
         for name, kind in self.kinds.items():
