@@ -18,6 +18,8 @@ Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Write th
 # One meaning per option everywhere: --top = rows shown, --concept-latents = latents kept per phrase or
 # example of a concept query, --clusters = number of clusters.
 CONCEPT_LATENTS = 100  # the paper's k: latents per phrase or example
+SEARCH_FEEDBACK = 20  # saeembed.analysis.search.FEEDBACK_DOCS (a test holds them equal; importing it here would
+# load numpy for every command's --help)
 ConceptLatents = Annotated[int, typer.Option("--concept-latents", min=1,
                                              help="Latents kept per phrase or example of the concept query.")]
 Json = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one row each.")]

@@ -30,7 +30,8 @@ def run(
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse with dense retrieval (reciprocal rank).")] = False,
     dense: Annotated[bool, typer.Option("--dense", help="Dense retrieval alone, for comparison.")] = False,
     feedback: Annotated[int, typer.Option(min=0, help="Expand the query with the latents of its first N results "
-                                          "(pseudo-relevance feedback); 0: the paper's scoring alone.")] = 20,
+                                          "(pseudo-relevance feedback, N >= 2); 0: the paper's scoring alone.")
+                        ] = options.SEARCH_FEEDBACK,
     where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic == 'climate'\".")
                      ] = None,
     json_out: options.Json = False,

@@ -143,8 +143,11 @@ def test_feedback_keeps_exclusions_and_leaves_latent_ids_as_given(store):
         ranked = concept_scores(store, everywhere, candidates=np.flatnonzero(GROUP == group), labels=LABELS)
         assert set(ranked.concepts.latents[1:3]) == set(planted), \
             "feedback reads the first results among the candidates (--where), not the whole store"
-    with pytest.raises(SaeEmbedError, match="search.feedback = -1 is not allowed"):
-        search(store, "football", labels=LABELS, feedback=-1)
+    for bad in (-1, 1):
+        with pytest.raises(SaeEmbedError, match=f"search: feedback = {bad} is not allowed: give 0"):
+            search(store, "football", labels=LABELS, feedback=bad)
+        with pytest.raises(SaeEmbedError, match=f"concept_scores: feedback = {bad} is not allowed"):
+            concept_scores(store, excluding.concepts, feedback=bad)
 
 
 def test_reciprocal_rank_fusion_prefers_documents_both_rankings_like():
@@ -363,6 +366,11 @@ def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store,
     assert "1 latents from the query" in plain and "more from its first results" not in plain
     assert "more from its first results (--feedback)" in " ".join(expanded.split())
     assert runner.invoke(app, ["search", path, "football", "--feedback", "-1"]).exit_code == 2
+    one = runner.invoke(app, ["search", path, "football", "--feedback", "1"])
+    assert one.exit_code == 1 and "feedback = 1 is not allowed: give 0 (no feedback) or at least 2" in one.output
+    from commands import options
+
+    assert options.SEARCH_FEEDBACK == FEEDBACK_DOCS
 
 
 @pytest.mark.parametrize("d_sae, n_latents", [(300, 40), (70_000, 66_000)])

@@ -32,7 +32,8 @@ RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 # these defaults give 0.545, better on 12 queries, worse on 6.
 FEEDBACK_DOCS = 20
 FEEDBACK_WEIGHT = 0.75
-FEEDBACK_SUPPORT = 2  # a latent joins the query only when it fires in this many feedback documents (not one stray)
+FEEDBACK_SUPPORT = 2  # a latent joins the query only when it fires in this many feedback documents (not one stray),
+# so feedback needs at least 2 documents
 
 
 @dataclass
@@ -67,18 +68,18 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
            dense: np.ndarray | None = None, feedback: int = FEEDBACK_DOCS) -> SearchResult:
     """The `top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
 
-    In sae mode only documents with a positive score are listed (at least one of the query's latents
+    In sae mode only documents with a positive score are listed (at least one of the query's own latents
     fires in them): a document with score 0 does not carry the query at all, so fewer than `top`
     documents, or none, may come back; `SearchResult.n_matched` says how many matched. In hybrid mode
     the SAE ranking ranks only those documents too; dense retrieval ranks every candidate.
 
     Args:
         mode: sae (the paper's scoring), dense (sentence-embedding cosine) or hybrid (both, fused).
-        k: the query's latents used (strongest first).
+        k: latents kept per phrase or example of the query (strongest first); feedback may add more.
         where: a polars SQL filter on the store's fields, e.g. `topic == 'climate'`.
         dense: [n_docs, dim] document embeddings; default the store's `dense` column, else computed.
         feedback: expand the query with the latents of its first this many results (0: the paper's
-            scoring alone); see `concept_scores`.
+            scoring alone; otherwise at least 2); see `concept_scores`.
 
     Examples:
         >>> search(load_store("tweets.parquet"), "sarcastic remark", top=10).table  # doctest: +SKIP
@@ -89,7 +90,7 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
 
     at_least("search", "top", top, 1)
     at_least("search", "k", k, 1)
-    at_least("search", "feedback", feedback, 0)
+    _check_feedback("search", feedback)
     if mode not in ("sae", "dense", "hybrid"):
         raise SaeEmbedError(f"unknown search mode {mode!r}; choose sae, dense or hybrid")
     labels = labels if labels is not None else labels_for(store)
@@ -130,6 +131,7 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     that carry the query, it does not bring in others. A query of latent ids alone is taken as given
     (no feedback), and latents its `-term`s exclude are not added. `labels` name the latents feedback
     adds (default the labels found for the store's SAE)."""
+    _check_feedback("concept_scores", feedback)
     own = _Columns.of(store, concepts.latents)
     scores = own.scores(concepts.weights, store.n_docs)
     if feedback == 0 or all(why == "id" for why in concepts.why):
@@ -159,6 +161,14 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
         + extra.scores(np.array([weight_of[j] for j in added.tolist()]), store.n_docs)
     weights = expanded.weights / np.array([scale_of[j] for j in expanded.latents.tolist()])
     return ConceptScores(np.where(scores > 0, new_scores, 0.0), expanded, weights)
+
+
+def _check_feedback(owner: str, feedback: int) -> None:
+    if isinstance(feedback, bool) or not isinstance(feedback, int) or feedback < 0 \
+            or 0 < feedback < FEEDBACK_SUPPORT:
+        raise SaeEmbedError(f"{owner}: feedback = {feedback!r} is not allowed: give 0 (no feedback) or at least "
+                            f"{FEEDBACK_SUPPORT} documents (a latent joins the query when {FEEDBACK_SUPPORT} of "
+                            f"them share it)")
 
 
 def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weight: np.ndarray,
