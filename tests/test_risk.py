@@ -243,6 +243,28 @@ def test_a_truncated_probe_weights_file_is_refused(tmp_path):
     assert "is not a probe folder (needs probe.json and probe.safetensors)" in _probe_refusal(folder)
 
 
+def test_probe_files_of_two_saves_are_not_read_as_one_probe(tmp_path):
+    """probe.json names the SHA-256 of the weights it was saved with: a save stopped between its two files,
+    or files of two saves put together, is refused; a probe saved before the checksum still loads."""
+    first, second = _saved_probe(tmp_path / "a"), _saved_probe(tmp_path / "b")
+    head = json.loads((second / "probe.json").read_text())
+    assert len(head["weights_sha256"]) == 64
+    (second / "probe.json").write_text(json.dumps({**head, "intercept": 5.0}))  # same weights: still one probe
+    assert Probe.load(second).intercept == 5.0
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(first / "probe.safetensors"))
+    save_file({**arrays, "weights": arrays["weights"] * 2}, str(first / "probe.safetensors"))  # same shapes
+    message = _probe_refusal(first)
+    assert message.startswith(f"{first / 'probe.safetensors'} is not the file probe.json was saved with") \
+        and "saeembed risk fit" in message, message
+    (first / "probe.json").write_text(json.dumps({**head, "weights_sha256": "x"}))
+    assert "weights_sha256 is 'x'; expected the SHA-256" in _probe_refusal(first)
+    del head["weights_sha256"]
+    (first / "probe.json").write_text(json.dumps(head))
+    assert np.allclose(Probe.load(first).weights, arrays["weights"] * 2), "older probes have no checksum"
+
+
 @pytest.mark.parametrize("field,value,expected", [
     ("mean", [1, 2], "mean is [1, 2]; expected a list of 6 numbers"),
     ("std", [1, 1, 1, 1, 1, 0], "std is [1, 1, 1, 1, ...]; expected standard deviations >= 1e-12"),

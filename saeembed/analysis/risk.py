@@ -58,16 +58,22 @@ class Probe:
         return 1.0 / (1.0 + np.exp(-(self.link[0] * logit + self.link[1])))
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.numpy import save_file
+        """Write probe.safetensors, then probe.json naming its SHA-256: each file is atomic, and a save
+        stopped between the two (or files of two saves mixed) is refused by `load`, not read as one probe."""
+        import hashlib
 
-        from saeembed.atomic import atomic_write, write_text
+        from safetensors.numpy import save
+
+        from saeembed.atomic import write_bytes, write_text
 
         folder = Path(folder)
-        tensors = {"latents": self.latents.astype(np.int64), "weights": self.weights.astype(np.float32),
-                   "count_mean": self.count_mean.astype(np.float32), "count_std": self.count_std.astype(np.float32)}
-        atomic_write(folder / PROBE_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        blob = save({"latents": self.latents.astype(np.int64), "weights": self.weights.astype(np.float32),
+                     "count_mean": self.count_mean.astype(np.float32),
+                     "count_std": self.count_std.astype(np.float32)})
+        write_bytes(folder / PROBE_WEIGHTS, blob)
         write_text(folder / PROBE_JSON, json.dumps({"kind": self.kind, "intercept": self.intercept,
-                                                    "link": list(self.link), "meta": self.meta}, indent=2))
+                                                    "link": list(self.link), "meta": self.meta,
+                                                    "weights_sha256": hashlib.sha256(blob).hexdigest()}, indent=2))
         return folder
 
     @staticmethod
@@ -97,6 +103,7 @@ class Probe:
         if (count_std < 1 / _LARGEST).any():
             raise ProbeError(f"{weights_path}: count_std holds a value below {1 / _LARGEST:g} (it divides the count "
                              f"features); {_PROBE_FIX}")
+        _check_pair(head, weights_path)  # last: a damaged file is named for what is wrong in it
         return Probe(kind, latents.astype(np.int64), weights.astype(np.float64), intercept, count_mean, count_std,
                      (link[0], link[1]), meta)
 
@@ -477,6 +484,21 @@ def _fitted_d_sae(meta: dict[str, Any], head: _FileFields) -> int:
     if isinstance(d_sae, bool) or not isinstance(d_sae, int) or d_sae < 1:
         head.refuse("meta.store.sae.d_sae", d_sae, "the width of the SAE it was fitted on, a whole number >= 1")
     return d_sae
+
+
+def _check_pair(head: _FileFields, weights_path: Path) -> None:
+    """The weights file is the one probe.json was saved with (probes saved before the checksum have none)."""
+    import hashlib
+    import re
+
+    want = head.data.get("weights_sha256")
+    if want is None:
+        return
+    if not isinstance(want, str) or not re.fullmatch(r"[0-9a-f]{64}", want):
+        head.refuse("weights_sha256", want, "the SHA-256 of probe.safetensors (64 hex digits)")
+    if hashlib.sha256(weights_path.read_bytes()).hexdigest() != want:
+        raise ProbeError(f"{weights_path} is not the file {PROBE_JSON} was saved with (its SHA-256 differs from "
+                         f"weights_sha256): a save was stopped half-way or two saves were mixed; {_PROBE_FIX}")
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
