@@ -5,7 +5,8 @@
 1. The training mix: seeded samples of the permissively licensed corpora of ../shared/data (persona,
    GPTeacher, hh-rlhf harmless, AG News, TweetEval, SIB-200 English; never HaluEval or TruthfulQA, the
    risk probes' evaluation sets, nor AlpacaEval, NC), with chat speaker prefixes removed
-   (`strip_role_markers`) so no latent learns "who speaks".
+   (`strip_role_markers`) so no latent learns "who speaks", and tags a dataset adds to every document
+   (`DATASET_TAGS`) removed so none learns "which dataset".
 2. `saeembed train-sae` on it with `--reads document`: a TopK SAE over each document's unit-norm mean
    of all-MiniLM-L6-v2's last block (the sentence embedding), k latents per document.
 3. Labels: the offline labeler on a 12,000-document sample of the same mix, each label scored on the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -43,14 +45,24 @@ MIX = {
 }
 
 
+# Text a dataset adds to every document of a file (template text, not what the author wrote): removed
+# like speaker prefixes, or the SAE learns "this came from that dataset" and labels carry the tag.
+# TweetEval's stance tweets all end with SemEval-2016's task hashtag: 123 of the 2,046 labels of the
+# first document SAE said `semst`.
+DATASET_TAGS = {"tweeteval/stance.jsonl": re.compile(r"\s*#SemST\b", re.IGNORECASE)}
+
+
 def training_mix(path: Path, seed: int) -> int:
-    """Write the sampled, role-stripped mix as JSONL (`text`, `source`); returns the document count."""
+    """Write the sampled mix, without speaker prefixes and dataset tags, as JSONL (`text`, `source`);
+    returns the document count."""
     rows = []
     for name, cap in MIX.items():
         with open(DATA / name, encoding="utf-8") as fh:
             docs = [json.loads(line) for line in fh if line.strip()]
         random.Random(seed).shuffle(docs)
-        texts = [strip_role_markers(d.get("text") or "").strip() for d in docs[:cap]]
+        tag = DATASET_TAGS.get(name)
+        texts = [strip_role_markers(tag.sub("", d.get("text") or "") if tag else d.get("text") or "").strip()
+                 for d in docs[:cap]]
         rows += [{"text": t, "source": name} for t in texts if t]
     random.Random(seed).shuffle(rows)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

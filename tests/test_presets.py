@@ -39,6 +39,7 @@ def test_default_labels_carry_no_speaker_words_and_a_held_out_score():
     labels = pl.read_parquet(default_bundle() / "labels.parquet")
     assert len(labels) >= 0.9 * 2048
     assert labels["label"].str.contains(r"(?i)\b(assistant|human|user|system)\b").sum() <= 0.01 * len(labels)
+    assert not labels["label"].str.contains(r"(?i)semst").any(), "TweetEval's stance tag is not in the training text"
     scores = labels["score"].drop_nulls()
     assert len(scores) >= 0.8 * len(labels) and 0.5 < scores.mean() <= 1
 

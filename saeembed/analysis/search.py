@@ -29,7 +29,7 @@ RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 # Pseudo-relevance feedback. Rocchio's beta at SMART's standard 0.75; 20 documents, within the 10-30
 # of the IR literature. On the harness's 18 property queries (benchmarks/meaning.py, section d) every
 # setting of 10-100 documents and beta 0.5-1 lifted SAE MAP from 0.518 to 0.541-0.559 (RESULTS.md);
-# these defaults give 0.545, better on 12 queries, worse on 6.
+# these defaults give 0.545, better on 12 queries, worse on 6 (with the relabelled bundle: 0.513 -> 0.541).
 FEEDBACK_DOCS = 20
 FEEDBACK_WEIGHT = 0.75
 FEEDBACK_SUPPORT = 2  # a latent joins the query only when it fires in this many feedback documents (not one stray),
