@@ -73,31 +73,22 @@ class DiffResult:
                         "length: --length adjust, the default)"]
             return ["length ignored: with max pooling longer documents fire more latents, so many findings are "
                     "length (compare at equal length: --length adjust, the default)"]
+        notes = []
         if config.pair_on is not None:
-            return self._pair_notes()
-        if gap.comparable == 0:
+            # The conditional tests estimate the difference at a length ratio of 1 from the pairs' spread
+            # of ratios: when almost every pair is far from it, that is an extrapolation with little power.
+            if config.length == "adjust" and gap.differs and gap.comparable is not None \
+                    and gap.comparable < PAIRS_SIMILAR_ENOUGH:
+                notes.append(f"only {gap.comparable:.0%} of the pairs are of similar length (within "
+                             f"{length_adjust.PAIR_SIMILAR}x); the comparison at equal length extrapolates from "
+                             f"them, so differences that come with length may not show (--length ignore compares "
+                             f"the documents as they are)")
+        elif gap.comparable == 0:
             return ["no document has one of the other corpus of similar length: nothing can be compared at "
                     "equal length (--length ignore compares them as they are)"]
-        notes = []
-        if gap.comparable is not None and gap.comparable < 0.8:
+        elif gap.comparable is not None and gap.comparable < 0.8:
             notes.append(f"only {gap.comparable:.0%} of the documents share a length band with the other corpus; "
                          f"the comparison at equal length rests on them")
-        if config.length == "adjust" and gap.differs and config.measure == "frequency":
-            notes.append("diff is the difference at equal length; the frequencies shown are overall")
-        return notes
-
-    def _pair_notes(self) -> list[str]:
-        """Pairs at equal length: the conditional tests estimate the difference at a length ratio of 1
-        from the pairs' spread of ratios; when almost every pair is far from it, that is an
-        extrapolation with little power, and a difference that comes with length can go unseen."""
-        config, gap = self.config, self.length
-        notes = []
-        if config.length == "adjust" and gap.differs and gap.comparable is not None \
-                and gap.comparable < PAIRS_SIMILAR_ENOUGH:
-            notes.append(f"only {gap.comparable:.0%} of the pairs are of similar length (within "
-                         f"{length_adjust.PAIR_SIMILAR}x); the comparison at equal length extrapolates from "
-                         f"them, so differences that come with length may not show (--length ignore compares "
-                         f"the documents as they are)")
         if config.length == "adjust" and gap.differs and config.measure == "frequency":
             notes.append("diff is the difference at equal length; the frequencies shown are overall")
         return notes

@@ -22,7 +22,7 @@ import numpy as np
 
 from saeembed.analysis.concepts import Concepts, activation_scale, select_concepts
 from saeembed.errors import SaeEmbedError, at_least
-from saeembed.store import Store, column_entries
+from saeembed.store import Store, column_entries, document_frequency
 
 Mode = Literal["sae", "dense", "hybrid"]
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
@@ -139,8 +139,8 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     pool = np.arange(store.n_docs) if candidates is None else np.asarray(candidates)
     pool = pool[scores[pool] > 0]
     first = np.sort(pool[np.argsort(-scores[pool], kind="stable")[:feedback]])
-    code = store.matrix[first].tocoo()
-    support = np.bincount(code.col, minlength=store.d_sae)
+    code = store.matrix[first]
+    support = document_frequency(code)
     support[concepts.excluded] = 0
     latents = np.flatnonzero(support >= FEEDBACK_SUPPORT)
     if not len(latents):
@@ -148,12 +148,9 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     added = np.setdiff1d(latents, concepts.latents)
     extra = _Columns.of(store, added)  # only the added latents' columns are read again
     scale_of = dict(zip([*concepts.latents.tolist(), *added.tolist()], [*own.scale.tolist(), *extra.scale.tolist()]))
-    slot = np.full(store.d_sae, -1)
-    slot[latents] = np.arange(len(latents))
-    kept = slot[code.col] >= 0
-    which = slot[code.col[kept]]
-    scaled = code.data[kept] / np.array([scale_of[j] for j in latents.tolist()])[which]
-    mean = np.bincount(which, weights=scaled, minlength=len(latents)) / len(first)
+    _, which, values = column_entries(code, latents)
+    scale = np.array([scale_of[j] for j in latents.tolist()])
+    mean = np.bincount(which, weights=values / scale[which], minlength=len(latents)) / len(first)
     expanded = _expanded(store, concepts, latents, FEEDBACK_WEIGHT * mean / mean.max(), support[latents],
                          len(first), labels)
     weight_of = dict(zip(expanded.latents.tolist(), expanded.weights.tolist()))

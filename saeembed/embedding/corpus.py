@@ -183,8 +183,8 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
                 except _Conflict as exc:
                     problem = str(exc)
                 else:
-                    kinds.kinds.update(fitted[0])
-                    chats.kinds.update(fitted[1])
+                    kinds.take(fitted[0])
+                    chats.take(fitted[1])
             if problem:
                 problems.append(Problem(where, problem))
                 continue
@@ -597,8 +597,8 @@ class _FieldKinds:
         self.kinds: dict[str, _Kind | None] = {}
 
     def fit(self, fields: dict[str, Any], where: str) -> dict[str, _Kind | None]:
-        """The kinds of the record's fields merged with those so far (take them in with
-        `self.kinds.update`); raises _Conflict, naming the field and both records, when one does not fit."""
+        """The kinds of the record's fields merged with those so far (`take` them once the whole record
+        fits); raises _Conflict, naming the field and both records, when one does not fit."""
         merged: dict[str, _Kind | None] = {}
         for name, value in fields.items():
             if name == self.id_field:
@@ -606,6 +606,9 @@ class _FieldKinds:
             kind = _kind_of(value, name, where)
             merged[name] = _merge(self.kinds[name], kind, name) if name in self.kinds else kind
         return merged
+
+    def take(self, fitted: dict[str, _Kind | None]) -> None:
+        self.kinds.update(fitted)
 
     def check_storable(self) -> None:
         for name, kind in self.kinds.items():
