@@ -59,7 +59,14 @@ def config(llama_dir, sae, cache, **kw):
 
 def assert_same_store(local: Path, folder: Path) -> None:
     a, b = load_store(local), load_store(folder)
-    assert a.frame.equals(b.frame), "ids in input order, text, every field, dense"
+    # A retried batch is grouped differently, so float sums differ in the last bits: floats are compared
+    # with a tolerance, everything else exactly.
+    floats = [c for c, t in a.frame.schema.items() if getattr(t, "inner", t).is_float()]
+    assert a.frame.columns == b.frame.columns
+    assert a.frame.drop(floats).equals(b.frame.drop(floats)), "ids in input order, text, every field"
+    for column in floats:
+        np.testing.assert_allclose(np.asarray(a.frame[column].to_list(), float),
+                                   np.asarray(b.frame[column].to_list(), float), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(a.matrix.indptr, b.matrix.indptr)
     np.testing.assert_array_equal(a.matrix.indices, b.matrix.indices)
     np.testing.assert_allclose(a.matrix.data, b.matrix.data, rtol=1e-3)
