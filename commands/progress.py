@@ -13,8 +13,8 @@ from commands.ui import stderr
 
 @contextlib.contextmanager
 def embed_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | None]:
-    """Yield an `on_progress` callback that draws docs, docs/s, tokens/s and ETA."""
-    if disabled:
+    """Yield an `on_progress` callback that draws docs, docs/s, tokens/s and ETA (on a terminal)."""
+    if disabled or not stderr.is_terminal:
         yield None
         return
     progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
@@ -37,8 +37,9 @@ def embed_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | N
 
 @contextlib.contextmanager
 def train_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | None]:
-    """Yield an `on_progress` callback that shows steps, tokens/s, train FVU and held-out figures."""
-    if disabled:
+    """Yield an `on_progress` callback that shows steps, tokens/s, train FVU and held-out figures (on a
+    terminal)."""
+    if disabled or not stderr.is_terminal:
         yield None
         return
     progress = Progress(TextColumn("training"), TextColumn("{task.fields[state]}"), console=stderr, transient=True)

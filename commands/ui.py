@@ -138,8 +138,9 @@ def emit(files: dict[Any, Any], json_rows: Any, json_out: bool, render: Callable
 @contextlib.contextmanager
 def working(what: str, quiet: bool) -> Iterator[None]:
     """A spinner with the elapsed time on stderr while an analysis runs (gone when it ends), so a run of
-    minutes is not silent; nothing with --quiet or --json."""
-    if quiet:
+    minutes is not silent; nothing with --quiet or --json, nor where stderr is not a terminal (a
+    transient spinner there leaves blank lines in logs and pipes)."""
+    if quiet or not stderr.is_terminal:
         yield
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -101,8 +101,23 @@ def test_search_ranks_the_documents_that_carry_the_concept_first(store):
     assert "<<" in result.table["text"][0]
     only_weather = search(store, "rain", top=5, labels=LABELS, k=1, where="kind == 'weather'")
     assert only_weather.n_candidates == N // 3 and set(only_weather.table["kind"]) == {"weather"}
-    with pytest.raises(SaeEmbedError, match="cannot apply --where"):
+    with pytest.raises(SaeEmbedError, match="no field 'nope'"):
         search(store, "football", labels=LABELS, where="nope == 1")
+    everything = search(store, "football", top=5, labels=LABELS, k=2, where="1 = 1")
+    assert everything.n_candidates == N, "a constant filter holds for every document, not the first"
+
+
+def test_cli_where_reads_nothing_but_the_store(store, tmp_path):
+    """A filter is a condition on the store's own fields: a table function reading a file is refused in
+    one line that does not show the file, and so is a filter that is not a condition."""
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:secret-first-line\n")
+    path = str(tmp_path / "s.parquet")
+    runner = CliRunner()
+    for where in (f"id IN (SELECT column_1 FROM read_csv('{secret}'))", "n_tokens"):
+        out = runner.invoke(app, ["search", path, "football", "--where", where])
+        assert out.exit_code == 1, out.output
+        assert "secret-first-line" not in out.output and out.output.count("\n") == 1, out.output
 
 
 def test_feedback_adds_the_latents_of_the_first_results_rocchio_style(store):

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from saeembed.analysis.concepts import Concepts, activation_scale, select_concepts
+from saeembed.analysis.where import filter_rows
 from saeembed.errors import SaeEmbedError, at_least
 from saeembed.store import Store, column_entries, document_frequency
 
@@ -76,7 +77,8 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
     Args:
         mode: sae (the paper's scoring), dense (sentence-embedding cosine) or hybrid (both, fused).
         k: latents kept per phrase or example of the query (strongest first); feedback may add more.
-        where: a polars SQL filter on the store's fields, e.g. `topic == 'climate'`.
+        where: a condition on the store's own fields, e.g. `topic = 'climate' AND n_tokens < 200`
+            (`saeembed.analysis.where`: no functions, subqueries or file access).
         dense: [n_docs, dim] document embeddings; default the store's `dense` column, else computed.
         feedback: expand the query with the latents of its first this many results (0: the paper's
             scoring alone; otherwise at least 2); see `concept_scores`.
@@ -94,7 +96,7 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
     if mode not in ("sae", "dense", "hybrid"):
         raise SaeEmbedError(f"unknown search mode {mode!r}; choose sae, dense or hybrid")
     labels = labels if labels is not None else labels_for(store)
-    candidates = _filter(store, where)
+    candidates = filter_rows(store.frame, where)
     concepts = None
     rankings: list[np.ndarray] = []
     weights = None
@@ -243,19 +245,6 @@ def _top(score: np.ndarray, candidates: np.ndarray, top: int) -> np.ndarray:
     if len(candidates) > top:
         candidates = candidates[np.argpartition(-score[candidates], top - 1)[:top]]
     return candidates[np.argsort(-score[candidates], kind="stable")]
-
-
-def _filter(store: Store, where: str | None) -> np.ndarray:
-    import polars as pl
-
-    if not where:
-        return np.arange(store.n_docs)
-    try:
-        mask = store.frame.select(pl.sql_expr(where).alias("keep"))["keep"].fill_null(False).to_numpy()
-    except Exception as exc:  # polars raises several SQL / column errors; all are the user's filter
-        raise SaeEmbedError(f"cannot apply --where {where!r}: {str(exc).splitlines()[0]}; fields: "
-                            f"{', '.join(c for c in store.frame.columns if c != 'text')}") from None
-    return np.flatnonzero(mask)
 
 
 def _explain(store: Store, rows: np.ndarray, concepts: Concepts, weights: np.ndarray, labels: Any) -> list[Any]:
