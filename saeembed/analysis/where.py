@@ -13,6 +13,7 @@ NULL; = == != <> < <= > >=; AND OR NOT; + - * / %; IS [NOT] NULL, IS [NOT] TRUE/
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from typing import TYPE_CHECKING, Any, Callable
@@ -77,7 +78,7 @@ class _Translator:
         import polars as pl
         from sqlglot import exp
 
-        handler = _HANDLERS.get(type(node))
+        handler = _handlers().get(type(node))
         if handler is not None:
             translated = handler(self, node)
             return ~translated if node.args.get("negate") else translated  # NOT LIKE, NOT IN ...
@@ -114,10 +115,7 @@ class _Translator:
     def refuse(self, why: str) -> Any:
         raise FilterError(f"filter {_shown(self.where)}: {why}")
 
-    # Each handler below takes (translator, node).
-
-    def binary(self, node: Any, op: Callable[[Any, Any], Any]) -> pl.Expr:
-        return op(self.translate(node.this), self.translate(node.expression))
+    # The handlers of _handlers(): each takes the node of its kind.
 
     def is_(self, node: Any) -> pl.Expr:
         from sqlglot import exp
@@ -168,7 +166,10 @@ class _Translator:
         return self.translate(node.this)
 
 
+@functools.cache
 def _handlers() -> dict[type, Callable[[_Translator, Any], Any]]:
+    """The allowed nodes and how each becomes polars (built on first use: sqlglot is imported only when a
+    filter is given)."""
     from sqlglot import exp
 
     t = _Translator
@@ -177,7 +178,7 @@ def _handlers() -> dict[type, Callable[[_Translator, Any], Any]]:
               exp.Add: operator.add, exp.Sub: operator.sub, exp.Mul: operator.mul, exp.Div: operator.truediv,
               exp.Mod: operator.mod}
     handlers: dict[type, Callable[[_Translator, Any], Any]] = {
-        kind: (lambda op: lambda self, node: t.binary(self, node, op))(op) for kind, op in binary.items()}
+        kind: functools.partial(_binary, op=op) for kind, op in binary.items()}
     handlers.update({
         exp.Not: lambda self, node: ~self.translate(node.this),
         exp.Neg: lambda self, node: -self.translate(node.this),
@@ -186,16 +187,8 @@ def _handlers() -> dict[type, Callable[[_Translator, Any], Any]]:
     return handlers
 
 
-class _LazyHandlers(dict):
-    """The node table, built on first use (sqlglot is imported only when a filter is given)."""
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        if not self:
-            self.update(_handlers())
-        return super().get(key, default)
-
-
-_HANDLERS: dict[type, Callable[[_Translator, Any], Any]] = _LazyHandlers()
+def _binary(translator: _Translator, node: Any, op: Callable[[Any, Any], Any]) -> pl.Expr:
+    return op(translator.translate(node.this), translator.translate(node.expression))
 
 
 def _shown(where: str) -> str:
