@@ -29,6 +29,11 @@ Sections and what they want:
     surface-form baselines (same kind of grouped 5-fold CV): the probe should beat them.
 (h) length_dependence: Spearman of active latents vs n_tokens on tweets + news + GPT-4 answers (lower
     is better) and mean active latents per source.
+(i) model_comparison: AlpacaEval, GPT-4 vs Claude 2.1, Llama-2-70B, Mixtral, davinci-003, and concise vs
+    verbose, paired on prompt_id, holdout 0.5: 5 <= findings (form + latents) <= 300, replication >= 0.7,
+    and the findings of half the prompts tell the author of a held-out answer better than length
+    (AUROC gain >= 0.05); `findings_before`: the same diff without the form layer.
+(j) random_halves_null: 20 random halves of GPT-4 answers, tweets and news: <= 2 splits with any finding.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ from saeembed.labels import labels_for  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("repackaging_null", "concise_vs_verbose", "matched_length_content", "property_search",
-            "clustering_axes", "labels", "risk", "length_dependence")
+            "clustering_axes", "labels", "risk", "length_dependence", "model_comparison", "random_halves_null")
 DIFF_FIELDS = {"table", "names", "sizes", "config", "n_tested", "n_unpaired", "replication_rate",
                "discovery_sizes", "mean_tokens", "n_tokens"}  # DiffResult's fields when this harness was written
 # (n_tokens, the length distributions for the HTML report, came later; mean_tokens summarises them)
@@ -150,9 +155,17 @@ def top_labels(result, n: int = 10) -> dict[str, list[str]]:
             f"more_in_{b}": [fmt(r) for r in f.filter(pl.col("diff") < 0).head(n).iter_rows(named=True)]}
 
 
+def n_findings(result) -> int:
+    """Findings of every layer (form features and latents; latents alone before the form layer)."""
+    return getattr(result, "n_findings", result.findings.height)
+
+
 def diff_summary(result) -> dict:
     findings = result.findings
-    return {"sizes": list(result.sizes), "latents_tested": result.n_tested, "findings": findings.height,
+    form = getattr(result, "form_findings", None)
+    return {"sizes": list(result.sizes), "latents_tested": result.n_tested, "findings": n_findings(result),
+            "latent_findings": findings.height, "form_findings": None if form is None else form.height,
+            "form_replication_rate": getattr(result, "form_replication_rate", None),
             "more_in_a": int((findings["diff"] > 0).sum()), "more_in_b": int((findings["diff"] < 0).sum()),
             "replication_rate": result.replication_rate, "mean_tokens": [round(t, 1) for t in result.mean_tokens],
             "tests": sorted(set(result.table["test"].to_list())) if "test" in result.table.columns else None,
@@ -172,6 +185,16 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     return None if np.isnan(rho) else round(float(rho), 3)
 
 
+def combined_replication(result) -> float | None:
+    """Share of all findings (form and latents) that replicate on the held-out documents."""
+    parts = [(result.findings.height, result.replication_rate)]
+    form = getattr(result, "form_findings", None)
+    if form is not None:
+        parts.append((form.height, result.form_replication_rate))
+    total = sum(n for n, rate in parts if rate is not None)
+    return sum(n * rate for n, rate in parts if rate is not None) / total if total else None
+
+
 # -- sections ---------------------------------------------------------------------------------------
 
 def repackaging_null(run: Run) -> dict:
@@ -182,7 +205,7 @@ def repackaging_null(run: Run) -> dict:
     result = diff(run.store("agnews_single", single), run.store("agnews_joined", joined), DiffConfig(),
                   names=["single", "joined"])
     return {**diff_summary(result), "top_labels": top_labels(result), "want": "findings <= 5",
-            "ok": result.findings.height <= 5}
+            "ok": n_findings(result) <= 5}
 
 
 def concise_vs_verbose(run: Run) -> dict:
@@ -190,7 +213,7 @@ def concise_vs_verbose(run: Run) -> dict:
     stores = [run.store(k, rows) for k, rows in sides.items()]
     result = diff(*stores, DiffConfig(pair_on="prompt_id", holdout=0.5), names=list(sides))
     out = diff_summary(result)
-    n, rate = out["findings"], result.replication_rate
+    n, rate = out["findings"], combined_replication(result)
     return {**out, "token_ratio_verbose_over_concise": round(result.mean_tokens[1] / result.mean_tokens[0], 2),
             "table_columns": result.table.columns, "top_labels": top_labels(result),
             "want": "5 <= findings <= 300, replication >= 0.7", "ok": 5 <= n <= 300 and (rate or 0) >= 0.7}
@@ -368,8 +391,103 @@ def length_dependence(run: Run) -> dict:
             "want": "rho as low as possible (0 = no length dependence)"}
 
 
+MODEL_PAIRS = [  # A, B: answers of two models (or two prompts of one) to the same 805 AlpacaEval prompts
+    ("gpt4_1106_preview", "claude-2.1"), ("gpt4_1106_preview", "llama-2-70b-chat-hf"),
+    ("gpt4_1106_preview", "Mixtral-8x7B-Instruct-v0.1"), ("gpt4_1106_preview", "text_davinci_003"),
+    ("gpt4_1106_preview_concise", "gpt4_1106_preview_verbose")]
+
+
+def model_comparison(run: Run) -> dict:
+    """(i) Two models' answers to the same prompts, paired on prompt_id: findings of each layer, replication
+    on held-out pairs (holdout 0.5), and whether the findings of one half of the prompts tell which model
+    wrote an answer of the other half better than its length does (logistic regression on the findings'
+    values + log length vs log length alone, fitted on the discovery half, AUROC on the held-out half).
+    `before`: the same diff with the form layer off (what diff reported before it)."""
+    from sklearn.linear_model import LogisticRegression
+
+    out = {}
+    for name_a, name_b in MODEL_PAIRS:
+        stores = [run.store(f"alpaca_{n}", read_jsonl(f"alpacaeval/{n}.jsonl")) for n in (name_a, name_b)]
+        names = [name_a, name_b]
+        config = DiffConfig(pair_on="prompt_id", holdout=0.5)
+        result = diff(*stores, config, names=names)
+        before = diff(*stores, dataclasses.replace(config, form=False), names=names)
+        # the predictive check: discover on half the prompts, predict the author on the other half
+        rng = run.rng(f"model_comparison/{name_a}/{name_b}")
+        prompts = sorted(set(stores[0].frame["prompt_id"].to_list()) & set(stores[1].frame["prompt_id"].to_list()))
+        half = set(rng.choice(prompts, len(prompts) // 2, replace=False).tolist())
+        in_half = [np.array([p in half for p in s.frame["prompt_id"].to_list()]) for s in stores]
+        parts = {"discovery": [s.take(np.flatnonzero(m)) for s, m in zip(stores, in_half)],
+                 "held_out": [s.take(np.flatnonzero(~m)) for s, m in zip(stores, in_half)]}
+        found = diff(*parts["discovery"], DiffConfig(pair_on="prompt_id"), names=names)
+        latents = found.findings["latent"].to_numpy()
+        form_names = found.form_findings["feature"].to_list() if found.form is not None else []
+
+        x_train, y_train = author_features(parts["discovery"], form_names, latents)
+        x_test, y_test = author_features(parts["held_out"], form_names, latents)
+        scale = x_train.std(axis=0) + 1e-9
+        full = LogisticRegression(max_iter=2000, C=1.0).fit(x_train / scale, y_train)
+        length = LogisticRegression(max_iter=2000).fit(x_train[:, :1], y_train)
+        with_findings = auroc(y_test, full.decision_function(x_test / scale))
+        length_only = auroc(y_test, length.decision_function(x_test[:, :1]))
+        gain = round(with_findings - length_only, 3) if with_findings is not None and length_only else None
+        n, rate = n_findings(result), combined_replication(result)
+        out[f"{name_a}_vs_{name_b}"] = {
+            **diff_summary(result), "replication_all": _round(rate), "findings_before": n_findings(before),
+            "replication_before": before.replication_rate,
+            "top_form": [f"{r['feature']} ({r['more_in']}, {r['share_a']:.0%} vs {r['share_b']:.0%})"
+                         for r in result.form_findings.head(8).iter_rows(named=True)],
+            "top_labels": top_labels(result, 5), "predict_auroc": with_findings, "length_only_auroc": length_only,
+            "auroc_gain": gain, "discovery_findings": [len(form_names), int(len(latents))],
+            "ok": 5 <= n <= 300 and (rate or 0) >= 0.7 and (gain or 0) >= 0.05}
+    return {"comparisons": out, "want": "5 <= findings <= 300, replication >= 0.7, auroc_gain >= 0.05 each",
+            "ok": all(v["ok"] for v in out.values())}
+
+
+def author_features(side_stores: list, form_names: list[str], latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per answer: log length, the form findings' values (rates per token; 0/1 for openings and endings) and
+    whether each latent finding fires; y = 1 for the first store's answers."""
+    from saeembed.analysis.form import form_features, is_positional
+
+    counted = form_features([s.frame["text"].to_list() for s in side_stores])
+    xs = []
+    for s, matrix in zip(side_stores, counted.counts):
+        tokens = np.maximum(s.frame["n_tokens"].to_numpy(), 1)
+        columns = [np.log(tokens)]
+        for feature in form_names:
+            if feature in counted.names:
+                values = matrix[:, counted.names.index(feature)].toarray().ravel()
+                columns.append(values > 0 if is_positional(feature) else values / tokens)
+            else:  # an opening frequent only in the discovery half
+                columns.append(np.zeros(s.n_docs))
+        present = (s.matrix[:, latents] > 0).toarray() if len(latents) else np.zeros((s.n_docs, 0))
+        xs.append(np.column_stack([*columns, present]))
+    return np.vstack(xs), np.r_[np.ones(side_stores[0].n_docs), np.zeros(side_stores[1].n_docs)]
+
+
+def random_halves_null(run: Run) -> dict:
+    """Random halves of one corpus, 20 splits over three corpora (GPT-4 answers, tweets, news): how many
+    splits give any finding (form or latent). Want <= 2 of 20."""
+    corpora = [("alpaca_gpt4_1106_preview", read_jsonl("alpacaeval/gpt4_1106_preview.jsonl")),
+               ("tweets", sample(read_jsonl("tweeteval/sentiment.jsonl"), 1600, run.rng("random_halves/tweets"))),
+               ("agnews", sample(read_jsonl("agnews/test.jsonl"), 1600, run.rng("random_halves/agnews")))]
+    splits, with_findings, counts = 0, 0, []
+    for k in range(20):
+        name, rows = corpora[k % len(corpora)]
+        store = run.store(name, rows)
+        order = run.rng(f"random_halves/{k}").permutation(store.n_docs)
+        halves = [store.take(np.sort(h)) for h in np.array_split(order, 2)]
+        result = diff(*halves, DiffConfig(), names=["half_1", "half_2"])
+        splits += 1
+        counts.append(n_findings(result))
+        with_findings += n_findings(result) > 0
+    return {"splits": splits, "splits_with_findings": with_findings, "findings_per_split": counts,
+            "want": "<= 2 of 20 splits with any finding", "ok": with_findings <= 2}
+
+
 RUNNERS = dict(zip(SECTIONS, (repackaging_null, concise_vs_verbose, matched_length_content, property_search,
-                              clustering_axes, labels_section, risk, length_dependence)))
+                              clustering_axes, labels_section, risk, length_dependence, model_comparison,
+                              random_halves_null)))
 
 
 def meta_of(run: Run, seconds: dict) -> dict:

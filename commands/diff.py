@@ -46,11 +46,14 @@ def run(
     id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
     seed: Annotated[int, typer.Option(help="Seed of the holdout split and the examples.")] = _D["seed"].default,
+    form: Annotated[bool, typer.Option("--form/--no-form", help="Also compare how the documents are written, "
+                                                                "counted in the text (lists, headings, '!', "
+                                                                "openings ...).")] = _D["form"].default,
     quiet: options.Quiet = False,
 ) -> None:
-    """Which concepts are more frequent in A than in B (and the reverse) at equal length, with 95%
-    confidence intervals, exact tests and Benjamini-Hochberg q-values; the length gap first, then
-    the findings grouped into themes, each with an example from both sides."""
+    """How A differs from B: the length gap; then form counted in the text (lists, headings, '!',
+    openings ...); then the SAE concepts more frequent in one at equal length, grouped into themes. Each
+    with its 95% interval, test and Benjamini-Hochberg q, and an example from both sides."""
     from saeembed.analysis.diff import diff
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_diff_report
@@ -63,13 +66,14 @@ def run(
             raise SaeEmbedError(f"give two corpora to compare (got {len(inputs)}); "
                                 f"use --vs to compare one with several")
         config = DiffConfig(measure=measure, alpha=alpha, min_diff=min_diff, pair_on=pair_on,  # type: ignore[arg-type]
-                            holdout=holdout, length=length, length_bands=length_bands, seed=seed)  # type: ignore[arg-type]
+                            holdout=holdout, length=length, length_bands=length_bands, seed=seed,
+                            form=form)
         stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
                              cache_dir=cache_dir)
         with working("comparing", quiet or json_out):
             result = diff(stores[0], stores[1:], config, names=_names(inputs))
     write_report(html, lambda path: write_diff_report(result, path), quiet)
-    rows = result.table if all_rows else result.findings
+    rows = _rows(result, all_rows)
     shown = None if all_rows else top
     emit({output: rows} if output else {}, rows, False,
          lambda: _print_json(result, shown) if json_out else render(result, shown), quiet)
@@ -82,15 +86,33 @@ def _names(paths: list[str]) -> list[str]:
     return [p if stems.count(stem) > 1 else stem for p, stem in zip(paths, stems)]
 
 
+def _rows(result: Any, all_rows: bool) -> Any:
+    """The table written with -o: form features, then latents, each row with its `layer`; the findings,
+    or every tested row with --all."""
+    import polars as pl
+
+    latents = (result.table if all_rows else result.findings).with_columns(layer=pl.lit("content"))
+    if result.form is None:
+        return latents
+    form = result.form if all_rows else result.form_findings
+    return pl.concat([form, latents.select("layer", *[c for c in latents.columns if c != "layer"])],
+                     how="diagonal_relaxed")
+
+
 def _print_json(result: Any, top: int | None) -> None:
-    """A summary record, then the top themes (every tested latent when `top` is None)."""
+    """A summary record, then the top form findings and themes (every form feature and tested latent when
+    `top` is None), each with its `layer`: form, or content."""
     print_json(summary(result, top))
+    if result.form is not None:
+        form = result.form if top is None else result.form_findings.head(top)
+        for row in form.iter_rows(named=True):
+            print_json({"type": "form", **row})
     if top is None:
         for row in result.table.iter_rows(named=True):
-            print_json({"type": "latent", **row})
+            print_json({"type": "latent", "layer": "content", **row})
         return
     for row in result.themes.head(top).iter_rows(named=True):
-        print_json({"type": "theme", **row})
+        print_json({"type": "theme", "layer": "content", **row})
 
 
 def summary(result: Any, top: int | None) -> dict[str, Any]:
@@ -104,4 +126,6 @@ def summary(result: Any, top: int | None) -> dict[str, Any]:
             "n_more_in_others": int((findings["diff"] < 0).sum()), "n_themes": len(result.themes),
             "themes_shown": len(result.themes) if top is None else min(top, len(result.themes)),
             "alpha": config.alpha, "min_diff": config.min_diff, "replication": result.replication_rate,
-            "method": config.method, "notes": result.notes}
+            "method": config.method, "notes": result.notes,
+            "n_form_tested": 0 if result.form is None else len(result.form),
+            "n_form_findings": len(result.form_findings), "form_replication": result.form_replication_rate}

@@ -17,13 +17,15 @@ def render(result: Any, top: int | None) -> None:
     """Print the headline and the `top` strongest themes (every theme when None), by direction."""
     console = result_console()
     console.print(headline(result), highlight=False, soft_wrap=True)
+    _render_form(console, result, top)
     themes = result.themes
+    console.print("\n[bold]What it is about[/bold] (SAE latents)", highlight=False)
     if not len(themes):
         console.print("No latent differs at these thresholds.", style="yellow")
         return
     top_themes = themes if top is None else themes.head(top)
     more = "; --top N for more, --all for every one" if len(top_themes) < len(themes) else ""
-    console.print(f"\n[bold]The {len(top_themes)} strongest of {len(themes):,} themes[/bold] (by |diff| of the "
+    console.print(f"The {len(top_themes)} strongest of {len(themes):,} themes (by |diff| of the "
                   f"lead latent{more})", highlight=False)
     for name in [n for n in result.names if n in set(top_themes["more_in"])]:  # A first, as named
         part = top_themes.filter(top_themes["more_in"] == name)
@@ -31,6 +33,51 @@ def render(result: Any, top: int | None) -> None:
         for row in part.iter_rows(named=True):
             for line in _theme_block(row, result):
                 console.print(line, highlight=False, overflow="fold")
+
+
+def _render_form(console: Any, result: Any, top: int | None) -> None:
+    """The form findings: what can be counted in the text, strongest first, by direction."""
+    form = result.form
+    if form is None:
+        return
+    found = result.form_findings
+    console.print("\n[bold]Form[/bold] (counted in the text)", highlight=False)
+    if not len(found):
+        console.print(f"No counted feature differs at these thresholds ({len(form)} tested).", style="yellow")
+        return
+    shown_rows = found if top is None else found.head(top)
+    more = "; --top N for more" if len(shown_rows) < len(found) else ""
+    console.print(f"The {len(shown_rows)} strongest of {len(found)} differences ({len(form)} features tested{more})",
+                  highlight=False)
+    for name in result.names:
+        part = shown_rows.filter(shown_rows["more_in"] == name)
+        if not len(part):
+            continue
+        console.print(f"\n[bold]more in {shown(name)}[/bold]", highlight=False)
+        for row in part.iter_rows(named=True):
+            for line in _form_block(row, result):
+                console.print(line, highlight=False, overflow="fold")
+
+
+def _form_block(row: dict[str, Any], result: Any) -> list[str]:
+    against = f" ({shown(row['vs'])})" if len(result.names) > 2 else ""
+    unit = "pairs" if result.config.pair_on else "documents"
+    facts = f"in {row['share_a']:.0%} vs {row['share_b']:.0%} of {unit}{against}"
+    if row["rate_a"] is not None:
+        facts += (f"; {row['rate_a']:.1f} vs {row['rate_b']:.1f} per 1,000 tokens, diff {row['diff']:+.1f} "
+                  f"[{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]")
+    else:
+        facts += f", diff {row['diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+    facts += f"   q {row['q']:.1e}"
+    if result.form_replication_rate is not None or row.get("replicated") is not None:
+        facts += "   replicated" if row.get("replicated") else "   [yellow]not replicated[/yellow]"
+    lines = [f"  [bold cyan]{shown(row['feature'])}[/bold cyan]  [dim]{shown(row['description'])}[/dim]",
+             f"          {facts}"]
+    if row.get("example_with"):
+        lines.append(f"          with:    {shown(_clip(row['example_with']))}")
+    if row.get("example_without"):
+        lines.append(f"          [dim]without: {shown(_clip(row['example_without']))}[/dim]")
+    return lines
 
 
 def _theme_block(row: dict[str, Any], result: Any) -> list[str]:
@@ -79,6 +126,16 @@ def headline(result: Any) -> str:
              f"{_count(len(findings), 'finding')} at q <= {config.alpha} and |diff| >= {config.min_diff} in "
              f"{_count(len(result.themes), 'theme')}: "
              f"{up:,} more in {names[0]}, {down:,} more in {' / '.join(names[1:])}"]
+    if result.form is not None:
+        form = result.form_findings
+        up_form = int((form["more_in"] == result.names[0]).sum()) if len(form) else 0
+        lines.append(f"form: {len(form):,} of {len(result.form):,} counted features differ (counts as rates per "
+                     f"token at equal length, openings and endings as shares; q <= {config.alpha}): {up_form:,} more "
+                     f"in {names[0]}, {len(form) - up_form:,} more in {' / '.join(names[1:])}"
+                     if config.length == "adjust" else
+                     f"form: {len(form):,} of {len(result.form):,} counted features differ (shares of documents, "
+                     f"length ignored): {up_form:,} more in {names[0]}, {len(form) - up_form:,} more in "
+                     f"{' / '.join(names[1:])}")
     lines += [f"[yellow]note:[/yellow] {shown(note)}" for note in result.notes]
     if result.replication:
         lines.append(result.replication)

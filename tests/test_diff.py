@@ -381,7 +381,8 @@ def test_cli_json_lines_file_output_and_people_output(a_b, tmp_path):
     out = runner.invoke(app, ["diff", a, b, "--json"])
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    summary, themes = rows[0], rows[1:]
+    summary, themes = rows[0], [r for r in rows[1:] if r["type"] != "form"]
+    assert all(r["layer"] == "form" for r in rows[1:] if r["type"] == "form")
     assert summary["type"] == "summary" and summary["names"] == ["a", "b"] and summary["sizes"] == [600, 500]
     assert "similar length" in summary["length"] and summary["n_tested"] == D
     assert summary["n_findings"] == 2 and summary["n_themes"] == 2 and summary["replication"] is None
@@ -390,17 +391,20 @@ def test_cli_json_lines_file_output_and_people_output(a_b, tmp_path):
             "example_with", "example_without"} <= set(themes[0])
     out = runner.invoke(app, ["diff", a, b, "--json", "--top", "1"])
     rows = [json.loads(line) for line in out.stdout.splitlines()]
+    rows = [r for r in rows if r["type"] != "form"]
     assert [r["type"] for r in rows] == ["summary", "theme"] and rows[0]["themes_shown"] == 1
-    assert rows[1]["lead"] == 3, "the strongest theme first"
+    assert rows[1]["lead"] == 3 and rows[1]["layer"] == "content", "the strongest theme first"
     out = runner.invoke(app, ["diff", a, b, "--json", "--all", "--top", "1"])
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert rows[0]["type"] == "summary" and [r["type"] for r in rows[1:]] == ["latent"] * D
+    n_form = rows[0]["n_form_tested"]
+    assert rows[0]["type"] == "summary" and [r["type"] for r in rows[1:]] == ["form"] * n_form + ["latent"] * D
     out = runner.invoke(app, ["diff", a, b, "--holdout", "0.5", "-o", str(tmp_path / "d.csv"), "--all"])
     assert out.exit_code == 0, out.output
     assert out.stdout.startswith("length: a and b are of similar length")
     assert "findings replicate" in out.stdout and "more in a" in out.stdout and "more in b" in out.stdout
     table = pl.read_csv(tmp_path / "d.csv")
-    assert len(table) == D and "replicated" in table.columns and "theme" in table.columns
+    assert len(table) == D + n_form and "replicated" in table.columns and "theme" in table.columns
+    assert table.filter(pl.col("layer") == "content").height == D
     out = runner.invoke(app, ["diff", a, b, "--top", "1"])
     assert "The 1 strongest of 2 themes" in out.stdout and "\nmore in b\n" not in out.stdout
     out = runner.invoke(app, ["diff", a, b, "--length", "sideways"])
@@ -421,6 +425,7 @@ def test_cli_diffs_raw_corpora_with_the_offline_default(tmp_path):
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     summary, *rows = [json.loads(line) for line in out.stdout.splitlines()]
+    rows = [r for r in rows if r["layer"] == "content"]
     assert summary["type"] == "summary" and summary["n_findings"] >= len(rows)
     assert rows and all(abs(r["diff"]) >= 0.5 and r["q"] <= 0.05 for r in rows)
     assert any(r["label"] for r in rows), "the shipped labels name the latents"

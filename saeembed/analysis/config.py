@@ -46,6 +46,10 @@ class DiffConfig:
     """Seed of the holdout split and of the choice of examples."""
     examples: bool = True
     """Attach one example document per side to every finding."""
+    form: bool = True
+    """Also compare how the documents are written, counted from their text (`saeembed.analysis.form`:
+    lists, headings, bold, code, questions, `!`, emoji, links, apologies, refusals, person, hedges,
+    openings and endings): rates per token at equal length, shares of documents with length ignore."""
 
     @property
     def method(self) -> str:

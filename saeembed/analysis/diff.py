@@ -13,18 +13,19 @@ length gap is reported on its own, and findings that say the same thing are grou
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from saeembed.analysis import length_adjust, stats
+from saeembed.analysis.compare import Side, compare, side
 from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.evidence import diff_examples, finding_entries
 from saeembed.analysis.length_adjust import LengthGap
 from saeembed.analysis.pairing import align_pairs
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
-from saeembed.store import Store, check_compatible, document_frequency, present
+from saeembed.store import Store, check_compatible
 
 # Pairs with length adjust: below this share of pairs of similar length the result says how little
 # the comparison at equal length rests on (GPT-4's concise and verbose answers to 805 prompts: 9%).
@@ -61,6 +62,12 @@ class DiffResult:
     """Tokens pooled per compared document, per corpus (the length distributions, e.g. for a report)."""
     document_sae: bool = False
     """The SAE encodes whole documents: every document has the same number of latents, whatever its length."""
+    form: Any = None
+    """polars DataFrame, one row per counted form feature (`saeembed.analysis.form`: lists, headings, `!`,
+    openings ...), findings first: shares of documents, rates per 1,000 tokens, diff, interval, q,
+    significant, more_in, examples. None when `config.form` is off."""
+    form_replication_rate: float | None = None
+    """Share of the form findings that replicate on the held-out documents (None without `holdout`)."""
 
     @property
     def notes(self) -> list[str]:
@@ -107,8 +114,20 @@ class DiffResult:
 
     @property
     def findings(self) -> Any:
-        """The significant rows."""
+        """The significant rows (latents)."""
         return self.table.filter(self.table["significant"])
+
+    @property
+    def form_findings(self) -> Any:
+        """The significant form features (an empty frame when form is off)."""
+        import polars as pl
+
+        return self.form.filter(pl.col("significant")) if self.form is not None else pl.DataFrame()
+
+    @property
+    def n_findings(self) -> int:
+        """Findings of every layer: form features and latents."""
+        return len(self.findings) + len(self.form_findings)
 
 
 def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None, *,
@@ -147,7 +166,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     rng = np.random.default_rng(config.seed)
     discovery, validation = _split(rows, config.holdout, paired=config.pair_on is not None, rng=rng)
 
-    found = _compare([_side(s, r) for s, r in zip(stores, discovery)], config)
+    found = compare([side(s, r) for s, r in zip(stores, discovery)], config)
     tested = found.pop("tested")
     table = pl.DataFrame({k: v[tested] for k, v in found.items()}).with_columns(
         pl.Series("latent", np.flatnonzero(tested).astype(np.int32)))
@@ -155,12 +174,19 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     table = table.with_columns(significant=(pl.col("q") <= config.alpha) & (pl.col("diff").abs() >= config.min_diff))
     replication = None
     if validation is not None:
-        table, replication = _replicate(table, [_side(s, r) for s, r in zip(stores, validation)], config)
+        table, replication = _replicate(table, [side(s, r) for s, r in zip(stores, validation)], config)
     labels = labels if labels is not None else labels_for(a)
     table = _order(table.with_columns(label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8)))
     table = _evidence(table, stores, rows, config, rng, decoder)
     table = table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
     tokens = [s.frame["n_tokens"].to_numpy()[r] for s, r in zip(stores, rows)]
+    form, form_replication = None, None
+    if config.form:
+        from saeembed.analysis.form import compare_form
+
+        form, form_replication = compare_form(
+            [s.frame["text"].to_list() for s in stores], [s.frame["n_tokens"].to_numpy() for s in stores],
+            discovery, validation, config, names, np.random.default_rng(config.seed))
     unpaired_bands = config.length == "adjust" and config.measure == "frequency" and config.pair_on is None
     gap = length_adjust.length_gap(names, tokens, paired=config.pair_on is not None,
                             bands=config.length_bands if unpaired_bands else None)
@@ -169,7 +195,8 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
                       n_unpaired=n_unpaired, replication_rate=replication,
                       discovery_sizes=tuple(len(r) for r in discovery),
                       mean_tokens=tuple(float(t.mean()) if len(t) else 0.0 for t in tokens),
-                      n_tokens=tuple(tokens), document_sae=a.meta["sae"].get("reads") == "document")
+                      n_tokens=tuple(tokens), document_sae=a.meta["sae"].get("reads") == "document",
+                      form=form, form_replication_rate=form_replication)
 
 
 def _evidence(table: Any, stores: list[Store], rows: list[np.ndarray], config: DiffConfig,
@@ -209,24 +236,6 @@ def _rows(stores: list[Store], pair_on: str | None) -> tuple[list[np.ndarray], i
     return rows, sum(s.n_docs - len(r) for s, r in zip(stores, rows))
 
 
-class _Side(NamedTuple):
-    """The documents of one corpus taking part in a comparison."""
-
-    matrix: Any  # CSR, documents x latents
-    n_tokens: np.ndarray
-    counts: np.ndarray  # documents in which each latent fires: counted once, used by every test
-
-
-def _side(store: Store, rows: np.ndarray) -> _Side:
-    """The store restricted to `rows` (no matrix copy when that is every row in order)."""
-    tokens = store.frame["n_tokens"].to_numpy()
-    if len(rows) != store.n_docs or (rows != np.arange(store.n_docs)).any():
-        matrix, tokens = store.matrix[rows], tokens[rows]
-    else:
-        matrix = store.matrix
-    return _Side(matrix, tokens, document_frequency(matrix))
-
-
 def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
            rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Discovery and validation rows; pairs stay together (one permutation shared by every corpus)."""
@@ -242,90 +251,12 @@ def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
     return discovery, validation
 
 
-def _compare(sides: list[_Side], config: DiffConfig) -> dict[str, np.ndarray]:
-    """Per latent: the first corpus against the nearest of the others, and the intersection-union p
-    (the largest p over the others, 1 when the directions disagree)."""
-    target, others = sides[0], sides[1:]
-    per_other = [_pairwise(target, other, config) for other in others]
-    diffs = np.stack([c["diff"] for c in per_other])
-    nearest = np.argmin(np.abs(diffs), axis=0)
-    take = np.arange(diffs.shape[1])
-    out = {k: np.stack([c[k] for c in per_other])[nearest, take] for k in per_other[0]}
-    same_sign = (np.all(diffs > 0, axis=0) | np.all(diffs < 0, axis=0))
-    p_all = np.stack([c["p"] for c in per_other]).max(axis=0)
-    out["p"] = np.where(same_sign | (len(others) == 1), p_all, 1.0)
-    out["vs"] = nearest.astype(np.int32)
-    counts = sum(side.counts for side in sides)
-    out["tested"] = counts > 0  # a latent that never fires cannot differ; it is not a test
-    return out
-
-
-def _pairwise(side_a: _Side, side_b: _Side, config: DiffConfig) -> dict[str, np.ndarray]:
-    """Every column of one comparison: counts, frequencies (or means), difference, interval, p, test."""
-    na, nb = side_a.matrix.shape[0], side_b.matrix.shape[0]
-    ka, kb = side_a.counts, side_b.counts
-    out = {"n_a": np.full(len(ka), na), "n_b": np.full(len(ka), nb), "count_a": ka, "count_b": kb,
-           "freq_a": ka / max(na, 1), "freq_b": kb / max(nb, 1)}
-    test = _mean_test if config.measure == "mean" else _frequency_test
-    out.update(test(side_a, side_b, config.pair_on is not None, config.length == "adjust", config.length_bands))
-    top = np.maximum(np.abs(out.get("mean_a", out["freq_a"])), np.abs(out.get("mean_b", out["freq_b"])))
-    out["rel_diff"] = np.divide(out["diff"], top, out=np.zeros(len(ka)), where=top > 0)
-    return out
-
-
-def _frequency_test(side_a: _Side, side_b: _Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
-    """Document frequencies: at equal length (conditional logistic for pairs, Mantel-Haenszel within
-    length bands otherwise) or as they are (exact McNemar; Fisher / z with Newcombe intervals)."""
-    a, b = side_a.matrix, side_b.matrix
-    ka, kb, na, nb = side_a.counts, side_b.counts, a.shape[0], b.shape[0]
-    if paired and adjust:
-        log_ratio = length_adjust.log_tokens(side_a.n_tokens) - length_adjust.log_tokens(side_b.n_tokens)
-        low, high, p, d = length_adjust.paired_frequency(a, b, log_ratio)
-        return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "conditional logistic")}
-    if paired:
-        both = document_frequency(present(a).multiply(present(b)).tocsr())
-        low, high = stats.newcombe_paired(both, ka - both, kb - both, na)
-        return {"diff": ka / max(na, 1) - kb / max(nb, 1), "ci_low": low, "ci_high": high,
-                "p": stats.mcnemar_p(ka - both, kb - both), "test": np.full(len(ka), "mcnemar")}
-    banded = length_adjust.banded_frequency(a, side_a.n_tokens, b, side_b.n_tokens, bands) if adjust else None
-    if banded is not None:
-        low, high, p, d = banded
-        return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "cmh")}
-    low, high = stats.newcombe_unpaired(ka, na, kb, nb)
-    p, exact = stats.two_proportion_p(ka, na, kb, nb)
-    return {"diff": ka / max(na, 1) - kb / max(nb, 1), "ci_low": low, "ci_high": high, "p": p,
-            "test": np.where(exact, "fisher", "z")}
-
-
-def _mean_test(side_a: _Side, side_b: _Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
-    """Mean pooled activations: Welch / paired t, at equal length by regression on log n_tokens."""
-    a, b = side_a.matrix, side_b.matrix
-    na, nb = a.shape[0], b.shape[0]
-    mean_a, var_a = _mean_var(a)
-    mean_b, var_b = _mean_var(b)
-    x_a, x_b = length_adjust.log_tokens(side_a.n_tokens), length_adjust.log_tokens(side_b.n_tokens)
-    if paired and adjust:
-        low, high, p, d = length_adjust.paired_mean_adjusted(a - b, x_a - x_b)
-    elif adjust:
-        low, high, p, d = length_adjust.mean_adjusted(a, x_a, b, x_b)
-    elif paired:
-        mean_d, var_d = _mean_var(a - b)
-        low, high, p = stats.paired_t(mean_d, var_d, na)
-        d = mean_a - mean_b
-    else:
-        low, high, p = stats.welch(mean_a, var_a, na, mean_b, var_b, nb)
-        d = mean_a - mean_b
-    name = ("paired t" if paired else "welch") + (", log length" if adjust else "")
-    return {"mean_a": mean_a, "mean_b": mean_b, "diff": d, "ci_low": low, "ci_high": high, "p": p,
-            "test": np.full(len(mean_a), name)}
-
-
-def _replicate(table: Any, sides: list[_Side], config: DiffConfig) -> tuple[Any, float | None]:
+def _replicate(table: Any, sides: list[Side], config: DiffConfig) -> tuple[Any, float | None]:
     """Test the findings again on held-out documents: a finding replicates when its difference has
     the same sign there and survives BH over the findings at the same alpha."""
     import polars as pl
 
-    held = _compare(sides, replace(config, holdout=None))
+    held = compare(sides, replace(config, holdout=None))
     latents = table["latent"].to_numpy()
     diff_holdout, p_holdout = held["diff"][latents], held["p"][latents]
     found = table["significant"].to_numpy()
@@ -346,16 +277,3 @@ def _order(table: Any) -> Any:
     table = table.with_columns(_abs=pl.col("diff").abs()).sort(
         ["significant", "_abs", "q"], descending=[True, True, False]).drop("_abs")
     return table.select(first + [c for c in table.columns if c not in first])
-
-
-
-
-
-
-def _mean_var(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
-    n = matrix.shape[0]
-    total = np.asarray(matrix.sum(axis=0), float).ravel()
-    squares = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel()
-    mean = total / max(n, 1)
-    var = np.maximum(squares - n * mean**2, 0) / max(n - 1, 1)
-    return mean, var

@@ -43,6 +43,12 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
         volcano = plots.volcano(table["diff"].to_numpy().astype(float),
                                 table["q"].to_numpy().astype(float), table["significant"].to_numpy(),
                                 config.alpha, config.min_diff, config.measure, names)
+    form_rows = []
+    if result.form is not None:
+        for row in result.form_findings.iter_rows(named=True):
+            form_rows.append({**row, "less_in": row["vs"] if row["diff"] > 0 else names[0],
+                              "with": clip_marked(split_marked(row.get("example_with"), row["feature"])),
+                              "without": clip_plain(row.get("example_without"))})
     tokens = [np.asarray(t) for t in getattr(result, "n_tokens", ()) or ()]
     context = {
         "title": f"diff: {' vs '.join(names)}", "names": names, "sizes": list(result.sizes),
@@ -57,7 +63,8 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
         "up": int((findings["diff"] > 0).sum()) if len(findings) else 0,
         "down": int((findings["diff"] < 0).sum()) if len(findings) else 0,
         "n_not_replicated": int((~findings["replicated"]).sum()) if "replicated" in findings.columns else 0,
-        "multi": len(names) > 2,
+        "multi": len(names) > 2, "form_rows": form_rows,
+        "n_form": None if result.form is None else len(result.form),
     }
     return render("diff.html", path, **context)
 
@@ -77,6 +84,13 @@ def headline(result: Any) -> list[str]:
              f"{count(len(findings), 'finding')} at q ≤ {config.alpha} and |diff| ≥ {config.min_diff} in "
              f"{count(len(result.themes), 'theme')}: {up:,} more in {names[0]}, {down:,} more in "
              f"{' / '.join(names[1:])}"]
+    if result.form is not None:
+        form = result.form_findings
+        up_form = int((form["more_in"] == names[0]).sum()) if len(form) else 0
+        how = ("counts as rates per token at equal length, openings and endings as shares" if config.length == "adjust"
+               else "shares of documents, length ignored")
+        lines.append(f"form: {len(form):,} of {len(result.form):,} counted features differ ({how}): {up_form:,} "
+                     f"more in {names[0]}, {len(form) - up_form:,} more in {' / '.join(names[1:])}")
     if result.replication:
         lines.append(result.replication)
     return lines

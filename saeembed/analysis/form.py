@@ -1,0 +1,317 @@
+"""How a text is written, counted directly: lists, headings, bold, code, tables, questions,
+exclamations, emoji, links, apologies and refusals, first and second person, hedges, disclaimers, and
+how documents open and end.
+
+These are the differences a person sees first between two models' answers ("one uses lists, the
+other ends with '!'"), and the ones an SAE read through a sentence encoder is blind to. Each feature is
+a count per document from the text alone (no model), so `diff` can test them with the same statistics
+as latents and show the count a user can check by hand.
+
+Openings are found in the data: the first word, and the first two words, of every document of the
+corpora compared; those that open at least `MIN_OPENING_SHARE` of the documents of one corpus become
+features ("opens with «Sure»").
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from saeembed.analysis.config import DiffConfig
+
+if TYPE_CHECKING:
+    import polars as pl
+    from scipy.sparse import csr_matrix
+
+# An opening is a feature when it opens at least this share of one corpus's documents (and 5 of them).
+MIN_OPENING_SHARE = 0.03
+MIN_OPENING_DOCS = 5
+# At most this many openings (most frequent first): a handful carries the pattern, hundreds would be noise.
+MAX_OPENINGS = 30
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+_TRAILING = r"[\"')\]*_”’»\s]*\Z"  # closing quotes, brackets and markup after a document's last character
+
+
+def _pattern(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+# name -> (what it counts, in words; the pattern whose matches are counted, and whose first match is the
+# evidence shown). Order: structure, punctuation, voice, endings; openings are added from the data.
+FEATURES: dict[str, tuple[str, re.Pattern[str]]] = {
+    "bullet list": ("lines starting with -, *, + or •", _pattern(r"^[ \t]*[-*+•][ \t]+(?=\S)", re.MULTILINE)),
+    "numbered list": ("lines starting with 1. or 1)", _pattern(r"^[ \t]*\d{1,3}[.)][ \t]+(?=\S)", re.MULTILINE)),
+    "heading": ("markdown headings (# Title) and lines that are bold alone",
+                _pattern(r"^[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]{1,80}\*\*:?)[ \t]*$", re.MULTILINE)),
+    "bold": ("**bold** or __bold__ spans", _pattern(r"\*\*[^*\n]+\*\*|__[^_\n]+__")),
+    "code block": ("``` fenced blocks", _pattern(r"```[\s\S]*?(?:```|\Z)")),
+    "inline code": ("`code` spans", _pattern(r"(?<!`)`[^`\n]+`(?!`)")),
+    "table": ("table rows (| a | b |)", _pattern(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)),
+    "link": ("URLs and [text](url) links", _pattern(r"https?://\S+|www\.\S+|\]\([^)\s]+\)")),
+    "paragraph break": ("blank lines between paragraphs", _pattern(r"\n[ \t]*\n(?=[ \t]*\S)")),
+    "question mark": ("?", _pattern(r"\?")),
+    "exclamation mark": ("! (not !=)", _pattern(r"!(?!=)")),
+    "emoji": ("emoji", _pattern("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")),
+    "ellipsis": ("... or …", _pattern(r"\.\.\.|…")),
+    "em dash": ("— (em dash)", _pattern("—")),
+    "parentheses": ("( ... )", _pattern(r"\([^()\n]*\)")),
+    "quotation": ("quoted passages", _pattern(r"\"[^\"\n]+\"|“[^”\n]+”")),
+    "number": ("numbers", _pattern(r"(?<![\w.])\d+(?:[.,]\d+)*")),
+    "all caps word": ("words in capitals (3+ letters)", _pattern(r"\b[A-Z]{3,}\b")),
+    "hashtag": ("#tags", _pattern(r"(?<![\w#&])#[^\W\d_]\w*")),
+    "mention": ("@names", _pattern(r"(?<![\w@])@\w+")),
+    "first person": ("I, me, my, mine, myself", _pattern(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE)),
+    "second person": ("you, your, yours, yourself",
+                      _pattern(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE)),
+    "apology": ("sorry, apologise", _pattern(r"\b(?:sorry|apologi[sz]e\w*|apologies)\b", re.IGNORECASE)),
+    "refusal": ("I can't / cannot / am unable to / won't / am not able to",
+                _pattern(r"\bI(?:\s+am|'m|’m)?\s+(?:can(?:no|'|’)t|cannot|unable\s+to|not\s+able\s+to|won(?:'|’)t|"
+                         r"will\s+not)\b", re.IGNORECASE)),
+    "AI self-reference": ("as an AI, language model",
+                          _pattern(r"\b(?:as an AI(?: (?:language )?model)?|(?:an AI|a|large) language model|"
+                                   r"an AI model)\b", re.IGNORECASE)),
+    "hedge": ("might, may, perhaps, possibly, probably, likely, generally, typically, usually, often",
+              _pattern(r"\b(?:might|may|perhaps|possibly|probably|likely|generally|typically|usually|often|"
+                       r"tends? to)\b", re.IGNORECASE)),
+    "disclaimer": ("it's important to, please note, keep in mind, consult a",
+                   _pattern(r"\b(?:it(?:'s|’s| is) (?:important|essential|crucial) to|please note|note that|keep "
+                            r"in mind|consult (?:a|an|with|your)|not a substitute)\b", re.IGNORECASE)),
+    "summary phrase": ("in summary, in conclusion, overall, to sum up",
+                       _pattern(r"\b(?:in summary|in conclusion|overall,|to sum up|to summari[sz]e)\b",
+                                re.IGNORECASE)),
+    "ends with ?": ("the last character is ?", _pattern(r"\?" + _TRAILING)),
+    "ends with !": ("the last character is !", _pattern(r"!" + _TRAILING)),
+    "ends with .": ("the last character is .", _pattern(r"(?<!\.\.)\." + _TRAILING)),
+    "ends with :": ("the last character is : (cut off before a list)", _pattern(r":" + _TRAILING)),
+}
+
+
+def is_positional(name: str) -> bool:
+    """Openings and endings: once per document whatever its length (a share, not a rate, compares them)."""
+    return name.startswith(("opens with", "ends with"))
+
+
+def opening_pattern(words: str) -> re.Pattern[str]:
+    """The pattern of a document that opens with `words` (punctuation and case aside)."""
+    return re.compile(r"\A[\W_]*" + r"[\W_]+".join(re.escape(w) for w in words.split()) + r"(?![^\W_])",
+                      re.IGNORECASE)
+
+
+@dataclass
+class FormFeatures:
+    """Counted features of the documents of one or more corpora (rows in the order given)."""
+
+    names: list[str]
+    """Feature names, e.g. `bullet list`, `opens with «Sure»`."""
+    descriptions: list[str]
+    """What each feature counts, in words."""
+    patterns: list[re.Pattern[str]]
+    """What each feature matches (its first match is the evidence shown)."""
+    counts: list[csr_matrix]
+    """Per corpus, documents x features: how often each feature occurs in each document (openings and
+    endings are 0 or 1)."""
+
+
+def form_features(corpora: Sequence[Sequence[str]]) -> FormFeatures:
+    """Count every feature in every document of `corpora` (lists of texts), openings chosen over all of
+    them (an opening frequent in either corpus is counted in both)."""
+    from scipy.sparse import csr_matrix
+
+    openings = frequent_openings(corpora)
+    names = list(FEATURES) + [f"opens with «{shown}»" for shown, _ in openings]
+    descriptions = [what for what, _ in FEATURES.values()] + \
+        [f"the first {len(key.split())} word{'s' if ' ' in key else ''} are «{shown}»" for shown, key in openings]
+    patterns = [pattern for _, pattern in FEATURES.values()]
+    opening_column = {key: len(patterns) + j for j, (_, key) in enumerate(openings)}
+    matrices = []
+    for texts in corpora:
+        rows, columns, values = [], [], []
+        for row, text in enumerate(texts):
+            text = text or ""
+            for column, pattern in enumerate(patterns):
+                value = sum(1 for _ in pattern.finditer(text))
+                if value:
+                    rows.append(row)
+                    columns.append(column)
+                    values.append(value)
+            for key in _opening_keys(text):
+                if key in opening_column:
+                    rows.append(row)
+                    columns.append(opening_column[key])
+                    values.append(1)
+        matrices.append(csr_matrix((np.asarray(values, np.float32), (rows, columns)),
+                                   shape=(len(texts), len(names))))
+    return FormFeatures(names, descriptions, [pattern for pattern in patterns]
+                        + [opening_pattern(key) for _, key in openings], matrices)
+
+
+def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """(as usually written, lowercased key) of the first words and first two words that open at least
+    `MIN_OPENING_SHARE` of one corpus's documents, most frequent first. A two-word opening is kept only
+    where it says more than its first word (it is not almost every document that opens with that word)."""
+    counts: list[Counter[str]] = []
+    spelled: dict[str, Counter[str]] = {}
+    for texts in corpora:
+        counter: Counter[str] = Counter()
+        for text in texts:
+            words = _WORD.findall((text or "")[:200])[:2]
+            for n in (1, 2):
+                if len(words) >= n:
+                    key = " ".join(words[:n]).lower()
+                    counter[key] += 1
+                    spelled.setdefault(key, Counter())[" ".join(words[:n])] += 1
+        counts.append(counter)
+    share = {key: max(c[key] / max(len(texts), 1) for c, texts in zip(counts, corpora))
+             for key in set().union(*counts)}
+    total = Counter()
+    for counter in counts:
+        total.update(counter)
+    kept = [key for key in share if share[key] >= MIN_OPENING_SHARE and total[key] >= MIN_OPENING_DOCS]
+    keys = set(kept)
+    kept = [key for key in kept if " " not in key or key.split()[0] not in keys
+            or total[key] < 0.9 * total[key.split()[0]]]
+    kept.sort(key=lambda key: (-total[key], key))
+    return [(spelled[key].most_common(1)[0][0], key) for key in kept[:MAX_OPENINGS]]
+
+
+def _opening_keys(text: str) -> list[str]:
+    words = _WORD.findall(text[:200])[:2]
+    return [" ".join(words[:n]).lower() for n in (1, 2) if len(words) >= n]
+
+
+# A counted feature is a finding when its rate differs by at least this share of the larger rate
+# (as latents need |diff| >= min_diff): 10% more bullet lines per token, not 1%.
+MIN_RELATIVE_RATE = 0.1
+PER_TOKENS = 1000  # rates are shown per this many tokens
+
+
+def compare_form(texts: Sequence[Sequence[str]], tokens: Sequence[np.ndarray], discovery: Sequence[np.ndarray],
+                 validation: Sequence[np.ndarray] | None, config: DiffConfig, names: Sequence[str],
+                 rng: np.random.Generator) -> tuple[pl.DataFrame, float | None]:
+    """The form layer of a diff: every feature compared between the corpora, one row each, findings first.
+
+    `texts[k]` and `tokens[k]` are the compared documents of corpus k (pairs aligned by position);
+    `discovery[k]` / `validation[k]` are positions in them. With `config.length == "adjust"` (the
+    default) counted features are compared as rates per token (paired or Welch t on each document's
+    count / n_tokens: a document twice as long with twice the lists is not "more lists"), openings and
+    endings as shares of documents (they occur once whatever the length); with "ignore" every feature
+    is the share of documents that have it, as a person would count. Each layer has its own
+    Benjamini-Hochberg family.
+    """
+    import polars as pl
+
+    from saeembed.analysis import stats
+
+    features = form_features(texts)
+    positional = np.array([is_positional(n) for n in features.names])
+    found = _form_test(features, tokens, discovery, positional, config)
+    tested = found["tested"]
+    q = np.ones(len(tested))
+    q[tested] = stats.benjamini_hochberg(found["p"][tested])
+    large = np.where(found["rate"], found["rel_rate"] >= MIN_RELATIVE_RATE, np.abs(found["diff"]) >= config.min_diff)
+    significant = tested & (q <= config.alpha) & large
+    vs = found["vs"]
+    table = pl.DataFrame({
+        "layer": ["form"] * len(features.names), "feature": features.names, "description": features.descriptions,
+        "share_a": found["share_a"], "share_b": found["share_b"],
+        "rate_a": np.where(found["rate"], found["rate_a"], np.nan), "rate_b": np.where(found["rate"], found["rate_b"],
+                                                                                     np.nan),
+        "unit": np.where(found["rate"], f"per {PER_TOKENS:,} tokens", "share of documents"),
+        "diff": found["diff"], "ci_low": found["ci_low"], "ci_high": found["ci_high"], "p": found["p"], "q": q,
+        "significant": significant, "test": found["test"],
+        "more_in": [names[0] if d > 0 else names[1 + v] for d, v in zip(found["diff"], vs)],
+        "vs": [names[1 + v] for v in vs]}).with_columns(pl.col("rate_a", "rate_b").fill_nan(None))
+    replication = None
+    if validation is not None:
+        held = _form_test(features, tokens, validation, positional, config)
+        q_held = np.full(len(tested), np.nan)
+        q_held[significant] = stats.benjamini_hochberg(held["p"][significant]) if significant.any() else []
+        replicated = significant & (np.sign(held["diff"]) == np.sign(found["diff"])) & (q_held <= config.alpha)
+        table = table.with_columns(diff_holdout=pl.Series(held["diff"]), replicated=pl.Series(replicated))
+        replication = float(replicated[significant].mean()) if significant.any() else None
+    table = _form_examples(table, features, texts, tokens, discovery, vs, config.pair_on is not None, rng)
+    order = np.lexsort((q, -found["effect"], ~significant))  # findings first, the largest effect first
+    return table[order.tolist()], replication
+
+
+def _form_test(features: FormFeatures, tokens: Sequence[np.ndarray], rows: Sequence[np.ndarray],
+               positional: np.ndarray, config: DiffConfig) -> dict[str, np.ndarray]:
+    """Per feature: shares of documents, rates, and the test (rate or share, by `config.length`)."""
+    from dataclasses import replace
+
+    from saeembed.analysis.compare import Side, compare
+
+    counts = [features.counts[k][r] for k, r in enumerate(rows)]
+    lengths = [np.maximum(tokens[k][r], 1).astype(np.float64) for k, r in enumerate(rows)]
+    shares = compare([Side.of(m, n) for m, n in zip(counts, lengths)],
+                     replace(config, measure="frequency", length="ignore", holdout=None))
+    n = len(positional)
+    out = {"share_a": shares["freq_a"], "share_b": shares["freq_b"], "tested": shares["tested"],
+           "rate": np.zeros(n, bool), "rate_a": np.zeros(n), "rate_b": np.zeros(n), "rel_rate": np.zeros(n)}
+    for key in ("diff", "ci_low", "ci_high", "p", "test", "vs"):
+        out[key] = shares[key]
+    if config.length == "adjust":
+        rates = compare([Side.of(_per_tokens(m, n), n) for m, n in zip(counts, lengths)],
+                        replace(config, measure="mean", length="ignore", holdout=None))
+        counted = ~positional
+        out["rate"] = counted
+        out["rate_a"], out["rate_b"] = rates["mean_a"], rates["mean_b"]
+        for key in ("diff", "ci_low", "ci_high", "p", "test", "vs"):
+            out[key] = np.where(counted, rates[key], shares[key])
+        top = np.maximum(np.abs(rates["mean_a"]), np.abs(rates["mean_b"]))
+        out["rel_rate"] = np.divide(np.abs(rates["diff"]), top, out=np.zeros(n), where=top > 0)
+    out["effect"] = np.where(out["rate"], out["rel_rate"], np.abs(out["diff"]))
+    return out
+
+
+def _per_tokens(counts: csr_matrix, n_tokens: np.ndarray) -> csr_matrix:
+    """Counts as rates per PER_TOKENS tokens of each document."""
+    rates = counts.tocsr(copy=True).astype(np.float64)
+    rates.data *= np.repeat(PER_TOKENS / n_tokens, np.diff(rates.indptr))
+    return rates
+
+
+def _form_examples(table: pl.DataFrame, features: FormFeatures, texts: Sequence[Sequence[str]],
+                   tokens: Sequence[np.ndarray], rows: Sequence[np.ndarray], vs: np.ndarray, paired: bool,
+                   rng: np.random.Generator) -> pl.DataFrame:
+    """For each finding: a document of the side with more of the feature, its first match marked << >>,
+    and one of the other side without it (for pairs, the same item's partner; else the nearest in length)."""
+    import polars as pl
+
+    from saeembed.spans import marked_context
+
+    with_texts: list[str | None] = [None] * table.height
+    without_texts: list[str | None] = [None] * table.height
+    for i, row in enumerate(table.iter_rows(named=True)):
+        if not row["significant"]:
+            continue
+        j = features.names.index(row["feature"])
+        more, less = (0, 1 + int(vs[i])) if row["diff"] > 0 else (1 + int(vs[i]), 0)
+        has_more = (features.counts[more][rows[more]][:, j].toarray().ravel() > 0)
+        has_less = (features.counts[less][rows[less]][:, j].toarray().ravel() > 0)
+        candidates = np.flatnonzero(has_more & ~has_less) if paired else np.flatnonzero(has_more)
+        if not len(candidates):
+            continue
+        pick = int(rng.choice(candidates))
+        text = texts[more][rows[more][pick]] or ""
+        match = features.patterns[j].search(text)
+        with_texts[i] = marked_context(text, match.span()) if match else text[:200]
+        if paired:
+            partner = pick
+        else:
+            lacking = np.flatnonzero(~has_less)
+            if not len(lacking):
+                continue
+            length = tokens[more][rows[more][pick]]
+            partner = int(lacking[np.argmin(np.abs(tokens[less][rows[less][lacking]] - length))])
+        other = (texts[less][rows[less][partner]] or "").replace("\n", " ")
+        without_texts[i] = other if len(other) <= 200 else other[:200] + "…"
+    return table.with_columns(pl.Series("example_with", with_texts, dtype=pl.Utf8),
+                              pl.Series("example_without", without_texts, dtype=pl.Utf8))

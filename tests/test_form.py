@@ -1,0 +1,149 @@
+"""The form layer of diff: features counted in the text, tested like latents, on corpora whose form
+differences are planted, and on splits and repackagings where there is none."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from commands.app import app
+from saeembed.analysis.config import DiffConfig
+from saeembed.analysis.diff import diff
+from saeembed.analysis.form import form_features, frequent_openings
+from saeembed.labels import Labels
+from saeembed.store import load_store
+from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+
+D = 20
+NO_LABELS = Labels(D, {}, {}, {})
+WORDS = "the model answers each question with care and some detail about the topic at hand".split()
+
+
+def sentence(rng: np.random.Generator, n: int = 12) -> str:
+    return " ".join(rng.choice(WORDS, n)).capitalize() + "."
+
+
+def store_of(path, texts: list[str], seed: int = 0, fields: dict | None = None):
+    """A store of `texts` whose latents are noise (no content difference) and n_tokens their word count."""
+    rng = np.random.default_rng(seed)
+    vectors = vectors_from_columns(len(texts), random_columns(len(texts), np.full(D, 0.2), rng), rng,
+                                   text_length=min(len(t) for t in texts))
+    vectors.n_tokens = np.array([max(len(t.split()), 1) for t in texts], np.int32)
+    write_store(path, vectors, {"text": texts, **(fields or {})}, fake_meta(D))
+    return load_store(path)
+
+
+def test_each_feature_counts_what_it_names():
+    texts = ["Sure! Here is a list:\n\n- one\n- two with **bold**\n\n1. first\n2) second",
+             "I'm sorry, but I cannot help with that. As an AI language model I may not know.",
+             "# Title\n\n```python\nx = 1\n```\nSee https://example.org or `x` — fine...",
+             "| a | b |\n|---|---|\n| 1 | 2 |\nIt's important to note this? Really?",
+             "@someone loves #tags 😅 (yes) \"quoted\" NASA you"]
+    features = form_features([texts])
+    counts = dict(zip(features.names, features.counts[0].toarray().T))
+    expect = {"bullet list": [2, 0, 0, 0, 0], "numbered list": [2, 0, 0, 0, 0], "bold": [1, 0, 0, 0, 0],
+              "exclamation mark": [1, 0, 0, 0, 0], "apology": [0, 1, 0, 0, 0], "refusal": [0, 1, 0, 0, 0],
+              "AI self-reference": [0, 1, 0, 0, 0], "hedge": [0, 1, 0, 0, 0], "heading": [0, 0, 1, 0, 0],
+              "code block": [0, 0, 1, 0, 0], "link": [0, 0, 1, 0, 0], "inline code": [0, 0, 1, 0, 0],
+              "em dash": [0, 0, 1, 0, 0], "ellipsis": [0, 0, 1, 0, 0], "table": [0, 0, 0, 3, 0],
+              "question mark": [0, 0, 0, 2, 0], "disclaimer": [0, 0, 0, 1, 0], "ends with ?": [0, 0, 0, 1, 0],
+              "mention": [0, 0, 0, 0, 1], "hashtag": [0, 0, 0, 0, 1], "emoji": [0, 0, 0, 0, 1],
+              "parentheses": [0, 0, 0, 0, 1], "quotation": [0, 0, 0, 0, 1], "all caps word": [0, 0, 0, 0, 1],
+              "second person": [0, 0, 0, 0, 1], "ends with .": [0, 1, 0, 0, 0]}
+    for name, values in expect.items():
+        assert counts[name].tolist() == values, name
+
+
+def test_openings_are_found_in_the_data_and_kept_only_when_they_say_more():
+    rng = np.random.default_rng(0)
+    a = [f"Sure, {sentence(rng)}" for _ in range(30)] + [sentence(rng) for _ in range(70)]
+    b = [f"Certainly! Here is {sentence(rng)}" for _ in range(40)] + [sentence(rng) for _ in range(60)]
+    openings = dict(frequent_openings([a, b]))
+    assert "Sure" in openings and "Certainly" in openings
+    assert "Certainly Here" not in openings, "every Certainly opens Certainly Here: the pair says nothing more"
+
+
+@pytest.fixture
+def models(tmp_path):
+    """Two models' answers to the same 300 prompts: A answers with bullet lists and ends with '!', B in
+    prose of the same length; otherwise the same words."""
+    rng = np.random.default_rng(1)
+    a, b = [], []
+    for i in range(300):
+        body = [sentence(rng, 8) for _ in range(3)]
+        if i % 3:  # two thirds of A's answers are lists
+            a.append("Here you go:\n" + "\n".join(f"- {s}" for s in body) + (" Great!" if i % 2 else ""))
+        else:
+            a.append("Here you go: " + " ".join(body) + (" Great!" if i % 2 else ""))
+        b.append("Here you go: " + " ".join(body))
+    ids = list(range(300))
+    return (store_of(tmp_path / "a.parquet", a, 1, {"prompt_id": ids}),
+            store_of(tmp_path / "b.parquet", b, 2, {"prompt_id": ids}))
+
+
+@pytest.mark.parametrize("pair_on", [None, "prompt_id"])
+def test_planted_form_differences_are_found_with_their_direction(models, pair_on):
+    result = diff(*models, DiffConfig(pair_on=pair_on, holdout=0.5), names=["a", "b"], labels=NO_LABELS)
+    found = result.form_findings
+    assert {"bullet list", "exclamation mark", "ends with !"} <= set(found["feature"]), found["feature"].to_list()
+    assert set(found.filter(pl.col("more_in") == "b")["feature"]) <= {"ends with .", "paragraph break"}
+    row = found.filter(pl.col("feature") == "bullet list").row(0, named=True)
+    assert row["share_a"] == pytest.approx(2 / 3, abs=0.06) and row["share_b"] == 0
+    assert row["rate_a"] > row["rate_b"] == 0 and row["ci_low"] > 0 and row["q"] < 1e-6
+    assert "<<- >>" in row["example_with"] and "- " not in row["example_without"]
+    assert result.form_replication_rate >= 0.75
+    assert result.n_findings == len(result.findings) + len(found)
+
+
+def test_length_ignore_compares_shares_as_counted(models):
+    result = diff(*models, DiffConfig(length="ignore"), labels=NO_LABELS)
+    row = result.form_findings.filter(pl.col("feature") == "bullet list").row(0, named=True)
+    assert row["rate_a"] is None and row["unit"] == "share of documents"
+    assert row["diff"] == pytest.approx(row["share_a"] - row["share_b"])
+
+
+def test_random_halves_and_repackaging_give_no_form_finding(tmp_path):
+    """Counted features are compared as rates per token: the same text, split at random or joined two
+    documents to one, is not written differently."""
+    rng = np.random.default_rng(3)
+    texts = []
+    for i in range(800):
+        text = sentence(rng, int(rng.integers(5, 30)))
+        if i % 4 == 0:
+            text += " Is it? Yes!"
+        if i % 5 == 0:
+            text = "- " + text + "\n- " + sentence(rng, 5)
+        texts.append(text)
+    order = rng.permutation(800)
+    halves = [[texts[i] for i in order[:400]], [texts[i] for i in order[400:]]]
+    result = diff(store_of(tmp_path / "h1.parquet", halves[0]), store_of(tmp_path / "h2.parquet", halves[1], 1),
+                  labels=NO_LABELS)
+    assert len(result.form_findings) == 0, result.form_findings["feature"].to_list()
+    single = texts[:300]
+    joined = [texts[300 + 2 * i] + "\n" + texts[301 + 2 * i] for i in range(250)]
+    result = diff(store_of(tmp_path / "s.parquet", single), store_of(tmp_path / "j.parquet", joined, 1),
+                  labels=NO_LABELS)
+    counted = result.form_findings.filter(~pl.col("feature").str.starts_with("opens with")
+                                          & ~pl.col("feature").str.starts_with("ends with"))
+    assert len(counted) == 0, counted["feature"].to_list()
+
+
+def test_cli_shows_the_form_layer_and_json_marks_each_layer(models, tmp_path):
+    a, b = (str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"))
+    runner = CliRunner()
+    out = runner.invoke(app, ["diff", a, b, "--pair-on", "prompt_id"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.stdout.split())
+    assert "Form (counted in the text)" in text and "bullet list" in text and "What it is about" in text
+    assert not out.stdout.startswith("\n")
+    out = runner.invoke(app, ["diff", a, b, "--pair-on", "prompt_id", "--json"])
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert records[0]["type"] == "summary" and records[0]["n_form_findings"] >= 3
+    assert {r["layer"] for r in records[1:]} <= {"form", "content"}
+    assert any(r["layer"] == "form" and r["feature"] == "bullet list" for r in records[1:])
+    table = tmp_path / "rows.csv"
+    out = runner.invoke(app, ["diff", a, b, "-o", str(table), "-q"])
+    assert out.exit_code == 0, out.output
+    assert "form" in set(pl.read_csv(table)["layer"])
