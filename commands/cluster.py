@@ -33,7 +33,7 @@ def run(
     all_concepts: Annotated[bool, typer.Option("--all-concepts", help="Cluster on every latent, for "
                                                                       "comparison.")] = False,
     clusters: Annotated[Optional[int], typer.Option(min=2, help="Number of clusters (spectral, kmeans; default: "
-                                                                "chosen by eigengap / silhouette).")] = None,
+                                                                "chosen by the eigengap of the affinity).")] = None,
     method: Annotated[str, typer.Option(help=f"{', '.join(CLUSTER_METHODS)}.")] = _D["method"].default,
     similarity: Annotated[str, typer.Option(
         help="Spectral affinity: weighted (Jaccard of scaled activations) or jaccard (of which latents fire)."

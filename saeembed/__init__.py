@@ -33,10 +33,20 @@ _EXPORTS = {
     "SaeEmbedError": "saeembed.errors",
 }
 
+# Subpackages reached as attributes (`saeembed.report.write_diff_report(...)` after `import saeembed`).
+_SUBPACKAGES = ("analysis", "embedding", "labels", "report", "sae", "train", "errors", "store")
+
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
+    if name in _SUBPACKAGES:
+        return import_module(f"saeembed.{name}")
     raise AttributeError(f"module 'saeembed' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What tab completion offers: the public names and the subpackages, not this module's imports."""
+    return sorted({*__all__, *_SUBPACKAGES})

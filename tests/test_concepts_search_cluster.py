@@ -190,6 +190,19 @@ def test_concept_clustering_follows_the_chosen_axis(store):
     assert inside["outlier_score"].is_between(0, 1).all()
 
 
+@pytest.mark.parametrize("method", ["spectral", "kmeans"])
+def test_without_a_number_of_clusters_it_is_chosen(store, method):
+    """Sport, finance and weather documents along their five latents: the eigengap (spectral) or the
+    silhouette (k-means) finds the three groups, and the note says how the number was chosen."""
+    result = cluster(store, select_concepts("0,1,2,3,4", store, labels=LABELS), ClusterConfig(method=method),
+                     labels=LABELS)
+    assigned = result.assignments["cluster"].to_numpy()
+    has = assigned != NO_CONCEPT
+    assert len(result.description) == 3, result.notes
+    assert adjusted_rand_score(GROUP[has], assigned[has]) > 0.6
+    assert any("clusters chosen by" in note and "--clusters N" in note for note in result.notes)
+
+
 def test_hdbscan_and_all_concepts(store):
     result = cluster(store, None, ClusterConfig(method="hdbscan", min_cluster_size=30), labels=LABELS)
     assert len(result.description) >= 2
@@ -204,8 +217,6 @@ def test_hdbscan_and_all_concepts(store):
     # HDBSCAN's own scores (the hdbscan package): members of a cluster belong to it more than noise does
     inside = frame.filter(pl.col("cluster") >= 0)
     assert inside["membership"].mean() > 0.5 and inside["outlier_score"].mean() < 0.5
-    with pytest.raises(SaeEmbedError, match="--clusters"):
-        cluster(store, None, ClusterConfig(method="kmeans"))
 
 
 def test_sparse_jaccard_graph_matches_the_dense_matrix(store):
@@ -275,6 +286,8 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
     out = runner.invoke(app, ["cluster", path, "--clusters", "2"])
     assert out.exit_code == 1 and "--all-concepts" in out.output
+    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3,4"])
+    assert out.exit_code == 0 and "3 clusters chosen by the eigengap" in " ".join(out.output.split()), out.output
     out = runner.invoke(app, ["concepts", path, "football", "--top", "1", "-o", str(tmp_path / "c.jsonl")])
     assert out.exit_code == 0 and len((tmp_path / "c.jsonl").read_text().splitlines()) == 2  # the file keeps all
 

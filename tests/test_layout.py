@@ -55,3 +55,15 @@ def test_no_module_imports_a_later_stage():
 def test_public_names_resolve():
     for name in saeembed.__all__:
         assert getattr(saeembed, name) is not None, name
+
+
+def test_the_package_shows_its_names_and_subpackages():
+    """`import saeembed` then `saeembed.report.write_diff_report` works as the README shows, and tab
+    completion offers the public names, not the module's own imports."""
+    import subprocess
+    import sys
+
+    code = ("import saeembed; assert callable(saeembed.report.write_diff_report); "
+            "names = dir(saeembed); assert 'diff' in names and 'Embedder' in names and 'report' in names; "
+            "assert 'import_module' not in names and 'Any' not in names")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -110,18 +110,22 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
         notes.append(f"{store.n_docs - len(has_concept):,} documents have none of the selected concepts: "
                      f"cluster {NO_CONCEPT}")
     k = config.k
-    if config.method != "hdbscan" and (k is None or k < 2):
-        raise SaeEmbedError(f"{config.method} clustering needs a number of clusters (--clusters, 2 or more); "
-                            f"hdbscan finds it itself")
-    if len(has_concept) < max(k or 2, 2):
+    if len(has_concept) < max(k or 3, 3):
         raise SaeEmbedError(f"only {len(has_concept)} documents carry the selected concepts: too few to cluster")
     rows = binary[has_concept]
     values = positive_values(store.matrix[has_concept][:, columns])
     fitted = Fitted(np.asarray(columns, np.int64), np.zeros(0, np.int32), values, level_unit(values))
+    if config.method == "kmeans" and k is None:
+        k, note = _sample_eigengap_k(rows, config)
+        notes.append(note)
     if config.method == "spectral":
         graded = level_rows(values, fitted.unit) if config.similarity == "weighted" else rows
-        found, note = _spectral(graded, k, config)
+        affinity, note = _affinity(graded, config)
         notes += [note] if note else []
+        if k is None:
+            k, note = _eigengap_k(affinity)
+            notes.append(note)
+        found = _spectral(affinity, k, config)
         fitted.labels, clusters = found, np.unique(found)
         similarity = cluster_similarity(graded, graded, found, clusters, skip_self=True)
         total = similarity.sum(axis=1, keepdims=True)
@@ -319,22 +323,64 @@ def kmeans_scores(rows: Any, centroids: np.ndarray) -> tuple[np.ndarray, np.ndar
     return found, inverse / inverse.sum(axis=1, keepdims=True), np.sqrt(d2[np.arange(len(found)), found])
 
 
-def _spectral(rows: Any, k: int, config: ClusterConfig) -> tuple[np.ndarray, str | None]:
-    from sklearn.cluster import SpectralClustering
+# Without a number of clusters, it is chosen among 2..MAX_AUTO_K by the eigengap of the affinity (for
+# k-means, of a sample of EIGENGAP_SAMPLE documents): a concept axis a person picks rarely splits further.
+MAX_AUTO_K = 12
+EIGENGAP_SAMPLE = 2000
 
+
+def _affinity(rows: Any, config: ClusterConfig) -> tuple[Any, str | None]:
+    """The spectral affinity: weighted (or binary) Jaccard of every pair, or of each document's nearest
+    neighbours beyond `dense_limit` documents."""
     n = rows.shape[0]
     if n <= config.dense_limit:
         inter = (rows @ rows.T).toarray()
         size = np.diag(inter).copy()
         union = size[:, None] + size[None, :] - inter
-        affinity, note = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0), None
+        return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0), None
+    return jaccard_knn(rows, config.neighbors), (
+        f"{n:,} documents > {config.dense_limit:,}: spectral clustering on a sparse {config.neighbors}-nearest-"
+        f"neighbour Jaccard graph instead of the full {n:,} x {n:,} matrix")
+
+
+def _eigengap_k(affinity: Any) -> tuple[int, str]:
+    """The number of clusters with the largest gap between consecutive eigenvalues of the normalised
+    affinity D^-1/2 A D^-1/2 (von Luxburg 2007), among 2..MAX_AUTO_K."""
+    from scipy.sparse import csr_matrix, diags
+    from scipy.sparse.linalg import eigsh
+
+    matrix = csr_matrix(affinity)
+    degree = np.asarray(matrix.sum(axis=1)).ravel()
+    scale = diags(np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0))
+    normalised = scale @ matrix @ scale
+    n = normalised.shape[0]
+    wanted = min(MAX_AUTO_K + 1, n - 1)
+    if n <= 2000:
+        values = np.linalg.eigvalsh(normalised.toarray())[::-1][:wanted]
     else:
-        affinity = jaccard_knn(rows, config.neighbors)
-        note = (f"{n:,} documents > {config.dense_limit:,}: spectral clustering on a sparse "
-                f"{config.neighbors}-nearest-neighbour Jaccard graph instead of the full {n:,} x {n:,} matrix")
+        values = np.sort(eigsh(normalised, k=wanted, which="LA", return_eigenvectors=False, tol=1e-6,
+                               v0=np.ones(n) / np.sqrt(n)))[::-1]
+    gaps = values[1:-1] - values[2:]  # gap after the k-th eigenvalue, for k = 2 ..
+    k = int(np.argmax(gaps)) + 2 if len(gaps) else 2
+    return k, f"{k} clusters chosen by the eigengap of the affinity (--clusters N to choose)"
+
+
+def _sample_eigengap_k(rows: Any, config: ClusterConfig) -> tuple[int, str]:
+    """k-means without a number of clusters: the eigengap of the Jaccard affinity of a seeded sample (the
+    silhouette, tried first, kept rising with k on binary rows: identical rows make tight clusters)."""
+    rng = np.random.default_rng(config.seed)
+    n = rows.shape[0]
+    sample = rows if n <= EIGENGAP_SAMPLE else rows[np.sort(rng.choice(n, EIGENGAP_SAMPLE, replace=False))]
+    k, _ = _eigengap_k(_affinity(sample, config)[0])
+    return k, f"{k} clusters chosen by the eigengap of the Jaccard affinity (--clusters N to choose)"
+
+
+def _spectral(affinity: Any, k: int, config: ClusterConfig) -> np.ndarray:
+    from sklearn.cluster import SpectralClustering
+
     model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr",
                                random_state=config.seed)
-    return model.fit_predict(affinity).astype(np.int32), note
+    return model.fit_predict(affinity).astype(np.int32)
 
 
 def _kmeans(rows: Any, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
