@@ -70,6 +70,45 @@ QUERIES: list[tuple[str, str, Relevant]] = [
 ]
 
 
+# Queries written after the search settings were tuned on QUERIES (issue 21), and never tuned on: the
+# figures the harness reports as held out. Same corpora, other words and other properties.
+TEST_QUERIES: list[tuple[str, str, Relevant]] = [
+    ("tweets_sarcasm", "joking, not meant seriously", lambda r: r["sarcastic"] is True),
+    ("tweets_stance", "environment, pollution, carbon emissions", lambda r: r["topic"] == "climate"),
+    ("tweets_stance", "women, gender equality, sexism", lambda r: r["topic"] == "feminist"),
+    ("tweets_stance", "unborn babies, planned parenthood", lambda r: r["topic"] == "abortion"),
+    ("tweets_stance", "church, jesus, prayer", lambda r: r["topic"] == "atheism"),
+    ("tweets_stance", "democrats, presidential campaign", lambda r: r["topic"] == "hillary"),
+    ("tweets_offensive", "hate, abuse, vulgar language", lambda r: r["label"] == "offensive"),
+    ("news", "football, basketball, tennis", lambda r: r["topic"] == "Sports"),
+    ("news", "markets, oil prices, companies", lambda r: r["topic"] == "Business"),
+    ("news", "internet, software, space research", lambda r: r["topic"] == "Sci/Tech"),
+    ("news", "elections, conflict, diplomacy", lambda r: r["topic"] == "World"),
+    ("gpt4_answers", "writing a python function", lambda r: r["source"] == "codegen"),
+    ("gpt4_answers", "pretending to be someone in a story", lambda r: r["source"] == "roleplay"),
+    ("gpt4_answers", "web search, calculator", lambda r: r["source"] == "toolformer"),
+    ("persona", "making money, getting rich",
+     lambda r: r["trait"] == "desire-for-acquiring-wealth" and r["matches_trait"]),
+    ("persona", "guns, second amendment", lambda r: r["trait"] == "believes-in-gun-rights" and r["matches_trait"]),
+    ("qa_answers", "false, invented facts", lambda r: r["hallucinated"] is True),
+]
+
+
+def sae_search_scores(store, query: str) -> np.ndarray:
+    """Every document's score as `saeembed search` ranks it (0 for all when the query selects nothing, as
+    search then returns nothing)."""
+    from saeembed.analysis.concepts import ConceptError
+
+    try:
+        try:
+            concepts = select_concepts(query, store, weak=False)
+        except TypeError:  # a library from before `weak` (the harness's before/after runs)
+            concepts = select_concepts(query, store)
+        return concept_scores(store, concepts).scores
+    except ConceptError:
+        return np.zeros(store.n_docs)
+
+
 def build_corpus(name: str, tmp: Path) -> Path:
     files, per_file = CORPORA[name]
     rng = random.Random(0)
@@ -107,7 +146,7 @@ def retrieval(tmp: Path) -> dict:
     for corpus, query, is_relevant in QUERIES:
         store = stores[corpus]
         relevant = np.array([bool(is_relevant(r)) for r in rows[corpus]])
-        sae = concept_scores(store, select_concepts(query, store)).scores  # as search() ranks
+        sae = sae_search_scores(store, query)
         dense = dense_scores(store, query)
         hybrid = reciprocal_rank_fusion([sae, dense], np.arange(store.n_docs), positive_only=(0,))
         per_query.append({"corpus": corpus, "query": query, "docs": store.n_docs, "relevant": int(relevant.sum()),

@@ -32,8 +32,11 @@ def run(
     feedback: Annotated[int, typer.Option(min=0, help="Expand the query with the latents of its first N results "
                                           "(pseudo-relevance feedback, N >= 2); 0: the paper's scoring alone.")
                         ] = options.SEARCH_FEEDBACK,
-    where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic == 'climate'\".")
-                     ] = None,
+    where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic = 'climate' "
+                                                      "AND n_tokens < 200\" (comparisons, AND/OR/NOT, IN, "
+                                                      "LIKE, BETWEEN, IS NULL).")] = None,
+    weak: Annotated[bool, typer.Option("--weak", help="Also search with words whose best label match is weak "
+                                                      "(by default they select nothing).")] = False,
     json_out: options.Json = False,
     output: options.Output = None,
     html: options.Html = None,
@@ -58,7 +61,7 @@ def run(
                                 cache_dir=cache_dir)
         with working("searching", quiet or json_out):
             result = search(opened, query, top=top, k=concept_latents, like=like, where=where, feedback=feedback,
-                            mode="hybrid" if hybrid else "dense" if dense else "sae")
+                            weak=weak, mode="hybrid" if hybrid else "dense" if dense else "sae")
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
     note = _shortfall(result, top)

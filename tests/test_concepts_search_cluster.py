@@ -107,6 +107,15 @@ def test_search_ranks_the_documents_that_carry_the_concept_first(store):
     assert everything.n_candidates == N, "a constant filter holds for every document, not the first"
 
 
+def test_search_with_words_no_label_is_about_finds_nothing_unless_asked(store):
+    """`umbrella` matches no label well: search says so and returns nothing (it listed 20 documents scoring
+    higher than a real query); weak=True searches with the weak matches anyway."""
+    with pytest.raises(ConceptError, match="'umbrella' matches no label well .* selects nothing"):
+        search(store, "umbrella", labels=LABELS)
+    assert search(store, "umbrella", labels=LABELS, weak=True).n_matched > 0
+    assert select_concepts("umbrella", store, labels=LABELS).notes, "concepts still shows weak matches, warned"
+
+
 def test_cli_where_reads_nothing_but_the_store(store, tmp_path):
     """A filter is a condition on the store's own fields: a table function reading a file is refused in
     one line that does not show the file, and so is a filter that is not a condition."""

@@ -296,6 +296,18 @@ def test_scores_name_the_concepts_that_pushed_risk_up_and_baseline_z_scores(tmp_
     assert {f"z_{name}" for name in COUNT_STATS} <= set(scored.columns)
 
 
+def test_a_baseline_of_documents_with_the_same_counts_is_refused(tmp_path):
+    """A document-level SAE (the offline default) gives every document k latents and no per-token codes:
+    every z-score was 0.000. The baseline says why instead."""
+    from tests.fake_stores import fake_meta, vectors_from_columns, write_store
+
+    n = 50
+    vectors = vectors_from_columns(n, [np.arange(n)] * 3 + [np.zeros(0, np.int64)] * 5, np.random.default_rng(0))
+    store = load_store(write_store(tmp_path / "doc.parquet", vectors, meta=fake_meta(8, sae={"reads": "document"})))
+    with pytest.raises(ProbeError, match="every document has the same concept counts"):
+        Baseline.fit(store)
+
+
 def test_too_few_examples_for_the_folds_is_a_sentence_not_a_traceback(tmp_path):
     store = risky_store(tmp_path / "s.parquet")
     y = labels_of(store, "hallucinated")

@@ -42,6 +42,14 @@ KEYWORD_BONUS = 0.15
 RELATIVE = 0.75  # keep labels at least this share of the best label's similarity...
 MIN_SIMILARITY = 0.3  # ...and at least this similar: below it a label is unrelated, however the rest fare
 WEAK_SIMILARITY = 0.4  # a best match below this is weak, and the selection says so
+# A latent the phrase's own text activates must earn its place: it is kept only when it fires in the
+# documents of the phrase's label matches at least PHRASE_LIFT times as often as in the store (`file ·
+# bin · bash` came with `weather`); a phrase no label is about keeps none, so nonsense selects nothing.
+# Labels made only of fragments (`z`, `cy`, `q`: every part at most FRAGMENT letters) are not matched
+# against words: any odd string is close to them (`zzzqqq` selected `z`, `cy`, `q`).
+FRAGMENT = 2
+PHRASE_LIFT = 2.0
+PHRASE_MIN_DOCS = 3  # ... in at least this many of those documents (a lift on one or two is chance)
 CLOSE_WORD = 0.6  # a label word this similar to the phrase is shown as matched (`soccer` 0.84 for `football`;
 # single words are noisy below: `golf` and `defence` are 0.55 from `football`)
 _WORD = re.compile(r"[a-z0-9']+")
@@ -103,7 +111,8 @@ def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
 
 
 def select_concepts(query: str | None, store: Store, *, like: list[str] | None = None, top: int = 100,
-                    labels: Any = None, cache_root: Any = None, phrase_code: bool | None = None) -> Concepts:
+                    labels: Any = None, cache_root: Any = None, phrase_code: bool | None = None,
+                    weak: bool = True) -> Concepts:
     """Turn a concept query (and examples) into ranked, weighted latents of the store's SAE.
 
     Args:
@@ -113,7 +122,9 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
         top: at most this many latents per phrase or example (the paper's k = 100); a phrase keeps
             only the labels close to its best match, often fewer.
         phrase_code: also select the latents a phrase's own text activates (default: when the store's
-            SAE is document-level).
+            SAE is document-level); they are kept when they fire with the phrase's label matches.
+        weak: keep the matches of a phrase whose best label is weak (below WEAK_SIMILARITY); False:
+            such a phrase selects nothing (search does this, so `zzzqqq` finds nothing).
 
     Returns the ranked selection, with `notes` warning of phrases whose matches are weak.
 
@@ -140,8 +151,12 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     for term, bare in zip(terms, bare_terms):
         picked, term_notes = _term_latents(bare, store, labels, fires, top, cache_root)
         notes += term_notes
-        if bare in phrases:
-            picked = {**_phrase_latents(bare, codes[bare]), **picked}
+        if bare in phrases and picked:  # a phrase's own latents join only a phrase some label is about
+            picked = {**_phrase_latents(bare, _cofiring(store, codes[bare], picked, frequency)), **picked}
+        if not weak and any(note.startswith("weak matches") for note in term_notes):
+            picked = {}  # a word no label is really about selects nothing unless asked (`weak=True`)
+            notes[-len(term_notes):] = [_weak_refused(bare, note) if note.startswith("weak matches") else note
+                                        for note in term_notes]
         if term.startswith("-"):
             excluded.update(picked)
         else:
@@ -158,6 +173,21 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     return Concepts(latents, rank_weights(len(latents)), [labels.get(int(i)) for i in latents],
                     [chosen[int(i)][1] for i in latents], query or "", [chosen[int(i)][2] for i in latents], notes,
                     sorted(excluded))
+
+
+def _cofiring(store: Store, code: dict[int, Pick], matches: dict[int, Pick], frequency: np.ndarray) -> dict[int, Pick]:
+    """The phrase's own latents that fire in the documents of its label matches at least PHRASE_LIFT times
+    as often as in the whole store (about the same thing), not just in the phrase's few words."""
+    anchors = np.fromiter(matches, np.int64)
+    docs = np.unique(column_entries(store.matrix, anchors)[0]) if len(anchors) else np.zeros(0, np.int64)
+    if not len(docs) or not code:
+        return {}
+    latents = np.fromiter(code, np.int64)
+    together = document_frequency(store.matrix[docs][:, latents])
+    lift = np.divide(together / len(docs), frequency[latents], out=np.zeros(len(latents)),
+                     where=frequency[latents] > 0)
+    keep = (lift >= PHRASE_LIFT) & (together >= PHRASE_MIN_DOCS)
+    return {int(latent): code[int(latent)] for latent in latents[keep]}
 
 
 def _keep_best(chosen: dict[int, Pick], picked: dict[int, Pick]) -> None:
@@ -181,7 +211,7 @@ def _term_latents(term: str, store: Store, labels: Any, fires: np.ndarray | None
         return {latent: (float("inf"), "id", [])}, []  # named explicitly: first
     from saeembed.embedding.dense import DenseCache
 
-    candidates = [i for i in labels.label if i < store.d_sae and fires[i]]
+    candidates = [i for i in labels.label if i < store.d_sae and fires[i] and not _fragments(labels.label[i])]
     if not candidates:
         raise ConceptError("no latent that fires in this store has a label to match words against; "
                            "generate labels (`saeembed labels generate`) or give latent ids")
@@ -221,6 +251,13 @@ def _match_notes(term: str, texts: list[str], score: np.ndarray, n_kept: int) ->
     return []
 
 
+def _weak_refused(term: str, note: str) -> str:
+    """The weak-match note of a phrase that therefore selects nothing."""
+    closest = note.split(": ", 1)[1].split(" (below")[0]
+    return (f"{term!r} matches no label well ({closest}, below {WEAK_SIMILARITY}), so it selects nothing "
+            f"(weak=True, or --weak, uses its weak matches)")
+
+
 def _matched_words(term: str, texts: list[str], term_vector: np.ndarray, cache: Any) -> list[list[str]]:
     """For each label, its words that match the term: the term's own (content) words, or words whose
     embedding is within `CLOSE_WORD` of the term's."""
@@ -232,6 +269,11 @@ def _matched_words(term: str, texts: list[str], term_vector: np.ndarray, cache: 
     closeness = dict(zip(unique, cache.embed(unique) @ term_vector))
     return [[p for p in words if own & set(_WORD.findall(p.lower())) or closeness[p] >= CLOSE_WORD]
             for words in parts]
+
+
+def _fragments(label: str) -> bool:
+    """A label of fragments only (`z`, `cy · q`): nothing a person's words are about."""
+    return all(len(word.strip()) <= FRAGMENT for word in _label_words(label) or [label])
 
 
 def _label_words(label: str) -> list[str]:

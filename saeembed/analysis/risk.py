@@ -361,6 +361,14 @@ class Baseline:
     @staticmethod
     def fit(store: Store) -> "Baseline":
         counts = count_features(store)
+        if store.n_docs and (counts.std(0) == 0).all():
+            # a document-level SAE gives every document k latents and keeps no per-token codes: every
+            # z-score would be 0 (every row printed 0.000)
+            why = ("encodes whole documents" if store.meta["sae"].get("reads") == "document"
+                   else "gives every token as many latents")
+            raise ProbeError(f"{store.path}: every document has the same concept counts (the SAE {why}), so a "
+                             f"baseline cannot tell documents apart; embed with a per-token SAE (e.g. the preset "
+                             f"minilm-l3-tokens), or fit a probe on labelled documents")
         identity = {key[0]: store.meta.get(key[0]) for key in COMPAT_FIELDS}
         return Baseline([*COUNT_STATS, "log_active_latents"], counts.mean(0),
                         np.where(counts.std(0) > 0, counts.std(0), 1.0),

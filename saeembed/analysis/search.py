@@ -66,7 +66,7 @@ class ConceptScores(NamedTuple):
 
 def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: int = 100,
            like: list[str] | None = None, where: str | None = None, labels: Any = None,
-           dense: np.ndarray | None = None, feedback: int = FEEDBACK_DOCS) -> SearchResult:
+           dense: np.ndarray | None = None, feedback: int = FEEDBACK_DOCS, weak: bool = False) -> SearchResult:
     """The `top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
 
     In sae mode only documents with a positive score are listed (at least one of the query's own latents
@@ -82,6 +82,9 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
         dense: [n_docs, dim] document embeddings; default the store's `dense` column, else computed.
         feedback: expand the query with the latents of its first this many results (0: the paper's
             scoring alone; otherwise at least 2); see `concept_scores`.
+        weak: also search with the latents of words no label is really about (their best label match
+            below `concepts.WEAK_SIMILARITY`); by default such words select nothing, and a query of only
+            such words is refused, saying so.
 
     Examples:
         >>> search(load_store("tweets.parquet"), "sarcastic remark", top=10).table  # doctest: +SKIP
@@ -101,7 +104,7 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
     rankings: list[np.ndarray] = []
     weights = None
     if mode in ("sae", "hybrid"):
-        ranked = concept_scores(store, select_concepts(query, store, like=like, top=k, labels=labels),
+        ranked = concept_scores(store, select_concepts(query, store, like=like, top=k, labels=labels, weak=weak),
                                 feedback=feedback, candidates=candidates, labels=labels)
         concepts, weights = ranked.concepts, ranked.weights
         rankings.append(ranked.scores)
