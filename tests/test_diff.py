@@ -430,3 +430,12 @@ def test_cli_diffs_raw_corpora_with_the_offline_default(tmp_path):
     assert rows and all(abs(r["diff"]) >= 0.5 and r["q"] <= 0.05 for r in rows)
     assert any(r["label"] for r in rows), "the shipped labels name the latents"
     assert list((tmp_path / "cache").iterdir()), "vectors were cached for the next analysis"
+
+
+def test_stores_of_the_same_name_are_called_a_and_b(a_b):
+    """Stores made in memory are all `<in memory>`: a diff of two said "more in <in memory>" for both."""
+    from pathlib import Path
+
+    a, b = a_b
+    a.path = b.path = Path("<in memory>")
+    assert diff(a, b, labels=NO_LABELS).names == ("A", "B")

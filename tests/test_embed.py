@@ -214,7 +214,7 @@ def test_refuses_mismatches_before_any_work(llama_dir, bert_dir, tmp_path, corpu
     out = tmp_path / "out.parquet"
     with pytest.raises(SAEError, match="width 64 but .* hidden size 32"):
         embed([str(corpus_file)], out, EmbedConfig(model=str(bert_dir), sae=str(sae), layer=LAYER))
-    with pytest.raises(SAEError, match="output of block 1 .*pass --layer 1"):
+    with pytest.raises(SAEError, match=r"output of block 1 .*set layer=1 \(--layer 1\)"):
         embed([str(corpus_file)], out, EmbedConfig(model=str(llama_dir), sae=str(sae), layer=2))
     deep, _ = sae_files.saelens(tmp_path / "deep", 64, arch="topk", layer=9)
     with pytest.raises(ReaderError, match="has 4 layers .*--layer 9 does not exist"):

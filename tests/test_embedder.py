@@ -62,9 +62,27 @@ def test_bad_documents_are_refused_before_the_model_loads(tmp_path):
         embedder.embed([{"text": "a", "x": 1}, {"text": "b", "x": "one"}])
     with pytest.raises(CorpusError, match="no column 'text'"):
         embedder.embed(pl.DataFrame({"body": ["a"]}))
-    with pytest.raises(CorpusError, match="not str"):
-        embedder.embed("one string")
+    with pytest.raises(CorpusError, match="not int"):
+        embedder.embed(3)
     assert embedder._loaded is None
+
+
+def test_a_series_a_single_string_and_the_text_column_given_to_embed(setup):
+    """As sentence-transformers takes them: a pandas or polars Series of texts, one string; the text and
+    id columns can be named per call."""
+    import pandas as pd
+
+    config, cli = setup
+    embedder = Embedder(config=config)
+    same_vectors(embedder.embed(pd.Series(TEXTS)), cli)
+    same_vectors(embedder.embed(pl.Series(TEXTS)), cli)
+    one = embedder.embed(TEXTS[2])
+    assert one.n_docs == 1 and one.frame["text"][0] == TEXTS[2]
+    assert (one.matrix != cli.matrix[2]).nnz == 0
+    frame = pl.DataFrame({"key": [f"k{i}" for i in range(len(TEXTS))], "body": TEXTS})
+    store = embedder.embed(frame, text_field="body", id_field="key")
+    same_vectors(store, cli)
+    assert store.frame["id"].to_list() == frame["key"].to_list() and embedder.config.text_field == "text"
 
 
 def test_settings_are_checked_at_construction():

@@ -219,7 +219,7 @@ def test_in_memory_documents_into_a_used_folder_replace_the_store(setup, llama_d
 
 def test_a_model_that_does_not_fit_the_sae_is_one_error_before_any_actor(setup, llama_dir, ray_address, tmp_path):
     corpus, sae, _, _ = setup
-    with pytest.raises(SAEError, match="pass --layer 1"):
+    with pytest.raises(SAEError, match=r"set layer=1 \(--layer 1\)"):
         embed([str(corpus)], tmp_path / "out", config(llama_dir, sae, tmp_path / "c", layer=2, engine="ray"))
     with pytest.raises(ConfigError, match="do not fit the Ray cluster"):
         embed([str(corpus)], tmp_path / "out", config(llama_dir, sae, tmp_path / "c", engine="ray", workers=3))

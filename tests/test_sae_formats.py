@@ -72,7 +72,7 @@ def test_topk_rescaled_by_decoder_norm_selects_on_scaled_preactivations(tmp_path
 
 def test_sparsify_multi_hookpoint_folder_needs_a_layer(tmp_path):
     root, _ = sae_files.sparsify(tmp_path / "ckpt", D_IN, layer=2)
-    with pytest.raises(SAEError, match="several hookpoints|pass --layer"):
+    with pytest.raises(SAEError, match="several hookpoints|set layer"):
         load_sae(root)
     with pytest.raises(SAEError, match="no SAE for layer 5; it has layers.2"):
         load_sae(root, layer=5)

@@ -139,7 +139,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     Args:
         a, b: stores (see `saeembed.embedding.open_store.open_store` to embed corpus files on the fly).
         config: measure, thresholds, length handling, pairing and holdout.
-        names: display names of the corpora, default their file stems.
+        names: display names of the corpora, default their file stems (A, B ... when two are the same).
         labels: a `saeembed.labels.Labels`; default the labels found for a's SAE.
         decoder: the SAE's decoder rows, to group findings with near directions into one theme;
             "auto" loads them when the SAE can be found locally, None skips that link.
@@ -160,7 +160,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     if not others:
         raise SaeEmbedError("give at least one corpus to compare with")
     stores = [a, *others]
-    names = tuple(names or [s.path.stem for s in stores])
+    names = tuple(names or _default_names(stores))
     check_compatible(zip(names, (s.meta for s in stores)))
     rows, n_unpaired = _rows(stores, config.pair_on)
     rng = np.random.default_rng(config.seed)
@@ -197,6 +197,14 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
                       mean_tokens=tuple(float(t.mean()) if len(t) else 0.0 for t in tokens),
                       n_tokens=tuple(tokens), document_sae=a.meta["sae"].get("reads") == "document",
                       form=form, form_replication_rate=form_replication)
+
+
+def _default_names(stores: list[Store]) -> list[str]:
+    """The stores' file stems; A, B, C ... when two are the same (stores made in memory are all
+    `<in memory>`, and "more in <in memory>" said nothing)."""
+    stems = [s.path.stem for s in stores]
+    return stems if len(set(stems)) == len(stems) else [chr(ord("A") + i) if i < 26 else f"corpus {i + 1}"
+                                                         for i in range(len(stores))]
 
 
 def _evidence(table: Any, stores: list[Store], rows: list[np.ndarray], config: DiffConfig,

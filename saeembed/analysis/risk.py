@@ -162,7 +162,7 @@ def labels_of(store: Store, column: str, positive: str | None = None) -> np.ndar
     y = np.array([v in wanted for v in values])
     if y.all() or not y.any():
         raise SaeEmbedError(f"{column!r} has a single class here ({len(y)} documents, {int(y.sum())} positive); "
-                            f"pass --positive VALUE to say which value means risky")
+                            f"set positive (--positive VALUE) to say which value means risky")
     return y
 
 

@@ -130,7 +130,8 @@ def records_corpus(
 
 
 def _in_memory_rows(documents: Any, text_field: str) -> list[Any]:
-    """The rows of a list / tuple / DataFrame of documents (strings become {text_field: string})."""
+    """The rows of a list / tuple / Series / DataFrame of documents, or of one string (strings become
+    {text_field: string})."""
     if hasattr(documents, "columns") and (hasattr(documents, "iter_rows") or hasattr(documents, "to_dict")):
         columns = [str(c) for c in documents.columns]  # a polars or a pandas DataFrame
         if text_field not in columns and "messages" not in columns:
@@ -139,7 +140,11 @@ def _in_memory_rows(documents: Any, text_field: str) -> list[Any]:
         if hasattr(documents, "iter_rows"):
             return list(documents.iter_rows(named=True))
         return documents.to_dict("records")
-    if isinstance(documents, (str, bytes)) or not isinstance(documents, (list, tuple)):
+    if isinstance(documents, str):  # one document, as sentence-transformers takes it
+        documents = [documents]
+    elif hasattr(documents, "to_list") or hasattr(documents, "tolist"):  # a pandas / polars Series, an array
+        documents = documents.to_list() if hasattr(documents, "to_list") else documents.tolist()
+    if isinstance(documents, bytes) or not isinstance(documents, (list, tuple)):
         raise CorpusError(f"give the documents as a list of strings, a list of records (dicts) or a DataFrame, "
                           f"not {type(documents).__name__}")
     return [{text_field: d} if isinstance(d, str) else d for d in documents]
@@ -190,7 +195,7 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
                 continue
             if doc.id in seen_ids:
                 problems.append(Problem(doc.where, f"duplicate id {doc.id!r} (first at {seen_ids[doc.id]}); "
-                                        f"ids must be unique, pass --id-field with a unique field"))
+                                        f"ids must be unique: set id_field to a unique field (--id-field)"))
                 continue
             seen_ids[doc.id] = doc.where
             docs.append(doc)
@@ -209,8 +214,8 @@ def problems_message(problems: list[Problem]) -> str:
     """One line: how many documents are invalid, what to do, and the first few with file and line."""
     listed = " | ".join(str(p) for p in problems[:_MAX_LISTED])
     more = f" | ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    return (f"{len(problems)} invalid document(s); nothing was embedded. Fix them or pass --skip-invalid "
-            f"to embed the rest: {listed}{more}")
+    return (f"{len(problems)} invalid document(s); nothing was embedded. Fix them or set skip_invalid=True "
+            f"(--skip-invalid) to embed the rest: {listed}{more}")
 
 
 def _expand(inputs: list[str]) -> list[str]:
@@ -421,7 +426,7 @@ def _csv_records(data: bytes, name: str, text_field: str) -> Iterator[Record]:
                               f"rename one so no cell is lost")
     if text_field not in header and "messages" not in header:
         raise CorpusError(f"{name}:line {header_line}: no column {text_field!r} in the header (columns: "
-                          f"{_listed(header)}); pass --text-field NAME")
+                          f"{_listed(header)}); set text_field (--text-field NAME)")
     for number, (line, row) in enumerate(rows[1:]):
         if len(row) != len(header):
             yield (f"line {line}", number, None,
@@ -441,7 +446,7 @@ def _parquet_records(source: Any, name: str, text_field: str) -> Iterator[Record
                           f"--input-format") from None
     if text_field not in frame.columns and "messages" not in frame.columns:
         raise CorpusError(f"{name}: no column {text_field!r} (columns: {_listed(frame.columns)}); "
-                          f"pass --text-field NAME")
+                          f"set text_field (--text-field NAME)")
     for number, row in enumerate(frame.iter_rows(named=True)):
         yield f"row {number}", number, row, None
 
@@ -472,8 +477,8 @@ def _document(record: dict[str, Any], row_number: int, text_field: str, id_field
         messages, problem = _messages(record["messages"])
         return Document(doc_id, None, messages, fields, where), problem
     if text is None:
-        return _EMPTY, (f"no field {text_field!r} (fields: {_listed(sorted(record))}); pass --text-field NAME, "
-                        f"or give chats as a 'messages' list")
+        return _EMPTY, (f"no field {text_field!r} (fields: {_listed(sorted(record))}); set text_field "
+                        f"(--text-field NAME), or give chats as a 'messages' list")
     if not isinstance(text, str):
         return _EMPTY, f"field {text_field!r} is {_KIND_NAMES.get(_kind_name(text), 'not text')}, expected a string"
     if not text.strip():

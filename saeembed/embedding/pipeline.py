@@ -6,7 +6,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,21 +107,25 @@ class Embedder:
             self._loaded = load_pipeline(self.config)
         return self._loaded
 
-    def embed(self, documents: Any, path: str | Path | None = None, *, on_progress: ProgressFn | None = None) -> Store:
-        """A store of in-memory documents: a list of strings, a list of records (dicts; the text under
-        the config's `text_field`, the id under `id_field`, other keys kept as fields), or a polars or
-        pandas DataFrame with a text column (other columns kept). Written to `path` too when given."""
+    def embed(self, documents: Any, path: str | Path | None = None, *, text_field: str | None = None,
+              id_field: str | None = None, on_progress: ProgressFn | None = None) -> Store:
+        """A store of in-memory documents: one string, a list (or pandas / polars Series) of strings, a list
+        of records (dicts; the text under `text_field`, the id under `id_field`, other keys kept as
+        fields), or a polars or pandas DataFrame with a text column (other columns kept). `text_field` and
+        `id_field` default to the config's. Written to `path` too when given."""
         from saeembed.embedding.corpus import records_corpus
         from saeembed.store import load_store
 
-        output = check_output(path, folder=self.config.engine == "ray") if path is not None else None
-        corpus = records_corpus(documents, text_field=self.config.text_field, id_field=self.config.id_field,
-                                skip_invalid=self.config.skip_invalid, check_field_types=True)
+        config = replace(self.config, text_field=text_field or self.config.text_field,
+                         id_field=id_field or self.config.id_field)
+        output = check_output(path, folder=config.engine == "ray") if path is not None else None
+        corpus = records_corpus(documents, text_field=config.text_field, id_field=config.id_field,
+                                skip_invalid=config.skip_invalid, check_field_types=True)
         if output is not None:
-            self._run(corpus, output, on_progress)
+            self._run(corpus, output, on_progress, config)
             return load_store(output)
         with scratch_folder() as tmp:
-            self._run(corpus, Path(tmp) / "store.parquet", on_progress)
+            self._run(corpus, Path(tmp) / "store.parquet", on_progress, config)
             store = load_store(Path(tmp) / "store.parquet")
         store.path = Path("<in memory>")
         return store
@@ -145,9 +149,12 @@ class Embedder:
         _refuse_overwriting_an_input(output, corpus)
         return self._run(corpus, output, on_progress)
 
-    def _run(self, corpus: Corpus, output: Path, on_progress: ProgressFn | None) -> EmbedResult:
+    def _run(self, corpus: Corpus, output: Path, on_progress: ProgressFn | None,
+             config: EmbedConfig | None = None) -> EmbedResult:
+        """Embed `corpus` into `output` with this embedder's reader and SAE (`config`: the embedder's, or a
+        copy whose reading fields differ)."""
         started = time.perf_counter()
-        config = self.config
+        config = config or self.config
         fields = fields_table(corpus.documents, config.id_field)  # refuses what a store cannot hold, before work
         keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
         if config.engine == "ray":
@@ -225,10 +232,10 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
     sae = load_sae(config.sae, layer=config.layer, fmt=config.sae_format, revision=config.sae_revision)
     layer = config.layer if config.layer is not None else sae.info.layer
     if layer is None:
-        raise SAEError("the SAE files do not say which layer it reads; pass --layer")
+        raise SAEError("the SAE files do not say which layer it reads; set layer (--layer L)")
     if sae.info.layer is not None and sae.info.layer != layer:
         raise SAEError(f"the SAE was trained on the output of block {sae.info.layer} "
-                       f"({sae.info.hook_name}), not {layer}; pass --layer {sae.info.layer}")
+                       f"({sae.info.hook_name}), not {layer}; set layer={sae.info.layer} (--layer {sae.info.layer})")
     spec, _ = inspect_model(config.model, layer, revision=config.revision,
                             trust_remote_code=config.trust_remote_code)
     if sae.d_in != spec.hidden_size:

@@ -63,7 +63,8 @@ def inspect_model(model: str, layer: int, *, revision: str | None = None,
         config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise ReaderError(f"{model} needs custom code; pass --trust-remote-code if you trust it") from None
+            raise ReaderError(f"{model} needs custom code; set trust_remote_code=True (--trust-remote-code) if you "
+                              f"trust it") from None
         raise ReaderError(f"cannot read the config of model {model!r}: {exc}") from None
     except OSError as exc:
         raise ReaderError(f"cannot load model {model!r}: {exc}. Pass a local folder or a hub id "

@@ -76,7 +76,7 @@ def _pick_hookpoint(path: Path, layer: int | None) -> Path:
     if not hookpoints:
         return path
     if layer is None:
-        raise SAEError(f"{path} holds SAEs for several hookpoints ({', '.join(hookpoints)}); pass --layer "
+        raise SAEError(f"{path} holds SAEs for several hookpoints ({', '.join(hookpoints)}); set layer (--layer) "
                        f"or the hookpoint folder itself")
     chosen = path / f"layers.{layer}"
     if not chosen.exists():
