@@ -45,18 +45,19 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Corpus analysis with sparse-autoencoder (SAE) embeddings."""
 
 
-app.command("embed")(embed.run)
-app.command("info")(info.run)
-app.command("check")(check.run)
-app.command("train-sae")(train_sae.run)
-app.command("diff")(diff.run)
-app.command("correlations")(correlations.run)
-app.command("concepts")(concepts.run)
-app.command("search")(search.run)
-app.command("cluster")(cluster.run)
-app.command("assign")(assign.run)
-app.command("presets")(presets.run)
-app.add_typer(labels.app, name="labels")
+# Short help is written out: click cuts a docstring's first sentence at 45 characters or at "et al.".
+app.command("embed", short_help="Embed documents into SAE vectors stored as Parquet.")(embed.run)
+app.command("info", short_help="What a store holds: documents, tokens, model, SAE, latents.")(info.run)
+app.command("check", short_help="Is the reader + SAE hook right? FVU and L0 on sample text.")(check.run)
+app.command("train-sae", short_help="Train a TopK SAE on a reader's activations (resumable).")(train_sae.run)
+app.command("diff", short_help="How corpora differ: length, form counted in the text, concepts.")(diff.run)
+app.command("correlations", short_help="Concepts that fire together more often than chance.")(correlations.run)
+app.command("concepts", short_help="The latents a concept query selects, with why.")(concepts.run)
+app.command("search", short_help="Documents that carry a query's concepts, best first.")(search.run)
+app.command("cluster", short_help="Cluster documents along the concepts you pick.")(cluster.run)
+app.command("assign", short_help="Place documents in a saved clustering.")(assign.run)
+app.command("presets", short_help="The reader + SAE presets, and when to use which.")(presets.run)
+app.add_typer(labels.app, name="labels", short_help="Latent labels: import, generate offline or by an LLM, show.")
 app.add_typer(risk.app, name="risk")
 
 

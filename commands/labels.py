@@ -52,7 +52,7 @@ def import_(
     stderr.print(f"[green]saved[/green] {shown(target)}", highlight=False)
 
 
-@app.command("generate")
+@app.command("generate", short_help="Label latents from the documents they fire on (offline or an LLM).")
 def generate(
     store: Annotated[Path, typer.Argument(help="A store to read the latents' documents from.")],
     method: Annotated[str, typer.Option(help="offline (peak tokens + contrastive keywords, no LLM) or llm.")
@@ -131,7 +131,7 @@ def _quality_line(summary: dict, n_labels: int) -> str:
             f"mean {summary['mean']:.2f}, median {summary['median']:.2f}; {summary['below']} below {KEEP_SCORE}")
 
 
-@app.command("show")
+@app.command("show", short_help="A latent's label, score, frequency and top documents.")
 def show(
     store: Annotated[Path, typer.Argument(help="Store whose documents give the evidence.")],
     latent: Annotated[int, typer.Argument(help="Latent id.")],

@@ -28,7 +28,7 @@ app = typer.Typer(help="Hallucination-risk probes that read concept patterns.", 
                   rich_markup_mode=None)
 
 
-@app.command("fit")
+@app.command("fit", short_help="Cross-validate a risk probe against baselines and save it.")
 def fit(
     store: Annotated[str, typer.Argument(help="Labelled documents: a store, or a corpus file (embedded, cached).")],
     label: Annotated[str, typer.Option(help="Column saying which documents are hallucinated / risky.")],
@@ -67,7 +67,7 @@ def fit(
     emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)
 
 
-@app.command("score")
+@app.command("score", short_help="Risk per document from a probe, or z-scores from a baseline.")
 def score(
     store: Annotated[str, typer.Argument(help="Documents to score: a store, or a corpus file.")],
     probe: Annotated[Optional[Path], typer.Option(help="A probe folder from `saeembed risk fit`.")] = None,
@@ -98,7 +98,7 @@ def score(
     emit({output: scored} if output else {}, scored, json_out, lambda: _render_scores(ranked, key, top), quiet)
 
 
-@app.command("baseline")
+@app.command("baseline", short_help="Concept-count statistics of a trusted corpus.")
 def baseline(
     store: Annotated[str, typer.Argument(help="A trusted corpus: a store, or a corpus file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the baseline.")],
@@ -126,7 +126,7 @@ def baseline(
         stderr.print(f"[green]wrote[/green] {shown(output)}: baseline of {opened.n_docs:,} documents", highlight=False)
 
 
-@app.command("scramble")
+@app.command("scramble", short_help="Sanity check: concept counts as n-grams are shuffled.")
 def scramble(
     corpus: Annotated[str, typer.Argument(help="Documents (JSONL, CSV, Parquet, TXT) to scramble.")],
     levels: Annotated[str, typer.Option(help="Comma-separated shares of n-grams to shuffle.")] = "0,0.25,0.5,0.75,1",

@@ -289,8 +289,21 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")  # the SAE finger
 MAX_D_SAE = 2**31 - 1  # latent indices are int32
 
 
+def _starts_as_parquet(file: Path) -> bool:
+    """Whether the file begins with Parquet's magic bytes (a truncated store still does; a JSONL or CSV
+    corpus does not). Unreadable files count as Parquet, so the reader's own error names the problem."""
+    try:
+        with open(file, "rb") as fh:
+            return fh.read(4) in (b"PAR1", b"")
+    except OSError:
+        return True
+
+
 def _file_meta(file: Path) -> dict[str, Any]:
     """The checked metadata of one store file."""
+    if file.suffix.lower() != ".parquet" and not _starts_as_parquet(file):  # a corpus given where a store goes
+        raise StoreError(f"{file} is not a store (a Parquet file that `saeembed embed` writes); make one with "
+                         f"`saeembed embed {file} -o {file.with_suffix('.parquet').name}`") from None
     try:
         raw = pq.read_schema(file).metadata or {}
     except (OSError, ValueError, pa.ArrowException) as exc:

@@ -161,3 +161,23 @@ def test_diff_names_corpora_apart_when_their_file_stems_repeat():
     from commands.diff import _names
 
     assert _names(["a/tweets.jsonl", "b/tweets.jsonl", "c/news.jsonl"]) == ["a/tweets.jsonl", "b/tweets.jsonl", "news"]
+
+
+def test_help_lists_every_command_in_whole_sentences():
+    """Click cuts a docstring's first sentence at 45 characters or at a full stop ("Train a TopK SAE (Gao
+    et al."): every command's summary is written out whole."""
+    runner = CliRunner()
+    for group in ([], ["labels"], ["risk"]):
+        out = runner.invoke(app, [*group, "--help"], terminal_width=200)
+        commands = out.stdout.split("Commands:")[1]
+        assert "..." not in commands and "et al." not in commands, commands
+
+
+def test_a_corpus_given_where_a_store_goes_is_named_not_a_store(tmp_path):
+    corpus = tmp_path / "tweets.jsonl"
+    corpus.write_text('{"text": "a tweet"}\n')
+    runner = CliRunner()
+    for args in (["info", str(corpus)], ["labels", "show", str(corpus), "3"]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 1 and "is not a store" in out.output, out.output
+        assert f"saeembed embed {corpus} -o tweets.parquet" in " ".join(out.output.split())
