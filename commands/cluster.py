@@ -49,8 +49,9 @@ def run(
     save: Annotated[Optional[Path], typer.Option("--save", help="Also save the clustering in this folder (safetensors, "
                                                  "JSON, Parquet), to place new documents with `saeembed assign`.")
                     ] = None,
-    by: Annotated[Optional[str], typer.Option(help="With --html: cross-tabulate the clusters against this "
-                                                   "field (e.g. a known label).")] = None,
+    by: Annotated[Optional[str], typer.Option(help="Cross-tabulate the clusters against this field (e.g. a known "
+                                                   "label): on screen, and as a table and map with --html.")
+                  ] = None,
     preset: options.Preset = None,
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
@@ -72,6 +73,9 @@ def run(
             raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
+        if by is not None and by not in opened.frame.columns:
+            raise SaeEmbedError(f"--by {by!r}: the store has no such field; fields: "
+                                f"{', '.join(c for c in opened.frame.columns if c not in ('text', 'dense'))}")
         selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=concept_latents)
         config = ClusterConfig(method=method, similarity=similarity, k=clusters,  # type: ignore[arg-type]
                                min_cluster_size=min_cluster_size, seed=seed)
@@ -82,7 +86,7 @@ def run(
     write_report(html, lambda path: write_cluster_report(result, path, by=by, store=opened, seed=seed), quiet)
     files = {output: result.assignments,
              output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}
-    emit(files, result.description, json_out, lambda: _render(result), quiet)
+    emit(files, result.description, json_out, lambda: _render(result, opened if by else None, by), quiet)
     if json_out and not quiet:  # the rows are the clusters: the count of documents in none goes to stderr
         stderr.print(unassigned_line(result.n_unassigned, len(result.assignments), result.n_no_concept,
                                      result.n_noise), highlight=False)
@@ -91,7 +95,7 @@ def run(
                      f"`saeembed assign STORE --clustering {shown(save)}`)", highlight=False)
 
 
-def _render(result: Any) -> None:
+def _render(result: Any, store: Any = None, by: str | None = None) -> None:
     from saeembed.analysis.cluster import unassigned_line
 
     console = result_console()
@@ -107,3 +111,27 @@ def _render(result: Any) -> None:
         for text in row["central_texts"]:
             text = text.replace("\n", " ")
             console.print(f"  - {shown(text if len(text) <= 160 else text[:160] + '…')}", highlight=False)
+    if by is not None:
+        _render_crosstab(console, result, store, by)
+
+
+def _render_crosstab(console: Any, result: Any, store: Any, by: str) -> None:
+    """Each cluster's most common values of `by`, and how well the clusters follow it (adjusted Rand)."""
+    import numpy as np
+    import polars as pl
+    from sklearn.metrics import adjusted_rand_score
+
+    frame = pl.DataFrame({"cluster": result.assignments["cluster"],
+                          "value": store.frame[by].cast(pl.Utf8).fill_null("(none)")})
+    inside = frame.filter(pl.col("cluster") >= 0)
+    ari = adjusted_rand_score(inside["value"].to_numpy(), inside["cluster"].to_numpy()) if inside.height else np.nan
+    console.print(f"\n[bold]clusters x {shown(by)}[/bold] (adjusted Rand index {ari:.2f} over the "
+                  f"{inside.height:,} clustered documents)", highlight=False)
+    counts = frame.group_by("cluster", "value").len().sort(["cluster", "len"], descending=[False, True])
+    for cluster_id in sorted(set(frame["cluster"].to_list())):
+        part = counts.filter(pl.col("cluster") == cluster_id)
+        total = int(part["len"].sum())
+        top = ", ".join(f"{shown(row['value'])} {row['len']:,} ({row['len'] / total:.0%})"
+                        for row in part.head(4).iter_rows(named=True))
+        more = f", +{part.height - 4} more" if part.height > 4 else ""
+        console.print(f"  cluster {cluster_id:>3}: {top}{more}", highlight=False)

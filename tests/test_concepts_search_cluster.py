@@ -295,8 +295,11 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
     out = runner.invoke(app, ["cluster", path, "--clusters", "2"])
     assert out.exit_code == 1 and "--all-concepts" in out.output
-    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3,4"])
+    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3,4", "--by", "kind"])
     assert out.exit_code == 0 and "3 clusters chosen by the eigengap" in " ".join(out.output.split()), out.output
+    assert "clusters x kind (adjusted Rand index" in out.stdout, "--by without --html shows the cross-tab"
+    out = runner.invoke(app, ["cluster", path, "--concepts", "0,1", "--by", "nope"])
+    assert out.exit_code == 1 and "no such field" in out.output
     out = runner.invoke(app, ["concepts", path, "football", "--top", "1", "-o", str(tmp_path / "c.jsonl")])
     assert out.exit_code == 0 and len((tmp_path / "c.jsonl").read_text().splitlines()) == 2  # the file keeps all
 
