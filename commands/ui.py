@@ -64,10 +64,16 @@ def no_traceback() -> Iterator[None]:
     """Around the whole CLI: what the commands did not turn into a user error still reaches the user as
     one line. The environment's failures (disk full, permission denied, a file vanishing) say what and
     where; anything else is a bug: the traceback goes to a log file whose path is printed."""
+    import warnings
+
     from saeembed.errors import SaeEmbedError
 
     try:
-        yield
+        with warnings.catch_warnings():
+            # Libraries' warnings (sklearn's "Graph is not fully connected", torch's deprecations) are
+            # addressed to developers; what a user must know, the analyses say in their notes.
+            warnings.simplefilter("ignore")
+            yield
     except SaeEmbedError as exc:
         stderr.print(f"[red]error:[/red] {shown(exc)}", soft_wrap=True)
         sys.exit(1)

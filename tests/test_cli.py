@@ -181,3 +181,15 @@ def test_a_corpus_given_where_a_store_goes_is_named_not_a_store(tmp_path):
         out = runner.invoke(app, args)
         assert out.exit_code == 1 and "is not a store" in out.output, out.output
         assert f"saeembed embed {corpus} -o tweets.parquet" in " ".join(out.output.split())
+
+
+def test_library_warnings_do_not_reach_the_screen(capfd):
+    """sklearn's "Graph is not fully connected" and the like are for developers; the CLI keeps them off
+    the user's screen (its notes say what matters)."""
+    import warnings
+
+    from commands.ui import no_traceback
+
+    with no_traceback():
+        warnings.warn("Graph is not fully connected, spectral embedding may not work as expected.", UserWarning)
+    assert "not fully connected" not in capfd.readouterr().err
