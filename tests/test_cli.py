@@ -191,5 +191,6 @@ def test_library_warnings_do_not_reach_the_screen(capfd):
     from commands.ui import no_traceback
 
     with no_traceback():
-        warnings.warn("Graph is not fully connected, spectral embedding may not work as expected.", UserWarning)
+        warnings.warn("Graph is not fully connected, spectral embedding may not work as expected.", UserWarning,
+                      stacklevel=1)
     assert "not fully connected" not in capfd.readouterr().err

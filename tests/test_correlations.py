@@ -384,3 +384,17 @@ def test_cli_reports_what_length_explained(length_confounded):
     assert out.exit_code == 0 and "enrichments come only from the value's documents" in out.stdout
     out = runner.invoke(app, ["correlations", path, "--length-bands", "0"])
     assert out.exit_code == 1 and "length_bands" in out.output
+
+
+@pytest.mark.parametrize("values, says", [([None] * 60, "is null in every row"),
+                                          (["x"] * 60, "one value in every row")])
+def test_a_column_with_nothing_to_associate_is_one_line(tmp_path, values, says):
+    """`correlations --with FIELD` on a field null in every row raised IndexError."""
+    from saeembed.analysis.associations import associations
+    from tests.fake_stores import random_columns, vectors_from_columns, write_store
+
+    rng = np.random.default_rng(0)
+    vectors = vectors_from_columns(60, random_columns(60, np.full(10, 0.3), rng), rng)
+    store = load_store(write_store(tmp_path / "s.parquet", vectors, {"field": values}, d_sae=10))
+    with pytest.raises(SaeEmbedError, match=says):
+        associations(store, "field")

@@ -439,3 +439,16 @@ def test_stores_of_the_same_name_are_called_a_and_b(a_b):
     a, b = a_b
     a.path = b.path = Path("<in memory>")
     assert diff(a, b, labels=NO_LABELS).names == ("A", "B")
+
+
+def test_a_corpus_with_no_pooled_token_is_one_line(tmp_path):
+    """`--pool-roles assistant` on chats without an assistant turn pools nothing: n_tokens is 0 everywhere
+    (diff raised ZeroDivisionError); it says so instead."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a", "b"):
+        vectors = vectors_from_columns(50, [np.arange(0, 50, 3)] * 3, rng)
+        vectors.n_tokens = np.zeros(50, np.int32) if name == "a" else vectors.n_tokens
+        paths.append(str(write_store(tmp_path / f"{name}.parquet", vectors, d_sae=3)))
+    out = CliRunner().invoke(app, ["diff", *paths])
+    assert out.exit_code == 1 and "no document of a has a pooled token" in out.output, out.output

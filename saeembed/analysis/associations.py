@@ -61,6 +61,10 @@ def associations(store: Store, column: str, config: CorrelationConfig | None = N
         raise SaeEmbedError(f"{store.path}: no column {column!r}; its fields are: {fields}")
     values = store.frame[column]
     rows = np.flatnonzero(values.is_not_null().to_numpy())
+    if len(np.unique(values.gather(rows).cast(pl.Utf8).to_numpy())) < 2:
+        raise SaeEmbedError(f"{store.path}: the column {column!r} "
+                            + ("is null in every row" if not len(rows) else "has one value in every row")
+                            + ": there is nothing to associate the latents with; choose another column")
     values = values.gather(rows)
     if kind == "auto":
         kind = "numeric" if values.dtype.is_numeric() and values.n_unique() > 10 else "categorical"

@@ -162,6 +162,11 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     stores = [a, *others]
     names = tuple(names or _default_names(stores))
     check_compatible(zip(names, (s.meta for s in stores)))
+    for name, store in zip(names, stores):
+        if store.n_docs and not store.frame["n_tokens"].to_numpy().any():
+            raise SaeEmbedError(f"no document of {name} has a pooled token (n_tokens is 0 in every row, e.g. its "
+                                f"pool_roles matched no message): there is nothing to compare; embed it again "
+                                f"pooling other roles")
     rows, n_unpaired = _rows(stores, config.pair_on)
     rng = np.random.default_rng(config.seed)
     discovery, validation = _split(rows, config.holdout, paired=config.pair_on is not None, rng=rng)
