@@ -88,3 +88,28 @@ def test_the_environment_failing_is_one_line_naming_the_path(tmp_path, monkeypat
 def test_a_library_error_outside_a_command_guard_is_still_one_line(tmp_path, monkeypatch, capsys):
     code, out = _main(monkeypatch, capsys, ["info", str(tmp_path / "missing.parquet")])
     assert code == 1 and "Traceback" not in out.err and out.err.startswith("error:")
+
+
+def test_a_model_with_only_pickled_weights_is_refused_before_anything_is_read(tmp_path, llama_dir, corpus_file):
+    """A folder holding a pickled pytorch_model.bin (which runs code when unpickled) is refused in one line
+    naming the file; nothing is unpickled (the raw UnpicklingError text reached the user)."""
+    import pickle
+    import shutil
+
+    from tests import sae_files
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(llama_dir, folder)
+    (folder / "model.safetensors").unlink()
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=1)
+    out = CliRunner().invoke(app, ["embed", str(corpus_file), "-o", str(tmp_path / "o.parquet"), "--model",
+                                   str(folder), "--sae", str(sae), "--layer", "1"])
+    assert out.exit_code == 1 and "pytorch_model.bin" in out.output and "never reads" in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and not ran.exists()

@@ -13,7 +13,7 @@ import torch
 
 from saeembed.embedding.config import LongMode
 from saeembed.embedding.corpus import Document
-from saeembed.errors import ReaderError
+from saeembed.errors import ReaderError, first_line
 from saeembed.hashing import fingerprint
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def inspect_model(model: str, layer: int, *, revision: str | None = None,
     """Read the model's config and check `layer` exists; returns (spec, config). No weights."""
     from transformers import AutoConfig
 
+    _refuse_pickled_weights(model)
     try:
         config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
     except ValueError as exc:
@@ -252,10 +253,11 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
         hf_logging.set_verbosity_error()  # the unused later blocks are reported as unexpected keys
         hf_logging.disable_progress_bar()  # saeembed draws its own progress
         try:
+            # safetensors only: a pickled pytorch_model.bin can run code when it is read
             net = AutoModel.from_pretrained(model, config=config, dtype=torch_dtype, revision=revision,
-                                            trust_remote_code=trust_remote_code)
+                                            trust_remote_code=trust_remote_code, use_safetensors=True)
         except OSError as exc:
-            raise ReaderError(f"cannot load model {model!r}: {exc}") from None
+            raise ReaderError(f"cannot load model {model!r}: {first_line(exc, 300)}") from None
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
@@ -267,6 +269,20 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
               tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
     return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits),
                   _model_fingerprint(model, spec))
+
+
+def _refuse_pickled_weights(model: str) -> None:
+    """A local folder whose weights are only pickled files (pytorch_model.bin, *.pt) is refused before
+    anything is read: unpickling runs code, and saeembed never unpickles."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    pickled = [name for name in files if name.endswith((".bin", ".pt", ".pth", ".ckpt")) and "tokenizer" not in name]
+    if pickled and not any(name.endswith(".safetensors") for name in files):
+        raise ReaderError(f"{model} holds its weights only as pickled files ({', '.join(sorted(pickled)[:3])}), "
+                          f"which saeembed never reads (unpickling runs code); save the model as safetensors "
+                          f"(`model.save_pretrained(folder, safe_serialization=True)` where you trust the file)")
 
 
 def _cut_config(config: Any, n_layers: int) -> None:
