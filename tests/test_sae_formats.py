@@ -306,3 +306,27 @@ def test_rescaling_by_decoder_norm_keeps_a_zero_decoder_row_finite(tmp_path):
     assert all(bool(torch.isfinite(t).all()) for t in (sae.W_enc, sae.b_enc, sae.W_dec))
     codes = sae.encode(torch.randn(30, D_IN))
     assert bool(torch.isfinite(codes).all()) and not codes[:, 5].any(), "a latent with no decoder never wins"
+
+
+def test_store_metadata_never_sends_an_analysis_to_the_hub(monkeypatch):
+    """diff and correlations find the SAE's decoder through the store's metadata, which anyone can edit:
+    a hub id there is looked up in the local hub cache only; `..` never leaves the snapshot folder."""
+    import huggingface_hub
+
+    from saeembed.analysis.correlations import decoder_directions
+
+    calls = []
+
+    def fake_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the local cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    decoder, why = decoder_directions({"sae": {"source": "someone/evil-sae/layer_1", "layer": 1}})
+    assert decoder is None and "not available here" in why
+    assert calls == [("someone/evil-sae", {"revision": None, "allow_patterns": ["layer_1/*", "layer_1/**"],
+                                            "local_files_only": True})]
+    for spec in ("org/repo/../../etc", "org/../x", "org/repo//x", "./repo"):
+        with pytest.raises(SAEError, match="not a hub id|neither a local"):
+            load_sae(spec)
+    assert len(calls) == 1, "refused before any look-up"

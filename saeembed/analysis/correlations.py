@@ -330,7 +330,8 @@ def decoder_directions(meta: dict[str, Any]) -> tuple[np.ndarray | None, str | N
 
     info = meta.get("sae", {})
     try:
-        sae = load_sae(info.get("source", ""), layer=info.get("layer"), fmt=info.get("format"))
+        # local_only: a store's metadata (anyone can edit it) must never send an analysis to the hub
+        sae = load_sae(info.get("source", ""), layer=info.get("layer"), fmt=info.get("format"), local_only=True)
     except (SaeEmbedError, OSError, ValueError) as exc:
         return None, f"decoder-direction filter skipped: the SAE {info.get('source')!r} is not available here ({exc})"
     if info.get("fingerprint") and sae.info.fingerprint != info["fingerprint"]:

@@ -16,7 +16,7 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(/.+)?$")
 
 
 def load_sae(spec: str | Path, *, layer: int | None = None, fmt: str | None = None,
-             revision: str | None = None) -> SAE:
+             revision: str | None = None, local_only: bool = False) -> SAE:
     """Load an SAE from a local file/folder or a Hugging Face id (`org/repo[/subfolder]`).
 
     Args:
@@ -25,21 +25,24 @@ def load_sae(spec: str | Path, *, layer: int | None = None, fmt: str | None = No
         layer: the block the caller reads; picks `layers.L/` in multi-hookpoint sparsify folders.
         fmt: force a format instead of detecting it from the files.
         revision: hub revision (branch, tag or commit).
+        local_only: never reach the hub; a hub id is read from the local hub cache only (analyses that
+            find the SAE through a store's metadata, which anyone can edit, use this).
 
     Examples:
         >>> sae = load_sae("Goodfire/Llama-3.1-8B-Instruct-SAE-l19")  # doctest: +SKIP
         >>> sae.d_sae  # doctest: +SKIP
         65536
     """
-    path = resolve_local(str(spec), revision=revision)
+    path = resolve_local(str(spec), revision=revision, local_only=local_only)
     path = _pick_hookpoint(path, layer)
     if fmt is not None and fmt not in FORMATS:
         raise SAEError(f"unknown SAE format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return load_format(path, fmt or detect_format(path), str(spec))
 
 
-def resolve_local(spec: str, *, revision: str | None = None) -> Path:
-    """A local path for `spec`: the path itself, or the hub snapshot folder it names."""
+def resolve_local(spec: str, *, revision: str | None = None, local_only: bool = False) -> Path:
+    """A local path for `spec`: the path itself, or the hub snapshot folder it names (from the local hub
+    cache alone with `local_only`)."""
     try:
         path = Path(spec).expanduser()
         if path.exists():
@@ -49,12 +52,15 @@ def resolve_local(spec: str, *, revision: str | None = None) -> Path:
     if not _HUB_ID.match(spec):
         raise SAEError(f"SAE not found: {spec!r} is neither a local file/folder nor a hub id (org/repo)")
     parts = spec.split("/")
+    if any(part in ("", ".", "..") for part in parts):  # `org/repo/../../x` would leave the snapshot folder
+        raise SAEError(f"{spec!r} is not a hub id: its parts cannot be empty, '.' or '..'")
     repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:])
     from huggingface_hub import snapshot_download
 
     patterns = [f"{subfolder}/*", f"{subfolder}/**"] if subfolder else None
     try:
-        root = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        root = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
+                                      local_files_only=local_only))
     except Exception as exc:  # noqa: BLE001 - hub client errors vary by version and cause
         raise SAEError(f"cannot fetch SAE {repo_id!r} from the hub ({type(exc).__name__}: {exc}); "
                        f"check the id and network, or download it and pass the local folder") from None
