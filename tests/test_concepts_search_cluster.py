@@ -436,3 +436,31 @@ def test_column_entries_and_p90_scales_match_scipy_and_numpy(d_sae, n_latents):
     want = [np.quantile(columns.data[columns.indptr[j]:columns.indptr[j + 1]], 0.9)
             if columns.indptr[j + 1] > columns.indptr[j] else 1.0 for j in range(n_latents)]
     assert np.allclose(scale, want, rtol=1e-6)
+
+
+def test_the_dense_cache_keeps_every_concurrent_writers_entries(tmp_path, monkeypatch):
+    """Writers that embed different texts at once all keep their entries (one shared file rewritten by
+    each lost the entries of whoever read it before another's rename); parts are merged past a limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import saeembed.embedding.dense as dense
+
+    def fake_embeddings(texts, model=None):
+        return np.array([[len(t), sum(map(ord, t)) % 97] for t in texts], np.float32)
+
+    monkeypatch.setattr(dense, "sentence_embeddings", fake_embeddings)
+    monkeypatch.setattr(dense, "MAX_DENSE_PARTS", 5)
+
+    def writer(k):
+        cache = dense.DenseCache(tmp_path, model="m")
+        for round_ in range(15):
+            cache.embed([f"writer {k} text {round_}"])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(writer, range(4)))
+    texts = [f"writer {k} text {r}" for k in range(4) for r in range(15)]
+    cache = dense.DenseCache(tmp_path, model="m")
+    known, parts = cache._read()
+    assert set(known) >= {dense.text_key(t) for t in texts}, "no writer's entry was lost"
+    assert np.allclose(cache.embed(texts), fake_embeddings(texts))
+    assert len(parts) <= 5 + 4, "parts were merged"

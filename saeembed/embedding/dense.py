@@ -63,9 +63,18 @@ def sentence_embeddings(texts: list[str], model: str | None = None, batch_size: 
     return out
 
 
+# Parts of the dense cache merged into one when there are more (each embed call that computes something
+# writes one part; reading many small files costs more than the merge).
+MAX_DENSE_PARTS = 16
+
+
 class DenseCache:
     """Sentence embeddings of texts kept by content under the cache root, so label and document
-    embeddings are computed once per model."""
+    embeddings are computed once per model.
+
+    Safe for concurrent writers: each call that computes new embeddings writes them as a new part file
+    (a unique name, written atomically), and readers take the union of the parts. Rewriting one shared
+    file lost the entries of a writer that read it before another's rename."""
 
     def __init__(self, root: Any = None, model: str | None = None):
         from pathlib import Path
@@ -73,25 +82,60 @@ class DenseCache:
         from saeembed.embedding.cache import default_cache_root
 
         self.model = model or default_dense_model()
-        self.path = Path(root or default_cache_root()) / "dense" / f"{text_key(self.model)[:16]}.parquet"
+        self.folder = Path(root or default_cache_root()) / "dense" / text_key(self.model)[:16]
+        self.legacy = self.folder.with_suffix(".parquet")  # the one file of earlier versions, still read
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings of `texts`, computing (and storing) only those not seen before."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from saeembed.store import atomic_write_table
-
         keys = [text_key(t) for t in texts]
-        known: dict[str, np.ndarray] = {}
-        if self.path.exists():
-            table = pq.read_table(self.path)
-            vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False)) if table.num_rows else None
-            known = {k: vectors[i] for i, k in enumerate(table.column("key").to_pylist())}
+        known, parts = self._read()
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in known}.items())
         if missing:
             fresh = sentence_embeddings([t for _, t in missing], self.model)
-            known.update({k: v for (k, _), v in zip(missing, fresh)})
-            atomic_write_table(pa.table({"key": list(known), "vector": [v.tolist() for v in known.values()]}),
-                               self.path)
+            new = {k: v for (k, _), v in zip(missing, fresh)}
+            self._write_part(new)
+            known.update(new)
+            if len(parts) + 1 > MAX_DENSE_PARTS:
+                self._merge(parts)
         return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+    def _read(self) -> tuple[dict[str, np.ndarray], list[Any]]:
+        """Every stored embedding, and the part files read."""
+        parts = sorted(self.folder.glob("part-*.parquet")) if self.folder.is_dir() else []
+        return self._entries(parts), parts
+
+    def _entries(self, parts: list[Any]) -> dict[str, np.ndarray]:
+        """The entries of the legacy file and `parts` (one that cannot be read, damaged or merged away
+        meanwhile, is skipped: this is a cache, its texts are embedded again)."""
+        import pyarrow.parquet as pq
+
+        known: dict[str, np.ndarray] = {}
+        for path in ([self.legacy] if self.legacy.exists() else []) + parts:
+            try:
+                table = pq.read_table(path)
+            except (OSError, ValueError):
+                continue
+            if table.num_rows:
+                known.update(zip(table.column("key").to_pylist(),
+                                 np.stack(table.column("vector").to_numpy(zero_copy_only=False))))
+        return known
+
+    def _write_part(self, entries: dict[str, np.ndarray]) -> None:
+        import uuid
+
+        import pyarrow as pa
+
+        from saeembed.store import atomic_write_table
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_table(pa.table({"key": list(entries), "vector": [v.tolist() for v in entries.values()]}),
+                           self.folder / f"part-{uuid.uuid4().hex}.parquet")
+
+    def _merge(self, parts: list[Any]) -> None:
+        """Write the entries of `parts` (and the legacy file) as one part, then remove them; parts other
+        writers add meanwhile are not among them and stay."""
+        merged = self._entries(parts)
+        if merged:
+            self._write_part(merged)
+        for path in ([self.legacy] if self.legacy.exists() else []) + parts:
+            path.unlink(missing_ok=True)
