@@ -182,13 +182,11 @@ def scripted():
 
 @pytest.fixture
 def pauses(monkeypatch):
-    """The client's sleeps, recorded instead of slept (the server still answers over real HTTP)."""
-    import types
-
+    """The client's waits to retry, recorded instead of waited (the server still answers over real HTTP)."""
     from saeembed.labels import llm as module
 
     slept = []
-    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=slept.append, monotonic=time.monotonic))
+    monkeypatch.setattr(module, "_wait_or_stop", lambda stopped, seconds: slept.append(seconds) or stopped.is_set())
     return slept
 
 
@@ -280,6 +278,21 @@ def test_refusals_and_redirects_are_not_retried(scripted):
         client.complete("b")
     assert "redirects (HTTP 301) to http://127.0.0.1:9/elsewhere; give the address" in one_line(caught)
     assert len(Scripted.calls) == 1
+
+
+def test_a_wait_to_retry_ends_at_once_when_the_client_is_stopped(scripted):
+    """Ctrl-C during a label run stops the client: a worker waiting to retry (up to max_wait seconds) stops
+    waiting at once instead of holding the run."""
+    from saeembed.labels import llm as module
+
+    url, play = scripted
+    play((503, {"Retry-After": "30"}, b"busy"))
+    client = LLMClient(model="m", base_url=url, retries=3, max_wait=60)
+    threading.Timer(0.2, client.stopped.set).start()
+    started = time.monotonic()
+    with pytest.raises(module._Stopped):
+        client.complete("hello")
+    assert time.monotonic() - started < 10, "the 30 s wait ended when the client was stopped"
 
 
 def test_a_damaged_cache_entry_is_asked_again(scripted, tmp_path):

@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,6 +89,8 @@ class LLMClient:
     backoff: float = 1.0
     bad_answer_retries: int = 2
     max_wait: float = 120.0
+    stopped: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    """Set to end every wait to retry at once (Ctrl-C, or another request failing for good)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) \
@@ -146,7 +148,7 @@ class LLMClient:
                                    f"is --llm-base-url right?") from None
                 pause = self._backoff(failed)
                 self._tell(on_wait, f"{who}{reason}; retry {failed} of {self.retries} in {pause:.0f} s")
-                time.sleep(pause)
+                self._pause(pause)
                 continue
             if 200 <= status < 300:
                 answer, problem = _read_answer(raw, answer_headers)
@@ -161,7 +163,7 @@ class LLMClient:
                     raise LLMError(f"{who}{url} answered {problem}, {bad} times; {advice}")
                 pause = self._backoff(bad)
                 self._tell(on_wait, f"{who}the server answered {problem}; asking again in {pause:.0f} s")
-                time.sleep(pause)
+                self._pause(pause)
                 continue
             said = _server_message(raw)
             if 300 <= status < 400:  # never followed: the key would go along to wherever it points
@@ -182,7 +184,7 @@ class LLMClient:
             pause = asked if asked is not None else self._backoff(failed)
             self._tell(on_wait, f"{who}{last}; retry {failed} of {self.retries} in {pause:.0f} s"
                                 + (" (as the server asks)" if asked is not None else ""))
-            time.sleep(pause)
+            self._pause(pause)
 
     def _request(self, url: str, data: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
         """(status, headers, body) of one POST, within `timeout` seconds in all; HTTP errors are answers.
@@ -211,6 +213,12 @@ class LLMClient:
         if watchdog.fired:  # the body may have been cut short at the deadline
             raise _Timeout()
         return answer
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry, ending at once when the client is stopped (a sleep held Ctrl-C for up to
+        max_wait seconds: the label run waits for its workers)."""
+        if _wait_or_stop(self.stopped, seconds):
+            raise _Stopped()
 
     def _backoff(self, attempt: int) -> float:
         return self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
@@ -454,7 +462,8 @@ def llm_labels(store: Store, client: LLMClient, latents: list[int], *, n_example
         if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)) or not 0 <= latent < store.d_sae:
             raise LabelError(f"latent {latent!r} does not exist; this SAE has 0..{store.d_sae - 1}")
     texts = store.frame["text"].to_list()
-    stop = threading.Event()
+    stop = client.stopped  # set on the first error or Ctrl-C: ends the other workers' waits at once
+    stop.clear()
     lock = threading.Lock()
     asking: dict[int, str] = {}  # latent -> why its request waits ("" while it is simply being answered)
     done = [0]
@@ -537,6 +546,11 @@ def llm_labels(store: Store, client: LLMClient, latents: list[int], *, n_example
     log.info("LLM labels: %d of %d kept (detection accuracy >= %.2f)", len(kept), len(results), KEEP_ACCURACY)
     return Labels(store.d_sae, {latent: label for latent, label, _ in kept},
                   {latent: f"llm:{client.model}" for latent, _, _ in kept}, {latent: acc for latent, _, acc in kept})
+
+
+def _wait_or_stop(stopped: threading.Event, seconds: float) -> bool:
+    """Wait `seconds`, or less when `stopped` is set; True when it was."""
+    return stopped.wait(seconds)
 
 
 class _Stopped(Exception):
