@@ -107,7 +107,7 @@ def volcano(diff: np.ndarray, q: np.ndarray, significant: np.ndarray, alpha: flo
             measure: str, names: Sequence[str]) -> Any:
     """Every tested latent: difference against -log10 q; findings coloured, the thresholds dashed."""
     with _style():
-        fig = _figure(6.5, 3.8)
+        fig = _figure(6.5, 4.1)
         ax = fig.add_subplot()
         height = -np.log10(np.clip(np.nan_to_num(q, nan=1.0), 1e-300, 1.0))
         keep = _thin(diff, height, significant)
@@ -123,7 +123,8 @@ def volcano(diff: np.ndarray, q: np.ndarray, significant: np.ndarray, alpha: flo
                 ax.axvline(edge, color="#999", lw=0.7, ls="--")
         ax.set_xlabel(_text(f"difference ({names[0]} − other)", 60))
         ax.set_ylabel("−log10 q")
-        ax.legend(loc="upper left", markerscale=2)
+        # below the axes: inside, it sat on the strongest findings (top left or right, where they are)
+        fig.legend(loc="outside lower center", ncols=3, markerscale=2, frameon=False)
         return to_svg(fig, "volcano plot")
 
 
