@@ -344,7 +344,7 @@ def pair_store(tmp_path):
 PAIR_LABELS = Labels(40, {0: "rain weather", 1: "umbrella <u>", 4: "python code", 8: HOSTILE}, {}, {})
 
 
-def test_correlations_page_shows_pairs_heat_map_and_examples(pair_store, open_page, tmp_path):
+def test_correlations_page_shows_pairs_their_npmi_and_examples(pair_store, open_page, tmp_path):
     store = pair_store
     result = correlations(store, CorrelationConfig(), labels=PAIR_LABELS)
     assert {(0, 1), (4, 5)} <= set(zip(result.table["latent_a"], result.table["latent_b"]))
@@ -355,7 +355,8 @@ def test_correlations_page_shows_pairs_heat_map_and_examples(pair_store, open_pa
     rows = page.locator("#pairs tbody.row")
     assert rows.count() == len(result.table)
     assert "umbrella <u>" in page.locator("#pairs").inner_text()
-    assert page.locator("svg[aria-label='heat map']").count() == 1
+    bars = page.locator("svg[aria-label='strongest pairs']")
+    assert bars.count() == 1 and "umbrella" in bars.inner_html(), "every bar is a reported pair, named"
     for i, pair in enumerate(result.table.iter_rows(named=True)):
         example = rows.nth(i).locator("td.doc")
         doc = int(example.locator(".id").inner_text())
@@ -439,6 +440,6 @@ def test_every_command_writes_its_page_with_html(diff_result, topic_store, tmp_p
         assert result.exit_code == 0, (name, result.output)
         html = page.read_text(encoding="utf-8")
         assert html.rstrip().endswith("</html>"), name
-        assert ("<svg" in html) == (name != "correlations"), name  # random latents: no pair, so no heat map
+        assert ("<svg" in html) == (name != "correlations"), name  # random latents: no pair, so no bars
     refused = CliRunner().invoke(app, ["diff", a, b, "--html", str(tmp_path)])
     assert refused.exit_code == 1 and "is a folder" in refused.output  # checked before any work

@@ -1,4 +1,4 @@
-"""The correlations report: what was tested and filtered, a heat map of the strongest pairs' NPMI, and the
+"""The correlations report: what was tested and filtered, the strongest pairs' NPMI as bars, and the
 top pairs as a table, each with a document where both latents fire (their peaks highlighted). Also takes
 the associations of latents with a metadata column (`correlations --with`)."""
 
@@ -13,7 +13,7 @@ from saeembed.report import plots
 from saeembed.report._page import count, distinct, latent_name, render, span_segments
 
 TOP = 50
-HEATMAP_LATENTS = 16
+PAIR_BARS = 25
 
 
 def write_correlations_report(result: Any, path: str | Path, *, store: Any = None, top: int = TOP,
@@ -24,8 +24,8 @@ def write_correlations_report(result: Any, path: str | Path, *, store: Any = Non
     Args:
         store: the store the pairs were found in, for an example document per pair (not for
             `cross_correlations`, whose latents come from two stores).
-        sides: for `cross_correlations`, the two sides' names (e.g. ("prompt", "response")): the heat map
-            then has one side's latents as rows and the other's as columns.
+        sides: for `cross_correlations`, the two sides' names (e.g. ("prompt", "response")), which name
+            each pair's latents.
     """
     if hasattr(result, "column"):  # an AssociationResult
         return _associations(result, path, store, top)
@@ -38,41 +38,22 @@ def write_correlations_report(result: Any, path: str | Path, *, store: Any = Non
     context = {
         "title": "correlations" + (f": {sides[0]} × {sides[1]}" if sides else ""), "result": result,
         "pairs": pairs, "n_pairs": len(result.table), "reasons": reasons, "sides": list(sides or []),
-        "heatmap": _heatmap(pairs, sides), "notes": list(result.notes),
+        "pair_bars": _pair_bars(pairs, sides), "n_bars": min(len(pairs), PAIR_BARS), "notes": list(result.notes),
     }
     return render("correlations.html", path, **context)
 
 
-def _heatmap(pairs: list[dict[str, Any]], sides: Sequence[str] | None) -> Any:
-    """NPMI of the strongest pairs' latents: symmetric over their union (one corpus), or rows = side a and
-    columns = side b (cross); at most HEATMAP_LATENTS latents a side, blank where no pair was found."""
+def _pair_bars(pairs: list[dict[str, Any]], sides: Sequence[str] | None) -> Any:
+    """The strongest pairs' NPMI as bars, strongest on top, each named by its two latents (a heat map over
+    their latents was mostly blank: most latent pairs are not reported pairs)."""
     if not pairs:
         return None
-    if sides is None:
-        names = {}
-        for p in pairs:
-            names.setdefault(p["latent_a"], p["label_a"])
-            names.setdefault(p["latent_b"], p["label_b"])
-        latents = distinct([x for p in pairs for x in (p["latent_a"], p["latent_b"])])[:HEATMAP_LATENTS]
-        at = {x: i for i, x in enumerate(latents)}
-        matrix = np.full((len(latents), len(latents)), np.nan)
-        for p in pairs:
-            if p["latent_a"] in at and p["latent_b"] in at:
-                matrix[at[p["latent_a"]], at[p["latent_b"]]] = matrix[at[p["latent_b"]], at[p["latent_a"]]] = p["npmi"]
-        labels = [latent_name(x, names[x], 30) for x in latents]
-        return plots.heatmap(matrix, labels, labels, "NPMI")
-    rows = distinct([p["latent_a"] for p in pairs])[:HEATMAP_LATENTS]
-    columns = distinct([p["latent_b"] for p in pairs])[:HEATMAP_LATENTS]
-    ra, cb = {x: i for i, x in enumerate(rows)}, {x: i for i, x in enumerate(columns)}
-    matrix = np.full((len(rows), len(columns)), np.nan)
-    label_a, label_b = {}, {}
-    for p in pairs:
-        label_a.setdefault(p["latent_a"], p["label_a"])
-        label_b.setdefault(p["latent_b"], p["label_b"])
-        if p["latent_a"] in ra and p["latent_b"] in cb:
-            matrix[ra[p["latent_a"]], cb[p["latent_b"]]] = p["npmi"]
-    return plots.heatmap(matrix, [f"{sides[0]}: {latent_name(x, label_a[x], 24)}" for x in rows],
-                         [f"{sides[1]}: {latent_name(x, label_b[x], 24)}" for x in columns], "NPMI")
+    shown = pairs[:PAIR_BARS]
+    prefix = (f"{sides[0]}: ", f"{sides[1]}: ") if sides else ("", "")
+    labels = [f"{prefix[0]}{latent_name(p['latent_a'], p['label_a'], 28)}  ~  "
+              f"{prefix[1]}{latent_name(p['latent_b'], p['label_b'], 28)}" for p in shown]
+    return plots.bars(labels, [p["npmi"] for p in shown], "NPMI (0: independent, 1: always together)",
+                      "strongest pairs", width=70)
 
 
 def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:

@@ -229,23 +229,3 @@ def calibration(predicted: np.ndarray, observed: np.ndarray, sizes: np.ndarray, 
         ax.set_xlabel("predicted risk (out of fold)")
         ax.set_ylabel("observed share risky")
         return to_svg(fig, "calibration plot")
-
-
-def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str) -> Any:
-    """A latent x latent heat map (NaN cells blank), the values written in when it is small."""
-    with _style():
-        n, k = matrix.shape
-        fig = _figure(3.2 + 0.3 * k + 2.2, 2.4 + 0.3 * n)
-        ax = fig.add_subplot()
-        top = float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 1.0
-        image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=max(top, 0.05))
-        ax.set_xticks(np.arange(k), [_text(label, 30) for label in columns], rotation=60, ha="right")
-        ax.set_yticks(np.arange(n), [_text(label, 30) for label in rows])
-        if max(n, k) <= 12:
-            for i, j in zip(*np.nonzero(np.isfinite(matrix))):
-                bright = matrix[i, j] > 0.6 * max(top, 0.05)  # viridis is light at the top
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if bright else "white")
-        fig.colorbar(image, ax=ax, shrink=0.7, label=_text(title))
-        ax.spines[:].set_visible(False)
-        return to_svg(fig, "heat map")
