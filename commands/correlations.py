@@ -92,7 +92,9 @@ def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) 
     console.print(f"{result.n_docs:,} documents; {result.n_band:,} latents in the frequency band with enough "
                   f"support; {result.n_tested:,} pairs tested; {result.n_significant:,} significant; dropped as "
                   f"trivial: {reasons}", highlight=False, soft_wrap=True)
-    _print_length_explained(console, result, "pairs co-occur only because longer documents fire more latents")
+    if result.length_bands > 1:
+        console.print(f"{result.length_explained} (tested within {result.length_bands} length bands)",
+                      highlight=False, soft_wrap=True)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     if not len(rows):

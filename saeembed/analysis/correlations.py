@@ -63,7 +63,17 @@ class CorrelationResult:
     """Length bands the documents were stratified into (1: the length-blind hypergeometric test)."""
     n_length_explained: int = 0
     """Pairs significant under the length-blind hypergeometric test but not once length is
-    conditioned on: they co-occur only because longer documents fire more latents. Not reported."""
+    conditioned on: they co-occur only through length. Not reported."""
+    document_sae: bool = False
+    """The SAE encodes whole documents (every document has k latents): length links pairs through what
+    longer documents say, not through more latents firing."""
+
+    @property
+    def length_explained(self) -> str:
+        """Why the length-explained pairs co-occur, in words (for every renderer)."""
+        return (f"{self.n_length_explained:,} more pairs co-occur only through length ("
+                + ("longer documents say more things, each kept among its k latents"
+                   if self.document_sae else "longer documents fire more latents") + "); not reported")
 
 
 class _Null(NamedTuple):
@@ -107,7 +117,8 @@ def correlations(store: Store, config: CorrelationConfig | None = None, *, label
     near = _near_token_share(store, band, result["i"], result["j"], result["support"])
     cosine = _cosine(decoder, band[result["i"]], band[result["j"]])
     found = _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes + decoder_notes)
-    return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained)
+    return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained,
+                   document_sae=store.meta["sae"].get("reads") == "document")
 
 
 def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConfig | None = None, *,
