@@ -234,12 +234,20 @@ def _plot(table: Any, path: Path) -> None:
 
     from saeembed.atomic import atomic_write
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    panels = [(column, name) for column, name in (("concepts_mean", "active latents per token"),
+                                                  ("active_latents", "active latents per document"),
+                                                  ("overlap", "overlap with the original"))
+              if column == "overlap" or table[column].n_unique() > 1]
+    constant = [f"{name}: {table[column][0]:g} at every level" for column, name in
+                (("concepts_mean", "active latents per token"), ("active_latents", "active latents per document"))
+                if table[column].n_unique() <= 1]  # a document SAE keeps k per document: flat panels said nothing
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4 * len(panels) + 1, 6), 3.6 + 0.25 * len(constant)),
+                             squeeze=False)
     levels = table["level"].to_numpy() * 100
-    for ax, column, name in zip(axes, ("concepts_mean", "active_latents", "overlap"),
-                                ("active latents per token", "active latents per document", "overlap with original")):
+    for ax, (column, name) in zip(axes[0], panels):
         ax.plot(levels, table[column].to_numpy(), marker="o")
         ax.set(xlabel="n-grams scrambled (%)", ylabel=name)
+    fig.suptitle("\n".join(["Concepts as word n-grams are shuffled", *constant]), fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

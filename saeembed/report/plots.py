@@ -199,7 +199,8 @@ def roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> Any:
         ax = fig.add_subplot()
         for i, (name, fpr, tpr, auc) in enumerate(curves):
             ax.plot(fpr, tpr, color=colour(i), lw=2.2 if i == 0 else 1.2, label=_text(f"{name} ({auc:.3f})", 45))
-        ax.plot([0, 1], [0, 1], color="#999", lw=0.7, ls="--")
+        # on top of the curves, and in the legend: a baseline at chance lies on it and hid it
+        ax.plot([0, 1], [0, 1], color="#555", lw=1.0, ls=(0, (4, 3)), zorder=5, label="chance (0.500)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         ax.set_aspect("equal")
