@@ -42,6 +42,8 @@ def fit(
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = _D["folds"].default,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = _D["bootstrap"].default,
     json_out: Annotated[bool, typer.Option("--json", help="The report as JSON lines on stdout.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out documents without a label "
+                                                                       "(by default they are refused).")] = False,
     html: options.Html = None,
     preset: options.Preset = None,
     text_field: options.TextField = "text",
@@ -61,7 +63,7 @@ def fit(
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
         with working("cross-validating the probe and its baselines", quiet or json_out):
-            report = fit_risk(opened, label, config, positive=positive, group=group)
+            report = fit_risk(opened, label, config, positive=positive, group=group, skip_unlabelled=skip_invalid)
         report.save(output)
     write_report(html, lambda path: write_risk_report(report, path, store=opened), quiet)
     emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)

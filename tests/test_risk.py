@@ -24,7 +24,7 @@ D, N = 40, 400
 LABELS = Labels(D, {3: "made-up facts", 7: "citations"}, {}, {})
 
 
-def risky_store(path, seed=0, signal=True, **meta):
+def risky_store(path, seed=0, signal=True, hallucinated=None, **meta):
     """Half the documents are hallucinated: latent 3 fires mostly there, latent 7 mostly elsewhere, and
     their tokens carry more active latents (the concept counts)."""
     rng = np.random.default_rng(seed)
@@ -36,7 +36,8 @@ def risky_store(path, seed=0, signal=True, **meta):
     vectors = vectors_from_columns(N, columns, rng)
     mean = rng.normal(20, 2, N) + (4 * y if signal else 0)
     vectors.concept_counts = np.column_stack([mean, mean + 10, mean - 5, mean, mean + 5]).astype(np.float32)
-    fields = {"hallucinated": ["yes" if v else "no" for v in y], "question_id": [str(i // 2) for i in range(N)]}
+    fields = {"hallucinated": hallucinated if hallucinated is not None else ["yes" if v else "no" for v in y],
+              "question_id": [str(i // 2) for i in range(N)]}
     write_store(path, vectors, fields, fake_meta(D, **meta))
     return load_store(path)
 
@@ -391,3 +392,24 @@ def test_cli_scramble_with_the_offline_default(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["risk", "scramble", str(tmp_path / "c.jsonl"), "--levels", "0,1",
                                    "--plot", str(tmp_path / "s.png"), "-q"])
     assert out.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_missing_labels_are_refused_or_left_out_with_a_count(tmp_path):
+    """35 of 240 null labels were counted as 'no' ("240 documents, 103 positive"): refused, naming the first;
+    skip_unlabelled / --skip-invalid leaves them out and says how many."""
+    labels = ["yes" if row % 2 == 0 else "no" for row in range(N)]
+    for row in range(5, N, 7):
+        labels[row] = None
+    nulls = risky_store(tmp_path / "nulls.parquet", hallucinated=labels)
+    missing = sum(v is None for v in labels)
+    with pytest.raises(SaeEmbedError, match=rf"{missing} of {N} documents have no 'hallucinated' \(the first: row 5"):
+        fit_risk(nulls, "hallucinated", RiskConfig(bootstrap=20), labels=LABELS)
+    report = fit_risk(nulls, "hallucinated", RiskConfig(bootstrap=20), labels=LABELS, skip_unlabelled=True)
+    assert report.n_docs == N - missing and len(report.rows) == N - missing
+    assert any(f"{missing} of {N} documents have no 'hallucinated': left out" in note for note in report.notes)
+    out = CliRunner().invoke(app, ["risk", "fit", str(nulls.path), "--label", "hallucinated", "-o",
+                                   str(tmp_path / "p"), "--bootstrap", "20"])
+    assert out.exit_code == 1 and "a missing label is not a 'no'" in out.output
+    out = CliRunner().invoke(app, ["risk", "fit", str(nulls.path), "--label", "hallucinated", "-o",
+                                   str(tmp_path / "p"), "--bootstrap", "20", "--skip-invalid"])
+    assert out.exit_code == 0 and "left out" in out.output, out.output

@@ -139,6 +139,9 @@ class RiskReport:
     oof_scores: dict[str, np.ndarray] = field(default_factory=dict)
     """Out-of-fold decision scores per document, by feature set (the probe first, then the baselines, named as
     in `table`): what the AUROCs were computed from, e.g. for ROC curves. Not written by `save`."""
+    rows: np.ndarray | None = None
+    """The store's documents the probe was fitted on, when unlabelled ones were left out (None: all);
+    `y` and `oof_scores` follow these rows."""
 
     def save(self, folder: str | Path) -> Path:
         """Write the probe and `report.json` (the table, verdict, warnings, notes, top concepts) to `folder`."""
@@ -157,6 +160,12 @@ def labels_of(store: Store, column: str, positive: str | None = None) -> np.ndar
     if column not in store.frame.columns:
         fields = ", ".join(c for c in store.frame.columns if c not in ("text", "n_tokens"))
         raise SaeEmbedError(f"{store.path}: no column {column!r} to learn from; its fields are: {fields}")
+    missing = store.frame[column].is_null().to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise SaeEmbedError(f"{store.path}: {int(missing.sum()):,} of {store.n_docs:,} documents have no {column!r} "
+                            f"(the first: row {first}, id {store.frame['id'][first]!r}); a missing label is not a "
+                            f"'no': label them, or leave them out (skip_unlabelled=True, --skip-invalid)")
     values = [str(v).strip().lower() for v in store.frame[column].to_list()]
     wanted = (positive.lower(),) if positive is not None else TRUE_VALUES
     y = np.array([v in wanted for v in values])
@@ -187,8 +196,11 @@ def count_features(store: Store) -> np.ndarray:
 
 
 def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, positive: str | None = None,
-             group: str | None = None, labels: Any = None) -> RiskReport:
+             group: str | None = None, labels: Any = None, skip_unlabelled: bool = False) -> RiskReport:
     """Cross-validate a risk probe on `store` and fit the final one on all of it.
+
+    Documents whose `label` is missing (null) are refused, naming the first (they were counted as not
+    risky); with `skip_unlabelled` they are left out and the report's notes say how many.
 
     Examples:
         >>> report = fit_risk(load_store("qa.parquet"), "hallucinated", group="question_id")  # doctest: +SKIP
@@ -200,6 +212,14 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
 
     config = config or RiskConfig()
     labels = labels if labels is not None else labels_for(store)
+    notes, labelled = [], None
+    if skip_unlabelled and label in store.frame.columns:
+        labelled = np.flatnonzero(store.frame[label].is_not_null().to_numpy())
+        if len(labelled) == store.n_docs:
+            labelled = None
+        else:
+            notes.append(f"{store.n_docs - len(labelled):,} of {store.n_docs:,} documents have no {label!r}: left out")
+            store = store.take(labelled)
     y = labels_of(store, label, positive)
     groups = _groups(store, group)
     frequency = document_frequency(store.matrix) / store.n_docs
@@ -210,7 +230,6 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
     folds = _folds(y, groups, config)
     scores = {f"sae probe ({config.model})": _oof(x, y, folds, config, config.model),
               **_baseline_scores(store, (counts - mean) / std, y, folds, config)}
-    notes = []
     if "dense" not in store.frame.columns:
         notes.append("no dense vectors in the store (embed with --dense) : the dense baseline is left out")
     if np.ptp(counts[:, 0]) < 1e-6:
@@ -224,7 +243,8 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
                         "label": pl.Series([labels.get(int(i)) for i in latents[order]], dtype=pl.Utf8)})
     judged = evaluate(scores, y, groups, config)
     return RiskReport(judged.table, top, probe, store.n_docs, int(y.sum()), judged.probe, judged.baselines,
-                      judged.comparisons, judged.verdict, judged.warnings, notes, y=y, oof_scores=scores)
+                      judged.comparisons, judged.verdict, judged.warnings, notes, y=y, oof_scores=scores,
+                      rows=labelled)
 
 
 def _baseline_scores(store: Store, counts: np.ndarray, y: np.ndarray, folds: list,

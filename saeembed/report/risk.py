@@ -82,6 +82,8 @@ def _examples(top: list[dict[str, Any]], report: Any, store: Any) -> list[dict[s
     from saeembed.store import column_entries
 
     out = [{**c, "example": None} for c in top]
+    if store is not None and getattr(report, "rows", None) is not None:
+        store = store.take(report.rows)  # unlabelled documents were left out of the fit
     if store is None or not top:
         return out
     y = np.asarray(report.y, bool) if report.y is not None and len(report.y) == store.n_docs else None
