@@ -62,13 +62,17 @@ CONFIG_FIELDS = {
     "sparsify": ["activation", "k", "skip_connection", "transcode", "num_latents", "d_in", "expansion_factor"],
     "gemmascope": ["hf_hook_point_in"],
     "dictlearn": ["trainer", "trainer.dict_class", "trainer.k", "trainer.layer", "trainer.submodule_name",
-                  "trainer.lm_name", "trainer.activation_dim"],
+                  "trainer.lm_name", "trainer.activation_dim", "trainer.dict_size"],
 }
 # Fields that never change what the SAE computes: with only these changed, codes equal the publisher's.
 INERT_FIELDS = {"metadata.hook_name", "metadata.model_name", "metadata.l0", "metadata.neuronpedia_id", "hook_point",
                 "hook_name", "model_name", "l0", "neuronpedia_id", "d_in", "d_sae", "dtype", "num_latents",
                 "expansion_factor", "hf_hook_point_in", "trainer.layer", "trainer.submodule_name", "trainer.lm_name",
-                "trainer.activation_dim", "metadata.saeembed.reads", "unknown_field"}
+                "trainer.activation_dim", "trainer.dict_size", "metadata.saeembed.reads", "unknown_field"}
+# Fields that declare a width: a whole number other than the tensors' is refused (a cfg.json saying d_in 128
+# beside 64-wide weights loaded silently).
+DIM_FIELDS = {"d_in": "D_IN", "d_sae": "D_SAE", "num_latents": "D_SAE", "trainer.activation_dim": "D_IN",
+              "trainer.dict_size": "D_SAE"}
 # How each file tensor appears in the canonical SAE: (attribute, transposed)
 CANONICAL = {
     "W_enc": ("W_enc", False), "b_enc": ("b_enc", False), "W_dec": ("W_dec", False), "b_dec": ("b_dec", False),
@@ -217,6 +221,10 @@ def test_any_config_field_values_load_correctly_or_are_refused_in_one_line(intac
             assert (sae is not None) == whole, f"k = {value!r}"
             if sae is not None:
                 assert sae.k == int(value)
+        for field, value in zip(fields, values):
+            wrong_width = (field in DIM_FIELDS and not isinstance(value, bool) and isinstance(value, (int, float))
+                           and float(value).is_integer() and value != globals()[DIM_FIELDS[field]])
+            assert not (wrong_width and sae is not None), f"{field} = {value!r} disagrees with the tensors"
         if sae is None:
             return
         _well_formed(sae)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -330,3 +331,16 @@ def test_store_metadata_never_sends_an_analysis_to_the_hub(monkeypatch):
         with pytest.raises(SAEError, match="not a hub id|neither a local"):
             load_sae(spec)
     assert len(calls) == 1, "refused before any look-up"
+
+
+@pytest.mark.parametrize("writer, field, value, says", [
+    ("saelens", "d_in", 128, "d_in is 128, but the weights in sae_weights.safetensors are 64 wide (d_in)"),
+    ("saelens", "d_sae", 50, "d_sae is 50, but the weights in sae_weights.safetensors are 96 wide (d_sae)"),
+    ("sparsify", "num_latents", 50, "num_latents is 50, but the weights in sae.safetensors are 96 wide"),
+])
+def test_a_config_that_disagrees_with_its_tensors_is_refused_naming_both(tmp_path, writer, field, value, says):
+    path, _ = getattr(sae_files, writer)(tmp_path / "sae", 64)
+    config = next(p for p in ([path] if path.is_dir() else [path.parent]) for p in p.rglob("cfg.json"))
+    sae_files.edit_json(config, **{field: value})
+    with pytest.raises(SAEError, match=re.escape(says)):
+        load_sae(path, layer=1)

@@ -255,6 +255,18 @@ def _take(tensors: dict[Any, Any], path: Path, layout: dict[str, str]) -> list[t
     return out
 
 
+def _check_dims(fields: "_Fields", w_enc: torch.Tensor, weights: Path, names: dict[str, str]) -> None:
+    """Refuse a config whose declared widths (`names`: field -> d_in or d_sae) disagree with the tensors,
+    naming both: a cfg.json saying d_in 128 beside 64-wide weights loaded silently."""
+    actual = {"d_in": int(w_enc.shape[0]), "d_sae": int(w_enc.shape[1])}
+    for field, dim in names.items():
+        declared = fields.whole(field, 1) if fields.has(field) else None
+        if declared is not None and declared != actual[dim]:
+            raise SAEError(f"{fields.path}: {fields.prefix}{field} is {declared}, but the weights in {weights.name} "
+                           f"are {actual[dim]} wide ({dim}); the config and the weights are of two different SAEs: "
+                           f"{_AGAIN}")
+
+
 def _check_k(k: int, d_sae: int, path: Path, field: str) -> int:
     if not 1 <= k <= d_sae:
         raise SAEError(f"{path}: {field} is {k}, but a TopK SAE of {d_sae} latents keeps between 1 and {d_sae} "
@@ -353,6 +365,7 @@ def _load_saelens(path: Path, source: str) -> SAE:
         layout[threshold_name] = "F||1"
     named = dict(zip(layout, _take(tensors, weights, layout)))
     w_enc, w_dec, b_dec = named["W_enc"], named["W_dec"], named["b_dec"]
+    _check_dims(cfg, w_enc, weights, {"d_in": "d_in", "d_sae": "d_sae"})
     b_enc = named.get("b_enc", torch.zeros(w_enc.shape[1]))
     if arch == "gated":
         _finite(named["r_mag"].exp(), weights, "exp(r_mag)")
@@ -400,6 +413,7 @@ def _load_sparsify(path: Path, source: str) -> SAE:
                                                           "W_dec": "FD", "b_dec": "D"})
     hook = folder.name if re.fullmatch(r"layers\.\d+", folder.name) else None
     w_enc = enc_w.T.contiguous()
+    _check_dims(cfg, w_enc, weights, {"d_in": "d_in", "num_latents": "d_sae"})
     _check_k(k, w_enc.shape[1], cfg_path, "k")
     info = _info(folder, source, "sparsify", "topk", w_enc, [weights, cfg_path],
                  hook_name=hook, layer=layer_from_hook(hook) if hook else None, expected_l0=float(k))
@@ -497,6 +511,7 @@ def _load_dictionary_learning(path: Path, source: str) -> SAE:
     w_enc, b_enc, w_dec, b_dec = list(named.values())[:4]
     if "W_enc" not in tensors:
         w_enc, w_dec = w_enc.T.contiguous(), w_dec.T.contiguous()
+    _check_dims(trainer, w_enc, weights, {"activation_dim": "d_in", "dict_size": "d_sae"})
     sae_args: dict[str, Any] = {}
     if dict_class == "AutoEncoderTopK":
         if "k" in tensors:
