@@ -143,6 +143,35 @@ def test_chat_pools_only_the_assistant_while_reading_the_whole_conversation(llam
     assert text.index(TEXTS[0]) <= start < end <= text.index(TEXTS[0]) + len(TEXTS[0]), "peaks lie in the answer"
 
 
+def test_a_conversation_the_template_rejects_is_refused_before_the_model_loads(llama_dir, tmp_path):
+    """Every conversation is rendered with the template (tokenizer only) first: one it rejects is refused
+    with the others' problems, naming its line, before the weights are read (here they are damaged, so a
+    load would say so instead) and before anything is embedded."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(llama_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
+              "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}")
+    template_file = model / "chat_template.jinja"
+    if template_file.exists():
+        template_file.write_text(strict)
+    else:
+        config_file = model / "tokenizer_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": strict}))
+    chats = [[{"role": "user", "content": t}] for t in TEXTS]
+    chats[5] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    corpus = tmp_path / "chats.jsonl"
+    corpus.write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in chats))
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    config = EmbedConfig(model=str(model), sae=str(sae), layer=LAYER, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(CorpusError, match=r"1 conversation\(s\) cannot be read.*line 6.*no system turns"):
+        embed([str(corpus)], tmp_path / "out.parquet", config)
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_chat_messages_reach_the_store_with_every_key(llama_dir, tmp_path):
     """Keys beside role and content (a speaker name, metadata) are input fields like any other: kept."""
     corpus = tmp_path / "chats.jsonl"

@@ -163,6 +163,7 @@ class Embedder:
         cache = _open_cache(config, reader, sae, output)
         n_cached = sum(key in cache for key in set(keys))
         todo = _unique_missing(corpus.documents, keys, cache)
+        check_templates(reader, [doc for doc, _ in todo], config)
         progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
         if on_progress:
             on_progress(progress)
@@ -189,6 +190,25 @@ class Embedder:
         if not config.use_cache:
             cache.remove()
         return result
+
+
+def check_templates(reader: Reader, docs: list[Document], config: EmbedConfig) -> None:
+    """Render every conversation with the chat template (the tokenizer only; the model's weights are not
+    read yet), so one the template rejects is refused with the other bad input, naming every such record,
+    not after the model loaded and thousands of documents were embedded."""
+    if not config.as_chat and not any(doc.messages for doc in docs):
+        return
+    bad = []
+    for doc in docs:
+        if doc.messages or config.as_chat:
+            try:
+                reader.render(doc, config.as_chat, config.pool_roles)
+            except ReaderError as exc:
+                bad.append(str(exc))
+    if bad:
+        more = f" | ... and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CorpusError(f"{len(bad)} conversation(s) cannot be read; nothing was embedded: "
+                          f"{' | '.join(bad[:3])}{more}")
 
 
 def _run_on_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Path, config: EmbedConfig,
