@@ -13,6 +13,9 @@ from commands.ui import print_json, result_console, shown, user_errors
 def run(
     store: Annotated[Path, typer.Argument(help="A store written by `saeembed embed`.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Read the store as the analyses do and refuse "
+                                                                   "what they refuse (--no-check: metadata and "
+                                                                   "latent counts only, fast).")] = True,
 ) -> None:
     """Rows, tokens, model, SAE, mean active latents per document and bytes per document."""
     from rich.table import Table
@@ -20,7 +23,7 @@ def run(
     from saeembed.summary import summarize
 
     with user_errors():
-        summary = summarize(store)
+        summary = summarize(store, check=check)
     if json_out:
         print_json(summary)
         return

@@ -12,24 +12,33 @@ from saeembed.errors import StoreError
 from saeembed.store import read_meta, store_files
 
 
-def summarize(path: str | Path) -> dict[str, Any]:
-    """Rows, tokens, reader, SAE, mean active latents per document and bytes per document."""
+def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
+    """Rows, tokens, reader, SAE, mean active latents per document and bytes per document.
+
+    With `check` (the default) the store is read as every analysis reads it, so whatever an analysis
+    would refuse (parts of two SAEs in one folder, latents out of range or out of order, values that are
+    not finite, peaks outside the text) is refused here too; without, only the metadata and the latent
+    counts are read (fast on stores of millions of documents) and `checked` says so."""
+    from saeembed.store import load_store
+
     path = Path(path)
     meta = read_meta(path)
     files = store_files(path)
-    rows = 0
-    active = []
-    for file in files:
-        try:
-            table = pq.read_table(file, columns=["indices"])
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError; a truncated part
-            detail = " ".join(str(exc).split())[:160]
-            raise StoreError(f"{file}: cannot read it as a store ({detail}); the file is damaged: embed the "
-                             f"corpus again") from None
-        rows += table.num_rows
-        offsets = table.column("indices").combine_chunks().offsets.to_numpy()
-        active.append(np.diff(offsets))
-    counts = np.concatenate(active) if active else np.zeros(0)
+    if check:
+        counts = np.diff(load_store(path).matrix.indptr)
+        rows = len(counts)
+    else:
+        rows, active = 0, []
+        for file in files:
+            try:
+                table = pq.read_table(file, columns=["indices"])
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError; a truncated part
+                detail = " ".join(str(exc).split())[:160]
+                raise StoreError(f"{file}: cannot read it as a store ({detail}); the file is damaged: embed the "
+                                 f"corpus again") from None
+            rows += table.num_rows
+            active.append(np.diff(table.column("indices").combine_chunks().offsets.to_numpy()))
+        counts = np.concatenate(active) if active else np.zeros(0)
     size = sum(f.stat().st_size for f in files)
     sae, model = meta["sae"], meta["model"]
     return {
@@ -42,4 +51,5 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "bytes": size, "bytes_per_doc": size / max(rows, 1),
         "chunked_docs": meta.get("n_chunked"), "truncated_docs": meta.get("n_truncated"),
         "created": meta.get("created"), "saeembed": meta.get("versions", {}).get("saeembed"),
+        "checked": check,
     }

@@ -194,3 +194,28 @@ def test_library_warnings_do_not_reach_the_screen(capfd):
         warnings.warn("Graph is not fully connected, spectral embedding may not work as expected.", UserWarning,
                       stacklevel=1)
     assert "not fully connected" not in capfd.readouterr().err
+
+
+def test_info_refuses_what_the_analyses_refuse(tmp_path):
+    """A folder mixing parts of two SAEs, or a store with a value that is not finite, made `info` exit 0
+    while every analysis refused it; --no-check reads only the metadata and counts, and says so."""
+    import numpy as np
+
+    from tests.fake_stores import fake_meta, vectors_from_columns, write_store
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i, fingerprint in enumerate(("sae-one", "sae-two")):
+        vectors = vectors_from_columns(20, [np.arange(0, 20, 2)] * 3, rng)
+        write_store(folder / f"part-{i:05d}.parquet", vectors,
+                    {"id": [f"{i}-{j}" for j in range(20)]}, fake_meta(3, fingerprint))
+    nan = vectors_from_columns(20, [np.arange(0, 20, 2)] * 3, rng)
+    nan.values[3] = np.nan
+    write_store(tmp_path / "nan.parquet", nan, d_sae=3)
+    runner = CliRunner()
+    for store in (folder, tmp_path / "nan.parquet"):
+        out = runner.invoke(app, ["info", str(store)])
+        assert out.exit_code == 1 and out.output.startswith("error:"), out.output
+    out = runner.invoke(app, ["info", str(tmp_path / "nan.parquet"), "--no-check", "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["checked"] is False

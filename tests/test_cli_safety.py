@@ -57,7 +57,7 @@ def _main(monkeypatch, capsys, argv):
 def test_an_unexpected_error_is_one_line_and_a_log_file(tmp_path, monkeypatch, capsys):
     import saeembed.summary
 
-    def broken(path):
+    def broken(path, **_):
         raise RuntimeError("something nobody expected\nsecond line")
 
     monkeypatch.setattr(saeembed.summary, "summarize", broken)
@@ -76,7 +76,7 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(tmp_path, monkeypatch, c
 def test_the_environment_failing_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
     import saeembed.summary
 
-    def full_disk(path):
+    def full_disk(path, **_):
         raise OSError(28, os.strerror(28), "/data/out.parquet")
 
     monkeypatch.setattr(saeembed.summary, "summarize", full_disk)
