@@ -341,3 +341,17 @@ def test_many_problems_are_still_one_line(tmp_path):
 def test_a_number_too_long_to_convert_is_one_line(tmp_path):
     path = write(tmp_path / "n.jsonl", ['{"text": "a", "n": ' + "9" * 5000 + "}"])
     assert f"{path}:line 1: a number JSON readers cannot read" in one_line_error([str(path)])
+
+
+def test_a_tool_call_with_null_content_is_read_as_empty_text(tmp_path):
+    """OpenAI's form of a turn that only calls a tool (content null beside tool_calls) was refused though
+    tool calls are kept; null content without tool calls is still refused."""
+    call = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}]
+    chat = [{"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": None, "tool_calls": call},
+            {"role": "tool", "content": "12 C, rain", "tool_call_id": "c1"}]
+    path = write(tmp_path / "c.jsonl", [json.dumps({"messages": chat})])
+    messages = read_corpus(str(path), check_field_types=True).documents[0].messages
+    assert messages[1] == {"role": "assistant", "content": "", "tool_calls": call}
+    path = write(tmp_path / "d.jsonl", [json.dumps({"messages": [{"role": "user", "content": None}]})])
+    with pytest.raises(CorpusError, match="content may be null only beside tool_calls"):
+        read_corpus(str(path))

@@ -268,6 +268,10 @@ def _records(path: str, name: str, fmt: Format, text_field: str) -> Iterator[Rec
             from None
     if data.startswith(_UTF16_32_BOMS):
         raise CorpusError(f"{name} is UTF-16 or UTF-32 encoded; re-encode it as UTF-8")
+    if data.startswith(_COMPRESSED):  # gzip, bzip2, xz, zstd, zip: not text at all
+        kind = _COMPRESSED_NAMES[next(m for m in _COMPRESSED if data.startswith(m))]
+        raise CorpusError(f"{name} is {kind}-compressed; decompress it first (e.g. `gunzip -k {name}`), or "
+                          f"pipe it in: `zcat {name} | saeembed embed - ...`")
     data = data.removeprefix(_BOM)
     kind = _format_of(path, fmt, data[:64])
     if kind == "parquet":
@@ -286,6 +290,19 @@ def _lines(data: bytes) -> list[bytes]:
     if lines and lines[-1] == b"":
         lines.pop()
     return lines
+
+
+# Magic bytes of compressed files, which were refused as "not valid UTF-8" without a word on why.
+_COMPRESSED_NAMES = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+                     b"PK\x03\x04": "zip"}
+_COMPRESSED = tuple(_COMPRESSED_NAMES)
+
+
+def _clipped(value: str, limit: int = 80) -> str:
+    """A value from the input as shown in a message: repr, cut to `limit` characters (a 5 MB key was
+    echoed whole into the error line)."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit] + f"… ({len(value):,} characters)"
 
 
 class _DuplicateKey(Exception):
@@ -327,7 +344,7 @@ def _line_records(data: bytes, is_json: bool, text_field: str = "text") -> Itera
             yield where, number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
             continue
         except _DuplicateKey as exc:
-            yield where, number, None, (f"the key {exc.args[0]!r} appears twice in one object; keep one "
+            yield where, number, None, (f"the key {_clipped(exc.args[0])} appears twice in one object; keep one "
                                         f"(JSON readers silently drop one of them)")
             continue
         except RecursionError:
@@ -490,9 +507,14 @@ def _messages(value: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
     if not isinstance(value, list) or not value:
         return None, "'messages' must be a non-empty list of {role, content}"
     for i, msg in enumerate(value):
+        if isinstance(msg, dict) and msg.get("content") is None and msg.get("tool_calls"):
+            # an assistant turn that only calls tools has no text (OpenAI's form: content null): read as ""
+            value = [*value[:i], {**msg, "content": ""}, *value[i + 1:]]
+            msg = value[i]
         if not (isinstance(msg, dict) and isinstance(msg.get("role"), str)
                 and isinstance(msg.get("content"), str)):
-            return None, f"messages[{i}] must be an object with string 'role' and 'content'"
+            return None, (f"messages[{i}] must be an object with string 'role' and 'content' (content may be null "
+                          f"only beside tool_calls)")
     if not any(m["content"].strip() for m in value):
         return None, "empty document (every message is empty)"
     # Every key with a value is kept: the store holds them and templates may read them. A null is
