@@ -355,3 +355,15 @@ def test_a_tool_call_with_null_content_is_read_as_empty_text(tmp_path):
     path = write(tmp_path / "d.jsonl", [json.dumps({"messages": [{"role": "user", "content": None}]})])
     with pytest.raises(CorpusError, match="content may be null only beside tool_calls"):
         read_corpus(str(path))
+
+
+@pytest.mark.parametrize("raw, stored", [("a1", "a1"), (7, "7"), (7.0, "7"), (True, None), (2.5, None),
+                                         ({"k": 1}, None), ([1], None)])
+def test_ids_are_text_or_whole_numbers(tmp_path, raw, stored):
+    """str() stored `true` as 'True' and an object as a Python repr: such ids are refused, naming the line."""
+    path = write(tmp_path / "c.jsonl", [json.dumps({"id": raw, "text": "a document"})])
+    if stored is None:
+        with pytest.raises(CorpusError, match=r"line 1.*an id must be text or a whole number"):
+            read_corpus(str(path))
+    else:
+        assert read_corpus(str(path)).documents[0].id == stored

@@ -173,6 +173,11 @@ def test_arbitrary_json_values(records, ending, bom, ascii_, check):
     for doc, record in zip(corpus.documents, records):
         assert doc.text == record["text"]
         assert doc.fields == {k: v for k, v in record.items() if k != "text"}, "every field as written"
+        raw = record.get("id")
+        if raw not in (None, ""):  # ids are text or whole numbers, taken as written (true was stored as 'True')
+            assert isinstance(raw, str) or (isinstance(raw, (int, float)) and not isinstance(raw, bool)
+                                            and float(raw).is_integer()), f"id {raw!r} was accepted"
+            assert doc.id == (raw if isinstance(raw, str) else str(int(raw)))
     if check:
         assert_storable(corpus.documents)
 

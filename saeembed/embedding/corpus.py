@@ -481,6 +481,13 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 def _document(record: dict[str, Any], row_number: int, text_field: str, id_field: str,
               where: str, prefix: str | None) -> tuple[Document, str | None]:
     raw_id = record.get(id_field)
+    if isinstance(raw_id, float) and raw_id.is_integer():
+        raw_id = int(raw_id)  # a whole number read as a float (Parquet, pandas with nulls)
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
+        # str() made `true` the id 'True' and an object a Python repr: ids name documents, so only text and
+        # whole numbers are taken as they are
+        return _EMPTY, (f"field {id_field!r} is {_KIND_NAMES.get(_kind_name(raw_id), 'not text')}; an id must be "
+                        f"text or a whole number (set id_field to another field, or leave it out for line numbers)")
     doc_id = str(row_number) if raw_id is None or raw_id == "" else str(raw_id)
     if prefix is not None and raw_id is None:
         doc_id = f"{prefix}:{doc_id}"  # line numbers repeat across files
