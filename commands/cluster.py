@@ -68,7 +68,7 @@ def run(
 
     with user_errors():
         check_outputs(tables=[output, output and output.with_name(f"{output.stem}.clusters{output.suffix}")],
-                      files=[html], folders=[save], inputs=[store])
+                      pages=[html], folders=[save], inputs=[store])
         if all_concepts == bool(concepts or like):
             raise SaeEmbedError("choose the axis: --concepts \"...\" (and/or --like \"...\"), or --all-concepts")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,

@@ -50,7 +50,7 @@ def run(
     from saeembed.report import write_correlations_report
 
     with user_errors():
-        check_outputs(tables=[output], files=[html], inputs=[corpus, and_corpus])
+        check_outputs(tables=[output], pages=[html], inputs=[corpus, and_corpus])
         if (and_corpus is None) != (pair_on is None):
             raise SaeEmbedError("--and and --pair-on go together: name the second corpus and the column aligning rows")
         if with_column and and_corpus:

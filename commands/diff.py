@@ -59,7 +59,7 @@ def run(
     from saeembed.report import write_diff_report
 
     with user_errors():
-        check_outputs(tables=[output], files=[html], inputs=inputs)
+        check_outputs(tables=[output], pages=[html], inputs=inputs)
         if vs and len(inputs) < 2:
             raise SaeEmbedError("--vs needs a target and at least one corpus to compare it with")
         if not vs and len(inputs) != 2:

@@ -58,7 +58,7 @@ def fit(
     from saeembed.report import write_risk_report
 
     with user_errors():
-        check_outputs(folders=[output], files=[html], inputs=[store])
+        check_outputs(folders=[output], pages=[html], inputs=[store])
         config = RiskConfig(model=model, folds=folds, bootstrap=bootstrap)  # type: ignore[arg-type]
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
@@ -151,7 +151,7 @@ def scramble(
     from saeembed.errors import SaeEmbedError
 
     with user_errors():
-        check_outputs(tables=[output], files=[plot], inputs=[corpus])
+        check_outputs(tables=[output], images=[plot], inputs=[corpus])
         try:
             shares = [float(v) for v in levels.split(",") if v.strip()]
         except ValueError:

@@ -54,7 +54,7 @@ def run(
     from saeembed.report import write_search_report
 
     with user_errors():
-        check_outputs(tables=[output], files=[html], inputs=[store])
+        check_outputs(tables=[output], pages=[html], inputs=[store])
         if hybrid and dense:
             raise SaeEmbedError("choose --hybrid or --dense, not both")
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,

@@ -156,9 +156,10 @@ def working(what: str, quiet: bool) -> Iterator[None]:
         yield
 
 
-def check_outputs(tables: Any = (), folders: Any = (), files: Any = (), inputs: Any = ()) -> None:
+def check_outputs(tables: Any = (), folders: Any = (), pages: Any = (), images: Any = (), inputs: Any = ()) -> None:
     """Refuse, before any work, outputs the final write would fail on: table files (suffix, a folder in
-    the way, permissions, space), folders (a file in the way, permissions, space) and other files; and
+    the way, permissions, space), folders (a file in the way, permissions, space), HTML pages and PNG
+    images (their suffix too); and
     any output that is one of the command's `inputs` (a store replaced by a table loses the embedding)
     or another output."""
     from saeembed.errors import SaeEmbedError
@@ -167,7 +168,7 @@ def check_outputs(tables: Any = (), folders: Any = (), files: Any = (), inputs: 
     for source in inputs:
         if source is not None and str(source) != "-":
             seen[Path(source).resolve()] = "an input"
-    for path in [*tables, *folders, *files]:
+    for path in [*tables, *folders, *pages, *images]:
         if path is None:
             continue
         where = Path(path).resolve()
@@ -175,7 +176,7 @@ def check_outputs(tables: Any = (), folders: Any = (), files: Any = (), inputs: 
             raise SaeEmbedError(f"{path} is {seen[where]} of this command; write the output somewhere else")
         seen[where] = "another output"
     from saeembed.export import check_table_output
-    from saeembed.outputs import check_output
+    from saeembed.outputs import PAGE_SUFFIXES, check_output
 
     for path in tables:
         if path is not None:
@@ -183,9 +184,12 @@ def check_outputs(tables: Any = (), folders: Any = (), files: Any = (), inputs: 
     for path in folders:
         if path is not None:
             check_output(path, folder=True)
-    for path in files:
+    for path in pages:
         if path is not None:
-            check_output(path)
+            check_output(path, suffixes=PAGE_SUFFIXES, what="an HTML page")
+    for path in images:
+        if path is not None:
+            check_output(path, suffixes=(".png",), what="a PNG image")
 
 
 def write_report(html: Any, write: Callable[[Any], Any], quiet: bool) -> None:

@@ -19,18 +19,26 @@ MIN_FREE_BYTES = 1 << 20
 """Less free space than this where the output goes is refused (how much a run needs is not known before)."""
 
 
+PAGE_SUFFIXES = (".html", ".htm")  # what an HTML page's name ends with (a page named x.pdf is refused)
+
+
 class OutputError(SaeEmbedError):
     """The place an output is to be written cannot take it (a folder, read-only, no space)."""
 
 
-def check_output(path: str | Path, *, folder: bool = False, need_bytes: int = MIN_FREE_BYTES) -> Path:
+def check_output(path: str | Path, *, folder: bool = False, need_bytes: int = MIN_FREE_BYTES,
+                 suffixes: tuple[str, ...] = (), what: str = "the output") -> Path:
     """Refuse, in one line naming the path and what to do, an output the final write would fail on:
     a file path that is a folder (or, with `folder`, a folder path that is a file), a parent that cannot
     be created because part of it is a file, a place this process cannot write to (checked by creating and
-    removing a temporary file there), and a disk with less than `need_bytes` free. A missing parent
+    removing a temporary file there), a disk with less than `need_bytes` free, and a file name not ending
+    in one of `suffixes` (when given: `what`, e.g. "an HTML page", says why). A missing parent
     folder is not an error: the writers create it, and the check is made in the nearest folder that exists.
     """
     path = Path(path)
+    if suffixes and not folder and path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: {what} is written there, so its name must end {' or '.join(suffixes)}; "
+                          f"e.g. {path.with_suffix(suffixes[0]).name}")
     if folder:
         if path.exists() and not path.is_dir():
             raise OutputError(f"{path} is a file, but a folder is written there; pass another path")

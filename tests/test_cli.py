@@ -219,3 +219,14 @@ def test_info_refuses_what_the_analyses_refuse(tmp_path):
         assert out.exit_code == 1 and out.output.startswith("error:"), out.output
     out = runner.invoke(app, ["info", str(tmp_path / "nan.parquet"), "--no-check", "--json"])
     assert out.exit_code == 0 and json.loads(out.stdout)["checked"] is False
+
+
+def test_outputs_of_the_wrong_kind_are_refused_before_work(tmp_path):
+    """`embed -o out.txt` wrote Parquet into a .txt and `--html x.pdf` wrote HTML into a .pdf."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "a document"}\n')
+    runner = CliRunner()
+    out = runner.invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "out.txt")])
+    assert out.exit_code == 1 and "must end .parquet" in out.output and not (tmp_path / "out.txt").exists()
+    out = runner.invoke(app, ["diff", str(corpus), str(corpus), "--html", str(tmp_path / "x.pdf")])
+    assert out.exit_code == 1 and "must end .html or .htm" in out.output and not (tmp_path / "x.pdf").exists()

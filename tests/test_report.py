@@ -443,3 +443,15 @@ def test_every_command_writes_its_page_with_html(diff_result, topic_store, tmp_p
         assert ("<svg" in html) == (name != "correlations"), name  # random latents: no pair, so no bars
     refused = CliRunner().invoke(app, ["diff", a, b, "--html", str(tmp_path)])
     assert refused.exit_code == 1 and "is a folder" in refused.output  # checked before any work
+
+
+def test_pages_drop_control_characters_and_bidi_overrides(tmp_path):
+    """Raw ESC sequences and U+202E (which reads the rest of a line backwards) reached the pages; they are
+    stripped from every value shown, as the terminal strips them."""
+    evil = "plain\x1b[2J\x07 \u202eevil\u2066 line\u2028sep and enough words to hold every peak"
+    a = planted_store(tmp_path / "a.parquet", 200, np.full(D, 0.1), seed=1, fields={"text": [evil] * 200})
+    b = planted_store(tmp_path / "b.parquet", 200, np.full(D, 0.1), seed=2)
+    html = write_diff_report(diff(a, b, names=[evil, "b"], labels=LABELS), tmp_path / "d.html").read_text()
+    for character in ("\x1b", "\x07", "\u202e", "\u2066", "\u2028"):
+        assert character not in html, repr(character)
+    assert "plain[2J evil line sep and" in html

@@ -118,7 +118,8 @@ class Embedder:
 
         config = replace(self.config, text_field=text_field or self.config.text_field,
                          id_field=id_field or self.config.id_field)
-        output = check_output(path, folder=config.engine == "ray") if path is not None else None
+        output = check_output(path, folder=config.engine == "ray", suffixes=(".parquet",),
+                              what="a store (Parquet)") if path is not None else None
         corpus = records_corpus(documents, text_field=config.text_field, id_field=config.id_field,
                                 skip_invalid=config.skip_invalid, check_field_types=True)
         if output is not None:
@@ -143,7 +144,7 @@ class Embedder:
             from saeembed.embedding.ray_engine import require_ray
 
             require_ray()
-        output = check_output(output, folder=config.engine == "ray")
+        output = check_output(output, folder=config.engine == "ray", suffixes=(".parquet",), what="a store (Parquet)")
         corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
                              fmt=config.input_format, skip_invalid=config.skip_invalid, check_field_types=True)
         _refuse_overwriting_an_input(output, corpus)

@@ -4,6 +4,7 @@ number formats, texts split into plain and highlighted segments, and the atomic 
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -120,13 +121,31 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+# Control characters (C0 but tab and newline, DEL, C1, so raw ESC sequences), the bidirectional marks and
+# overrides that reorder what a reader sees (U+202E made "evil" read backwards), and the Unicode line and
+# paragraph separators: what the terminal strips, stripped from every value a page shows.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SEPARATORS = re.compile("[\u2028\u2029]")
+
+
+def without_controls(value: Any) -> Any:
+    """A template value with control characters and bidi overrides removed (Markup stays Markup)."""
+    from markupsafe import Markup
+
+    if isinstance(value, str):
+        cleaned = _SEPARATORS.sub(" ", _CONTROLS.sub("", value))
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
+
+
 @lru_cache(maxsize=1)
 def environment() -> Any:
     """The templates' environment: autoescape on everywhere, undefined names are errors."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("saeembed.report", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=without_controls)
     env.filters.update(pct=pct, num=num, signed=signed, sci=sci)
     env.globals["count"] = count
     return env
@@ -135,7 +154,9 @@ def environment() -> Any:
 def render(template: str, path: str | Path, **context: Any) -> Path:
     """Render `template` with `context` and write it to `path` atomically; returns the path."""
     from saeembed import __version__
+    from saeembed.outputs import PAGE_SUFFIXES, check_output
 
+    check_output(path, suffixes=PAGE_SUFFIXES, what="an HTML page")
     html = environment().get_template(template).render(version=__version__, **context)
     return write_atomic(path, html)
 
