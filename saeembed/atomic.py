@@ -76,6 +76,12 @@ def atomic_write(target: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         commit(tmp, target)
+    except OSError as exc:
+        if exc.filename not in (None, str(tmp)) and Path(exc.filename) != tmp:
+            raise
+        # a full disk (or a quota, a read-only remount) says only "No space left on device": name the file
+        # being written, not the temporary name nobody knows
+        raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
     finally:
         discard(tmp)  # gone already after a commit
     return target

@@ -244,3 +244,20 @@ def test_the_vector_cache_sweeps_parts_of_killed_runs(tmp_path):
     live.write_text("partial")
     VectorCache(tmp_path, {"a": 1})
     assert not dead.exists() and live.exists()
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    """ENOSPC while writing said "No space left on device" and nothing of where."""
+    import errno
+
+    import pytest
+
+    from saeembed.atomic import atomic_write
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "out.parquet", full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "out.parquet")
+    assert list(tmp_path.iterdir()) == [], "the temporary file is gone"
