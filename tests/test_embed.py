@@ -334,8 +334,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_read(tm
             PermissionError(13, "Permission denied")))
     elif case == "disk full":
         monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("U", (), {"free": 4096})())
-    else:
-        out = corpus_file
+    else:  # a Parquet corpus given as the output too (the suffix alone would not stop it)
+        out = tmp_path / "corpus.parquet"
+        pl.read_ndjson(corpus_file).write_parquet(out)
+        inputs = [str(out)]
     config = EmbedConfig(model=str(tmp_path / "no-such-model"), sae=str(tmp_path / "no-such-sae"), layer=LAYER)
     with pytest.raises(OutputError) as err:
         embed(inputs, out, config)
