@@ -36,16 +36,17 @@ def check_output(path: str | Path, *, folder: bool = False, need_bytes: int = MI
     folder is not an error: the writers create it, and the check is made in the nearest folder that exists.
     """
     path = Path(path)
-    if suffixes and not folder and path.suffix.lower() not in suffixes:
-        raise OutputError(f"{path}: {what} is written there, so its name must end {' or '.join(suffixes)}; "
-                          f"e.g. {path.with_suffix(suffixes[0]).name}")
     if folder:
         if path.exists() and not path.is_dir():
             raise OutputError(f"{path} is a file, but a folder is written there; pass another path")
         place = path
     else:
         if path.is_dir():
-            raise OutputError(f"{path} is a folder; give a file name, e.g. {path / 'store.parquet'}")
+            example = f"page{suffixes[0]}" if suffixes and suffixes[0] != ".parquet" else "store.parquet"
+            raise OutputError(f"{path} is a folder; give a file name, e.g. {path / example}")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise OutputError(f"{path}: {what} is written there, so its name must end {' or '.join(suffixes)}; "
+                              f"e.g. {path.with_suffix(suffixes[0]).name}")
         place = path.parent
     existing = place
     while not existing.exists() and not existing.is_symlink() and existing != existing.parent:

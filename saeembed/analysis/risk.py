@@ -233,7 +233,9 @@ def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, posi
     if "dense" not in store.frame.columns:
         notes.append("no dense vectors in the store (embed with --dense) : the dense baseline is left out")
     if np.ptp(counts[:, 0]) < 1e-6:
-        notes.append("every token has the same number of active latents (a TopK SAE): the count features "
+        notes.append("the SAE encodes whole documents: there are no per-token codes, so the count features carry "
+                     "no signal with this SAE" if store.meta["sae"].get("reads") == "document" else
+                     "every token has the same number of active latents (a TopK SAE): the count features "
                      "carry no signal with this SAE")
     probe = _final_probe(x, y, latents, mean, std, folds, config, store, label, positive)
     weights = probe.weights[: len(latents)]
