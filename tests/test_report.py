@@ -96,9 +96,17 @@ def open_page(browser, tmp_path):
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
         page.goto(uri, wait_until="load")
-        shot = tmp_path / f"{path.stem}.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 10_000, "the screenshot shows a rendered page"
+        # screenshots at a narrow and a wide window, kept in the test's folder; the narrow one must not
+        # need a horizontal scroll bar (wide tables and plots shrink or wrap)
+        for width in (800, 1400):
+            page.set_viewport_size({"width": width, "height": 900})
+            shot = tmp_path / f"{path.stem}-{width}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000, "the screenshot shows a rendered page"
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 1:
+                problems.append(f"at {width} px the page is {overflow} px wider than the window")
+        page.set_viewport_size({"width": 1200, "height": 900})
         return Opened(page, problems, outside)
 
     yield opened
