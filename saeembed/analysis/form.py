@@ -34,62 +34,56 @@ MIN_OPENING_DOCS = 5
 MAX_OPENINGS = 30
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-
-
 _TRAILING = r"[\"')\]*_”’»\s]*\Z"  # closing quotes, brackets and markup after a document's last character
-
-
-def _pattern(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    return re.compile(pattern, flags)
 
 
 # name -> (what it counts, in words; the pattern whose matches are counted, and whose first match is the
 # evidence shown). Order: structure, punctuation, voice, endings; openings are added from the data.
 FEATURES: dict[str, tuple[str, re.Pattern[str]]] = {
-    "bullet list": ("lines starting with -, *, + or •", _pattern(r"^[ \t]*[-*+•][ \t]+(?=\S)", re.MULTILINE)),
-    "numbered list": ("lines starting with 1. or 1)", _pattern(r"^[ \t]*\d{1,3}[.)][ \t]+(?=\S)", re.MULTILINE)),
+    "bullet list": ("lines starting with -, *, + or •", re.compile(r"^[ \t]*[-*+•][ \t]+(?=\S)", re.MULTILINE)),
+    "numbered list": ("lines starting with 1. or 1)", re.compile(r"^[ \t]*\d{1,3}[.)][ \t]+(?=\S)", re.MULTILINE)),
     "heading": ("markdown headings (# Title) and lines that are bold alone",
-                _pattern(r"^[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]{1,80}\*\*:?)[ \t]*$", re.MULTILINE)),
-    "bold": ("**bold** or __bold__ spans", _pattern(r"\*\*[^*\n]+\*\*|__[^_\n]+__")),
-    "code block": ("``` fenced blocks", _pattern(r"```[\s\S]*?(?:```|\Z)")),
-    "inline code": ("`code` spans", _pattern(r"(?<!`)`[^`\n]+`(?!`)")),
-    "table": ("table rows (| a | b |)", _pattern(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)),
-    "link": ("URLs and [text](url) links", _pattern(r"https?://\S+|www\.\S+|\]\([^)\s]+\)")),
-    "paragraph break": ("blank lines between paragraphs", _pattern(r"\n[ \t]*\n(?=[ \t]*\S)")),
-    "question mark": ("?", _pattern(r"\?")),
-    "exclamation mark": ("! (not !=)", _pattern(r"!(?!=)")),
-    "emoji": ("emoji", _pattern("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")),
-    "ellipsis": ("... or …", _pattern(r"\.\.\.|…")),
-    "em dash": ("— (em dash)", _pattern("—")),
-    "parentheses": ("( ... )", _pattern(r"\([^()\n]*\)")),
-    "quotation": ("quoted passages", _pattern(r"\"[^\"\n]+\"|“[^”\n]+”")),
-    "number": ("numbers", _pattern(r"(?<![\w.])\d+(?:[.,]\d+)*")),
-    "all caps word": ("words in capitals (3+ letters)", _pattern(r"\b[A-Z]{3,}\b")),
-    "hashtag": ("#tags", _pattern(r"(?<![\w#&])#[^\W\d_]\w*")),
-    "mention": ("@names", _pattern(r"(?<![\w@])@\w+")),
-    "first person": ("I, me, my, mine, myself", _pattern(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE)),
+                re.compile(r"^[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]{1,80}\*\*:?)[ \t]*$", re.MULTILINE)),
+    "bold": ("**bold** or __bold__ spans", re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")),
+    "code block": ("``` fenced blocks", re.compile(r"```[\s\S]*?(?:```|\Z)")),
+    "inline code": ("`code` spans", re.compile(r"(?<!`)`[^`\n]+`(?!`)")),
+    "table": ("table rows (| a | b |)", re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)),
+    "link": ("URLs and [text](url) links", re.compile(r"https?://\S+|www\.\S+|\]\([^)\s]+\)")),
+    "paragraph break": ("blank lines between paragraphs", re.compile(r"\n[ \t]*\n(?=[ \t]*\S)")),
+    "question mark": ("?", re.compile(r"\?")),
+    "exclamation mark": ("! (not !=)", re.compile(r"!(?!=)")),
+    "emoji": ("emoji", re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")),
+    "ellipsis": ("... or …", re.compile(r"\.\.\.|…")),
+    "em dash": ("— (em dash)", re.compile("—")),
+    "parentheses": ("( ... )", re.compile(r"\([^()\n]*\)")),
+    "quotation": ("quoted passages", re.compile(r"\"[^\"\n]+\"|“[^”\n]+”")),
+    "number": ("numbers", re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")),
+    "all caps word": ("words in capitals (3+ letters)", re.compile(r"\b[A-Z]{3,}\b")),
+    "hashtag": ("#tags", re.compile(r"(?<![\w#&])#[^\W\d_]\w*")),
+    "mention": ("@names", re.compile(r"(?<![\w@])@\w+")),
+    "first person": ("I, me, my, mine, myself", re.compile(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE)),
     "second person": ("you, your, yours, yourself",
-                      _pattern(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE)),
-    "apology": ("sorry, apologise", _pattern(r"\b(?:sorry|apologi[sz]e\w*|apologies)\b", re.IGNORECASE)),
+                      re.compile(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE)),
+    "apology": ("sorry, apologise", re.compile(r"\b(?:sorry|apologi[sz]e\w*|apologies)\b", re.IGNORECASE)),
     "refusal": ("I can't / cannot / am unable to / won't / am not able to",
-                _pattern(r"\bI(?:\s+am|'m|’m)?\s+(?:can(?:no|'|’)t|cannot|unable\s+to|not\s+able\s+to|won(?:'|’)t|"
+                re.compile(r"\bI(?:\s+am|'m|’m)?\s+(?:can(?:no|'|’)t|cannot|unable\s+to|not\s+able\s+to|won(?:'|’)t|"
                          r"will\s+not)\b", re.IGNORECASE)),
     "AI self-reference": ("as an AI, language model",
-                          _pattern(r"\b(?:as an AI(?: (?:language )?model)?|(?:an AI|a|large) language model|"
+                          re.compile(r"\b(?:as an AI(?: (?:language )?model)?|(?:an AI|a|large) language model|"
                                    r"an AI model)\b", re.IGNORECASE)),
     "hedge": ("might, may, perhaps, possibly, probably, likely, generally, typically, usually, often",
-              _pattern(r"\b(?:might|may|perhaps|possibly|probably|likely|generally|typically|usually|often|"
+              re.compile(r"\b(?:might|may|perhaps|possibly|probably|likely|generally|typically|usually|often|"
                        r"tends? to)\b", re.IGNORECASE)),
     "disclaimer": ("it's important to, please note, keep in mind, consult a",
-                   _pattern(r"\b(?:it(?:'s|’s| is) (?:important|essential|crucial) to|please note|note that|keep "
+                   re.compile(r"\b(?:it(?:'s|’s| is) (?:important|essential|crucial) to|please note|note that|keep "
                             r"in mind|consult (?:a|an|with|your)|not a substitute)\b", re.IGNORECASE)),
     "summary phrase": ("in summary, in conclusion, overall, to sum up",
-                       _pattern(r"\b(?:in summary|in conclusion|overall,|to sum up|to summari[sz]e)\b",
+                       re.compile(r"\b(?:in summary|in conclusion|overall,|to sum up|to summari[sz]e)\b",
                                 re.IGNORECASE)),
-    "ends with ?": ("the last character is ?", _pattern(r"\?" + _TRAILING)),
-    "ends with !": ("the last character is !", _pattern(r"!" + _TRAILING)),
-    "ends with .": ("the last character is .", _pattern(r"(?<!\.\.)\." + _TRAILING)),
-    "ends with :": ("the last character is : (cut off before a list)", _pattern(r":" + _TRAILING)),
+    "ends with ?": ("the last character is ?", re.compile(r"\?" + _TRAILING)),
+    "ends with !": ("the last character is !", re.compile(r"!" + _TRAILING)),
+    "ends with .": ("the last character is .", re.compile(r"(?<!\.\.)\." + _TRAILING)),
+    "ends with :": ("the last character is : (cut off before a list)", re.compile(r":" + _TRAILING)),
 }
 
 
@@ -98,7 +92,7 @@ def is_positional(name: str) -> bool:
     return name.startswith(("opens with", "ends with"))
 
 
-def opening_pattern(words: str) -> re.Pattern[str]:
+def openingre.compile(words: str) -> re.Pattern[str]:
     """The pattern of a document that opens with `words` (punctuation and case aside)."""
     return re.compile(r"\A[\W_]*" + r"[\W_]+".join(re.escape(w) for w in words.split()) + r"(?![^\W_])",
                       re.IGNORECASE)
@@ -148,8 +142,7 @@ def form_features(corpora: Sequence[Sequence[str]]) -> FormFeatures:
                     values.append(1)
         matrices.append(csr_matrix((np.asarray(values, np.float32), (rows, columns)),
                                    shape=(len(texts), len(names))))
-    return FormFeatures(names, descriptions, [pattern for pattern in patterns]
-                        + [opening_pattern(key) for _, key in openings], matrices)
+    return FormFeatures(names, descriptions, patterns + [openingre.compile(key) for _, key in openings], matrices)
 
 
 def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
@@ -161,12 +154,10 @@ def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]
     for texts in corpora:
         counter: Counter[str] = Counter()
         for text in texts:
-            words = _WORD.findall((text or "")[:200])[:2]
-            for n in (1, 2):
-                if len(words) >= n:
-                    key = " ".join(words[:n]).lower()
-                    counter[key] += 1
-                    spelled.setdefault(key, Counter())[" ".join(words[:n])] += 1
+            for written in _openings(text or ""):
+                key = written.lower()
+                counter[key] += 1
+                spelled.setdefault(key, Counter())[written] += 1
         counts.append(counter)
     share = {key: max(c[key] / max(len(texts), 1) for c, texts in zip(counts, corpora))
              for key in set().union(*counts)}
@@ -181,9 +172,14 @@ def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]
     return [(spelled[key].most_common(1)[0][0], key) for key in kept[:MAX_OPENINGS]]
 
 
-def _opening_keys(text: str) -> list[str]:
+def _openings(text: str) -> list[str]:
+    """The first word and the first two words of a text, as written."""
     words = _WORD.findall(text[:200])[:2]
-    return [" ".join(words[:n]).lower() for n in (1, 2) if len(words) >= n]
+    return [" ".join(words[:n]) for n in (1, 2) if len(words) >= n]
+
+
+def _opening_keys(text: str) -> list[str]:
+    return [opening.lower() for opening in _openings(text)]
 
 
 # A counted feature is a finding when its rate differs by at least this share of the larger rate
