@@ -92,7 +92,7 @@ def is_positional(name: str) -> bool:
     return name.startswith(("opens with", "ends with"))
 
 
-def openingre.compile(words: str) -> re.Pattern[str]:
+def opening_pattern(words: str) -> re.Pattern[str]:
     """The pattern of a document that opens with `words` (punctuation and case aside)."""
     return re.compile(r"\A[\W_]*" + r"[\W_]+".join(re.escape(w) for w in words.split()) + r"(?![^\W_])",
                       re.IGNORECASE)
@@ -142,7 +142,7 @@ def form_features(corpora: Sequence[Sequence[str]]) -> FormFeatures:
                     values.append(1)
         matrices.append(csr_matrix((np.asarray(values, np.float32), (rows, columns)),
                                    shape=(len(texts), len(names))))
-    return FormFeatures(names, descriptions, patterns + [openingre.compile(key) for _, key in openings], matrices)
+    return FormFeatures(names, descriptions, patterns + [opening_pattern(key) for _, key in openings], matrices)
 
 
 def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
