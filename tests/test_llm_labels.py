@@ -228,7 +228,7 @@ def test_a_hanging_endpoint_costs_two_timeouts_not_five_minutes(scripted):
         started = time.monotonic()
         with pytest.raises(LLMError) as caught:
             client.complete("hello", what="latent 7")
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 10, "cut at the deadline, not after the server's 30 s"  # loose: a busy CI
         assert "latent 7: " in one_line(caught) and "did not answer within 0.3 s, twice" in str(caught.value)
         assert "--llm-timeout" in str(caught.value) and len(Scripted.calls) == 2
     play({**OK, "delay": 0.5}, OK)  # slow once: the second try answers
@@ -413,7 +413,7 @@ def test_fuzz_any_answer_is_an_answer_or_one_line(scripted, script):
     else:
         assert isinstance(answer, str) and answer.strip() == answer and answer
     assert len(Scripted.calls) <= 4, "1 + retries + bad_answer_retries at most"
-    assert time.monotonic() - started < 4 * 0.5 + 1
+    assert time.monotonic() - started < 4 * 0.5 + 8  # bounded by the timeouts (loose: a busy CI machine)
 
 
 @settings(max_examples=int(os.environ.get("SAEEMBED_FUZZ_EXAMPLES", "100")), deadline=None,

@@ -36,7 +36,12 @@ def config(llama_dir, sae, cache, **kw):
 
 def assert_same_store(a, b):
     sa, sb = load_store(a), load_store(b)
-    assert sa.frame.equals(sb.frame)
+    # runs batched differently may differ in a float's last bits: floats with a tolerance, the rest exactly
+    floats = [c for c, t in sa.frame.schema.items() if getattr(t, "inner", t).is_float()]
+    assert sa.frame.drop(floats).equals(sb.frame.drop(floats))
+    for column in floats:
+        np.testing.assert_allclose(np.asarray(sa.frame[column].to_list(), float),
+                                   np.asarray(sb.frame[column].to_list(), float), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(sa.matrix.indptr, sb.matrix.indptr)
     np.testing.assert_array_equal(sa.matrix.indices, sb.matrix.indices)
     np.testing.assert_allclose(sa.matrix.data, sb.matrix.data, rtol=1e-3)
