@@ -360,3 +360,56 @@ def test_fuzz_truncated_or_damaged_files(tmp_path, cut, flips):
         load_store(path)
     except SaeEmbedError as exc:
         assert isinstance(exc, StoreError) and "\n" not in str(exc) and str(path) in str(exc)
+
+
+# -- analyses over any valid store -------------------------------------------------------------------
+
+@st.composite
+def valid_stores(draw):
+    """Two stores a reader accepts, of any size, with any token counts (all 0 included: --pool-roles that
+    matched no message) and a field that may be null or constant in every row."""
+    sides = []
+    for _ in range(2):
+        n = draw(st.integers(1, 40))
+        columns = [np.flatnonzero(draw(st.lists(st.booleans(), min_size=n, max_size=n))) for _ in range(D)]
+        tokens = draw(st.sampled_from(["zero", "any", "same"]))
+        n_tokens = {"zero": [0] * n, "same": [7] * n}.get(tokens) or draw(st.lists(st.integers(0, 60), min_size=n,
+                                                                                   max_size=n))
+        field = draw(st.sampled_from(["null", "constant", "mixed"]))
+        values = {"null": [None] * n, "constant": ["x"] * n}.get(field) or draw(
+            st.lists(st.sampled_from(["a", "b", None]), min_size=n, max_size=n))
+        texts = draw(st.lists(st.sampled_from(["Sure! - a list\n- b", "plain words here, about this much",
+                                               "Why? Because. #tag @you", "I cannot help, sorry."]),
+                              min_size=n, max_size=n))
+        sides.append((n, columns, n_tokens, values, texts))
+    return sides
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 4, 10))  # each example runs three analyses
+@given(sides=valid_stores(), paired=st.booleans())
+def test_fuzz_analyses_of_any_valid_store_give_a_result_or_one_line(tmp_path, sides, paired):
+    """diff (form and latents, paired or not), correlations and correlations --with a field: a result or
+    one SaeEmbedError line, never another exception (ZeroDivisionError on n_tokens all 0, IndexError on a
+    field null in every row were found by fuzzing the CLI)."""
+    from saeembed.analysis.associations import associations
+    from saeembed.analysis.config import DiffConfig
+    from saeembed.analysis.correlations import correlations
+    from saeembed.analysis.diff import diff
+    from saeembed.labels import Labels
+
+    stores = []
+    for k, (n, columns, n_tokens, values, texts) in enumerate(sides):
+        vectors = vectors_from_columns(n, columns, np.random.default_rng(k), text_length=10)
+        vectors.n_tokens = np.asarray(n_tokens, np.int32)
+        path = tmp_path / f"s{k}.parquet"
+        write_store(path, vectors, {"text": texts, "field": values, "key": [str(i) for i in range(n)]},
+                    fake_meta(D))
+        stores.append(load_store(path))
+    labels = Labels(D, {}, {}, {})
+    calls = [lambda: diff(stores[0], stores[1], DiffConfig(pair_on="key" if paired else None), labels=labels),
+             lambda: correlations(stores[0], labels=labels), lambda: associations(stores[0], "field", labels=labels)]
+    for call in calls:
+        try:
+            call()
+        except SaeEmbedError as exc:
+            assert "\n" not in str(exc), str(exc)
