@@ -71,7 +71,8 @@ def _form_block(row: dict[str, Any], result: Any) -> list[str]:
     facts += f"   q {row['q']:.1e}"
     if result.form_replication_rate is not None or row.get("replicated") is not None:
         facts += "   replicated" if row.get("replicated") else "   [yellow]not replicated[/yellow]"
-    lines = [f"  [bold cyan]{shown(row['feature'])}[/bold cyan]  [dim]{shown(row['description'])}[/dim]",
+    described = f"  [dim]{shown(row['description'])}[/dim]" if row["description"] != row["feature"] else ""
+    lines = [f"  [bold cyan]{shown(row['feature'])}[/bold cyan]{described}",
              f"          {facts}"]
     if row.get("example_with"):
         lines.append(f"          with:    {shown(_clip(row['example_with']))}")

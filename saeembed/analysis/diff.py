@@ -7,7 +7,8 @@ here only when its Benjamini-Hochberg q-value and its difference both pass (defa
 |difference| >= 0.03). `holdout` discovers on one part of the documents and checks on the rest.
 By default documents are compared as if they were of equal length (`saeembed.analysis.length_adjust`), the
 length gap is reported on its own, and findings that say the same thing are grouped into themes
-(`saeembed.analysis.themes`).
+(`saeembed.analysis.themes`). Before the latents, how the documents are written is compared from their
+text (`saeembed.analysis.form`: lists, openings, `!` ...), with the same statistics (`saeembed.analysis.compare`).
 """
 
 from __future__ import annotations
