@@ -285,7 +285,7 @@ def document_key(doc: Document, as_chat: str | None) -> str:
 def vectors_config(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
     """Everything that changes the stored vectors: the cache namespace and the store's identity."""
     return {"version": STORE_VERSION, "model": reader.spec.model, "model_revision": reader.spec.revision,
-            "model_fingerprint": reader.fingerprint, "layer": reader.spec.layer,
+            "model_fingerprint": reader.fingerprint, "layer": reader.spec.layer, "prefix": reader.prefix,
             "sae_fingerprint": sae.info.fingerprint, "pooling": pooling_of(config, sae),
             "pool_roles": list(config.pool_roles) if config.pool_roles else None,
             "max_tokens": reader.max_tokens, "long": config.long, "dtype": str(reader.dtype),

@@ -60,8 +60,9 @@ def inspect_model(model: str, layer: int, *, revision: str | None = None,
     from transformers import AutoConfig
 
     _refuse_pickled_weights(model)
+    where, gguf = _source(model)
     try:
-        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(where, **gguf, revision=revision, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ReaderError(f"{model} needs custom code; set trust_remote_code=True (--trust-remote-code) if you "
@@ -241,8 +242,10 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     _cut_config(getattr(config, "text_config", None) or config, layer + 1)
+    where, gguf = _source(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(where, **gguf, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise ReaderError(f"cannot load the tokenizer of {model!r}: {exc}") from None
     if not getattr(tokenizer, "is_fast", True):
@@ -253,9 +256,10 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
         hf_logging.set_verbosity_error()  # the unused later blocks are reported as unexpected keys
         hf_logging.disable_progress_bar()  # saeembed draws its own progress
         try:
-            # safetensors only: a pickled pytorch_model.bin can run code when it is read
-            net = AutoModel.from_pretrained(model, config=config, dtype=torch_dtype, revision=revision,
-                                            trust_remote_code=trust_remote_code, use_safetensors=True)
+            # safetensors (or GGUF, plain tensors too) only: a pickled pytorch_model.bin can run code when read
+            net = AutoModel.from_pretrained(where, **gguf, config=config, dtype=torch_dtype, revision=revision,
+                                            trust_remote_code=trust_remote_code,
+                                            **({} if gguf else {"use_safetensors": True}))
         except OSError as exc:
             raise ReaderError(f"cannot load model {model!r}: {first_line(exc, 300)}") from None
         finally:
@@ -269,6 +273,20 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
               tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
     return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits),
                   _model_fingerprint(model, spec))
+
+
+def gguf_file(model: str) -> Path | None:
+    """The model as a GGUF file (`folder/name.gguf`, e.g. the offline default's reader, shipped in a package),
+    or None for a hub id or a transformers folder."""
+    path = Path(model)
+    return path if path.suffix.lower() == ".gguf" and path.is_file() else None
+
+
+def _source(model: str) -> tuple[str, dict[str, str]]:
+    """Where `from_pretrained` reads `model` and the extra argument it needs: a GGUF file is read from its
+    folder by name (transformers dequantises it to the compute dtype with the `gguf` package)."""
+    file = gguf_file(model)
+    return (str(file.parent), {"gguf_file": file.name}) if file else (model, {})
 
 
 def _refuse_pickled_weights(model: str) -> None:
@@ -310,18 +328,26 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special tokens the tokenizer puts before and after a text ([CLS]..[SEP], <bos>..)."""
+    """The special tokens the tokenizer puts before and after a text ([CLS]..[SEP], <bos>..). A tokenizer
+    that puts nothing before it but names a BOS token (SmolLM2, GPT-2) gets that token in front: a
+    decoder's first position soaks up attention and carries outlier activations, so without it the
+    document's first word would be read as that outlier (it is never pooled either way)."""
     bare = tokenizer("x", add_special_tokens=False)["input_ids"]
     full = tokenizer("x", add_special_tokens=True)["input_ids"]
     for at in range(len(full) - len(bare) + 1):
         if full[at: at + len(bare)] == bare:
-            return full[:at], full[at + len(bare):]
+            prefix, suffix = full[:at], full[at + len(bare):]
+            if not prefix and tokenizer.bos_token_id is not None:
+                prefix = [int(tokenizer.bos_token_id)]
+            return prefix, suffix
     return [], []
 
 
 def _model_fingerprint(model: str, spec: ReaderSpec) -> str:
     """Hub models are identified by their commit; local folders by their weight files' contents."""
     folder = Path(model)
+    if gguf_file(model):
+        return fingerprint([folder])
     if folder.is_dir():
         weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")]
         return fingerprint(weights) if weights else ""
