@@ -76,8 +76,9 @@ def synthetic_store() -> Store:
 
 def test_offline_labels_name_the_peak_token_and_contrastive_keywords():
     labels = offline_labels(synthetic_store(), holdout=0)
-    assert labels.label[0].startswith("def · ") and {"python", "code", "function"} & set(labels.label[0].split(" · "))
-    assert labels.label[1].startswith("football · ")
+    assert labels.label[0].startswith("«def» opening the text · "), "the peak token, and where it stands"
+    assert {"python", "code", "function"} & set(labels.label[0].split(" · "))
+    assert labels.label[1].startswith("«football» · ")
     assert {"striker", "league", "goal", "scored"} & set(labels.label[1].split(" · "))
     assert labels.score[0] is None and labels.source[0] == "offline", "no held-out documents, no score"
     assert 3 not in labels.label, "a latent that never fires gets no label"
@@ -155,7 +156,7 @@ def test_role_markers_and_template_tokens_never_label_a_latent():
         assert not label_words(text) & ROLE_MARKERS, (latent, text)
         assert not label_words(text) & {"start", "end", "sys", "im"}, ("template pieces", latent, text)
     assert "broth" in label_words(labels.label[0]), "what the transcripts say still labels them"
-    assert labels.label[4].startswith("volcano · ")
+    assert labels.label[4].startswith("«volcano» · ")
 
 
 def test_role_marker_stripping():
@@ -185,7 +186,7 @@ def topic_store(n: int = 600) -> Store:
 def test_held_out_score_separates_a_real_concept_from_noise():
     store = topic_store()
     labels = offline_labels(store, holdout=0.3, seed=0)
-    assert labels.label[0].startswith("volcano") and labels.score[0] > 0.8
+    assert labels.label[0].startswith("«volcano»") and labels.score[0] > 0.8
     noise = [labels.score[i] for i in range(1, 11)]
     assert all(s is not None for s in noise) and abs(np.mean(noise) - 0.5) < 0.1, noise
     assert offline_labels(store, holdout=0.3, seed=0).score == labels.score, "seeded: the same split again"

@@ -275,8 +275,11 @@ def _matched_words(term: str, parts: list[list[str]], term_vector: np.ndarray,
 
 
 def _fragments(label: str) -> bool:
-    """A label of fragments only (`z`, `cy · q`): nothing a person's words are about."""
-    return all(len(word.strip()) <= FRAGMENT for word in _label_words(label) or [label])
+    """A label of fragments only (`z`, `cy · q`, `«!» opening the text`): nothing a person's words are about."""
+    return all(len(_PLACE.sub("", word).strip(" «»")) <= FRAGMENT for word in _label_words(label) or [label])
+
+
+_PLACE = re.compile(r"\s+(opening the text|starting a line)$")  # where an offline label's peak token stands
 
 
 def _label_words(label: str) -> list[str]:

@@ -51,10 +51,12 @@ def offline_labels(store: Store, *, holdout: float = 0.3, seed: int = 0, top_doc
     order = rng.permutation(store.n_docs)
     n_held = int(round(holdout * store.n_docs))
     making, held = store.take(np.sort(order[n_held:])), store.take(np.sort(order[:n_held]))
-    words = _label_words(making, top_docs, contrast_docs, n_keywords, min_support, min_docs)
+    peaks: dict[int, str] = {}
+    words = _label_words(making, top_docs, contrast_docs, n_keywords, min_support, min_docs, peaks)
     scores = _holdout_scores(held, words, rng) if n_held else {}
     latents = sorted(words)
-    return Labels(store.d_sae, {i: " · ".join(words[i]) for i in latents}, {i: "offline" for i in latents},
+    shown = {i: [peaks[i], *words[i][1:]] if i in peaks else words[i] for i in latents}
+    return Labels(store.d_sae, {i: " · ".join(shown[i]) for i in latents}, {i: "offline" for i in latents},
                   {i: scores.get(i) for i in latents})
 
 
@@ -69,8 +71,11 @@ def score_summary(labels: Labels) -> dict[str, float | int | None]:
 
 
 def _label_words(store: Store, top_docs: int, contrast_docs: int, n_keywords: int, min_support: float,
-                 min_docs: int) -> dict[int, list[str]]:
-    """latent -> its label's words: the commonest peak token, then supported contrastive keywords."""
+                 min_docs: int, peaks: dict[int, str]) -> dict[int, list[str]]:
+    """latent -> its label's words: the commonest peak token, then supported contrastive keywords. `peaks`
+    gets, per latent with a peak token, how the label shows it: in «», with where it stands when most of
+    its peaks stand there (`«-» starting a line`, `«sure» opening the text`): a token latent of an LLM is often about
+    the place of a token more than the word."""
     texts = store.frame["text"].to_list()
     doc_word, vocab = _doc_words(texts)
     csc = store.matrix.tocsc()
@@ -85,8 +90,10 @@ def _label_words(store: Store, top_docs: int, contrast_docs: int, n_keywords: in
     for latent in np.flatnonzero(freq >= max(min_docs, 1)):
         row = inside.getrow(latent)
         keywords = _keywords(row.indices, row.data, n_top[latent], word_df, store.n_docs, vocab, min_support)
-        peak = _commonest_peak(store, texts, csc, int(latent), top_docs)
+        peak, where = _commonest_peak(store, texts, csc, int(latent), top_docs)
         parts = [peak] if peak else []
+        if peak:
+            peaks[int(latent)] = f"«{peak}»" + (f" {where}" if where else "")
         parts += [w for w in keywords if w not in parts][:n_keywords]
         if parts:
             out[int(latent)] = parts
@@ -109,16 +116,31 @@ def _keywords(words: np.ndarray, n_in: np.ndarray, n_top: float, word_df: np.nda
     return [vocab[words[i]] for i in order if gain[i] > 0 and contrasted[i] and p_in[i] >= min_support]
 
 
-def _commonest_peak(store: Store, texts: list[str], csc: Any, latent: int, n: int) -> str | None:
-    """The token the latent most often peaks on in its n strongest documents, role markers aside."""
+def _commonest_peak(store: Store, texts: list[str], csc: Any, latent: int, n: int) -> tuple[str | None, str]:
+    """The token the latent most often peaks on in its n strongest documents, role markers aside, and
+    where it stands in most of them ("opening the text", "starting a line"; "" when nowhere in particular)."""
     rows, values = _column(csc, latent)
     peaks: Counter[str] = Counter()
+    places: Counter[tuple[str, str]] = Counter()
     for row in rows[np.argsort(-values, kind="stable")[:n]]:
         span = peak_span(store, int(row), latent)
         token = texts[row][span[0]: span[1]].strip().lower() if span else ""
         if token and not _is_role_marker(token):
             peaks[token] += 1
-    return peaks.most_common(1)[0][0] if peaks else None
+            places[token, _place(texts[row], span[0])] += 1
+    if not peaks:
+        return None, ""
+    token, count = peaks.most_common(1)[0]
+    place, at = max(((p, c) for (t, p), c in places.items() if t == token), key=lambda pc: pc[1])
+    return token, place if place and at > count / 2 else ""
+
+
+def _place(text: str, start: int) -> str:
+    """Where a token starting at `start` stands: the document's opening, the start of a line, or ""."""
+    before = text[:start]
+    if not before.strip():
+        return "opening the text"
+    return "starting a line" if before.rstrip(" \t").endswith("\n") else ""
 
 
 def _column(csc: Any, latent: int) -> tuple[np.ndarray, np.ndarray]:
