@@ -10,20 +10,32 @@ from typer.testing import CliRunner
 
 from commands.app import app
 from saeembed import load_sae, load_store
-from saeembed.embedding.presets import DEFAULT, TOKENS, default_bundle, presets, resolve_config
+from saeembed.embedding.presets import (
+    DEFAULT,
+    STYLE,
+    STYLE_WINDOW,
+    TOKENS,
+    TOPICS,
+    default_bundle,
+    embed_config,
+    presets,
+    resolve_config,
+    style_config,
+)
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import labels_for
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("name, layer, reads, d_sae", [("default-sae", 5, "document", 2048),
-                                                       (TOKENS, 3, "tokens", 4096)])
-def test_bundled_saes_are_small_float16_topk_with_labels_and_card(name, layer, reads, d_sae):
+@pytest.mark.parametrize("name, layer, reads, d_in, d_sae", [("default-sae", 5, "document", 384, 2048),
+                                                             (TOKENS, 3, "tokens", 384, 4096),
+                                                             (STYLE, 15, "tokens", 576, 4096)])
+def test_bundled_saes_are_small_float16_topk_with_labels_and_card(name, layer, reads, d_in, d_sae):
     folder = default_bundle(name)
     assert (folder / "sae_weights.safetensors").stat().st_size <= 12 * 2**20
     sae = load_sae(folder)
-    assert (sae.info.architecture, sae.k, sae.info.layer, sae.d_in, sae.info.reads) == ("topk", 32, layer, 384, reads)
+    assert (sae.info.architecture, sae.k, sae.info.layer, sae.d_in, sae.info.reads) == ("topk", 32, layer, d_in, reads)
     assert sae.d_sae == d_sae
     from safetensors import safe_open
 
@@ -55,7 +67,20 @@ def test_resolution_rules():
     with pytest.raises(SaeEmbedError, match="unknown preset 'nope'"):
         resolve_config("nope", None, None)
     listed = json.loads(runner.invoke(app, ["presets", "--json"]).stdout)
-    assert listed[0]["name"] == DEFAULT and listed[0]["offline"] and len(listed) == len(presets()) == 5
+    assert listed[0]["name"] == DEFAULT and listed[0]["offline"] and len(listed) == len(presets()) == 7
+
+
+def test_the_default_reads_topics_with_minilm_and_style_with_an_llm():
+    """`default` = MiniLM's document SAE (what it is about) + its style companion, SmolLM2 read in windows
+    and counted per token (how it is written); `minilm-topics` is the first alone."""
+    default, topics = presets()[DEFAULT], presets()[TOPICS]
+    assert default.style == STYLE and topics.style is None
+    assert (default.sae, default.model) == (topics.sae, topics.model)
+    style = style_config(None, text_field="body", cache_dir="/x", pooling="max")
+    assert (style.pooling, style.max_tokens, style.long, style.layer) == ("count", STYLE_WINDOW + 1, "chunk", 15)
+    assert style.model.endswith(".gguf") and style.text_field == "body", "reader settings stay the preset's"
+    assert style_config(TOPICS) is None
+    assert embed_config(STYLE).sae == str(default_bundle(STYLE))
 
 
 def test_embed_without_model_flags_runs_offline_and_finds_the_bundled_labels(tmp_path, monkeypatch):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -257,9 +258,10 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
         hf_logging.disable_progress_bar()  # saeembed draws its own progress
         try:
             # safetensors (or GGUF, plain tensors too) only: a pickled pytorch_model.bin can run code when read
-            net = AutoModel.from_pretrained(where, **gguf, config=config, dtype=torch_dtype, revision=revision,
-                                            trust_remote_code=trust_remote_code,
-                                            **({} if gguf else {"use_safetensors": True}))
+            with _quiet_gguf():
+                net = AutoModel.from_pretrained(where, **gguf, config=config, dtype=torch_dtype, revision=revision,
+                                                trust_remote_code=trust_remote_code,
+                                                **({} if gguf else {"use_safetensors": True}))
         except OSError as exc:
             raise ReaderError(f"cannot load model {model!r}: {first_line(exc, 300)}") from None
         finally:
@@ -273,6 +275,25 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
               tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
     return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits),
                   _model_fingerprint(model, spec))
+
+
+@contextlib.contextmanager
+def _quiet_gguf() -> Iterator[None]:
+    """transformers draws its own tqdm bar while it dequantises a GGUF file, whatever its progress-bar
+    setting; saeembed draws its own progress, so that bar is switched off while the weights load."""
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def gguf_file(model: str) -> Path | None:
