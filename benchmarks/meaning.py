@@ -67,7 +67,7 @@ from saeembed.analysis.diff import diff  # noqa: E402
 from saeembed.analysis.risk import fit_risk  # noqa: E402
 from saeembed.analysis.search import dense_scores, reciprocal_rank_fusion  # noqa: E402
 from saeembed.embedding.open_store import open_store  # noqa: E402
-from saeembed.embedding.presets import resolve_config  # noqa: E402
+from saeembed.embedding.presets import resolve_config, style_config  # noqa: E402
 from saeembed.labels import labels_for  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -89,10 +89,12 @@ def code_state() -> dict:
 
 
 class Run:
-    """The embedding config, a temporary folder for sampled corpora, the seed, and the first store's meta."""
+    """The embedding config (and its style companion's: diff's "how it is written" layer, None when the preset
+    has none or `--no-style`), a temporary folder for sampled corpora, the seed, and the first store's meta."""
 
-    def __init__(self, config, tmp: Path, seed: int):
+    def __init__(self, config, tmp: Path, seed: int, style_config=None):
         self.config, self.tmp, self.seed, self.meta = config, tmp, seed, None
+        self.style_config = style_config
         self.code = code_state()
 
     def rng(self, section: str) -> np.random.Generator:
@@ -105,6 +107,17 @@ class Run:
         store = open_store(path, config or self.config)
         self.meta = self.meta or store.meta
         return store
+
+    def stores(self, name: str, rows: list[dict]) -> tuple:
+        """(content store, style store or None) of the same rows."""
+        content = self.store(name, rows)
+        return content, (self.store(name, rows, self.style_config) if self.style_config else None)
+
+    def diff(self, pairs: list[tuple], config, names: list[str]):
+        """diff of [(content, style), ...] with the style layer when every side has a style store."""
+        content, style = [p[0] for p in pairs], [p[1] for p in pairs]
+        return diff(content[0], content[1:], config, names=names,
+                    style=style if all(s is not None for s in style) else None)
 
 
 def read_jsonl(rel: str, **where) -> list[dict]:
@@ -163,9 +176,13 @@ def n_findings(result) -> int:
 def diff_summary(result) -> dict:
     findings = result.findings
     form = getattr(result, "form_findings", None)
+    style = getattr(result, "style", None)
     return {"sizes": list(result.sizes), "latents_tested": result.n_tested, "findings": n_findings(result),
             "latent_findings": findings.height, "form_findings": None if form is None else form.height,
             "form_replication_rate": getattr(result, "form_replication_rate", None),
+            "style_findings": None if style is None else result.style_findings.height,
+            "style_themes": None if style is None else result.style_themes.height,
+            "style_replication_rate": getattr(result, "style_replication_rate", None),
             "more_in_a": int((findings["diff"] > 0).sum()), "more_in_b": int((findings["diff"] < 0).sum()),
             "replication_rate": result.replication_rate, "mean_tokens": [round(t, 1) for t in result.mean_tokens],
             "tests": sorted(set(result.table["test"].to_list())) if "test" in result.table.columns else None,
@@ -185,12 +202,23 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     return None if np.isnan(rho) else round(float(rho), 3)
 
 
+def top_style(result, n: int = 8) -> list[str]:
+    """The strongest style themes: lead label (quality) and rates per 1,000 tokens."""
+    themes = getattr(result, "style_themes", None)
+    if themes is None:
+        return []
+    return [f"{r['label']} ({r.get('label_score') or 0:.2f}; more in {r['more_in']}, {r['mean_a']:.1f} vs "
+            f"{r['mean_b']:.1f})" for r in themes.head(n).iter_rows(named=True)]
+
+
 def combined_replication(result) -> float | None:
-    """Share of all findings (form and latents) that replicate on the held-out documents."""
+    """Share of all findings (form, style and content latents) that replicate on the held-out documents."""
     parts = [(result.findings.height, result.replication_rate)]
     form = getattr(result, "form_findings", None)
     if form is not None:
         parts.append((form.height, result.form_replication_rate))
+    if getattr(result, "style", None) is not None:
+        parts.append((result.style_findings.height, result.style_replication_rate))
     total = sum(n for n, rate in parts if rate is not None)
     return sum(n * rate for n, rate in parts if rate is not None) / total if total else None
 
@@ -202,16 +230,17 @@ def repackaging_null(run: Run) -> dict:
     single, rest = rows[:600], rows[600:]
     joined = [{**x, "id": f"{x['id']}+{y['id']}", "text": f"{x['text']} {y['text']}",
                "topic": f"{x['topic']}+{y['topic']}"} for x, y in zip(rest[0::2], rest[1::2])]
-    result = diff(run.store("agnews_single", single), run.store("agnews_joined", joined), DiffConfig(),
-                  names=["single", "joined"])
-    return {**diff_summary(result), "top_labels": top_labels(result), "want": "findings <= 5",
+    result = run.diff([run.stores("agnews_single", single), run.stores("agnews_joined", joined)], DiffConfig(),
+                      names=["single", "joined"])
+    return {**diff_summary(result), "top_labels": top_labels(result), "top_style": top_style(result),
+            "want": "findings <= 5",
             "ok": n_findings(result) <= 5}
 
 
 def concise_vs_verbose(run: Run) -> dict:
     sides = {k: read_jsonl(f"alpacaeval/gpt4_1106_preview_{k}.jsonl") for k in ("concise", "verbose")}
-    stores = [run.store(k, rows) for k, rows in sides.items()]
-    result = diff(*stores, DiffConfig(pair_on="prompt_id", holdout=0.5), names=list(sides))
+    result = run.diff([run.stores(k, rows) for k, rows in sides.items()], DiffConfig(pair_on="prompt_id", holdout=0.5),
+                      names=list(sides))
     out = diff_summary(result)
     n, rate = out["findings"], combined_replication(result)
     return {**out, "token_ratio_verbose_over_concise": round(result.mean_tokens[1] / result.mean_tokens[0], 2),
@@ -414,10 +443,11 @@ def model_comparison(run: Run) -> dict:
 
     out = {}
     for name_a, name_b in MODEL_PAIRS:
-        stores = [run.store(f"alpaca_{n}", read_jsonl(f"alpacaeval/{n}.jsonl")) for n in (name_a, name_b)]
+        pairs = [run.stores(f"alpaca_{n}", read_jsonl(f"alpacaeval/{n}.jsonl")) for n in (name_a, name_b)]
+        stores, styles = [p[0] for p in pairs], [p[1] for p in pairs]
         names = [name_a, name_b]
         config = DiffConfig(pair_on="prompt_id", holdout=0.5)
-        result = diff(*stores, config, names=names)
+        result = run.diff(pairs, config, names=names)
         before = diff(*stores, dataclasses.replace(config, form=False), names=names)
         # the predictive check: discover on half the prompts, predict the author on the other half
         rng = run.rng(f"model_comparison/{name_a}/{name_b}")
@@ -426,12 +456,19 @@ def model_comparison(run: Run) -> dict:
         in_half = [np.array([p in half for p in s.frame["prompt_id"].to_list()]) for s in stores]
         parts = {"discovery": [s.take(np.flatnonzero(m)) for s, m in zip(stores, in_half)],
                  "held_out": [s.take(np.flatnonzero(~m)) for s, m in zip(stores, in_half)]}
-        found = diff(*parts["discovery"], DiffConfig(pair_on="prompt_id"), names=names)
+        style_parts = ({"discovery": [s.take(np.flatnonzero(m)) for s, m in zip(styles, in_half)],
+                        "held_out": [s.take(np.flatnonzero(~m)) for s, m in zip(styles, in_half)]}
+                       if all(s is not None for s in styles) else None)
+        found = diff(*parts["discovery"], DiffConfig(pair_on="prompt_id"), names=names,
+                     style=style_parts["discovery"] if style_parts else None)
         latents = found.findings["latent"].to_numpy()
         form_names = found.form_findings["feature"].to_list() if found.form is not None else []
+        style_latents = found.style_findings["latent"].to_numpy() if found.style is not None else np.zeros(0, int)
 
-        x_train, y_train = author_features(parts["discovery"], form_names, latents)
-        x_test, y_test = author_features(parts["held_out"], form_names, latents)
+        x_train, y_train = author_features(parts["discovery"], form_names, latents,
+                                           style_parts["discovery"] if style_parts else None, style_latents)
+        x_test, y_test = author_features(parts["held_out"], form_names, latents,
+                                         style_parts["held_out"] if style_parts else None, style_latents)
         scale = x_train.std(axis=0) + 1e-9
         full = LogisticRegression(max_iter=2000, C=1.0).fit(x_train / scale, y_train)
         length = LogisticRegression(max_iter=2000).fit(x_train[:, :1], y_train)
@@ -444,21 +481,24 @@ def model_comparison(run: Run) -> dict:
             "replication_before": before.replication_rate,
             "top_form": [f"{r['feature']} ({r['more_in']}, {r['share_a']:.0%} vs {r['share_b']:.0%})"
                          for r in result.form_findings.head(8).iter_rows(named=True)],
-            "top_labels": top_labels(result, 5), "predict_auroc": with_findings, "length_only_auroc": length_only,
-            "auroc_gain": gain, "discovery_findings": [len(form_names), int(len(latents))],
+            "top_labels": top_labels(result, 5), "top_style": top_style(result, 5), "predict_auroc": with_findings,
+            "length_only_auroc": length_only, "auroc_gain": gain,
+            "discovery_findings": [len(form_names), int(len(style_latents)), int(len(latents))],
             "ok": 5 <= n <= 300 and (rate or 0) >= 0.7 and (gain or 0) >= 0.05}
     return {"comparisons": out, "want": "5 <= findings <= 300, replication >= 0.7, auroc_gain >= 0.05 each",
             "ok": all(v["ok"] for v in out.values())}
 
 
-def author_features(side_stores: list, form_names: list[str], latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per answer: log length, the form findings' values (rates per token; 0/1 for openings and endings) and
-    whether each latent finding fires; y = 1 for the first store's answers."""
+def author_features(side_stores: list, form_names: list[str], latents: np.ndarray, style_stores: list | None = None,
+                    style_latents: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per answer: log length, the form findings' values (rates per token; 0/1 for openings and endings), the
+    style findings' rates, and whether each content finding fires; y = 1 for the first store's answers."""
     from saeembed.analysis.form import form_features, is_positional
+    from saeembed.analysis.style import rate_side
 
     counted = form_features([s.frame["text"].to_list() for s in side_stores])
     xs = []
-    for s, matrix in zip(side_stores, counted.counts):
+    for k, (s, matrix) in enumerate(zip(side_stores, counted.counts)):
         tokens = np.maximum(s.frame["n_tokens"].to_numpy(), 1)
         columns = [np.log(tokens)]
         for feature in form_names:
@@ -468,7 +508,10 @@ def author_features(side_stores: list, form_names: list[str], latents: np.ndarra
             else:  # an opening frequent only in the discovery half
                 columns.append(np.zeros(s.n_docs))
         present = (s.matrix[:, latents] > 0).toarray() if len(latents) else np.zeros((s.n_docs, 0))
-        xs.append(np.column_stack([*columns, present]))
+        rates = np.zeros((s.n_docs, 0))
+        if style_stores is not None and style_latents is not None and len(style_latents):
+            rates = rate_side(style_stores[k], np.arange(s.n_docs)).matrix[:, style_latents].toarray()
+        xs.append(np.column_stack([*columns, rates, present]))
     return np.vstack(xs), np.r_[np.ones(side_stores[0].n_docs), np.zeros(side_stores[1].n_docs)]
 
 
@@ -481,10 +524,11 @@ def random_halves_null(run: Run) -> dict:
     splits, with_findings, counts = 0, 0, []
     for k in range(20):
         name, rows = corpora[k % len(corpora)]
-        store = run.store(name, rows)
+        store, style = run.stores(name, rows)
         order = run.rng(f"random_halves/{k}").permutation(store.n_docs)
-        halves = [store.take(np.sort(h)) for h in np.array_split(order, 2)]
-        result = diff(*halves, DiffConfig(), names=["half_1", "half_2"])
+        halves = [np.sort(h) for h in np.array_split(order, 2)]
+        result = run.diff([(store.take(h), style.take(h) if style is not None else None) for h in halves], DiffConfig(),
+                          names=["half_1", "half_2"])
         splits += 1
         counts.append(n_findings(result))
         with_findings += n_findings(result) > 0
@@ -528,6 +572,8 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/saeembed-meaning-cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out")
+    parser.add_argument("--no-style", action="store_true",
+                        help="without the preset's style reader (diff's style layer)")
     args = parser.parse_args()
     only = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
     unknown = set(only) - set(SECTIONS)
@@ -535,9 +581,11 @@ def main() -> None:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     os.environ["SAEEMBED_CACHE"] = args.cache
     config = resolve_config(args.preset, args.model, args.sae, layer=args.layer)
+    with_style = not args.no_style and args.model is None and args.sae is None
+    style = style_config(args.preset) if with_style else None
     out, seconds, failed = {}, {}, []
     with tempfile.TemporaryDirectory(prefix="saeembed-meaning-") as tmp:
-        run = Run(config, Path(tmp), args.seed)
+        run = Run(config, Path(tmp), args.seed, style)
         for section in (s for s in SECTIONS if s in only):
             started = time.perf_counter()
             print(f"[meaning] {section} ...", file=sys.stderr, flush=True)

@@ -10,7 +10,16 @@ from typing_extensions import Annotated
 
 from commands import options
 from commands.diff_render import render
-from commands.ui import check_outputs, emit, open_inputs, print_json, user_errors, working, write_report
+from commands.ui import (
+    check_outputs,
+    emit,
+    open_inputs,
+    open_style_inputs,
+    print_json,
+    user_errors,
+    working,
+    write_report,
+)
 from saeembed.analysis.config import DiffConfig
 
 _D = DiffConfig.__dataclass_fields__
@@ -49,11 +58,17 @@ def run(
     form: Annotated[bool, typer.Option("--form/--no-form", help="Also compare how the documents are written, "
                                                                 "counted in the text (lists, headings, '!', "
                                                                 "openings ...).")] = _D["form"].default,
+    style: Annotated[bool, typer.Option("--style/--no-style", help="Also compare how the documents are written as "
+                                                                  "an LLM reads them (the preset's style reader, "
+                                                                  "corpus files only).")] = True,
+    style_min_effect: Annotated[float, typer.Option(help="Style layer: smallest standardized effect of a "
+                                                         "finding.")] = _D["style_min_effect"].default,
     quiet: options.Quiet = False,
 ) -> None:
     """How A differs from B: the length gap; then form counted in the text (lists, headings, '!',
-    openings ...); then the SAE concepts more frequent in one at equal length, grouped into themes. Each
-    with its 95% interval, test and Benjamini-Hochberg q, and an example from both sides."""
+    openings ...); then how it is written (an LLM's token latents, as rates); then what it is about (the
+    SAE concepts more frequent in one at equal length), grouped into themes. Each with its 95% interval,
+    test and Benjamini-Hochberg q, and an example from both sides."""
     from saeembed.analysis.diff import diff
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_diff_report
@@ -67,11 +82,15 @@ def run(
                                 f"use --vs to compare one with several")
         config = DiffConfig(measure=measure, alpha=alpha, min_diff=min_diff, pair_on=pair_on,  # type: ignore[arg-type]
                             holdout=holdout, length=length, length_bands=length_bands, seed=seed,
-                            form=form)
-        stores = open_inputs(inputs, preset, quiet or json_out, text_field=text_field, id_field=id_field,
-                             cache_dir=cache_dir)
+                            form=form, style_min_effect=style_min_effect)
+        settings = {"text_field": text_field, "id_field": id_field, "cache_dir": cache_dir}
+        stores = open_inputs(inputs, preset, quiet or json_out, **settings)
+        style_stores, why_not = (open_style_inputs(inputs, preset, quiet or json_out, **settings) if style
+                                 else (None, None))
         with working("comparing", quiet or json_out):
-            result = diff(stores[0], stores[1:], config, names=_names(inputs))
+            result = diff(stores[0], stores[1:], config, names=_names(inputs), style=style_stores)
+        if why_not:
+            result.input_notes.append(why_not)
     write_report(html, lambda path: write_diff_report(result, path), quiet)
     rows = _rows(result, all_rows)
     shown = None if all_rows else top
@@ -92,21 +111,29 @@ def _rows(result: Any, all_rows: bool) -> Any:
     import polars as pl
 
     latents = (result.table if all_rows else result.findings).with_columns(layer=pl.lit("content"))
-    if result.form is None:
+    parts = []
+    if result.form is not None:
+        parts.append(result.form if all_rows else result.form_findings)
+    if result.style is not None:
+        parts.append(result.style if all_rows else result.style_findings)
+    if not parts:
         return latents
-    form = result.form if all_rows else result.form_findings
-    return pl.concat([form, latents.select("layer", *[c for c in latents.columns if c != "layer"])],
+    return pl.concat([*parts, latents.select("layer", *[c for c in latents.columns if c != "layer"])],
                      how="diagonal_relaxed")
 
 
 def _print_json(result: Any, top: int | None) -> None:
     """A summary record, then the top form findings and themes (every form feature and tested latent when
-    `top` is None), each with its `layer`: form, or content."""
+    `top` is None), each with its `layer`: form, style or content."""
     print_json(summary(result, top))
     if result.form is not None:
         form = result.form if top is None else result.form_findings.head(top)
         for row in form.iter_rows(named=True):
             print_json({"type": "form", **row})
+    if result.style is not None:
+        style = result.style if top is None else result.style_themes.head(top)
+        for row in style.iter_rows(named=True):
+            print_json({"type": "latent" if top is None else "theme", "layer": "style", **row})
     if top is None:
         for row in result.table.iter_rows(named=True):
             print_json({"type": "latent", "layer": "content", **row})
@@ -128,4 +155,7 @@ def summary(result: Any, top: int | None) -> dict[str, Any]:
             "alpha": config.alpha, "min_diff": config.min_diff, "replication": result.replication_rate,
             "method": config.method, "notes": result.notes,
             "n_form_tested": 0 if result.form is None else len(result.form),
-            "n_form_findings": len(result.form_findings), "form_replication": result.form_replication_rate}
+            "n_form_findings": len(result.form_findings), "form_replication": result.form_replication_rate,
+            "n_style_tested": 0 if result.style is None else len(result.style),
+            "n_style_findings": len(result.style_findings), "n_style_themes": 0 if result.style_themes is None
+            else len(result.style_themes), "style_replication": result.style_replication_rate}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from commands.ui import result_console, shown
+from commands.ui import label_markup, result_console, shown
 
 # Characters of an example shown on screen (the files and JSON keep the whole context).
 EXAMPLE_CHARS = 110
@@ -18,8 +18,15 @@ def render(result: Any, top: int | None) -> None:
     console = result_console()
     console.print(headline(result), highlight=False, soft_wrap=True)
     _render_form(console, result, top)
-    themes = result.themes
+    if result.style is not None:
+        console.print("\n[bold]How it is written[/bold] (token latents of an LLM, as rates per 1,000 tokens)",
+                      highlight=False)
+        _render_themes(console, result, result.style_themes, top, style=True)
     console.print("\n[bold]What it is about[/bold] (SAE latents)", highlight=False)
+    _render_themes(console, result, result.themes, top, style=False)
+
+
+def _render_themes(console: Any, result: Any, themes: Any, top: int | None, style: bool) -> None:
     if not len(themes):
         console.print("No latent differs at these thresholds.", style="yellow")
         return
@@ -31,7 +38,7 @@ def render(result: Any, top: int | None) -> None:
         part = top_themes.filter(top_themes["more_in"] == name)
         console.print(f"\n[bold]more in {shown(name)}[/bold]", highlight=False)
         for row in part.iter_rows(named=True):
-            for line in _theme_block(row, result):
+            for line in _theme_block(row, result, style):
                 console.print(line, highlight=False, overflow="fold")
 
 
@@ -81,20 +88,25 @@ def _form_block(row: dict[str, Any], result: Any) -> list[str]:
     return lines
 
 
-def _theme_block(row: dict[str, Any], result: Any) -> list[str]:
+def _theme_block(row: dict[str, Any], result: Any, style: bool = False) -> list[str]:
     mean = result.config.measure == "mean"
     a, b = ((f"{row['mean_a']:.2f}", f"{row['mean_b']:.2f}") if mean
             else (f"{row['freq_a']:.1%}", f"{row['freq_b']:.1%}"))
     against = f" ({shown(row['vs'])})" if len(result.names) > 2 else ""
-    lines = [f"  [bold cyan]{row['lead']:>6}[/bold cyan]  {shown(row['label'] or '(no label)')}"]
+    lines = [f"  [bold cyan]{row['lead']:>6}[/bold cyan]  {label_markup(row['label'], row.get('label_score'))}"]
     if row["n_latents"] > 1:
         related = [shown(label) for label in row["related"][:RELATED_SHOWN]]
         rest = row["n_latents"] - 1 - len(related)
         lines.append(f"          [dim]+{row['n_latents'] - 1} related: {'; '.join(related) or 'unlabelled'}"
                      f"{f' and {rest} more' if rest > 0 and related else ''}[/dim]")
-    stats = (f"          {a} vs {b}{against}   diff {row['diff']:+.3f} [{row['ci_low']:+.3f}, "
-             f"{row['ci_high']:+.3f}]   q {row['q']:.1e}")
-    if result.replication_rate is not None:
+    if style:
+        stats = (f"          {row['mean_a']:.1f} vs {row['mean_b']:.1f} per 1,000 tokens{against}   diff "
+                 f"{row['diff']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]   effect {row['effect']:.2f}   "
+                 f"q {row['q']:.1e}")
+    else:
+        stats = (f"          {a} vs {b}{against}   diff {row['diff']:+.3f} [{row['ci_low']:+.3f}, "
+                 f"{row['ci_high']:+.3f}]   q {row['q']:.1e}")
+    if (result.style_replication_rate if style else result.replication_rate) is not None:
         stats += "   replicated" if row.get("replicated") else "   [yellow]not replicated[/yellow]"
     lines.append(stats)
     if row.get("example_with"):
@@ -137,6 +149,13 @@ def headline(result: Any) -> str:
                      f"form: {len(form):,} of {len(result.form):,} counted features differ (shares of documents, "
                      f"length ignored): {up_form:,} more in {names[0]}, {len(form) - up_form:,} more in "
                      f"{' / '.join(names[1:])}")
+    if result.style is not None:
+        style = result.style_findings
+        up_style = int((style["diff"] > 0).sum()) if len(style) else 0
+        lines.append(f"how it is written: {len(style):,} of {len(result.style):,} token latents differ in rate "
+                     f"(q <= {config.alpha}, effect >= {config.style_min_effect}) in "
+                     f"{_count(len(result.style_themes), 'theme')}: {up_style:,} more in {names[0]}, "
+                     f"{len(style) - up_style:,} more in {' / '.join(names[1:])}")
     lines += [f"[yellow]note:[/yellow] {shown(note)}" for note in result.notes]
     if result.replication:
         lines.append(result.replication)

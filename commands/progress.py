@@ -12,12 +12,12 @@ from commands.ui import stderr
 
 
 @contextlib.contextmanager
-def embed_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | None]:
+def embed_progress(disabled: bool = False, what: str = "embedding") -> Iterator[Callable[[Any], None] | None]:
     """Yield an `on_progress` callback that draws docs, docs/s, tokens/s and ETA (on a terminal)."""
     if disabled or not stderr.is_terminal:
         yield None
         return
-    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=stderr, transient=True)
     task = progress.add_task("embed", total=None, rate="")
     started = time.perf_counter()

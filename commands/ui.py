@@ -32,6 +32,19 @@ def result_console() -> Console:
     return Console(emoji=False, highlight=False)
 
 
+def label_markup(label: str | None, score: float | None) -> str:
+    """A label as printed wherever one is shown: with its held-out quality score (detection accuracy,
+    0.5 = chance), and marked weak below the bar the labelers keep (0.75)."""
+    from saeembed.labels.offline import KEEP_SCORE
+
+    text = shown(label or "(no label)")
+    if score is None or score != score:  # unscored (None, or NaN from a table)
+        return f"{text} [dim](unscored)[/dim]" if label else text
+    if score < KEEP_SCORE:
+        return f"{text} [yellow](label quality {score:.2f}, weak)[/yellow]"
+    return f"{text} [dim](label quality {score:.2f})[/dim]"
+
+
 def shown(value: Any, *, one_line: bool = False) -> str:
     """Data (a label, an id, a document, a file name) made safe to print with rich markup on: escape
     sequences and control characters removed, brackets escaped so `[/oops]` or `[link=...]` print as
@@ -215,6 +228,33 @@ def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: 
         with embed_progress(disabled=quiet) as on_progress:
             stores.append(open_store(source, config, on_progress))
     return stores
+
+
+def open_style_inputs(inputs: list[str], preset: str | None, quiet: bool,
+                      **settings: Any) -> tuple[list[Any] | None, str | None]:
+    """The same corpora read by the preset's style companion (diff's "how it is written" layer), or None and
+    why not: the preset has none, an input is a store (it holds only its own SAE's latents), or the LLM
+    reader is not installed."""
+    from commands.progress import embed_progress
+    from saeembed.embedding.open_store import open_store
+    from saeembed.embedding.presets import style_config
+    from saeembed.errors import ReaderError
+    from saeembed.store import is_store
+
+    try:
+        config = style_config(preset, **settings)
+    except ReaderError as exc:
+        return None, f"how it is written: not read ({exc})"
+    if config is None:
+        return None, None
+    if any(is_store(Path(source)) for source in inputs if source != "-"):
+        return None, ("how it is written: not read (a store holds only its own SAE's latents; pass the corpus "
+                      "files to read them with the LLM reader too)")
+    stores = []
+    for source in inputs:
+        with embed_progress(disabled=quiet, what="reading how it is written") as on_progress:
+            stores.append(open_store(source, config, on_progress))
+    return stores, None
 
 
 def parse_roles(value: str | None) -> tuple[str, ...] | None:

@@ -414,7 +414,8 @@ def test_cli_json_lines_file_output_and_people_output(a_b, tmp_path):
 
 
 def test_cli_diffs_raw_corpora_with_the_offline_default(tmp_path):
-    """Corpus files are embedded on the fly (default preset: MiniLM + the shipped SAE) and cached."""
+    """Corpus files are embedded on the fly (default preset: MiniLM + the shipped SAE for what they are
+    about, SmolLM2 + the style SAE for how they are written) and cached."""
     for name, texts in (("a", ["What a great day, I love it!", "Wow, amazing, thanks so much!"] * 6),
                         ("b", ["The meeting is at 10 am.", "The report is attached below."] * 6)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"{t} ({i})"}) + "\n"
@@ -427,6 +428,7 @@ def test_cli_diffs_raw_corpora_with_the_offline_default(tmp_path):
     summary, *rows = [json.loads(line) for line in out.stdout.splitlines()]
     rows = [r for r in rows if r["layer"] == "content"]
     assert summary["type"] == "summary" and summary["n_findings"] >= len(rows)
+    assert summary["n_style_tested"] > 100, "the LLM reader's token latents were compared too"
     assert rows and all(abs(r["diff"]) >= 0.5 and r["q"] <= 0.05 for r in rows)
     assert any(r["label"] for r in rows), "the shipped labels name the latents"
     assert list((tmp_path / "cache").iterdir()), "vectors were cached for the next analysis"

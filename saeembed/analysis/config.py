@@ -50,6 +50,10 @@ class DiffConfig:
     """Also compare how the documents are written, counted from their text (`saeembed.analysis.form`:
     lists, headings, bold, code, questions, `!`, emoji, links, apologies, refusals, person, hedges,
     openings and endings): rates per token at equal length, shares of documents with length ignore."""
+    style_min_effect: float = 0.3
+    """Style layer (token latents compared as rates): smallest standardized effect of a finding (paired:
+    mean / sd of the pairs' differences; unpaired: difference / pooled sd). 0.3 is a small-to-medium
+    effect; with hundreds of documents far smaller differences are significant, and say little."""
 
     @property
     def method(self) -> str:
@@ -71,6 +75,9 @@ class DiffConfig:
             raise SaeEmbedError(f"unknown length handling {self.length!r}; choose adjust or ignore")
         if self.length_bands < 2:
             raise SaeEmbedError(f"--length-bands needs at least 2 bands, got {self.length_bands}")
+        if not isinstance(self.style_min_effect, (int, float)) or not self.style_min_effect >= 0:
+            raise SaeEmbedError(f"style_min_effect (--style-min-effect) is a standardized effect, at least 0; "
+                                f"got {self.style_min_effect!r}")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise SaeEmbedError(f"--holdout is the share of documents kept for validation, in (0, 1); "
                                 f"got {self.holdout}")

@@ -69,10 +69,22 @@ class DiffResult:
     significant, more_in, examples. None when `config.form` is off."""
     form_replication_rate: float | None = None
     """Share of the form findings that replicate on the held-out documents (None without `holdout`)."""
+    style: Any = None
+    """polars DataFrame, one row per tested latent of the style SAE (how it is written, `saeembed.analysis.style`):
+    rates per 1,000 tokens (mean_a, mean_b), shares of documents (freq_a, freq_b), diff, effect, interval,
+    q, significant, label, theme, examples; findings first. None without style stores."""
+    style_themes: Any = None
+    """The style findings grouped into themes, as `themes` (None without style stores)."""
+    style_replication_rate: float | None = None
+    input_notes: list[str] = field(default_factory=list)
+    """What to know about how the inputs were read (e.g. why there is no style layer), shown with the notes."""
 
     @property
     def notes(self) -> list[str]:
         """What to keep in mind about length when reading the findings (plain text, for every renderer)."""
+        return self._length_notes() + self.input_notes
+
+    def _length_notes(self) -> list[str]:
         config, gap = self.config, self.length
         if config.length == "ignore" and gap.differs:
             if self.document_sae:
@@ -126,14 +138,21 @@ class DiffResult:
         return self.form.filter(pl.col("significant")) if self.form is not None else pl.DataFrame()
 
     @property
+    def style_findings(self) -> Any:
+        """The significant style latents (an empty frame without style stores)."""
+        import polars as pl
+
+        return self.style.filter(pl.col("significant")) if self.style is not None else pl.DataFrame()
+
+    @property
     def n_findings(self) -> int:
-        """Findings of every layer: form features and latents."""
-        return len(self.findings) + len(self.form_findings)
+        """Findings of every layer: form features, style latents and content latents."""
+        return len(self.findings) + len(self.form_findings) + len(self.style_findings)
 
 
 def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None, *,
          names: Sequence[str] | None = None, labels: Any = None,
-         decoder: np.ndarray | None | Literal["auto"] = "auto") -> DiffResult:
+         decoder: np.ndarray | None | Literal["auto"] = "auto", style: Sequence[Store] | None = None) -> DiffResult:
     """Compare corpus `a` with `b`, or with several corpora (then `a` against the nearest of them per
     latent: a finding must differ from every other corpus in the same direction).
 
@@ -144,6 +163,9 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
         labels: a `saeembed.labels.Labels`; default the labels found for a's SAE.
         decoder: the SAE's decoder rows, to group findings with near directions into one theme;
             "auto" loads them when the SAE can be found locally, None skips that link.
+        style: the same corpora embedded by a per-token SAE pooled with `count` (one store each, same
+            documents in the same order; `saeembed.embedding.presets.STYLE`): adds the "how it is
+            written" layer (`saeembed.analysis.style`).
 
     Examples:
         >>> result = diff(load_store("concise.parquet"), load_store("verbose.parquet"),
@@ -168,6 +190,11 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
             raise SaeEmbedError(f"no document of {name} has a pooled token (n_tokens is 0 in every row, e.g. its "
                                 f"pool_roles matched no message): there is nothing to compare; embed it again "
                                 f"pooling other roles")
+    if style is not None:
+        from saeembed.analysis.style import check_style_stores
+
+        check_style_stores(stores, style, names)
+        check_compatible(zip(names, (s.meta for s in style)))
     rows, n_unpaired = _rows(stores, config.pair_on)
     rng = np.random.default_rng(config.seed)
     discovery, validation = _split(rows, config.holdout, paired=config.pair_on is not None, rng=rng)
@@ -181,10 +208,11 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     replication = None
     if validation is not None:
         table, replication = _replicate(table, [side(s, r) for s, r in zip(stores, validation)], config)
-    labels = labels if labels is not None else labels_for(a)
-    table = _order(table.with_columns(label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8)))
-    table = _evidence(table, stores, rows, config, rng, decoder)
-    table = table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
+    table = _finish(table, stores, rows, names, labels if labels is not None else labels_for(a), config, rng, decoder)
+    style_table = style_replication = None
+    if style is not None:
+        style_table, style_replication = _style_layer(list(style), rows, discovery, validation, names,
+                                                      config, rng, decoder)
     tokens = [s.frame["n_tokens"].to_numpy()[r] for s, r in zip(stores, rows)]
     form, form_replication = None, None
     if config.form:
@@ -202,7 +230,46 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
                       discovery_sizes=tuple(len(r) for r in discovery),
                       mean_tokens=tuple(float(t.mean()) if len(t) else 0.0 for t in tokens),
                       n_tokens=tuple(tokens), document_sae=a.meta["sae"].get("reads") == "document",
-                      form=form, form_replication_rate=form_replication)
+                      form=form, form_replication_rate=form_replication, style=style_table,
+                      style_themes=None if style_table is None else theme_table(
+                          style_table.filter(pl.col("significant")), names, "mean"),
+                      style_replication_rate=style_replication)
+
+
+def _finish(table: Any, stores: list[Store], rows: list[np.ndarray], names: Sequence[str], labels: Any,
+            config: DiffConfig, rng: np.random.Generator, decoder: Any) -> Any:
+    """Labels, order (findings first), themes and examples, and the other corpus by name: the steps the
+    content and style layers share."""
+    import polars as pl
+
+    table = _order(table.with_columns(
+        label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8),
+        label_score=pl.Series([labels.score.get(int(i)) for i in table["latent"]], dtype=pl.Float64)))
+    table = _evidence(table, stores, rows, config, rng, decoder)
+    return table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
+
+
+def _style_layer(style: list[Store], rows: list[np.ndarray], discovery: list[np.ndarray],
+                 validation: list[np.ndarray] | None, names: Sequence[str], config: DiffConfig,
+                 rng: np.random.Generator, decoder: Any) -> tuple[Any, float | None]:
+    """How it is written: the style stores' token latents compared as rates (`saeembed.analysis.style`)."""
+    import polars as pl
+
+    from saeembed.analysis.style import effect_sizes, rate_side, style_table, test_config
+    from saeembed.labels import labels_for
+
+    sides = [rate_side(s, r) for s, r in zip(style, discovery)]
+    found = compare(sides, test_config(config))
+    effect = effect_sizes(sides, found["vs"], config.pair_on is not None)
+    table = style_table(found, effect, config)
+    replication = None
+    if validation is not None:
+        table, replication = _replicate(table, [rate_side(s, r) for s, r in zip(style, validation)],
+                                        test_config(config))
+    # the style SAE's own decoder rows: an array given for the content SAE would not fit
+    table = _finish(table, style, rows, names, labels_for(style[0]), config, rng,
+                    decoder if isinstance(decoder, str) else None)
+    return table.with_columns(layer=pl.lit("style")), replication
 
 
 def _default_names(stores: list[Store]) -> list[str]:

@@ -156,7 +156,8 @@ def theme_table(findings: Any, names: Sequence[str], measure: str) -> Any:
         return pl.DataFrame(schema={"theme": pl.Int32, "more_in": pl.Utf8, "n_latents": pl.Int64,
                                     "lead": pl.Int32, "label": pl.Utf8, "diff": pl.Float64})
     side = ["mean_a", "mean_b"] if measure == "mean" else ["freq_a", "freq_b"]
-    optional = [c for c in ("replicated", "diff_holdout", "q_holdout", "example_with_id", "example_with",
+    optional = [c for c in ("label_score", "effect", "replicated", "diff_holdout", "q_holdout", "example_with_id",
+                            "example_with",
                             "example_without_id", "example_without") if c in findings.columns]
     members = findings.group_by("theme", maintain_order=True).agg(
         n_latents=pl.len(), latents=pl.col("latent"), related=pl.col("label").slice(1).drop_nulls())

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from saeembed.labels.offline import KEEP_SCORE
 from saeembed.report import plots
 from saeembed.report._page import clip_marked, clip_plain, count, latent_name, render, split_marked
 
@@ -24,19 +25,8 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
     config, names, themes = result.config, list(result.names), result.themes
     mean = config.measure == "mean"
     findings = result.findings
-    member = {int(r["latent"]): r for r in findings.select(
-        "latent", "label", "diff", *(["mean_a", "mean_b"] if mean else ["freq_a", "freq_b"])).iter_rows(named=True)}
-    rows = []
-    for row in themes.head(PAGE_THEMES).iter_rows(named=True):
-        less = row["vs"] if row["diff"] > 0 else names[0]
-        latents = [int(x) for x in (row.get("latents") or [row["lead"]])]
-        rows.append({**row, "name": latent_name(row["lead"], row["label"]), "less_in": less,
-                     "a": row["mean_a"] if mean else row["freq_a"], "b": row["mean_b"] if mean else row["freq_b"],
-                     "members": [{"latent": x, "label": member.get(x, {}).get("label"),
-                                  "diff": member.get(x, {}).get("diff")} for x in latents[:THEME_LATENTS]],
-                     "more_latents": max(len(latents) - THEME_LATENTS, 0),
-                     "with": clip_marked(split_marked(row.get("example_with"), f"latent {row['lead']}")),
-                     "without": clip_plain(row.get("example_without"))})
+    rows = _theme_rows(themes, findings, names, mean)
+    style_rows = None if result.style is None else _theme_rows(result.style_themes, result.style_findings, names, True)
     table = result.table
     volcano = None
     if len(table):
@@ -64,9 +54,30 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
         "down": int((findings["diff"] < 0).sum()) if len(findings) else 0,
         "n_not_replicated": int((~findings["replicated"]).sum()) if "replicated" in findings.columns else 0,
         "multi": len(names) > 2, "form_rows": form_rows,
-        "n_form": None if result.form is None else len(result.form),
+        "n_form": None if result.form is None else len(result.form), "style_rows": style_rows,
+        "n_style": None if result.style is None else len(result.style),
+        "n_style_themes": 0 if result.style_themes is None else len(result.style_themes),
+        "keep_score": KEEP_SCORE,
     }
     return render("diff.html", path, **context)
+
+
+def _theme_rows(themes: Any, findings: Any, names: list[str], mean: bool) -> list[dict[str, Any]]:
+    """One row per theme for the page (the strongest PAGE_THEMES): its lead, members, sides, examples."""
+    member = {int(r["latent"]): r for r in findings.select(
+        "latent", "label", "diff", *(["mean_a", "mean_b"] if mean else ["freq_a", "freq_b"])).iter_rows(named=True)}
+    rows = []
+    for row in themes.head(PAGE_THEMES).iter_rows(named=True):
+        less = row["vs"] if row["diff"] > 0 else names[0]
+        latents = [int(x) for x in (row.get("latents") or [row["lead"]])]
+        rows.append({**row, "name": latent_name(row["lead"], row["label"]), "less_in": less,
+                     "a": row["mean_a"] if mean else row["freq_a"], "b": row["mean_b"] if mean else row["freq_b"],
+                     "members": [{"latent": x, "label": member.get(x, {}).get("label"),
+                                  "diff": member.get(x, {}).get("diff")} for x in latents[:THEME_LATENTS]],
+                     "more_latents": max(len(latents) - THEME_LATENTS, 0),
+                     "with": clip_marked(split_marked(row.get("example_with"), f"latent {row['lead']}")),
+                     "without": clip_plain(row.get("example_without"))})
+    return rows
 
 
 def headline(result: Any) -> list[str]:
@@ -91,6 +102,13 @@ def headline(result: Any) -> list[str]:
                else "shares of documents, length ignored")
         lines.append(f"form: {len(form):,} of {len(result.form):,} counted features differ ({how}): {up_form:,} "
                      f"more in {names[0]}, {len(form) - up_form:,} more in {' / '.join(names[1:])}")
+    if result.style is not None:
+        style = result.style_findings
+        up_style = int((style["diff"] > 0).sum()) if len(style) else 0
+        lines.append(f"how it is written: {len(style):,} of {len(result.style):,} token latents differ in rate "
+                     f"(q ≤ {config.alpha}, effect ≥ {config.style_min_effect}) in "
+                     f"{count(len(result.style_themes), 'theme')}: {up_style:,} more in {names[0]}, "
+                     f"{len(style) - up_style:,} more in {' / '.join(names[1:])}")
     if result.replication:
         lines.append(result.replication)
     return lines
