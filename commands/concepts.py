@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, open_inputs, result_console, shown, stderr, user_errors
+from commands.ui import check_outputs, emit, label_markup, open_inputs, result_console, shown, stderr, user_errors
 
 
 def run(
@@ -50,5 +50,6 @@ def _render(selected: Any, frame: Any, show: int) -> None:
                   f"{','.join(str(i) for i in selected.latents[:show])}", highlight=False, soft_wrap=True)
     for row in frame.head(show).iter_rows(named=True):
         matched = f"   matched: {shown(', '.join(row['matched']))}" if row["matched"] else ""
-        console.print(f"  [cyan]{row['latent']:>6}[/cyan]  {row['weight']:.2f}  {shown(row['label'] or '(no label)')}"
-                      f"{matched}   [dim]{shown(row['why'])}[/dim]", highlight=False)
+        label = label_markup(row["label"], row["label_score"])
+        console.print(f"  [cyan]{row['latent']:>6}[/cyan]  {row['weight']:.2f}  {label}{matched}   "
+                      f"[dim]{shown(row['why'])}[/dim]", highlight=False)

@@ -11,6 +11,7 @@ from commands import options
 from commands.ui import (
     check_outputs,
     emit,
+    label_markup,
     open_inputs,
     result_console,
     shown,
@@ -89,7 +90,8 @@ def _render(result: Any, top: int) -> None:
         added = sum(why.startswith("feedback") for why in concepts.why)
         console.print(f"{len(concepts) - added} latents from the query (see `saeembed concepts`)"
                       + (f", {added} more from its first results (--feedback)" if added else "")
-                      + f", strongest: {shown(' | '.join(str(name) for name in concepts.labels[:3] if name))}",
+                      + ", strongest: " + " | ".join(label_markup(name, score) for name, score
+                                                     in list(zip(concepts.labels, concepts.label_scores))[:3] if name),
                       highlight=False, soft_wrap=True)
     console.print(f"{result.n_candidates:,} documents searched ({result.mode})", highlight=False)
     note = _shortfall(result, top)

@@ -76,6 +76,8 @@ class Concepts:
     """Warnings about the selection: a phrase whose best matching label is weak, or that selects nothing."""
     excluded: list[int] = field(default_factory=list)
     """Latents the query's `-term`s exclude (search's feedback does not add them back)."""
+    label_scores: list[float | None] = field(default_factory=list)
+    """Per latent, its label's held-out quality score (None: unscored)."""
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -84,8 +86,10 @@ class Concepts:
         import polars as pl
 
         matched = self.matched if len(self.matched) == len(self.latents) else [[] for _ in self.latents]
+        scores = self.label_scores if len(self.label_scores) == len(self.latents) else [None] * len(self.latents)
         return pl.DataFrame({"latent": self.latents.astype(np.int32), "weight": self.weights,
-                             "label": pl.Series(self.labels, dtype=pl.Utf8), "why": self.why,
+                             "label": pl.Series(self.labels, dtype=pl.Utf8),
+                             "label_score": pl.Series(scores, dtype=pl.Float64), "why": self.why,
                              "matched": pl.Series(matched, dtype=pl.List(pl.Utf8))})
 
 
@@ -173,7 +177,7 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     latents = np.array([latent for _, latent in ranked], dtype=np.int64)
     return Concepts(latents, rank_weights(len(latents)), [labels.get(int(i)) for i in latents],
                     [chosen[int(i)][1] for i in latents], query or "", [chosen[int(i)][2] for i in latents], notes,
-                    sorted(excluded))
+                    sorted(excluded), [labels.score.get(int(i)) for i in latents])
 
 
 def _keep_best(chosen: dict[int, Pick], picked: dict[int, Pick]) -> None:
