@@ -89,9 +89,6 @@ def _form_block(row: dict[str, Any], result: Any) -> list[str]:
 
 
 def _theme_block(row: dict[str, Any], result: Any, style: bool = False) -> list[str]:
-    mean = result.config.measure == "mean"
-    a, b = ((f"{row['mean_a']:.2f}", f"{row['mean_b']:.2f}") if mean
-            else (f"{row['freq_a']:.1%}", f"{row['freq_b']:.1%}"))
     against = f" ({shown(row['vs'])})" if len(result.names) > 2 else ""
     lines = [f"  [bold cyan]{row['lead']:>6}[/bold cyan]  {label_markup(row['label'], row.get('label_score'))}"]
     if row["n_latents"] > 1:
@@ -104,6 +101,9 @@ def _theme_block(row: dict[str, Any], result: Any, style: bool = False) -> list[
                  f"{row['diff']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]   effect {row['effect']:.2f}   "
                  f"q {row['q']:.1e}")
     else:
+        mean = result.config.measure == "mean"
+        a, b = ((f"{row['mean_a']:.2f}", f"{row['mean_b']:.2f}") if mean
+                else (f"{row['freq_a']:.1%}", f"{row['freq_b']:.1%}"))
         stats = (f"          {a} vs {b}{against}   diff {row['diff']:+.3f} [{row['ci_low']:+.3f}, "
                  f"{row['ci_high']:+.3f}]   q {row['q']:.1e}")
     if (result.style_replication_rate if style else result.replication_rate) is not None:

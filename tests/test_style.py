@@ -152,3 +152,17 @@ def test_the_page_shows_the_style_layer_with_label_quality(stores, tmp_path):
     assert "How it is written" in page and 'id="style"' in page
     assert "label quality 0.60, weak" in page
     assert page.index("How it is written") < page.index("What it is about")
+
+
+def test_the_terminal_shows_the_layers_in_order(stores, capsys):
+    from commands.diff_render import render
+
+    a, b = stores["excited", "max"], stores["calm", "max"]
+    style = [stores["excited", "count"], stores["calm", "count"]]
+    result = diff(a, b, DiffConfig(pair_on="prompt_id", holdout=0.5), names=["excited", "calm"], style=style)
+    render(result, 3)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "how it is written:" in text and "token latents differ in rate" in text
+    written, about = text.index("How it is written (token latents"), text.index("What it is about")
+    assert text.index("Form (counted in the text)") < written < about
+    assert "per 1,000 tokens" in text[written:about] and "effect" in text[written:about]
