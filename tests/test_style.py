@@ -166,3 +166,13 @@ def test_the_terminal_shows_the_layers_in_order(stores, capsys):
     written, about = text.index("How it is written (token latents"), text.index("What it is about")
     assert text.index("Form (counted in the text)") < written < about
     assert "per 1,000 tokens" in text[written:about] and "effect" in text[written:about]
+
+
+def test_vs_several_corpora_a_style_finding_differs_from_each(stores):
+    a, b = stores["excited", "max"], stores["calm", "max"]
+    half = np.arange(80)
+    others = [b.take(half), b.take(half + 80)]
+    style = [stores["excited", "count"], stores["calm", "count"].take(half), stores["calm", "count"].take(half + 80)]
+    result = diff(a, others, DiffConfig(), names=["excited", "calm 1", "calm 2"], style=style)
+    found = result.style_findings
+    assert len(found) >= 3 and set(found["vs"]) <= {"calm 1", "calm 2"} and (found["effect"] >= 0.3).all()
