@@ -247,7 +247,9 @@ def open_style_inputs(inputs: list[str], preset: str | None, quiet: bool,
         return None, f"how it is written: not read ({exc})"
     if config is None:
         return None, None
-    if any(is_store(Path(source)) for source in inputs if source != "-"):
+    if "-" in inputs:
+        return None, "how it is written: not read (stdin is read once; pass the corpus files)"
+    if any(is_store(Path(source)) for source in inputs):
         return None, ("how it is written: not read (a store holds only its own SAE's latents; pass the corpus "
                       "files to read them with the LLM reader too)")
     stores = []

