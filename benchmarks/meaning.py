@@ -30,9 +30,11 @@ Sections and what they want:
 (h) length_dependence: Spearman of active latents vs n_tokens on tweets + news + GPT-4 answers (lower
     is better) and mean active latents per source.
 (i) model_comparison: AlpacaEval, GPT-4 vs Claude 2.1, Llama-2-70B, Mixtral, davinci-003, and concise vs
-    verbose, paired on prompt_id, holdout 0.5: 5 <= findings (form + latents) <= 300, replication >= 0.7,
-    and the findings of half the prompts tell the author of a held-out answer better than length
-    (AUROC gain >= 0.05); `findings_before`: the same diff without the form layer.
+    verbose, paired on prompt_id, holdout 0.5: 5 <= findings (form + style + content latents) <= 300,
+    replication >= 0.7, and the findings of half the prompts tell the author of a held-out answer better
+    than length (AUROC gain >= 0.05); `findings_before`: the same diff without the form and style layers.
+With a preset that has a style companion (the default's `smollm2-style`), every diff of (a), (b), (i)
+and (j) has the style layer too (`--no-style`: without it).
 (j) random_halves_null: 20 random halves of GPT-4 answers, tweets and news: <= 2 splits with any finding.
 """
 
