@@ -150,12 +150,7 @@ def headline(result: Any) -> str:
                      f"length ignored): {up_form:,} more in {names[0]}, {len(form) - up_form:,} more in "
                      f"{' / '.join(names[1:])}")
     if result.style is not None:
-        style = result.style_findings
-        up_style = int((style["diff"] > 0).sum()) if len(style) else 0
-        lines.append(f"how it is written: {len(style):,} of {len(result.style):,} token latents differ in rate "
-                     f"(q <= {config.alpha}, effect >= {config.style_min_effect}) in "
-                     f"{_count(len(result.style_themes), 'theme')}: {up_style:,} more in {names[0]}, "
-                     f"{len(style) - up_style:,} more in {' / '.join(names[1:])}")
+        lines.append(shown(result.style_sentence()))
     lines += [f"[yellow]note:[/yellow] {shown(note)}" for note in result.notes]
     if result.replication:
         lines.append(result.replication)

@@ -144,6 +144,19 @@ class DiffResult:
 
         return self.style.filter(pl.col("significant")) if self.style is not None else pl.DataFrame()
 
+    def style_sentence(self, at_most: str = "<=", at_least: str = ">=") -> str | None:
+        """The style layer in one line, for every renderer (None without it); the comparison signs as the
+        renderer writes them."""
+        if self.style is None:
+            return None
+        names, found = self.names, self.style_findings
+        up = int((found["diff"] > 0).sum()) if len(found) else 0
+        themes = len(self.style_themes)
+        return (f"how it is written: {len(found):,} of {len(self.style):,} token latents differ in rate (q {at_most} "
+                f"{self.config.alpha}, effect {at_least} {self.config.style_min_effect}) in {themes:,} "
+                f"theme{'' if themes == 1 else 's'}: {up:,} more in {names[0]}, {len(found) - up:,} more in "
+                f"{' / '.join(names[1:])}")
+
     @property
     def n_findings(self) -> int:
         """Findings of every layer: form features, style latents and content latents."""
