@@ -367,3 +367,23 @@ def test_ids_are_text_or_whole_numbers(tmp_path, raw, stored):
             read_corpus(str(path))
     else:
         assert read_corpus(str(path)).documents[0].id == stored
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
+def test_a_compressed_corpus_is_named_as_such(tmp_path, kind):
+    import bz2
+    import gzip
+    import lzma
+
+    packed = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind](b'{"text": "hello"}\n')
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(packed)
+    with pytest.raises(CorpusError, match=f"is {kind}-compressed; decompress it first"):
+        read_corpus([str(path)])
+
+
+def test_text_that_starts_like_a_magic_number_is_text(tmp_path):
+    """bzip2 files start with "BZh"; so does a line about Mr BZhang: only the whole magic is refused."""
+    path = tmp_path / "names.txt"
+    path.write_text("BZhang said hello\nPK is a name too\n")
+    assert [d.text for d in read_corpus([str(path)]).documents] == ["BZhang said hello", "PK is a name too"]

@@ -39,6 +39,10 @@ def reference(model_dir: Path, encode, texts: list[str], pooling: str = "max", *
             hi = lo + len(text.strip())
         else:
             enc = tok(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+            if tok.bos_token_id is not None and enc["input_ids"][:1] != [tok.bos_token_id]:
+                # a decoder whose tokenizer adds no BOS (GPT-2 here) is read after one all the same
+                enc = {"input_ids": [tok.bos_token_id, *enc["input_ids"]],
+                       "offset_mapping": [(0, 0), *enc["offset_mapping"]]}
         ids = enc["input_ids"]
         special = set(tok.all_special_ids)
         keep = [i for i, (t, (s, e)) in enumerate(zip(ids, enc["offset_mapping"])) if t not in special and e > s

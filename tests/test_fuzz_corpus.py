@@ -56,6 +56,9 @@ SOUPS = st.one_of(st.binary(max_size=200), st.lists(st.sampled_from(PIECES), max
 def text_oracle(data: bytes, skip: bool) -> list[str] | None:
     """What a .txt file must read as: one document per non-blank line (LF, CRLF or CR), a BOM dropped;
     None: refused (or nothing left)."""
+    if data.startswith((b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"PK\x03\x04")) \
+            or re.match(rb"BZh[1-9]1AY&SY", data):
+        return None  # a compressed file: refused with its kind named
     data = data.removeprefix(b"\xef\xbb\xbf")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None

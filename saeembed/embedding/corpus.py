@@ -268,8 +268,8 @@ def _records(path: str, name: str, fmt: Format, text_field: str) -> Iterator[Rec
             from None
     if data.startswith(_UTF16_32_BOMS):
         raise CorpusError(f"{name} is UTF-16 or UTF-32 encoded; re-encode it as UTF-8")
-    if data.startswith(_COMPRESSED):  # gzip, bzip2, xz, zstd, zip: not text at all
-        kind = _COMPRESSED_NAMES[next(m for m in _COMPRESSED if data.startswith(m))]
+    kind = _compressed(data)
+    if kind:  # gzip, bzip2, xz, zstd, zip: not text at all
         raise CorpusError(f"{name} is {kind}-compressed; decompress it first (e.g. `gunzip -k {name}`), or "
                           f"pipe it in: `zcat {name} | saeembed embed - ...`")
     data = data.removeprefix(_BOM)
@@ -292,10 +292,17 @@ def _lines(data: bytes) -> list[bytes]:
     return lines
 
 
-# Magic bytes of compressed files, which were refused as "not valid UTF-8" without a word on why.
-_COMPRESSED_NAMES = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
-                     b"PK\x03\x04": "zip"}
-_COMPRESSED = tuple(_COMPRESSED_NAMES)
+# Magic bytes of compressed files, which were refused as "not valid UTF-8" without a word on why. bzip2's
+# "BZh" alone starts ordinary text ("BZhang said ..."): its block size digit and block magic must follow.
+_COMPRESSED_NAMES = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+_BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
+
+
+def _compressed(data: bytes) -> str | None:
+    """The compression a file's first bytes name (gzip, bzip2, xz, zstd, zip), or None."""
+    if _BZIP2.match(data[:10]):
+        return "bzip2"
+    return next((kind for magic, kind in _COMPRESSED_NAMES.items() if data.startswith(magic)), None)
 
 
 def _clipped(value: str, limit: int = 80) -> str:
