@@ -309,6 +309,33 @@ def test_bad_input_is_refused_before_ray_is_reached(tmp_path, llama_dir):
     assert done.exit_code != 0 and "--engine ray" in done.output
 
 
+def test_a_conversation_the_template_rejects_is_refused_before_ray_is_reached(tmp_path, llama_dir):
+    """As on the local engine, every conversation is rendered with the chat template (tokenizer only) before
+    anything starts: the unreachable cluster is never tried, and the line names the record."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(llama_dir, model)
+    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
+              "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}")
+    template_file = model / "chat_template.jinja"
+    if template_file.exists():
+        template_file.write_text(strict)
+    else:
+        config_file = model / "tokenizer_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": strict}))
+    chats = [[{"role": "user", "content": t}] for t in TEXTS[:4]]
+    chats[2] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    corpus = tmp_path / "chats.jsonl"
+    corpus.write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in chats))
+    done = CliRunner().invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "out"), "--model", str(model),
+                                    "--sae", "unused", "--layer", "1", "--engine", "ray",
+                                    "--ray-address", "127.0.0.1:1"])
+    assert done.exit_code == 1, done.output
+    assert "1 conversation(s) cannot be read" in done.output and "line 3" in done.output, done.output
+    assert "no system turns" in done.output and not (tmp_path / "out").exists()
+
+
 def test_without_ray_installed_the_engine_is_one_line_saying_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     monkeypatch.setitem(sys.modules, "ray.data", None)

@@ -159,6 +159,7 @@ class Embedder:
         fields = fields_table(corpus.documents, config.id_field)  # refuses what a store cannot hold, before work
         keys = [document_key(doc, config.as_chat) for doc in corpus.documents]
         if config.engine == "ray":
+            _check_templates_before_ray(corpus.documents, config)
             return _run_on_ray(corpus, fields, keys, output, config, on_progress, started)
         reader, sae = self._load()
         cache = _open_cache(config, reader, sae, output)
@@ -210,6 +211,21 @@ def check_templates(reader: Reader, docs: list[Document], config: EmbedConfig) -
         more = f" | ... and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise CorpusError(f"{len(bad)} conversation(s) cannot be read; nothing was embedded: "
                           f"{' | '.join(bad[:3])}{more}")
+
+
+def _check_templates_before_ray(docs: list[Document], config: EmbedConfig) -> None:
+    """With the Ray engine, conversations are rendered here before any actor starts (the tokenizer only: no
+    weights, no SAE), as the local engine does. A model this machine cannot read (on the cluster's disks
+    only) is left to the actors, which refuse such records in their first batch."""
+    if not config.as_chat and not any(doc.messages for doc in docs):
+        return
+    try:
+        # any layer does: rendering a conversation reads the tokenizer and its template, never a block
+        reader = load_reader(config.model, 0, device="cpu", revision=config.revision,
+                             trust_remote_code=config.trust_remote_code, max_tokens=config.max_tokens)
+    except ReaderError:
+        return
+    check_templates(reader, docs, config)
 
 
 def _run_on_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Path, config: EmbedConfig,
