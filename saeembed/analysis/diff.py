@@ -268,17 +268,17 @@ def _style_layer(style: list[Store], rows: list[np.ndarray], discovery: list[np.
     """How it is written: the style stores' token latents compared as rates (`saeembed.analysis.style`)."""
     import polars as pl
 
-    from saeembed.analysis.style import effect_sizes, rate_side, style_table, test_config
+    from saeembed.analysis.style import effect_sizes, rate_side, rates_config, style_table
     from saeembed.labels import labels_for
 
     sides = [rate_side(s, r) for s, r in zip(style, discovery)]
-    found = compare(sides, test_config(config))
+    found = compare(sides, rates_config(config))
     effect = effect_sizes(sides, found["vs"], config.pair_on is not None)
     table = style_table(found, effect, config)
     replication = None
     if validation is not None:
         table, replication = _replicate(table, [rate_side(s, r) for s, r in zip(style, validation)],
-                                        test_config(config))
+                                        rates_config(config))
     # the style SAE's own decoder rows: an array given for the content SAE would not fit
     table = _finish(table, style, rows, names, labels_for(style[0]), config, rng,
                     decoder if isinstance(decoder, str) else None)

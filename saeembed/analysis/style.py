@@ -39,7 +39,7 @@ def rate_side(store: Store, rows: np.ndarray) -> Side:
     return Side.of(rates, tokens)
 
 
-def test_config(config: DiffConfig) -> DiffConfig:
+def rates_config(config: DiffConfig) -> DiffConfig:
     """The comparison the style layer runs: means of the rates (paired or Welch t), no length model."""
     return replace(config, measure="mean", length="ignore", holdout=None)
 
@@ -73,7 +73,7 @@ def check_style_stores(stores: Sequence[Store], style: Sequence[Store], names: S
         meta = written.meta
         if meta.get("pooling") != "count":
             raise SaeEmbedError(f"the style store of {name} is pooled with {meta.get('pooling')!r}; the style layer "
-                                f"compares rates of token latents: embed it with pooling='count' (--pooling count), "
+                                f"compares rates of token latents: embed it with pooling='count' (--pool count), "
                                 f"e.g. --preset smollm2-style")
         if content.n_docs != written.n_docs or content.frame["id"].to_list() != written.frame["id"].to_list():
             raise SaeEmbedError(f"the style store of {name} does not hold the same documents as its content store "
