@@ -44,7 +44,7 @@ STYLE = "smollm2-style"
 # its latents say little else (the first tokens, a few hundred tokens in): read in one piece, a longer
 # document has more of the late ones, and the same news articles read one by one or two per document
 # differed on 53 latents; in windows, every token sits at a position below STYLE_WINDOW whatever the
-# document's length, and they differ on 4 (benchmarks/RESULTS.md, "How it is written").
+# document's length, and they differ on 4-5 (benchmarks/RESULTS.md, "How texts are written").
 STYLE_WINDOW = 64
 STYLE_SETTINGS = (("pooling", "count"), ("max_tokens", STYLE_WINDOW + 1), ("long", "chunk"))  # + 1: the BOS
 
