@@ -136,6 +136,11 @@ def test_the_default_llm_reader_loads_from_its_package_gguf(capsys):
     assert hidden.shape[-1] == 576 and torch.isfinite(hidden).all()
     assert len(reader.model.layers) == 16, "only the blocks up to the hooked one are kept"
     assert "de-quantizing" not in capsys.readouterr().err
+    from saeembed.embedding.reader import inspect_model
+
+    _, first = inspect_model(smollm2_file(), 15)  # the file's metadata is parsed once a run ...
+    first.num_hidden_layers = 3
+    assert inspect_model(smollm2_file(), 15)[1].num_hidden_layers == 30, "... and each caller gets its own copy"
 
 
 def test_the_page_shows_the_style_layer_with_label_quality(stores, tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +65,11 @@ def inspect_model(model: str, layer: int, *, revision: str | None = None,
     _refuse_pickled_weights(model)
     where, gguf = _source(model)
     try:
-        config = AutoConfig.from_pretrained(where, **gguf, revision=revision, trust_remote_code=trust_remote_code)
+        if gguf:  # parsing a GGUF file's metadata takes seconds; a run asks for the config twice
+            file = Path(where) / gguf["gguf_file"]
+            config = copy.deepcopy(_gguf_config(str(file), file.stat().st_mtime_ns, file.stat().st_size))
+        else:
+            config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ReaderError(f"{model} needs custom code; set trust_remote_code=True (--trust-remote-code) if you "
@@ -281,8 +287,6 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
 def _quiet_gguf() -> Iterator[None]:
     """transformers draws its own tqdm bar while it dequantises a GGUF file, whatever its progress-bar
     setting; saeembed draws its own progress, so that bar is switched off while the weights load."""
-    import functools
-
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
 
     bar = getattr(gguf_utils, "tqdm", None)
@@ -294,6 +298,16 @@ def _quiet_gguf() -> Iterator[None]:
         yield
     finally:
         gguf_utils.tqdm = bar
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_config(file: str, mtime_ns: int, size: int) -> Any:
+    """The transformers config of a GGUF file, parsed once per file version (callers get a copy: the reader
+    cuts its layers)."""
+    from transformers import AutoConfig
+
+    path = Path(file)
+    return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def gguf_file(model: str) -> Path | None:
