@@ -45,6 +45,25 @@ LLAMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{
                   "{{ eos_token }}\n{% endfor %}")
 
 
+# A chat template that refuses system turns, for the checks that render every conversation before work.
+STRICT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
+                   "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}")
+
+
+def with_chat_template(model_dir: Path, copy_to: Path, template: str) -> Path:
+    """A copy of a model folder whose tokenizer has `template` as its chat template."""
+    import shutil
+
+    shutil.copytree(model_dir, copy_to)
+    template_file = copy_to / "chat_template.jinja"
+    if template_file.exists():
+        template_file.write_text(template)
+    else:
+        config_file = copy_to / "tokenizer_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": template}))
+    return copy_to
+
+
 def _bpe_tokenizer(bos: bool, chat_template: str | None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

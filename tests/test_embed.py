@@ -15,7 +15,7 @@ from saeembed.errors import CorpusError, ReaderError, SAEError
 from saeembed.outputs import OutputError
 from saeembed.store import COUNT_STATS
 from tests import sae_files
-from tests.conftest import TEXTS
+from tests.conftest import STRICT_TEMPLATE, TEXTS, with_chat_template
 
 LAYER = 1
 
@@ -151,20 +151,9 @@ def test_a_conversation_the_template_rejects_is_refused_before_the_model_loads(l
     """Every conversation is rendered with the template (tokenizer only) first: one it rejects is refused
     with the others' problems, naming its line, before the weights are read (here they are damaged, so a
     load would say so instead) and before anything is embedded."""
-    import shutil
-
-    model = tmp_path / "model"
-    shutil.copytree(llama_dir, model)
+    model = with_chat_template(llama_dir, tmp_path / "model", STRICT_TEMPLATE)
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
-              "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}")
-    template_file = model / "chat_template.jinja"
-    if template_file.exists():
-        template_file.write_text(strict)
-    else:
-        config_file = model / "tokenizer_config.json"
-        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": strict}))
     chats = [[{"role": "user", "content": t}] for t in TEXTS]
     chats[5] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     corpus = tmp_path / "chats.jsonl"

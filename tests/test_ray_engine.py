@@ -24,7 +24,7 @@ from saeembed import EmbedConfig, Embedder, embed, load_store
 from saeembed.errors import ConfigError, SAEError, StoreError
 from saeembed.store import read_meta
 from tests import sae_files
-from tests.conftest import TEXTS
+from tests.conftest import STRICT_TEMPLATE, TEXTS, with_chat_template
 
 # 32 distinct documents and 16 repeats in later parts (embedded once, written wherever they occur), a
 # field only some records carry.
@@ -312,18 +312,7 @@ def test_bad_input_is_refused_before_ray_is_reached(tmp_path, llama_dir):
 def test_a_conversation_the_template_rejects_is_refused_before_ray_is_reached(tmp_path, llama_dir):
     """As on the local engine, every conversation is rendered with the chat template (tokenizer only) before
     anything starts: the unreachable cluster is never tried, and the line names the record."""
-    import shutil
-
-    model = tmp_path / "model"
-    shutil.copytree(llama_dir, model)
-    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
-              "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}")
-    template_file = model / "chat_template.jinja"
-    if template_file.exists():
-        template_file.write_text(strict)
-    else:
-        config_file = model / "tokenizer_config.json"
-        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": strict}))
+    model = with_chat_template(llama_dir, tmp_path / "model", STRICT_TEMPLATE)
     chats = [[{"role": "user", "content": t}] for t in TEXTS[:4]]
     chats[2] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     corpus = tmp_path / "chats.jsonl"
