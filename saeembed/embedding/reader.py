@@ -67,7 +67,8 @@ def inspect_model(model: str, layer: int, *, revision: str | None = None,
     try:
         if gguf:  # parsing a GGUF file's metadata takes seconds; a run asks for the config twice
             file = Path(where) / gguf["gguf_file"]
-            config = copy.deepcopy(_gguf_config(str(file), file.stat().st_mtime_ns, file.stat().st_size))
+            with _gguf_errors(model):
+                config = copy.deepcopy(_gguf_config(str(file), file.stat().st_mtime_ns, file.stat().st_size))
         else:
             config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
     except ValueError as exc:
@@ -251,8 +252,9 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
     _cut_config(getattr(config, "text_config", None) or config, layer + 1)
     where, gguf = _source(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **gguf, revision=revision,
-                                                  trust_remote_code=trust_remote_code)
+        with _gguf_errors(model) if gguf else contextlib.nullcontext():
+            tokenizer = AutoTokenizer.from_pretrained(where, **gguf, revision=revision,
+                                                      trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise ReaderError(f"cannot load the tokenizer of {model!r}: {exc}") from None
     if not getattr(tokenizer, "is_fast", True):
@@ -264,7 +266,7 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
         hf_logging.disable_progress_bar()  # saeembed draws its own progress
         try:
             # safetensors (or GGUF, plain tensors too) only: a pickled pytorch_model.bin can run code when read
-            with _quiet_gguf():
+            with _quiet_gguf(), _gguf_errors(model) if gguf else contextlib.nullcontext():
                 net = AutoModel.from_pretrained(where, **gguf, config=config, dtype=torch_dtype, revision=revision,
                                                 trust_remote_code=trust_remote_code,
                                                 **({} if gguf else {"use_safetensors": True}))
@@ -281,6 +283,19 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
               tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else 10**9]
     return Reader(spec, load_weights, tokenizer, torch_device, torch_dtype, min(limits),
                   _model_fingerprint(model, spec))
+
+
+@contextlib.contextmanager
+def _gguf_errors(model: str) -> Iterator[None]:
+    """A GGUF file the gguf package cannot parse (cut short, damaged) fails with struct or index errors deep
+    in it: one line naming the file instead."""
+    try:
+        yield
+    except (ReaderError, OSError, ValueError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the parser's own errors (struct.error, IndexError, KeyError ...)
+        raise ReaderError(f"cannot read the GGUF file {model}: {first_line(exc, 200)}; it may be cut short or "
+                          f"damaged: download or install it again") from None
 
 
 @contextlib.contextmanager
