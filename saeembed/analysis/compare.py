@@ -96,15 +96,15 @@ def _mean_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: in
     """Mean pooled activations: Welch / paired t, at equal length by regression on log n_tokens."""
     a, b = side_a.matrix, side_b.matrix
     na, nb = a.shape[0], b.shape[0]
-    mean_a, var_a = _mean_var(a)
-    mean_b, var_b = _mean_var(b)
+    mean_a, var_a = mean_var(a)
+    mean_b, var_b = mean_var(b)
     x_a, x_b = length_adjust.log_tokens(side_a.n_tokens), length_adjust.log_tokens(side_b.n_tokens)
     if paired and adjust:
         low, high, p, d = length_adjust.paired_mean_adjusted(a - b, x_a - x_b)
     elif adjust:
         low, high, p, d = length_adjust.mean_adjusted(a, x_a, b, x_b)
     elif paired:
-        mean_d, var_d = _mean_var(a - b)
+        mean_d, var_d = mean_var(a - b)
         low, high, p = stats.paired_t(mean_d, var_d, na)
         d = mean_a - mean_b
     else:
@@ -115,7 +115,9 @@ def _mean_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: in
             "test": np.full(len(mean_a), name)}
 
 
-def _mean_var(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+def mean_var(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and variances of a documents x features matrix (the t tests', and the style layer's
+    standardized effects)."""
     n = matrix.shape[0]
     total = np.asarray(matrix.sum(axis=0), float).ravel()
     squares = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel()

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from saeembed.analysis.compare import Side
+from saeembed.analysis.compare import Side, mean_var
 from saeembed.analysis.config import DiffConfig
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store
@@ -47,16 +47,14 @@ def rates_config(config: DiffConfig) -> DiffConfig:
 def effect_sizes(sides: Sequence[Side], nearest: np.ndarray, paired: bool) -> np.ndarray:
     """Per latent, the standardized difference between the first corpus and the other `nearest` names:
     paired, mean / sd of the per-pair differences (d_z); else the difference over the pooled sd."""
-    from saeembed.analysis.compare import _mean_var
-
     target, others = sides[0], sides[1:]
     out = np.zeros(target.matrix.shape[1])
     for k, other in enumerate(others):
         if paired:
-            mean, var = _mean_var(target.matrix - other.matrix)
+            mean, var = mean_var(target.matrix - other.matrix)
         else:
-            mean_a, var_a = _mean_var(target.matrix)
-            mean_b, var_b = _mean_var(other.matrix)
+            mean_a, var_a = mean_var(target.matrix)
+            mean_b, var_b = mean_var(other.matrix)
             mean, var = mean_a - mean_b, (var_a + var_b) / 2
         sd = np.sqrt(var)
         effect = np.divide(np.abs(mean), sd, out=np.zeros(len(mean)), where=sd > 0)
