@@ -40,8 +40,19 @@ def read(path: Path, **kw):
         return None
 
 
+_SCRATCH: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch(tmp_path_factory):
+    """Hypothesis runs each test many times in one function call, so `tmp_path` would be shared; every example
+    gets its own folder under pytest's temporary tree instead (cleaned by pytest, not left in /tmp)."""
+    _SCRATCH[:] = [tmp_path_factory.mktemp("fuzz-corpus")]
+    yield
+
+
 def folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fuzz-corpus-"))
+    return Path(tempfile.mkdtemp(dir=_SCRATCH[0]))
 
 
 # --- arbitrary bytes -----------------------------------------------------------------------------------
