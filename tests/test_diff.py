@@ -1,5 +1,6 @@
 """Dataset diff on stores whose differences are planted, and on splits where there is none."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -109,6 +110,14 @@ def test_holdout_replicates_a_real_difference(a_b):
     assert result.replication_rate == 1.0
     assert result.findings["replicated"].all() and result.findings["q_holdout"].max() <= 0.05
     assert result.table.filter(~pl.col("significant"))["q_holdout"].null_count() == len(result.table) - 2
+    assert result.replication.startswith("discovered on 300, 250 documents; ")
+    # each layer is its own family: its own rate; a layer with nothing found is not said to have nothing
+    only_form = dataclasses.replace(result, replication_rate=None, form_replication_rate=0.75)
+    assert only_form.replication.endswith("75% of the form findings replicate on the 50% held out")
+    layers = dataclasses.replace(result, form_replication_rate=0.5, style_replication_rate=0.9)
+    assert layers.replication.endswith("held out: form 50%, style 90%, content 100%")
+    nothing = dataclasses.replace(result, replication_rate=None, form_replication_rate=None)
+    assert nothing.replication.endswith("nothing to replicate")
 
 
 def test_vs_many_needs_a_difference_from_every_other_corpus(tmp_path):

@@ -120,10 +120,17 @@ class DiffResult:
         if config.holdout is None:
             return None
         unit = "pairs" if config.pair_on else "documents"
-        rate = self.replication_rate
-        return (f"discovered on {', '.join(f'{s:,}' for s in self.discovery_sizes)} {unit}; "
-                + (f"{rate:.0%} of the findings replicate on the {config.holdout:.0%} held out"
-                   if rate is not None else "nothing to replicate"))
+        layers = [(name, rate) for name, rate in (("form", self.form_replication_rate),
+                                                  ("style", self.style_replication_rate),
+                                                  ("content", self.replication_rate)) if rate is not None]
+        if not layers:
+            said = "nothing to replicate"
+        elif len(layers) == 1:
+            said = f"{layers[0][1]:.0%} of the {layers[0][0]} findings replicate on the {config.holdout:.0%} held out"
+        else:  # each layer is its own family of tests, so each has its own rate
+            said = (f"findings that replicate on the {config.holdout:.0%} held out: "
+                    + ", ".join(f"{name} {rate:.0%}" for name, rate in layers))
+        return f"discovered on {', '.join(f'{s:,}' for s in self.discovery_sizes)} {unit}; {said}"
 
     @property
     def findings(self) -> Any:
