@@ -108,6 +108,7 @@ def bench_correlations(n_docs: int, d_sae: int, active: float, tmp: Path) -> dic
 
 
 def bench_search(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
+    from saeembed.analysis.config import SearchConfig
     from saeembed.analysis.search import search
 
     rng = np.random.default_rng(2)
@@ -122,17 +123,17 @@ def bench_search(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
     timings = []
     for _ in range(3):
         begin = time.perf_counter()
-        result = search(store, query, top=20, labels=Labels(d_sae, {}, {}, {}))
+        result = search(store, query, SearchConfig(top=20), labels=Labels(d_sae, {}, {}, {}))
         timings.append(time.perf_counter() - begin)
     # A query in words selects latents by their labels (sentence embeddings, cached after the first
     # run) and is expanded by feedback (a query of ids is taken as given): the same 100 latents, labelled.
     latents = [int(i) for i in query.split(",")]
     worded = Labels(d_sae, {i: f"weather · rain · concept {i}" for i in latents}, {}, {})
-    search(store, "weather, rain", top=20, labels=worded)  # loads the sentence model, caches the labels
+    search(store, "weather, rain", SearchConfig(top=20), labels=worded)  # loads the sentence model, caches labels
     feedback = []
     for _ in range(3):
         begin = time.perf_counter()
-        expanded = search(store, "weather, rain", top=20, labels=worded)
+        expanded = search(store, "weather, rain", SearchConfig(top=20), labels=worded)
         feedback.append(time.perf_counter() - begin)
     return {"docs": n_docs, "d_sae": d_sae, "nnz": int(store.matrix.nnz), "query_latents": 100,
             "load_s": round(loaded - started, 2), "search_s": [round(t, 3) for t in timings], "target_s": 1,

@@ -25,7 +25,17 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["SAEEMBED_CACHE"] = args.cache
 
-    from saeembed import ClusterConfig, cluster, correlations, diff, open_store, report, search, select_concepts
+    from saeembed import (
+        ClusterConfig,
+        SearchConfig,
+        cluster,
+        correlations,
+        diff,
+        open_store,
+        report,
+        search,
+        select_concepts,
+    )
 
     a = open_store(ROOT / "examples" / "sarcastic.jsonl")
     b = open_store(ROOT / "examples" / "rephrased.jsonl")
@@ -35,7 +45,7 @@ def main() -> None:
     pages = {
         "diff": lambda path: report.write_diff_report(result, path),
         "correlations": lambda path: report.write_correlations_report(correlations(a), path, store=a),
-        "search": lambda path: report.write_search_report(search(a, "weather, rain", top=20), path,
+        "search": lambda path: report.write_search_report(search(a, "weather, rain", SearchConfig(top=20)), path,
                                                           query="weather, rain"),
         "cluster": lambda path: report.write_cluster_report(
             cluster(a, select_concepts("school, work, weather, politics", a), ClusterConfig(k=4)), path, store=a),

@@ -20,9 +20,7 @@ from commands.ui import (
     working,
     write_report,
 )
-from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
-
-_D = ClusterConfig.__dataclass_fields__
+from saeembed.analysis.config import ClusterConfig
 
 
 def run(
@@ -32,16 +30,12 @@ def run(
     like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the axis.")] = None,
     all_concepts: Annotated[bool, typer.Option("--all-concepts", help="Cluster on every latent, for "
                                                                       "comparison.")] = False,
-    clusters: Annotated[Optional[int], typer.Option(min=2, help="Number of clusters (spectral, kmeans; default: "
-                                                                "chosen by the eigengap of the affinity).")] = None,
-    method: Annotated[str, typer.Option(help=f"{', '.join(CLUSTER_METHODS)}.")] = _D["method"].default,
-    similarity: Annotated[str, typer.Option(
-        help="Spectral affinity: weighted (Jaccard of scaled activations) or jaccard (of which latents fire)."
-    )] = _D["similarity"].default,
+    clusters: Optional[int] = options.setting(ClusterConfig, "k", "--clusters"),
+    method: str = options.setting(ClusterConfig, "method"),
+    similarity: str = options.setting(ClusterConfig, "similarity"),
     concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
-    min_cluster_size: Annotated[int, typer.Option(help="hdbscan: smallest cluster.")
-                                ] = _D["min_cluster_size"].default,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = _D["seed"].default,
+    min_cluster_size: int = options.setting(ClusterConfig, "min_cluster_size"),
+    seed: int = options.setting(ClusterConfig, "seed"),
     json_out: options.Json = False,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
                                                    "the description goes beside it as NAME.clusters.EXT.")] = None,

@@ -12,8 +12,6 @@ from commands import options
 from commands.ui import check_outputs, emit, open_inputs, result_console, shown, user_errors, working, write_report
 from saeembed.analysis.config import CorrelationConfig
 
-_D = CorrelationConfig.__dataclass_fields__
-
 
 def run(
     corpus: Annotated[str, typer.Argument(help="A store, or a corpus file (embedded with the preset, cached).")],
@@ -23,14 +21,11 @@ def run(
                                                       "(e.g. responses to its prompts): cross correlations.")] = None,
     pair_on: Annotated[Optional[str], typer.Option(help="With --and: the column that aligns the rows.")] = None,
     top: Annotated[int, typer.Option(help="Pairs shown, or printed with --json (-o writes them all).")] = 50,
-    min_support: Annotated[int, typer.Option(help="Fewest shared documents of a tested pair.")
-                           ] = _D["min_support"].default,
-    min_freq: Annotated[float, typer.Option(help="Frequency band: lower end.")] = _D["min_freq"].default,
-    max_freq: Annotated[float, typer.Option(help="Frequency band: upper end.")] = _D["max_freq"].default,
-    alpha: Annotated[float, typer.Option(help="Largest Benjamini-Hochberg q of a finding.")] = _D["alpha"].default,
-    length_bands: Annotated[int, typer.Option(help="Test among documents of similar length: this many bands of "
-                                              "n_tokens (Cochran-Mantel-Haenszel); 1: ignore length.")
-                            ] = _D["length_bands"].default,
+    min_support: int = options.setting(CorrelationConfig, "min_support"),
+    min_freq: float = options.setting(CorrelationConfig, "min_freq"),
+    max_freq: float = options.setting(CorrelationConfig, "max_freq"),
+    alpha: float = options.setting(CorrelationConfig, "alpha"),
+    length_bands: int = options.setting(CorrelationConfig, "length_bands"),
     show_dropped: Annotated[bool, typer.Option(help="List the pairs dropped as trivial instead.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one pair each.")] = False,
     output: options.Output = None,

@@ -22,27 +22,19 @@ from commands.ui import (
 )
 from saeembed.analysis.config import DiffConfig
 
-_D = DiffConfig.__dataclass_fields__
-
 
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Two corpora or stores (A B); with --vs a target and the "
                                                      "corpora to compare it with.")],
     vs: Annotated[bool, typer.Option("--vs", help="Compare the first input with all the others: a finding must "
                                                   "differ from each of them the same way.")] = False,
-    pair_on: Annotated[Optional[str], typer.Option(help="Column naming the same item in every corpus "
-                                                        "(e.g. prompt_id): paired tests.")] = None,
-    holdout: Annotated[Optional[float], typer.Option(help="Keep this share of the documents out of discovery "
-                                                          "and report how many findings replicate on it.")] = None,
-    measure: Annotated[str, typer.Option(help="frequency (documents where the latent fires) or mean "
-                                              "(mean pooled activation).")] = _D["measure"].default,
-    length: Annotated[str, typer.Option(help="adjust: compare documents as if they were of equal length "
-                                             "(longer documents fire more latents); ignore: as they are. "
-                                             "The length gap is reported either way.")] = _D["length"].default,
-    length_bands: Annotated[int, typer.Option(help="Unpaired frequencies, --length adjust: bands of similar "
-                                                   "length (Mantel-Haenszel).")] = _D["length_bands"].default,
-    alpha: Annotated[float, typer.Option(help="Largest Benjamini-Hochberg q of a finding.")] = _D["alpha"].default,
-    min_diff: Annotated[float, typer.Option(help="Smallest |difference| of a finding.")] = _D["min_diff"].default,
+    pair_on: Optional[str] = options.setting(DiffConfig, "pair_on"),
+    holdout: Optional[float] = options.setting(DiffConfig, "holdout"),
+    measure: str = options.setting(DiffConfig, "measure"),
+    length: str = options.setting(DiffConfig, "length"),
+    length_bands: int = options.setting(DiffConfig, "length_bands"),
+    alpha: float = options.setting(DiffConfig, "alpha"),
+    min_diff: float = options.setting(DiffConfig, "min_diff"),
     top: Annotated[int, typer.Option(help="Themes shown (and written with --json), strongest first.")] = 8,
     all_rows: Annotated[bool, typer.Option("--all", help="Every theme on screen; --json / -o: every tested "
                                                          "latent, one record each.")] = False,
@@ -54,15 +46,12 @@ def run(
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
-    seed: Annotated[int, typer.Option(help="Seed of the holdout split and the examples.")] = _D["seed"].default,
-    form: Annotated[bool, typer.Option("--form/--no-form", help="Also compare how the documents are written, "
-                                                                "counted in the text (lists, headings, '!', "
-                                                                "openings ...).")] = _D["form"].default,
+    seed: int = options.setting(DiffConfig, "seed"),
+    form: bool = options.setting(DiffConfig, "form", "--form/--no-form"),
     style: Annotated[bool, typer.Option("--style/--no-style", help="Also compare how the documents are written as "
                                                                   "an LLM reads them (the preset's style reader, "
                                                                   "corpus files only).")] = True,
-    style_min_effect: Annotated[float, typer.Option(help="Style layer: smallest standardized effect of a "
-                                                         "finding.")] = _D["style_min_effect"].default,
+    style_min_effect: float = options.setting(DiffConfig, "style_min_effect"),
     quiet: options.Quiet = False,
 ) -> None:
     """How A differs from B: the length gap; then form counted in the text (lists, headings, '!',

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
+
+from saeembed.analysis.config import SearchConfig
 
 Preset = Annotated[Optional[str], typer.Option(help="Embed corpus files with this preset (default: the offline one).")]
 TextField = Annotated[str, typer.Option(help="Corpus files: field holding the text.")]
@@ -17,12 +19,19 @@ Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Write th
                                                                        "or .jsonl.")]
 # One meaning per option everywhere: --top = rows shown, --concept-latents = latents kept per phrase or
 # example of a concept query, --clusters = number of clusters.
-CONCEPT_LATENTS = 100  # the paper's k: latents per phrase or example
-SEARCH_FEEDBACK = 20  # saeembed.analysis.search.FEEDBACK_DOCS (a test holds them equal; importing it here would
-# load numpy for every command's --help)
+CONCEPT_LATENTS = SearchConfig.k  # the paper's k: latents per phrase or example
 ConceptLatents = Annotated[int, typer.Option("--concept-latents", min=1,
                                              help="Latents kept per phrase or example of the concept query.")]
 Json = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one row each.")]
 
 Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here (plots "
                                                            "and highlighted evidence; opens offline).")]
+
+
+def setting(config: type, name: str, *decls: str, **extra: Any) -> Any:
+    """The option that sets `config.name`: its default, and its help from the field's docstring
+    (`saeembed.settings`): the library's declaration is the one place either is written. Its limits are
+    checked when the config is built, naming the field and this option."""
+    from saeembed.settings import field_default, field_help
+
+    return typer.Option(field_default(config, name), *decls, help=field_help(config, name), **extra)

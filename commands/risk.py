@@ -23,7 +23,6 @@ from commands.ui import (
 )
 from saeembed.analysis.config import RiskConfig
 
-_D = RiskConfig.__dataclass_fields__
 app = typer.Typer(help="Hallucination-risk probes that read concept patterns.", no_args_is_help=True,
                   rich_markup_mode=None)
 
@@ -37,10 +36,9 @@ def fit(
                                                          "1, hallucinated).")] = None,
     group: Annotated[Optional[str], typer.Option(help="Keep rows sharing this column (e.g. question_id) in the "
                                                       "same fold.")] = None,
-    model: Annotated[str, typer.Option(help="l1 (L1 logistic regression) or pls (partial least squares).")
-                     ] = _D["model"].default,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = _D["folds"].default,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = _D["bootstrap"].default,
+    model: str = options.setting(RiskConfig, "model"),
+    folds: int = options.setting(RiskConfig, "folds"),
+    bootstrap: int = options.setting(RiskConfig, "bootstrap"),
     json_out: Annotated[bool, typer.Option("--json", help="The report as JSON lines on stdout.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out documents without a label "
                                                                        "(by default they are refused).")] = False,

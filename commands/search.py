@@ -20,24 +20,22 @@ from commands.ui import (
     working,
     write_report,
 )
+from saeembed.analysis.config import SearchConfig
 
 
 def run(
     store: Annotated[str, typer.Argument(help="A store, or a corpus file (embedded with the preset, cached).")],
     query: Annotated[str, typer.Argument(help="Concept query: words or phrases, latent ids, -term to exclude.")],
-    top: Annotated[int, typer.Option(min=1, help="Documents returned.")] = 20,
-    concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
+    top: int = options.setting(SearchConfig, "top"),
+    concept_latents: int = options.setting(SearchConfig, "k", "--concept-latents"),
     like: Annotated[Optional[list[str]], typer.Option(help="An example text whose latents join the query.")] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse with dense retrieval (reciprocal rank).")] = False,
     dense: Annotated[bool, typer.Option("--dense", help="Dense retrieval alone, for comparison.")] = False,
-    feedback: Annotated[int, typer.Option(min=0, help="Expand the query with the latents of its first N results "
-                                          "(pseudo-relevance feedback, N >= 2); 0: the paper's scoring alone.")
-                        ] = options.SEARCH_FEEDBACK,
+    feedback: int = options.setting(SearchConfig, "feedback"),
     where: Annotated[Optional[str], typer.Option(help="Filter on the store's fields, e.g. \"topic = 'climate' "
                                                       "AND n_tokens < 200\" (comparisons, AND/OR/NOT, IN, "
                                                       "LIKE, BETWEEN, IS NULL).")] = None,
-    weak: Annotated[bool, typer.Option("--weak", help="Also search with words whose best label match is weak "
-                                                      "(by default they select nothing).")] = False,
+    weak: bool = options.setting(SearchConfig, "weak", "--weak"),
     json_out: options.Json = False,
     output: options.Output = None,
     html: options.Html = None,
@@ -58,11 +56,12 @@ def run(
         check_outputs(tables=[output], pages=[html], inputs=[store])
         if hybrid and dense:
             raise SaeEmbedError("choose --hybrid or --dense, not both")
+        config = SearchConfig(top=top, k=concept_latents, feedback=feedback, weak=weak,
+                              mode="hybrid" if hybrid else "dense" if dense else "sae")  # refused before any work
         (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                 cache_dir=cache_dir)
         with working("searching", quiet or json_out):
-            result = search(opened, query, top=top, k=concept_latents, like=like, where=where, feedback=feedback,
-                            weak=weak, mode="hybrid" if hybrid else "dense" if dense else "sae")
+            result = search(opened, query, config, like=like, where=where)
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
     note = _shortfall(result, top)

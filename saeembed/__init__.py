@@ -30,6 +30,7 @@ _EXPORTS = {
     "fit_risk": "saeembed.analysis.risk", "score_risk": "saeembed.analysis.risk", "Probe": "saeembed.analysis.risk",
     "DiffConfig": "saeembed.analysis.config", "CorrelationConfig": "saeembed.analysis.config",
     "ClusterConfig": "saeembed.analysis.config", "RiskConfig": "saeembed.analysis.config",
+    "SearchConfig": "saeembed.analysis.config",
     "SaeEmbedError": "saeembed.errors",
 }
 

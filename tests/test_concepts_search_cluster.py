@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from commands.app import app
 from saeembed.analysis.cluster import NO_CONCEPT, NOISE, cluster, jaccard_knn
 from saeembed.analysis.concepts import ConceptError, Concepts, rank_weights, select_concepts
-from saeembed.analysis.config import ClusterConfig
+from saeembed.analysis.config import ClusterConfig, SearchConfig
 from saeembed.analysis.search import (
     FEEDBACK_DOCS,
     FEEDBACK_WEIGHT,
@@ -94,16 +94,16 @@ def test_sae_scores_are_weighted_sums_of_p90_scaled_activations(store):
 
 
 def test_search_ranks_the_documents_that_carry_the_concept_first(store):
-    result = search(store, "football", top=20, labels=LABELS, k=2)
+    result = search(store, "football", SearchConfig(top=20, k=2), labels=LABELS)
     top_rows = [int(i) for i in result.table["id"]]
     assert (GROUP[top_rows] == 0).all()
     assert result.table["top_latents"][0].startswith(("0 football", "1 soccer"))
     assert "<<" in result.table["text"][0]
-    only_weather = search(store, "rain", top=5, labels=LABELS, k=1, where="kind == 'weather'")
+    only_weather = search(store, "rain", SearchConfig(top=5, k=1), labels=LABELS, where="kind == 'weather'")
     assert only_weather.n_candidates == N // 3 and set(only_weather.table["kind"]) == {"weather"}
     with pytest.raises(SaeEmbedError, match="no field 'nope'"):
         search(store, "football", labels=LABELS, where="nope == 1")
-    everything = search(store, "football", top=5, labels=LABELS, k=2, where="1 = 1")
+    everything = search(store, "football", SearchConfig(top=5, k=2), labels=LABELS, where="1 = 1")
     assert everything.n_candidates == N, "a constant filter holds for every document, not the first"
 
 
@@ -112,7 +112,7 @@ def test_search_with_words_no_label_is_about_finds_nothing_unless_asked(store):
     higher than a real query); weak=True searches with the weak matches anyway."""
     with pytest.raises(ConceptError, match="'umbrella' matches no label well .* selects nothing"):
         search(store, "umbrella", labels=LABELS)
-    assert search(store, "umbrella", labels=LABELS, weak=True).n_matched > 0
+    assert search(store, "umbrella", SearchConfig(weak=True), labels=LABELS).n_matched > 0
     assert select_concepts("umbrella", store, labels=LABELS).notes, "concepts still shows weak matches, warned"
 
 
@@ -153,7 +153,7 @@ def test_feedback_adds_the_latents_of_the_first_results_rocchio_style(store):
     assert ranked.concepts.labels[1] == LABELS.get(1)
     assert ((ranked.scores > 0) == (plain > 0)).all(), "feedback re-ranks, it brings in no document"
     assert np.allclose(concept_scores(store, concepts, feedback=0).scores, plain)
-    result = search(store, "football", top=N, labels=LABELS, k=1)
+    result = search(store, "football", SearchConfig(top=N, k=1), labels=LABELS)
     assert result.n_matched == (plain > 0).sum() and len(result.concepts) == len(got)
 
 
@@ -168,9 +168,9 @@ def test_feedback_keeps_exclusions_and_leaves_latent_ids_as_given(store):
         assert set(ranked.concepts.latents[1:3]) == set(planted), \
             "feedback reads the first results among the candidates (--where), not the whole store"
     for bad in (-1, 1):
-        with pytest.raises(SaeEmbedError, match=f"search: feedback = {bad} is not allowed: give 0"):
-            search(store, "football", labels=LABELS, feedback=bad)
-        with pytest.raises(SaeEmbedError, match=f"concept_scores: feedback = {bad} is not allowed"):
+        with pytest.raises(SaeEmbedError, match=rf"SearchConfig.feedback \(--feedback\) = {bad} is not allowed"):
+            search(store, "football", SearchConfig(feedback=bad), labels=LABELS)
+        with pytest.raises(SaeEmbedError, match=rf"concept_scores.feedback \(--feedback\) = {bad} is not allowed"):
             concept_scores(store, excluding.concepts, feedback=bad)
 
 
@@ -266,7 +266,7 @@ def test_examples_and_dense_vectors_with_the_offline_default(tmp_path, monkeypat
         "a document SAE also selects the phrase's own latents, after the label matches"
     assert not any(why.startswith("phrase") for why in select_concepts("rain storms", store, phrase_code=False).why)
     for mode in ("sae", "dense", "hybrid"):
-        result = search(store, "rain weather", top=4, mode=mode, like=None)
+        result = search(store, "rain weather", SearchConfig(top=4, mode=mode), like=None)
         assert all("rain" in t for t in result.table["text"]), mode
 
 
@@ -345,17 +345,17 @@ def test_weighted_similarity_separates_groups_that_differ_only_in_strength(tmp_p
 
 def test_sae_search_lists_only_documents_the_query_fires_in(store, tmp_path):
     """Documents with SAE score 0 used to fill the list up to --top: none of the query's latents fire in them."""
-    result = search(store, "football", top=N, labels=LABELS, k=2)
+    result = search(store, "football", SearchConfig(top=N, k=2), labels=LABELS)
     fires = np.asarray((store.matrix[:, [0, 1]] > 0).sum(1)).ravel() > 0
     assert result.n_matched == fires.sum() == len(result.table) < N
     assert (result.table["score"] > 0).all() and set(result.table["id"].cast(int)) == set(np.flatnonzero(fires))
-    none = search(store, "football", top=5, labels=LABELS, k=2, where="kind == 'weather'")
+    none = search(store, "football", SearchConfig(top=5, k=2), labels=LABELS, where="kind == 'weather'")
     assert none.n_matched == 0 and len(none.table) == 0 and none.n_candidates == N // 3
     assert "top_latents" in none.table.columns, "an empty result keeps its columns"
-    full = search(store, "football", top=5, labels=LABELS, k=2)
+    full = search(store, "football", SearchConfig(top=5, k=2), labels=LABELS)
     assert len(full.table) == 5 and full.n_matched == fires.sum()
-    with pytest.raises(SaeEmbedError, match="search.top = 0 is not allowed"):
-        search(store, "football", top=0, labels=LABELS)
+    with pytest.raises(SaeEmbedError, match=r"SearchConfig.top \(--top\) = 0 is not allowed"):
+        search(store, "football", SearchConfig(top=0), labels=LABELS)
 
 
 def test_fusion_gives_no_sae_rank_to_documents_the_query_misses():
@@ -397,7 +397,7 @@ def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store,
         out = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--top", "50", "--json",
                                   *extra])
         assert out.exit_code == 0, out.output
-        want = search(store, "football", top=50, k=1, labels=LABELS, feedback=feedback).table
+        want = search(store, "football", SearchConfig(top=50, k=1, feedback=feedback), labels=LABELS).table
         got = [json.loads(line) for line in out.stdout.splitlines()]
         assert [row["id"] for row in got] == want["id"].to_list()
         assert np.allclose([row["score"] for row in got], want["score"].to_numpy(), rtol=1e-6)
@@ -405,12 +405,10 @@ def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store,
     expanded = runner.invoke(app, ["search", path, "football", "--concept-latents", "1"]).stdout
     assert "1 latents from the query" in plain and "more from its first results" not in plain
     assert "more from its first results (--feedback)" in " ".join(expanded.split())
-    assert runner.invoke(app, ["search", path, "football", "--feedback", "-1"]).exit_code == 2
-    one = runner.invoke(app, ["search", path, "football", "--feedback", "1"])
-    assert one.exit_code == 1 and "feedback = 1 is not allowed: give 0 (no feedback) or at least 2" in one.output
-    from commands import options
-
-    assert options.SEARCH_FEEDBACK == FEEDBACK_DOCS
+    for bad in ("-1", "1"):
+        refused = runner.invoke(app, ["search", path, "football", "--feedback", bad])
+        assert refused.exit_code == 1 and f"(--feedback) = {bad} is not allowed: give 0 (no feedback) or at least 2" \
+            in " ".join(refused.output.split())
 
 
 @pytest.mark.parametrize("d_sae, n_latents", [(300, 40), (70_000, 66_000)])

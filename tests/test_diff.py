@@ -376,9 +376,9 @@ def test_pairing_errors_name_the_column_and_the_repeated_key(tmp_path):
 def test_config_rejects_bad_settings():
     with pytest.raises(SaeEmbedError, match="holdout"):
         DiffConfig(holdout=1.5)
-    with pytest.raises(SaeEmbedError, match="frequency or mean"):
+    with pytest.raises(SaeEmbedError, match="'frequency', 'mean'"):
         DiffConfig(measure="median")
-    with pytest.raises(SaeEmbedError, match="adjust or ignore"):
+    with pytest.raises(SaeEmbedError, match="'adjust', 'ignore'"):
         DiffConfig(length="sometimes")
     with pytest.raises(SaeEmbedError, match="length-bands"):
         DiffConfig(length_bands=1)
@@ -417,7 +417,7 @@ def test_cli_json_lines_file_output_and_people_output(a_b, tmp_path):
     out = runner.invoke(app, ["diff", a, b, "--top", "1"])
     assert "The 1 strongest of 2 themes" in out.stdout and "\nmore in b\n" not in out.stdout
     out = runner.invoke(app, ["diff", a, b, "--length", "sideways"])
-    assert out.exit_code == 1 and "adjust or ignore" in out.output
+    assert out.exit_code == 1 and "(--length) = 'sideways' is not allowed; choose one of 'adjust'" in out.output
     out = runner.invoke(app, ["diff", a])
     assert out.exit_code == 1 and "give two corpora" in out.output
 

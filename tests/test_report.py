@@ -15,7 +15,7 @@ import pytest
 from saeembed.analysis.associations import associations
 from saeembed.analysis.cluster import NO_CONCEPT, cluster
 from saeembed.analysis.concepts import select_concepts
-from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig
+from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig, SearchConfig
 from saeembed.analysis.correlations import correlations
 from saeembed.analysis.diff import diff
 from saeembed.analysis.risk import fit_risk
@@ -280,7 +280,7 @@ def test_cluster_page_without_the_store_crosstabs_given_values(topic_store, tmp_
 
 def test_search_page_ranks_hits_with_their_concepts_and_peaks(topic_store, open_page, tmp_path):
     store = topic_store
-    result = search(store, "0, 1", top=8, labels=LABELS, k=2)
+    result = search(store, "0, 1", SearchConfig(top=8, k=2), labels=LABELS)
     path = write_search_report(result, tmp_path / "search.html")
     opened = open_page(path)
     page = opened.page

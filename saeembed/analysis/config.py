@@ -3,54 +3,53 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from saeembed.errors import SaeEmbedError, at_least
+from saeembed.errors import ConfigError
+from saeembed.settings import check_fields, setting
 
 Measure = Literal["frequency", "mean"]
-MEASURES = ("frequency", "mean")
 LengthMode = Literal["adjust", "ignore"]
-LENGTH_MODES = ("adjust", "ignore")
 
 
 @dataclass
 class DiffConfig:
     """How two (or more) corpora are compared. CLI defaults come from here."""
 
-    measure: Measure = "frequency"
+    measure: Measure = setting("frequency", flag="--measure")
     """frequency: share of documents where the latent fires (the paper); mean: mean pooled activation."""
-    alpha: float = 0.05
+    alpha: float = setting(0.05, above=0, below=1, flag="--alpha")
     """Largest Benjamini-Hochberg q-value of a finding."""
-    min_diff: float = 0.03
+    min_diff: float = setting(0.03, at_least=0, flag="--min-diff")
     """Smallest |difference| of a finding, in the measure's units (0 keeps every significant latent)."""
-    pair_on: str | None = None
+    pair_on: str | None = setting(None, flag="--pair-on")
     """A column naming the same item in every corpus (e.g. prompt_id): paired tests (conditional
     logistic or McNemar, paired t)."""
-    holdout: float | None = None
+    holdout: float | None = setting(None, above=0, below=1, flag="--holdout")
     """Share of documents (of pairs, when paired) kept out of discovery to check each finding on."""
-    length: LengthMode = "adjust"
+    length: LengthMode = setting("adjust", flag="--length")
     """adjust: compare documents as if they were of equal length. With max pooling a longer document
     fires more latents, so without this corpora of different lengths differ on almost every latent.
     Unpaired frequencies: Mantel-Haenszel within `length_bands` bands of n_tokens; pairs: conditional
     logistic regression on each pair's log length ratio; means: regression on log n_tokens.
     ignore: compare the documents as they are (the length gap is still reported)."""
-    length_bands: int = 20
+    length_bands: int = setting(20, at_least=2, flag="--length-bands")
     """Unpaired frequencies, with length adjust: bands (quantiles of n_tokens over both corpora)."""
-    theme_jaccard: float = 0.5
+    theme_jaccard: float = setting(0.5, at_least=-1, at_most=1)
     """Findings whose latents fire on documents this similar (Jaccard, corrected for chance) share a theme ..."""
-    theme_same_peak: float = 0.5
+    theme_same_peak: float = setting(0.5, at_least=0, at_most=1)
     """... or that peak on the same token in at least this share of the documents they share ..."""
-    theme_cosine: float = 0.7
+    theme_cosine: float = setting(0.7, at_least=-1, at_most=1)
     """... or whose decoder directions are this similar (when the SAE can be found locally)."""
-    seed: int = 0
+    seed: int = setting(0, at_least=0, flag="--seed")
     """Seed of the holdout split and of the choice of examples."""
-    examples: bool = True
+    examples: bool = setting(True)
     """Attach one example document per side to every finding."""
-    form: bool = True
+    form: bool = setting(True, flag="--form/--no-form")
     """Also compare how the documents are written, counted from their text (`saeembed.analysis.form`:
     lists, headings, bold, code, questions, `!`, emoji, links, apologies, refusals, person, hedges,
     openings and endings): rates per token at equal length, shares of documents with length ignore."""
-    style_min_effect: float = 0.3
+    style_min_effect: float = setting(0.3, at_least=0, flag="--style-min-effect")
     """Style layer (token latents compared as rates): smallest standardized effect of a finding (paired:
     mean / sd of the pairs' differences; unpaired: difference / pooled sd). 0.3 is a small-to-medium
     effect; with hundreds of documents far smaller differences are significant, and say little."""
@@ -67,44 +66,31 @@ class DiffConfig:
         return f"at equal length: Mantel-Haenszel within {self.length_bands} length bands"
 
     def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise SaeEmbedError(f"unknown measure {self.measure!r}; choose frequency or mean")
-        if not 0 < self.alpha < 1:
-            raise SaeEmbedError(f"alpha must lie in (0, 1), got {self.alpha}")
-        if self.length not in LENGTH_MODES:
-            raise SaeEmbedError(f"unknown length handling {self.length!r}; choose adjust or ignore")
-        if self.length_bands < 2:
-            raise SaeEmbedError(f"--length-bands needs at least 2 bands, got {self.length_bands}")
-        if not isinstance(self.style_min_effect, (int, float)) or not self.style_min_effect >= 0:
-            raise SaeEmbedError(f"style_min_effect (--style-min-effect) is a standardized effect, at least 0; "
-                                f"got {self.style_min_effect!r}")
-        if self.holdout is not None and not 0 < self.holdout < 1:
-            raise SaeEmbedError(f"--holdout is the share of documents kept for validation, in (0, 1); "
-                                f"got {self.holdout}")
+        check_fields(self)
 
 
 @dataclass
 class CorrelationConfig:
     """Which latent pairs are tested and which findings count as trivial. CLI defaults come from here."""
 
-    min_support: int = 10
+    min_support: int = setting(10, at_least=1, flag="--min-support")
     """Fewest documents a pair must share to be tested (and a latent must fire in)."""
-    min_freq: float = 0.01
+    min_freq: float = setting(0.01, at_least=0, below=1, flag="--min-freq")
     """Frequency band of the latents considered: rarer ones give unstable NPMI ..."""
-    max_freq: float = 0.9
+    max_freq: float = setting(0.9, above=0, at_most=1, flag="--max-freq")
     """... and near-ubiquitous ones carry no information."""
-    alpha: float = 0.05
+    alpha: float = setting(0.05, above=0, below=1, flag="--alpha")
     """Largest Benjamini-Hochberg q-value (over all pairs tested) of a finding."""
-    max_near_token: float = 0.5
+    max_near_token: float = setting(0.5, at_least=0, at_most=1)
     """Trivial: the two latents peak on the same or adjacent tokens in more than this share of the
     documents they share (one token, or a phrase, firing both)."""
-    max_decoder_cosine: float = 0.7
+    max_decoder_cosine: float = setting(0.7, at_least=-1, at_most=1)
     """Trivial: decoder directions this similar are near-duplicates of one concept."""
-    max_label_overlap: float = 0.5
+    max_label_overlap: float = setting(0.5, at_least=0, at_most=1)
     """Trivial: labels sharing at least this share of their words (Jaccard) say the same thing."""
-    block: int = 1024
+    block: int = setting(1024, at_least=1)
     """Latents per block of the co-occurrence product (memory ~ block x latents in band)."""
-    length_bands: int | None = 10
+    length_bands: int | None = setting(10, at_least=1, flag="--length-bands")
     """Test pairs among documents of similar length: this many bands (quantiles) of n_tokens, merged
     until each holds enough documents, combined by a Cochran-Mantel-Haenszel test. With max pooling a
     longer document fires more latents, so a length-blind test finds nearly every pair of common
@@ -113,53 +99,43 @@ class CorrelationConfig:
     document's length."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_freq < self.max_freq <= 1:
-            raise SaeEmbedError(f"the frequency band needs 0 <= min_freq < max_freq <= 1; got "
-                                f"[{self.min_freq}, {self.max_freq}]")
-        if self.min_support < 1 or self.block < 1:
-            raise SaeEmbedError("min_support and block must be at least 1")
-        if self.length_bands is not None and self.length_bands < 1:
-            raise SaeEmbedError(f"length_bands (--length-bands) must be at least 1 (1: do not stratify by "
-                                f"length), got {self.length_bands}")
+        check_fields(self)
+        if not self.min_freq < self.max_freq:
+            raise ConfigError(f"CorrelationConfig: the frequency band needs min_freq < max_freq (--min-freq, "
+                              f"--max-freq); got [{self.min_freq}, {self.max_freq}]")
 
 
 ClusterMethod = Literal["spectral", "hdbscan", "kmeans"]
-CLUSTER_METHODS = ("spectral", "hdbscan", "kmeans")
+CLUSTER_METHODS: tuple[str, ...] = get_args(ClusterMethod)
 
 
 @dataclass
 class ClusterConfig:
     """How documents are clustered along the selected concepts. CLI defaults come from here."""
 
-    method: ClusterMethod = "spectral"
-    similarity: Literal["weighted", "jaccard"] = "weighted"
+    method: ClusterMethod = setting("spectral", flag="--method")
+    """spectral (on a document similarity graph), hdbscan (finds the number of clusters) or kmeans."""
+    similarity: Literal["weighted", "jaccard"] = setting("weighted", flag="--similarity")
     """Spectral affinity: weighted Jaccard of the activations (sum of minima over sum of maxima), or the
     paper's binary Jaccard of which latents fire. HDBSCAN: weighted clusters the activations (in units
     of their 90th percentile), jaccard which latents fire. k-means always uses which latents fire."""
-    k: int | None = None
+    k: int | None = setting(None, at_least=2, flag="--clusters")
     """Number of clusters (spectral, kmeans); hdbscan finds it."""
-    dense_limit: int = 5000
+    dense_limit: int = setting(5000, at_least=2)
     """Spectral: up to this many documents the full Jaccard matrix, beyond a sparse k-NN graph."""
-    neighbors: int = 30
+    neighbors: int = setting(30, at_least=1)
     """Spectral beyond `dense_limit`: neighbours kept per document in the Jaccard graph."""
-    min_cluster_size: int = 10
+    min_cluster_size: int = setting(10, at_least=2, flag="--min-cluster-size")
     """HDBSCAN's smallest cluster (and its min_samples)."""
-    top_latents: int = 10
+    top_latents: int = setting(10, at_least=1)
     """Distinctive latents listed per cluster."""
-    central_docs: int = 3
+    central_docs: int = setting(3, at_least=0)
     """Most central documents shown per cluster."""
-    seed: int = 0
+    seed: int = setting(0, at_least=0, flag="--seed")
     """Seed of k-means and of the spectral embedding."""
 
     def __post_init__(self) -> None:
-        if self.method not in CLUSTER_METHODS:
-            raise SaeEmbedError(f"unknown clustering method {self.method!r}; choose {', '.join(CLUSTER_METHODS)}")
-        if self.similarity not in ("weighted", "jaccard"):
-            raise SaeEmbedError(f"unknown similarity {self.similarity!r}; choose weighted or jaccard")
-        at_least("ClusterConfig", "k", self.k, 2, optional=True)
-        for name, low in (("dense_limit", 2), ("neighbors", 1), ("min_cluster_size", 2), ("top_latents", 1),
-                          ("central_docs", 0)):
-            at_least("ClusterConfig", name, getattr(self, name), low)
+        check_fields(self)
 
 
 RiskModel = Literal["l1", "pls"]
@@ -169,23 +145,59 @@ RiskModel = Literal["l1", "pls"]
 class RiskConfig:
     """How a hallucination-risk probe is fitted and evaluated. CLI defaults come from here."""
 
-    model: RiskModel = "l1"
+    model: RiskModel = setting("l1", flag="--model")
     """l1: L1-regularised logistic regression; pls: partial least squares (as in "From Noise to Narrative")."""
-    folds: int = 5
+    folds: int = setting(5, at_least=2, flag="--folds")
     """Cross-validation folds (stratified; grouped when a group column is given)."""
-    c: float = 0.5
+    c: float = setting(0.5, above=0)
     """Inverse regularisation strength of the logistic models."""
-    components: int = 5
+    components: int = setting(5, at_least=1)
     """PLS components."""
-    min_doc_freq: float = 0.005
+    min_doc_freq: float = setting(0.005, at_least=0, below=1)
     """Latents firing in fewer documents are left out of the features."""
-    bootstrap: int = 1000
+    bootstrap: int = setting(1000, at_least=0, flag="--bootstrap")
     """Bootstrap resamples for the AUROC / AP intervals."""
-    top_concepts: int = 20
-    seed: int = 0
+    top_concepts: int = setting(20, at_least=1)
+    """Concepts listed, strongest first."""
+    seed: int = setting(0, at_least=0)
+    """Seed of the folds and the bootstrap."""
 
     def __post_init__(self) -> None:
-        if self.model not in ("l1", "pls"):
-            raise SaeEmbedError(f"unknown probe model {self.model!r}; choose l1 or pls")
-        if self.folds < 2:
-            raise SaeEmbedError("cross-validation needs at least 2 folds")
+        check_fields(self)
+
+
+SearchMode = Literal["sae", "dense", "hybrid"]
+FEEDBACK_SUPPORT = 2  # a latent joins the query only when it fires in this many feedback documents (not one stray),
+# so feedback needs at least 2 documents
+
+
+@dataclass
+class SearchConfig:
+    """How a concept query ranks documents (`saeembed.analysis.search`). CLI defaults come from here."""
+
+    top: int = setting(20, at_least=1, flag="--top")
+    """Documents returned, best first (sae mode lists only documents the query's latents fire in)."""
+    mode: SearchMode = setting("sae")
+    """sae (the paper's scoring, with feedback), dense (sentence-embedding cosine) or hybrid (both, fused by
+    reciprocal rank)."""
+    k: int = setting(100, at_least=1, flag="--concept-latents")
+    """Latents kept per phrase or example of the query, strongest first (feedback may add more)."""
+    feedback: int = setting(20, flag="--feedback")  # 0 or >= FEEDBACK_SUPPORT: `check_feedback`
+    """Expand the query with the latents of its first this many results (pseudo-relevance feedback, at least
+    2); 0: the paper's scoring alone."""
+    weak: bool = setting(False, flag="--weak")
+    """Also search with the latents of words no label is really about (by default such words select
+    nothing)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_feedback("SearchConfig", self.feedback)
+
+
+def check_feedback(owner: str, feedback: int) -> None:
+    """Feedback is off (0) or at least `FEEDBACK_SUPPORT` documents."""
+    if isinstance(feedback, bool) or not isinstance(feedback, int) or feedback < 0 \
+            or 0 < feedback < FEEDBACK_SUPPORT:
+        raise ConfigError(f"{owner}.feedback (--feedback) = {feedback!r} is not allowed: give 0 (no feedback) or at "
+                          f"least {FEEDBACK_SUPPORT} documents (a latent joins the query when {FEEDBACK_SUPPORT} of "
+                          f"them share it)")

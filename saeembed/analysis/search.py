@@ -16,25 +16,22 @@ reciprocal rank.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from saeembed.analysis.concepts import Concepts, activation_scale, select_concepts
+from saeembed.analysis.config import FEEDBACK_SUPPORT, SearchConfig, check_feedback
 from saeembed.analysis.where import filter_rows
-from saeembed.errors import SaeEmbedError, at_least
 from saeembed.store import Store, column_entries, document_frequency
 
-Mode = Literal["sae", "dense", "hybrid"]
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 # Pseudo-relevance feedback. Rocchio's beta at SMART's standard 0.75; 20 documents, within the 10-30
 # of the IR literature. On the harness's 18 property queries (benchmarks/meaning.py, section d) every
 # setting of 10-100 documents and beta 0.5-1 lifted SAE MAP from 0.518 to 0.541-0.559 (RESULTS.md);
 # these defaults give 0.545, better on 12 queries, worse on 6 (with the relabelled bundle: 0.513 -> 0.541).
-FEEDBACK_DOCS = 20
+FEEDBACK_DOCS = SearchConfig.feedback
 FEEDBACK_WEIGHT = 0.75
-FEEDBACK_SUPPORT = 2  # a latent joins the query only when it fires in this many feedback documents (not one stray),
-# so feedback needs at least 2 documents
 
 
 @dataclass
@@ -64,10 +61,9 @@ class ConceptScores(NamedTuple):
     sum(weight x activation)."""
 
 
-def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: int = 100,
-           like: list[str] | None = None, where: str | None = None, labels: Any = None,
-           dense: np.ndarray | None = None, feedback: int = FEEDBACK_DOCS, weak: bool = False) -> SearchResult:
-    """The `top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
+def search(store: Store, query: str, config: SearchConfig | None = None, *, like: list[str] | None = None,
+           where: str | None = None, labels: Any = None, dense: np.ndarray | None = None) -> SearchResult:
+    """The `config.top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
 
     In sae mode only documents with a positive score are listed (at least one of the query's own latents
     fires in them): a document with score 0 does not carry the query at all, so fewer than `top`
@@ -75,29 +71,24 @@ def search(store: Store, query: str, *, top: int = 20, mode: Mode = "sae", k: in
     the SAE ranking ranks only those documents too; dense retrieval ranks every candidate.
 
     Args:
-        mode: sae (the paper's scoring), dense (sentence-embedding cosine) or hybrid (both, fused).
-        k: latents kept per phrase or example of the query (strongest first); feedback may add more.
+        config: top, mode (sae, dense or hybrid), k (latents kept per phrase or example of the query),
+            feedback (expand the query with the latents of its first this many results, see
+            `concept_scores`; 0: the paper's scoring alone), weak (also search with the latents of words no
+            label is really about: their best label match below `concepts.WEAK_SIMILARITY`; by default such
+            words select nothing, and a query of only such words is refused, saying so).
         where: a condition on the store's own fields, e.g. `topic = 'climate' AND n_tokens < 200`
             (`saeembed.analysis.where`: no functions, subqueries or file access).
         dense: [n_docs, dim] document embeddings; default the store's `dense` column, else computed.
-        feedback: expand the query with the latents of its first this many results (0: the paper's
-            scoring alone; otherwise at least 2); see `concept_scores`.
-        weak: also search with the latents of words no label is really about (their best label match
-            below `concepts.WEAK_SIMILARITY`); by default such words select nothing, and a query of only
-            such words is refused, saying so.
 
     Examples:
-        >>> search(load_store("tweets.parquet"), "sarcastic remark", top=10).table  # doctest: +SKIP
+        >>> search(load_store("tweets.parquet"), "sarcastic remark", SearchConfig(top=10)).table  # doctest: +SKIP
     """
     import polars as pl
 
     from saeembed.labels import labels_for
 
-    at_least("search", "top", top, 1)
-    at_least("search", "k", k, 1)
-    _check_feedback("search", feedback)
-    if mode not in ("sae", "dense", "hybrid"):
-        raise SaeEmbedError(f"unknown search mode {mode!r}; choose sae, dense or hybrid")
+    config = config or SearchConfig()
+    top, mode, k, feedback, weak = config.top, config.mode, config.k, config.feedback, config.weak
     labels = labels if labels is not None else labels_for(store)
     candidates = filter_rows(store.frame, where)
     concepts = None
@@ -136,7 +127,7 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     that carry the query, it does not bring in others. A query of latent ids alone is taken as given
     (no feedback), and latents its `-term`s exclude are not added. `labels` name the latents feedback
     adds (default the labels found for the store's SAE)."""
-    _check_feedback("concept_scores", feedback)
+    check_feedback("concept_scores", feedback)
     own = _Columns.of(store, concepts.latents)
     scores = own.scores(concepts.weights, store.n_docs)
     if feedback == 0 or all(why == "id" for why in concepts.why):
@@ -163,14 +154,6 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
         + extra.scores(np.array([weight_of[j] for j in added.tolist()]), store.n_docs)
     weights = expanded.weights / np.array([scale_of[j] for j in expanded.latents.tolist()])
     return ConceptScores(np.where(scores > 0, new_scores, 0.0), expanded, weights)
-
-
-def _check_feedback(owner: str, feedback: int) -> None:
-    if isinstance(feedback, bool) or not isinstance(feedback, int) or feedback < 0 \
-            or 0 < feedback < FEEDBACK_SUPPORT:
-        raise SaeEmbedError(f"{owner}: feedback = {feedback!r} is not allowed: give 0 (no feedback) or at least "
-                            f"{FEEDBACK_SUPPORT} documents (a latent joins the query when {FEEDBACK_SUPPORT} of "
-                            f"them share it)")
 
 
 def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weight: np.ndarray,
