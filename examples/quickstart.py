@@ -37,7 +37,7 @@ print(result.length.sentence)
 print(result.themes.select("more_in", "n_latents", "label", "diff").head(8))
 
 # 3. Which tweets carry a concept.
-hits = saeembed.search(a, "weather, rain", top=3)
+hits = saeembed.search(a, "weather, rain", saeembed.SearchConfig(top=3))
 print(hits.table.select("rank", "score", "text"))
 
 # 4. Clusters along concepts you choose.
