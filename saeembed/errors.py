@@ -29,6 +29,30 @@ class ProbeError(SaeEmbedError):
     """A saved risk probe or baseline cannot be used (missing, damaged, or of another shape or version)."""
 
 
+class OutputError(SaeEmbedError):
+    """The place an output is to be written cannot take it (a folder, read-only, no space)."""
+
+
+class LLMError(SaeEmbedError):
+    """The endpoint cannot be reached or keeps failing."""
+
+
+class LabelError(SaeEmbedError):
+    """A label file cannot be read or does not fit the SAE."""
+
+
+class ClusteringError(SaeEmbedError):
+    """A saved clustering cannot be used: missing, damaged, or fitted on a store embedded differently."""
+
+
+class FilterError(SaeEmbedError):
+    """A filter that is not a condition on the store's own fields."""
+
+
+class ConceptError(SaeEmbedError):
+    """A concept query selects nothing usable."""
+
+
 def one_of(owner: str, field: str, value: object, allowed: tuple) -> None:
     """Refuse `value` unless it is one of `allowed`."""
     if value not in allowed:

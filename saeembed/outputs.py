@@ -13,17 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import OutputError
 
 MIN_FREE_BYTES = 1 << 20
 """Less free space than this where the output goes is refused (how much a run needs is not known before)."""
 
 
 PAGE_SUFFIXES = (".html", ".htm")  # what an HTML page's name ends with (a page named x.pdf is refused)
-
-
-class OutputError(SaeEmbedError):
-    """The place an output is to be written cannot take it (a folder, read-only, no space)."""
 
 
 def check_output(path: str | Path, *, folder: bool = False, need_bytes: int = MIN_FREE_BYTES,

@@ -65,7 +65,7 @@ from saeembed.analysis.cluster import (
 )
 from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import ClusteringError, SaeEmbedError
 from saeembed.jsonfile import read_json_object
 from saeembed.store import COMPAT_FIELDS, Store, check_compatible, present
 
@@ -82,10 +82,6 @@ TABLE_COLUMNS = {
 }
 _FIX = "save the clustering again with `saeembed cluster STORE ... --save FOLDER`"
 _LARGEST = 1e30
-
-
-class ClusteringError(SaeEmbedError):
-    """A saved clustering cannot be used: missing, damaged, or fitted on a store embedded differently."""
 
 
 @dataclass

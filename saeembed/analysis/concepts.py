@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from saeembed.errors import SaeEmbedError
+from saeembed.errors import ConceptError
 from saeembed.labels import STOPWORDS
 from saeembed.store import Store, column_entries, document_frequency
 
@@ -53,10 +53,6 @@ CLOSE_WORD = 0.6  # a label word this similar to the phrase is shown as matched 
 # single words are noisy below: `golf` and `defence` are 0.55 from `football`)
 _WORD = re.compile(r"[a-z0-9']+")
 Pick = tuple[float, str, list[str]]  # why a latent is selected: (score, why, label words that matched)
-
-
-class ConceptError(SaeEmbedError):
-    """A concept query selects nothing usable."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from saeembed.errors import SaeEmbedError, first_line
+from saeembed.errors import FilterError, first_line
 
 if TYPE_CHECKING:
     import polars as pl
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 # A filter is typed by a person; a longer one is almost surely not, and deep nesting is what makes
 # a recursive parser fall over.
 MAX_LENGTH = 10_000
-
-
-class FilterError(SaeEmbedError):
-    """A filter that is not a condition on the store's own fields."""
 
 
 def filter_rows(frame: pl.DataFrame, where: str | None) -> np.ndarray:

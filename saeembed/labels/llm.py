@@ -45,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from saeembed.atomic import write_text
-from saeembed.errors import ConfigError, SaeEmbedError, at_least
+from saeembed.errors import ConfigError, LLMError, at_least
 from saeembed.hashing import text_key
 from saeembed.labels import LabelError, Labels
 from saeembed.spans import marked_context, peak_span, top_documents
@@ -56,10 +56,6 @@ KEEP_ACCURACY = 0.75
 MAX_ANSWER_BYTES = 8 << 20  # a chat completion of a few tokens is a few kB; more is not one
 RETRY_STATUS = (408, 409, 425, 429)  # and every 5xx: worth trying again
 Waiting = Callable[[str], None]  # told, as one line, why a request is waiting (a retry, Retry-After)
-
-
-class LLMError(SaeEmbedError):
-    """The endpoint cannot be reached or keeps failing."""
 
 
 class _Timeout(Exception):

@@ -8,12 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saeembed.embedding.cache import default_cache_root
-from saeembed.errors import SaeEmbedError, first_line
+from saeembed.errors import LabelError, first_line
 from saeembed.store import Store, atomic_write_table
-
-
-class LabelError(SaeEmbedError):
-    """A label file cannot be read or does not fit the SAE."""
 
 
 @dataclass
