@@ -30,7 +30,7 @@ from saeembed.analysis.correlations import correlations  # noqa: E402
 from saeembed.analysis.diff import diff  # noqa: E402
 from saeembed.labels import Labels  # noqa: E402
 from saeembed.store import load_store  # noqa: E402
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store  # noqa: E402
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store  # noqa: E402
 
 
 def zipf_rates(d_sae: int, active: float, rng: np.random.Generator) -> np.ndarray:

@@ -201,7 +201,7 @@ def test_info_refuses_what_the_analyses_refuse(tmp_path):
     while every analysis refused it; --no-check reads only the metadata and counts, and says so."""
     import numpy as np
 
-    from tests.fake_stores import fake_meta, vectors_from_columns, write_store
+    from saeembed.synthetic import fake_meta, vectors_from_columns, write_store
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "parts"

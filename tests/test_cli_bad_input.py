@@ -14,8 +14,8 @@ import torch
 
 from commands.app import main
 from saeembed import load_store
+from saeembed.synthetic import planted_store
 from tests import sae_files
-from tests.fake_stores import planted_store
 
 LAYER = 1
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from commands.app import app, main
 from commands.ui import shown
-from tests.fake_stores import planted_store
+from saeembed.synthetic import planted_store
 
 EVIL = "[/oops] [link=file:///etc/passwd]click[/link] \x1b[2J\x1b]8;;http://x\x07y\x1b]8;;\x07 \u202eevil :smile:"
 

@@ -27,7 +27,7 @@ from saeembed.analysis.concepts import select_concepts
 from saeembed.analysis.config import ClusterConfig
 from saeembed.labels import Labels
 from saeembed.store import StoreError, load_store
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D, GROUPS, PER = 40, 3, 5
 AXIS = ",".join(str(i) for i in range(GROUPS * PER))

@@ -24,7 +24,7 @@ from saeembed.analysis.search import (
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import load_store
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D, N = 30, 600
 LABELS = Labels(D, {0: "football · goal · league · match", 1: "soccer · striker · team", 2: "stock · market · shares",

@@ -14,7 +14,7 @@ from saeembed.analysis.correlations import correlations, cross_correlations
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import load_store
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D, N = 40, 1500
 
@@ -392,7 +392,7 @@ def test_cli_reports_what_length_explained(length_confounded):
 def test_a_column_with_nothing_to_associate_is_one_line(tmp_path, values, says):
     """`correlations --with FIELD` on a field null in every row raised IndexError."""
     from saeembed.analysis.associations import associations
-    from tests.fake_stores import random_columns, vectors_from_columns, write_store
+    from saeembed.synthetic import random_columns, vectors_from_columns, write_store
 
     rng = np.random.default_rng(0)
     vectors = vectors_from_columns(60, random_columns(60, np.full(10, 0.3), rng), rng)

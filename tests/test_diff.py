@@ -15,7 +15,7 @@ from saeembed.analysis.diff import diff
 from saeembed.errors import SaeEmbedError, StoreError
 from saeembed.labels import Labels
 from saeembed.store import load_store
-from tests.fake_stores import fake_meta, logit_store, planted_store, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, logit_store, planted_store, vectors_from_columns, write_store
 
 D = 60
 NO_LABELS = Labels(D, {}, {}, {})

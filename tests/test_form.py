@@ -14,7 +14,7 @@ from saeembed.analysis.diff import diff
 from saeembed.analysis.form import form_features, frequent_openings
 from saeembed.labels import Labels
 from saeembed.store import load_store
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D = 20
 NO_LABELS = Labels(D, {}, {}, {})

@@ -25,7 +25,7 @@ from saeembed.analysis.concepts import select_concepts
 from saeembed.analysis.config import ClusterConfig
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D = 8
 # 100 examples per test keep the file at a few seconds; SAEEMBED_FUZZ_EXAMPLES=2000 searches deeper

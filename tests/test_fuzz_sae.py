@@ -26,8 +26,8 @@ from saeembed.analysis.risk import Baseline, Probe
 from saeembed.errors import ProbeError, SaeEmbedError, SAEError
 from saeembed.sae import load_sae
 from saeembed.store import load_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 from tests import sae_files
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
 
 D_IN, D_SAE = 8, 16
 # 60 examples per test keep the file at about 2 s; SAEEMBED_FUZZ_EXAMPLES=2500 searches deeper

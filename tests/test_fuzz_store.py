@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from saeembed.errors import SaeEmbedError
 from saeembed.store import META_KEY, StoreError, is_store, load_store, read_meta
-from tests.fake_stores import fake_meta, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, vectors_from_columns, write_store
 
 D = 6
 # 100 examples per test (200 for rows) keep the file at about 3 s; SAEEMBED_FUZZ_EXAMPLES=2000 searches deeper

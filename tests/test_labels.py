@@ -24,7 +24,7 @@ from saeembed.labels import (
 )
 from saeembed.spans import marked_context
 from saeembed.store import DocVectors, Store
-from tests.fake_stores import fake_meta, write_store
+from saeembed.synthetic import fake_meta, write_store
 
 
 def test_neuronpedia_batches_json_and_csv(tmp_path):

@@ -11,7 +11,7 @@ import saeembed
 # The flow, first to last; a module may import its own stage and the ones before it.
 STAGES = [
     ("errors", "settings", "hashing", "atomic", "outputs", "export", "jsonfile"),  # foundations
-    ("store", "spans", "summary"),  # the store format, and where evidence sits in it
+    ("store", "spans", "summary", "synthetic"),  # the store format, and where evidence sits in it
     ("sae",),  # SAE files and models
     ("embedding",),  # text -> reader -> SAE -> pooled vectors -> stores
     ("train",),  # SAEs trained on a reader's activations

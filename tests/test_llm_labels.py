@@ -329,7 +329,7 @@ def test_cli_llm_timeout(scripted, tmp_path, monkeypatch):
 
     from commands.app import app
     from saeembed.store import DocVectors
-    from tests.fake_stores import write_store
+    from saeembed.synthetic import write_store
 
     monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
     url, play = scripted

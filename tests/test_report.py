@@ -31,7 +31,7 @@ from saeembed.report import (
 from saeembed.report._page import Segment, span_segments, split_marked, write_atomic
 from saeembed.spans import peak_span
 from saeembed.store import load_store
-from tests.fake_stores import fake_meta, planted_store, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, planted_store, random_columns, vectors_from_columns, write_store
 
 CHROMIUM = shutil.which("chromium")
 D = 30

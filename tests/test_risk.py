@@ -18,7 +18,7 @@ from saeembed.analysis.surface import SURFACE_FEATURES, surface_frame
 from saeembed.errors import ProbeError, SaeEmbedError, StoreError
 from saeembed.labels import Labels
 from saeembed.store import COUNT_STATS, load_store
-from tests.fake_stores import fake_meta, random_columns, vectors_from_columns, write_store
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D, N = 40, 400
 LABELS = Labels(D, {3: "made-up facts", 7: "citations"}, {}, {})
@@ -302,7 +302,7 @@ def test_scores_name_the_concepts_that_pushed_risk_up_and_baseline_z_scores(tmp_
 def test_a_baseline_of_documents_with_the_same_counts_is_refused(tmp_path):
     """A document-level SAE (the offline default) gives every document k latents and no per-token codes:
     every z-score was 0.000. The baseline says why instead."""
-    from tests.fake_stores import fake_meta, vectors_from_columns, write_store
+    from saeembed.synthetic import fake_meta, vectors_from_columns, write_store
 
     n = 50
     vectors = vectors_from_columns(n, [np.arange(n)] * 3 + [np.zeros(0, np.int64)] * 5, np.random.default_rng(0))

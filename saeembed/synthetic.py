@@ -1,6 +1,6 @@
-"""Deterministic fake stores for analysis and CLI tests (and the analysis benchmarks): real Parquet
-stores written by `StoreWriter`, whose latents fire on documents we choose, so an analysis's answer
-is known in advance."""
+"""Synthetic stores with planted structure: real Parquet stores written by `StoreWriter` whose latents
+fire on documents chosen in advance, so an analysis's answer is known before it runs. The tests and the
+analysis benchmarks build their stores here; a user can check a pipeline the same way."""
 
 from __future__ import annotations
 
