@@ -147,3 +147,33 @@ def test_cli_shows_the_form_layer_and_json_marks_each_layer(models, tmp_path):
     out = runner.invoke(app, ["diff", a, b, "-o", str(table), "-q"])
     assert out.exit_code == 0, out.output
     assert "form" in set(pl.read_csv(table)["layer"])
+
+
+def test_chats_pooled_on_one_role_are_counted_on_that_role_alone(tmp_path):
+    """A chat store embedded with pool_roles counts the pooled turns only: the same prompts on both sides,
+    one side's prompts full of '?' and '!' (as the rendered text shows), the answers alike: no finding."""
+    rng = np.random.default_rng(5)
+
+    def chats(path, loud: bool, seed: int, roles: tuple[str, ...] | None = ("assistant",)):
+        answers = [sentence(rng, int(rng.integers(8, 20))) + "." for _ in range(300)]
+        prompts = [sentence(rng, 6) + (" Why? Now! Really?!" if loud else ".") for _ in answers]
+        messages = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+                    for p, a in zip(prompts, answers)]
+        rendered = [f"user: {p}\nassistant: {a}" for p, a in zip(prompts, answers)]
+        generator = np.random.default_rng(seed)
+        vectors = vectors_from_columns(300, random_columns(300, np.full(D, 0.2), generator), generator, 10)
+        vectors.n_tokens = np.array([len(a.split()) for a in answers], np.int32)
+        meta = fake_meta(D, pool_roles=list(roles) if roles else None)
+        write_store(path, vectors, {"text": rendered, "messages": messages}, meta)
+        return load_store(path)
+
+    from saeembed.analysis.form import counted_texts
+
+    quiet, loud = chats(tmp_path / "quiet.parquet", False, 0), chats(tmp_path / "loud.parquet", True, 1)
+    assert counted_texts(loud)[0] == loud.frame["messages"][0][1]["content"], "the assistant's turn alone"
+    result = diff(quiet, loud, labels=NO_LABELS)
+    assert len(result.form_findings) == 0, result.form_findings["feature"].to_list()
+    # the control: the same conversations pooled whole (no pool_roles) differ by the prompts' marks
+    whole = diff(chats(tmp_path / "quiet-whole.parquet", False, 0, None),
+                 chats(tmp_path / "loud-whole.parquet", True, 1, None), labels=NO_LABELS)
+    assert {"question mark", "exclamation mark"} <= set(whole.form_findings["feature"].to_list())

@@ -236,10 +236,10 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     tokens = [s.frame["n_tokens"].to_numpy()[r] for s, r in zip(stores, rows)]
     form, form_replication = None, None
     if config.form:
-        from saeembed.analysis.form import compare_form
+        from saeembed.analysis.form import compare_form, counted_texts
 
         form, form_replication = compare_form(
-            [s.frame["text"].to_list() for s in stores], [s.frame["n_tokens"].to_numpy() for s in stores],
+            [counted_texts(s) for s in stores], [s.frame["n_tokens"].to_numpy() for s in stores],
             discovery, validation, config, names, np.random.default_rng(config.seed))
     unpaired_bands = config.length == "adjust" and config.measure == "frequency" and config.pair_on is None
     gap = length_adjust.length_gap(names, tokens, paired=config.pair_on is not None,

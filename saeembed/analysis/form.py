@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import polars as pl
     from scipy.sparse import csr_matrix
 
+    from saeembed.store import Store
+
 # An opening is a feature when it opens at least this share of one corpus's documents (and 5 of them).
 MIN_OPENING_SHARE = 0.03
 MIN_OPENING_DOCS = 5
@@ -111,6 +113,23 @@ class FormFeatures:
     counts: list[csr_matrix]
     """Per corpus, documents x features: how often each feature occurs in each document (openings and
     endings are 0 or 1)."""
+
+
+def counted_texts(store: Store) -> list[str]:
+    """What the form layer counts in each document of a store: its `text`; for chats embedded with
+    `pool_roles`, only those roles' turns (joined by a blank line). `n_tokens` counts only the pooled
+    turns, and the prompt is the same on both sides of a model comparison, so counting the rendered
+    conversation would mix the prompt's lists and questions into the answers' rates."""
+    frame, roles = store.frame, store.meta.get("pool_roles")
+    if not roles or "messages" not in frame.columns:
+        return frame["text"].to_list()
+    texts = []
+    for text, messages in zip(frame["text"].to_list(), frame["messages"].to_list()):
+        if messages is None:  # a plain-text record in a store of chats
+            texts.append(text)
+        else:
+            texts.append("\n\n".join(m.get("content") or "" for m in messages if m.get("role") in roles))
+    return texts
 
 
 def form_features(corpora: Sequence[Sequence[str]]) -> FormFeatures:
