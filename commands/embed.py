@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands.ui import parse_roles, print_json, shown, stderr, user_errors
-from saeembed.embedding.config import ENGINES, POOLINGS, EmbedConfig
+from saeembed.embedding.config import POOLINGS, EmbedConfig
 
 _D = EmbedConfig.__dataclass_fields__  # CLI defaults come from the library's config
 
@@ -70,14 +70,7 @@ def run(
     from saeembed.embedding.presets import resolve_config
 
     with user_errors():
-        if pool not in POOLINGS:
-            raise typer.BadParameter(f"choose one of {', '.join(POOLINGS)}", param_hint="--pool")
-        if long not in ("chunk", "truncate"):
-            raise typer.BadParameter("choose chunk or truncate", param_hint="--long")
-        if values_dtype not in ("float16", "float32"):
-            raise typer.BadParameter("choose float16 or float32", param_hint="--values-dtype")
-        if engine not in ENGINES:
-            raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+        # pooling, long, values_dtype, engine ...: EmbedConfig refuses a bad value naming the option
         on_ray = engine == "ray"
         ray_settings = {"ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
                         "cpus_per_worker": cpus_per_worker}

@@ -105,9 +105,9 @@ def test_wheel_ships_both_packages_and_data(tmp_path):
 
 @pytest.mark.parametrize("args", [["embed", "x.jsonl", "-o", "o.parquet", "--model", "m", "--sae", "s",
                                    "--pool", "median"]])
-def test_bad_options_are_usage_errors(args):
+def test_bad_options_are_refused_naming_the_option(args):
     result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "--pool" in result.output
+    assert result.exit_code == 1 and "EmbedConfig.pooling (--pool) = 'median' is not allowed" in result.output
 
 
 def test_check_reads_any_corpus_format_and_reports_a_missing_one(llama_dir, corpus_file, tmp_path):

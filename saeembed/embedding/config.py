@@ -4,29 +4,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from saeembed.errors import ConfigError, at_least, one_of
+from saeembed.errors import ConfigError
+from saeembed.settings import check_fields, setting
 
 Pooling = Literal["max", "mean", "sum", "count"]
 LongMode = Literal["chunk", "truncate"]
-POOLINGS = ("max", "mean", "sum", "count")
-LONG_MODES = ("chunk", "truncate")
-VALUE_DTYPES = ("float16", "float32")
-COMPUTE_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
-INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "txt")
-ENGINES = ("local", "ray")
+ValuesDtype = Literal["float16", "float32"]
+ComputeDtype = Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"]
+InputFormat = Literal["auto", "jsonl", "csv", "parquet", "txt"]
+Engine = Literal["local", "ray"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+LONG_MODES: tuple[str, ...] = get_args(LongMode)
+VALUE_DTYPES: tuple[str, ...] = get_args(ValuesDtype)
+COMPUTE_DTYPES: tuple[str, ...] = get_args(ComputeDtype)
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 @dataclass
 class EmbedConfig:
     """How documents are embedded. CLI defaults come from here."""
 
-    model: str
+    model: str | Path
     """Hugging Face id or local folder of the reader."""
-    sae: str
+    sae: str | Path
     """Local file/folder or hub id (`org/repo[/subfolder]`) of the SAE."""
-    layer: int | None = None
+    layer: int | None = setting(None, at_least=0, flag="--layer")
     """Block whose output is read (0-based); defaults to the layer the SAE's files name."""
     sae_format: str | None = None
     """Force the SAE format instead of detecting it."""
@@ -34,30 +39,30 @@ class EmbedConfig:
     """Branch, tag or commit of the reader on the hub (None: the default branch)."""
     sae_revision: str | None = None
     """Branch, tag or commit of the SAE on the hub."""
-    pooling: Pooling = "max"
+    pooling: Pooling = setting("max", flag="--pool")
     """How a per-token SAE's codes become one vector per document: max (the paper), mean, sum, or
     count (tokens on which the latent fires). Document-level SAEs read the mean activation and ignore it."""
-    values_dtype: str = "float16"
+    values_dtype: ValuesDtype = setting("float16", flag="--values-dtype")
     """float16 (default, half the bytes) or float32 for the stored values."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."""
-    dtype: str = "auto"
+    dtype: ComputeDtype = setting("auto", flag="--dtype")
     """Compute dtype of the reader: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."""
-    batch_tokens: int = 16384
+    batch_tokens: int = setting(16384, at_least=1, flag="--batch-tokens")
     """Token budget of one forward batch (padded length x rows)."""
-    max_batch_docs: int = 256
+    max_batch_docs: int = setting(256, at_least=1)
     """At most this many windows in one forward batch, however short."""
-    max_tokens: int | None = None
+    max_tokens: int | None = setting(None, at_least=2, flag="--max-tokens")
     """Context of one forward window; longer documents are chunked or truncated (`long`). None: the
     reader's own limit."""
-    long: LongMode = "chunk"
+    long: LongMode = setting("chunk", flag="--long")
     """chunk: a longer document is read in windows and pooled over all of them; truncate: only its
     first window is read."""
     pool_roles: tuple[str, ...] | None = None
     """Chats: pool only over these roles' tokens while the whole conversation is read."""
     as_chat: str | None = None
     """Wrap plain text as one chat turn of this role (the paper wraps each document as assistant)."""
-    input_format: str = "auto"
+    input_format: InputFormat = setting("auto", flag="--input-format")
     """auto (by suffix; stdin is sniffed), jsonl, csv, parquet or txt."""
     text_field: str = "text"
     """Field of each record holding the document's text."""
@@ -69,7 +74,7 @@ class EmbedConfig:
     """Where vectors are cached by content; None means `default_cache_root()`."""
     use_cache: bool = True
     """False keeps the work folder beside the output (for resume) and deletes it on success."""
-    window_docs: int = 2048
+    window_docs: int = setting(2048, at_least=1)
     """Documents per window of work; within a window, finished documents reach the cache every
     `pipeline.COMMIT_SECONDS`, so a killed run loses at most that much work."""
     dense: bool = False
@@ -77,18 +82,18 @@ class EmbedConfig:
     `search --dense` / `--hybrid`."""
     trust_remote_code: bool = False
     """Run model code shipped with a hub model. Off unless asked: it executes code from the hub."""
-    engine: str = "local"
+    engine: Engine = setting("local", flag="--engine")
     """local: this process. ray: a pool of Ray actors that each load the reader and SAE once
     (`pip install "saeembed[ray]"`); the output is then a folder store of parts, one per `window_docs`
     documents, and an interrupted run resumes from the parts already written."""
     ray_address: str | None = None
     """The Ray cluster to join (`auto`, `ray://host:10001`, host:port); None starts a local Ray in this
     process, or uses the one `ray.init()` already started."""
-    workers: int | None = None
+    workers: int | None = setting(None, at_least=1, flag="--workers")
     """Ray actors in the pool; None: as many as the cluster's GPUs (with `gpus_per_worker`) or CPUs allow."""
-    gpus_per_worker: float | None = None
+    gpus_per_worker: float | None = setting(None, at_least=0, flag="--gpus-per-worker")
     """GPUs each actor reserves; None: 1 when the cluster has GPUs, else 0."""
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = setting(1.0, at_least=0.01, flag="--cpus-per-worker")
     """CPUs each actor reserves (and the threads torch uses in it)."""
 
     def __post_init__(self) -> None:
@@ -97,24 +102,11 @@ class EmbedConfig:
             if not isinstance(getattr(self, name), (str, Path)) or not str(getattr(self, name)).strip():
                 raise ConfigError(f"{owner}.{name} = {getattr(self, name)!r} is not allowed; give a hub id or a "
                                   f"local path")
-        one_of(owner, "pooling", self.pooling, POOLINGS)
-        one_of(owner, "long", self.long, LONG_MODES)
-        one_of(owner, "values_dtype", self.values_dtype, VALUE_DTYPES)
-        one_of(owner, "dtype", self.dtype, COMPUTE_DTYPES)
-        one_of(owner, "input_format", self.input_format, INPUT_FORMATS)
-        one_of(owner, "engine", self.engine, ENGINES)
+        check_fields(self)
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda", "mps")
                                                     or self.device.startswith("cuda:")):
             raise ConfigError(f"{owner}.device = {self.device!r} is not allowed; choose 'auto', 'cpu', "
                               f"'cuda', 'cuda:N' or 'mps'")
-        at_least(owner, "layer", self.layer, 0, optional=True)
-        at_least(owner, "batch_tokens", self.batch_tokens, 1)
-        at_least(owner, "max_batch_docs", self.max_batch_docs, 1)
-        at_least(owner, "max_tokens", self.max_tokens, 2, optional=True)
-        at_least(owner, "window_docs", self.window_docs, 1)
-        at_least(owner, "workers", self.workers, 1, optional=True)
-        at_least(owner, "gpus_per_worker", self.gpus_per_worker, 0, optional=True, integer=False)
-        at_least(owner, "cpus_per_worker", self.cpus_per_worker, 0.01, integer=False)
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
             raise ConfigError(f"{owner}.ray_address = {self.ray_address!r} is not allowed; give 'auto', "
                               f"'ray://HOST:PORT' or HOST:PORT, or None for a local Ray")
