@@ -446,6 +446,8 @@ def model_comparison(run: Run) -> dict:
     `before`: the same diff with the form layer off (what diff reported before it)."""
     from sklearn.linear_model import LogisticRegression
 
+    from saeembed.analysis.form import form_features
+
     out = {}
     for name_a, name_b in MODEL_PAIRS:
         pairs = [run.stores(f"alpaca_{n}", read_jsonl(f"alpacaeval/{n}.jsonl")) for n in (name_a, name_b)]
@@ -482,9 +484,14 @@ def model_comparison(run: Run) -> dict:
         with_findings = auroc(y_test, tuned.decision_function(x_test / scale))
         length_only = auroc(y_test, length.decision_function(x_test[:, :1]))
         gain = round(with_findings - length_only, 3) if with_findings is not None and length_only else None
-        # the ceiling: every form feature and style rate, none chosen by a test
-        all_train, form_all = everything_features(parts["discovery"], style_parts and style_parts["discovery"])
-        all_test, _ = everything_features(parts["held_out"], style_parts and style_parts["held_out"], form_all)
+        # the ceiling: every form feature counted on the discovery half (no held-out opening is chosen) and
+        # every style latent's rate, none chosen by a test
+        form_all = form_features([s.frame["text"].to_list() for s in parts["discovery"]]).names
+        every_style = np.arange(styles[0].d_sae) if style_parts else None
+        all_train, _ = author_features(parts["discovery"], form_all, np.zeros(0, int),
+                                       style_parts and style_parts["discovery"], every_style)
+        all_test, _ = author_features(parts["held_out"], form_all, np.zeros(0, int),
+                                      style_parts and style_parts["held_out"], every_style)
         all_scale = all_train.std(axis=0) + 1e-9
         ceiling = tuned_logistic(all_train / all_scale, y_train, groups)
         n, rate = n_findings(result), combined_replication(result)
@@ -512,26 +519,6 @@ def tuned_logistic(x: np.ndarray, y: np.ndarray, groups: np.ndarray):
     folds = list(GroupKFold(5).split(x, y, groups))
     return LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=folds, scoring="roc_auc", max_iter=3000,
                                 use_legacy_attributes=False).fit(x, y)
-
-
-def everything_features(side_stores: list, style_stores: list | None, names: list[str] | None = None
-                        ) -> tuple[np.ndarray, list[str]]:
-    """The ceiling's features, chosen by no test: log length, every counted form feature per token (`names`: those
-    counted on the discovery half, so no held-out opening is chosen) and every style latent's rate."""
-    from saeembed.analysis.form import form_features
-    from saeembed.analysis.style import rate_side
-
-    counted = form_features([s.frame["text"].to_list() for s in side_stores])
-    names = counted.names if names is None else names
-    xs = []
-    for k, (s, matrix) in enumerate(zip(side_stores, counted.counts)):
-        tokens = np.maximum(s.frame["n_tokens"].to_numpy(), 1)
-        form = np.column_stack([matrix[:, counted.names.index(n)].toarray().ravel() / tokens if n in counted.names
-                                else np.zeros(s.n_docs) for n in names])
-        rates = (rate_side(style_stores[k], np.arange(s.n_docs)).matrix.toarray() if style_stores
-                 else np.zeros((s.n_docs, 0)))
-        xs.append(np.column_stack([np.log(tokens), form, rates]))
-    return np.vstack(xs), names
 
 
 def author_features(side_stores: list, form_names: list[str], latents: np.ndarray, style_stores: list | None = None,

@@ -16,11 +16,7 @@ ComputeDtype = Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16",
 InputFormat = Literal["auto", "jsonl", "csv", "parquet", "txt"]
 Engine = Literal["local", "ray"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
-LONG_MODES: tuple[str, ...] = get_args(LongMode)
-VALUE_DTYPES: tuple[str, ...] = get_args(ValuesDtype)
 COMPUTE_DTYPES: tuple[str, ...] = get_args(ComputeDtype)
-INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
-ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 @dataclass
