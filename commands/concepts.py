@@ -8,7 +8,8 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.ui import check_outputs, emit, label_markup, open_inputs, result_console, shown, stderr, user_errors
+from commands.inputs import open_inputs
+from commands.ui import check_outputs, emit, label_markup, result_console, shown, stderr, user_errors
 
 
 def run(

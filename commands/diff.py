@@ -10,16 +10,8 @@ from typing_extensions import Annotated
 
 from commands import options
 from commands.diff_render import render
-from commands.ui import (
-    check_outputs,
-    emit,
-    open_inputs,
-    open_style_inputs,
-    print_json,
-    user_errors,
-    working,
-    write_report,
-)
+from commands.inputs import open_inputs, open_style_inputs
+from commands.ui import check_outputs, emit, print_json, user_errors, working, write_report
 from saeembed.analysis.config import DiffConfig
 
 

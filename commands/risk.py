@@ -9,10 +9,10 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
+from commands.inputs import open_inputs
 from commands.ui import (
     check_outputs,
     emit,
-    open_inputs,
     print_json,
     result_console,
     shown,

@@ -8,11 +8,11 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
+from commands.inputs import open_inputs
 from commands.ui import (
     check_outputs,
     emit,
     label_markup,
-    open_inputs,
     result_console,
     shown,
     stderr,

@@ -215,50 +215,6 @@ def write_report(html: Any, write: Callable[[Any], Any], quiet: bool) -> None:
         stderr.print(f"[green]wrote[/green] {shown(html)}", highlight=False)
 
 
-def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:
-    """Stores for the given paths: stores load as they are, corpus files are embedded first (cached)
-    with the preset (default: the offline one), a progress bar per corpus on stderr."""
-    from commands.progress import embed_progress
-    from saeembed.embedding.open_store import open_store
-    from saeembed.embedding.presets import embed_config
-
-    config = embed_config(preset, **settings)
-    stores = []
-    for source in inputs:
-        with embed_progress(disabled=quiet) as on_progress:
-            stores.append(open_store(source, config, on_progress))
-    return stores
-
-
-def open_style_inputs(inputs: list[str], preset: str | None, quiet: bool,
-                      **settings: Any) -> tuple[list[Any] | None, str | None]:
-    """The same corpora read by the preset's style companion (diff's "how it is written" layer), or None and
-    why not: the preset has none, an input is a store (it holds only its own SAE's latents), or the LLM
-    reader is not installed."""
-    from commands.progress import embed_progress
-    from saeembed.embedding.open_store import open_store
-    from saeembed.embedding.presets import style_config
-    from saeembed.errors import ReaderError
-    from saeembed.store import is_store
-
-    try:
-        config = style_config(preset, **settings)
-    except ReaderError as exc:
-        return None, f"how it is written: not read ({exc})"
-    if config is None:
-        return None, None
-    if "-" in inputs:
-        return None, "how it is written: not read (stdin is read once; pass the corpus files)"
-    if any(is_store(Path(source)) for source in inputs):
-        return None, ("how it is written: not read (a store holds only its own SAE's latents; pass the corpus "
-                      "files to read them with the LLM reader too)")
-    stores = []
-    for source in inputs:
-        with embed_progress(disabled=quiet, what="reading how it is written") as on_progress:
-            stores.append(open_store(source, config, on_progress))
-    return stores, None
-
-
 def parse_roles(value: str | None) -> tuple[str, ...] | None:
     """`assistant,user` -> ("assistant", "user")."""
     return tuple(r.strip() for r in value.split(",") if r.strip()) if value else None

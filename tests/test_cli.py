@@ -94,7 +94,7 @@ def test_wheel_ships_both_packages_and_data(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(root)], check=True)
     names = zipfile.ZipFile(next(tmp_path.glob("saeembed-*.whl"))).namelist()
-    assert "commands/app.py" in names and "saeembed/embedding/pipeline.py" in names
+    assert "commands/app.py" in names and "saeembed/embedding/kernel.py" in names
     assert "saeembed/report/templates/diff.html" in names  # the HTML reports' templates
     assert "saeembed/data/check_sample.txt" in names
     assert {"saeembed/data/default-sae/sae_weights.safetensors", "saeembed/data/default-sae/labels.parquet",

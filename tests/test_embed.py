@@ -226,12 +226,12 @@ def test_store_is_plain_parquet_with_self_describing_metadata(llama_dir, tmp_pat
 
 
 def test_refuses_mismatches_before_any_work(llama_dir, bert_dir, tmp_path, corpus_file, monkeypatch):
-    import saeembed.embedding.pipeline as pipeline
+    import saeembed.embedding.kernel as kernel
 
     def no_weights(*args, **kwargs):
         raise AssertionError("the model's weights must not be loaded for a refused run")
 
-    monkeypatch.setattr(pipeline, "load_reader", no_weights)
+    monkeypatch.setattr(kernel, "load_reader", no_weights)
     sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
     out = tmp_path / "out.parquet"
     with pytest.raises(SAEError, match="width 64 but .* hidden size 32"):
@@ -252,10 +252,10 @@ def test_identical_documents_are_embedded_once_and_cache_is_reused(llama_dir, tm
     dense = store.matrix.toarray()
     np.testing.assert_array_equal(dense[:3], dense[len(TEXTS):])
     calls = []
-    import saeembed.embedding.pipeline as pipeline
+    import saeembed.embedding.kernel as kernel
 
-    real = pipeline.encode_chunks
-    monkeypatch.setattr(pipeline, "encode_chunks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = kernel.encode_chunks
+    monkeypatch.setattr(kernel, "encode_chunks", lambda *a, **k: calls.append(1) or real(*a, **k))
     import transformers
 
     def no_weights(*args, **kwargs):

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from saeembed.embedding.corpus import read_corpus
-from saeembed.embedding.pipeline import fields_table
+from saeembed.embedding.kernel import fields_table
 from saeembed.errors import SaeEmbedError
 
 # 60 examples per test keep the file at about 2 s; SAEEMBED_FUZZ_EXAMPLES=4000 searches deeper (about a minute)

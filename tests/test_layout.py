@@ -67,3 +67,51 @@ def test_the_package_shows_its_names_and_subpackages():
             "names = dir(saeembed); assert 'diff' in names and 'Embedder' in names and 'report' in names; "
             "assert 'import_module' not in names and 'Any' not in names")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of saeembed and commands it imports (inside functions too). `from pkg import sub`
+    is an edge to the submodule, not to the package it sits in."""
+    base = ROOT.parent
+    modules = {}
+    for top in ("saeembed", "commands"):
+        for path in (base / top).rglob("*.py"):
+            parts = path.relative_to(base).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                if len(subs) < len(node.names):
+                    subs.add(node.module)
+                targets = subs
+            elif isinstance(node, ast.Import):
+                targets = {a.name for a in node.names}
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_circles():
+    """No two modules import each other, directly or through others (a circle makes both one unit to read,
+    test and change)."""
+    graph = import_graph()
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    circles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                circles.append(" -> ".join(path[path.index(nxt):] + [node, nxt]) if nxt in path
+                               else f"{node} -> {nxt}")
+            elif nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert circles == []

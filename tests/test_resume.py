@@ -130,12 +130,12 @@ def test_a_run_inside_one_window_commits_as_it_goes(setup, llama_dir, tmp_path, 
                                                     resumed):
     """All 32 documents in one window (as any corpus under 2,048 documents with the default window):
     interrupted after a few batches, the run keeps what was finished when a commit was due."""
-    import saeembed.embedding.pipeline as pipeline
+    import saeembed.embedding.kernel as kernel
 
     corpus, sae = setup
     full = tmp_path / "full.parquet"
     embed([str(corpus)], full, config(llama_dir, sae, tmp_path / "cache-full", window_docs=2048, batch_tokens=64))
-    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", commit_seconds)
+    monkeypatch.setattr(kernel, "COMMIT_SECONDS", commit_seconds)
     batches = []
 
     def interrupt_after_three_batches(progress):
@@ -148,7 +148,7 @@ def test_a_run_inside_one_window_commits_as_it_goes(setup, llama_dir, tmp_path, 
     cfg = config(llama_dir, sae, tmp_path / "cache", window_docs=2048, batch_tokens=64)
     with pytest.raises(KeyboardInterrupt):
         embed([str(corpus)], out, cfg, on_progress=interrupt_after_three_batches)
-    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 30.0)
+    monkeypatch.setattr(kernel, "COMMIT_SECONDS", 30.0)
     result = embed([str(corpus)], out, cfg)
     if resumed:
         assert 0 < result.n_cached < len(DOCS), "the documents of the first batches come from the cache"

@@ -9,7 +9,7 @@ import torch
 
 from saeembed.embedding.config import EmbedConfig
 from saeembed.embedding.corpus import Document
-from saeembed.embedding.pipeline import load_pipeline
+from saeembed.embedding.kernel import load_pipeline
 from saeembed.embedding.pool import document_means
 from saeembed.embedding.reader import length_sorted_batches
 

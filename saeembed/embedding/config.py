@@ -72,7 +72,7 @@ class EmbedConfig:
     """False keeps the work folder beside the output (for resume) and deletes it on success."""
     window_docs: int = setting(2048, at_least=1)
     """Documents per window of work; within a window, finished documents reach the cache every
-    `pipeline.COMMIT_SECONDS`, so a killed run loses at most that much work."""
+    `kernel.COMMIT_SECONDS`, so a killed run loses at most that much work."""
     dense: bool = False
     """Also store each document's dense sentence embedding (all-MiniLM-L6-v2, column `dense`), for
     `search --dense` / `--hybrid`."""

@@ -40,7 +40,20 @@ import pyarrow.parquet as pq
 from saeembed import atomic
 from saeembed.embedding.config import EmbedConfig
 from saeembed.embedding.corpus import Corpus, Document
-from saeembed.errors import ConfigError, SaeEmbedError, first_line
+from saeembed.embedding.kernel import (
+    EmbedJob,
+    EmbedProgress,
+    EmbedResult,
+    check_templates,
+    dense_column,
+    embed_window,
+    load_pipeline,
+    model_metadata,
+    store_metadata,
+    store_table,
+)
+from saeembed.embedding.reader import load_reader
+from saeembed.errors import ConfigError, ReaderError, SaeEmbedError, first_line
 from saeembed.hashing import text_key
 from saeembed.outputs import OutputError
 from saeembed.store import (
@@ -65,6 +78,42 @@ _SAME_MODEL = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("
 # Settings that change how the work is run but not the store: a resumed run may change them.
 _EXECUTION_ONLY = frozenset({"engine", "ray_address", "workers", "gpus_per_worker", "cpus_per_worker",
                              "batch_tokens", "max_batch_docs", "cache_dir", "use_cache", "skip_invalid"})
+
+
+class RayEngine:
+    writes_folder = True
+
+    def check_available(self) -> None:
+        require_ray()
+
+    def run(self, job: EmbedJob) -> EmbedResult:
+        """The run on a pool of Ray actors; `n_cached` counts the documents of parts an interrupted run had
+        already written."""
+        _check_templates_before_ray(job.corpus.documents, job.config)
+
+        def report(docs: int, tokens: int) -> None:
+            if job.on_progress:
+                job.on_progress(EmbedProgress(docs, len(job.keys), tokens))
+
+        run = embed_with_ray(job.corpus, job.fields, job.keys, job.output, job.config, report)
+        totals = run.totals
+        return EmbedResult(job.output, run.n_docs, run.n_resumed, totals.n_tokens, totals.n_chunked,
+                           totals.n_truncated, totals.n_unpooled, job.corpus.skipped)
+
+
+def _check_templates_before_ray(docs: list[Document], config: EmbedConfig) -> None:
+    """With the Ray engine, conversations are rendered here before any actor starts (the tokenizer only: no
+    weights, no SAE), as the local engine does. A model this machine cannot read (on the cluster's disks
+    only) is left to the actors, which refuse such records in their first batch."""
+    if not config.as_chat and not any(doc.messages for doc in docs):
+        return
+    try:
+        # any layer does: rendering a conversation reads the tokenizer and its template, never a block
+        reader = load_reader(config.model, 0, device="cpu", revision=config.revision,
+                             trust_remote_code=config.trust_remote_code, max_tokens=config.max_tokens)
+    except ReaderError:
+        return
+    check_templates(reader, docs, config)
 
 
 def require_ray() -> None:
@@ -255,8 +304,6 @@ def _describe_on_cluster(ray: Any, config: EmbedConfig, cpus: float, gpus: float
     """What the reader and SAE put in the store's metadata, from one task on the cluster (with a worker's
     resources, so the device and dtype are a worker's). It runs every check of `load_pipeline` (the SAE's
     layer and width against the model) before any actor loads the model: a mismatch is one line here."""
-    from saeembed.embedding.pipeline import load_pipeline, model_metadata
-
     def describe(config: EmbedConfig) -> dict:
         reader, sae = load_pipeline(config)  # the reader's weights load on first use: not here
         return model_metadata(config, reader, sae)
@@ -415,14 +462,10 @@ class _Worker:
     def __init__(self) -> None:
         import torch
 
-        from saeembed.embedding.pipeline import load_pipeline
-
         torch.set_num_threads(max(1, int(self.config.cpus_per_worker)))
         self.reader, self.sae = load_pipeline(self.config)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from saeembed.embedding.pipeline import dense_column, embed_window
-
         config = self.config
         docs = [Document(id=key, text=text, messages=json.loads(chat) if chat is not None else None, where=where)
                 for key, text, chat, where in zip(*(batch.column(name).to_pylist()
@@ -466,8 +509,6 @@ def _as_user_error(exc: BaseException) -> SaeEmbedError:
 def _write_part(work: Path, index: int, parts: list[tuple[int, int]], rows: pa.Table, fields: pa.Table,
                 config: EmbedConfig, model_meta: dict, corpus: Corpus) -> PartCounts:
     """Write part `index` (its rows from the workers, in input order) as a store file, atomically."""
-    from saeembed.embedding.pipeline import store_metadata, store_table
-
     start, end = parts[index]
     window = fields.slice(start, end - start).add_column(1, "text", rows.column("text"))
     table = store_table(window, {name: rows.column(name) for name in (*VECTOR_COLUMNS, *COUNT_STATS)},

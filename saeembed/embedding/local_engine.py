@@ -1,0 +1,117 @@
+"""The local engine: the whole run in this process, windows of documents through the content-addressed cache
+(`saeembed.embedding.cache`), then the store assembled from the cache in input order. An interrupted run
+resumes from what the cache holds (every finished window, and within a window what was done every
+`COMMIT_SECONDS` of `saeembed.embedding.kernel`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from saeembed.embedding.cache import VectorCache, default_cache_root
+from saeembed.embedding.config import EmbedConfig
+from saeembed.embedding.corpus import Corpus, Document
+from saeembed.embedding.kernel import (
+    EmbedJob,
+    EmbedProgress,
+    EmbedResult,
+    check_templates,
+    dense_column,
+    embed_window,
+    model_metadata,
+    store_metadata,
+    store_table,
+    vectors_config,
+)
+from saeembed.embedding.reader import Reader
+from saeembed.sae import SAE
+from saeembed.store import DocVectors, StoreWriter
+
+
+class LocalEngine:
+    writes_folder = False
+
+    def check_available(self) -> None:
+        """Always available: torch and the reader run in this process."""
+
+    def run(self, job: EmbedJob) -> EmbedResult:
+        config, corpus, keys, on_progress = job.config, job.corpus, job.keys, job.on_progress
+        reader, sae = job.load()
+        cache = _open_cache(config, reader, sae, job.output)
+        n_cached = sum(key in cache for key in set(keys))
+        todo = _unique_missing(corpus.documents, keys, cache)
+        check_templates(reader, [doc for doc, _ in todo], config)
+        progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
+        if on_progress:
+            on_progress(progress)
+        for start in range(0, len(todo), config.window_docs):
+            window = todo[start: start + config.window_docs]
+            base = progress.docs_done
+
+            def on_batch(tokens: int, fraction: float, base: int = base, size: int = len(window)) -> None:
+                # A window's documents count as done only once its cache part is on disk (below).
+                progress.tokens_done += tokens
+                progress.docs_done = base + min(int(size * fraction), size - 1)
+                if on_progress:
+                    on_progress(progress)
+
+            def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
+                cache.put([window[slot][1] for slot in slots], vectors, n_chunks)
+
+            embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
+            progress.docs_done = base + len(window)
+            if on_progress:
+                on_progress(progress)
+        result = _write_store(job.output, corpus, keys, cache, reader, sae, config, job.fields)
+        result.n_cached = n_cached
+        if not config.use_cache:
+            cache.remove()
+        return result
+
+
+def _open_cache(config: EmbedConfig, reader: Reader, sae: SAE, output: Path) -> VectorCache:
+    root = (config.cache_dir or default_cache_root()) if config.use_cache else output.with_name(f".{output.name}.work")
+    return VectorCache(root, vectors_config(config, reader, sae), config.values_dtype)
+
+
+def _unique_missing(docs: list[Document], keys: list[str], cache: VectorCache) -> list[tuple[Document, str]]:
+    seen: set[str] = set()
+    todo = []
+    for doc, key in zip(docs, keys):
+        if key not in cache and key not in seen:
+            seen.add(key)
+            todo.append((doc, key))
+    return todo
+
+
+
+
+def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCache, reader: Reader,
+                 sae: SAE, config: EmbedConfig, fields: pa.Table) -> EmbedResult:
+    """Assemble the store in input order from the cache, streaming, and rename it into place."""
+    n_tokens, n_chunks = cache.counts(keys)
+    result = EmbedResult(output, len(keys), 0, int(n_tokens.sum()), int((n_chunks > 1).sum()),
+                         int((n_chunks < 0).sum()), int((n_tokens == 0).sum()), corpus.skipped)
+    meta = store_metadata(config, model_metadata(config, reader, sae), corpus)
+    meta.update(n_docs=result.n_docs, n_tokens=result.n_tokens, n_chunked=result.n_chunked,
+                n_truncated=result.n_truncated)
+    texts = [reader.render(doc, config.as_chat)[0] for doc in corpus.documents]  # the text as the model read it
+    fields = fields.add_column(1, "text", pa.array(texts, pa.string()))
+    writer: StoreWriter | None = None
+    try:
+        for start in range(0, len(keys), config.window_docs):
+            vectors, _ = cache.get(keys[start: start + config.window_docs])
+            window = fields.slice(start, len(vectors))
+            dense = dense_column(window.column("text").to_pylist()) if config.dense else None
+            table = store_table(window, vectors.arrow_columns(config.values_dtype), dense)
+            if writer is None:
+                writer = StoreWriter(output, table.schema, meta)
+            writer.write(table)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return result
