@@ -19,7 +19,9 @@ Sections and what they want:
     0.5: 5 <= findings <= 300, replication >= 0.7; top labels each way; length/theme fields if any.
 (c) matched_length_content: agnews World/Sports, Business/Sci-Tech, tweeteval sentiment pos/neg,
     stance against/favor: top-10 findings each way on discovery halves score the held-out halves
-    (#A latents present - #B latents present): AUROC >= 0.85 each.
+    (#A latents present - #B latents present): AUROC >= 0.85 each. With a style companion,
+    `all_layers_auroc`: every finding of the whole diff (form, style, content) on the discovery half,
+    fitted there (as (i) fits them) and scored on the held-out half; stance should rise above 0.61.
 (d) property_search: quality.py's queries: SAE MAP >= dense MAP, hybrid >= 1.03 x dense; Spearman of
     the scores with n_tokens (lower is better).
 (e) clustering_axes: agnews topic (k=4) ARI >= 0.5, tweet sentiment (k=2) ARI >= 0.35, clustering
@@ -262,8 +264,9 @@ def matched_length_content(run: Run) -> dict:
     out = {}
     for name, file, field, value_a, value_b in COMPARISONS:
         rng = run.rng(f"matched_length_content/{name}")
-        stores = [run.store(f"{name}_{v}".replace("/", "-"), sample(read_jsonl(file, **{field: v}), 800, rng))
-                  for v in (value_a, value_b)]
+        both = [run.stores(f"{name}_{v}".replace("/", "-"), sample(read_jsonl(file, **{field: v}), 800, rng))
+                for v in (value_a, value_b)]
+        stores, styles = [b[0] for b in both], [b[1] for b in both]
         halves = [np.array_split(rng.permutation(s.n_docs), 2) for s in stores]
         result = diff(*(s.take(np.sort(h[0])) for s, h in zip(stores, halves)), DiffConfig(), names=[value_a, value_b])
         findings = result.findings
@@ -277,9 +280,16 @@ def matched_length_content(run: Run) -> dict:
         score = np.concatenate([present(h, top_a) - present(h, top_b) + np.zeros(h.n_docs) for h in held])
         y = np.r_[np.ones(held[0].n_docs), np.zeros(held[1].n_docs)]
         tokens = np.concatenate([h.frame["n_tokens"].to_numpy() for h in held])
+        layers = {}
+        if run.style_config is not None:  # the whole diff a user sees: form, style and content findings
+            pairs = [[(s.take(np.sort(h[i])), t.take(np.sort(h[i]))) for s, t, h in zip(stores, styles, halves)]
+                     for i in (0, 1)]
+            found = run.diff(pairs[0], DiffConfig(), names=[value_a, value_b])
+            fit = findings_fit(found, pairs[0], pairs[1])
+            layers = {"all_layers_findings": fit["discovery_findings"], "all_layers_auroc": fit["predict_auroc"]}
         out[name] = {"docs": [s.n_docs for s in stores], "findings": findings.height,
                      "top_used": [len(top_a), len(top_b)], "auroc": auroc(y, score),
-                     "length_only_auroc": auroc(y, tokens),
+                     "length_only_auroc": auroc(y, tokens), **layers,
                      "mean_tokens": [round(float(s.frame["n_tokens"].mean()), 1) for s in stores],
                      "top_labels": top_labels(result, 5)}
     aurocs = [v["auroc"] if v["auroc"] is not None else 0.5 for v in out.values()]
@@ -444,7 +454,6 @@ def model_comparison(run: Run) -> dict:
     `ceiling_auroc`: the same fit on every form feature and style rate, none chosen by a test: what this
     representation can tell at all beyond the findings.
     `before`: the same diff with the form layer off (what diff reported before it)."""
-    from sklearn.linear_model import LogisticRegression
 
     from saeembed.analysis.form import form_features
 
@@ -468,22 +477,13 @@ def model_comparison(run: Run) -> dict:
                        if all(s is not None for s in styles) else None)
         found = diff(*parts["discovery"], DiffConfig(pair_on="prompt_id"), names=names,
                      style=style_parts["discovery"] if style_parts else None)
-        latents = found.findings["latent"].to_numpy()
-        form_names = found.form_findings["feature"].to_list() if found.form is not None else []
-        style_latents = found.style_findings["latent"].to_numpy() if found.style is not None else np.zeros(0, int)
-
-        x_train, y_train = author_features(parts["discovery"], form_names, latents,
-                                           style_parts["discovery"] if style_parts else None, style_latents)
-        x_test, y_test = author_features(parts["held_out"], form_names, latents,
-                                         style_parts["held_out"] if style_parts else None, style_latents)
+        sides = {h: list(zip(parts[h], style_parts[h] if style_parts else (None, None))) for h in parts}
         groups = np.concatenate([s.frame["prompt_id"].to_numpy() for s in parts["discovery"]])
-        scale = x_train.std(axis=0) + 1e-9
-        fixed = LogisticRegression(max_iter=3000, C=1.0).fit(x_train / scale, y_train)  # the first figures' fit
-        length = LogisticRegression(max_iter=3000).fit(x_train[:, :1], y_train)
-        tuned = tuned_logistic(x_train / scale, y_train, groups)
-        with_findings = auroc(y_test, tuned.decision_function(x_test / scale))
-        length_only = auroc(y_test, length.decision_function(x_test[:, :1]))
+        fit = findings_fit(found, sides["discovery"], sides["held_out"], groups)
+        with_findings, length_only = fit["predict_auroc"], fit["length_only_auroc"]
         gain = round(with_findings - length_only, 3) if with_findings is not None and length_only else None
+        y_train = np.r_[np.ones(parts["discovery"][0].n_docs), np.zeros(parts["discovery"][1].n_docs)]
+        y_test = np.r_[np.ones(parts["held_out"][0].n_docs), np.zeros(parts["held_out"][1].n_docs)]
         # the ceiling: every form feature counted on the discovery half (no held-out opening is chosen) and
         # every style latent's rate, none chosen by a test
         form_all = form_features([s.frame["text"].to_list() for s in parts["discovery"]]).names
@@ -500,14 +500,35 @@ def model_comparison(run: Run) -> dict:
             "replication_before": before.replication_rate,
             "top_form": [f"{r['feature']} ({r['more_in']}, {r['share_a']:.0%} vs {r['share_b']:.0%})"
                          for r in result.form_findings.head(8).iter_rows(named=True)],
-            "top_labels": top_labels(result, 5), "top_style": top_style(result, 5), "predict_auroc": with_findings,
-            "predict_auroc_c1": auroc(y_test, fixed.decision_function(x_test / scale)),
-            "length_only_auroc": length_only, "auroc_gain": gain,
+            "top_labels": top_labels(result, 5), "top_style": top_style(result, 5), **fit, "auroc_gain": gain,
             "ceiling_auroc": auroc(y_test, ceiling.decision_function(all_test / all_scale)),
-            "discovery_findings": [len(form_names), int(len(style_latents)), int(len(latents))],
             "ok": 5 <= n <= 300 and (rate or 0) >= 0.7 and (gain or 0) >= 0.05}
     return {"comparisons": out, "want": "5 <= findings <= 300, replication >= 0.7, auroc_gain >= 0.05 each",
             "ok": all(v["ok"] for v in out.values())}
+
+
+def findings_fit(found, discovery: list[tuple], held_out: list[tuple], groups: np.ndarray | None = None) -> dict:
+    """How well the findings of every layer of `found` (a diff of the `discovery` (content, style) pairs) tell the
+    two sides apart on `held_out`: a logistic regression on their values + log length (`author_features`),
+    strength chosen by grouped cross-validation on the discovery half (`groups`: one group per document when
+    None), AUROC on the held-out half; `predict_auroc_c1` with the first figures' fixed C = 1, and log length
+    alone for comparison."""
+    from sklearn.linear_model import LogisticRegression
+
+    form_names = found.form_findings["feature"].to_list() if found.form is not None else []
+    style_latents = found.style_findings["latent"].to_numpy() if found.style is not None else np.zeros(0, int)
+    latents = found.findings["latent"].to_numpy()
+    styles = [[p[1] for p in half] if all(p[1] is not None for p in half) else None for half in (discovery, held_out)]
+    x_train, y_train = author_features([p[0] for p in discovery], form_names, latents, styles[0], style_latents)
+    x_test, y_test = author_features([p[0] for p in held_out], form_names, latents, styles[1], style_latents)
+    scale = x_train.std(axis=0) + 1e-9
+    tuned = tuned_logistic(x_train / scale, y_train, np.arange(len(y_train)) if groups is None else groups)
+    fixed = LogisticRegression(max_iter=3000, C=1.0).fit(x_train / scale, y_train)
+    length = LogisticRegression(max_iter=3000).fit(x_train[:, :1], y_train)
+    return {"discovery_findings": [len(form_names), int(len(style_latents)), int(len(latents))],
+            "predict_auroc": auroc(y_test, tuned.decision_function(x_test / scale)),
+            "predict_auroc_c1": auroc(y_test, fixed.decision_function(x_test / scale)),
+            "length_only_auroc": auroc(y_test, length.decision_function(x_test[:, :1]))}
 
 
 def tuned_logistic(x: np.ndarray, y: np.ndarray, groups: np.ndarray):
