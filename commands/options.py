@@ -35,3 +35,15 @@ def setting(config: type, name: str, *decls: str, **extra: Any) -> Any:
     from saeembed.settings import field_default, field_help
 
     return typer.Option(field_default(config, name), *decls, help=field_help(config, name), **extra)
+
+
+def preset_setting(config: type, name: str, *decls: str, **extra: Any) -> Any:
+    """The option that sets `config.name` where a preset may set it too (`saeembed embed`): unset (None), the
+    field keeps the preset's value, else its declared default, which the help names. Help from the field's
+    docstring, as `setting`."""
+    from saeembed.settings import field_default, field_help
+
+    default = field_default(config, name)
+    shown = "" if default is None or isinstance(default, bool) else f" Default: {default}, or the preset's."
+    return typer.Option(False if isinstance(default, bool) else None, *decls,
+                        help=field_help(config, name) + shown, **extra)

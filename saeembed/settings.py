@@ -139,6 +139,13 @@ def _wanted(kinds: tuple[type, ...], choices: tuple | None, limit: Limit, option
     return text + (" (or None)" if optional else "")
 
 
+def refuse(config: Any, name: str, wanted: str) -> typing.NoReturn:
+    """Refuse the value of `config.name` by a rule of the config's own (beyond its declaration), worded as
+    `check_fields` words its refusals: the field, its flag, the value, what it takes."""
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
+    _refuse(type(config).__name__, name, getattr(config, name), limit_of(field), wanted)
+
+
 def _refuse(owner: str, name: str, value: Any, limit: Limit, wanted: str) -> typing.NoReturn:
     flag = f" ({limit.flag})" if limit.flag else ""
     raise ConfigError(f"{owner}.{name}{flag} = {value!r} is not allowed; {wanted}")
@@ -164,5 +171,8 @@ def field_help(cls: type, name: str) -> str:
 
 
 def field_default(cls: type, name: str) -> Any:
+    """The field's default; None for a required field."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return field.default_factory() if field.default is MISSING else field.default
+    if field.default is not MISSING:
+        return field.default
+    return None if field.default_factory is MISSING else field.default_factory()

@@ -103,3 +103,37 @@ def typer_app(command) -> typer.Typer:
     app = typer.Typer()
     app.command()(command)
     return app
+
+
+def test_the_embed_options_are_embedconfigs_fields_and_leave_a_presets_values_alone(monkeypatch, tmp_path):
+    """`saeembed embed`'s options are EmbedConfig's declarations (help from the field's docstring); unset, they
+    are None so a preset's own setting stands: `--preset smollm2-style` reads with count pooling and its
+    65-token windows, not the CLI's idea of a default."""
+    from typer.testing import CliRunner
+
+    import saeembed.embedding.pipeline as pipeline
+    from commands import embed
+    from commands.app import app
+    from saeembed.embedding.presets import STYLE_SETTINGS
+
+    params = {decl: p for p in typer.main.get_command(typer_app(embed.run)).params
+              if not getattr(p, "is_argument", False) for decl in p.opts}
+    docs = field_docs(EmbedConfig)
+    for field in dataclasses.fields(EmbedConfig):
+        flag = limit_of(field).flag
+        if flag is None:
+            continue
+        option = params[flag]
+        assert option.default == (False if isinstance(field.default, bool) else None), field.name
+        assert option.help.startswith(docs[field.name]), field.name
+    seen = []
+    monkeypatch.setattr(pipeline, "embed", lambda inputs, output, config, on_progress=None: seen.append(config)
+                        or (_ for _ in ()).throw(SystemExit(0)))
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "a"}\n')
+    CliRunner().invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "s.parquet"), "--preset", "smollm2-style"])
+    assert seen and all(getattr(seen[0], name) == value for name, value in STYLE_SETTINGS)
+    seen.clear()
+    CliRunner().invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "s.parquet"), "--preset", "smollm2-style",
+                             "--pool", "max"])
+    assert seen[0].pooling == "max"
