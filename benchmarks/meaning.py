@@ -38,6 +38,8 @@ Sections and what they want:
 With a preset that has a style companion (the default's `smollm2-style`), every diff of (a), (b), (i)
 and (j) has the style layer too (`--no-style`: without it).
 (j) random_halves_null: 20 random halves of GPT-4 answers, tweets and news: <= 2 splits with any finding.
+(k) drift: agnews with dates planted so Sports grows from ~10% to ~40% of the articles: >= 5 findings, the
+    rising ones sports concepts and the falling ones not (precision >= 0.9); shuffled dates: no finding.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ from saeembed.labels import labels_for  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("repackaging_null", "concise_vs_verbose", "matched_length_content", "property_search",
-            "clustering_axes", "labels", "risk", "length_dependence", "model_comparison", "random_halves_null")
+            "clustering_axes", "labels", "risk", "length_dependence", "model_comparison", "random_halves_null",
+            "drift")
 DIFF_FIELDS = {"table", "names", "sizes", "config", "n_tested", "n_unpaired", "replication_rate",
                "discovery_sizes", "mean_tokens", "n_tokens"}  # DiffResult's fields when this harness was written
 # (n_tokens, the length distributions for the HTML report, came later; mean_tokens summarises them)
@@ -568,6 +571,54 @@ def author_features(side_stores: list, form_names: list[str], latents: np.ndarra
     return np.vstack(xs), np.r_[np.ones(side_stores[0].n_docs), np.zeros(side_stores[1].n_docs)]
 
 
+def drift_section(run: Run) -> dict:
+    """(k) drift on real news with a planted trend: 2,000 agnews articles given dates so that Sports grows from
+    about 10% of the articles in the first months to about 40% in the last (other topics shrink in step). The
+    rising findings should be sports concepts and the falling ones not (`precision`: share of the rising
+    findings more frequent in Sports articles than in the others, and of the falling ones less), and the
+    same articles with their dates shuffled (5 orders) should give no finding."""
+    from saeembed.analysis.drift import DriftConfig, drift
+
+    rng = run.rng("drift")
+    rows = sample(read_jsonl("agnews/test.jsonl"), 2000, rng)
+    sports = np.array([r["topic"] == "Sports" for r in rows])
+    # a date for each article: Sports articles drawn toward the end (density 2t), the others toward the start
+    t = np.where(sports, np.sqrt(rng.uniform(size=len(rows))), 1 - np.sqrt(rng.uniform(size=len(rows))))
+    t = np.where(sports & (rng.uniform(size=len(rows)) < 0.5), rng.uniform(size=len(rows)), t)  # and half anywhere
+    days = (t * 730).astype(int)
+    dated = [{**r, "date": str(np.datetime64("2023-01-01") + int(d))} for r, d in zip(rows, days)]
+    store = run.store("drift_agnews", dated)
+    result = drift(store, "date")
+    findings = result.findings
+    fires = (store.matrix > 0).astype(np.float32)
+    in_sports = np.asarray(fires[sports].mean(axis=0)).ravel()
+    elsewhere = np.asarray(fires[~sports].mean(axis=0)).ravel()
+    rising = findings.filter(pl.col("direction") == "rises")
+    falling = findings.filter(pl.col("direction") == "falls")
+    up, down = rising["latent"].to_numpy(), falling["latent"].to_numpy()
+    right = int((in_sports[up] > elsewhere[up]).sum() + (in_sports[down] < elsewhere[down]).sum())
+    dates = np.array(store.frame["date"].to_list())  # ISO dates: text order is date order
+    share = [round(float(sports[(dates >= a) & (dates <= b)].mean()), 3)
+             for a, b in zip(result.periods["from"], result.periods["to"])]
+    nulls = []
+    for k in range(5):  # the same articles, their dates shuffled
+        order = run.rng(f"drift/null/{k}").permutation(store.n_docs)
+        shuffled = dataclasses.replace(store, frame=store.frame.with_columns(pl.col("date").gather(order)))
+        nulls.append(drift(shuffled, "date", DriftConfig(examples=False)).findings.height)
+    precision = right / max(findings.height, 1)
+    return {"docs": len(rows), "periods_docs": result.periods["n_docs"].to_list(), "sports_share_per_period": share,
+            "findings": findings.height, "rising": len(up), "falling": len(down), "precision": round(precision, 3),
+            "top_rising": top_labels_of(rising), "top_falling": top_labels_of(falling),
+            "null_findings_per_order": nulls,
+            "want": "findings >= 5, precision >= 0.9, shuffled dates: 0 findings in each of 5 orders",
+            "ok": findings.height >= 5 and precision >= 0.9 and max(nulls) == 0}
+
+
+def top_labels_of(frame: pl.DataFrame, n: int = 6) -> list[str]:
+    return [f"{r['latent']} {r['label'] or ''} ({r['first']:.0%} -> {r['last']:.0%})".strip()
+            for r in frame.head(n).iter_rows(named=True)]
+
+
 def random_halves_null(run: Run) -> dict:
     """Random halves of one corpus, 20 splits over three corpora (GPT-4 answers, tweets, news): how many
     splits give any finding (form or latent). Want <= 2 of 20."""
@@ -591,7 +642,7 @@ def random_halves_null(run: Run) -> dict:
 
 RUNNERS = dict(zip(SECTIONS, (repackaging_null, concise_vs_verbose, matched_length_content, property_search,
                               clustering_axes, labels_section, risk, length_dependence, model_comparison,
-                              random_halves_null)))
+                              random_halves_null, drift_section)))
 
 
 def meta_of(run: Run, seconds: dict) -> dict:

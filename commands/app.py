@@ -15,11 +15,13 @@ from commands import (
     info,
     labels,
     presets,
+    registered,
     risk,
     search,
     train_sae,
 )
 from commands.ui import no_traceback
+from saeembed.analysis.registry import ANALYSES
 
 app = typer.Typer(
     name="saeembed",
@@ -57,6 +59,8 @@ app.command("search", short_help="Documents that carry a query's concepts, best 
 app.command("cluster", short_help="Cluster documents along the concepts you pick.")(cluster.run)
 app.command("assign", short_help="Place documents in a saved clustering.")(assign.run)
 app.command("presets", short_help="The reader + SAE presets, and when to use which.")(presets.run)
+for _analysis in ANALYSES:  # the registered analyses (`saeembed.analysis.registry`), one command each
+    app.command(_analysis.name, short_help=_analysis.short_help)(registered.command(_analysis))
 app.add_typer(labels.app, name="labels", short_help="Latent labels: import, generate offline or by an LLM, show.")
 app.add_typer(risk.app, name="risk")
 

@@ -34,6 +34,11 @@ _EXPORTS = {
     "SaeEmbedError": "saeembed.errors",
 }
 
+# The registered analyses (`saeembed.analysis.registry`): each function and its config, by name.
+from saeembed.analysis.registry import ANALYSES  # noqa: E402  (dataclasses only: no heavy import)
+
+_EXPORTS.update({name: a.module for a in ANALYSES for name in (a.name, a.config)})
+
 # Subpackages reached as attributes (`saeembed.report.write_diff_report(...)` after `import saeembed`).
 _SUBPACKAGES = ("analysis", "embedding", "labels", "report", "sae", "train", "errors", "store")
 

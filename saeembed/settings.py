@@ -165,6 +165,14 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def field_type(cls: type, name: str) -> Any:
+    """The plain type an option setting `cls.name` parses: the annotation's (a Literal's values' type), as
+    `Optional` when None is allowed."""
+    kinds, _, optional = _kinds(cls)[name]
+    base = next((k for k in kinds if k in (bool, int, float, str)), str)
+    return typing.Optional[base] if optional else base  # noqa: UP045 (a runtime type for typer)
+
+
 def field_help(cls: type, name: str) -> str:
     """The help of the option that sets `cls.name`: the field's docstring."""
     return field_docs(cls).get(name, "")

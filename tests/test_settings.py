@@ -11,15 +11,17 @@ import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands import cluster, correlations, diff, risk
+from commands import cluster, correlations, diff, registered, risk
 from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig, SearchConfig
+from saeembed.analysis.registry import ANALYSES
 from saeembed.embedding.config import EmbedConfig
 from saeembed.errors import ConfigError
 from saeembed.settings import _kinds, field_docs, limit_of
 
 # each config and the command that builds it from its options
 COMMANDS = [(DiffConfig, diff.run), (CorrelationConfig, correlations.run), (ClusterConfig, cluster.run),
-            (RiskConfig, risk.fit)]
+            (RiskConfig, risk.fit),
+            *((a.config_class(), registered.command(a)) for a in ANALYSES)]  # drift ...
 CONFIGS = [*(config for config, _ in COMMANDS), SearchConfig, EmbedConfig]
 REQUIRED = {EmbedConfig: {"model": "m", "sae": "s"}}
 # fields with rules beyond their declaration (checked by the config itself, tested in test_configs.py)

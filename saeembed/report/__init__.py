@@ -9,6 +9,7 @@ Examples:
     >>> write_cluster_report(result, "clusters.html", by="topic", store=store)  # doctest: +SKIP
 """
 
+from saeembed.report._page import write_result_page
 from saeembed.report.cluster import write_cluster_report
 from saeembed.report.correlations import write_correlations_report
 from saeembed.report.diff import write_diff_report
@@ -16,4 +17,4 @@ from saeembed.report.risk import write_risk_report
 from saeembed.report.search import write_search_report
 
 __all__ = ["write_cluster_report", "write_correlations_report", "write_diff_report", "write_risk_report",
-           "write_search_report"]
+           "write_result_page", "write_search_report"]

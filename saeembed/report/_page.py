@@ -147,8 +147,26 @@ def environment() -> Any:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              finalize=without_controls)
     env.filters.update(pct=pct, num=num, signed=signed, sci=sci)
-    env.globals["count"] = count
+    from saeembed.labels.offline import KEEP_SCORE
+
+    env.globals.update(count=count, marked=marked, label_bar=KEEP_SCORE)  # label_bar: below it a label is weak
     return env
+
+
+def marked(text: str | None, start: int | None, end: int | None, title: str = "") -> list[Segment]:
+    """A result's text with its peak span (character offsets, as results carry them) highlighted and the
+    context clipped; the text plain (clipped) without a span. For templates: `m.text(marked(...))`."""
+    if not text:
+        return []
+    if start is None or end is None:
+        return clip_plain(text)
+    return span_segments(text, [(start, end, title)])
+
+
+def write_result_page(result: Any, path: str | Path, template: str, title: str) -> Path:
+    """The page of a registered analysis (`saeembed.analysis.registry`): its template gets the result and its
+    summary record (`result.summary()`), the same record the terminal and `--json` read."""
+    return render(template, path, title=title, result=result, summary=result.summary())
 
 
 def render(template: str, path: str | Path, **context: Any) -> Path:
