@@ -62,7 +62,7 @@ app.command("presets", short_help="The reader + SAE presets, and when to use whi
 for _analysis in ANALYSES:  # the registered analyses (`saeembed.analysis.registry`), one command each
     app.command(_analysis.name, short_help=_analysis.short_help)(registered.command(_analysis))
 app.add_typer(labels.app, name="labels", short_help="Latent labels: import, generate offline or by an LLM, show.")
-app.add_typer(risk.app, name="risk")
+app.add_typer(risk.app, name="risk", short_help="Hallucination-risk probes that read concept patterns.")
 
 
 def main() -> None:

@@ -230,3 +230,14 @@ def test_outputs_of_the_wrong_kind_are_refused_before_work(tmp_path):
     assert out.exit_code == 1 and "must end .parquet" in out.output and not (tmp_path / "out.txt").exists()
     out = runner.invoke(app, ["diff", str(corpus), str(corpus), "--html", str(tmp_path / "x.pdf")])
     assert out.exit_code == 1 and "must end .html or .htm" in out.output and not (tmp_path / "x.pdf").exists()
+
+
+def test_the_references_are_current():
+    """docs/cli.md and docs/api.md are written from the app and the docstrings (`python -m commands.reference`):
+    a command, an option or a public name changed without regenerating them fails here."""
+    from commands.reference import api_reference, reference
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for name, text in (("cli.md", reference()), ("api.md", api_reference())):
+        assert (docs / name).read_text(encoding="utf-8") == text, \
+            f"docs/{name} is stale: run `python -m commands.reference`"
