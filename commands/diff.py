@@ -124,19 +124,6 @@ def _print_json(result: Any, top: int | None) -> None:
 
 
 def summary(result: Any, top: int | None) -> dict[str, Any]:
-    """What a diff found, in one record: the corpora, the length gap, how many latents, findings, themes."""
-    config, gap, findings = result.config, result.length, result.findings
-    return {"type": "summary", "names": list(result.names), "sizes": list(result.sizes), "measure": config.measure,
-            "pair_on": config.pair_on, "length": gap.sentence, "length_handling": config.length,
-            "mean_tokens": [gap.mean_tokens_a, gap.mean_tokens_b], "length_ratio": gap.ratio, "length_p": gap.p,
-            "length_test": gap.test, "length_comparable": gap.comparable, "n_tested": result.n_tested,
-            "n_findings": len(findings), "n_more_in_a": int((findings["diff"] > 0).sum()),
-            "n_more_in_others": int((findings["diff"] < 0).sum()), "n_themes": len(result.themes),
-            "themes_shown": len(result.themes) if top is None else min(top, len(result.themes)),
-            "alpha": config.alpha, "min_diff": config.min_diff, "replication": result.replication_rate,
-            "method": config.method, "notes": result.notes,
-            "n_form_tested": 0 if result.form is None else len(result.form),
-            "n_form_findings": len(result.form_findings), "form_replication": result.form_replication_rate,
-            "n_style_tested": 0 if result.style is None else len(result.style),
-            "n_style_findings": len(result.style_findings), "n_style_themes": 0 if result.style_themes is None
-            else len(result.style_themes), "style_replication": result.style_replication_rate}
+    """The result's summary record (`DiffResult.summary`), and how many themes this run shows."""
+    record = result.summary().as_dict()
+    return {**record, "themes_shown": record["n_themes"] if top is None else min(top, record["n_themes"])}

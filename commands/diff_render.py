@@ -126,36 +126,13 @@ def _clip(text: str, width: int = EXAMPLE_CHARS) -> str:
 
 
 def headline(result: Any) -> str:
-    """The length gap, the corpora, what was tested and found, how length was handled, replication."""
-    config, names, gap = result.config, [shown(name) for name in result.names], result.length
-    findings = result.findings
-    up, down = int((findings["diff"] > 0).sum()), int((findings["diff"] < 0).sum())
-    sizes = ", ".join(f"{n} ({s:,} {'pairs' if config.pair_on else 'docs'})" for n, s in zip(names, result.sizes))
-    paired = f"; paired on {shown(config.pair_on)}" if config.pair_on else ""
-    if result.n_unpaired:
-        paired += f", {result.n_unpaired:,} rows without a partner left out"
-    lines = [f"[bold]length:[/bold] {shown(gap.sentence)}", sizes + paired,
-             f"{result.n_tested:,} latents tested ({config.measure}, {config.method}); "
-             f"{_count(len(findings), 'finding')} at q <= {config.alpha} and |diff| >= {config.min_diff} in "
-             f"{_count(len(result.themes), 'theme')}: "
-             f"{up:,} more in {names[0]}, {down:,} more in {' / '.join(names[1:])}"]
-    if result.form is not None:
-        form = result.form_findings
-        up_form = int((form["more_in"] == result.names[0]).sum()) if len(form) else 0
-        lines.append(f"form: {len(form):,} of {len(result.form):,} counted features differ (counts as rates per "
-                     f"token at equal length, openings and endings as shares; q <= {config.alpha}): {up_form:,} more "
-                     f"in {names[0]}, {len(form) - up_form:,} more in {' / '.join(names[1:])}"
-                     if config.length == "adjust" else
-                     f"form: {len(form):,} of {len(result.form):,} counted features differ (shares of documents, "
-                     f"length ignored): {up_form:,} more in {names[0]}, {len(form) - up_form:,} more in "
-                     f"{' / '.join(names[1:])}")
-    if result.style is not None:
-        lines.append(shown(result.style_sentence()))
-    lines += [f"[yellow]note:[/yellow] {shown(note)}" for note in result.notes]
-    if result.replication:
-        lines.append(result.replication)
+    """The length gap, then the sentences of the record every renderer reads (`DiffResult.summary`: corpora,
+    form, style, content), the notes, and replication last."""
+    summary = result.summary()
+    sentences = summary.lines()
+    replication = sentences.pop() if summary.replication_sentence else None
+    lines = [f"[bold]length:[/bold] {shown(summary.length)}", *(shown(line) for line in sentences),
+             *(f"[yellow]note:[/yellow] {shown(note)}" for note in summary.notes)]
+    if replication:
+        lines.append(shown(replication))
     return "\n".join(lines)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")

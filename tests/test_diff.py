@@ -1,6 +1,7 @@
 """Dataset diff on stores whose differences are planted, and on splits where there is none."""
 
 import dataclasses
+import html
 import json
 
 import numpy as np
@@ -416,6 +417,16 @@ def test_cli_json_lines_file_output_and_people_output(a_b, tmp_path):
     assert table.filter(pl.col("layer") == "content").height == D
     out = runner.invoke(app, ["diff", a, b, "--top", "1"])
     assert "The 1 strongest of 2 themes" in out.stdout and "\nmore in b\n" not in out.stdout
+    # one record, three views: the terminal's headline, --json's summary and the page's headline all read it
+    result = diff(load_store(a), load_store(b), DiffConfig(), names=["a", "b"])
+    record = result.summary()
+    same = {k: v for k, v in json.loads(json.dumps(record.as_dict())).items() if k != "notes"}
+    assert {k: v for k, v in rows[0].items() if k != "notes"} == {**same, "themes_shown": record.n_themes}
+    assert rows[0]["notes"][-1].startswith("how it is written: not read")  # the CLI read stores: said why
+    assert all(line in " ".join(out.stdout.split()) for line in record.lines())
+    page = tmp_path / "page.html"
+    assert runner.invoke(app, ["diff", a, b, "--html", str(page), "-q"]).exit_code == 0
+    assert all(html.escape(line) in page.read_text(encoding="utf-8") for line in record.lines("≤", "≥"))
     out = runner.invoke(app, ["diff", a, b, "--length", "sideways"])
     assert out.exit_code == 1 and "(--length) = 'sideways' is not allowed; choose one of 'adjust'" in out.output
     out = runner.invoke(app, ["diff", a])

@@ -33,6 +33,88 @@ from saeembed.store import Store, check_compatible
 PAIRS_SIMILAR_ENOUGH = 0.25
 
 
+@dataclass(frozen=True)
+class DiffSummary:
+    """What a diff found, as one record: the terminal's headline, `--json`'s summary record and the page's
+    headline are all read from it (`lines`), so they cannot disagree."""
+
+    names: list[str]
+    sizes: list[int]
+    unit: str
+    """pairs or documents"""
+    pair_on: str | None
+    n_unpaired: int
+    measure: str
+    method: str
+    length: str
+    """The length gap in words."""
+    length_handling: str
+    mean_tokens: list[float]
+    length_ratio: float
+    length_p: float
+    length_test: str
+    length_comparable: float | None
+    n_tested: int
+    n_findings: int
+    n_more_in_a: int
+    n_more_in_others: int
+    n_themes: int
+    alpha: float
+    min_diff: float
+    replication: float | None
+    replication_sentence: str | None
+    notes: list[str]
+    n_form_tested: int
+    n_form_findings: int
+    n_form_more_in_a: int
+    form_replication: float | None
+    n_style_tested: int
+    n_style_findings: int
+    n_style_more_in_a: int
+    n_style_themes: int
+    style_min_effect: float
+    style_replication: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `--json` summary record."""
+        import dataclasses
+
+        return {"type": "summary", **dataclasses.asdict(self)}
+
+    def lines(self, at_most: str = "<=", at_least: str = ">=") -> list[str]:
+        """The headline after the length gap, in plain sentences (the comparison signs as the renderer writes
+        them): the corpora, each layer's counts, replication. Notes are not included (renderers mark them)."""
+        names, others = self.names, " / ".join(self.names[1:])
+        sizes = ", ".join(f"{n} ({s:,} {self.unit})" for n, s in zip(names, self.sizes))
+        if self.pair_on:
+            sizes += f"; paired on {self.pair_on}"
+        if self.n_unpaired:
+            sizes += f", {self.n_unpaired:,} rows without a partner left out"
+        lines = [sizes]
+        if self.n_form_tested:
+            how = ("counts as rates per token at equal length, openings and endings as shares"
+                   if self.length_handling == "adjust" else "shares of documents, length ignored")
+            lines.append(f"form: {self.n_form_findings:,} of {self.n_form_tested:,} counted features differ ({how}; "
+                         f"q {at_most} {self.alpha}): {self.n_form_more_in_a:,} more in {names[0]}, "
+                         f"{self.n_form_findings - self.n_form_more_in_a:,} more in {others}")
+        if self.n_style_tested:
+            lines.append(f"how it is written: {self.n_style_findings:,} of {self.n_style_tested:,} token latents "
+                         f"differ in rate (q {at_most} {self.alpha}, effect {at_least} {self.style_min_effect}) in "
+                         f"{_count(self.n_style_themes, 'theme')}: {self.n_style_more_in_a:,} more in {names[0]}, "
+                         f"{self.n_style_findings - self.n_style_more_in_a:,} more in {others}")
+        lines.append(f"what it is about: {self.n_tested:,} latents tested ({self.measure}, {self.method}); "
+                     f"{_count(self.n_findings, 'finding')} at q {at_most} {self.alpha} and |diff| {at_least} "
+                     f"{self.min_diff} in {_count(self.n_themes, 'theme')}: {self.n_more_in_a:,} more in {names[0]}, "
+                     f"{self.n_more_in_others:,} more in {others}")
+        if self.replication_sentence:
+            lines.append(self.replication_sentence)
+        return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass
 class DiffResult:
     """The comparison of corpus A with B (or with the others, `vs` mode)."""
@@ -151,18 +233,26 @@ class DiffResult:
 
         return self.style.filter(pl.col("significant")) if self.style is not None else pl.DataFrame()
 
-    def style_sentence(self, at_most: str = "<=", at_least: str = ">=") -> str | None:
-        """The style layer in one line, for every renderer (None without it); the comparison signs as the
-        renderer writes them."""
-        if self.style is None:
-            return None
-        names, found = self.names, self.style_findings
-        up = int((found["diff"] > 0).sum()) if len(found) else 0
-        themes = len(self.style_themes)
-        return (f"how it is written: {len(found):,} of {len(self.style):,} token latents differ in rate (q {at_most} "
-                f"{self.config.alpha}, effect {at_least} {self.config.style_min_effect}) in {themes:,} "
-                f"theme{'' if themes == 1 else 's'}: {up:,} more in {names[0]}, {len(found) - up:,} more in "
-                f"{' / '.join(names[1:])}")
+    def summary(self) -> DiffSummary:
+        """The record every renderer reads (`DiffSummary`)."""
+        config, gap, findings = self.config, self.length, self.findings
+        form, style = self.form_findings, self.style_findings
+        return DiffSummary(
+            names=list(self.names), sizes=[int(s) for s in self.sizes],
+            unit="pairs" if config.pair_on else "documents", pair_on=config.pair_on, n_unpaired=self.n_unpaired,
+            measure=config.measure, method=config.method, length=gap.sentence, length_handling=config.length,
+            mean_tokens=[gap.mean_tokens_a, gap.mean_tokens_b], length_ratio=gap.ratio, length_p=gap.p,
+            length_test=gap.test, length_comparable=gap.comparable, n_tested=self.n_tested,
+            n_findings=len(findings), n_more_in_a=int((findings["diff"] > 0).sum()),
+            n_more_in_others=int((findings["diff"] < 0).sum()), n_themes=len(self.themes), alpha=config.alpha,
+            min_diff=config.min_diff, replication=self.replication_rate, replication_sentence=self.replication,
+            notes=self.notes, n_form_tested=0 if self.form is None else len(self.form), n_form_findings=len(form),
+            n_form_more_in_a=int((form["more_in"] == self.names[0]).sum()) if len(form) else 0,
+            form_replication=self.form_replication_rate,
+            n_style_tested=0 if self.style is None else len(self.style), n_style_findings=len(style),
+            n_style_more_in_a=int((style["diff"] > 0).sum()) if len(style) else 0,
+            n_style_themes=0 if self.style_themes is None else len(self.style_themes),
+            style_min_effect=config.style_min_effect, style_replication=self.style_replication_rate)
 
     @property
     def n_findings(self) -> int:

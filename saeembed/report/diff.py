@@ -11,7 +11,7 @@ import numpy as np
 
 from saeembed.labels.offline import KEEP_SCORE
 from saeembed.report import plots
-from saeembed.report._page import clip_marked, clip_plain, count, latent_name, render, split_marked
+from saeembed.report._page import clip_marked, clip_plain, latent_name, render, split_marked
 
 # Themes in the forest plot and rows in the page (the strongest first), latents listed per theme; the page
 # says when there are more. A row with its two examples is ~1.5 KB: 500 keep the page well under 2 MB.
@@ -23,6 +23,7 @@ THEME_LATENTS = 12
 def write_diff_report(result: Any, path: str | Path) -> Path:
     """Write the `saeembed.analysis.diff.DiffResult` as one self-contained HTML page at `path`."""
     config, names, themes = result.config, list(result.names), result.themes
+    summary = result.summary()
     mean = config.measure == "mean"
     findings = result.findings
     rows = _theme_rows(themes, findings, names, mean)
@@ -43,15 +44,14 @@ def write_diff_report(result: Any, path: str | Path) -> Path:
     context = {
         "title": f"diff: {' vs '.join(names)}", "names": names, "sizes": list(result.sizes),
         "unit": "pairs" if config.pair_on else "documents", "config": config, "gap": result.length,
-        "headline": headline(result), "notes": result.notes, "rows": rows, "n_themes": len(themes),
+        "headline": summary.lines("≤", "≥"), "notes": summary.notes, "rows": rows, "n_themes": len(themes),
         "n_findings": len(findings), "n_tested": result.n_tested, "mean": mean,
         "side_names": names[:2] if len(names) == 2 else [names[0], "other"],
         "holdout": config.holdout is not None, "replication_rate": result.replication_rate,
         "forest": plots.forest(rows[:FOREST_THEMES], names, config.measure, config.min_diff) if rows else None,
         "forest_shown": min(len(rows), FOREST_THEMES), "volcano": volcano,
         "lengths": plots.lengths(names, tokens) if tokens and any(len(t) for t in tokens) else None,
-        "up": int((findings["diff"] > 0).sum()) if len(findings) else 0,
-        "down": int((findings["diff"] < 0).sum()) if len(findings) else 0,
+        "up": summary.n_more_in_a, "down": summary.n_more_in_others,
         "n_not_replicated": int((~findings["replicated"]).sum()) if "replicated" in findings.columns else 0,
         "multi": len(names) > 2, "form_rows": form_rows,
         "n_form": None if result.form is None else len(result.form), "style_rows": style_rows,
@@ -78,32 +78,3 @@ def _theme_rows(themes: Any, findings: Any, names: list[str], mean: bool) -> lis
                      "with": clip_marked(split_marked(row.get("example_with"), f"latent {row['lead']}")),
                      "without": clip_plain(row.get("example_without"))})
     return rows
-
-
-def headline(result: Any) -> list[str]:
-    """The corpora and their sizes, what was tested and found, how length was handled, replication."""
-    config, names, findings = result.config, list(result.names), result.findings
-    up, down = int((findings["diff"] > 0).sum()), int((findings["diff"] < 0).sum())
-    unit = "pairs" if config.pair_on else "documents"
-    sizes = ", ".join(f"{n} ({s:,} {unit})" for n, s in zip(names, result.sizes))
-    if config.pair_on:
-        sizes += f"; paired on {config.pair_on}"
-    if result.n_unpaired:
-        sizes += f", {result.n_unpaired:,} rows without a partner left out"
-    lines = [sizes,
-             f"{result.n_tested:,} latents tested ({config.measure}, {config.method}); "
-             f"{count(len(findings), 'finding')} at q ≤ {config.alpha} and |diff| ≥ {config.min_diff} in "
-             f"{count(len(result.themes), 'theme')}: {up:,} more in {names[0]}, {down:,} more in "
-             f"{' / '.join(names[1:])}"]
-    if result.form is not None:
-        form = result.form_findings
-        up_form = int((form["more_in"] == names[0]).sum()) if len(form) else 0
-        how = ("counts as rates per token at equal length, openings and endings as shares" if config.length == "adjust"
-               else "shares of documents, length ignored")
-        lines.append(f"form: {len(form):,} of {len(result.form):,} counted features differ ({how}): {up_form:,} "
-                     f"more in {names[0]}, {len(form) - up_form:,} more in {' / '.join(names[1:])}")
-    if result.style is not None:
-        lines.append(result.style_sentence("≤", "≥"))
-    if result.replication:
-        lines.append(result.replication)
-    return lines
