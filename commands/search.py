@@ -21,6 +21,7 @@ from commands.ui import (
     write_report,
 )
 from saeembed.analysis.config import SearchConfig
+from saeembed.spans import marked_context
 
 
 def run(
@@ -100,6 +101,12 @@ def _render(result: Any, top: int) -> None:
         console.print(f"\n[bold]{row['rank']:>3}.[/bold] [dim]{shown(str(row['id']))}  score {row['score']:.3g}[/dim]",
                       highlight=False)
         if row.get("top_latents"):
-            console.print(f"     [cyan]{shown(row['top_latents'])}[/cyan]", highlight=False)
-        text = row["text"].replace("\n", " ")
-        console.print(f"     {shown(text if len(text) <= 300 else text[:300] + '…')}", highlight=False)
+            contributors = " | ".join(f"{latent} {label or ''}".strip()
+                                      for latent, label in zip(row["top_latents"], row["top_labels"]))
+            console.print(f"     [cyan]{shown(contributors)}[/cyan]", highlight=False)
+        if row.get("peak_start") is not None:  # the strongest contributor's peak, marked << >> as in the paper
+            text = marked_context(row["text"], (row["peak_start"], row["peak_end"]), width=150)
+        else:
+            text = row["text"].replace("\n", " ")
+            text = text if len(text) <= 300 else text[:300] + "…"
+        console.print(f"     {shown(text)}", highlight=False)

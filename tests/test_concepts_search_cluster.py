@@ -23,6 +23,7 @@ from saeembed.analysis.search import (
 )
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
+from saeembed.spans import peak_span
 from saeembed.store import load_store
 from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
@@ -97,8 +98,12 @@ def test_search_ranks_the_documents_that_carry_the_concept_first(store):
     result = search(store, "football", SearchConfig(top=20, k=2), labels=LABELS)
     top_rows = [int(i) for i in result.table["id"]]
     assert (GROUP[top_rows] == 0).all()
-    assert result.table["top_latents"][0].startswith(("0 football", "1 soccer"))
-    assert "<<" in result.table["text"][0]
+    first = result.table.row(0, named=True)
+    assert first["top_latents"][0] in (0, 1) and first["top_labels"][0] == LABELS.get(first["top_latents"][0])
+    # the result carries the peak's span, not marks: the text is the document's own
+    row = int(first["id"])
+    assert first["text"] == store.frame["text"][row] and "<<" not in first["text"]
+    assert (first["peak_start"], first["peak_end"]) == peak_span(store, row, first["top_latents"][0])
     only_weather = search(store, "rain", SearchConfig(top=5, k=1), labels=LABELS, where="kind == 'weather'")
     assert only_weather.n_candidates == N // 3 and set(only_weather.table["kind"]) == {"weather"}
     with pytest.raises(SaeEmbedError, match="no field 'nope'"):

@@ -291,7 +291,7 @@ def test_search_page_ranks_hits_with_their_concepts_and_peaks(topic_store, open_
     assert page.locator("svg[aria-label='scores by rank']").count() == 1
     for i, row in enumerate(result.table.iter_rows(named=True)):
         doc = int(row["id"])
-        strongest = int(row["top_latents"].split(" ", 1)[0])
+        strongest = row["top_latents"][0]
         start, end = peak_span(store, doc, strongest)
         assert hits.nth(i).locator("mark").inner_text() == store.frame["text"][doc][start:end]
         assert hits.nth(i).locator(".id").inner_text().startswith(row["id"])

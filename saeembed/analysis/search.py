@@ -37,8 +37,10 @@ FEEDBACK_WEIGHT = 0.75
 @dataclass
 class SearchResult:
     table: Any
-    """polars DataFrame: rank, id, score, text (peak of the top latent marked << >>), top_latents
-    (labels of the latents contributing most), and the store's other fields."""
+    """polars DataFrame: rank, id, score, then (SAE scores) top_latents and top_labels (the latents
+    contributing most to the score, strongest first, and their labels) and peak_start, peak_end (the
+    character span in `text` of the strongest one's peak token; null when it has none), text as stored,
+    and the store's other fields. Renderers mark the span; the data never holds marks."""
     concepts: Concepts | None
     mode: str
     n_candidates: int
@@ -111,7 +113,8 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
                                             pl.Series("rank", np.arange(1, len(order) + 1, dtype=np.int32)))
     if weights is not None:
         table = table.with_columns(*_explain(store, order, concepts, weights, labels))
-    first = ["rank", "id", "score"] + (["top_latents"] if weights is not None else []) + ["text"]
+    explained = ["top_latents", "top_labels", "peak_start", "peak_end"] if weights is not None else []
+    first = ["rank", "id", "score", *explained, "text"]
     rest = [c for c in table.columns if c not in first and c not in ("n_tokens", "dense")]
     return SearchResult(table.select(first + rest), concepts, mode, len(candidates),
                         None if matched is None else len(matched))
@@ -234,24 +237,28 @@ def _top(score: np.ndarray, candidates: np.ndarray, top: int) -> np.ndarray:
 
 
 def _explain(store: Store, rows: np.ndarray, concepts: Concepts, weights: np.ndarray, labels: Any) -> list[Any]:
-    """Per result: the labels of its three strongest contributing latents, and its text with the peak
-    of the strongest marked << >>."""
+    """Per result: its three strongest contributing latents and their labels, and the character span of the
+    strongest one's peak token in the text (renderers mark it)."""
     import polars as pl
 
-    from saeembed.spans import MARK_CLOSE, MARK_OPEN, peak_span
+    from saeembed.spans import peak_span
 
     weight_of = dict(zip(concepts.latents.tolist(), weights.tolist()))
-    tops, texts = [], []
+    tops: list[list[int]] = []
+    names: list[list[str | None]] = []
+    starts: list[int | None] = []
+    ends: list[int | None] = []
     for row in rows:
         start, stop = store.matrix.indptr[row], store.matrix.indptr[row + 1]
         active, values = store.matrix.indices[start:stop], store.matrix.data[start:stop]
         contribution = values * np.array([weight_of.get(int(latent), 0.0) for latent in active])
         strongest = np.argsort(-contribution)[:3]
-        best = active[strongest][contribution[strongest] > 0]
-        tops.append(" | ".join(f"{int(i)} {labels.get(int(i)) or ''}".strip() for i in best))
-        text = store.frame["text"][int(row)]
-        span = peak_span(store, int(row), int(best[0])) if len(best) else None
-        if span:
-            text = text[:span[0]] + MARK_OPEN + text[span[0]:span[1]] + MARK_CLOSE + text[span[1]:]
-        texts.append(text)
-    return [pl.Series("top_latents", tops, dtype=pl.Utf8), pl.Series("text", texts, dtype=pl.Utf8)]
+        best = [int(i) for i in active[strongest][contribution[strongest] > 0]]
+        tops.append(best)
+        names.append([labels.get(i) for i in best])
+        span = peak_span(store, int(row), best[0]) if best else None
+        starts.append(span[0] if span else None)
+        ends.append(span[1] if span else None)
+    return [pl.Series("top_latents", tops, dtype=pl.List(pl.Int64)),
+            pl.Series("top_labels", names, dtype=pl.List(pl.Utf8)),
+            pl.Series("peak_start", starts, dtype=pl.Int64), pl.Series("peak_end", ends, dtype=pl.Int64)]

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from saeembed.report import plots
-from saeembed.report._page import clip_marked, clip_plain, render, split_marked
+from saeembed.report._page import latent_name, marked, render
 from saeembed.store import COUNT_STATS
 
 # Columns of the hits table not shown among the document's other fields (shown elsewhere, or internal).
-SHOWN = ("rank", "id", "score", "top_latents", "text", "n_tokens", "dense", *COUNT_STATS)
+SHOWN = ("rank", "id", "score", "top_latents", "top_labels", "peak_start", "peak_end", "text", "n_tokens", "dense",
+         *COUNT_STATS)
 CONCEPTS_SHOWN = 30
 
 
@@ -22,12 +23,12 @@ def write_search_report(result: Any, path: str | Path, *, query: str | None = No
     query = query if query is not None else (concepts.query if concepts is not None else "")
     hits = []
     for row in result.table.iter_rows(named=True):
-        contributors = [part.strip() for part in (row.get("top_latents") or "").split(" | ") if part.strip()]
+        contributors = [latent_name(latent, label) for latent, label
+                        in zip(row.get("top_latents") or [], row.get("top_labels") or [])]
         hits.append({"rank": row["rank"], "id": row["id"], "score": row["score"], "concepts": contributors,
-                     # only a text with contributing concepts carries a peak mark (dense search adds none;
-                     # a literal '<<' there is the document's own)
-                     "text": clip_marked(split_marked(row["text"], contributors[0])) if contributors
-                     else clip_plain(row["text"]),
+                     # the strongest contributor's peak (dense search has none)
+                     "text": marked(row["text"], row.get("peak_start"), row.get("peak_end"),
+                                    contributors[0] if contributors else ""),
                      "fields": {k: v for k, v in row.items() if k not in SHOWN and v is not None}})
     selected = concepts.frame().head(CONCEPTS_SHOWN).to_dicts() if concepts is not None else []
     scores = None
