@@ -27,7 +27,7 @@ REQUIRED = {EmbedConfig: {"model": "m", "sae": "s"}}
 # fields with rules beyond their declaration (checked by the config itself, tested in test_configs.py)
 OWN_RULES = {CorrelationConfig: {"min_freq", "max_freq"}, SearchConfig: {"feedback"},
              EmbedConfig: {"model", "sae", "device", "text_field", "id_field", "pool_roles", "as_chat", "cache_dir",
-                           "ray_address", "workers", "gpus_per_worker"}}
+                           "ray_address", "workers", "gpus_per_worker", "cpus_per_worker"}}
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                    st.text(max_size=12), st.sampled_from(["frequency", "mean", "adjust", "ignore", "spectral",
                                                           "hdbscan", "kmeans", "weighted", "jaccard", "l1", "pls"]))
