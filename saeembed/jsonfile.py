@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from saeembed.errors import SaeEmbedError
 
@@ -35,10 +35,15 @@ def read_json_object(path: Path, error: type[SaeEmbedError], fix: str) -> dict[s
 def read_safetensors(path: Path, error: type[SaeEmbedError], fix: str, framework: str = "numpy") -> dict[str, Any]:
     """The tensors in a safetensors file (`framework`: numpy arrays or torch tensors); a missing,
     truncated or foreign file raises `error` in one line naming it and ending with `fix`."""
+    load_file: Callable[[str], dict[str, Any]]
     if framework == "torch":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file as load_torch
+
+        load_file = load_torch
     else:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load_file as load_numpy
+
+        load_file = load_numpy
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types

@@ -101,10 +101,11 @@ def _kinds(cls: type) -> dict[str, tuple[tuple[type, ...], tuple | None, bool]]:
 def check_fields(config: Any) -> None:
     """Refuse the first field of `config` whose value its declaration does not allow, naming the field, the
     flag that sets it and what it takes."""
-    owner = type(config).__name__
+    cls: type = type(config)
+    owner = cls.__name__
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        kinds, choices, optional = _kinds(type(config))[field.name]
+        kinds, choices, optional = _kinds(cls)[field.name]
         limit = limit_of(field)
         if value is None:
             if optional:

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -336,7 +336,7 @@ def _json_kind(value: Any) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -535,8 +535,10 @@ def _concat_vectors(parts: list[DocVectors]) -> DocVectors:
         return parts[0]
     shift = np.cumsum([0] + [len(p.indices) for p in parts[:-1]])
     offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, shift)]).astype(np.int64)
-    return DocVectors(offsets, *(np.concatenate([getattr(p, name) for p in parts])
-                                 for name in ("indices", "values", "peak_start", "peak_end", "n_tokens")),
+    indices, values, peak_start, peak_end, n_tokens = (
+        np.concatenate([getattr(p, name) for p in parts])
+        for name in ("indices", "values", "peak_start", "peak_end", "n_tokens"))
+    return DocVectors(offsets, indices, values, peak_start, peak_end, n_tokens,
                       np.concatenate([p.concept_counts for p in parts]))
 
 

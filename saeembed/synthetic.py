@@ -16,10 +16,10 @@ from saeembed.store import DocVectors, StoreWriter, load_store
 
 def fake_meta(d_sae: int, fingerprint: str = "fake-sae", **overrides: Any) -> dict[str, Any]:
     """Store metadata as `saeembed embed` writes it, for a made-up reader and SAE."""
-    meta = {"store_version": 1, "model": {"id": "fake-model", "fingerprint": "fake", "layer": 0},
-            "sae": {"source": "", "fingerprint": fingerprint, "d_sae": d_sae, "format": "fake",
-                    "architecture": "topk"},
-            "pooling": "max", "pool_roles": None}
+    meta: dict[str, Any] = {
+        "store_version": 1, "model": {"id": "fake-model", "fingerprint": "fake", "layer": 0},
+        "sae": {"source": "", "fingerprint": fingerprint, "d_sae": d_sae, "format": "fake", "architecture": "topk"},
+        "pooling": "max", "pool_roles": None}
     for key, value in overrides.items():
         if isinstance(value, dict):
             meta[key] = {**meta[key], **value}

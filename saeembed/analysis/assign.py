@@ -182,14 +182,17 @@ class ClusteringModel:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         fitted = self.fitted
-        arrays = {"latents": fitted.latents.astype(np.int64), "labels": fitted.labels.astype(np.int32)}
+        arrays: dict[str, np.ndarray] = {"latents": fitted.latents.astype(np.int64),
+                                         "labels": fitted.labels.astype(np.int32)}
         if self.concepts is not None:
             arrays["weights"] = np.asarray(self.concepts.weights, np.float32)
         if self.method == "spectral":
+            assert fitted.reference is not None  # cluster() and the loader set it for spectral
             values = fitted.values
             arrays.update(indptr=values.indptr.astype(np.int64), indices=values.indices.astype(np.int32),
                           values=values.data.astype(np.float32), reference=fitted.reference.astype(np.float64))
         elif self.method == "kmeans":
+            assert fitted.centroids is not None and fitted.reference is not None  # set for kmeans (cluster, loader)
             arrays.update(centroids=fitted.centroids.astype(np.float64), reference=fitted.reference.astype(np.float64))
         else:
             arrays["coords"] = np.ascontiguousarray(fitted.coords, np.float64)
@@ -245,8 +248,10 @@ class ClusteringModel:
                 query, train = present(rows), present(fitted.values)
             found, membership, soft, distance = average_linkage(
                 cluster_similarity(query, train, fitted.labels, clusters), clusters)
+            assert fitted.reference is not None  # cluster() and the loader set it for spectral
             return found, membership, soft, distance_quantile(distance, fitted.reference)
         if self.method == "kmeans":
+            assert fitted.centroids is not None and fitted.reference is not None  # set for kmeans (cluster, loader)
             nearest_centroid, soft, distance = kmeans_scores(present(rows), fitted.centroids)
             found = clusters[nearest_centroid].astype(np.int32)
             membership = soft[np.arange(len(found)), nearest_centroid]

@@ -115,13 +115,10 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     rows = binary[has_concept]
     values = positive_values(store.matrix[has_concept][:, columns])
     fitted = Fitted(np.asarray(columns, np.int64), np.zeros(0, np.int32), values, level_unit(values))
-    if config.method == "kmeans" and k is None:
-        k, note = _sample_eigengap_k(rows, config)
-        notes.append(note)
     if config.method == "spectral":
         graded = level_rows(values, fitted.unit) if config.similarity == "weighted" else rows
-        affinity, note = _affinity(graded, config)
-        notes += [note] if note else []
+        affinity, affinity_note = _affinity(graded, config)
+        notes += [affinity_note] if affinity_note else []
         if k is None:
             k, note = _eigengap_k(affinity)
             notes.append(note)
@@ -135,6 +132,9 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
         outlier = distance_quantile(distance, fitted.reference)
         membership = membership_of(soft, found, clusters)
     elif config.method == "kmeans":
+        if k is None:
+            k, note = _sample_eigengap_k(rows, config)
+            notes.append(note)
         found, fitted.centroids = _kmeans(rows, k, config.seed)
         fitted.labels = found
         _, soft, distance = kmeans_scores(rows, fitted.centroids)

@@ -148,7 +148,10 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     # One model run reads every phrase and example (the reader and SAE load once per query).
     codes = dict(zip(phrases + list(like or []), _example_latents(phrases + list(like or []), store, frequency, top)))
     words = [bare for bare in bare_terms if not bare.isdigit()]
-    matcher = _LabelMatcher(store, labels, fires, words, top, cache_root) if words else None
+    matcher = None
+    if words:
+        assert fires is not None  # a word is not a latent id, so needs_counts held and the latents were counted
+        matcher = _LabelMatcher(store, labels, fires, words, top, cache_root)
     for term, bare in zip(terms, bare_terms):
         picked, term_notes = _term_latents(bare, store, matcher)
         notes += term_notes
@@ -300,15 +303,18 @@ def _phrase_latents(phrase: str, code: dict[int, Pick]) -> dict[int, Pick]:
             for latent, (score, _, _) in code.items()}
 
 
-def _example_latents(examples: list[str], store: Store, frequency: np.ndarray, top: int) -> list[dict[int, Pick]]:
+def _example_latents(examples: list[str], store: Store, frequency: np.ndarray | None,
+                     top: int) -> list[dict[int, Pick]]:
     """Each example's strongest latents, read with the store's own reader and SAE in one run; latents
-    firing in most documents of the store are left out (they would select everything)."""
+    firing in most documents of the store are left out (they would select everything). `frequency` is
+    None only when there are no examples (a query of latent ids alone)."""
     if not examples:
         return []
+    assert frequency is not None  # examples (phrases or `like`) make select_concepts count the latents
     from saeembed.embedding.open_store import config_of, embed_records
 
     matrix = embed_records([{"text": example} for example in examples], config_of(store)).matrix
-    out = []
+    out: list[dict[int, Pick]] = []
     for row, example in enumerate(examples):
         vector = matrix.getrow(row).tocoo()
         keep = (frequency[vector.col] > 0) & (frequency[vector.col] <= 0.5)

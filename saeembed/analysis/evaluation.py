@@ -66,6 +66,12 @@ class Evaluation(NamedTuple):
     baseline first. Empty when the probe beats every baseline."""
 
 
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap `samples`."""
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def evaluate(scores: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray | None,
              config: RiskConfig) -> Evaluation:
     """Judge out-of-fold `scores` by feature set (the probe first, then its baselines): an Evaluation whose
@@ -73,9 +79,8 @@ def evaluate(scores: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray | 
     names, matrix = list(scores), np.column_stack(list(scores.values()))
     aurocs, aps = _bootstrap(matrix, y, groups, config)
     auroc = _auroc(y, matrix)
-    rows = [Score(name, float(auroc[i]), *map(float, np.percentile(aurocs[:, i], [2.5, 97.5])),
-                  _average_precision(y, matrix[:, i]), *map(float, np.percentile(aps[:, i], [2.5, 97.5])),
-                  float(y.mean())) for i, name in enumerate(names)]
+    rows = [Score(name, float(auroc[i]), *_interval(aurocs[:, i]), _average_precision(y, matrix[:, i]),
+                  *_interval(aps[:, i]), float(y.mean())) for i, name in enumerate(names)]
     gains = aurocs[:, :1] - aurocs[:, 1:]  # paired: both AUROCs on the same resample
     comparisons = [_compare(row, float(auroc[0] - row.auroc), *np.percentile(gains[:, i], [2.5, 97.5]))
                    for i, row in enumerate(rows[1:])]

@@ -122,7 +122,8 @@ class _ByLength(NamedTuple):
             return None
         gap = int(np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target).min())
         # every document within that gap, on both sides: the window may have reached further on one
-        lo, hi = np.searchsorted(self.tokens, target - gap), np.searchsorted(self.tokens, target + gap, side="right")
+        lo = int(np.searchsorted(self.tokens, target - gap))
+        hi = int(np.searchsorted(self.tokens, target + gap, side="right"))
         lacking = ~_contains(firing, self.order[lo:hi])
         nearest = np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target) == gap
         return int(rng.choice(self.order[lo:hi][lacking][nearest]))

@@ -180,7 +180,7 @@ def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]
         counts.append(counter)
     share = {key: max(c[key] / max(len(texts), 1) for c, texts in zip(counts, corpora))
              for key in set().union(*counts)}
-    total = Counter()
+    total: Counter[str] = Counter()
     for counter in counts:
         total.update(counter)
     kept = [key for key in share if share[key] >= MIN_OPENING_SHARE and total[key] >= MIN_OPENING_DOCS]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import Any, NoReturn, TypeGuard, get_args
 
 import numpy as np
 
@@ -495,7 +495,7 @@ class _FileFields:
         return value
 
 
-def _plausible_number(value: Any) -> bool:
+def _plausible_number(value: Any) -> TypeGuard[float]:  # int or float (not bool)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:

@@ -108,10 +108,14 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
         score = reciprocal_rank_fusion(rankings, candidates, positive_only=(0,))
     else:
         score = rankings[0]
-    order = _top(score, matched if mode == "sae" else candidates, top)
+    shown = candidates
+    if mode == "sae":
+        assert matched is not None  # sae mode selected concepts above, so `matched` was computed
+        shown = matched
+    order = _top(score, shown, top)
     table = store.frame[order].with_columns(pl.Series("score", score[order]),
                                             pl.Series("rank", np.arange(1, len(order) + 1, dtype=np.int32)))
-    if weights is not None:
+    if concepts is not None and weights is not None:  # set together, in sae and hybrid mode
         table = table.with_columns(*_explain(store, order, concepts, weights, labels))
     explained = ["top_latents", "top_labels", "peak_start", "peak_end"] if weights is not None else []
     first = ["rank", "id", "score", *explained, "text"]

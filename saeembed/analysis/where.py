@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class _Translator:
         self.refuse(f"{what} is not allowed in a filter (only the store's fields, literals, comparisons, "
                     f"AND/OR/NOT, arithmetic, IS NULL, IN (...), BETWEEN, LIKE)")
 
-    def refuse(self, why: str) -> Any:
+    def refuse(self, why: str) -> NoReturn:
         raise FilterError(f"filter {_shown(self.where)}: {why}")
 
     # The handlers of _handlers(): each takes the node of its kind.

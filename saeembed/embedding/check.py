@@ -11,7 +11,7 @@ from saeembed.embedding.config import EmbedConfig
 from saeembed.embedding.corpus import Document
 from saeembed.embedding.kernel import load_pipeline
 from saeembed.embedding.pool import document_means
-from saeembed.embedding.reader import length_sorted_batches
+from saeembed.embedding.reader import Chunk, length_sorted_batches
 
 # A right hook and preprocessing gives FVU of roughly 0.05-0.3; an off-by-one layer or a wrong
 # b_dec rule gives FVU >= 1 or an L0 far from the publisher's figure.
@@ -67,9 +67,10 @@ def check(config: EmbedConfig, docs: list[Document] | None = None) -> CheckRepor
     active_tokens = n_tokens = 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
     sae = sae.to(sae.device, torch.float32)  # measure reconstruction in full precision
-    batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device)
+    token_batches = length_sorted_batches(chunks, config.batch_tokens, config.max_batch_docs, reader.device)
+    batches: list[list[Chunk]] | list[torch.Tensor] = token_batches
     if sae.info.reads == "document":  # one vector per document: FVU and L0 are over documents
-        batches = [document_means(reader, batches, len(docs)).to(sae.device)]
+        batches = [document_means(reader, token_batches, len(docs)).to(sae.device)]
     for batch in batches:
         x = sae.prepare(batch if isinstance(batch, torch.Tensor) else reader.token_activations(batch)[0].float())
         codes = sae.encode_prepared(x)
@@ -82,7 +83,7 @@ def check(config: EmbedConfig, docs: list[Document] | None = None) -> CheckRepor
     fvu = residual / max(total, 1e-12)
     l0 = active_tokens / max(n_tokens, 1)
     report = CheckReport(fvu, l0, sae.info.expected_l0, n_tokens, float(fired.float().mean()),
-                         reader.spec.model, reader.spec.layer, config.sae)
+                         reader.spec.model, reader.spec.layer, str(config.sae))
     if fvu > FVU_WARN:
         report.warnings.append(f"FVU {fvu:.2f} > {FVU_WARN}: the SAE reconstructs these activations badly; the "
                                f"layer, hook or input preparation is probably wrong for this SAE")

@@ -178,9 +178,10 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
             if problem:
                 problems.append(Problem(where, problem))
                 continue
+            assert record is not None  # every Record without a problem carries its record
             doc, problem = _document(record, row_number, text_field, id_field,
                                      where, Path(name).stem if prefix_ids else None)
-            if not problem and kinds is not None:
+            if not problem and kinds is not None and chats is not None:  # both or neither (check_field_types)
                 # fitted together: a refused record changes neither the fields' kinds nor the messages'
                 try:
                     fitted = (kinds.fit(doc.fields, where),
@@ -201,7 +202,7 @@ def _gather(streams: Iterable[tuple[str, Iterator[Record]]], names: list[str], *
             docs.append(doc)
     if problems and not skip_invalid:
         raise CorpusError(problems_message(problems))
-    if kinds is not None:
+    if kinds is not None and chats is not None:
         kinds.check_storable()
         chats.check_storable()
     if not docs:

@@ -124,7 +124,8 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
     if sae.info.layer is not None and sae.info.layer != layer:
         raise SAEError(f"the SAE was trained on the output of block {sae.info.layer} "
                        f"({sae.info.hook_name}), not {layer}; set layer={sae.info.layer} (--layer {sae.info.layer})")
-    spec, _ = inspect_model(config.model, layer, revision=config.revision,
+    model = str(config.model)  # a hub id or a local path, given as str or Path
+    spec, _ = inspect_model(model, layer, revision=config.revision,
                             trust_remote_code=config.trust_remote_code)
     if sae.d_in != spec.hidden_size:
         raise SAEError(f"the SAE reads vectors of width {sae.d_in} but {config.model} has hidden size "
@@ -134,9 +135,9 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
         raise SAEError(f"{config.sae} is a document-level SAE: it encodes one vector per document, so "
                        f"--pool {config.pooling} does not apply; drop --pool")
     named = sae.info.model_name
-    if named and not Path(config.model).is_dir() and Path(named).name.lower() not in config.model.lower():
-        log.warning("the SAE was trained on %s; reading it with %s", named, config.model)
-    reader = load_reader(config.model, layer, device=config.device, dtype=config.dtype,
+    if named and not Path(model).is_dir() and Path(named).name.lower() not in model.lower():
+        log.warning("the SAE was trained on %s; reading it with %s", named, model)
+    reader = load_reader(model, layer, device=config.device, dtype=config.dtype,
                          revision=config.revision, trust_remote_code=config.trust_remote_code,
                          max_tokens=config.max_tokens)
     return reader, sae.to(reader.device, reader.dtype)

@@ -109,6 +109,7 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
             if writer is None:
                 writer = StoreWriter(output, table.schema, meta)
             writer.write(table)
+        assert writer is not None  # one key per document, and a Corpus always has at least one
         writer.close()
     except BaseException:
         if writer is not None:

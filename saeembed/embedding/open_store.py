@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
-from saeembed.embedding.config import EmbedConfig
+from saeembed.embedding.config import EmbedConfig, Pooling
 from saeembed.store import Store, is_store, load_store
 
 
@@ -50,6 +50,7 @@ def config_of(store: Store) -> EmbedConfig:
                        max_tokens=meta.get("max_tokens"), long=meta.get("long", "chunk"))
 
 
-def _token_pooling(pooling: str | None) -> str:
+def _token_pooling(pooling: str | None) -> Pooling:
     """The EmbedConfig pooling behind a store's recorded one (`document`: the SAE pools by itself)."""
-    return "max" if pooling in (None, "document") else pooling
+    # cast, not a check: EmbedConfig (check_fields) refuses a recorded value that is not a Pooling, naming it
+    return "max" if pooling in (None, "document") else cast(Pooling, pooling)

@@ -85,7 +85,11 @@ def merge_chunks(parts: list[tuple[DocVectors, np.ndarray, int]], pooling: Pooli
     max): exact for the mean and max, an approximation for the percentiles."""
     n = int(sum(v.n_tokens[r] for v, _, r in parts))
     weights = np.array([v.n_tokens[r] for v, _, r in parts], np.float64)
-    stats = np.stack([v.concept_counts[r] for v, _, r in parts])
+    chunk_stats = []
+    for v, _, r in parts:
+        assert v.concept_counts is not None  # encode_chunks, which makes these rows, always fills them
+        chunk_stats.append(v.concept_counts[r])
+    stats = np.stack(chunk_stats)
     merged_stats = (weights @ stats / max(weights.sum(), 1)).astype(np.float32)
     merged_stats[1] = stats[:, 1].max()
     if len(parts) == 1 and pooling != "mean":

@@ -109,7 +109,7 @@ def _check_templates_before_ray(docs: list[Document], config: EmbedConfig) -> No
         return
     try:
         # any layer does: rendering a conversation reads the tokenizer and its template, never a block
-        reader = load_reader(config.model, 0, device="cpu", revision=config.revision,
+        reader = load_reader(str(config.model), 0, device="cpu", revision=config.revision,
                              trust_remote_code=config.trust_remote_code, max_tokens=config.max_tokens)
     except ReaderError:
         return
@@ -283,11 +283,11 @@ def _ray_session(config: EmbedConfig) -> Iterator[Any]:
     started = False
     if not ray.is_initialized():
         local = config.ray_address is None
-        if not local:
+        if config.ray_address is not None:  # not local
             _check_reachable(config.ray_address)
+        no_dashboard: dict[str, Any] = {"include_dashboard": False} if local else {}
         try:
-            ray.init(address=config.ray_address, logging_level=logging.ERROR, log_to_driver=False,
-                     **({"include_dashboard": False} if local else {}))
+            ray.init(address=config.ray_address, logging_level=logging.ERROR, log_to_driver=False, **no_dashboard)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             where = f"the Ray cluster at {config.ray_address}" if not local else "a local Ray"
             raise ConfigError(f"cannot start or join {where} ({first_line(exc)}); start the cluster "

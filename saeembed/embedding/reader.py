@@ -186,7 +186,8 @@ class Reader:
         offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2)
         pooled = (offsets[:, 1] > offsets[:, 0]) & ~np.isin(np.asarray(ids, dtype=np.int64), self._special_ids)
         if pooled_ranges is not None:
-            pooled &= np.any([(offsets[:, 0] < hi) & (offsets[:, 1] > lo) for lo, hi in pooled_ranges] or [False], 0)
+            in_range = [(offsets[:, 0] < hi) & (offsets[:, 1] > lo) for lo, hi in pooled_ranges]
+            pooled &= np.any(in_range, 0) if in_range else False
         keep = np.flatnonzero(pooled)
         body = self.max_tokens - len(self.prefix) - len(self.suffix)
         starts = range(0, max(len(ids), 1), body)
@@ -210,6 +211,8 @@ class Reader:
         a chat template rendered it."""
         messages = doc.messages or ([{"role": as_chat, "content": doc.text}] if as_chat else None)
         if messages is None:
+            if doc.text is None:  # corpus readers never make one; a Document built by hand might
+                raise ReaderError(f"{doc.where or doc.id}: the document has neither text nor messages")
             return doc.text, None, False
         if self.has_chat_template:
             try:
@@ -266,10 +269,10 @@ def load_reader(model: str, layer: int, *, device: str = "auto", dtype: str = "a
         hf_logging.disable_progress_bar()  # saeembed draws its own progress
         try:
             # safetensors (or GGUF, plain tensors too) only: a pickled pytorch_model.bin can run code when read
+            only_safetensors: dict[str, Any] = {} if gguf else {"use_safetensors": True}
             with _quiet_gguf(), _gguf_errors(model) if gguf else contextlib.nullcontext():
                 net = AutoModel.from_pretrained(where, **gguf, config=config, dtype=torch_dtype, revision=revision,
-                                                trust_remote_code=trust_remote_code,
-                                                **({} if gguf else {"use_safetensors": True}))
+                                                trust_remote_code=trust_remote_code, **only_safetensors)
         except OSError as exc:
             raise ReaderError(f"cannot load model {model!r}: {first_line(exc, 300)}") from None
         finally:
@@ -332,7 +335,7 @@ def gguf_file(model: str) -> Path | None:
     return path if path.suffix.lower() == ".gguf" and path.is_file() else None
 
 
-def _source(model: str) -> tuple[str, dict[str, str]]:
+def _source(model: str) -> tuple[str, dict[str, Any]]:
     """Where `from_pretrained` reads `model` and the extra argument it needs: a GGUF file is read from its
     folder by name (transformers dequantises it to the compute dtype with the `gguf` package)."""
     file = gguf_file(model)

@@ -40,7 +40,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from saeembed.hashing import text_key
 from saeembed.labels import LabelError, Labels
 from saeembed.spans import marked_context, peak_span, top_documents
 from saeembed.store import Store
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 KEEP_ACCURACY = 0.75
@@ -278,6 +281,8 @@ def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
             return self.do_open(HTTP, req)
 
     class HTTPSHandler(urllib.request.HTTPSHandler):
+        _context: ssl.SSLContext | None  # set by urllib's __init__; typeshed omits this private attribute
+
         def https_open(self, req: Any) -> Any:
             extra = {"check_hostname": self._check_hostname} if hasattr(self, "_check_hostname") else {}
             return self.do_open(HTTPS, req, context=self._context, **extra)
@@ -294,7 +299,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def _read_body(response: Any, deadline: float) -> bytes:
     """The whole body, read in pieces so a server that trickles it cannot outlast the deadline."""
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
     while True:
         left = deadline - time.monotonic()

@@ -125,7 +125,7 @@ def _commonest_peak(store: Store, texts: list[str], csc: Any, latent: int, n: in
     for row in rows[np.argsort(-values, kind="stable")[:n]]:
         span = peak_span(store, int(row), latent)
         token = texts[row][span[0]: span[1]].strip().lower() if span else ""
-        if token and not _is_role_marker(token):
+        if token and span and not _is_role_marker(token):  # a token implies a span: `span` narrows it for mypy
             peaks[token] += 1
             places[token, _place(texts[row], span[0])] += 1
     if not peaks:

@@ -36,8 +36,8 @@ def write_cluster_report(result: Any, path: str | Path, by: str | Sequence[Any] 
     order = [int(c) for c in description["cluster"]]  # largest first
     colours = {c: plots.colour(i) for i, c in enumerate(order)}
     names = {c: f"cluster {c}" for c in order}
-    unassigned = [{"cluster": c, "what": what, "size": int((assignment == c).sum())}
-                  for c, what in UNASSIGNED.items() if (assignment == c).any()]
+    unassigned: list[dict[str, Any]] = [{"cluster": c, "what": what, "size": int((assignment == c).sum())}
+                                        for c, what in UNASSIGNED.items() if (assignment == c).any()]
     sizes = [(names[c], int(s), colours[c]) for c, s in zip(order, description["size"])]
     sizes += [(u["what"], u["size"], plots.GREY) for u in unassigned]
     if store is not None and store.n_docs != len(assignment):

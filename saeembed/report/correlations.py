@@ -75,7 +75,7 @@ def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
         return rows[span], values[span]
 
     texts, ids = store.frame["text"], store.frame["id"]
-    out = []
+    out: list[dict[str, Any] | None] = []
     for p in pairs:
         (rows_a, values_a), (rows_b, values_b) = entries(p["latent_a"]), entries(p["latent_b"])
         shared, at_a, at_b = np.intersect1d(rows_a, rows_b, assume_unique=True, return_indices=True)

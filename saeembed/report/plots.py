@@ -50,7 +50,8 @@ def to_svg(fig: Any, name: str) -> Any:
     import matplotlib
 
     buffer = io.StringIO()
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": f"saeembed-{name}"}):
+    # matplotlib's stubs type rc_context's keys as a Literal of every rc name; ours are plain str (ignore below)
+    with matplotlib.rc_context({**_RC, "svg.hashsalt": f"saeembed-{name}"}):  # type: ignore[dict-item]
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -63,7 +64,7 @@ def to_svg(fig: Any, name: str) -> Any:
 def _style() -> Any:
     import matplotlib
 
-    return matplotlib.rc_context(_RC)
+    return matplotlib.rc_context(_RC)  # type: ignore[arg-type]  # stubs: rc keys typed as a Literal, ours are str
 
 
 def _thin(x: np.ndarray, y: np.ndarray, *groups: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import math
 import re
 import reprlib
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, cast
 
 import torch
 
@@ -22,7 +22,7 @@ from saeembed.errors import SAEError
 from saeembed.hashing import fingerprint
 from saeembed.jsonfile import read_json_object, read_safetensors
 from saeembed.sae.hooks import layer_from_hook
-from saeembed.sae.model import READS, SAE, SAEInfo
+from saeembed.sae.model import READS, SAE, Rule, SAEInfo
 
 FORMATS = ("saelens", "sparsify", "goodfire", "gemmascope", "dictionary_learning")
 _AGAIN = "download the SAE again"
@@ -284,7 +284,7 @@ def _layer(hook: str | None, path: Path, field: str) -> int | None:
         raise SAEError(f"{path}: {field}: {exc}") from None
 
 
-def _info(path: Path, source: str, fmt: str, arch: str, w_enc: torch.Tensor, files: list[Path],
+def _info(path: Path, source: str, fmt: str, arch: Rule, w_enc: torch.Tensor, files: list[Path],
           **known: Any) -> SAEInfo:
     return SAEInfo(source=source, format=fmt, architecture=arch, d_in=w_enc.shape[0],
                    d_sae=w_enc.shape[1], fingerprint=fingerprint(files), **known)
@@ -375,6 +375,7 @@ def _load_saelens(path: Path, source: str) -> SAE:
         sae_args["threshold"] = threshold if threshold is not None else _finite(
             named["log_threshold"].exp(), weights, "exp(log_threshold)")
     if arch == "topk":
+        assert k is not None and k_field is not None  # set above for a topk SAE, which refuses a missing k
         sae_args["k"] = _check_k(k, w_enc.shape[1], cfg_path, k_field)
         if rescale:
             # Selecting on pre * ||W_dec_i|| equals a plain topk SAE with the norm folded in; a latent whose
@@ -384,9 +385,10 @@ def _load_saelens(path: Path, source: str) -> SAE:
             w_dec = w_dec / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
             for name, value in (("W_enc * ||W_dec||", w_enc), ("b_enc * ||W_dec||", b_enc), ("W_dec", w_dec)):
                 _finite(value, weights, name)
-    info = _info(folder, source, "saelens", arch, w_enc, [weights, cfg_path],
+    # arch is one of the four rules: any other value was refused above
+    info = _info(folder, source, "saelens", cast(Rule, arch), w_enc, [weights, cfg_path],
                  hook_name=hook, layer=layer, model_name=model_name,
-                 expected_l0=expected_l0 or (float(k) if arch == "topk" else None),
+                 expected_l0=expected_l0 or (float(sae_args["k"]) if arch == "topk" else None),
                  extra={"neuronpedia_id": neuronpedia_id}, reads=reads)
     return SAE(w_enc, b_enc, w_dec, b_dec, info, apply_b_dec_to_input=apply_b_dec, center_input=center,
                **sae_args)
@@ -513,6 +515,8 @@ def _load_dictionary_learning(path: Path, source: str) -> SAE:
         w_enc, w_dec = w_enc.T.contiguous(), w_dec.T.contiguous()
     _check_dims(trainer, w_enc, weights, {"activation_dim": "d_in", "dict_size": "d_sae"})
     sae_args: dict[str, Any] = {}
+    arch: Rule
+    k: int | None
     if dict_class == "AutoEncoderTopK":
         if "k" in tensors:
             k, k_path, k_field = _k_buffer(tensors["k"], weights), weights, "k"

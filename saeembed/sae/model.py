@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -71,8 +71,9 @@ class SAE:
         if self.W_enc.ndim != 2 or 0 in self.W_enc.shape:
             raise SAEError(f"{source}: W_enc is {list(self.W_enc.shape)}, expected a 2-D [d_in, d_sae] matrix")
         d_in, d_sae = self.W_enc.shape
-        expected = {"W_dec": [(d_sae, d_in)], "b_enc": [(d_sae,)], "b_dec": [(d_in,)],
-                    "threshold": [(d_sae,), (), (1,)], "b_gate": [(d_sae,)], "r_mag": [(d_sae,)], "b_mag": [(d_sae,)]}
+        expected: dict[str, list[tuple[int, ...]]] = {
+            "W_dec": [(d_sae, d_in)], "b_enc": [(d_sae,)], "b_dec": [(d_in,)], "threshold": [(d_sae,), (), (1,)],
+            "b_gate": [(d_sae,)], "r_mag": [(d_sae,)], "b_mag": [(d_sae,)]}
         for name, shapes in expected.items():
             value = getattr(self, name)
             if value is not None and tuple(value.shape) not in shapes:
@@ -99,8 +100,9 @@ class SAE:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "SAE":
         """Return a copy with every tensor on `device` (and `dtype`)."""
-        moved = {name: (value.to(device=device, dtype=dtype) if isinstance(value, torch.Tensor) else value)
-                 for name, value in self.__dict__.items()}
+        moved: dict[str, Any] = {
+            name: (value.to(device=device, dtype=dtype) if isinstance(value, torch.Tensor) else value)
+            for name, value in self.__dict__.items()}
         return replace(self, **moved)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +125,8 @@ class SAE:
             x = x - self.b_dec
         rule = self.info.architecture
         if rule == "gated":
+            # __post_init__ refuses a gated SAE without them
+            assert self.b_gate is not None and self.r_mag is not None and self.b_mag is not None
             gate = (x @ self.W_enc + self.b_gate) > 0
             mag = torch.relu(x @ (self.W_enc * torch.exp(self.r_mag)) + self.b_mag)
             return mag * gate
@@ -130,7 +134,9 @@ class SAE:
         if rule == "relu":
             return torch.relu(pre)
         if rule == "jumprelu":
+            assert self.threshold is not None  # __post_init__ refuses a jumprelu SAE without one
             return torch.relu(pre) * (pre > self.threshold)
+        assert self.k is not None  # topk: __post_init__ refuses a k that is not an int in [1, d_sae]
         values, indices = torch.topk(pre, self.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
 
@@ -144,6 +150,7 @@ class SAE:
         if self.info.architecture == "topk":
             if self.apply_b_dec_to_input:
                 x = x - self.b_dec
+            assert self.k is not None  # __post_init__ refuses a topk SAE without an int k in [1, d_sae]
             values, latents = torch.topk(torch.addmm(self.b_enc, x, self.W_enc), self.k, dim=-1, sorted=False)
             active = values > 0
             rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(latents)

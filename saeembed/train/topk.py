@@ -53,7 +53,7 @@ class TopKSAE(torch.nn.Module):
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))  # in place: W_dec stays a Parameter
 
     @torch.no_grad()
     def remove_parallel_gradient(self) -> None:

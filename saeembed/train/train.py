@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypedDict
 
 import torch
 
@@ -160,6 +160,15 @@ class TrainResult:
     """Documents left out with `skip_invalid` (corpus.Problem: where and why)."""
 
 
+class _Stream(TypedDict):
+    """The arguments of `window_activations` every pass over the corpus shares."""
+
+    window_docs: int
+    batch_tokens: int
+    max_batch_docs: int
+    reads: Reads
+
+
 def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
               on_progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
     """Train a TopK SAE on the reader's layer-`layer` activations of the corpus; save to `output`.
@@ -178,8 +187,8 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     random.Random(config.seed).shuffle(docs)
     n_holdout = max(1, int(len(docs) * config.holdout_fraction)) if len(docs) > 1 else 0
     holdout, train_docs = docs[:n_holdout], docs[n_holdout:]
-    stream = dict(window_docs=config.window_docs, batch_tokens=config.batch_tokens, max_batch_docs=256,
-                  reads=config.reads)
+    stream = _Stream(window_docs=config.window_docs, batch_tokens=config.batch_tokens, max_batch_docs=256,
+                     reads=config.reads)
     cache = ActivationCache(config.activations_dir, reader, train_docs, config.window_docs, config.reads) \
         if config.activations_dir else None
     eval_x = _held_out(window_activations(reader, holdout, **stream), config.eval_tokens, reader.spec.hidden_size)
