@@ -96,7 +96,7 @@ def test_wheel_ships_both_packages_and_data(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("saeembed-*.whl"))).namelist()
     assert "commands/app.py" in names and "saeembed/embedding/kernel.py" in names
     assert "saeembed/report/templates/diff.html" in names  # the HTML reports' templates
-    assert "saeembed/data/check_sample.txt" in names
+    assert "saeembed/data/check_sample.txt" in names and "saeembed/py.typed" in names  # typed for users
     assert {"saeembed/data/default-sae/sae_weights.safetensors", "saeembed/data/default-sae/labels.parquet",
             "saeembed/data/default-sae/cfg.json", "saeembed/data/default-sae/MODEL_CARD.md"} <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
