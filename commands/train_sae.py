@@ -8,53 +8,61 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from commands import options
 from commands.ui import print_json, shown, stderr, user_errors
+from saeembed.settings import field_help
+from saeembed.train.config import TrainConfig
+
+_T = TrainConfig
+
+
+def _required(name: str, flag: str) -> object:
+    return typer.Option(..., flag, help=field_help(TrainConfig, name))
 
 
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Corpus files (JSONL, CSV, Parquet, text), globs or -.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for cfg.json + sae_weights.safetensors.")],
-    model: Annotated[str, typer.Option(help="Reader: Hugging Face id or local folder.")],
-    layer: Annotated[int, typer.Option(help="Train on the output of block L (0-based).")],
-    latents: Annotated[int, typer.Option(help="Number of latents.")] = 8192,
-    k: Annotated[int, typer.Option(help="Active latents per token (per document with --reads document).")] = 32,
-    reads: Annotated[str, typer.Option(help="tokens: an SAE of every token; document: of each document's "
-                                            "normalised mean activation (k latents per document).")] = "tokens",
-    matryoshka: Annotated[Optional[str], typer.Option(
-        help="Nested prefixes, e.g. 128,512: the first m latents alone must also reconstruct.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the corpus.")] = 1,
-    max_train_tokens: Annotated[Optional[int], typer.Option(help="Stop after this many tokens.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Tokens (documents) per optimiser step.")] = 4096,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default 2e-4/sqrt(latents/16384)).")] = None,
-    activations_dir: Annotated[Optional[Path], typer.Option(help="Cache activations here (float16).")] = None,
-    save_dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
-    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-    skip_invalid: Annotated[bool, typer.Option(help="Train on the valid documents and list the others.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    model: str = _required("model", "--model"),
+    layer: int = _required("layer", "--layer"),
+    latents: int = options.setting(_T, "latents", "--latents"),
+    k: int = options.setting(_T, "k", "--k"),
+    reads: str = options.setting(_T, "reads", "--reads"),
+    matryoshka: Optional[str] = typer.Option(None, "--matryoshka", help=field_help(TrainConfig, "matryoshka")
+                                             + " Give the sizes separated by commas: 128,512."),
+    epochs: int = options.setting(_T, "epochs", "--epochs"),
+    max_train_tokens: Optional[int] = options.setting(_T, "max_train_tokens", "--max-train-tokens"),
+    batch_size: int = options.setting(_T, "batch_size", "--batch-size"),
+    lr: Optional[float] = options.setting(_T, "lr", "--lr"),
+    activations_dir: Optional[Path] = options.setting(_T, "activations_dir", "--activations-dir"),
+    save_dtype: str = options.setting(_T, "save_dtype", "--save-dtype"),
+    text_field: str = options.setting(_T, "text_field", "--text-field"),
+    id_field: str = options.setting(_T, "id_field", "--id-field"),
+    skip_invalid: bool = options.setting(_T, "skip_invalid", "--skip-invalid"),
+    seed: int = options.setting(_T, "seed", "--seed"),
+    device: str = options.setting(_T, "device", "--device"),
+    revision: Optional[str] = options.setting(_T, "revision", "--revision"),
+    trust_remote_code: bool = options.setting(_T, "trust_remote_code", "--trust-remote-code"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the held-out figures as JSON.")] = False,
 ) -> None:
     """Train a TopK SAE (Gao et al. 2024 recipe) on the reader's activations; resumable."""
     from commands.progress import train_progress
-    from saeembed.train.train import TrainConfig, train_sae
+    from saeembed.train.train import train_sae
 
     with user_errors():
-        if save_dtype not in ("float32", "float16", "bfloat16"):
-            raise typer.BadParameter("choose float32, float16 or bfloat16", param_hint="--save-dtype")
-        if reads not in ("tokens", "document"):
-            raise typer.BadParameter("choose tokens or document", param_hint="--reads")
         try:
             prefixes = tuple(int(m) for m in matryoshka.split(",")) if matryoshka else ()
         except ValueError:
             raise typer.BadParameter("give latent counts separated by commas, e.g. 128,512",
                                      param_hint="--matryoshka") from None
-        config = TrainConfig(model=model, layer=layer, latents=latents, k=k, reads=reads, matryoshka=prefixes,
-                             epochs=epochs,
-                             max_train_tokens=max_train_tokens, batch_size=batch_size, lr=lr,
-                             activations_dir=activations_dir, save_dtype=save_dtype, text_field=text_field,
-                             skip_invalid=skip_invalid,
-                             seed=seed, device=device)
+        # every value is checked by TrainConfig, which names the option of a bad one
+        config = TrainConfig(model=model, layer=layer, latents=latents, k=k, reads=reads,  # type: ignore[arg-type]
+                             matryoshka=prefixes, epochs=epochs, max_train_tokens=max_train_tokens,
+                             batch_size=batch_size, lr=lr, activations_dir=activations_dir,
+                             save_dtype=save_dtype, text_field=text_field, id_field=id_field,  # type: ignore[arg-type]
+                             skip_invalid=skip_invalid, seed=seed, device=device, revision=revision,
+                             trust_remote_code=trust_remote_code)
         with train_progress(disabled=quiet) as on_progress:
             result = train_sae(inputs, output, config, on_progress=on_progress)
     for problem in result.skipped:

@@ -20,7 +20,8 @@ _EXPORTS = {
     "check": "saeembed.embedding.check", "open_store": "saeembed.embedding.open_store",
     # stores and SAEs
     "load_store": "saeembed.store", "Store": "saeembed.store", "read_meta": "saeembed.store",
-    "load_sae": "saeembed.sae", "SAE": "saeembed.sae", "TrainConfig": "saeembed.train", "train_sae": "saeembed.train",
+    "load_sae": "saeembed.sae", "SAE": "saeembed.sae", "TrainConfig": "saeembed.train.config",
+    "train_sae": "saeembed.train.train",
     # analyses
     "select_concepts": "saeembed.analysis.concepts", "diff": "saeembed.analysis.diff",
     "correlations": "saeembed.analysis.correlations", "associations": "saeembed.analysis.associations",

@@ -53,13 +53,6 @@ class ConceptError(SaeEmbedError):
     """A concept query selects nothing usable."""
 
 
-def one_of(owner: str, field: str, value: object, allowed: tuple) -> None:
-    """Refuse `value` unless it is one of `allowed`."""
-    if value not in allowed:
-        raise ConfigError(f"{owner}.{field} = {value!r} is not allowed; choose one of "
-                          f"{', '.join(repr(a) for a in allowed)}")
-
-
 def at_least(owner: str, field: str, value: object, low: float, *, optional: bool = False,
              integer: bool = True) -> None:
     """Refuse `value` unless it is a number (an int when `integer`) >= `low` (or None when `optional`)."""

@@ -68,22 +68,24 @@ def test_cluster_config_refuses_bad_values(field, value):
     ("matryoshka", (512, 128), "increasing"),
     ("matryoshka", (64, 64), "increasing"),
     ("matryoshka", (0,), "between 0 and latents"),
-    ("holdout_fraction", 1.0, "[0, 1)"),
-    ("buffer_tokens", 100, ">= 8192"),
-    ("lr", 0.0, "number >= 1e-12"),
+    ("holdout_fraction", 1.0, "a number >= 0 and < 1"),
+    ("buffer_tokens", 100, "at least two batches (2 x batch_size = 8192)"),
+    ("lr", 0.0, "a number > 0"),
     ("dtype", "half", "'bfloat16'"),
     ("layer", -2, ">= 0"),
 ])
 def test_train_config_refuses_bad_values_before_training(field, value, says):
-    from saeembed.train.train import TrainConfig
+    from saeembed.train.config import TrainConfig
 
     with pytest.raises(ConfigError) as error:
         TrainConfig(**{"model": "m", "layer": 1, "latents": 64, "batch_size": 4096, field: value})
-    assert f"TrainConfig.{field} = " in str(error.value) and says in str(error.value)
+    message = str(error.value)
+    assert message.startswith(f"TrainConfig.{field}") and f" = {value!r} is not allowed" in message, message
+    assert says in message
 
 
 def test_every_train_config_field_is_documented():
-    import saeembed.train.train as train
+    import saeembed.train.config as train
 
     assert _undocumented(train, "TrainConfig") == set()
 
@@ -101,3 +103,12 @@ def _undocumented(module, name: str) -> set[str]:
             documented.add(last)
             last = None
     return {f.name for f in dataclasses.fields(getattr(module, name))} - documented
+
+
+@pytest.mark.parametrize("build", [lambda: __import__("saeembed.embedding.config", fromlist=["x"]).EmbedConfig(
+    model="m", sae="s", cache_dir=False), lambda: __import__("saeembed.train.config", fromlist=["x"]).TrainConfig(
+    model="m", layer=1, activations_dir=3)])
+def test_a_folder_field_refuses_what_is_not_a_path(build):
+    """A folder given as a number or a flag was a TypeError from pathlib; it is a ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=r"(cache_dir \(--cache-dir\)|activations_dir \(--activations-dir\)) = "):
+        build()

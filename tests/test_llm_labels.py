@@ -233,7 +233,7 @@ def test_a_hanging_endpoint_costs_two_timeouts_not_five_minutes(scripted):
         assert "--llm-timeout" in str(caught.value) and len(Scripted.calls) == 2
     play({**OK, "delay": 0.5}, OK)  # slow once: the second try answers
     assert client.complete("again") == "yes"
-    with pytest.raises(ConfigError, match="LLMClient.timeout = 0 is not allowed"):
+    with pytest.raises(ConfigError, match="LLMClient.timeout \\(--llm-timeout\\) = 0 is not allowed"):
         LLMClient("fake", url, timeout=0)
 
 
@@ -348,7 +348,7 @@ def test_cli_llm_timeout(scripted, tmp_path, monkeypatch):
     assert "did not answer within 0.3 s, twice" in result.stderr and "--llm-timeout" in result.stderr
     result = CliRunner().invoke(app, ["labels", "generate", str(path), "--method", "llm", "--llm-model", "fake",
                                       "--llm-base-url", url, "--llm-timeout", "0"])
-    assert result.exit_code == 1 and "LLMClient.timeout = 0.0 is not allowed" in result.stderr
+    assert result.exit_code == 1 and "LLMClient.timeout (--llm-timeout) = 0.0 is not allowed" in result.stderr
 
 
 # -- fuzzing: any status, headers and body ---------------------------------------------------------

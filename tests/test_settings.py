@@ -11,21 +11,28 @@ import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands import cluster, correlations, diff, registered, risk
+from commands import cluster, correlations, diff, registered, risk, train_sae
 from saeembed.analysis.config import ClusterConfig, CorrelationConfig, DiffConfig, RiskConfig, SearchConfig
 from saeembed.analysis.registry import ANALYSES
 from saeembed.embedding.config import EmbedConfig
 from saeembed.errors import ConfigError
+from saeembed.labels.llm import LLMClient
 from saeembed.settings import _kinds, field_docs, limit_of
+from saeembed.train.config import TrainConfig
 
 # each config and the command that builds it from its options
 COMMANDS = [(DiffConfig, diff.run), (CorrelationConfig, correlations.run), (ClusterConfig, cluster.run),
             (RiskConfig, risk.fit),
-            *((a.config_class(), registered.command(a)) for a in ANALYSES)]  # drift ...
-CONFIGS = [*(config for config, _ in COMMANDS), SearchConfig, EmbedConfig]
-REQUIRED = {EmbedConfig: {"model": "m", "sae": "s"}}
+            (TrainConfig, train_sae.run), *((a.config_class(), registered.command(a)) for a in ANALYSES)]  # drift ...
+CONFIGS = [*(config for config, _ in COMMANDS), SearchConfig, EmbedConfig, LLMClient]
+REQUIRED = {EmbedConfig: {"model": "m", "sae": "s"}, TrainConfig: {"model": "m", "layer": 1}, LLMClient: {"model": "m"}}
+# options that take another form than their field: required ones, and matryoshka as text "128,512"
+OWN_FORM = {TrainConfig: {"model", "layer", "matryoshka"}}
 # fields with rules beyond their declaration (checked by the config itself, tested in test_configs.py)
 OWN_RULES = {CorrelationConfig: {"min_freq", "max_freq"}, SearchConfig: {"feedback"},
+             LLMClient: {"timeout", "cache_dir", "stopped"},
+             TrainConfig: {"model", "k", "matryoshka", "buffer_tokens", "device", "batch_size", "latents",
+                           "activations_dir"},
              EmbedConfig: {"model", "sae", "device", "text_field", "id_field", "pool_roles", "as_chat", "cache_dir",
                            "ray_address", "workers", "gpus_per_worker", "cpus_per_worker"}}
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
@@ -97,6 +104,9 @@ def test_the_cli_options_are_the_configs_declarations(config, command):
         if flag is None:
             continue
         option = params[flag.split("/")[0]]
+        if field.name in OWN_FORM.get(config, ()):
+            assert option.help.startswith(docs[field.name]), (config.__name__, field.name)
+            continue
         assert option.default == field.default, (config.__name__, field.name)
         assert option.help == docs[field.name], (config.__name__, field.name)
 

@@ -117,4 +117,6 @@ class EmbedConfig:
         if self.as_chat is not None and (not isinstance(self.as_chat, str) or not self.as_chat):
             refuse(self, "as_chat", "give a role name, e.g. 'assistant'")
         if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, (str, Path)) or not str(self.cache_dir).strip():
+                refuse(self, "cache_dir", "give a folder, or None for the default cache")
             self.cache_dir = Path(self.cache_dir)

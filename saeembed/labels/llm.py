@@ -45,9 +45,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from saeembed.atomic import write_text
-from saeembed.errors import ConfigError, LLMError, at_least
+from saeembed.errors import LLMError, at_least
 from saeembed.hashing import text_key
 from saeembed.labels import LabelError, Labels
+from saeembed.settings import check_fields, refuse, setting
 from saeembed.spans import marked_context, peak_span, top_documents
 from saeembed.store import Store
 
@@ -79,27 +80,22 @@ class LLMClient:
         max_wait: the longest Retry-After honoured; a server asking for more is an error at once.
     """
 
-    model: str
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str = "OPENAI_API_KEY"
+    model: str = setting(flag="--llm-model")
+    base_url: str = setting("https://api.openai.com/v1", flag="--llm-base-url")
+    api_key_env: str = setting("OPENAI_API_KEY", flag="--llm-key-env")
     cache_dir: Path | None = None
-    retries: int = 4
-    timeout: float = 60.0
-    backoff: float = 1.0
-    bad_answer_retries: int = 2
-    max_wait: float = 120.0
+    retries: int = setting(4, at_least=0)
+    timeout: float = setting(60.0, above=0, flag="--llm-timeout")
+    backoff: float = setting(1.0, at_least=0)
+    bad_answer_retries: int = setting(2, at_least=0)
+    max_wait: float = setting(120.0, at_least=0)
     stopped: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     """Set to end every wait to retry at once (Ctrl-C, or another request failing for good)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) \
-                or not 0 < self.timeout < math.inf:
-            raise ConfigError(f"LLMClient.timeout = {self.timeout!r} is not allowed; give the seconds a request "
-                              f"may take, a number > 0 (e.g. 60)")
-        at_least("LLMClient", "retries", self.retries, 0)
-        at_least("LLMClient", "bad_answer_retries", self.bad_answer_retries, 0)
-        at_least("LLMClient", "backoff", self.backoff, 0, integer=False)
-        at_least("LLMClient", "max_wait", self.max_wait, 0, integer=False)
+        check_fields(self)
+        if self.timeout == math.inf:
+            refuse(self, "timeout", "give the seconds a request may take, a number > 0 (e.g. 60)")
 
     def complete(self, prompt: str, max_tokens: int = 40, *, what: str = "", on_wait: Waiting | None = None) -> str:
         """The model's answer to `prompt` (from the cache when asked before). `what` names the request

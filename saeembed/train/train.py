@@ -24,118 +24,11 @@ from saeembed.embedding.reader import load_reader
 from saeembed.errors import SAEError
 from saeembed.hashing import text_key
 from saeembed.outputs import check_output
-from saeembed.sae.model import Reads
 from saeembed.train.activations import ActivationCache, ShuffleBuffer, window_activations
+from saeembed.train.config import Reads, TrainConfig
 from saeembed.train.topk import TopKSAE, TopKTrainer, default_lr, evaluate
 
 CHECKPOINT = "checkpoint.safetensors"  # tensors + the run's position in its metadata: one atomic file
-
-
-@dataclass
-class TrainConfig:
-    """How an SAE is trained. CLI defaults come from here."""
-
-    model: str
-    """Reader whose activations are learned: Hugging Face id or local folder."""
-    layer: int
-    """Block whose output is read (0-based)."""
-    latents: int = 8192
-    """Width of the SAE (d_sae)."""
-    k: int = 32
-    """Latents kept per token (per document with reads="document"): the TopK of the encoder."""
-    reads: Reads = "tokens"
-    """tokens: an SAE of every token's activation (pooled over documents when embedding); document: an
-    SAE of each document's unit-norm mean activation (HypotheSAEs' document-level recipe), so every
-    document gets exactly k latents whatever its length. With `document`, the "tokens" of batch_size,
-    max_train_tokens and dead_after_tokens are documents."""
-    matryoshka: tuple[int, ...] = ()
-    """Nested prefixes (e.g. (128, 512)): the first m latents alone must also reconstruct, so early
-    latents learn broad concepts (Matryoshka SAEs; HypotheSAEs' default for document SAEs)."""
-    lr: float | None = None
-    """None: 2e-4 / sqrt(latents / 2^14), the paper's scaling."""
-    batch_size: int = 4096
-    """Tokens per optimiser step."""
-    epochs: int = 1
-    """Passes over the corpus."""
-    max_train_tokens: int | None = None
-    """Stop after this many training tokens (None: all epochs)."""
-    aux_k: int | None = None
-    """Dead latents used by the AuxK loss; None: d_in / 2 (the paper's choice)."""
-    aux_coef: float = 1 / 32
-    """Weight of the AuxK loss, which makes dead latents learn what the live ones miss."""
-    dead_after_tokens: int | None = None
-    """A latent that has not fired for this many training tokens counts as dead (None: 500,000 tokens,
-    or 10,000 documents with reads="document")."""
-    buffer_tokens: int = 262_144
-    """Activations held in the shuffle buffer (batches are drawn from it at random); >= 2 batches."""
-    window_docs: int = 256
-    """Documents read by the model per window of activations."""
-    holdout_fraction: float = 0.02
-    """Share of documents kept out of training for the held-out FVU, L0 and dead fraction."""
-    eval_tokens: int = 20_000
-    """Held-out tokens evaluated at most."""
-    eval_every_steps: int = 200
-    """Steps between held-out evaluations."""
-    checkpoint_seconds: float = 60.0
-    """Seconds between checkpoints (a killed run resumes from the last)."""
-    seed: int = 0
-    """Seed of the initialisation, the held-out split and the shuffle."""
-    device: str = "auto"
-    """auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."""
-    dtype: str = "auto"
-    """Compute dtype of the reader: auto, float32, bfloat16 or float16 (the SAE trains in float32)."""
-    batch_tokens: int = 16384
-    """Token budget of one forward batch of the reader."""
-    save_dtype: str = "float32"
-    """dtype of the saved weights: float32, float16 or bfloat16."""
-    text_field: str = "text"
-    """Field of each record holding the text."""
-    id_field: str = "id"
-    """Field holding the document's id (used to split off the held-out documents)."""
-    skip_invalid: bool = False
-    """Skip (and report) records without usable text instead of refusing the corpus."""
-    activations_dir: Path | None = None
-    """Cache activations here (float16) so later runs and epochs skip the model."""
-    revision: str | None = None
-    """Branch, tag or commit of the reader on the hub."""
-    trust_remote_code: bool = False
-    """Run model code shipped with a hub model. Off unless asked."""
-
-    def __post_init__(self) -> None:
-        from saeembed.embedding.config import COMPUTE_DTYPES
-        from saeembed.errors import ConfigError, at_least, one_of
-
-        owner = "TrainConfig"
-        if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
-            raise ConfigError(f"{owner}.model = {self.model!r} is not allowed; give a hub id or a local path")
-        at_least(owner, "layer", self.layer, 0)
-        at_least(owner, "latents", self.latents, 2)
-        at_least(owner, "k", self.k, 1)
-        if self.k > self.latents:
-            raise ConfigError(f"{owner}.k = {self.k} is not allowed; it must not exceed latents ({self.latents})")
-        one_of(owner, "reads", self.reads, ("tokens", "document"))
-        self.matryoshka = tuple(self.matryoshka)
-        if any(isinstance(m, bool) or not isinstance(m, int) or not 0 < m < self.latents for m in self.matryoshka) \
-                or list(self.matryoshka) != sorted(set(self.matryoshka)):
-            raise ConfigError(f"{owner}.matryoshka = {self.matryoshka!r} is not allowed; give increasing prefix "
-                              f"sizes between 0 and latents ({self.latents}), e.g. (128, 512)")
-        at_least(owner, "lr", self.lr, 1e-12, optional=True, integer=False)
-        for name in ("batch_size", "epochs", "window_docs", "eval_tokens", "eval_every_steps"):
-            at_least(owner, name, getattr(self, name), 1)
-        for name in ("max_train_tokens", "aux_k", "dead_after_tokens"):
-            at_least(owner, name, getattr(self, name), 1, optional=True)
-        at_least(owner, "aux_coef", self.aux_coef, 0, integer=False)
-        at_least(owner, "checkpoint_seconds", self.checkpoint_seconds, 0, integer=False)
-        at_least(owner, "batch_tokens", self.batch_tokens, 1)
-        at_least(owner, "seed", self.seed, 0)
-        if not (isinstance(self.holdout_fraction, (int, float)) and 0 <= self.holdout_fraction < 1):
-            raise ConfigError(f"{owner}.holdout_fraction = {self.holdout_fraction!r} is not allowed; give a "
-                              f"share in [0, 1)")
-        at_least(owner, "buffer_tokens", self.buffer_tokens, 2 * self.batch_size)
-        one_of(owner, "save_dtype", self.save_dtype, ("float32", "float16", "bfloat16"))
-        one_of(owner, "dtype", self.dtype, COMPUTE_DTYPES)
-        if self.activations_dir is not None:
-            self.activations_dir = Path(self.activations_dir)
 
 
 @dataclass
@@ -181,7 +74,7 @@ def train_sae(inputs: list[str] | str, output: str | Path, config: TrainConfig,
     output = check_output(output, folder=True)  # before the corpus and the model: not at the final save
     corpus = read_corpus(inputs, text_field=config.text_field, id_field=config.id_field,
                          skip_invalid=config.skip_invalid)
-    reader = load_reader(config.model, config.layer, device=config.device, dtype=config.dtype,
+    reader = load_reader(str(config.model), config.layer, device=config.device, dtype=config.dtype,
                          revision=config.revision, trust_remote_code=config.trust_remote_code)
     docs = list(corpus.documents)
     random.Random(config.seed).shuffle(docs)
