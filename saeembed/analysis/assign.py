@@ -36,10 +36,8 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -65,8 +63,8 @@ from saeembed.analysis.cluster import (
 )
 from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
+from saeembed.checked import LARGEST, Required, check_sha256, read_json_object, sha256_hex, show
 from saeembed.errors import ClusteringError, SaeEmbedError
-from saeembed.jsonfile import read_json_object
 from saeembed.store import COMPAT_FIELDS, Store, check_compatible, present
 
 FORMAT, VERSION = "saeembed-clustering", 1
@@ -81,7 +79,6 @@ TABLE_COLUMNS = {
                   ("freq_out", "float64"), ("diff", "float64")],
 }
 _FIX = "save the clustering again with `saeembed cluster STORE ... --save FOLDER`"
-_LARGEST = 1e30
 
 
 @dataclass
@@ -176,7 +173,7 @@ class ClusteringModel:
                 "config": dataclasses.asdict(self.config), "unit": self.fitted.unit, "concepts": concepts,
                 "store": self.store, "clusters": [int(c) for c in self.cluster_ids], **self.meta,
                 "versions": _versions(__version__),
-                "sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}}
+                "sha256": {name: sha256_hex(blob) for name, blob in blobs.items()}}
         write_text(folder / HEAD, json.dumps(head, indent=2, default=_plain))
         return folder
 
@@ -337,15 +334,7 @@ def _parquet_bytes(frame: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _show(value: Any) -> str:
-    import reprlib
-
-    short = reprlib.Repr()
-    short.maxstring, short.maxother, short.maxlist, short.maxdict = 40, 40, 4, 4
-    return " ".join(short.repr(value).split())[:80]
-
-
-class _Loader:
+class _Loader(Required):
     """Reads a clustering folder field by field; anything wrong is one ClusteringError naming file and field."""
 
     def __init__(self, folder: Path) -> None:
@@ -355,65 +344,26 @@ class _Loader:
             raise ClusteringError(f"{folder} {what} (a saved clustering is a folder holding {', '.join(FILES)}); "
                                   f"save one with `saeembed cluster STORE ... --save {folder}`")
         self.head_path = folder / HEAD
-        self.head = read_json_object(self.head_path, ClusteringError, f"the file is damaged: {_FIX}")
-
-    # the JSON head ---------------------------------------------------------------------------------------
-
-    def refuse(self, name: str, value: Any, expected: str) -> NoReturn:
-        shown = "is missing" if value is None else f"is {_show(value)}"
-        raise ClusteringError(f"{self.head_path}: {name} {shown}; expected {expected}. The file is damaged: {_FIX}")
-
-    def field(self, name: str) -> Any:
-        value: Any = self.head
-        for key in name.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
-
-    def text(self, name: str, allowed: tuple | None = None) -> str:
-        value = self.field(name)
-        if not isinstance(value, str) or (allowed is not None and value not in allowed):
-            self.refuse(name, value, f"one of {', '.join(allowed)}" if allowed else "a string")
-        return value
-
-    def whole(self, name: str, low: int = 0) -> int:
-        value = self.field(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            self.refuse(name, value, f"a whole number >= {low}")
-        return value
-
-    def number(self, name: str, low: float, high: float = _LARGEST) -> float:
-        value = self.field(name)
-        ok = not isinstance(value, bool) and isinstance(value, (int, float))
-        try:
-            ok = ok and math.isfinite(float(value)) and low < float(value) <= high
-        except OverflowError:
-            ok = False
-        if not ok:
-            self.refuse(name, value, f"a number in ({low:g}, {high:g}]")
-        return float(value)
-
-    def strings(self, name: str, length: int, optional: bool = False) -> list:
-        value = self.field(name)
-        if not isinstance(value, list) or len(value) != length or not all(
-                isinstance(v, str) or (optional and v is None) for v in value):
-            self.refuse(name, value, f"a list of {length} strings" + (" or nulls" if optional else ""))
-        return value
+        fix = f"The file is damaged: {_FIX}"
+        super().__init__(read_json_object(self.head_path, ClusteringError, f"the file is damaged: {_FIX}"),
+                         self.head_path, ClusteringError, fix)
+        self.head = self.data
 
     def model(self) -> ClusteringModel:
-        found = self.field("format")
+        found = self.get("format")
         if found != FORMAT:
             self.refuse("format", found, f"{FORMAT!r} (this is not a saved clustering)")
-        version = self.field("version")
+        version = self.get("version")
         if version != VERSION or isinstance(version, bool):
             self.refuse("version", version, f"{VERSION} (written by another version of saeembed)")
         method = self.text("method", CLUSTER_METHODS)
         config = self.config(method)
-        store = self.field("store")
+        store = self.get("store")
         if not isinstance(store, dict) or not all(isinstance(store.get(key), dict) for key in ("model", "sae")):
             self.refuse("store", store, "a JSON object with the model and sae of the store it was fitted on")
         d_sae = self.whole("store.sae.d_sae", 1)
-        unit = self.number("unit", 0.0)
-        clusters = self.field("clusters")
+        unit = self.number("unit", low=0.0, low_open=True, high=LARGEST)
+        clusters = self.get("clusters")
         if not isinstance(clusters, list) or not clusters or not all(
                 isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1 << 30 for c in clusters) or \
                 clusters != sorted(set(clusters)):
@@ -432,8 +382,8 @@ class _Loader:
         labels = arrays.get("labels", "iu", 1).astype(np.int64)
         allowed = np.asarray(clusters + ([NOISE] if method == "hdbscan" else []))
         if len(labels) == 0 or not np.isin(labels, allowed).all() or not np.isin(clusters, labels).all():
-            arrays.refuse("labels", f"holds {_show(sorted(set(labels.tolist()))[:6])}; expected the clusters "
-                          f"{_show(clusters)} of {HEAD}" + (f" (and {NOISE}, noise)" if method == "hdbscan" else "")
+            arrays.refuse("labels", f"holds {show(sorted(set(labels.tolist()))[:6])}; expected the clusters "
+                          f"{show(clusters)} of {HEAD}" + (f" (and {NOISE}, noise)" if method == "hdbscan" else "")
                           + ", each at least once")
         fitted = Fitted(latents, labels.astype(np.int32), None, unit)
         n, m = len(labels), len(latents)
@@ -458,13 +408,13 @@ class _Loader:
                                f"the clustering {self.folder}")
 
     def config(self, method: str) -> ClusterConfig:
-        raw = self.field("config")
+        raw = self.get("config")
         if not isinstance(raw, dict):
             self.refuse("config", raw, "a JSON object (the ClusterConfig)")
         names = {f.name for f in dataclasses.fields(ClusterConfig)}
         unknown = sorted(set(raw) - names)
         if unknown:
-            raise ClusteringError(f"{self.head_path}: config holds {_show(unknown[0])}, which is no setting "
+            raise ClusteringError(f"{self.head_path}: config holds {show(unknown[0])}, which is no setting "
                                   f"(ClusterConfig has {', '.join(sorted(names))}). The file is damaged: {_FIX}")
         missing = sorted(names - set(raw))
         if missing:
@@ -483,7 +433,7 @@ class _Loader:
         return config
 
     def concepts(self, arrays: "_Arrays", latents: np.ndarray) -> Concepts | None:
-        raw = self.field("concepts")
+        raw = self.get("concepts")
         if raw is None and "concepts" in self.head:
             return None
         if not isinstance(raw, dict):
@@ -492,11 +442,11 @@ class _Loader:
         labels = self.strings("concepts.labels", m, optional=True)
         why = self.strings("concepts.why", m)
         query = self.text("concepts.query")
-        matched = self.field("concepts.matched")
+        matched = self.get("concepts.matched")
         if not isinstance(matched, list) or not all(isinstance(v, list) and all(isinstance(w, str) for w in v)
                                                     for v in matched):
             self.refuse("concepts.matched", matched, "a list of lists of words")
-        notes = self.field("concepts.notes")
+        notes = self.get("concepts.notes")
         if not isinstance(notes, list) or not all(isinstance(v, str) for v in notes):
             self.refuse("concepts.notes", notes, "a list of strings")
         weights = arrays.get("weights", "f", 1, (m,))
@@ -504,23 +454,8 @@ class _Loader:
 
     def blobs(self) -> dict[str, bytes]:
         """The other files' bytes, each checked against the SHA-256 the head recorded."""
-        out = {}
-        for name in (ARRAYS, CLUSTERS, DISTINCTIVE):
-            hashes = self.field("sha256")
-            want = hashes.get(name) if isinstance(hashes, dict) else None
-            if not isinstance(want, str):
-                self.refuse(f"sha256.{name}", want, "the SHA-256 of the file (64 hex digits)")
-            path = self.folder / name
-            try:
-                blob = path.read_bytes()
-            except OSError as exc:
-                raise ClusteringError(f"cannot read {path} ({exc.strerror or exc}); every file of a saved "
-                                      f"clustering is needed: {_FIX}") from None
-            if hashlib.sha256(blob).hexdigest() != want:
-                raise ClusteringError(f"{path} is not the file {HEAD} was saved with (its SHA-256 differs from "
-                                      f"sha256.{name}): it is damaged, or two saves were mixed; {_FIX}")
-            out[name] = blob
-        return out
+        return {name: check_sha256(self, ("sha256", name), self.folder / name) for name in (ARRAYS, CLUSTERS,
+                                                                                               DISTINCTIVE)}
 
     def read_arrays(self, blob: bytes) -> dict[str, np.ndarray]:
         from safetensors.numpy import load
@@ -575,7 +510,7 @@ class _Loader:
             arrays.refuse("coords", f"do not reproduce the saved clusters: refitting HDBSCAN (min_cluster_size "
                                     f"{config.min_cluster_size}) puts {differ:,} of {len(labels):,} documents in "
                                     f"another cluster (damaged, or saved with another version of hdbscan: "
-                                    f"{_show(self.field('versions.hdbscan'))})")
+                                    f"{show(self.get('versions.hdbscan'))})")
         return model
 
 
@@ -600,9 +535,9 @@ class _Arrays:
             self.refuse(name, f"has shape {list(array.shape)}; expected {expected}")
         if kinds == "f":
             array = array.astype(np.float64)
-            if not np.isfinite(array).all() or (np.abs(array) > _LARGEST).any():
-                self.refuse(name, f"holds {int((~np.isfinite(array) | (np.abs(array) > _LARGEST)).sum())} values "
-                                  f"that are not finite numbers within ±{_LARGEST:g}")
+            if not np.isfinite(array).all() or (np.abs(array) > LARGEST).any():
+                self.refuse(name, f"holds {int((~np.isfinite(array) | (np.abs(array) > LARGEST)).sum())} values "
+                                  f"that are not finite numbers within ±{LARGEST:g}")
         return array
 
     def reference(self, n: int) -> np.ndarray:

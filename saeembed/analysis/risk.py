@@ -17,15 +17,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeGuard, get_args
+from typing import Any, get_args
 
 import numpy as np
 
 from saeembed.analysis.config import RiskConfig, RiskModel
 from saeembed.analysis.evaluation import Comparison, Score, evaluate
 from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
+from saeembed.checked import LARGEST, Fields, check_sha256, read_fields, read_safetensors, sha256_hex
 from saeembed.errors import ProbeError, SaeEmbedError
-from saeembed.jsonfile import read_json_object, read_safetensors
 from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible, document_frequency
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
@@ -60,7 +60,6 @@ class Probe:
     def save(self, folder: str | Path) -> Path:
         """Write probe.safetensors, then probe.json naming its SHA-256: each file is atomic, and a save
         stopped between the two (or files of two saves mixed) is refused by `load`, not read as one probe."""
-        import hashlib
 
         from safetensors.numpy import save
 
@@ -73,7 +72,7 @@ class Probe:
         write_bytes(folder / PROBE_WEIGHTS, blob)
         write_text(folder / PROBE_JSON, json.dumps({"kind": self.kind, "intercept": self.intercept,
                                                     "link": list(self.link), "meta": self.meta,
-                                                    "weights_sha256": hashlib.sha256(blob).hexdigest()}, indent=2))
+                                                    "weights_sha256": sha256_hex(blob)}, indent=2))
         return folder
 
     @staticmethod
@@ -85,8 +84,8 @@ class Probe:
         if not head_path.is_file() or not weights_path.is_file():
             raise ProbeError(f"{folder} is not a probe folder (needs {PROBE_JSON} and {PROBE_WEIGHTS}); "
                              f"fit one with `saeembed risk fit`")
-        head = _FileFields(head_path, _PROBE_FIX)
-        kind = head.choice("kind", get_args(RiskModel))
+        head = read_fields(head_path, ProbeError, f"The file is damaged: {_PROBE_FIX}")
+        kind = head.text("kind", get_args(RiskModel))
         intercept = head.number("intercept")
         link = head.numbers("link", 2)
         meta = head.object("meta")
@@ -421,7 +420,7 @@ class Baseline:
         if not path.is_file():
             raise ProbeError(f"{folder} is not a baseline folder (no {BASELINE_JSON}); make one with "
                              f"`saeembed risk baseline trusted.parquet -o {folder}`")
-        head = _FileFields(path, _BASELINE_FIX)
+        head = read_fields(path, ProbeError, f"The file is damaged: {_BASELINE_FIX}")
         names = head.data.get("names")
         if names != COUNT_FEATURES:
             head.refuse("names", names, f"the count features {', '.join(COUNT_FEATURES)} (it may come from "
@@ -441,70 +440,13 @@ class Baseline:
 COUNT_FEATURES = [*COUNT_STATS, "log_active_latents"]
 """The count features `count_features` returns, in order."""
 N_COUNT_FEATURES = len(COUNT_FEATURES)
-_LARGEST = 1e12
-"""Largest magnitude of a saved number: fitted probes and baselines stay far below it, and below it the risk and
-z-scores of any store are finite (a weight of 1e300 makes inf - inf = NaN)."""
+_LARGEST = LARGEST  # fitted probes and baselines stay far below it, and below it the risk and z-scores of any
+# store are finite (a weight of 1e300 makes inf - inf = NaN)
 _PROBE_FIX = "fit the probe again with `saeembed risk fit`"
 _BASELINE_FIX = "make the baseline again with `saeembed risk baseline`"
 
 
-def _show(value: Any) -> str:
-    """A short one-line repr of a value read from a file."""
-    import reprlib
-
-    short = reprlib.Repr()
-    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 40, 40, 4, 4, 2
-    return " ".join(short.repr(value).split())[:80]
-
-
-class _FileFields:
-    """The JSON object in a probe or baseline file, with typed reads: anything else is a ProbeError naming the
-    file and the field and saying how to make the file again (`fix`)."""
-
-    def __init__(self, path: Path, fix: str) -> None:
-        self.path, self.fix = path, fix
-        data = read_json_object(path, ProbeError, f"the file is damaged: {fix}")
-        self.data = data
-
-    def refuse(self, field: str, value: Any, expected: str) -> NoReturn:
-        shown = "is missing" if value is None else f"is {_show(value)}"
-        raise ProbeError(f"{self.path}: {field} {shown}; expected {expected}. The file is damaged: {self.fix}")
-
-    def choice(self, field: str, allowed: tuple) -> Any:
-        value = self.data.get(field)
-        if not isinstance(value, str) or value not in allowed:
-            self.refuse(field, value, f"one of {', '.join(allowed)}")
-        return value
-
-    def number(self, field: str) -> float:
-        value = self.data.get(field)
-        if not _plausible_number(value):
-            self.refuse(field, value, f"a number between -{_LARGEST:g} and {_LARGEST:g}")
-        return float(value)
-
-    def numbers(self, field: str, length: int) -> list[float]:
-        value = self.data.get(field)
-        if not isinstance(value, list) or len(value) != length or not all(_plausible_number(v) for v in value):
-            self.refuse(field, value, f"a list of {length} numbers between -{_LARGEST:g} and {_LARGEST:g}")
-        return [float(v) for v in value]
-
-    def object(self, field: str) -> dict[str, Any]:
-        value = self.data.get(field)
-        if not isinstance(value, dict):
-            self.refuse(field, value, "a JSON object")
-        return value
-
-
-def _plausible_number(value: Any) -> TypeGuard[float]:  # int or float (not bool)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return abs(float(value)) <= _LARGEST
-    except OverflowError:
-        return False
-
-
-def _fitted_d_sae(meta: dict[str, Any], head: _FileFields) -> int:
+def _fitted_d_sae(meta: dict[str, Any], head: Fields) -> int:
     """The width of the SAE the probe was fitted on (`meta.store.sae.d_sae`): its latents index below it."""
     store = meta.get("store")
     if not isinstance(store, dict):
@@ -516,19 +458,10 @@ def _fitted_d_sae(meta: dict[str, Any], head: _FileFields) -> int:
     return d_sae
 
 
-def _check_pair(head: _FileFields, weights_path: Path) -> None:
+def _check_pair(head: Fields, weights_path: Path) -> None:
     """The weights file is the one probe.json was saved with (probes saved before the checksum have none)."""
-    import hashlib
-    import re
-
-    want = head.data.get("weights_sha256")
-    if want is None:
-        return
-    if not isinstance(want, str) or not re.fullmatch(r"[0-9a-f]{64}", want):
-        head.refuse("weights_sha256", want, "the SHA-256 of probe.safetensors (64 hex digits)")
-    if hashlib.sha256(weights_path.read_bytes()).hexdigest() != want:
-        raise ProbeError(f"{weights_path} is not the file {PROBE_JSON} was saved with (its SHA-256 differs from "
-                         f"weights_sha256): a save was stopped half-way or two saves were mixed; {_PROBE_FIX}")
+    if head.get("weights_sha256") is not None:
+        check_sha256(head, "weights_sha256", weights_path)
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

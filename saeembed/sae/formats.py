@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from pathlib import Path
-from typing import Any, Callable, NoReturn, cast
+from typing import Any, Callable, cast
 
 import torch
 
+from saeembed.checked import Fields, read_json_object, read_safetensors, show
 from saeembed.errors import SAEError
 from saeembed.hashing import fingerprint
-from saeembed.jsonfile import read_json_object, read_safetensors
 from saeembed.sae.hooks import layer_from_hook
 from saeembed.sae.model import READS, SAE, Rule, SAEInfo
 
@@ -74,77 +73,10 @@ def _one_line(text: object, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 40, 4, 4, 2
-
-
-def _show(value: Any) -> str:
-    """A short one-line repr of a value read from a file."""
-    return _one_line(_SHORT.repr(value), 80)
-
-
-class _Fields:
-    """Typed reads of one JSON object of an SAE config file: a value of the wrong type or out of range is an
-    SAEError naming the file and the field, never a wrong SAE. A missing field or null reads as the default."""
-
-    def __init__(self, data: dict[str, Any], path: Path, prefix: str = "") -> None:
-        self.data, self.path, self.prefix = data, path, prefix
-
-    def refuse(self, key: str, value: Any, expected: str) -> NoReturn:
-        raise SAEError(f"{self.path}: {self.prefix}{key} is {_show(value)}; expected {expected}. Fix the field "
-                       f"or {_AGAIN}")
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def section(self, key: str) -> "_Fields":
-        value = self.data.get(key)
-        if value is not None and not isinstance(value, dict):
-            self.refuse(key, value, "a JSON object")
-        return _Fields(value or {}, self.path, f"{self.prefix}{key}.")
-
-    def text(self, key: str) -> str | None:
-        value = self.data.get(key)
-        if value is not None and not isinstance(value, str):
-            self.refuse(key, value, "a string")
-        return value
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.refuse(key, value, "true or false")
-        return value
-
-    def number(self, key: str, *, positive: bool = False) -> float | None:
-        """A finite number >= 0 (> 0 when `positive`), or None when absent."""
-        value = self.data.get(key)
-        if value is None:
-            return None
-        try:
-            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-        except OverflowError:
-            number = math.nan
-        if not math.isfinite(number) or number < 0 or (positive and number == 0):
-            self.refuse(key, value, "a finite number " + ("> 0" if positive else ">= 0"))
-        return number
-
-    def whole(self, key: str, low: int) -> int | None:
-        """A whole number >= `low` (written as an int, or a float like 8.0), or None when absent."""
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            self.refuse(key, value, f"a whole number >= {low}")
-        return value
-
-
-def _read_json(path: Path) -> _Fields:
-    """The JSON object in `path`, for typed reads."""
-    return _Fields(read_json_object(path, SAEError, f"fix the file or {_AGAIN}"), path)
+def _read_json(path: Path) -> Fields:
+    """The JSON object in `path`, for typed reads (a missing field reads as its default)."""
+    return Fields(read_json_object(path, SAEError, f"fix the file or {_AGAIN}"), path, SAEError,
+                  f"Fix the field or {_AGAIN}", optional=True)
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -255,7 +187,7 @@ def _take(tensors: dict[Any, Any], path: Path, layout: dict[str, str]) -> list[t
     return out
 
 
-def _check_dims(fields: "_Fields", w_enc: torch.Tensor, weights: Path, names: dict[str, str]) -> None:
+def _check_dims(fields: "Fields", w_enc: torch.Tensor, weights: Path, names: dict[str, str]) -> None:
     """Refuse a config whose declared widths (`names`: field -> d_in or d_sae) disagree with the tensors,
     naming both: a cfg.json saying d_in 128 beside 64-wide weights loaded silently."""
     actual = {"d_in": int(w_enc.shape[0]), "d_sae": int(w_enc.shape[1])}
@@ -290,7 +222,7 @@ def _info(path: Path, source: str, fmt: str, arch: Rule, w_enc: torch.Tensor, fi
                    d_sae=w_enc.shape[1], fingerprint=fingerprint(files), **known)
 
 
-def _reads(meta: _Fields) -> str:
+def _reads(meta: Fields) -> str:
     """What a saeembed-trained SAE encodes (`metadata.saeembed.reads`); published SAEs read tokens."""
     own = meta.section("saeembed")
     reads = own.text("reads") or "tokens"
@@ -334,7 +266,8 @@ def _load_saelens(path: Path, source: str) -> SAE:
     sae_args: dict[str, Any] = {}
     norm_mode = cfg.data.get("normalize_activations")
     if norm_mode == "expected_average_only_in" or norm_mode is True:
-        scale = cfg.number("scaling_factor", positive=True) or meta.number("scaling_factor", positive=True)
+        scale = (cfg.number("scaling_factor", low=0, low_open=True)
+                 or meta.number("scaling_factor", low=0, low_open=True))
         if scale is None:
             raise SAEError(f"{cfg_path}: normalize_activations is 'expected_average_only_in' but no "
                            f"'scaling_factor' is recorded; fold it into the weights with SAELens "
@@ -345,7 +278,7 @@ def _load_saelens(path: Path, source: str) -> SAE:
     elif norm_mode not in (None, "none", False):
         cfg.refuse("normalize_activations", norm_mode, "none, expected_average_only_in or layer_norm")
     model_name = meta.text("model_name") or cfg.text("model_name")
-    expected_l0 = meta.number("l0") or cfg.number("l0")
+    expected_l0 = meta.number("l0", low=0) or cfg.number("l0", low=0)
     neuronpedia_id = meta.text("neuronpedia_id") or cfg.text("neuronpedia_id")
     # TransformerLens folds LayerNorm and centres the residual stream for GPT-2-style models; SAEs
     # trained there (e.g. gpt2-small res-jb) expect centred tokens. Llama/Gemma never are.
@@ -484,7 +417,7 @@ def _k_buffer(value: Any, path: Path) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SAEError(f"{path}: k is {_show(value)}; expected one whole number >= 1 (the latents kept per "
+        raise SAEError(f"{path}: k is {show(value)}; expected one whole number >= 1 (the latents kept per "
                        f"token); {_AGAIN}")
     return value
 
