@@ -221,6 +221,8 @@ def order_values(frame: pl.DataFrame, by: str) -> tuple[np.ndarray, list[str], n
         fields = [c for c in frame.columns if c not in RESERVED]
         raise SaeEmbedError(f"the store has no field {by!r}; its fields: {', '.join(fields)}")
     column = frame[by]
+    if column.null_count() == len(column):
+        raise SaeEmbedError(f"the field {by!r} has no value in any document; give a field of numbers or dates (--by)")
     if column.dtype == pl.Utf8:
         column = _parsed(column, by)
     if column.dtype in (pl.Date, pl.Datetime) or isinstance(column.dtype, pl.Datetime):
