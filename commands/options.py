@@ -34,7 +34,15 @@ def setting(config: type, name: str, *decls: str, **extra: Any) -> Any:
     checked when the config is built, naming the field and this option."""
     from saeembed.settings import field_default, field_help
 
-    return typer.Option(field_default(config, name), *decls, help=field_help(config, name), **extra)
+    default = field_default(config, name)
+    return typer.Option(default, *_switch(decls, default), help=field_help(config, name), **extra)
+
+
+def _switch(decls: tuple[str, ...], default: object) -> tuple[str, ...]:
+    """A true/false setting is a pair of flags (`--dense/--no-dense`), so a script can say either."""
+    if isinstance(default, bool) and decls and "/" not in decls[0] and decls[0].startswith("--"):
+        return (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])
+    return decls
 
 
 def preset_setting(config: type, name: str, *decls: str, **extra: Any) -> Any:
@@ -45,5 +53,5 @@ def preset_setting(config: type, name: str, *decls: str, **extra: Any) -> Any:
 
     default = field_default(config, name)
     shown = "" if default is None or isinstance(default, bool) else f" Default: {default}, or the preset's."
-    return typer.Option(False if isinstance(default, bool) else None, *decls,
+    return typer.Option(False if isinstance(default, bool) else None, *_switch(decls, default),
                         help=field_help(config, name) + shown, **extra)

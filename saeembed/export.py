@@ -35,7 +35,9 @@ def write_frame(frame: Any, path: str | Path) -> Path:
             flat = []
             for name, dtype in frame.schema.items():
                 if isinstance(dtype, (pl.List, pl.Array)) and not dtype.inner.is_nested():
-                    flat.append(pl.col(name).cast(pl.List(pl.Utf8)).list.join(" | "))
+                    # a null item stays in its place (empty), so parallel lists (latents, labels) stay aligned
+                    flat.append(pl.col(name).cast(pl.List(pl.Utf8)).list.eval(pl.element().fill_null(""))
+                                .list.join(" | "))
                 elif dtype.is_nested():
                     flat.append(pl.col(name).map_elements(lambda v: json.dumps(_plain(v), default=str),
                                                           return_dtype=pl.Utf8))

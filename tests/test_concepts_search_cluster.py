@@ -467,3 +467,18 @@ def test_the_dense_cache_keeps_every_concurrent_writers_entries(tmp_path, monkey
     assert set(known) >= {dense.text_key(t) for t in texts}, "no writer's entry was lost"
     assert np.allclose(cache.embed(texts), fake_embeddings(texts))
     assert len(parts) <= 5 + 4, "parts were merged"
+
+
+def test_search_results_written_to_csv_keep_latents_and_labels_aligned(store, tmp_path):
+    """CSV has no lists: `top_latents` and `top_labels` are joined with ' | ', an unlabelled latent as an empty
+    item in its place (joining dropped it, so labels slid onto the wrong latents)."""
+    from saeembed.export import write_frame
+
+    result = search(store, "0, 1", SearchConfig(top=5, k=2), labels=Labels(D, {1: "soccer"}, {}, {}))
+    assert any(None in row and "soccer" in row for row in result.table["top_labels"].to_list()), "a mixed row"
+    path = write_frame(result.table, tmp_path / "hits.csv")
+    written = pl.read_csv(path)
+    for row, back in zip(result.table.iter_rows(named=True), written.iter_rows(named=True)):
+        labels = back["top_labels"].split(" | ") if back["top_labels"] is not None else [""]
+        assert len(back["top_latents"].split(" | ")) == len(labels) == len(row["top_latents"])
+        assert labels == [label or "" for label in row["top_labels"]]

@@ -88,11 +88,12 @@ def test_every_kind_of_ordered_field_is_read(tmp_path):
 
 
 @pytest.mark.parametrize("field, says", [
-    ("kind", "the field 'kind' holds text that is neither a number nor a date (e.g. 'sport')"),
-    ("nothing", "the store has no field 'nothing'; its fields: date, kind"),
+    ("kind", "the field 'kind' holds text that is neither a number nor an ISO date (e.g. 'sport')"),
+    ("us_date", "neither a number nor an ISO date (e.g. '01/05/2024')"),
+    ("nothing", "the store has no field 'nothing'; its fields: date, kind, us_date"),
 ])
 def test_a_field_without_order_is_refused_in_one_line(tmp_path, field, says):
-    store = planted(tmp_path, kind=["sport", "news"] * (N // 2))
+    store = planted(tmp_path, kind=["sport", "news"] * (N // 2), us_date=["01/05/2024", "12/01/2024"] * (N // 2))
     with pytest.raises(SaeEmbedError) as caught:
         drift(store, field)
     assert says in str(caught.value) and "\n" not in str(caught.value)
@@ -143,3 +144,51 @@ def test_the_command_prints_writes_and_pages(tmp_path, open_page):  # noqa: F811
         assert rows.nth(i).locator("mark").inner_text() == row["example_text"][row["example_start"]:row["example_end"]]
         assert rows.nth(i).locator("svg.spark polyline").count() == 1
     assert "rises" in "\n".join(describe(result))
+
+
+def test_the_change_is_read_at_equal_length(tmp_path):
+    """Latents that follow only length, in a corpus whose documents grow longer along the dates (with lengths
+    overlapping): their share rises a lot as the documents are; among documents of similar length (what the
+    3-point gate reads) it barely moves, and none is a finding. The planted trend keeps its change. Periods
+    that share no length band say that their change is as the documents are."""
+    rng = np.random.default_rng(11)
+    t = np.sort(rng.uniform(0, 1, N))
+    tokens = (40 * np.exp(rng.normal(0, 0.5, N)) * (1 + 1.5 * t)).astype(int) + 5
+    logits = np.full((N, D), -1.5)
+    logits[:, RISES] += 2.5 * t
+    logits[:, LENGTH_ONLY] += 0.02 * tokens[:, None]
+    dates = [str(np.datetime64("2020-01-01") + int(v * 1000)) for v in t]
+    store = logit_store(tmp_path / "overlap.parquet", tokens, logits, fields={"date": dates})
+    result = drift(store, "date")
+    table = result.table
+    length_only = table.filter(pl.col("latent").is_in(LENGTH_ONLY))
+    assert (length_only["last"] - length_only["first"] > 0.1).all()
+    assert (length_only["change"].abs() < 0.05).all(), length_only.select("latent", "first", "last", "change")
+    assert not set(result.findings["latent"].to_list()) & set(LENGTH_ONLY)
+    assert table.filter(pl.col("latent") == RISES)["change"][0] > 0.2
+    assert "within" in result.summary().method and "length bands" in result.summary().method
+    apart = drift(planted(tmp_path), "date")  # lengths 20-80 first, 100-320 last: no band in common
+    assert "share no length band" in " ".join(apart.notes)
+
+
+def test_tied_values_still_make_periods(tmp_path):
+    """900 documents of one year and 300 of the next: two periods, not one, and the trend is found."""
+    rng = np.random.default_rng(5)
+    n = 1200
+    later = np.r_[np.zeros(900), np.ones(300)]
+    logits = np.full((n, D), -1.5)
+    logits[:, RISES] += 2.0 * later
+    store = logit_store(tmp_path / "tied.parquet", np.full(n, 30), logits,
+                        fields={"year": [2020 + int(v) for v in later], "text": hostile_texts(n, "doc")})
+    result = drift(store, "year")
+    assert result.periods["from"].to_list() == ["2020", "2021"] and result.summary().periods == ["2020", "2021"]
+    assert result.findings["latent"].to_list() == [RISES]
+    assert rng is not None
+
+
+def test_too_few_documents_for_length_bands_is_said(tmp_path):
+    store = planted(tmp_path)
+    small = store.take(np.arange(0, N, N // 90)[:90])
+    result = drift(small, "date", DriftConfig(min_docs=5))
+    assert "lengths could not be adjusted" in " ".join(result.notes)
+    assert "could not be adjusted" in result.summary().method

@@ -43,7 +43,7 @@ class DriftConfig:
     """Largest Benjamini-Hochberg q-value of a finding."""
     min_change: float = setting(0.03, at_least=0, flag="--min-change")
     """Smallest |change| of a finding: share of documents holding the concept in the last period minus in
-    the first."""
+    the first, among documents of similar length (with length adjust)."""
     length: LengthMode = setting("adjust", flag="--length")
     """adjust: test each latent's trend within bands of documents of similar length, so documents growing
     longer along the field is not read as every concept rising; ignore: test the documents as they are."""
@@ -92,8 +92,9 @@ class DriftResult:
     config: DriftConfig
     table: pl.DataFrame
     """One row per tested latent: latent, label, label_score, direction (rises / falls), r (the trend's
-    correlation within length bands), z, p, q, first, last (shares of documents in the first and last
-    period) with their 95% intervals, change, frequencies (one per period), n_docs, finding, and for
+    correlation within length bands), z, p, q, first, last (shares of documents holding it in the first and
+    last period) with their 95% intervals, change (last minus first among documents of similar length: what
+    `min_change` gates), frequencies (the share in each period), n_docs, finding, and for
     findings an example: example_id, example_period, example_text, example_start, example_end (the peak
     token's character span in the text)."""
     periods: pl.DataFrame
@@ -103,6 +104,8 @@ class DriftResult:
     n_tested: int
     length_rho: float | None
     notes: list[str] = field(default_factory=list)
+    length_bands: int = 1
+    """Length bands the test and the shares were taken within (1: lengths not adjusted)."""
 
     @property
     def findings(self) -> pl.DataFrame:
@@ -110,8 +113,13 @@ class DriftResult:
 
     def summary(self) -> DriftSummary:
         findings = self.findings
-        method = ("presence against rank, within length bands (Mantel's trend test)" if self.config.length == "adjust"
-                  else "presence against rank (Mantel's trend test), lengths ignored")
+        if self.config.length == "ignore":
+            method = "presence against rank (Mantel's trend test), lengths ignored"
+        elif self.length_bands > 1:
+            method = (f"presence against rank within {self.length_bands} length bands (Mantel's trend test); change "
+                      f"at equal length")
+        else:
+            method = "presence against rank (Mantel's trend test); lengths could not be adjusted (one length band)"
         return DriftSummary(
             by=self.by, n_docs=self.n_docs, n_left_out=self.n_left_out,
             periods=[f"{a} .. {b}" if a != b else str(a) for a, b in zip(self.periods["from"], self.periods["to"])],
@@ -179,13 +187,15 @@ def drift(store: Store, by: str, config: DriftConfig | None = None, *, labels: L
     tested = np.flatnonzero((df >= config.min_docs) & (n - df >= config.min_docs))
     q = np.ones(store.d_sae)
     q[tested] = benjamini_hochberg(p[tested])
-    per_period = band_counts(binary, period, n_periods).astype(float)
-    period_docs = np.bincount(period, minlength=n_periods).astype(float)
-    freq = per_period / period_docs[:, None]
+    cells = band_counts(binary, period * n_bands + bands, n_periods * n_bands).astype(float)
+    cells = cells.reshape(n_periods, n_bands, -1)
+    cell_docs = np.bincount(period * n_bands + bands, minlength=n_periods * n_bands).reshape(n_periods, n_bands)
+    period_docs = cell_docs.sum(axis=1).astype(float)
+    freq = cells.sum(axis=1) / period_docs[:, None]  # shares as the documents are, for reading
     first, last = freq[0], freq[-1]
-    change = last - first
-    first_lo, first_hi = wilson(per_period[0], period_docs[0])
-    last_lo, last_hi = wilson(per_period[-1], period_docs[-1])
+    first_lo, first_hi = wilson(cells[0].sum(axis=0), period_docs[0])
+    last_lo, last_hi = wilson(cells[-1].sum(axis=0), period_docs[-1])
+    change, shared = _change_at_equal_length(cells, cell_docs)
     finding = (q <= config.alpha) & (np.abs(change) >= config.min_change) & (np.sign(change) == np.sign(z))
     labels = labels if labels is not None else labels_for(store)
     table = pl.DataFrame({
@@ -205,8 +215,23 @@ def drift(store: Store, by: str, config: DriftConfig | None = None, *, labels: L
     length_rho = None
     if np.ptp(tokens) > 0:
         length_rho = float(stats.spearmanr(tokens, values).statistic)
-    notes = _notes(by, n_left_out, length_rho, config, n_bands)
-    return DriftResult(by, config, table, periods, n, n_left_out, len(tested), length_rho, notes)
+    notes = _notes(by, n_left_out, length_rho, config, n_bands, shared)
+    return DriftResult(by, config, table, periods, n, n_left_out, len(tested), length_rho, notes, n_bands)
+
+
+def _change_at_equal_length(cells: np.ndarray, cell_docs: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Per latent, the last period's share minus the first's among documents of similar length: the
+    Mantel-Haenszel weighted mean of the two periods' difference within each length band both hold (weights
+    n_first n_last / (n_first + n_last)). With one band it is the plain difference. False (and the plain
+    difference) when the two periods share no band: their documents are of different lengths throughout."""
+    n_first, n_last = cell_docs[0].astype(float), cell_docs[-1].astype(float)
+    both = (n_first > 0) & (n_last > 0)
+    plain = cells[-1].sum(axis=0) / n_last.sum() - cells[0].sum(axis=0) / n_first.sum()
+    if not both.any():
+        return plain, False
+    weight = np.where(both, n_first * n_last / np.maximum(n_first + n_last, 1), 0.0)
+    within = (cells[-1][both] / n_last[both, None] - cells[0][both] / n_first[both, None])
+    return (weight[both, None] * within).sum(axis=0) / weight.sum(), True
 
 
 def order_values(frame: pl.DataFrame, by: str) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -220,7 +245,7 @@ def order_values(frame: pl.DataFrame, by: str) -> tuple[np.ndarray, list[str], n
 
         fields = [c for c in frame.columns if c not in RESERVED]
         raise SaeEmbedError(f"the store has no field {by!r}; its fields: {', '.join(fields)}")
-    column = frame[by]
+    column = original = frame[by]
     if column.null_count() == len(column):
         raise SaeEmbedError(f"the field {by!r} has no value in any document; give a field of numbers or dates (--by)")
     if column.dtype == pl.Utf8:
@@ -233,34 +258,50 @@ def order_values(frame: pl.DataFrame, by: str) -> tuple[np.ndarray, list[str], n
         raise SaeEmbedError(f"the field {by!r} holds {column.dtype} values, which have no order; give a field of "
                             f"numbers or dates (--by)")
     kept = numbers.is_not_null().to_numpy() & ~numbers.is_nan().fill_null(False).to_numpy()
-    shown = [str(v) for v in column.to_list()]
+    shown = [str(v).strip() if v is not None else "" for v in original.to_list()]
     return numbers.fill_null(0.0).fill_nan(0.0).to_numpy(), shown, kept
 
 
+_ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
 def _parsed(column: pl.Series, by: str) -> pl.Series:
-    """Text values as numbers or dates: the first reading under which every non-empty value parses."""
+    """Text values as numbers, or as ISO 8601 dates or datetimes (2024-05-01, 2024-05-01T10:00:00): the reading
+    under which every non-empty value parses. Other date formats are refused rather than guessed (01/05/2024
+    is the 1st of May or the 5th of January)."""
     import polars as pl
+
+    from saeembed.checked import show
 
     text = column.str.strip_chars().replace("", None)
     have = text.is_not_null()
-    for parse in (lambda s: s.cast(pl.Float64, strict=False), lambda s: s.str.to_date(strict=False),
-                  lambda s: s.str.to_datetime(strict=False, time_unit="us")):
+    numbers = text.cast(pl.Float64, strict=False)
+    if (numbers.is_not_null() | ~have).all():
+        return numbers
+    iso = text.str.contains(_ISO).fill_null(False)
+    if (iso | ~have).all():
+        dated_only = text.str.len_chars().fill_null(10).max() == 10
         try:
-            parsed = parse(text)
+            parsed = text.str.to_date("%Y-%m-%d", strict=False) if dated_only else \
+                text.str.to_datetime(strict=False, time_unit="us")
         except pl.exceptions.PolarsError:
-            continue
-        if (parsed.is_not_null() | ~have).all():
+            parsed = None
+        if parsed is not None and (parsed.is_not_null() | ~have).all():
             return parsed
-    bad = text.filter(have & text.cast(pl.Float64, strict=False).is_null()).head(1).to_list()
-    raise SaeEmbedError(f"the field {by!r} holds text that is neither a number nor a date (e.g. {bad[0]!r}); give "
-                        f"a field of numbers or ISO dates (2024-05-01) to order by (--by)")
+    wrong = have & (~iso if iso.sum() >= numbers.is_not_null().sum() else numbers.is_null())
+    bad = text.filter(wrong).head(1).to_list() or text.filter(have).head(1).to_list()
+    raise SaeEmbedError(f"the field {by!r} holds text that is neither a number nor an ISO date (e.g. {show(bad[0])}); "
+                        f"give a field of numbers or ISO dates (2024-05-01, 2024-05-01T10:00:00) to order by (--by)")
 
 
 def _periods(values: np.ndarray, wanted: int) -> np.ndarray:
-    """Each document's period 0..: quantiles of `values`, equal values in the same period."""
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, wanted + 1)[1:-1]))
-    codes = np.searchsorted(edges, values, side="right")
-    return np.unique(codes, return_inverse=True)[1].astype(np.int64)
+    """Each document's period 0..: a distinct value goes to period floor(share of documents below it x wanted),
+    so equal values share a period and two distinct values always make two periods, however tied."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(distinct))
+    below = np.cumsum(counts) - counts
+    code = np.floor(below / len(values) * wanted).astype(np.int64)
+    return np.unique(code, return_inverse=True)[1][inverse].astype(np.int64)
 
 
 def _period_table(period: np.ndarray, values: np.ndarray, shown: list[str], tokens: np.ndarray,
@@ -312,11 +353,18 @@ def _examples(table: pl.DataFrame, store: Store, period: np.ndarray, freq: np.nd
     return table.join(extra, on="latent", how="left", maintain_order="left")
 
 
-def _notes(by: str, n_left_out: int, length_rho: float | None, config: DriftConfig, n_bands: int) -> list[str]:
+def _notes(by: str, n_left_out: int, length_rho: float | None, config: DriftConfig, n_bands: int,
+           shared: bool) -> list[str]:
     notes = []
+    if config.length == "adjust" and n_bands > 1 and not shared:
+        notes.append("the first and last periods share no length band: the change shown is as the documents are, "
+                     "not at equal length (the trend test is)")
     if n_left_out:
         notes.append(f"{n_left_out:,} documents have no {by!r} and are left out")
-    if length_rho is not None and abs(length_rho) >= 0.1:
+    if config.length == "adjust" and n_bands == 1:
+        notes.append("lengths could not be adjusted: too few documents, or lengths too alike, for two length bands "
+                     "of 50; if documents get longer along the field, concepts that come with length show as trends")
+    elif length_rho is not None and abs(length_rho) >= 0.1:
         way = "longer" if length_rho > 0 else "shorter"
         if config.length == "adjust":
             notes.append(f"documents get {way} along {by!r} (Spearman {length_rho:+.2f}); each concept is tested "
@@ -345,7 +393,7 @@ def describe(result: DriftResult, top: int | None = 8) -> list[str]:
             label += f" (label quality {score:.2f}{', weak' if score < KEEP_SCORE else ''})"
         trail = " -> ".join(f"{f:.0%}" for f in row["frequencies"])
         lines.append(f"  {row['direction']:5} {row['latent']} {label}: {row['first']:.1%} -> {row['last']:.1%} of "
-                     f"documents ({trail}), q {row['q']:.1e}")
+                     f"documents ({trail}; {row['change']:+.1%} at equal length), q {row['q']:.1e}")
         if row.get("example_text") is not None and row["example_start"] is not None:
             text, a, b = row["example_text"], row["example_start"], row["example_end"]
             context = (text[max(0, a - 80):a] + "«" + text[a:b] + "»" + text[b:b + 80]).replace("\n", " ")

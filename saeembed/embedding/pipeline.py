@@ -15,6 +15,7 @@ from saeembed.embedding.config import EmbedConfig
 from saeembed.embedding.corpus import Corpus, read_corpus
 from saeembed.embedding.kernel import (
     EmbedJob,
+    EmbedProgress,
     EmbedResult,
     Engine,
     ProgressFn,
@@ -29,6 +30,8 @@ from saeembed.errors import ConfigError
 from saeembed.outputs import OutputError, check_output
 from saeembed.sae import SAE
 from saeembed.store import Store
+
+__all__ = ["ENGINES", "EmbedProgress", "EmbedResult", "Embedder", "ProgressFn", "embed", "scratch_folder"]
 
 ENGINES: dict[str, type[Engine]] = {"local": LocalEngine, "ray": RayEngine}
 """Each `EmbedConfig.engine` choice and the engine that runs it."""
