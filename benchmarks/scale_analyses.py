@@ -1,0 +1,103 @@
+"""Analyses on folder stores as they grow: peak memory and time of `diff`, `correlations` and `search` run by the
+CLI in a fresh process, on folder stores of tiled parts; prints JSON. Issue 24's starting point: today every
+analysis loads the whole store (`load_store`: one CSR matrix, one frame), so memory grows with the documents.
+
+    python benchmarks/scale_analyses.py                          # 250k-document parts, 1 and 2 parts a side
+    python benchmarks/scale_analyses.py --part-docs 100000 --parts 1 2 4
+
+A part is synthetic (real Parquet written by StoreWriter): 16,384 latents with Zipf-like frequencies, ~64
+active per document, lengths mixed; side B has 50 latents 5 points more frequent. Tiles of one part get
+their own ids. Peak RSS is each analysis's own process's, so Python, its imports and the store all count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis_speed import zipf_rates  # noqa: E402
+
+from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store  # noqa: E402
+
+
+def write_side(folder: Path, rates: np.ndarray, part_docs: int, parts: int, d_sae: int, seed: int) -> int:
+    """A folder store of `parts` tiles of one synthetic part; returns its stored non-zeros."""
+    rng = np.random.default_rng(seed)
+    vectors = vectors_from_columns(part_docs, random_columns(part_docs, rates, rng), rng)
+    vectors.n_tokens = np.maximum(rng.lognormal(4, 0.6, part_docs), 1).astype(np.int32)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(parts):
+        ids = [f"{folder.name}-{k}-{i}" for i in range(part_docs)]
+        write_store(folder / f"part-{k:05d}.parquet", vectors, fields={"id": ids}, meta=fake_meta(d_sae))
+    return len(vectors.indices) * parts
+
+
+# The CLI in a child process that reports its own peak RSS as it exits (each analysis measured alone).
+_CHILD = """import resource, sys
+sys.argv = ["saeembed", *sys.argv[1:]]
+from commands.app import main
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+sys.stderr.write(f"\\nPEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+sys.exit(code)
+"""
+
+
+def run(args: list[str], env: dict[str, str]) -> dict:
+    """One CLI run in a fresh process: seconds, its peak RSS (MB), exit code."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    seconds = time.perf_counter() - started
+    peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB ")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    return {"seconds": round(seconds, 1), "peak_rss_mb": round(int(peak[-1]) / 1024, 1) if peak else None,
+            "exit": done.returncode, "error": errors[-1:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part-docs", type=int, default=250_000)
+    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--d-sae", type=int, default=16384)
+    parser.add_argument("--active", type=float, default=64)
+    args = parser.parse_args()
+    out = []
+    rng = np.random.default_rng(0)
+    rates = zipf_rates(args.d_sae, args.active, rng)
+    shifted = rates.copy()
+    shifted[rng.choice(np.flatnonzero(rates > 0.02), 50, replace=False)] += 0.05
+    with tempfile.TemporaryDirectory(prefix="saeembed-scale-") as tmp:
+        env = {**os.environ, "SAEEMBED_CACHE": str(Path(tmp) / "cache")}
+        for parts in sorted(args.parts):
+            root = Path(tmp) / f"x{parts}"
+            nnz = write_side(root / "a", rates, args.part_docs, parts, args.d_sae, 1)
+            nnz += write_side(root / "b", shifted, args.part_docs, parts, args.d_sae, 2)
+            a, b = str(root / "a"), str(root / "b")
+            row = {"docs_per_side": args.part_docs * parts, "parts_per_side": parts, "nnz_both": nnz,
+                   "diff": run(["diff", a, b, "--json", "-q"], env),
+                   "correlations": run(["correlations", a, "--json", "-q", "--top", "5"], env),
+                   "search": run(["search", a, "0,1,2", "--json", "-q", "--top", "10"], env)}
+            out.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            for side in ("a", "b"):
+                for file in (root / side).iterdir():
+                    file.unlink()
+    print(json.dumps({"runs": out}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
