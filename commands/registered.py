@@ -40,12 +40,12 @@ def command(analysis: Analysis) -> Callable[..., None]:
     """The Typer command of `analysis`: its signature is built here, its body runs the analysis as every
     command does (outputs checked first, one-line errors, progress on stderr)."""
     config = analysis.config_class()
-    settings = [f.name for f in dataclasses.fields(config) if limit_of(f).flag]
+    flags = {f.name: limit_of(f).flag for f in dataclasses.fields(config) if limit_of(f).flag}
+    settings = list(flags)  # the config fields that are options
     params = [*CORPUS,
               *[(i.name, Annotated[str, typer.Option(i.flag, help=i.help)], inspect.Parameter.empty)
                 for i in analysis.inputs],
-              *[(name, field_type(config, name), options.setting(config, name, limit_of(
-                  {f.name: f for f in dataclasses.fields(config)}[name]).flag)) for name in settings],
+              *[(name, field_type(config, name), options.setting(config, name, flag)) for name, flag in flags.items()],
               *OUTPUTS]
     if analysis.page:
         params.append(("html", options.Html, None))

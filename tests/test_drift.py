@@ -173,7 +173,6 @@ def test_the_change_is_read_at_equal_length(tmp_path):
 
 def test_tied_values_still_make_periods(tmp_path):
     """900 documents of one year and 300 of the next: two periods, not one, and the trend is found."""
-    rng = np.random.default_rng(5)
     n = 1200
     later = np.r_[np.zeros(900), np.ones(300)]
     logits = np.full((n, D), -1.5)
@@ -183,7 +182,6 @@ def test_tied_values_still_make_periods(tmp_path):
     result = drift(store, "year")
     assert result.periods["from"].to_list() == ["2020", "2021"] and result.summary().periods == ["2020", "2021"]
     assert result.findings["latent"].to_list() == [RISES]
-    assert rng is not None
 
 
 def test_too_few_documents_for_length_bands_is_said(tmp_path):
