@@ -58,7 +58,8 @@ def read_safetensors(path: Path, error: type[SaeEmbedError], fix: str, framework
 
 LARGEST = 1e12
 """The largest magnitude a number read from a file may have (a probe's weight, a clustering's distance): far
-beyond any real one, so a larger value says the file is damaged."""
+beyond any real one, so a larger value says the file is damaged; below it a probe's risk and z-scores stay
+finite (a weight of 1e300 makes inf - inf = NaN)."""
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 40, 4, 4, 2

@@ -138,6 +138,7 @@ def drift(store: Store, by: str, config: DriftConfig | None = None, *, labels: L
         >>> result.findings.select("label", "direction", "first", "last")  # doctest: +SKIP
     """
     import polars as pl
+    import scipy.sparse as sp
     from scipy import special, stats
 
     from saeembed.analysis.lengths import band_counts, length_bands
@@ -170,8 +171,6 @@ def drift(store: Store, by: str, config: DriftConfig | None = None, *, labels: L
     sx = np.bincount(bands, weights=x, minlength=n_bands)
     sxx = np.bincount(bands, weights=x * x, minlength=n_bands)
     k = band_counts(binary, bands, n_bands).astype(float)
-    import scipy.sparse as sp
-
     weights = sp.csr_matrix((x, (bands, np.arange(n))), shape=(n_bands, n))
     sxy = np.asarray((weights @ binary).todense())
     col = n_s[:, None]

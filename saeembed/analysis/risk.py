@@ -99,8 +99,8 @@ class Probe:
                          f"{len(latents)} latents + {N_COUNT_FEATURES} count features")
         count_mean = _array(arrays, "count_mean", weights_path, "f", N_COUNT_FEATURES)
         count_std = _array(arrays, "count_std", weights_path, "f", N_COUNT_FEATURES)
-        if (count_std < 1 / _LARGEST).any():
-            raise ProbeError(f"{weights_path}: count_std holds a value below {1 / _LARGEST:g} (it divides the count "
+        if (count_std < 1 / LARGEST).any():
+            raise ProbeError(f"{weights_path}: count_std holds a value below {1 / LARGEST:g} (it divides the count "
                              f"features); {_PROBE_FIX}")
         _check_pair(head, weights_path)  # last: a damaged file is named for what is wrong in it
         return Probe(kind, latents.astype(np.int64), weights.astype(np.float64), intercept, count_mean, count_std,
@@ -427,8 +427,8 @@ class Baseline:
                                         f"another saeembed version)")
         mean = np.array(head.numbers("mean", N_COUNT_FEATURES))
         std = np.array(head.numbers("std", N_COUNT_FEATURES))
-        if (std < 1 / _LARGEST).any():
-            head.refuse("std", head.data["std"], f"standard deviations >= {1 / _LARGEST:g}")
+        if (std < 1 / LARGEST).any():
+            head.refuse("std", head.data["std"], f"standard deviations >= {1 / LARGEST:g}")
         meta = head.object("meta")
         if not isinstance(meta.get("store"), dict):
             head.refuse("meta.store", meta.get("store"), "a JSON object (the identity of the store it was made on)")
@@ -440,8 +440,6 @@ class Baseline:
 COUNT_FEATURES = [*COUNT_STATS, "log_active_latents"]
 """The count features `count_features` returns, in order."""
 N_COUNT_FEATURES = len(COUNT_FEATURES)
-_LARGEST = LARGEST  # fitted probes and baselines stay far below it, and below it the risk and z-scores of any
-# store are finite (a weight of 1e300 makes inf - inf = NaN)
 _PROBE_FIX = "fit the probe again with `saeembed risk fit`"
 _BASELINE_FIX = "make the baseline again with `saeembed risk baseline`"
 
@@ -487,7 +485,7 @@ def _array(arrays: dict[str, np.ndarray], name: str, path: Path, kinds: str, len
         if not np.isfinite(array).all():
             raise ProbeError(f"{path}: {name} holds {int((~np.isfinite(array)).sum())} non-finite values (NaN or "
                              f"inf); a probe with them scores every document NaN: {_PROBE_FIX}")
-        if (np.abs(array) > _LARGEST).any():
-            raise ProbeError(f"{path}: {name} holds values beyond ±{_LARGEST:g}, which no fitted probe has (sums "
+        if (np.abs(array) > LARGEST).any():
+            raise ProbeError(f"{path}: {name} holds values beyond ±{LARGEST:g}, which no fitted probe has (sums "
                              f"of them overflow to NaN); {_PROBE_FIX}")
     return array

@@ -116,6 +116,11 @@ def _check_templates_before_ray(docs: list[Document], config: EmbedConfig) -> No
     check_templates(reader, docs, config)
 
 
+def worker_cpus(config: EmbedConfig) -> float:
+    """CPUs each actor reserves (and torch threads in it): the config's, or 1."""
+    return config.cpus_per_worker if config.cpus_per_worker is not None else 1.0
+
+
 def require_ray() -> None:
     """Refuse `engine="ray"` in one line when Ray is not installed (checked before any work)."""
     try:
@@ -396,7 +401,7 @@ def _pool_size(ray: Any, config: EmbedConfig) -> tuple[int, float, float]:
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     have_gpus = sum(node.get("GPU", 0.0) for node in nodes)
     gpus = config.gpus_per_worker if config.gpus_per_worker is not None else (1.0 if have_gpus >= 1 else 0.0)
-    cpus = config.cpus_per_worker or 1.0
+    cpus = worker_cpus(config)
     slots = sum(min(int(node.get("CPU", 0.0) // cpus), int(node.get("GPU", 0.0) // gpus) if gpus else 1 << 30)
                 for node in nodes)
     workers = config.workers or slots
@@ -462,7 +467,7 @@ class _Worker:
     def __init__(self) -> None:
         import torch
 
-        torch.set_num_threads(max(1, int(self.config.cpus_per_worker or 1)))
+        torch.set_num_threads(max(1, int(worker_cpus(self.config))))
         self.reader, self.sae = load_pipeline(self.config)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
