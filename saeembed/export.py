@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saeembed.atomic import atomic_write
 from saeembed.errors import SaeEmbedError
 from saeembed.outputs import check_output
+
+if TYPE_CHECKING:
+    import polars as pl
 
 FORMATS = (".csv", ".parquet", ".json", ".jsonl")
 
@@ -21,7 +24,7 @@ def check_table_output(path: str | Path) -> Path:
     return check_output(path)
 
 
-def write_frame(frame: Any, path: str | Path) -> Path:
+def write_frame(frame: pl.DataFrame, path: str | Path) -> Path:
     """Write a polars DataFrame as CSV, Parquet, JSON (an array of rows) or JSON lines, by suffix."""
     path = check_table_output(path)
     suffix = path.suffix.lower()

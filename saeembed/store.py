@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, TypeGuard
+from typing import TYPE_CHECKING, Any, Iterable, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +14,10 @@ import pyarrow.parquet as pq
 
 from saeembed import atomic
 from saeembed.errors import StoreError, first_line
+
+if TYPE_CHECKING:
+    import polars as pl
+    from scipy.sparse import csr_matrix
 
 META_KEY = b"saeembed"
 STORE_VERSION = 1
@@ -140,8 +144,8 @@ class Store:
     """
 
     path: Path
-    matrix: Any  # scipy.sparse.csr_matrix, float32
-    frame: Any  # polars.DataFrame: id, n_tokens, text and the input's other fields
+    matrix: csr_matrix  # float32
+    frame: pl.DataFrame  # id, n_tokens, text and the input's other fields
     meta: dict[str, Any]
     peak_start: np.ndarray
     peak_end: np.ndarray
@@ -175,7 +179,7 @@ def _stored_values(values: np.ndarray, values_dtype: str) -> np.ndarray:
     return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
-def present(matrix: Any, dtype: Any = np.float32) -> Any:
+def present(matrix: csr_matrix, dtype: type = np.float32) -> csr_matrix:
     """The one definition of "a latent is present in a document" every analysis uses: its stored value is
     above zero (an entry whose float16 value rounded to 0 is not). A 0/1 matrix of the same shape (CSR
     in, CSR out; CSC in, CSC out)."""
@@ -185,7 +189,7 @@ def present(matrix: Any, dtype: Any = np.float32) -> Any:
     return out
 
 
-def document_frequency(matrix: Any) -> np.ndarray:
+def document_frequency(matrix: csr_matrix) -> np.ndarray:
     """Per latent, the documents in which it is present (`present`): one bincount, no copy when every
     stored value is positive."""
     if matrix.format == "csc":
@@ -195,7 +199,7 @@ def document_frequency(matrix: Any) -> np.ndarray:
     return np.bincount(indices, minlength=matrix.shape[1]).astype(np.int64)
 
 
-def column_entries(matrix: Any, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def column_entries(matrix: csr_matrix, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The non-zeros of a few columns of a CSR matrix: (row, index into `latents`, value), in row order.
 
     One pass over the indices with a lookup table: several times faster than scipy's column slicing
@@ -274,6 +278,7 @@ def load_store(path: str | Path) -> Store:
     table = pa.Table.from_arrays(table.columns, schema=pa.schema([f.remove_metadata() for f in table.schema]))
     try:
         frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)  # a Table always gives a frame (a Series comes of an Array)
     except BaseException as exc:  # polars raises its own errors for types it cannot hold, or panics
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise  # KeyboardInterrupt, SystemExit

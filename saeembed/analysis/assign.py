@@ -40,7 +40,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -67,6 +67,9 @@ from saeembed.checked import LARGEST, Required, check_sha256, read_json_object, 
 from saeembed.errors import ClusteringError, SaeEmbedError
 from saeembed.store import COMPAT_FIELDS, Store, check_compatible, present
 
+if TYPE_CHECKING:
+    import polars as pl
+
 FORMAT, VERSION = "saeembed-clustering", 1
 HEAD, ARRAYS, CLUSTERS, DISTINCTIVE = "clustering.json", "clustering.safetensors", "clusters.parquet", \
     "distinctive.parquet"
@@ -85,14 +88,14 @@ _FIX = "save the clustering again with `saeembed cluster STORE ... --save FOLDER
 class AssignResult:
     """New documents placed in a saved clustering."""
 
-    assignments: Any
+    assignments: pl.DataFrame
     """polars DataFrame, one row per document: id, cluster (-1: none of the clustering's concepts fires;
     -2: unassigned: HDBSCAN noise, or for spectral no clustered document shares a concept), membership
     (in [0, 1]: HDBSCAN's membership strength; k-means' fuzzy membership; for spectral its cluster's
     share of its mean similarities to the clusters; 0 outside any cluster) and outlier_score (in [0, 1]:
     GLOSH for HDBSCAN; for k-means and spectral the share of the clustered documents that lie closer to
     their cluster than it lies to its own; 1 for -1)."""
-    clusters: Any
+    clusters: pl.DataFrame
     """polars DataFrame, one row per cluster of the clustering: cluster, assigned (documents placed in
     it), share (of all documents), mean_membership, trained (its size when it was fitted), top_latents."""
     soft: np.ndarray
@@ -119,8 +122,8 @@ class ClusteringModel:
     """The selected concepts (None: every latent)."""
     store: dict[str, Any]
     """The identity of the store it was fitted on: model, sae, pooling, pool_roles as stores record them."""
-    description: Any
-    distinctive: Any
+    description: pl.DataFrame
+    distinctive: pl.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     """fitted_on, n_docs, n_no_concept, n_noise, n_unassigned, share_unassigned, notes, versions."""
     source: str = "the clustering"

@@ -11,7 +11,7 @@ test when there is one band). The numeric test does not adjust for length.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -22,13 +22,18 @@ from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, document_frequency, present
 
+if TYPE_CHECKING:
+    import polars as pl
+
+    from saeembed.labels.store import Labels
+
 MAX_VALUES = 200
 Kind = Literal["auto", "categorical", "numeric"]
 
 
 @dataclass
 class AssociationResult:
-    table: Any
+    table: pl.DataFrame
     """categorical: value, latent, label, npmi, support, expected, freq_in_value, freq_elsewhere, p, q
     (per value, strongest NPMI first; `expected` is the length-adjusted null's count of the value's
     documents with the latent); numeric: latent, label, rho, freq, p, q (strongest |rho| first).
@@ -45,7 +50,7 @@ class AssociationResult:
 
 
 def associations(store: Store, column: str, config: CorrelationConfig | None = None, *, kind: Kind = "auto",
-                 labels: Any = None) -> AssociationResult:
+                 labels: Labels | None = None) -> AssociationResult:
     """The latents associated with `column` of the store's documents (rows where it is null are left out).
 
     Examples:

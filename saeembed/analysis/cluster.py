@@ -24,7 +24,7 @@ Documents outside the axis (cluster -1) get membership 0 and outlier score 1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,12 @@ from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import ClusterConfig
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, document_frequency, present
+
+if TYPE_CHECKING:
+    import polars as pl
+    from scipy.sparse import csr_matrix
+
+    from saeembed.labels.store import Labels
 
 NO_CONCEPT = -1  # documents where no selected latent fires
 NOISE = -2  # HDBSCAN's outliers
@@ -46,7 +52,7 @@ class Fitted:
     """The latents clustered on (the selected concepts, or every latent)."""
     labels: np.ndarray
     """Cluster of each document that carries a selected concept, in store order (NOISE: HDBSCAN noise)."""
-    values: Any
+    values: csr_matrix
     """scipy CSR [len(labels), len(latents)]: those documents' activations (> 0) on the latents."""
     unit: float
     """The level grid's unit (90th percentile of `values`): spectral with weighted Jaccard."""
@@ -64,13 +70,13 @@ class Fitted:
 
 @dataclass
 class ClusterResult:
-    assignments: Any
+    assignments: pl.DataFrame
     """polars DataFrame: id, cluster (-1: none of the selected concepts fires; -2: HDBSCAN noise),
     membership (strength of belonging to its cluster, in [0, 1]; 0 outside any cluster) and
     outlier_score (in [0, 1]: GLOSH for HDBSCAN, a distance quantile for the others; 1 for cluster -1)."""
-    description: Any
+    description: pl.DataFrame
     """polars DataFrame, one row per cluster: cluster, size, top_latents, central_ids, central_texts."""
-    distinctive: Any
+    distinctive: pl.DataFrame
     """polars DataFrame: cluster, latent, label, freq_in, freq_out, diff (top per cluster)."""
     concepts: Concepts | None
     method: str
@@ -89,7 +95,7 @@ class ClusterResult:
 
 
 def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | None = None, *,
-            labels: Any = None) -> ClusterResult:
+            labels: Labels | None = None) -> ClusterResult:
     """Cluster the store's documents along `concepts` (None: along every latent).
 
     Examples:
@@ -448,7 +454,7 @@ def _hdbscan(config: ClusterConfig, fitted: Fitted) -> tuple[np.ndarray, np.ndar
         unit_interval(model.outlier_scores_, 0.0)
 
 
-def _describe(store: Store, assignment: np.ndarray, binary: Any, labels: Any,
+def _describe(store: Store, assignment: np.ndarray, binary: Any, labels: Labels,
               config: ClusterConfig) -> tuple[Any, Any]:
     import polars as pl
     from sklearn.preprocessing import normalize

@@ -4,7 +4,7 @@ not, at equal length or as the documents are. `diff` runs it on latents and on f
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -12,16 +12,19 @@ from saeembed.analysis import length_adjust, stats
 from saeembed.analysis.config import DiffConfig
 from saeembed.store import Store, document_frequency, present
 
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+
 
 class Side(NamedTuple):
     """The documents of one corpus taking part in a comparison."""
 
-    matrix: Any  # CSR, documents x latents
+    matrix: csr_matrix  # documents x latents
     n_tokens: np.ndarray
     counts: np.ndarray  # documents in which each latent fires: counted once, used by every test
 
     @classmethod
-    def of(cls, matrix: Any, n_tokens: np.ndarray) -> Side:
+    def of(cls, matrix: csr_matrix, n_tokens: np.ndarray) -> Side:
         """Any documents x features matrix (latents, counted form features) with the documents' lengths."""
         matrix = matrix.tocsr()
         return cls(matrix, np.asarray(n_tokens), document_frequency(matrix))

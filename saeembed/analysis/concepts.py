@@ -24,13 +24,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from saeembed.errors import ConceptError
 from saeembed.labels import STOPWORDS
 from saeembed.store import Store, column_entries, document_frequency
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from saeembed.labels.store import Labels
 
 TEMPERATURE = 0.2  # the paper's rank weighting: weight of rank r of k is exp(-(r / k) / T)
 KEYWORD_BONUS = 0.15
@@ -78,7 +83,7 @@ class Concepts:
     def __len__(self) -> int:
         return len(self.latents)
 
-    def frame(self) -> Any:
+    def frame(self) -> pl.DataFrame:
         import polars as pl
 
         matched = self.matched if len(self.matched) == len(self.latents) else [[] for _ in self.latents]
@@ -110,7 +115,7 @@ def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
 
 
 def select_concepts(query: str | None, store: Store, *, like: list[str] | None = None, top: int = 100,
-                    labels: Any = None, cache_root: Any = None, phrase_code: bool | None = None,
+                    labels: Labels | None = None, cache_root: Any = None, phrase_code: bool | None = None,
                     weak: bool = True) -> Concepts:
     """Turn a concept query (and examples) into ranked, weighted latents of the store's SAE.
 
@@ -195,7 +200,7 @@ class _LabelMatcher:
     terms' and the matched label words' embeddings each computed in one batch per query (per term, a
     query of 300 phrases read the dense cache 600 times: 98 s; now 2 s)."""
 
-    def __init__(self, store: Store, labels: Any, fires: np.ndarray, terms: list[str], top: int,
+    def __init__(self, store: Store, labels: Labels, fires: np.ndarray, terms: list[str], top: int,
                  cache_root: Any) -> None:
         from saeembed.embedding.dense import DenseCache
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,13 @@ from saeembed.analysis.config import CorrelationConfig
 from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.analysis.pairing import align_pairs
 from saeembed.store import Store, check_compatible, document_frequency, present
+
+if TYPE_CHECKING:
+    import polars as pl
+    from scipy.sparse import csc_matrix, csr_matrix
+
+    from saeembed.labels.store import Labels
+
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9']+")
@@ -43,7 +50,7 @@ DROP_REASONS = ("same_or_adjacent_token", "decoder_cosine", "similar_labels")
 class CorrelationResult:
     """Significant, non-trivial latent pairs and an account of everything that was filtered."""
 
-    table: Any
+    table: pl.DataFrame
     """polars DataFrame: latent_a, label_a, latent_b, label_b, npmi, support, freq_a, freq_b, expected,
     lift, p, q, near_token_share, decoder_cosine; strongest NPMI first. `npmi`, `freq_*` are over all
     documents; `expected` is the shared count the null expects (length-adjusted: the sum over length
@@ -56,7 +63,7 @@ class CorrelationResult:
     n_significant: int
     dropped: dict[str, int] = field(default_factory=dict)
     """Significant pairs dropped as trivial, per reason (see DROP_REASONS)."""
-    dropped_pairs: Any = None
+    dropped_pairs: pl.DataFrame | None = None
     """The dropped pairs with their `reason`, for inspection."""
     notes: list[str] = field(default_factory=list)
     length_bands: int = 1
@@ -88,7 +95,7 @@ class _Null(NamedTuple):
     """[bands, latents of side b], the same (the very array when both sides are one corpus)."""
 
 
-def correlations(store: Store, config: CorrelationConfig | None = None, *, labels: Any = None,
+def correlations(store: Store, config: CorrelationConfig | None = None, *, labels: Labels | None = None,
                  decoder: np.ndarray | None = None) -> CorrelationResult:
     """Latent pairs that co-occur in documents more than chance at equal length (NPMI + a
     Cochran-Mantel-Haenszel test over length bands + BH).
@@ -122,7 +129,7 @@ def correlations(store: Store, config: CorrelationConfig | None = None, *, label
 
 
 def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConfig | None = None, *,
-                       labels: Any = None, decoder: np.ndarray | None = None) -> CorrelationResult:
+                       labels: Labels | None = None, decoder: np.ndarray | None = None) -> CorrelationResult:
     """Latent of a's document x latent of b's partner document (e.g. prompt x response), on rows
     aligned by `pair_on`. A latent paired with itself, or with a near-duplicate direction, is the
     response echoing the prompt: dropped as trivial.
@@ -155,19 +162,19 @@ def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConf
     return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained)
 
 
-def _band(matrix: Any, config: CorrelationConfig) -> np.ndarray:
+def _band(matrix: csr_matrix, config: CorrelationConfig) -> np.ndarray:
     """Latents inside the frequency band that fire in at least `min_support` documents."""
     counts = document_frequency(matrix)
     freq = counts / max(matrix.shape[0], 1)
     return np.flatnonzero((freq >= config.min_freq) & (freq <= config.max_freq) & (counts >= config.min_support))
 
 
-def _binary_columns(matrix: Any, columns: np.ndarray) -> Any:
+def _binary_columns(matrix: csr_matrix, columns: np.ndarray) -> csc_matrix:
     """docs x len(columns) CSC matrix of 0/1 presence, float32 (scipy multiplies floats fastest)."""
     return present(matrix[:, columns].tocsc())
 
 
-def _null(xa: Any, xb: Any, n_tokens: np.ndarray, bands: int | None) -> tuple[_Null, list[str]]:
+def _null(xa: csc_matrix, xb: csc_matrix, n_tokens: np.ndarray, bands: int | None) -> tuple[_Null, list[str]]:
     """The documents' length bands and each latent's count per band (one sparse product per side)."""
     codes = length_bands(n_tokens, bands)
     n_bands = int(codes.max()) + 1 if len(codes) else 1
@@ -181,7 +188,7 @@ def _null(xa: Any, xb: Any, n_tokens: np.ndarray, bands: int | None) -> tuple[_N
     return _Null(np.bincount(codes, minlength=n_bands), count_a, count_b), notes
 
 
-def _pair_tests(xa: Any, xb: Any, null: _Null, config: CorrelationConfig,
+def _pair_tests(xa: csc_matrix, xb: csc_matrix, null: _Null, config: CorrelationConfig,
                 same: bool) -> tuple[dict[str, np.ndarray], int]:
     """Co-occurrence counts block by block; both nulls' p of every pair with enough support.
 
@@ -241,7 +248,7 @@ def _cmh(i: np.ndarray, j: np.ndarray, n: np.ndarray, null: _Null,
 
 
 def _finish(pairs: dict[str, np.ndarray], n_tested: int, band_a: np.ndarray, band_b: np.ndarray, n_docs: int,
-            config: CorrelationConfig, labels: Any) -> tuple[dict[str, np.ndarray], int]:
+            config: CorrelationConfig, labels: Labels | None) -> tuple[dict[str, np.ndarray], int]:
     """NPMI and q for the kept pairs; only the significant ones go on. Also returns how many pairs
     only the length-blind test calls significant."""
     m = max(n_tested, len(pairs["p"]))
@@ -264,7 +271,7 @@ def npmi(both: np.ndarray, count_a: np.ndarray, count_b: np.ndarray, n_docs: int
     return np.divide(pmi, denominator, out=np.ones_like(pmi), where=denominator > 0)
 
 
-def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray | None, labels: Any,
+def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray | None, labels: Labels,
             config: CorrelationConfig, n_docs: int, n_band: int, n_tested: int, notes: list[str]) -> CorrelationResult:
     import polars as pl
 
@@ -362,7 +369,7 @@ def _cosine(decoder: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndar
     return out
 
 
-def _label_overlap(latents_a: np.ndarray, latents_b: np.ndarray, labels: Any) -> np.ndarray:
+def _label_overlap(latents_a: np.ndarray, latents_b: np.ndarray, labels: Labels) -> np.ndarray:
     """Per pair, the Jaccard overlap of the two labels' words (0 when either is unlabelled)."""
     import scipy.sparse as sp
 

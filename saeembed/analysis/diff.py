@@ -14,7 +14,7 @@ text (`saeembed.analysis.form`: lists, openings, `!` ...), with the same statist
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
@@ -27,6 +27,11 @@ from saeembed.analysis.pairing import align_pairs
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from saeembed.labels.store import Labels
 
 # Pairs with length adjust: below this share of pairs of similar length the result says how little
 # the comparison at equal length rests on (GPT-4's concise and verbose answers to 805 prompts: 9%).
@@ -119,7 +124,7 @@ def _count(n: int, noun: str) -> str:
 class DiffResult:
     """The comparison of corpus A with B (or with the others, `vs` mode)."""
 
-    table: Any
+    table: pl.DataFrame
     """polars DataFrame, one row per tested latent: findings first (by |diff|), then by q. `theme`
     names the finding's theme (null for the others)."""
     names: tuple[str, ...]
@@ -130,7 +135,7 @@ class DiffResult:
     n_tested: int
     length: LengthGap
     """The length gap between the corpora: a finding of its own, reported first."""
-    themes: Any
+    themes: pl.DataFrame
     """polars DataFrame, one row per theme (findings that co-fire, peak on the same token or share a
     decoder direction, same direction), strongest lead first: theme, more_in, n_latents, lead, label,
     the lead's numbers and examples, `latents` and the `related` labels."""
@@ -145,17 +150,17 @@ class DiffResult:
     """Tokens pooled per compared document, per corpus (the length distributions, e.g. for a report)."""
     document_sae: bool = False
     """The SAE encodes whole documents: every document has the same number of latents, whatever its length."""
-    form: Any = None
+    form: pl.DataFrame | None = None
     """polars DataFrame, one row per counted form feature (`saeembed.analysis.form`: lists, headings, `!`,
     openings ...), findings first: shares of documents, rates per 1,000 tokens, diff, interval, q,
     significant, more_in, examples. None when `config.form` is off."""
     form_replication_rate: float | None = None
     """Share of the form findings that replicate on the held-out documents (None without `holdout`)."""
-    style: Any = None
+    style: pl.DataFrame | None = None
     """polars DataFrame, one row per tested latent of the style SAE (how it is written, `saeembed.analysis.style`):
     rates per 1,000 tokens (mean_a, mean_b), shares of documents (freq_a, freq_b), diff, effect, interval,
     q, significant, label, theme, examples; findings first. None without style stores."""
-    style_themes: Any = None
+    style_themes: pl.DataFrame | None = None
     """The style findings grouped into themes, as `themes` (None without style stores)."""
     style_replication_rate: float | None = None
     input_notes: list[str] = field(default_factory=list)
@@ -215,19 +220,19 @@ class DiffResult:
         return f"discovered on {', '.join(f'{s:,}' for s in self.discovery_sizes)} {unit}; {said}"
 
     @property
-    def findings(self) -> Any:
+    def findings(self) -> pl.DataFrame:
         """The significant rows (latents)."""
         return self.table.filter(self.table["significant"])
 
     @property
-    def form_findings(self) -> Any:
+    def form_findings(self) -> pl.DataFrame:
         """The significant form features (an empty frame when form is off)."""
         import polars as pl
 
         return self.form.filter(pl.col("significant")) if self.form is not None else pl.DataFrame()
 
     @property
-    def style_findings(self) -> Any:
+    def style_findings(self) -> pl.DataFrame:
         """The significant style latents (an empty frame without style stores)."""
         import polars as pl
 
@@ -261,7 +266,7 @@ class DiffResult:
 
 
 def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None, *,
-         names: Sequence[str] | None = None, labels: Any = None,
+         names: Sequence[str] | None = None, labels: Labels | None = None,
          decoder: np.ndarray | None | Literal["auto"] = "auto", style: Sequence[Store] | None = None) -> DiffResult:
     """Compare corpus `a` with `b`, or with several corpora (then `a` against the nearest of them per
     latent: a finding must differ from every other corpus in the same direction).
@@ -346,8 +351,9 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
                       style_replication_rate=style_replication)
 
 
-def _finish(table: Any, stores: list[Store], rows: list[np.ndarray], names: Sequence[str], labels: Any,
-            config: DiffConfig, rng: np.random.Generator, decoder: Any) -> Any:
+def _finish(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], names: Sequence[str],
+            labels: Labels, config: DiffConfig, rng: np.random.Generator,
+            decoder: np.ndarray | Literal["auto"] | None) -> pl.DataFrame:
     """Labels, order (findings first), themes and examples, and the other corpus by name: the steps the
     content and style layers share."""
     import polars as pl
@@ -361,7 +367,8 @@ def _finish(table: Any, stores: list[Store], rows: list[np.ndarray], names: Sequ
 
 def _style_layer(style: list[Store], rows: list[np.ndarray], discovery: list[np.ndarray],
                  validation: list[np.ndarray] | None, names: Sequence[str], config: DiffConfig,
-                 rng: np.random.Generator, decoder: Any) -> tuple[Any, float | None]:
+                 rng: np.random.Generator,
+                 decoder: np.ndarray | Literal["auto"] | None) -> tuple[pl.DataFrame, float | None]:
     """How it is written: the style stores' token latents compared as rates (`saeembed.analysis.style`)."""
     import polars as pl
 
@@ -390,8 +397,8 @@ def _default_names(stores: list[Store]) -> list[str]:
                                                          for i in range(len(stores))]
 
 
-def _evidence(table: Any, stores: list[Store], rows: list[np.ndarray], config: DiffConfig,
-              rng: np.random.Generator, decoder: Any) -> Any:
+def _evidence(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], config: DiffConfig,
+              rng: np.random.Generator, decoder: np.ndarray | Literal["auto"] | None) -> pl.DataFrame:
     """The findings' themes and examples, from one gathering of their latents' entries per store."""
     import polars as pl
 
@@ -442,7 +449,7 @@ def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
     return discovery, validation
 
 
-def _replicate(table: Any, sides: list[Side], config: DiffConfig) -> tuple[Any, float | None]:
+def _replicate(table: pl.DataFrame, sides: list[Side], config: DiffConfig) -> tuple[pl.DataFrame, float | None]:
     """Test the findings again on held-out documents: a finding replicates when its difference has
     the same sign there and survives BH over the findings at the same alpha."""
     import polars as pl
@@ -460,7 +467,7 @@ def _replicate(table: Any, sides: list[Side], config: DiffConfig) -> tuple[Any, 
     return table, (float(replicated[found].mean()) if found.any() else None)
 
 
-def _order(table: Any) -> Any:
+def _order(table: pl.DataFrame) -> pl.DataFrame:
     import polars as pl
 
     first = ["latent", "label", "freq_a", "freq_b", "diff", "rel_diff", "ci_low", "ci_high", "p", "q",

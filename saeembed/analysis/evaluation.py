@@ -6,11 +6,14 @@ probe does not beat one. A probe that loses to answer length or shape is no evid
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from saeembed.analysis.config import RiskConfig
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # What it means when the probe does not beat a baseline, by baseline.
 DOUBTS = {"length only": "it may read answer length, not truth",
@@ -51,7 +54,7 @@ class Comparison(NamedTuple):
 class Evaluation(NamedTuple):
     """A probe and its baselines judged on the same folds and the same bootstrap resamples."""
 
-    table: Any
+    table: pl.DataFrame
     """polars DataFrame, one row per feature set, the probe first: features, role (probe / baseline), the
     Score columns, and gain, gain_low, gain_high, beaten, warning (the Comparison; on the probe's row only
     the warning that it does no better than chance)."""
@@ -90,7 +93,7 @@ def evaluate(scores: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray | 
     return Evaluation(_table(rows, comparisons, chance), rows[0], rows[1:], comparisons, ranked[0], warnings)
 
 
-def _table(rows: list[Score], comparisons: list[Comparison], chance: str | None) -> Any:
+def _table(rows: list[Score], comparisons: list[Comparison], chance: str | None) -> pl.DataFrame:
     """The Evaluation's table: the Scores, each baseline's Comparison beside it."""
     import polars as pl
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from saeembed.spans import marked_context, peak_span
 from saeembed.store import Store
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PLAIN_CHARS = 200
 
@@ -54,8 +57,8 @@ def finding_entries(store: Store, rows: np.ndarray, latents: np.ndarray) -> Entr
                    np.searchsorted(which, np.arange(len(latents) + 1)))
 
 
-def diff_examples(table: Any, stores: list[Store], rows: list[np.ndarray], entries: list[Entries],
-                  paired: bool, rng: np.random.Generator) -> Any:
+def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], entries: list[Entries],
+                  paired: bool, rng: np.random.Generator) -> pl.DataFrame:
     """Add `example_with[_id]` (a document of the side with more of the latent, where it fires
     strongest, peak marked `<< >>`) and `example_without[_id]` to the significant rows of a diff
     table. `entries[k]` holds the findings' latents in the order of the significant rows.

@@ -10,12 +10,15 @@ pair's length ratio (conditional logistic regression), means by regression on lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from saeembed.analysis import stats
 from saeembed.store import present
+
+if TYPE_CHECKING:
+    from scipy.sparse import spmatrix
 
 # A length ratio within 5% of 1 is reported as similar length, whatever its p-value.
 SIMILAR_RATIO = 1.05
@@ -114,7 +117,7 @@ def band_codes(tokens: Sequence[np.ndarray], bands: int) -> list[np.ndarray]:
     return np.split(codes, np.cumsum([len(t) for t in tokens])[:-1])
 
 
-def band_presence(matrix: Any, codes: np.ndarray, n_bands: int, negative: bool = False) -> np.ndarray:
+def band_presence(matrix: spmatrix, codes: np.ndarray, n_bands: int, negative: bool = False) -> np.ndarray:
     """[bands, latents] documents of each band in which each latent fires (`negative`: has a negative
     value): one bincount over the non-zeros (band * latents + latent), in chunks of rows so memory
     stays bounded."""
@@ -133,7 +136,7 @@ def band_presence(matrix: Any, codes: np.ndarray, n_bands: int, negative: bool =
     return out.reshape(n_bands, d)
 
 
-def banded_frequency(a: Any, tokens_a: np.ndarray, b: Any, tokens_b: np.ndarray,
+def banded_frequency(a: spmatrix, tokens_a: np.ndarray, b: spmatrix, tokens_b: np.ndarray,
                      bands: int) -> tuple[np.ndarray, ...] | None:
     """Frequency difference within bands of similar length: (ci_low, ci_high, p, diff), Mantel-
     Haenszel. None when every document falls in one band (then the plain tests are the same thing
@@ -147,7 +150,7 @@ def banded_frequency(a: Any, tokens_a: np.ndarray, b: Any, tokens_b: np.ndarray,
                                  band_presence(b, codes_b, n_bands), docs_b)
 
 
-def paired_frequency(a: Any, b: Any, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+def paired_frequency(a: spmatrix, b: spmatrix, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
     """Pairs (row i of `a` with row i of `b`): is A's document more likely to have the latent than
     its partner of the same length? Conditional logistic regression on the discordant pairs with the
     log length ratio as covariate (`stats.conditional_logistic`), the pairs grouped by their ratio.
@@ -185,7 +188,7 @@ def ratio_cells(x: np.ndarray, max_cells: int = MAX_RATIO_CELLS) -> tuple[np.nda
     return codes, centre
 
 
-def mean_adjusted(a: Any, x_a: np.ndarray, b: Any, x_b: np.ndarray) -> tuple[np.ndarray, ...]:
+def mean_adjusted(a: spmatrix, x_a: np.ndarray, b: spmatrix, x_b: np.ndarray) -> tuple[np.ndarray, ...]:
     """Mean activation of A minus B at equal length: ANCOVA with a per-latent slope on log n_tokens
     fitted within each corpus (so the slope does not absorb the corpus difference), then Welch on the
     length-corrected activations, with the slope's own uncertainty added. (ci_low, ci_high, p, diff)."""
@@ -206,7 +209,7 @@ def mean_adjusted(a: Any, x_a: np.ndarray, b: Any, x_b: np.ndarray) -> tuple[np.
     return low, high, p, diff
 
 
-def paired_mean_adjusted(delta: Any, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+def paired_mean_adjusted(delta: spmatrix, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
     """Mean of the pairs' differences at equal length: the intercept of delta ~ c + s * log(nA / nB)
     per latent (ordinary least squares), t on n - 2 degrees of freedom; plain paired t when every
     pair has the same ratio. (ci_low, ci_high, p, diff)."""

@@ -8,9 +8,12 @@ into bands of n_tokens (quantiles) and combine the bands (Cochran-Mantel-Haensze
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from scipy.sparse import spmatrix
 
 MIN_BAND_DOCS = 50
 """Fewest documents of a length band: a smaller band says little about how often a latent fires at
@@ -50,7 +53,7 @@ def _merge_small(sizes: np.ndarray, min_docs: int) -> np.ndarray:
     return target
 
 
-def band_counts(binary: Any, codes: np.ndarray, n_bands: int) -> np.ndarray:
+def band_counts(binary: spmatrix, codes: np.ndarray, n_bands: int) -> np.ndarray:
     """[n_bands, columns] documents of each band in which each column is present, from a docs x
     columns 0/1 sparse matrix: one sparse product with the bands' indicator matrix."""
     import scipy.sparse as sp

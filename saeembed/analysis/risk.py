@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -27,6 +27,11 @@ from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standar
 from saeembed.checked import LARGEST, Fields, check_sha256, read_fields, read_safetensors, sha256_hex
 from saeembed.errors import ProbeError, SaeEmbedError
 from saeembed.store import COMPAT_FIELDS, COUNT_STATS, Store, check_compatible, document_frequency
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from saeembed.labels.store import Labels
 
 PROBE_JSON, PROBE_WEIGHTS, BASELINE_JSON = "probe.json", "probe.safetensors", "baseline.json"
 REPORT_JSON = "report.json"
@@ -112,11 +117,11 @@ class RiskReport:
     """What `fit_risk` found: the probe's cross-validated scores beside its baselines', whether it beats
     them, and the probe fitted on every document."""
 
-    table: Any
+    table: pl.DataFrame
     """polars DataFrame, the probe's row first, then one per baseline: features, role (probe / baseline),
     auroc and ap with 95% bootstrap intervals (out-of-fold over `folds` folds), base_rate, and for the
     baselines gain, gain_low, gain_high, beaten, warning (the `comparisons`)."""
-    top_concepts: Any
+    top_concepts: pl.DataFrame
     """polars DataFrame: latent, label, weight (largest |weight| first) of the probe fitted on everything."""
     probe: Probe
     n_docs: int
@@ -195,7 +200,7 @@ def count_features(store: Store) -> np.ndarray:
 
 
 def fit_risk(store: Store, label: str, config: RiskConfig | None = None, *, positive: str | None = None,
-             group: str | None = None, labels: Any = None, skip_unlabelled: bool = False) -> RiskReport:
+             group: str | None = None, labels: Labels | None = None, skip_unlabelled: bool = False) -> RiskReport:
     """Cross-validate a risk probe on `store` and fit the final one on all of it.
 
     Documents whose `label` is missing (null) are refused, naming the first (they were counted as not
@@ -340,8 +345,8 @@ def _final_probe(x: Any, y: np.ndarray, latents: np.ndarray, mean: np.ndarray, s
     return Probe(config.model, latents, np.asarray(weights, np.float64), intercept, mean, std, link, meta)
 
 
-def score_risk(store: Store, probe: Probe | None = None, baseline: "Baseline | None" = None, *, labels: Any = None,
-               top: int = 3) -> Any:
+def score_risk(store: Store, probe: Probe | None = None, baseline: "Baseline | None" = None, *,
+               labels: Labels | None = None, top: int = 3) -> pl.DataFrame:
     """polars DataFrame: id, risk (with a probe), the concepts that pushed it up, and z-scores of the
     concept-count statistics against a trusted corpus (with a baseline)."""
     import polars as pl

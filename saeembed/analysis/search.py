@@ -16,7 +16,7 @@ reciprocal rank.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -24,6 +24,11 @@ from saeembed.analysis.concepts import Concepts, activation_scale, select_concep
 from saeembed.analysis.config import FEEDBACK_SUPPORT, SearchConfig, check_feedback
 from saeembed.analysis.where import filter_rows
 from saeembed.store import Store, column_entries, document_frequency
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from saeembed.labels.store import Labels
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 # Pseudo-relevance feedback. Rocchio's beta at SMART's standard 0.75; 20 documents, within the 10-30
@@ -36,7 +41,7 @@ FEEDBACK_WEIGHT = 0.75
 
 @dataclass
 class SearchResult:
-    table: Any
+    table: pl.DataFrame
     """polars DataFrame: rank, id, score, then (SAE scores) top_latents and top_labels (the latents
     contributing most to the score, strongest first, and their labels) and peak_start, peak_end (the
     character span in `text` of the strongest one's peak token; null when it has none), text as stored,
@@ -64,7 +69,7 @@ class ConceptScores(NamedTuple):
 
 
 def search(store: Store, query: str, config: SearchConfig | None = None, *, like: list[str] | None = None,
-           where: str | None = None, labels: Any = None, dense: np.ndarray | None = None) -> SearchResult:
+           where: str | None = None, labels: Labels | None = None, dense: np.ndarray | None = None) -> SearchResult:
     """The `config.top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
 
     In sae mode only documents with a positive score are listed (at least one of the query's own latents
@@ -125,7 +130,7 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
 
 
 def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK_DOCS,
-                   candidates: np.ndarray | None = None, labels: Any = None) -> ConceptScores:
+                   candidates: np.ndarray | None = None, labels: Labels | None = None) -> ConceptScores:
     """The SAE ranking `search` uses: the paper's score (`sae_scores`), then the query expanded by
     pseudo-relevance feedback: the mean p90-scaled code of its first `feedback` results among
     `candidates` (default every document), latents firing in at least `FEEDBACK_SUPPORT` of them,
@@ -164,7 +169,7 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
 
 
 def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weight: np.ndarray,
-              support: np.ndarray, n_first: int, labels: Any) -> Concepts:
+              support: np.ndarray, n_first: int, labels: Labels | None) -> Concepts:
     """`concepts` with `added_weight` added to `latents`' weights (new latents join with why =
     feedback), rescaled to a maximum of 1 (the ranking does not change by it), strongest first."""
     own = concepts.latents.tolist()
@@ -173,15 +178,16 @@ def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weigh
     for latent, value, n in zip(latents.tolist(), added_weight.tolist(), support.tolist()):
         weight[latent] = weight.get(latent, 0.0) + value
         why.setdefault(latent, f"feedback: fires in {n} of the first {n_first} results")
-    if labels is None and len(weight) > len(own):
+    if len(weight) > len(own):
         from saeembed.labels import labels_for
 
-        labels = labels_for(store)
+        named = labels if labels is not None else labels_for(store)
+        names.update({latent: named.get(latent) for latent in weight if latent not in names})
     order = sorted(weight, key=lambda latent: -weight[latent])
     top = max(weight.values())
     return replace(concepts, latents=np.array(order, dtype=np.int64),
                    weights=np.array([weight[latent] / top for latent in order]),
-                   labels=[names[latent] if latent in names else labels.get(latent) for latent in order],
+                   labels=[names[latent] for latent in order],
                    why=[why[latent] for latent in order], matched=[matched.get(latent, []) for latent in order])
 
 
@@ -240,7 +246,7 @@ def _top(score: np.ndarray, candidates: np.ndarray, top: int) -> np.ndarray:
     return candidates[np.argsort(-score[candidates], kind="stable")]
 
 
-def _explain(store: Store, rows: np.ndarray, concepts: Concepts, weights: np.ndarray, labels: Any) -> list[Any]:
+def _explain(store: Store, rows: np.ndarray, concepts: Concepts, weights: np.ndarray, labels: Labels) -> list[Any]:
     """Per result: its three strongest contributing latents and their labels, and the character span of the
     strongest one's peak token in the text (renderers mark it)."""
     import polars as pl

@@ -19,7 +19,7 @@ Benjamini-Hochberg over the layer's latents, holdout replication, themes, exampl
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from saeembed.analysis.compare import Side, mean_var
 from saeembed.analysis.config import DiffConfig
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PER_TOKENS = 1000  # rates are per this many tokens
 
@@ -78,7 +81,7 @@ def check_style_stores(stores: Sequence[Store], style: Sequence[Store], names: S
                                 f"(ids differ); embed both from the same corpus file")
 
 
-def style_table(found: dict[str, np.ndarray], effect: np.ndarray, config: DiffConfig) -> Any:
+def style_table(found: dict[str, np.ndarray], effect: np.ndarray, config: DiffConfig) -> pl.DataFrame:
     """The tested latents as a table with q, effect and whether each is a finding (before labels, themes,
     examples and replication, which the content layer's code adds)."""
     import polars as pl

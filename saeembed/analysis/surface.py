@@ -8,9 +8,12 @@ folds. Everything is computed with polars string expressions (vectorised, ~1 s o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
 
 LENGTH_FEATURES = ("log_tokens", "log_chars")
 ENDINGS = {"end_period": ".", "end_question": "?", "end_exclamation": "!"}
@@ -22,7 +25,7 @@ LIST_MARKER = r"(?m)^[ \t]*(?:[-*•]|\d+[.)])[ \t]"
 SENTENCE_END = r"[.!?]+(?:\s|$)"
 
 
-def surface_frame(text: Any, n_tokens: Any) -> Any:
+def surface_frame(text: pl.Series, n_tokens: pl.Series | np.ndarray) -> pl.DataFrame:
     """polars DataFrame, one row per text, columns SURFACE_FEATURES (floats; LENGTH_FEATURES among them).
 
     `text` is a polars Series of strings (nulls count as empty), `n_tokens` the reader's token counts.
@@ -53,7 +56,7 @@ def surface_frame(text: Any, n_tokens: Any) -> Any:
     ).cast(pl.Float64)
 
 
-def standardised(frame: Any, columns: tuple[str, ...]) -> np.ndarray:
+def standardised(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     """[rows, len(columns)] z-scores of the chosen columns (constant columns become 0).
 
     Scaling uses every row, labels never enter it, so it leaks nothing into the folds.

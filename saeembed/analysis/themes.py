@@ -11,12 +11,17 @@ chains of look-alikes).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.evidence import Entries
+
+if TYPE_CHECKING:
+    import polars as pl
+    from scipy.sparse import csr_matrix, spmatrix
+
 
 # Findings compared per block of the co-occurrence products: memory ~ BLOCK x findings.
 BLOCK = 512
@@ -62,7 +67,7 @@ def _presence(entries: Sequence[Entries], sizes: Sequence[int], n: int) -> tuple
     return fires, peaks
 
 
-def _links(entries: Sequence[Entries], sizes: Sequence[int], signs: np.ndarray, config: DiffConfig) -> Any:
+def _links(entries: Sequence[Entries], sizes: Sequence[int], signs: np.ndarray, config: DiffConfig) -> spmatrix:
     """Symmetric sparse matrix of linked finding pairs: co-firing or same-token peaks, same sign."""
     import scipy.sparse as sp
 
@@ -96,7 +101,7 @@ def _beyond_chance_jaccard(shared: np.ndarray, a: np.ndarray, b: np.ndarray, n: 
     return (jaccard - chance) / np.maximum(1 - chance, 1e-12)
 
 
-def _gram_blocks(matrix: Any) -> Any:
+def _gram_blocks(matrix: spmatrix) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, dense block) of matrix.T @ matrix, BLOCK rows at a time. A dense product (in
     chunks of documents) when the findings are few enough and fire often together, as on long
     documents where sparse products slow to a crawl; else sparse products per block."""
@@ -115,7 +120,7 @@ def _gram_blocks(matrix: Any) -> Any:
         yield begin, (transposed[begin:begin + BLOCK] @ matrix).toarray()
 
 
-def _near_directions(decoder: np.ndarray, latents: np.ndarray, signs: np.ndarray, threshold: float) -> Any:
+def _near_directions(decoder: np.ndarray, latents: np.ndarray, signs: np.ndarray, threshold: float) -> csr_matrix:
     """Symmetric sparse matrix of finding pairs (same sign) whose decoder directions have cosine > threshold."""
     import scipy.sparse as sp
 
@@ -133,7 +138,7 @@ def _near_directions(decoder: np.ndarray, latents: np.ndarray, signs: np.ndarray
     return sp.csr_matrix((np.ones(len(i), np.float32), (i, j)), shape=(len(rows), len(rows)))
 
 
-def _greedy(links: Any, n: int) -> np.ndarray:
+def _greedy(links: csr_matrix, n: int) -> np.ndarray:
     """Strongest unplaced finding first: it and its unplaced neighbours form the next theme."""
     theme = np.zeros(n, np.int32)
     next_id = 1
@@ -147,7 +152,7 @@ def _greedy(links: Any, n: int) -> np.ndarray:
     return theme
 
 
-def theme_table(findings: Any, names: Sequence[str], measure: str) -> Any:
+def theme_table(findings: pl.DataFrame, names: Sequence[str], measure: str) -> pl.DataFrame:
     """One row per theme, from the findings (strongest first, `theme` set): its lead's numbers and
     examples, how many latents it holds and the others' labels."""
     import polars as pl

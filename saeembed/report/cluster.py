@@ -5,12 +5,16 @@ documents with the concepts' peaks highlighted."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from saeembed.report import plots
 from saeembed.report._page import clip_plain, latent_name, render, span_segments
+
+if TYPE_CHECKING:
+    from saeembed.analysis.cluster import ClusterResult
+    from saeembed.store import Store
 
 # Documents drawn on the map at most (a random sample, the same every time), and values of a metadata
 # column shown in the cross-tab (the rest summed as "(other)").
@@ -19,8 +23,8 @@ CROSSTAB_VALUES = 12
 UNASSIGNED = {-1: "no selected concept", -2: "noise (HDBSCAN)"}
 
 
-def write_cluster_report(result: Any, path: str | Path, by: str | Sequence[Any] | None = None, *,
-                         store: Any = None, seed: int = 0) -> Path:
+def write_cluster_report(result: ClusterResult, path: str | Path, by: str | Sequence[Any] | None = None, *,
+                         store: Store | None = None, seed: int = 0) -> Path:
     """Write the `saeembed.analysis.cluster.ClusterResult` as one self-contained HTML page at `path`.
 
     Args:
@@ -109,8 +113,8 @@ def _crosstab(assignment: np.ndarray, values: np.ndarray, order: list[int], colo
     return {"columns": columns, "rows": rows, "agreement": agreement, "n_values": len(kinds)}
 
 
-def _map(result: Any, store: Any, assignment: np.ndarray, names: dict[int, str], colours: dict[int, str],
-         seed: int) -> Any:
+def _map(result: ClusterResult, store: Store, assignment: np.ndarray, names: dict[int, str],
+         colours: dict[int, str], seed: int) -> Any:
     """The first two principal components of the documents' log activations on the clustered latents
     (rows L2-normalised; sparse PCA, centred implicitly), drawn for a random sample of documents; those
     with none of the selected concepts would all sit at one point and are left out."""

@@ -5,18 +5,24 @@ the associations of latents with a metadata column (`correlations --with`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from saeembed.report import plots
 from saeembed.report._page import count, distinct, latent_name, render, span_segments
 
+if TYPE_CHECKING:
+    from saeembed.analysis.associations import AssociationResult
+    from saeembed.analysis.correlations import CorrelationResult
+    from saeembed.store import Store
+
 TOP = 50
 PAIR_BARS = 25
 
 
-def write_correlations_report(result: Any, path: str | Path, *, store: Any = None, top: int = TOP,
+def write_correlations_report(result: CorrelationResult | AssociationResult, path: str | Path, *,
+                              store: Store | None = None, top: int = TOP,
                               sides: Sequence[str] | None = None) -> Path:
     """Write a `saeembed.analysis.correlations.CorrelationResult` (or an `AssociationResult` of
     `saeembed.analysis.associations`) as one self-contained HTML page at `path`, the `top` rows shown.
@@ -27,7 +33,9 @@ def write_correlations_report(result: Any, path: str | Path, *, store: Any = Non
         sides: for `cross_correlations`, the two sides' names (e.g. ("prompt", "response")), which name
             each pair's latents.
     """
-    if hasattr(result, "column"):  # an AssociationResult
+    from saeembed.analysis.associations import AssociationResult
+
+    if isinstance(result, AssociationResult):
         return _associations(result, path, store, top)
     table = result.table.head(top)
     pairs = table.to_dicts()
@@ -92,7 +100,7 @@ def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
     return out
 
 
-def _associations(result: Any, path: str | Path, store: Any, top: int) -> Path:
+def _associations(result: AssociationResult, path: str | Path, store: Store | None, top: int) -> Path:
     """Latents against a metadata column: the strongest associations as bars and a table, each with the
     document (of the value, for a categorical column) where the latent fires strongest."""
     from saeembed.spans import peak_span

@@ -5,13 +5,16 @@ peak highlighted), filterable by text."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from saeembed.labels.offline import KEEP_SCORE
 from saeembed.report import plots
 from saeembed.report._page import clip_marked, clip_plain, latent_name, render, split_marked
+
+if TYPE_CHECKING:
+    from saeembed.analysis.diff import DiffResult
 
 # Themes in the forest plot and rows in the page (the strongest first), latents listed per theme; the page
 # says when there are more. A row with its two examples is ~1.5 KB: 500 keep the page well under 2 MB.
@@ -20,7 +23,7 @@ PAGE_THEMES = 500
 THEME_LATENTS = 12
 
 
-def write_diff_report(result: Any, path: str | Path) -> Path:
+def write_diff_report(result: DiffResult, path: str | Path) -> Path:
     """Write the `saeembed.analysis.diff.DiffResult` as one self-contained HTML page at `path`."""
     config, names, themes = result.config, list(result.names), result.themes
     summary = result.summary()

@@ -5,12 +5,16 @@ concepts with their weights, and documents where they fire."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from saeembed.report import plots
 from saeembed.report._page import latent_name, render, span_segments
+
+if TYPE_CHECKING:
+    from saeembed.analysis.risk import RiskReport
+    from saeembed.store import Store
 
 CALIBRATION_BINS = 10
 CONCEPTS_PLOTTED = 20
@@ -18,7 +22,7 @@ CONCEPTS_PLOTTED = 20
 EXAMPLE_CONCEPTS = 8
 
 
-def write_risk_report(report: Any, path: str | Path, *, store: Any = None) -> Path:
+def write_risk_report(report: RiskReport, path: str | Path, *, store: Store | None = None) -> Path:
     """Write the `saeembed.analysis.risk.RiskReport` of `fit_risk` as one self-contained HTML page at `path`.
     `store`: the labelled store it was fitted on, for an example document per top concept."""
     table = report.table.to_dicts()
@@ -44,7 +48,7 @@ def write_risk_report(report: Any, path: str | Path, *, store: Any = None) -> Pa
     return render("risk.html", path, **context)
 
 
-def _roc(report: Any) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+def _roc(report: RiskReport) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     from sklearn.metrics import roc_curve
 
     if report.y is None or not report.oof_scores:
@@ -57,7 +61,7 @@ def _roc(report: Any) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     return curves
 
 
-def _calibration(report: Any, decision: np.ndarray) -> tuple[Any, float]:
+def _calibration(report: RiskReport, decision: np.ndarray) -> tuple[Any, float]:
     """The probe's out-of-fold decisions through its link (the risk `risk score` would give), in bins of
     equal size: mean predicted against observed, with Wilson intervals; and the Brier score."""
     from saeembed.analysis.stats import wilson

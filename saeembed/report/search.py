@@ -4,11 +4,14 @@ that contributed most and the peak of the strongest highlighted."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from saeembed.report import plots
 from saeembed.report._page import latent_name, marked, render
 from saeembed.store import COUNT_STATS
+
+if TYPE_CHECKING:
+    from saeembed.analysis.search import SearchResult
 
 # Columns of the hits table not shown among the document's other fields (shown elsewhere, or internal).
 SHOWN = ("rank", "id", "score", "top_latents", "top_labels", "peak_start", "peak_end", "text", "n_tokens", "dense",
@@ -16,7 +19,7 @@ SHOWN = ("rank", "id", "score", "top_latents", "top_labels", "peak_start", "peak
 CONCEPTS_SHOWN = 30
 
 
-def write_search_report(result: Any, path: str | Path, *, query: str | None = None) -> Path:
+def write_search_report(result: SearchResult, path: str | Path, *, query: str | None = None) -> Path:
     """Write the `saeembed.analysis.search.SearchResult` as one self-contained HTML page at `path`;
     `query`: the query as typed (default the one its concepts were selected by; dense search has none)."""
     concepts = result.concepts
