@@ -15,6 +15,7 @@ from saeembed.errors import ConfigError
     ("long", "trunc", "'chunk', 'truncate'"),
     ("values_dtype", "bf16", "'float16', 'float32'"),
     ("dtype", "half", "'bfloat16'"),
+    ("sae_dtype", "bf16", "'fast'"),
     ("input_format", "xml", "'jsonl'"),
     ("device", "gpu", "'cuda:N'"),
     ("layer", -1, ">= 0"),

@@ -281,6 +281,39 @@ def test_stores_embedded_differently_are_not_mixed(llama_dir, tmp_path, corpus_f
         check_compatible([("a", a), ("b", b)])
 
 
+def test_a_bfloat16_encoder_picks_the_latents_the_float32_one_picks(llama_dir, tmp_path, corpus_file):
+    """`sae_dtype`: the encoder in bfloat16 on a float32 reader. The same top-k latents up to near-ties, values
+    within bfloat16's rounding, recorded in the store, cached apart, and read back by `config_of`."""
+    from saeembed.embedding.open_store import config_of
+
+    sae, _ = sae_files.saelens(tmp_path / "sae", 64, arch="topk", layer=LAYER)
+    _, exact = run(tmp_path / "f32", llama_dir, sae, [str(corpus_file)])
+    result, fast = run(tmp_path / "f32", llama_dir, sae, [str(corpus_file)], sae_dtype="bfloat16")
+    assert result.n_cached == 0, "vectors of another encoder dtype are not taken from the cache"
+    assert fast.meta["sae"]["compute_dtype"] == "bfloat16" and "compute_dtype" not in exact.meta["sae"]
+    a, b = exact.matrix.toarray(), fast.matrix.toarray()
+    both = (a > 0) & (b > 0)
+    assert both.sum() / max(((a > 0) | (b > 0)).sum(), 1) > 0.95, "the same latents fire"
+    np.testing.assert_allclose(b[both], a[both], rtol=3e-2, atol=3e-2 * np.abs(a).max())
+    assert config_of(fast).sae_dtype == "bfloat16" and config_of(exact).sae_dtype == "auto"
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [
+    (True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, torch.float32)])
+def test_fast_encoder_is_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch, amx, avx512_bf16, expected):
+    """A CPU without AMX or AVX512-BF16 emulates bfloat16 several times slower than float32: there `fast`
+    keeps the reader's dtype."""
+    from types import SimpleNamespace
+
+    from saeembed.embedding.kernel import encoder_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    reader = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+    assert encoder_dtype("fast", reader) == expected
+    assert encoder_dtype("auto", reader) == torch.float32 and encoder_dtype("bfloat16", reader) == torch.bfloat16
+
+
 def test_a_field_missing_from_early_records_is_kept(llama_dir, tmp_path, cache_dir):
     """The store keeps the union of the input's fields: a field only later records have is not dropped."""
     corpus = tmp_path / "c.jsonl"

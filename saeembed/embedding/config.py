@@ -13,6 +13,7 @@ Pooling = Literal["max", "mean", "sum", "count"]
 LongMode = Literal["chunk", "truncate"]
 ValuesDtype = Literal["float16", "float32"]
 ComputeDtype = Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"]
+SaeDtype = Literal["auto", "fast", "float32", "bfloat16", "float16"]
 InputFormat = Literal["auto", "jsonl", "csv", "parquet", "txt"]
 Engine = Literal["local", "ray"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
@@ -44,6 +45,11 @@ class EmbedConfig:
     """auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."""
     dtype: ComputeDtype = setting("auto", flag="--dtype")
     """Compute dtype of the reader: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."""
+    sae_dtype: SaeDtype = setting("auto", flag="--sae-dtype")
+    """Compute dtype of the SAE encoder: auto (the reader's), fast (bfloat16 where this machine multiplies it
+    natively: a GPU, or a CPU with AMX or AVX512-BF16; else the reader's), float32, bfloat16, float16. On a
+    float32 reader, bfloat16 picks the same top-k latents for nearly every token and rounds the values to
+    about 3 significant digits (benchmarks/RESULTS.md); it is recorded in the store."""
     batch_tokens: int = setting(16384, at_least=1, flag="--batch-tokens")
     """Token budget of one forward batch (padded length x rows)."""
     max_batch_docs: int = setting(256, at_least=1)

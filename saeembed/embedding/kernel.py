@@ -29,6 +29,7 @@ from saeembed.embedding.reader import (
     length_sorted_batches,
     load_reader,
     release_freed_memory,
+    resolve_dtype,
 )
 from saeembed.errors import CorpusError, ReaderError, SAEError
 from saeembed.hashing import text_key
@@ -140,7 +141,25 @@ def load_pipeline(config: EmbedConfig) -> tuple[Reader, SAE]:
     reader = load_reader(model, layer, device=config.device, dtype=config.dtype,
                          revision=config.revision, trust_remote_code=config.trust_remote_code,
                          max_tokens=config.max_tokens)
-    return reader, sae.to(reader.device, reader.dtype)
+    return reader, sae.to(reader.device, encoder_dtype(config.sae_dtype, reader))
+
+
+def encoder_dtype(sae_dtype: str, reader: Reader) -> torch.dtype:
+    """The dtype the SAE encodes in (`EmbedConfig.sae_dtype`)."""
+    if sae_dtype == "auto" or (sae_dtype == "fast" and not native_bfloat16(reader.device)):
+        return reader.dtype
+    return torch.bfloat16 if sae_dtype == "fast" else resolve_dtype(sae_dtype, reader.device)
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Does `device` multiply bfloat16 matrices natively (faster than float32)? A CPU without AMX or
+    AVX512-BF16 emulates it, several times slower than float32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(bool(check()) for check in checks if check is not None)
 
 
 def document_key(doc: Document, as_chat: str | None) -> str:
@@ -157,7 +176,9 @@ def vectors_config(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
             "sae_fingerprint": sae.info.fingerprint, "pooling": pooling_of(config, sae),
             "pool_roles": list(config.pool_roles) if config.pool_roles else None,
             "max_tokens": reader.max_tokens, "long": config.long, "dtype": str(reader.dtype),
-            "values_dtype": config.values_dtype, "concept_counts": True}
+            "values_dtype": config.values_dtype, "concept_counts": True,
+            # only when it differs, so caches and stores of the reader's own dtype keep their identity
+            **({"sae_dtype": _name(sae.W_enc.dtype)} if sae.W_enc.dtype != reader.dtype else {})}
 
 
 def pooling_of(config: EmbedConfig, sae: SAE) -> str:
@@ -315,12 +336,18 @@ def model_metadata(config: EmbedConfig, reader: Reader, sae: SAE) -> dict:
         "model": {"id": reader.spec.model, "revision": reader.spec.revision, "fingerprint": reader.fingerprint,
                   "model_type": reader.spec.model_type, "layer": reader.spec.layer,
                   "hook": f"blocks.{reader.spec.layer}.hook_resid_post", "n_layers": reader.spec.n_layers,
-                  "hidden_size": reader.spec.hidden_size, "dtype": str(reader.dtype).removeprefix("torch.")},
-        "sae": asdict(sae.info),
+                  "hidden_size": reader.spec.hidden_size, "dtype": _name(reader.dtype)},
+        # the encoder's dtype when it is not the reader's (`EmbedConfig.sae_dtype`)
+        "sae": {**asdict(sae.info),
+                **({"compute_dtype": _name(sae.W_enc.dtype)} if sae.W_enc.dtype != reader.dtype else {})},
         "pooling": pooling_of(config, sae),
         "max_tokens": reader.max_tokens,
         "versions": {"saeembed": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def store_metadata(config: EmbedConfig, model_meta: dict, corpus: Corpus) -> dict:

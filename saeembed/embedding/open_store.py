@@ -47,7 +47,8 @@ def config_of(store: Store) -> EmbedConfig:
     return EmbedConfig(model=meta["model"]["id"], sae=meta["sae"]["source"], layer=meta["model"].get("layer"),
                        sae_format=meta["sae"].get("format"), revision=meta["model"].get("revision"),
                        pooling=_token_pooling(meta.get("pooling")), as_chat=meta.get("as_chat"),
-                       max_tokens=meta.get("max_tokens"), long=meta.get("long", "chunk"))
+                       max_tokens=meta.get("max_tokens"), long=meta.get("long", "chunk"),
+                       sae_dtype=meta["sae"].get("compute_dtype", "auto"))
 
 
 def _token_pooling(pooling: str | None) -> Pooling:
