@@ -191,6 +191,8 @@ def run_cpu(args) -> dict:
         "bytes_per_doc_at_100_latents_est": round(per_latent * 100 + (summary["bytes"] - per_latent * store.matrix.nnz)
                                                   / len(docs)),
     }
+    if sae.W_enc.dtype != reader.dtype:
+        report.update(_encoder_agreement(store, corpus, config, work))
     if args.rss_docs:
         small, large = args.rss_docs
         rss_small = peak_rss_mb(write_jsonl(real_documents(small, 1), work / "s.jsonl"), model, sae_path, layer,
@@ -200,6 +202,32 @@ def run_cpu(args) -> dict:
         report.update({f"peak_rss_mb_{small}": round(rss_small), f"peak_rss_mb_{large}": round(rss_large),
                        "peak_rss_ratio": round(rss_large / rss_small, 3)})
     return report
+
+
+def _encoder_agreement(store, corpus: Path, config, work: Path) -> dict:
+    """What an encoder in another dtype than the reader's (`sae_dtype`) changes: the same documents embedded
+    with the encoder in the reader's dtype; per document, the Jaccard overlap of the latent sets, and the
+    relative difference of the values both hold."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from saeembed import embed, load_store
+
+    exact_path = work / "exact.parquet"
+    embed([str(corpus)], exact_path, replace(config, sae_dtype="auto", cache_dir=work / "exact-cache"))
+    exact = load_store(exact_path)
+    jaccard, relative = [], []
+    for row in range(store.n_docs):
+        a = dict(zip(exact.matrix[row].indices.tolist(), exact.matrix[row].data.tolist()))
+        b = dict(zip(store.matrix[row].indices.tolist(), store.matrix[row].data.tolist()))
+        jaccard.append(len(a.keys() & b.keys()) / max(len(a.keys() | b.keys()), 1))
+        relative += [abs(b[k] - a[k]) / max(abs(a[k]), 1e-6) for k in a.keys() & b.keys()]
+    return {"encoder_dtype": str(store.meta["sae"].get("compute_dtype")),
+            "latent_sets_jaccard_mean_vs_reader_dtype": round(float(np.mean(jaccard)), 4),
+            "latent_sets_identical_docs_share": round(float(np.mean(np.array(jaccard) == 1.0)), 4),
+            "values_relative_diff_median": round(float(np.median(relative)), 5),
+            "values_relative_diff_p99": round(float(np.percentile(relative, 99)), 5)}
 
 
 def main() -> None:

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from commands import options
 from commands.inputs import open_inputs
-from commands.ui import check_outputs, emit, result_console, shown, stderr, user_errors, working, write_report
+from commands.ui import (
+    check_outputs,
+    emit,
+    print_json,
+    result_console,
+    shown,
+    stderr,
+    user_errors,
+    working,
+    write_report,
+)
 from saeembed.analysis.config import ClusterConfig
+
+if TYPE_CHECKING:
+    from saeembed.analysis.cluster import ClusterResult
+    from saeembed.store import Store
 
 
 def run(
@@ -27,7 +41,7 @@ def run(
     concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
     min_cluster_size: int = options.setting(ClusterConfig, "min_cluster_size"),
     seed: int = options.setting(ClusterConfig, "seed"),
-    json_out: options.Json = False,
+    json_out: options.SummaryJson = False,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
                                                    "the description goes beside it as NAME.clusters.EXT.")] = None,
     html: options.Html = None,
@@ -46,7 +60,7 @@ def run(
     """Cluster documents on the latents a concept query selects (or on all of them), and describe each
     cluster: size, most distinctive latents, most central documents."""
     from saeembed.analysis.assign import save_clustering
-    from saeembed.analysis.cluster import cluster, unassigned_line
+    from saeembed.analysis.cluster import cluster
     from saeembed.analysis.concepts import select_concepts
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_cluster_report
@@ -71,24 +85,20 @@ def run(
     write_report(html, lambda path: write_cluster_report(result, path, by=by, store=opened, seed=seed), quiet)
     files = {output: result.assignments,
              output.with_name(f"{output.stem}.clusters{output.suffix}"): result.description} if output else {}
+    if json_out:
+        print_json(result.summary().as_dict())
     emit(files, result.description, json_out, lambda: _render(result, opened if by else None, by), quiet)
-    if json_out and not quiet:  # the rows are the clusters: the count of documents in none goes to stderr
-        stderr.print(unassigned_line(result.n_unassigned, len(result.assignments), result.n_no_concept,
-                                     result.n_noise), highlight=False)
     if save is not None and not quiet:
         stderr.print(f"[green]wrote[/green] {shown(save)} (the clustering; place new documents in it with "
                      f"`saeembed assign STORE --clustering {shown(save)}`)", highlight=False)
 
 
-def _render(result: Any, store: Any = None, by: str | None = None) -> None:
-    from saeembed.analysis.cluster import unassigned_line
-
+def _render(result: ClusterResult, store: Store | None = None, by: str | None = None) -> None:
     console = result_console()
-    axis = f"{len(result.concepts)} selected latents" if result.concepts is not None else "every latent"
-    console.print(f"{result.method} clustering on {axis}: {len(result.description)} clusters", highlight=False)
-    console.print(unassigned_line(result.n_unassigned, len(result.assignments), result.n_no_concept, result.n_noise),
-                  highlight=False)
-    for note in result.notes:
+    summary = result.summary()
+    for line in summary.lines():
+        console.print(shown(line), highlight=False, soft_wrap=True)
+    for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     for row in result.description.iter_rows(named=True):
         console.print(f"\n[bold]cluster {row['cluster']}[/bold] ({row['size']:,} documents)", highlight=False)
@@ -96,11 +106,11 @@ def _render(result: Any, store: Any = None, by: str | None = None) -> None:
         for text in row["central_texts"]:
             text = text.replace("\n", " ")
             console.print(f"  - {shown(text if len(text) <= 160 else text[:160] + '…')}", highlight=False)
-    if by is not None:
+    if by is not None and store is not None:
         _render_crosstab(console, result, store, by)
 
 
-def _render_crosstab(console: Any, result: Any, store: Any, by: str) -> None:
+def _render_crosstab(console: Any, result: ClusterResult, store: Store, by: str) -> None:
     """Each cluster's most common values of `by`, and how well the clusters follow it (adjusted Rand)."""
     import numpy as np
     import polars as pl

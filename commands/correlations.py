@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from commands import options
 from commands.inputs import open_inputs
-from commands.ui import check_outputs, emit, result_console, shown, user_errors, working, write_report
+from commands.ui import check_outputs, emit, print_json, result_console, shown, user_errors, working, write_report
 from saeembed.analysis.config import CorrelationConfig
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from saeembed.analysis.associations import AssociationResult
+    from saeembed.analysis.correlations import CorrelationResult
 
 
 def run(
@@ -28,7 +34,7 @@ def run(
     alpha: float = options.setting(CorrelationConfig, "alpha"),
     length_bands: int = options.setting(CorrelationConfig, "length_bands"),
     show_dropped: Annotated[bool, typer.Option(help="List the pairs dropped as trivial instead.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one pair each.")] = False,
+    json_out: options.SummaryJson = False,
     output: options.Output = None,
     html: options.Html = None,
     preset: options.Preset = None,
@@ -40,7 +46,7 @@ def run(
     """Latent pairs that fire in the same documents more than chance at equal length: NPMI with a
     Cochran-Mantel-Haenszel test over length bands and BH control; pairs peaking on the same/adjacent
     token, near-duplicate decoders or labels dropped."""
-    from saeembed.analysis.associations import associations
+    from saeembed.analysis.associations import AssociationResult, associations
     from saeembed.analysis.correlations import correlations, cross_correlations
     from saeembed.errors import SaeEmbedError
     from saeembed.report import write_correlations_report
@@ -57,24 +63,26 @@ def run(
                              text_field=text_field, id_field=id_field, cache_dir=cache_dir)
         if with_column:
             with working("testing latents against the column", quiet or json_out):
-                result: Any = associations(stores[0], with_column, config)
+                result: CorrelationResult | AssociationResult = associations(stores[0], with_column, config)
             rows = result.table
         else:
             with working("testing pairs", quiet or json_out):
                 result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
                           else correlations(stores[0], config))
-            rows = result.dropped_pairs if show_dropped else result.table
+            rows = result.dropped_pairs if show_dropped and result.dropped_pairs is not None else result.table
 
     sides = (_side_name(corpus), _side_name(and_corpus)) if and_corpus else None
     write_report(html, lambda path: write_correlations_report(result, path, store=None if and_corpus else stores[0],
                                                               top=top, sides=sides), quiet)
 
     def render() -> None:
-        if with_column:
+        if isinstance(result, AssociationResult):
             _render_associations(result, top)
         else:
             _render_pairs(result, rows, top, show_dropped, and_corpus is not None)
 
+    if json_out:
+        print_json(result.summary().as_dict())
     emit({output: rows} if output else {}, rows.head(top), json_out, render, quiet)
 
 
@@ -82,16 +90,12 @@ def _side_name(path: str) -> str:
     return Path(path).stem or path
 
 
-def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) -> None:
+def _render_pairs(result: CorrelationResult, rows: pl.DataFrame, top: int, dropped: bool, cross: bool) -> None:
     console = result_console()
-    reasons = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in result.dropped.items())
-    console.print(f"{result.n_docs:,} documents; {result.n_band:,} latents in the frequency band with enough "
-                  f"support; {result.n_tested:,} pairs tested; {result.n_significant:,} significant; dropped as "
-                  f"trivial: {reasons}", highlight=False, soft_wrap=True)
-    if result.length_bands > 1:
-        console.print(f"{result.length_explained} (tested within {result.length_bands} length bands)",
-                      highlight=False, soft_wrap=True)
-    for note in result.notes:
+    summary = result.summary()
+    for line in summary.lines():
+        console.print(shown(line), highlight=False, soft_wrap=True)
+    for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     if not len(rows):
         console.print("No pair to show.", style="yellow")
@@ -108,14 +112,11 @@ def _render_pairs(result: Any, rows: Any, top: int, dropped: bool, cross: bool) 
                       f"alone {row['freq_a']:.1%} / {row['freq_b']:.1%}; q {row['q']:.1e}{extra}", highlight=False)
 
 
-def _render_associations(result: Any, top: int) -> None:
+def _render_associations(result: AssociationResult, top: int) -> None:
     console = result_console()
     table = result.table
-    console.print(f"{result.n_docs:,} documents with {shown(result.column)}; {result.kind} column; {result.n_tested:,} "
-                  f"tests; {len(table):,} significant associations", highlight=False, soft_wrap=True)
-    if result.kind == "categorical":
-        _print_length_explained(console, result, "(value, latent) enrichments come only from the value's documents "
-                                                 "being longer or shorter")
+    for line in result.summary().lines():
+        console.print(shown(line), highlight=False, soft_wrap=True)
     if result.kind == "numeric":
         for row in table.head(top).iter_rows(named=True):
             label = shown(row["label"] or "(no label)")
@@ -129,10 +130,3 @@ def _render_associations(result: Any, top: int) -> None:
             console.print(f"  {row['npmi']:.2f}  [cyan]{row['latent']}[/cyan] {shown(row['label'] or '(no label)')}"
                           f"   {row['freq_in_value']:.0%} vs {row['freq_elsewhere']:.0%} elsewhere, q {row['q']:.1e}",
                           highlight=False)
-
-
-def _print_length_explained(console: Any, result: Any, what: str) -> None:
-    """The headline line on what the length-stratified test took away (nothing to say without bands)."""
-    if result.length_bands > 1:
-        console.print(f"{result.n_length_explained:,} {what}; not reported (tested within {result.length_bands} "
-                      f"length bands)", highlight=False, soft_wrap=True)

@@ -23,6 +23,8 @@ CONCEPT_LATENTS = SearchConfig.k  # the paper's k: latents per phrase or example
 ConceptLatents = Annotated[int, typer.Option("--concept-latents", min=1,
                                              help="Latents kept per phrase or example of the concept query.")]
 Json = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one row each.")]
+SummaryJson = Annotated[bool, typer.Option("--json", help="JSON lines on stdout: the summary record "
+                                                          "(`type: summary`), then one row each.")]
 
 Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here (plots "
                                                            "and highlighted evidence; opens offline).")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -23,6 +23,9 @@ from commands.ui import (
 )
 from saeembed.analysis.config import RiskConfig
 
+if TYPE_CHECKING:
+    from saeembed.analysis.risk import RiskReport
+
 app = typer.Typer(help="Hallucination-risk probes that read concept patterns.", no_args_is_help=True,
                   rich_markup_mode=None)
 
@@ -39,7 +42,8 @@ def fit(
     model: str = options.setting(RiskConfig, "model"),
     folds: int = options.setting(RiskConfig, "folds"),
     bootstrap: int = options.setting(RiskConfig, "bootstrap"),
-    json_out: Annotated[bool, typer.Option("--json", help="The report as JSON lines on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout: the summary record, then one "
+                                                         "row per feature set.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out documents without a label "
                                                                        "(by default they are refused).")] = False,
     html: options.Html = None,
@@ -64,6 +68,8 @@ def fit(
             report = fit_risk(opened, label, config, positive=positive, group=group, skip_unlabelled=skip_invalid)
         report.save(output)
     write_report(html, lambda path: write_risk_report(report, path, store=opened), quiet)
+    if json_out:
+        print_json(report.summary().as_dict())
     emit({}, report.table, json_out, lambda: _render_report(report, output), quiet)
 
 
@@ -163,14 +169,14 @@ def scramble(
     emit({output: table} if output else {}, table, json_out, lambda: _render_scramble(table), quiet)
 
 
-def _render_report(report: Any, output: Path) -> None:
+def _render_report(report: RiskReport, output: Path) -> None:
     from rich.table import Table
     from rich.text import Text
 
     console = result_console()
-    console.print(f"{report.n_docs:,} documents, {report.n_positive:,} positive (base rate "
-                  f"{report.n_positive / report.n_docs:.2f}); out-of-fold scores, the same folds for every row",
-                  highlight=False)
+    summary = report.summary()
+    lines = summary.lines()
+    console.print(shown(lines[0]) + "; out-of-fold scores", highlight=False, soft_wrap=True)
     # AP without its interval (in --json and report.json) so the table fits 80 columns
     table = Table("features", "AUROC [95% CI]", "AP", "probe gain [95% CI]")
     for row in report.table.iter_rows(named=True):
@@ -179,14 +185,10 @@ def _render_report(report: Any, output: Path) -> None:
     console.print(table)
     console.print("probe gain: the probe's AUROC minus the baseline's, paired over the same bootstrap resamples",
                   style="dim", highlight=False)
-    for warning in report.warnings:
+    console.print(f"[{'green' if summary.beaten else 'yellow'}]{shown(lines[1])}[/]", highlight=False, soft_wrap=True)
+    for warning in summary.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {shown(warning)}", highlight=False)
-    if not report.warnings:
-        best = report.verdict
-        console.print(f"[green]the probe beats every baseline[/green]; the best, {shown(best.baseline)}, has AUROC "
-                      f"{best.baseline_auroc:.3f}, probe gain {best.gain:+.3f} [{best.gain_low:+.3f}, "
-                      f"{best.gain_high:+.3f}]", highlight=False)
-    for note in report.notes:
+    for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False)
     console.print("concepts with the largest weights (positive: more risk):")
     for row in report.top_concepts.head(15).iter_rows(named=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -13,15 +13,18 @@ from commands.ui import (
     check_outputs,
     emit,
     label_markup,
+    print_json,
     result_console,
     shown,
-    stderr,
     user_errors,
     working,
     write_report,
 )
 from saeembed.analysis.config import SearchConfig
 from saeembed.spans import marked_context
+
+if TYPE_CHECKING:
+    from saeembed.analysis.search import SearchResult, SearchSummary
 
 
 def run(
@@ -37,7 +40,7 @@ def run(
                                                       "AND n_tokens < 200\" (comparisons, AND/OR/NOT, IN, "
                                                       "LIKE, BETWEEN, IS NULL).")] = None,
     weak: bool = options.setting(SearchConfig, "weak", "--weak"),
-    json_out: options.Json = False,
+    json_out: options.SummaryJson = False,
     output: options.Output = None,
     html: options.Html = None,
     preset: options.Preset = None,
@@ -64,38 +67,22 @@ def run(
         with working("searching", quiet or json_out):
             result = search(opened, query, config, like=like, where=where)
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
-    emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, top), quiet)
-    note = _shortfall(result, top)
-    if note and json_out and not quiet:  # stdout holds only the rows
-        stderr.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
+    summary = result.summary(query)
+    if json_out:
+        print_json(summary.as_dict())
+    emit({output: result.table} if output else {}, result.table, json_out, lambda: _render(result, summary), quiet)
 
 
-def _shortfall(result: Any, top: int) -> str | None:
-    """Why fewer than --top documents are listed (sae mode lists only documents the query's latents
-    fire in), or None."""
-    matched = getattr(result, "n_matched", None)
-    if result.mode != "sae" or matched is None or matched >= top:
-        return None
-    searched = f"{result.n_candidates:,} documents searched"
-    if not matched:
-        return (f"no document carries the query's latents ({searched}); try other words, an example with --like, "
-                f"or see which latents it picks with `saeembed concepts`")
-    return f"only {matched:,} of the {searched} carry the query's latents: {matched:,} listed, not {top:,}"
-
-
-def _render(result: Any, top: int) -> None:
+def _render(result: SearchResult, summary: SearchSummary) -> None:
     console = result_console()
-    if result.concepts is not None:
+    lines = [shown(line) for line in summary.lines()]
+    if result.concepts is not None:  # the strongest of the query's latents, each label with its quality
         concepts = result.concepts
-        added = sum(why.startswith("feedback") for why in concepts.why)
-        console.print(f"{len(concepts) - added} latents from the query (see `saeembed concepts`)"
-                      + (f", {added} more from its first results (--feedback)" if added else "")
-                      + ", strongest: " + " | ".join(label_markup(name, score) for name, score
-                                                     in list(zip(concepts.labels, concepts.label_scores))[:3] if name),
-                      highlight=False, soft_wrap=True)
-    console.print(f"{result.n_candidates:,} documents searched ({result.mode})", highlight=False)
-    note = _shortfall(result, top)
-    if note:
+        lines[0] += ", strongest: " + " | ".join(label_markup(name, score) for name, score
+                                                 in list(zip(concepts.labels, concepts.label_scores))[:3] if name)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}", highlight=False, soft_wrap=True)
     for row in result.table.iter_rows(named=True):
         console.print(f"\n[bold]{row['rank']:>3}.[/bold] [dim]{shown(str(row['id']))}  score {row['score']:.3g}[/dim]",

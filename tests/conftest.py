@@ -50,6 +50,13 @@ STRICT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ rais
                    "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}")
 
 
+def summary_and_rows(stdout: str) -> tuple[dict, list[dict]]:
+    """An analysis's `--json` output: its summary record (first, `type: summary`) and one dict per row."""
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert records and records[0].get("type") == "summary", "the summary record comes first"
+    return records[0], records[1:]
+
+
 def with_chat_template(model_dir: Path, copy_to: Path, template: str) -> Path:
     """A copy of a model folder whose tokenizer has `template` as its chat template."""
     import shutil

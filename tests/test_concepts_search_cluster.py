@@ -26,6 +26,7 @@ from saeembed.labels import Labels
 from saeembed.spans import peak_span
 from saeembed.store import load_store
 from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
+from tests.conftest import summary_and_rows
 
 D, N = 30, 600
 LABELS = Labels(D, {0: "football · goal · league · match", 1: "soccer · striker · team", 2: "stock · market · shares",
@@ -292,11 +293,13 @@ def test_cli_concepts_search_cluster(store, tmp_path):
     assert out.exit_code == 1 and "nothing selected for 'xqzv blorf'" in out.stderr
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "3", "--json"])
     assert out.exit_code == 0, out.output
-    assert all(json.loads(line)["kind"] == "sport" for line in out.stdout.splitlines())
+    summary, rows = summary_and_rows(out.stdout)
+    assert rows and all(row["kind"] == "sport" for row in rows)
+    assert summary["n_listed"] == len(rows) and summary["query"] == "football" and summary["mode"] == "sae"
     out = runner.invoke(app, ["cluster", path, "--concepts", "0,1,2,3", "--clusters", "2",
                               "-o", str(tmp_path / "a.csv")])
     assert out.exit_code == 0, out.output
-    assert "spectral clustering on 4 selected latents" in out.stdout
+    assert "600 documents in 2 clusters (spectral on 4 selected latents)" in out.stdout
     assert len(pl.read_csv(tmp_path / "a.csv")) == N and (tmp_path / "a.clusters.csv").exists()
     out = runner.invoke(app, ["cluster", path, "--clusters", "2"])
     assert out.exit_code == 1 and "--all-concepts" in out.output
@@ -383,7 +386,9 @@ def test_cli_search_says_when_fewer_documents_match(store, tmp_path):
     assert "no document carries the query's latents (200 documents searched)" in out.stdout
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--where", "kind == 'weather'",
                               "--json"])
-    assert out.exit_code == 0 and out.stdout == "" and "no document carries the query's latents" in out.stderr
+    summary, rows = summary_and_rows(out.stdout)
+    assert out.exit_code == 0 and rows == [] and summary["n_matched"] == 0
+    assert "no document carries the query's latents" in summary["notes"][0]
     out = runner.invoke(app, ["search", path, "football", "--concept-latents", "2", "--top", "1000"])
     matched = int((np.asarray((store.matrix[:, [0, 1]] > 0).sum(1)).ravel() > 0).sum())
     assert f"only {matched} of the 600 documents searched carry the query's latents: {matched} listed, not 1,000" \
@@ -402,13 +407,15 @@ def test_cli_search_feedback_is_the_library_default_and_can_be_turned_off(store,
         out = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--top", "50", "--json",
                                   *extra])
         assert out.exit_code == 0, out.output
-        want = search(store, "football", SearchConfig(top=50, k=1, feedback=feedback), labels=LABELS).table
-        got = [json.loads(line) for line in out.stdout.splitlines()]
+        result = search(store, "football", SearchConfig(top=50, k=1, feedback=feedback), labels=LABELS)
+        want = result.table
+        summary, got = summary_and_rows(out.stdout)
+        assert summary == result.summary("football").as_dict(), "--json's summary is the library's record"
         assert [row["id"] for row in got] == want["id"].to_list()
         assert np.allclose([row["score"] for row in got], want["score"].to_numpy(), rtol=1e-6)
     plain = runner.invoke(app, ["search", path, "football", "--concept-latents", "1", "--feedback", "0"]).stdout
     expanded = runner.invoke(app, ["search", path, "football", "--concept-latents", "1"]).stdout
-    assert "1 latents from the query" in plain and "more from its first results" not in plain
+    assert "1 latent from the query" in plain and "more from its first results" not in plain
     assert "more from its first results (--feedback)" in " ".join(expanded.split())
     for bad in ("-1", "1"):
         refused = runner.invoke(app, ["search", path, "football", "--feedback", bad])

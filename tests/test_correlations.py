@@ -1,6 +1,5 @@
 """Concept correlations, metadata associations and prompt x response correlations on planted stores."""
 
-import json
 
 import numpy as np
 import polars as pl
@@ -15,6 +14,7 @@ from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import load_store
 from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
+from tests.conftest import summary_and_rows
 
 D, N = 40, 1500
 
@@ -148,8 +148,9 @@ def test_cli(store, tmp_path):
     path = str(tmp_path / "s.parquet")
     out = runner.invoke(app, ["correlations", path, "--json", "--top", "5"])
     assert out.exit_code == 0, out.output
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    summary, rows = summary_and_rows(out.stdout)
     assert 0 < len(rows) <= 5 and {"latent_a", "latent_b", "npmi", "support", "p", "q"} <= set(rows[0])
+    assert summary == correlations(store).summary().as_dict(), "--json's summary is the library's record"
     out = runner.invoke(app, ["correlations", path, "-o", str(tmp_path / "pairs.parquet")])
     assert out.exit_code == 0 and "pairs tested" in out.stdout and "dropped as trivial" in out.stdout
     assert len(pl.read_parquet(tmp_path / "pairs.parquet")) >= 1

@@ -251,7 +251,9 @@ def test_cluster_page_shows_sizes_map_crosstab_and_central_documents(topic_store
     page = opened.page
     assert_clean(opened, html)
 
-    assert f"{unassigned:,} unassigned: no selected concept" in page.locator("header").inner_text()
+    header = " ".join(page.locator("header").inner_text().split())
+    assert all(line in header for line in result.summary().lines()), "the page's lead is the summary record"
+    assert f"unassigned: {unassigned:,} of" in header
     assert page.locator("section.card").count() == 3
     assert page.locator("svg[aria-label='cluster sizes']").count() == 1
     assert page.locator("svg[aria-label='document map']").count() == 1
@@ -316,7 +318,8 @@ def test_risk_page_shows_roc_curves_calibration_and_top_concepts(tmp_path, open_
     page = opened.page
     assert_clean(opened, path.read_text())
 
-    assert "The probe beats the best baseline" in page.locator("header").inner_text()
+    header = " ".join(page.locator("header").inner_text().split())
+    assert "beats the best baseline" in header and report.summary().lines()[1][1:] in header
     table = page.locator("main table").first
     assert table.locator("tbody tr").count() == len(report.table)
     roc = page.locator("svg[aria-label='ROC curves']")

@@ -19,6 +19,7 @@ from saeembed.analysis import stats
 from saeembed.analysis.config import CorrelationConfig
 from saeembed.analysis.correlations import npmi
 from saeembed.analysis.lengths import band_counts, length_bands
+from saeembed.analysis.summaries import Summary, count
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, document_frequency, present
 
@@ -47,6 +48,33 @@ class AssociationResult:
     n_length_explained: int = 0
     """Categorical: (value, latent) pairs significant under the length-blind hypergeometric test but not
     within length bands: enriched only because the value's documents are longer or shorter."""
+
+    def summary(self) -> AssociationSummary:
+        """The record every renderer reads (`AssociationSummary`)."""
+        return AssociationSummary(self.column, self.kind, self.n_docs, self.n_tested, len(self.table),
+                                  self.length_bands, self.n_length_explained)
+
+
+@dataclass(frozen=True)
+class AssociationSummary(Summary):
+    """What `associations` found, as one record (`saeembed.analysis.summaries`)."""
+
+    column: str
+    kind: str
+    n_docs: int
+    n_tested: int
+    n_found: int
+    length_bands: int
+    n_length_explained: int
+
+    def lines(self) -> list[str]:
+        lines = [f"{self.n_docs:,} documents with {self.column} ({self.kind} column); {self.n_tested:,} tests; "
+                 f"{count(self.n_found, 'significant association')}"]
+        if self.kind == "categorical" and self.length_bands > 1:
+            lines.append(f"tested within {self.length_bands} length bands: {self.n_length_explained:,} (value, "
+                         f"latent) enrichments come only from the value's documents being longer or shorter; "
+                         f"not reported")
+        return lines
 
 
 def associations(store: Store, column: str, config: CorrelationConfig | None = None, *, kind: Kind = "auto",

@@ -30,6 +30,7 @@ import numpy as np
 
 from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import ClusterConfig
+from saeembed.analysis.summaries import Summary, count
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, document_frequency, present
 
@@ -92,6 +93,35 @@ class ClusterResult:
     config: ClusterConfig | None = None
     fitted: Fitted | None = None
     """What `saeembed.analysis.assign.save_clustering` saves to place new documents."""
+
+    def summary(self) -> ClusterSummary:
+        """The record every renderer reads (`ClusterSummary`)."""
+        return ClusterSummary(
+            method=self.method, axis=f"{len(self.concepts)} selected latents" if self.concepts is not None
+            else "every latent", n_docs=len(self.assignments), n_clusters=len(self.description),
+            sizes=[int(n) for n in self.description["size"]], n_unassigned=self.n_unassigned,
+            n_no_concept=self.n_no_concept, n_noise=self.n_noise, notes=list(self.notes))
+
+
+@dataclass(frozen=True)
+class ClusterSummary(Summary):
+    """What `cluster` found, as one record (`saeembed.analysis.summaries`)."""
+
+    method: str
+    axis: str
+    """What the documents were clustered along, in words."""
+    n_docs: int
+    n_clusters: int
+    sizes: list[int]
+    """Documents per cluster, largest first."""
+    n_unassigned: int
+    n_no_concept: int
+    n_noise: int
+    notes: list[str]
+
+    def lines(self) -> list[str]:
+        return [f"{self.n_docs:,} documents in {count(self.n_clusters, 'cluster')} ({self.method} on {self.axis})",
+                unassigned_line(self.n_unassigned, self.n_docs, self.n_no_concept, self.n_noise)]
 
 
 def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | None = None, *,

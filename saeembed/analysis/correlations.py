@@ -32,6 +32,7 @@ from saeembed.analysis import stats
 from saeembed.analysis.config import CorrelationConfig
 from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.analysis.pairing import align_pairs
+from saeembed.analysis.summaries import Summary, count
 from saeembed.store import Store, check_compatible, document_frequency, present
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class CorrelationResult:
     document_sae: bool = False
     """The SAE encodes whole documents (every document has k latents): length links pairs through what
     longer documents say, not through more latents firing."""
+    paired: bool = False
+    """Cross correlations: the rows are pairs of documents (a latent of one side x a latent of the other)."""
 
     @property
     def length_explained(self) -> str:
@@ -81,6 +84,43 @@ class CorrelationResult:
         return (f"{self.n_length_explained:,} more pairs co-occur only through length ("
                 + ("longer documents say more things, each kept among its k latents"
                    if self.document_sae else "longer documents fire more latents") + "); not reported")
+
+    def summary(self) -> CorrelationSummary:
+        """The record every renderer reads (`CorrelationSummary`)."""
+        return CorrelationSummary(
+            n_docs=self.n_docs, unit="pairs of documents" if self.paired else "documents", n_band=self.n_band,
+            n_tested=self.n_tested, n_significant=self.n_significant,
+            dropped={reason.replace("_", " "): n for reason, n in self.dropped.items() if n},
+            n_reported=len(self.table), length_bands=self.length_bands, n_length_explained=self.n_length_explained,
+            length_explained=self.length_explained, notes=list(self.notes))
+
+
+@dataclass(frozen=True)
+class CorrelationSummary(Summary):
+    """What `correlations` found, as one record (`saeembed.analysis.summaries`)."""
+
+    n_docs: int
+    unit: str
+    """documents, or pairs of documents (cross correlations)"""
+    n_band: int
+    n_tested: int
+    n_significant: int
+    dropped: dict[str, int]
+    """Significant pairs dropped as trivial, per reason (in words)."""
+    n_reported: int
+    length_bands: int
+    n_length_explained: int
+    length_explained: str
+    notes: list[str]
+
+    def lines(self) -> list[str]:
+        dropped = ", ".join(f"{n:,} {reason}" for reason, n in self.dropped.items())
+        return [f"{self.n_docs:,} {self.unit}; {self.n_band:,} latents in the frequency band with enough support; "
+                f"{self.n_tested:,} pairs tested; {self.n_significant:,} significant (Benjamini-Hochberg)"
+                + (f", of which dropped as trivial: {dropped}" if dropped else "")
+                + f"; {count(self.n_reported, 'pair')} reported",
+                f"tested within {self.length_bands} length bands (Cochran-Mantel-Haenszel): {self.length_explained}"
+                if self.length_bands > 1 else "one length band: the test ignores length (hypergeometric)"]
 
 
 class _Null(NamedTuple):
@@ -159,7 +199,7 @@ def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConf
     near = np.full(len(latent_a), np.nan)
     found = _filter(result, near, cosine, labels, config, len(rows_a), len(band_a) + len(band_b), n_tested,
                     notes + decoder_notes)
-    return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained)
+    return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained, paired=True)
 
 
 def _band(matrix: csr_matrix, config: CorrelationConfig) -> np.ndarray:

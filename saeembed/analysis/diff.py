@@ -14,7 +14,7 @@ text (`saeembed.analysis.form`: lists, openings, `!` ...), with the same statist
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.evidence import diff_examples, finding_entries
 from saeembed.analysis.length_adjust import LengthGap
 from saeembed.analysis.pairing import align_pairs
+from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
@@ -39,9 +40,8 @@ PAIRS_SIMILAR_ENOUGH = 0.25
 
 
 @dataclass(frozen=True)
-class DiffSummary:
-    """What a diff found, as one record: the terminal's headline, `--json`'s summary record and the page's
-    headline are all read from it (`lines`), so they cannot disagree."""
+class DiffSummary(Summary):
+    """What a diff found, as one record (`saeembed.analysis.summaries`)."""
 
     names: list[str]
     sizes: list[int]
@@ -80,12 +80,6 @@ class DiffSummary:
     style_min_effect: float
     style_replication: float | None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The `--json` summary record."""
-        import dataclasses
-
-        return {"type": "summary", **dataclasses.asdict(self)}
-
     def lines(self, at_most: str = "<=", at_least: str = ">=") -> list[str]:
         """The headline after the length gap, in plain sentences (the comparison signs as the renderer writes
         them): the corpora, each layer's counts, replication. Notes are not included (renderers mark them)."""
@@ -105,19 +99,15 @@ class DiffSummary:
         if self.n_style_tested:
             lines.append(f"how it is written: {self.n_style_findings:,} of {self.n_style_tested:,} token latents "
                          f"differ in rate (q {at_most} {self.alpha}, effect {at_least} {self.style_min_effect}) in "
-                         f"{_count(self.n_style_themes, 'theme')}: {self.n_style_more_in_a:,} more in {names[0]}, "
+                         f"{count(self.n_style_themes, 'theme')}: {self.n_style_more_in_a:,} more in {names[0]}, "
                          f"{self.n_style_findings - self.n_style_more_in_a:,} more in {others}")
         lines.append(f"what it is about: {self.n_tested:,} latents tested ({self.measure}, {self.method}); "
-                     f"{_count(self.n_findings, 'finding')} at q {at_most} {self.alpha} and |diff| {at_least} "
-                     f"{self.min_diff} in {_count(self.n_themes, 'theme')}: {self.n_more_in_a:,} more in {names[0]}, "
+                     f"{count(self.n_findings, 'finding')} at q {at_most} {self.alpha} and |diff| {at_least} "
+                     f"{self.min_diff} in {count(self.n_themes, 'theme')}: {self.n_more_in_a:,} more in {names[0]}, "
                      f"{self.n_more_in_others:,} more in {others}")
         if self.replication_sentence:
             lines.append(self.replication_sentence)
         return lines
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass

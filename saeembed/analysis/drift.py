@@ -15,13 +15,13 @@ finding must be significant, change by at least `min_change` between them, and c
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from saeembed.analysis.config import LengthMode
+from saeembed.analysis.summaries import Summary
 from saeembed.errors import SaeEmbedError
 from saeembed.settings import check_fields, setting
 
@@ -60,8 +60,8 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
-class DriftSummary:
-    """What a drift found, as one record: the terminal, `--json` and the page all read this."""
+class DriftSummary(Summary):
+    """What a drift found, as one record (`saeembed.analysis.summaries`)."""
 
     by: str
     n_docs: int
@@ -80,8 +80,11 @@ class DriftSummary:
     min_change: float
     notes: list[str]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": "summary", **dataclasses.asdict(self)}
+    def lines(self) -> list[str]:
+        return [f"{self.n_docs:,} documents ordered by {self.by!r} in {len(self.periods)} periods: "
+                f"{' | '.join(self.periods)}",
+                f"{self.n_tested:,} latents tested ({self.method}); {self.n_findings:,} change (q <= {self.alpha:g}, "
+                f"change >= {self.min_change:.0%}): {self.n_rising:,} rise, {self.n_falling:,} fall"]
 
 
 @dataclass
@@ -380,10 +383,7 @@ def describe(result: DriftResult, top: int | None = 8) -> list[str]:
     from saeembed.labels.offline import KEEP_SCORE
 
     s = result.summary()
-    lines = [f"{s.n_docs:,} documents ordered by {s.by!r} in {len(s.periods)} periods: {' | '.join(s.periods)}",
-             f"{s.n_tested:,} latents tested ({s.method}); {s.n_findings:,} change (q <= {s.alpha:g}, change >= "
-             f"{s.min_change:.0%}): {s.n_rising:,} rise, {s.n_falling:,} fall"]
-    lines += [f"note: {note}" for note in s.notes]
+    lines = [*s.lines(), *[f"note: {note}" for note in s.notes]]
     findings = result.findings if top is None else result.findings.head(top)
     for row in findings.iter_rows(named=True):
         label = row["label"] or "(no label)"

@@ -23,6 +23,7 @@ import numpy as np
 
 from saeembed.analysis.config import RiskConfig, RiskModel
 from saeembed.analysis.evaluation import Comparison, Score, evaluate
+from saeembed.analysis.summaries import Summary
 from saeembed.analysis.surface import LENGTH_FEATURES, SURFACE_FEATURES, standardised, surface_frame
 from saeembed.checked import LARGEST, Fields, check_sha256, read_fields, read_safetensors, sha256_hex
 from saeembed.errors import ProbeError, SaeEmbedError
@@ -147,6 +148,16 @@ class RiskReport:
     """The store's documents the probe was fitted on, when unlabelled ones were left out (None: all);
     `y` and `oof_scores` follow these rows."""
 
+    def summary(self) -> RiskSummary:
+        """The record every renderer reads (`RiskSummary`)."""
+        meta, verdict = self.probe.meta, self.verdict
+        return RiskSummary(
+            label=str(meta.get("label", "label")), positive=meta.get("positive"), model=self.probe.kind,
+            n_docs=self.n_docs, n_positive=self.n_positive, probe_auroc=self.probe_score.auroc,
+            beaten=verdict.beaten, best_baseline=verdict.baseline, best_baseline_auroc=verdict.baseline_auroc,
+            gain=verdict.gain, gain_low=verdict.gain_low, gain_high=verdict.gain_high,
+            warnings=list(self.warnings), notes=list(self.notes))
+
     def save(self, folder: str | Path) -> Path:
         """Write the probe and `report.json` (the table, verdict, warnings, notes, top concepts) to `folder`."""
         self.probe.save(folder)
@@ -157,6 +168,37 @@ class RiskReport:
 
         write_text(Path(folder) / REPORT_JSON, json.dumps(report, indent=2))
         return Path(folder)
+
+
+@dataclass(frozen=True)
+class RiskSummary(Summary):
+    """What `fit_risk` found, as one record (`saeembed.analysis.summaries`)."""
+
+    label: str
+    """The column saying which documents are risky."""
+    positive: str | None
+    model: str
+    n_docs: int
+    n_positive: int
+    probe_auroc: float
+    beaten: bool
+    """The probe beats the best baseline (the gain's whole 95% interval above 0)."""
+    best_baseline: str
+    best_baseline_auroc: float
+    gain: float
+    gain_low: float
+    gain_high: float
+    warnings: list[str]
+    notes: list[str]
+
+    def lines(self) -> list[str]:
+        column = self.label + (f" = {self.positive}" if self.positive else "")
+        verdict = "beats" if self.beaten else "does not beat"
+        return [f"{self.n_docs:,} documents, {self.n_positive:,} risky ({self.n_positive / max(self.n_docs, 1):.1%}; "
+                f"column {column}); a {self.model} probe on the concepts and their counts, cross-validated against "
+                f"its baselines on the same folds",
+                f"the probe (AUROC {self.probe_auroc:.3f}) {verdict} the best baseline ({self.best_baseline}, AUROC "
+                f"{self.best_baseline_auroc:.3f}): gain {self.gain:+.3f} [{self.gain_low:+.3f}, {self.gain_high:+.3f}]"]
 
 
 def labels_of(store: Store, column: str, positive: str | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from saeembed.analysis.concepts import Concepts, activation_scale, select_concepts
 from saeembed.analysis.config import FEEDBACK_SUPPORT, SearchConfig, check_feedback
+from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.where import filter_rows
 from saeembed.store import Store, column_entries, document_frequency
 
@@ -54,6 +55,65 @@ class SearchResult:
     """Candidates with a positive SAE score: documents at least one of the query's own latents fires in
     (sae and hybrid modes; None in dense mode). In sae mode only these are listed, so the table has
     min(top, n_matched) rows: fewer than `top`, or none, when few documents carry the concepts."""
+    top: int | None = None
+    """How many results were asked for (`SearchConfig.top`)."""
+
+    def summary(self, query: str | None = None) -> SearchSummary:
+        """The record every renderer reads (`SearchSummary`); `query`: the query as typed (default the one
+        its concepts were selected by; dense search has none)."""
+        concepts = self.concepts
+        added = sum(why.startswith("feedback") for why in concepts.why) if concepts is not None else 0
+        return SearchSummary(
+            query=query if query is not None else (concepts.query if concepts is not None else None),
+            mode=self.mode, n_candidates=self.n_candidates, n_matched=self.n_matched, n_listed=len(self.table),
+            n_query_latents=len(concepts) - added if concepts is not None else 0, n_feedback_latents=added,
+            notes=[*(concepts.notes if concepts is not None else []), *self._shortfall()])
+
+    def _shortfall(self) -> list[str]:
+        """Why fewer than `top` documents are listed (sae mode lists only documents the query's latents fire
+        in)."""
+        matched, top = self.n_matched, self.top
+        if self.mode != "sae" or matched is None or top is None or matched >= top:
+            return []
+        searched = f"{self.n_candidates:,} documents searched"
+        if not matched:
+            return [f"no document carries the query's latents ({searched}); try other words, an example with "
+                    f"--like, or see which latents it picks with `saeembed concepts`"]
+        return [f"only {matched:,} of the {searched} carry the query's latents: {matched:,} listed, not {top:,}"]
+
+
+# How each mode scores a document, in words (every renderer says it the same way).
+MODE_SCORES = {
+    "sae": "each latent scaled by its 90th percentile in the store, the query's latents weighted by rank",
+    "hybrid": "concept and dense rankings fused by reciprocal rank",
+    "dense": "cosine of sentence embeddings"}
+
+
+@dataclass(frozen=True)
+class SearchSummary(Summary):
+    """What `search` found, as one record (`saeembed.analysis.summaries`)."""
+
+    query: str | None
+    mode: str
+    n_candidates: int
+    """Documents searched (after `where`)."""
+    n_matched: int | None
+    n_listed: int
+    n_query_latents: int
+    """Latents the query selected (0 in dense mode)."""
+    n_feedback_latents: int
+    """Latents added from the first results (feedback)."""
+    notes: list[str]
+
+    def lines(self) -> list[str]:
+        lines = []
+        if self.mode != "dense":
+            lines.append(f"{count(self.n_query_latents, 'latent')} from the query (see `saeembed concepts`)"
+                         + (f", {self.n_feedback_latents:,} more from its first results (--feedback)"
+                            if self.n_feedback_latents else ""))
+        lines.append(f"{count(self.n_listed, 'document')} of {self.n_candidates:,} searched"
+                     + (f" for {self.query!r}" if self.query else "") + f" ({self.mode}: {MODE_SCORES[self.mode]})")
+        return lines
 
 
 class ConceptScores(NamedTuple):
@@ -126,7 +186,7 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
     first = ["rank", "id", "score", *explained, "text"]
     rest = [c for c in table.columns if c not in first and c not in ("n_tokens", "dense")]
     return SearchResult(table.select(first + rest), concepts, mode, len(candidates),
-                        None if matched is None else len(matched))
+                        None if matched is None else len(matched), top)
 
 
 def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK_DOCS,

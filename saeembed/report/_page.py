@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from saeembed.analysis.summaries import count
 from saeembed.spans import MARK_CLOSE, MARK_OPEN
 
 # Characters of context kept around a highlighted span (documents can be pages long).
@@ -113,8 +114,9 @@ def sci(value: Any) -> str:
     return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
 
 
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+def sentence(line: str) -> str:
+    """A summary line as a sentence of its own: its first letter capitalised, the rest as written."""
+    return line[:1].upper() + line[1:]
 
 
 def _missing(value: Any) -> bool:
@@ -146,7 +148,7 @@ def environment() -> Any:
     env = jinja2.Environment(loader=jinja2.PackageLoader("saeembed.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              finalize=without_controls)
-    env.filters.update(pct=pct, num=num, signed=signed, sci=sci)
+    env.filters.update(pct=pct, num=num, signed=signed, sci=sci, sentence=sentence)
     from saeembed.labels.offline import KEEP_SCORE
 
     env.globals.update(count=count, marked=marked, label_bar=KEEP_SCORE)  # label_bar: below it a label is weak

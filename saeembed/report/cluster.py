@@ -57,8 +57,7 @@ def write_cluster_report(result: ClusterResult, path: str | Path, by: str | Sequ
                          "documents": _central(row, concepts, store)})
     axis = (f"{len(result.concepts)} selected latents" if result.concepts is not None else "every latent")
     context = {
-        "title": f"clusters: {result.method} on {axis}", "method": result.method, "axis": axis,
-        "n_docs": len(assignment), "n_clusters": len(order), "unassigned": unassigned, "notes": list(result.notes),
+        "title": f"clusters: {result.method} on {axis}", "summary": result.summary(), "notes": list(result.notes),
         "sizes": plots.bars([s[0] for s in sizes], [s[1] for s in sizes], "documents", "cluster sizes",
                             [s[2] for s in sizes]) if sizes else None,
         "map": _map(result, store, assignment, names, colours, seed) if store is not None else None,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from saeembed.report import plots
-from saeembed.report._page import count, distinct, latent_name, render, span_segments
+from saeembed.report._page import distinct, latent_name, render, span_segments
 
 if TYPE_CHECKING:
     from saeembed.analysis.associations import AssociationResult
@@ -42,10 +42,9 @@ def write_correlations_report(result: CorrelationResult | AssociationResult, pat
     if store is not None and sides is None:
         for pair, example in zip(pairs, _pair_examples(store, pairs)):
             pair["example"] = example
-    reasons = {reason.replace("_", " "): n for reason, n in result.dropped.items() if n}
     context = {
         "title": "correlations" + (f": {sides[0]} × {sides[1]}" if sides else ""), "result": result,
-        "pairs": pairs, "n_pairs": len(result.table), "reasons": reasons, "sides": list(sides or []),
+        "summary": result.summary(), "pairs": pairs, "n_pairs": len(result.table), "sides": list(sides or []),
         "pair_bars": _pair_bars(pairs, sides), "n_bars": min(len(pairs), PAIR_BARS), "notes": list(result.notes),
     }
     return render("correlations.html", path, **context)
@@ -130,7 +129,6 @@ def _associations(result: AssociationResult, path: str | Path, store: Store | No
             spans = [(*span, latent_name(r["latent"], r["label"]))] if span else []
             r["example"] = {"id": str(store.frame["id"][row]), "value": column[row],
                             "text": span_segments(store.frame["text"][row], spans)}
-    context = {"title": f"concepts against {result.column}", "result": result, "rows": rows,
-               "categorical": categorical, "bars": bars, "n_rows": len(result.table),
-               "what": count(len(result.table), "significant association")}
+    context = {"title": f"concepts against {result.column}", "result": result, "summary": result.summary(),
+               "rows": rows, "categorical": categorical, "bars": bars, "n_rows": len(result.table)}
     return render("associations.html", path, **context)

@@ -38,9 +38,9 @@ def write_risk_report(report: RiskReport, path: str | Path, *, store: Store | No
                              "weight in the probe (log1p activation; + raises risk)", "probe weights",
                              [plots.colour(3) if c["weight"] > 0 else plots.colour(0) for c in shown])
     context = {
-        "title": f"risk probe: {report.probe.meta.get('label', 'label')}", "report": report, "rows": table,
-        "verdict": report.verdict, "warnings": list(report.warnings), "notes": list(report.notes),
-        "meta": report.probe.meta, "kind": report.probe.kind,
+        "title": f"risk probe: {report.probe.meta.get('label', 'label')}", "report": report,
+        "summary": report.summary(), "rows": table,
+        "warnings": list(report.warnings), "notes": list(report.notes),
         "roc": plots.roc(curves) if curves else None, "calibration": calibration, "brier": brier,
         "weights": weights, "concepts": _examples(top, report, store),
         "scores_kept": bool(report.oof_scores), "bins": CALIBRATION_BINS,

@@ -39,8 +39,6 @@ def write_search_report(result: SearchResult, path: str | Path, *, query: str | 
         scores = plots.bars([f"{h['rank']}. {h['id']}" for h in hits], [h["score"] for h in hits],
                             "score" if result.mode == "sae" else f"score ({result.mode})", "scores by rank",
                             width=30)
-    context = {"title": f"search: {query}" if query else "search", "query": query, "mode": result.mode,
-               "n_candidates": result.n_candidates, "hits": hits, "concepts": selected,
-               "n_concepts": len(concepts) if concepts is not None else 0,
-               "concept_notes": list(concepts.notes) if concepts is not None else [], "scores": scores}
+    context = {"title": f"search: {query}" if query else "search", "summary": result.summary(query), "hits": hits,
+               "concepts": selected, "n_concepts": len(concepts) if concepts is not None else 0, "scores": scores}
     return render("search.html", path, **context)
