@@ -9,6 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from saeembed import EmbedConfig, embed, load_store
 from saeembed.errors import CorpusError, ReaderError, SAEError
@@ -433,3 +435,18 @@ def test_embed_records_names_the_record(tmp_path):
         embed_records([{"text": "fine"}, {"text": "bad \ud800"}], config)
     with pytest.raises(Error, match="the field 'when' cannot be stored"):
         embed_records([{"text": "fine", "when": object()}], config)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 40)), max_size=200), st.integers(1, 8))
+def test_count_statistics_are_numpys_per_chunk(tokens, n_chunks):
+    """The vectorised per-chunk statistics equal numpy's mean, max and linear percentiles, chunk by chunk."""
+    from saeembed.embedding.pool import count_stats
+
+    segment = np.array([min(s, n_chunks - 1) for s, _ in tokens], np.int64)
+    per_token = np.array([c for _, c in tokens], np.int64)
+    got = count_stats(per_token, segment, n_chunks)
+    for chunk in range(n_chunks):
+        counts = per_token[segment == chunk]
+        want = [counts.mean(), counts.max(), *np.percentile(counts, [10, 50, 90])] if len(counts) else [0.0] * 5
+        np.testing.assert_allclose(got[chunk], want, atol=1e-4)

@@ -1,11 +1,15 @@
 """The local engine: the whole run in this process, windows of documents through the content-addressed cache
 (`saeembed.embedding.cache`), then the store assembled from the cache in input order. An interrupted run
 resumes from what the cache holds (every finished window, and within a window what was done every
-`COMMIT_SECONDS` of `saeembed.embedding.kernel`)."""
+`COMMIT_SECONDS` of `saeembed.embedding.kernel`). Cache parts are written on one background thread, so a
+window's write overlaps the next window's forward pass; a window's documents count as done once its part
+is on disk."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
@@ -43,25 +47,29 @@ class LocalEngine:
         n_cached = sum(key in cache for key in set(keys))
         todo = _unique_missing(corpus.documents, keys, cache)
         check_templates(reader, [doc for doc, _ in todo], config)
-        progress = EmbedProgress(len(corpus.documents) - len(todo), len(corpus.documents), 0)
+        already = len(corpus.documents) - len(todo)
+        progress = EmbedProgress(already, len(corpus.documents), 0)
         if on_progress:
             on_progress(progress)
-        for start in range(0, len(todo), config.window_docs):
-            window = todo[start: start + config.window_docs]
-            base = progress.docs_done
+        with _CacheWriter(cache, done=already) as writer:
+            for start in range(0, len(todo), config.window_docs):
+                window = todo[start: start + config.window_docs]
 
-            def on_batch(tokens: int, fraction: float, base: int = base, size: int = len(window)) -> None:
-                # A window's documents count as done only once its cache part is on disk (below).
-                progress.tokens_done += tokens
-                progress.docs_done = base + min(int(size * fraction), size - 1)
-                if on_progress:
-                    on_progress(progress)
+                def on_batch(tokens: int, fraction: float, size: int = len(window),
+                             before: int = already + start) -> None:
+                    # the earlier windows' documents once their parts are on disk, and the share of this window
+                    # read so far (never all of it: it is done when its part lands)
+                    progress.tokens_done += tokens
+                    progress.docs_done = min(writer.landed(), before) + min(int(size * fraction), size - 1)
+                    if on_progress:
+                        on_progress(progress)
 
-            def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
-                cache.put([window[slot][1] for slot in slots], vectors, n_chunks)
+                def commit(slots: list[int], vectors: DocVectors, n_chunks: np.ndarray, window=window) -> None:
+                    writer.put([window[slot][1] for slot in slots], vectors, n_chunks)
 
-            embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
-            progress.docs_done = base + len(window)
+                embed_window(reader, sae, [doc for doc, _ in window], config, on_batch, commit)
+            writer.flush()
+            progress.docs_done = writer.landed()
             if on_progress:
                 on_progress(progress)
         result = _write_store(job.output, corpus, keys, cache, reader, sae, config, job.fields)
@@ -69,6 +77,42 @@ class LocalEngine:
         if not config.use_cache:
             cache.remove()
         return result
+
+
+class _CacheWriter:
+    """Cache parts written on one background thread, one at a time (a window's vectors wait in memory at most
+    while the next window is read). `landed` counts the documents whose part is on disk; a failed write
+    raises at the next `put`, `landed` or `flush`."""
+
+    def __init__(self, cache: VectorCache, done: int) -> None:
+        self._cache, self._done = cache, done
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="saeembed-cache")
+        self._pending: tuple[Future[None], int] | None = None
+
+    def put(self, keys: list[str], vectors: DocVectors, n_chunks: np.ndarray) -> None:
+        self.flush()
+        self._pending = (self._pool.submit(self._cache.put, keys, vectors, n_chunks), len(keys))
+
+    def landed(self) -> int:
+        if self._pending is not None and self._pending[0].done():
+            self.flush()
+        return self._done
+
+    def flush(self) -> None:
+        """Wait for the part in flight."""
+        if self._pending is not None:
+            future, n = self._pending
+            self._pending = None
+            future.result()
+            self._done += n
+
+    def __enter__(self) -> _CacheWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        # an interrupted run still finishes the part in flight (written atomically: whole, or not at all)
+        self._pool.shutdown(wait=True)
 
 
 def _open_cache(config: EmbedConfig, reader: Reader, sae: SAE, output: Path) -> VectorCache:

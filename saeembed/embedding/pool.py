@@ -68,14 +68,22 @@ def encode_chunks(x: torch.Tensor, segment: torch.Tensor, batch: list[Chunk], sa
 
 
 def count_stats(per_token: np.ndarray, segment: np.ndarray, n_chunks: int) -> np.ndarray:
-    """[n_chunks, 5]: mean, max, 10th, 50th and 90th percentile of the active latents per token."""
+    """[n_chunks, 5]: mean, max, 10th, 50th and 90th percentile of the active latents per token (numpy's
+    linear percentiles, computed for every chunk at once: one sort instead of a loop of percentile calls)."""
     out = np.zeros((n_chunks, len(COUNT_STATS)), np.float32)
-    order = np.argsort(segment, kind="stable")
-    bounds = np.searchsorted(segment[order], np.arange(n_chunks + 1))
-    for chunk in range(n_chunks):
-        counts = per_token[order[bounds[chunk]: bounds[chunk + 1]]]
-        if len(counts):
-            out[chunk] = [counts.mean(), counts.max(), *np.percentile(counts, [10, 50, 90])]
+    order = np.lexsort((per_token, segment))
+    counts, chunks = per_token[order].astype(np.float64), segment[order]
+    bounds = np.searchsorted(chunks, np.arange(n_chunks + 1))
+    sizes = np.diff(bounds)
+    has = sizes > 0
+    first, size = bounds[:-1][has], sizes[has]
+    out[has, 0] = np.add.reduceat(counts, first) / size
+    out[has, 1] = counts[first + size - 1]
+    for column, q in zip((2, 3, 4), (0.1, 0.5, 0.9)):
+        position = q * (size - 1)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, size - 1)
+        out[has, column] = counts[first + low] + (position - low) * (counts[first + high] - counts[first + low])
     return out
 
 
