@@ -223,6 +223,7 @@ def _encoder_agreement(store, corpus: Path, config, work: Path) -> dict:
         b = dict(zip(store.matrix[row].indices.tolist(), store.matrix[row].data.tolist()))
         jaccard.append(len(a.keys() & b.keys()) / max(len(a.keys() | b.keys()), 1))
         relative += [abs(b[k] - a[k]) / max(abs(a[k]), 1e-6) for k in a.keys() & b.keys()]
+    relative = relative or [float("nan")]  # no latent both runs hold
     return {"encoder_dtype": str(store.meta["sae"].get("compute_dtype")),
             "latent_sets_jaccard_mean_vs_reader_dtype": round(float(np.mean(jaccard)), 4),
             "latent_sets_identical_docs_share": round(float(np.mean(np.array(jaccard) == 1.0)), 4),

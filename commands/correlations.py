@@ -69,7 +69,7 @@ def run(
             with working("testing pairs", quiet or json_out):
                 result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
                           else correlations(stores[0], config))
-            rows = result.dropped_pairs if show_dropped and result.dropped_pairs is not None else result.table
+            rows = result.dropped_pairs if show_dropped else result.table
 
     sides = (_side_name(corpus), _side_name(and_corpus)) if and_corpus else None
     write_report(html, lambda path: write_correlations_report(result, path, store=None if and_corpus else stores[0],
@@ -79,7 +79,7 @@ def run(
         if isinstance(result, AssociationResult):
             _render_associations(result, top)
         else:
-            _render_pairs(result, rows, top, show_dropped, and_corpus is not None)
+            _render_pairs(result, rows, top, show_dropped)
 
     if json_out:
         print_json(result.summary().as_dict())
@@ -90,7 +90,7 @@ def _side_name(path: str) -> str:
     return Path(path).stem or path
 
 
-def _render_pairs(result: CorrelationResult, rows: pl.DataFrame, top: int, dropped: bool, cross: bool) -> None:
+def _render_pairs(result: CorrelationResult, rows: pl.DataFrame, top: int, dropped: bool) -> None:
     console = result_console()
     summary = result.summary()
     for line in summary.lines():
@@ -100,7 +100,7 @@ def _render_pairs(result: CorrelationResult, rows: pl.DataFrame, top: int, dropp
     if not len(rows):
         console.print("No pair to show.", style="yellow")
         return
-    side = ("prompt ", "response ") if cross else ("", "")
+    side = ("prompt ", "response ") if result.paired else ("", "")
     at_length = " at these lengths" if result.length_bands > 1 else ""
     for row in rows.head(top).iter_rows(named=True):
         console.print(f"  [bold]{row['npmi']:.2f}[/bold]  {side[0]}[cyan]{row['latent_a']}[/cyan] "

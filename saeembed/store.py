@@ -17,7 +17,7 @@ from saeembed.errors import StoreError, first_line
 
 if TYPE_CHECKING:
     import polars as pl
-    from scipy.sparse import csr_matrix
+    from scipy.sparse import csr_matrix, spmatrix
 
 META_KEY = b"saeembed"
 STORE_VERSION = 1
@@ -28,7 +28,7 @@ COUNT_STATS = ("concepts_mean", "concepts_max", "concepts_p10", "concepts_p50", 
 RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS)
 # Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
 COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
-                 ("sae", "d_sae"), ("pooling",), ("pool_roles",))
+                 ("sae", "d_sae"), ("sae", "compute_dtype"), ("pooling",), ("pool_roles",))
 
 
 @dataclass
@@ -179,7 +179,7 @@ def _stored_values(values: np.ndarray, values_dtype: str) -> np.ndarray:
     return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
-def present(matrix: csr_matrix, dtype: type = np.float32) -> csr_matrix:
+def present(matrix: spmatrix, dtype: type = np.float32) -> spmatrix:
     """The one definition of "a latent is present in a document" every analysis uses: its stored value is
     above zero (an entry whose float16 value rounded to 0 is not). A 0/1 matrix of the same shape (CSR
     in, CSR out; CSC in, CSC out)."""
@@ -557,7 +557,8 @@ def check_compatible(metas: Iterable[tuple[str, dict[str, Any]]],
             a, b = _dig(first, field_path), _dig(meta, field_path)
             if a != b:
                 raise StoreError(f"{first_name} and {name} were embedded differently ({'.'.join(field_path)}: "
-                                 f"{a!r} vs {b!r}); embed both with the same model, layer, SAE and pooling")
+                                 f"{a!r} vs {b!r}); embed both with the same model, layer, SAE, pooling and "
+                                 f"--sae-dtype")
 
 
 def _dig(meta: dict[str, Any], field_path: tuple[str, ...]) -> Any:

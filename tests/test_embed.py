@@ -298,6 +298,11 @@ def test_a_bfloat16_encoder_picks_the_latents_the_float32_one_picks(llama_dir, t
     assert both.sum() / max(((a > 0) | (b > 0)).sum(), 1) > 0.95, "the same latents fire"
     np.testing.assert_allclose(b[both], a[both], rtol=3e-2, atol=3e-2 * np.abs(a).max())
     assert config_of(fast).sae_dtype == "bfloat16" and config_of(exact).sae_dtype == "auto"
+    from saeembed.errors import StoreError
+    from saeembed.store import check_compatible
+
+    with pytest.raises(StoreError, match=r"sae.compute_dtype: None vs 'bfloat16'.*--sae-dtype"):
+        check_compatible([("a", exact.meta), ("b", fast.meta)])
 
 
 @pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [

@@ -264,3 +264,32 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
         atomic_write(tmp_path / "out.parquet", full)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == [], "the temporary file is gone"
+
+
+def test_progress_never_goes_back_while_a_part_is_being_written(setup, llama_dir, tmp_path, monkeypatch):
+    """A window's part is written on a background thread while the next window is read; held until the next
+    window reports, the count must stay where the last window left it, and end at every document."""
+    import threading
+
+    from saeembed.embedding.cache import VectorCache
+
+    corpus, sae = setup
+    gate = threading.Event()
+    real_put = VectorCache.put
+
+    def held_put(self, *args, **kwargs):
+        assert gate.wait(timeout=120), "the next window never reported"
+        gate.clear()
+        return real_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(VectorCache, "put", held_put)
+    reported = []
+
+    def on_progress(progress):
+        reported.append(progress.docs_done)
+        gate.set()  # let the part in flight land, now that this report was made without it
+
+    result = embed([str(corpus)], tmp_path / "s.parquet", config(llama_dir, sae, tmp_path / "cache"),
+                   on_progress=on_progress)
+    assert result.n_docs == len(DOCS) and reported[-1] == len(DOCS)
+    assert reported == sorted(reported), f"the count went back: {reported}"

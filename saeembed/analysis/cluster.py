@@ -97,8 +97,8 @@ class ClusterResult:
     def summary(self) -> ClusterSummary:
         """The record every renderer reads (`ClusterSummary`)."""
         return ClusterSummary(
-            method=self.method, axis=f"{len(self.concepts)} selected latents" if self.concepts is not None
-            else "every latent", n_docs=len(self.assignments), n_clusters=len(self.description),
+            method=self.method, n_axis_latents=len(self.concepts) if self.concepts is not None else None,
+            n_docs=len(self.assignments), n_clusters=len(self.description),
             sizes=[int(n) for n in self.description["size"]], n_unassigned=self.n_unassigned,
             n_no_concept=self.n_no_concept, n_noise=self.n_noise, notes=list(self.notes))
 
@@ -108,8 +108,8 @@ class ClusterSummary(Summary):
     """What `cluster` found, as one record (`saeembed.analysis.summaries`)."""
 
     method: str
-    axis: str
-    """What the documents were clustered along, in words."""
+    n_axis_latents: int | None
+    """The selected latents the documents were clustered along (None: every latent)."""
     n_docs: int
     n_clusters: int
     sizes: list[int]
@@ -118,6 +118,11 @@ class ClusterSummary(Summary):
     n_no_concept: int
     n_noise: int
     notes: list[str]
+
+    @property
+    def axis(self) -> str:
+        """What the documents were clustered along, in words."""
+        return "every latent" if self.n_axis_latents is None else f"{self.n_axis_latents} selected latents"
 
     def lines(self) -> list[str]:
         return [f"{self.n_docs:,} documents in {count(self.n_clusters, 'cluster')} ({self.method} on {self.axis})",

@@ -78,21 +78,14 @@ class CorrelationResult:
     paired: bool = False
     """Cross correlations: the rows are pairs of documents (a latent of one side x a latent of the other)."""
 
-    @property
-    def length_explained(self) -> str:
-        """Why the length-explained pairs co-occur, in words (for every renderer)."""
-        return (f"{self.n_length_explained:,} more pairs co-occur only through length ("
-                + ("longer documents say more things, each kept among its k latents"
-                   if self.document_sae else "longer documents fire more latents") + "); not reported")
-
     def summary(self) -> CorrelationSummary:
         """The record every renderer reads (`CorrelationSummary`)."""
         return CorrelationSummary(
             n_docs=self.n_docs, unit="pairs of documents" if self.paired else "documents", n_band=self.n_band,
             n_tested=self.n_tested, n_significant=self.n_significant,
-            dropped={reason.replace("_", " "): n for reason, n in self.dropped.items() if n},
-            n_reported=len(self.table), length_bands=self.length_bands, n_length_explained=self.n_length_explained,
-            length_explained=self.length_explained, notes=list(self.notes))
+            dropped={reason: n for reason, n in self.dropped.items() if n}, n_reported=len(self.table),
+            length_bands=self.length_bands, n_length_explained=self.n_length_explained,
+            document_sae=self.document_sae, notes=list(self.notes))
 
 
 @dataclass(frozen=True)
@@ -106,20 +99,24 @@ class CorrelationSummary(Summary):
     n_tested: int
     n_significant: int
     dropped: dict[str, int]
-    """Significant pairs dropped as trivial, per reason (in words)."""
+    """Significant pairs dropped as trivial, per reason (`DROP_REASONS`)."""
     n_reported: int
     length_bands: int
     n_length_explained: int
-    length_explained: str
+    """Pairs that co-occur only through length (not reported)."""
+    document_sae: bool
     notes: list[str]
 
     def lines(self) -> list[str]:
-        dropped = ", ".join(f"{n:,} {reason}" for reason, n in self.dropped.items())
+        dropped = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in self.dropped.items())
+        why = ("longer documents say more things, each kept among its k latents" if self.document_sae
+               else "longer documents fire more latents")
         return [f"{self.n_docs:,} {self.unit}; {self.n_band:,} latents in the frequency band with enough support; "
                 f"{self.n_tested:,} pairs tested; {self.n_significant:,} significant (Benjamini-Hochberg)"
                 + (f", of which dropped as trivial: {dropped}" if dropped else "")
                 + f"; {count(self.n_reported, 'pair')} reported",
-                f"tested within {self.length_bands} length bands (Cochran-Mantel-Haenszel): {self.length_explained}"
+                f"tested within {self.length_bands} length bands (Cochran-Mantel-Haenszel): "
+                f"{self.n_length_explained:,} more pairs co-occur only through length ({why}); not reported"
                 if self.length_bands > 1 else "one length band: the test ignores length (hypergeometric)"]
 
 

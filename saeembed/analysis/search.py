@@ -112,7 +112,7 @@ class SearchSummary(Summary):
                          + (f", {self.n_feedback_latents:,} more from its first results (--feedback)"
                             if self.n_feedback_latents else ""))
         lines.append(f"{count(self.n_listed, 'document')} of {self.n_candidates:,} searched"
-                     + (f" for {self.query!r}" if self.query else "") + f" ({self.mode}: {MODE_SCORES[self.mode]})")
+                     + (f' for "{self.query}"' if self.query else "") + f" ({self.mode}: {MODE_SCORES[self.mode]})")
         return lines
 
 

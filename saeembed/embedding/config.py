@@ -47,10 +47,10 @@ class EmbedConfig:
     """Compute dtype of the reader: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."""
     sae_dtype: SaeDtype = setting("auto", flag="--sae-dtype")
     """Compute dtype of the SAE encoder: auto (the reader's), fast (bfloat16 where this machine multiplies it
-    natively: a GPU, or a CPU with AMX or AVX512-BF16; else the reader's), float32, bfloat16, float16. On
-    `minilm-l3-tokens`, bfloat16 keeps 99.3% of a document's latents (Jaccard with float32's; the others sit at
-    a token's top-k edge, where rounding reorders near-ties) and their values within 0.2% (median); it is
-    recorded in the store."""
+    natively: a CUDA GPU from Ampere on, or a CPU with AMX or AVX512-BF16; else the reader's), float32,
+    bfloat16, float16. On `minilm-l3-tokens`, bfloat16 keeps 99.3% of a document's latents (Jaccard with
+    float32's; the others sit at a token's top-k edge, where rounding reorders near-ties) and their values
+    within 0.2% (median). It is recorded in the store; stores of different encoder dtypes are not compared."""
     batch_tokens: int = setting(16384, at_least=1, flag="--batch-tokens")
     """Token budget of one forward batch (padded length x rows)."""
     max_batch_docs: int = setting(256, at_least=1)

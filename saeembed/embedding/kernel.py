@@ -154,8 +154,9 @@ def encoder_dtype(sae_dtype: str, reader: Reader) -> torch.dtype:
 def native_bfloat16(device: torch.device) -> bool:
     """Does `device` multiply bfloat16 matrices natively (faster than float32)? A CPU without AMX or
     AVX512-BF16 emulates it, several times slower than float32."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cuda":  # native from Ampere on; older GPUs emulate it
+        with torch.cuda.device(device):
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type != "cpu":
         return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]

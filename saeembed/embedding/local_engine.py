@@ -1,12 +1,13 @@
 """The local engine: the whole run in this process, windows of documents through the content-addressed cache
 (`saeembed.embedding.cache`), then the store assembled from the cache in input order. An interrupted run
-resumes from what the cache holds (every finished window, and within a window what was done every
-`COMMIT_SECONDS` of `saeembed.embedding.kernel`). Cache parts are written on one background thread, so a
-window's write overlaps the next window's forward pass; a window's documents count as done once its part
-is on disk."""
+resumes from what the cache holds (every window whose part is on disk, and within a window what was done
+every `COMMIT_SECONDS` of `saeembed.embedding.kernel`). Cache parts are written on one background thread,
+so a window's write overlaps the next window's forward pass; a window's documents count as done once its
+part is on disk (a run killed while a part is being written does that window again)."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,8 @@ from saeembed.embedding.kernel import (
 from saeembed.embedding.reader import Reader
 from saeembed.sae import SAE
 from saeembed.store import DocVectors, StoreWriter
+
+log = logging.getLogger(__name__)
 
 
 class LocalEngine:
@@ -60,7 +63,10 @@ class LocalEngine:
                     # the earlier windows' documents once their parts are on disk, and the share of this window
                     # read so far (never all of it: it is done when its part lands)
                     progress.tokens_done += tokens
-                    progress.docs_done = min(writer.landed(), before) + min(int(size * fraction), size - 1)
+                    # never back: while the last window's part is in flight, this one's share can be smaller
+                    # than that window's own last report
+                    progress.docs_done = max(progress.docs_done,
+                                             min(writer.landed(), before) + min(int(size * fraction), size - 1))
                     if on_progress:
                         on_progress(progress)
 
@@ -113,6 +119,8 @@ class _CacheWriter:
                  trace: TracebackType | None) -> None:
         # an interrupted run still finishes the part in flight (written atomically: whole, or not at all)
         self._pool.shutdown(wait=True)
+        if error is not None and self._pending is not None and self._pending[0].exception() is not None:
+            log.warning("the vector cache's last part was not written either: %s", self._pending[0].exception())
 
 
 def _open_cache(config: EmbedConfig, reader: Reader, sae: SAE, output: Path) -> VectorCache:

@@ -74,7 +74,7 @@ _PART = re.compile(r"part-\d{5,}\.parquet")
 # What must be the same in every part of one store: the model, its weights and precision, the SAE, the
 # pooling and the context (the job file already pins the settings and the documents).
 _SAME_MODEL = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("model", "dtype"),
-               ("sae", "fingerprint"), ("sae", "d_sae"), ("pooling",), ("max_tokens",))
+               ("sae", "fingerprint"), ("sae", "d_sae"), ("sae", "compute_dtype"), ("pooling",), ("max_tokens",))
 # Settings that change how the work is run but not the store: a resumed run may change them.
 _EXECUTION_ONLY = frozenset({"engine", "ray_address", "workers", "gpus_per_worker", "cpus_per_worker",
                              "batch_tokens", "max_batch_docs", "cache_dir", "use_cache", "skip_invalid"})

@@ -55,9 +55,9 @@ def write_cluster_report(result: ClusterResult, path: str | Path, by: str | Sequ
         concepts = distinctive.filter(distinctive["cluster"] == c).sort("diff", descending=True).to_dicts()
         clusters.append({"cluster": c, "size": row["size"], "colour": colours[c], "concepts": concepts,
                          "documents": _central(row, concepts, store)})
-    axis = (f"{len(result.concepts)} selected latents" if result.concepts is not None else "every latent")
+    summary = result.summary()
     context = {
-        "title": f"clusters: {result.method} on {axis}", "summary": result.summary(), "notes": list(result.notes),
+        "title": f"clusters: {result.method} on {summary.axis}", "summary": summary, "notes": list(summary.notes),
         "sizes": plots.bars([s[0] for s in sizes], [s[1] for s in sizes], "documents", "cluster sizes",
                             [s[2] for s in sizes]) if sizes else None,
         "map": _map(result, store, assignment, names, colours, seed) if store is not None else None,

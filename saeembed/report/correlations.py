@@ -43,8 +43,8 @@ def write_correlations_report(result: CorrelationResult | AssociationResult, pat
         for pair, example in zip(pairs, _pair_examples(store, pairs)):
             pair["example"] = example
     context = {
-        "title": "correlations" + (f": {sides[0]} × {sides[1]}" if sides else ""), "result": result,
-        "summary": result.summary(), "pairs": pairs, "n_pairs": len(result.table), "sides": list(sides or []),
+        "title": "correlations" + (f": {sides[0]} × {sides[1]}" if sides else ""), "summary": result.summary(),
+        "pairs": pairs, "n_pairs": len(result.table), "sides": list(sides or []),
         "pair_bars": _pair_bars(pairs, sides), "n_bars": min(len(pairs), PAIR_BARS), "notes": list(result.notes),
     }
     return render("correlations.html", path, **context)
