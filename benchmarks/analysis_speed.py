@@ -141,8 +141,9 @@ def bench_search(n_docs: int, d_sae: int, active: float, tmp: Path) -> dict:
             "latents_after_feedback": len(expanded.concepts)}
 
 
-def bench_cluster(n_docs: int, d_sae: int, active: float) -> dict:
-    """20k documents in 7 groups, each with its own latents; clustering along 300 selected latents."""
+def bench_cluster(n_docs: int, d_sae: int, active: float, fit_on: int | None = None) -> dict:
+    """20k documents in 7 groups, each with its own latents; clustering along 300 selected latents. With
+    `fit_on` below the documents, spectral and HDBSCAN fit a sample and place the rest."""
     import scipy.sparse as sp
     from sklearn.metrics import adjusted_rand_score
 
@@ -166,14 +167,15 @@ def bench_cluster(n_docs: int, d_sae: int, active: float) -> dict:
                                                            "text": ["x"] * n_docs}),
                   fake_meta(d_sae), vectors.peak_start, vectors.peak_end)
     concepts = Concepts(axis, np.ones(len(axis)), [None] * len(axis), ["id"] * len(axis), "synthetic")
-    out = {"docs": n_docs, "axis_latents": len(axis), "target_s": 60}
+    out = {"docs": n_docs, "axis_latents": len(axis), "target_s": 60, "fit_on": fit_on}
+    extra = {"fit_on": fit_on} if fit_on else {}
     for method in ("spectral", "kmeans", "hdbscan"):
         started = time.perf_counter()
-        result = cluster(store, concepts, ClusterConfig(method=method, k=7, min_cluster_size=100),
+        result = cluster(store, concepts, ClusterConfig(method=method, k=7, min_cluster_size=100, **extra),
                          labels=Labels(d_sae, {}, {}, {}))
         out[method] = {"seconds": round(time.perf_counter() - started, 1),
                        "ari": round(adjusted_rand_score(groups, result.assignments["cluster"].to_numpy()), 3),
-                       "notes": result.notes}
+                       "peak_rss_mb": round(peak_rss_mb()), "notes": result.notes}
     return out
 
 
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--active", type=float, default=64)
     parser.add_argument("--search-docs", type=int, default=1_000_000)
     parser.add_argument("--cluster-docs", type=int, default=20_000)
+    parser.add_argument("--fit-on", type=int, help="cluster: ClusterConfig.fit_on (default: the config's)")
     parser.add_argument("--only", choices=("diff", "correlations", "search", "cluster"))
     args = parser.parse_args()
     out = {}
@@ -197,7 +200,7 @@ def main() -> None:
         if args.only in (None, "search"):
             out["search"] = bench_search(args.search_docs, args.d_sae, args.active, Path(tmp))
         if args.only in (None, "cluster"):
-            out["cluster"] = bench_cluster(args.cluster_docs, args.d_sae, args.active)
+            out["cluster"] = bench_cluster(args.cluster_docs, args.d_sae, args.active, args.fit_on)
     print(json.dumps(out, indent=2))
 
 

@@ -41,6 +41,7 @@ def run(
     concept_latents: options.ConceptLatents = options.CONCEPT_LATENTS,
     min_cluster_size: int = options.setting(ClusterConfig, "min_cluster_size"),
     seed: int = options.setting(ClusterConfig, "seed"),
+    fit_on: int = options.setting(ClusterConfig, "fit_on"),
     json_out: options.SummaryJson = False,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write assignments (id, cluster) here; "
                                                    "the description goes beside it as NAME.clusters.EXT.")] = None,
@@ -77,7 +78,7 @@ def run(
                                 f"{', '.join(c for c in opened.frame.columns if c not in ('text', 'dense'))}")
         selected = None if all_concepts else select_concepts(concepts, opened, like=like, top=concept_latents)
         config = ClusterConfig(method=method, similarity=similarity, k=clusters,  # type: ignore[arg-type]
-                               min_cluster_size=min_cluster_size, seed=seed)
+                               min_cluster_size=min_cluster_size, seed=seed, fit_on=fit_on)
         with working("clustering", quiet or json_out):
             result = cluster(opened, selected, config)
         if save is not None:

@@ -218,6 +218,34 @@ def test_without_a_number_of_clusters_it_is_chosen(store, method):
     assert any("clusters chosen by" in note and "--clusters N" in note for note in result.notes)
 
 
+@pytest.mark.parametrize("method", ["spectral", "hdbscan"])
+def test_past_fit_on_documents_it_fits_a_seeded_sample_and_places_the_rest(store, method):
+    """Spectral and HDBSCAN on more documents than `fit_on`: fitted on a seeded sample, the others placed
+    as `assign` places new documents (the same clusters a saved clustering gives them), said in a note;
+    the planted groups are found all the same. k-means fits every document."""
+    from saeembed.analysis.assign import ClusteringModel
+
+    chosen = select_concepts("0,1,2,3,4", store, labels=LABELS)
+    config = ClusterConfig(method=method, k=3 if method == "spectral" else None, fit_on=150, min_cluster_size=15)
+    result = cluster(store, chosen, config, labels=LABELS)
+    assigned = result.assignments["cluster"].to_numpy()
+    fitted = result.fitted
+    assert fitted is not None and len(fitted.labels) == 150, "fitted on the sample alone"
+    has = assigned != NO_CONCEPT
+    assert any("random sample of 150 of the" in note and "seed 0" in note for note in result.notes)
+    assert adjusted_rand_score(GROUP[has], assigned[has]) > 0.6
+    again = cluster(store, chosen, config, labels=LABELS)
+    assert again.assignments["cluster"].to_list() == assigned.tolist(), "the sample is seeded"
+    assert result.fit_rows is not None and len(result.fit_rows) == 150 and has[result.fit_rows].all()
+    placed = ClusteringModel.from_result(result, store).assign(store).assignments["cluster"].to_numpy()
+    rest = np.setdiff1d(np.flatnonzero(has), result.fit_rows)
+    assert len(rest) == has.sum() - 150
+    np.testing.assert_array_equal(assigned[rest], placed[rest])
+    full = cluster(store, chosen, ClusterConfig(method="kmeans", k=3, fit_on=150), labels=LABELS)
+    assert full.fitted is not None and len(full.fitted.labels) == has.sum(), "k-means fits every document"
+    assert full.fit_rows is None and not any("random sample" in note for note in full.notes)
+
+
 def test_hdbscan_and_all_concepts(store):
     result = cluster(store, None, ClusterConfig(method="hdbscan", min_cluster_size=30), labels=LABELS)
     assert len(result.description) >= 2

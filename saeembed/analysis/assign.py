@@ -49,23 +49,16 @@ from saeembed.analysis.cluster import (
     NOISE,
     ClusterResult,
     Fitted,
-    average_linkage,
-    cluster_similarity,
-    distance_quantile,
-    hdbscan_coords,
-    hdbscan_features,
     hdbscan_model,
-    kmeans_scores,
-    level_rows,
+    place,
     positive_values,
     unassigned_line,
-    unit_interval,
 )
 from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 from saeembed.checked import LARGEST, Required, check_sha256, read_json_object, sha256_hex, show
 from saeembed.errors import ClusteringError, SaeEmbedError
-from saeembed.store import COMPAT_FIELDS, Store, check_compatible, present
+from saeembed.store import COMPAT_FIELDS, Store, check_compatible
 
 if TYPE_CHECKING:
     import polars as pl
@@ -145,8 +138,6 @@ class ClusteringModel:
         if not (fitted.labels != NOISE).any():
             raise ClusteringError("HDBSCAN found no cluster (every document is noise): nothing to save; lower "
                                   "--min-cluster-size, or choose a number of clusters with spectral or kmeans")
-        if fitted.model is not None and getattr(fitted.model, "prediction_data_", None) is None:
-            fitted.model.generate_prediction_data()
         meta = {"fitted_on": str(store.path), "n_docs": store.n_docs, "n_no_concept": result.n_no_concept,
                 "n_noise": result.n_noise, "n_unassigned": result.n_unassigned,
                 "share_unassigned": result.share_unassigned, "notes": list(result.notes)}
@@ -222,7 +213,7 @@ class ClusteringModel:
         found, membership = np.zeros(0, np.int32), np.zeros(0)
         soft, outlier = np.zeros((0, len(clusters))), np.zeros(0)
         if len(has):
-            found, membership, soft, outlier = self._place(rows, clusters)
+            found, membership, soft, outlier = place(fitted, self.method, self.config, rows, clusters)
         assignment = np.full(store.n_docs, NO_CONCEPT, np.int32)
         strength, outlier_score = np.zeros(store.n_docs), np.ones(store.n_docs)
         all_soft = np.zeros((store.n_docs, len(clusters)))
@@ -237,38 +228,6 @@ class ClusteringModel:
         return AssignResult(assignments, self._summary(assignment, strength, store.n_docs), all_soft,
                             [int(c) for c in clusters], self.method, store.n_docs, n_no_concept, n_noise,
                             n_unassigned, n_unassigned / max(store.n_docs, 1), notes)
-
-    def _place(self, rows: Any, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(cluster, membership, soft [n, clusters], outlier score) of documents' positive activations."""
-        fitted, config = self.fitted, self.config
-        if self.method == "spectral":
-            if config.similarity == "weighted":
-                query, train = level_rows(rows, fitted.unit), level_rows(fitted.values, fitted.unit)
-            else:
-                query, train = present(rows), present(fitted.values)
-            found, membership, soft, distance = average_linkage(
-                cluster_similarity(query, train, fitted.labels, clusters), clusters)
-            assert fitted.reference is not None  # cluster() and the loader set it for spectral
-            return found, membership, soft, distance_quantile(distance, fitted.reference)
-        if self.method == "kmeans":
-            assert fitted.centroids is not None and fitted.reference is not None  # set for kmeans (cluster, loader)
-            nearest_centroid, soft, distance = kmeans_scores(present(rows), fitted.centroids)
-            found = clusters[nearest_centroid].astype(np.int32)
-            membership = soft[np.arange(len(found)), nearest_centroid]
-            return found, membership, soft, distance_quantile(distance, fitted.reference)
-        import warnings
-
-        import hdbscan
-
-        coords = hdbscan_coords(hdbscan_features(rows, fitted.unit, config.similarity), fitted.components)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):  # 0 / 0 on exact duplicates: made 0 below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            labels, strengths = hdbscan.approximate_predict(fitted.model, coords)
-            soft = np.asarray(hdbscan.membership_vector(fitted.model, coords)).reshape(len(coords), -1)
-            outlier = hdbscan.approximate_predict_scores(fitted.model, coords)
-        found = np.where(np.asarray(labels) < 0, NOISE, labels).astype(np.int32)
-        membership = np.where(found == NOISE, 0.0, unit_interval(strengths, 1.0))
-        return found, membership, unit_interval(soft, 0.0), unit_interval(outlier, 0.0)
 
     def _summary(self, assignment: np.ndarray, strength: np.ndarray, n_docs: int) -> Any:
         import polars as pl

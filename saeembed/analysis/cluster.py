@@ -85,7 +85,8 @@ class ClusterResult:
     n_no_concept: int = 0
     """Documents where none of the selected concepts fires (cluster -1)."""
     n_noise: int = 0
-    """Documents HDBSCAN left as noise (cluster -2)."""
+    """Documents in no cluster though they carry a concept (cluster -2): HDBSCAN's noise, or, when the fit was
+    on a sample (`ClusterConfig.fit_on`), documents that share no concept with any document of the sample."""
     n_unassigned: int = 0
     """Documents in no cluster: n_no_concept + n_noise."""
     share_unassigned: float = 0.0
@@ -93,6 +94,9 @@ class ClusterResult:
     config: ClusterConfig | None = None
     fitted: Fitted | None = None
     """What `saeembed.analysis.assign.save_clustering` saves to place new documents."""
+    fit_rows: np.ndarray | None = None
+    """The store rows of the random sample the clustering was fitted on (`ClusterConfig.fit_on`); None when
+    it was fitted on every document with a concept."""
 
     def summary(self) -> ClusterSummary:
         """The record every renderer reads (`ClusterSummary`)."""
@@ -153,8 +157,15 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     k = config.k
     if len(has_concept) < max(k or 3, 3):
         raise SaeEmbedError(f"only {len(has_concept)} documents carry the selected concepts: too few to cluster")
-    rows = binary[has_concept]
-    values = positive_values(store.matrix[has_concept][:, columns])
+    fit = has_concept
+    if config.method != "kmeans" and len(has_concept) > config.fit_on:
+        fit = np.sort(np.random.default_rng(config.seed).choice(has_concept, config.fit_on, replace=False))
+        notes.append(f"{config.method} fitted on a random sample of {len(fit):,} of the {len(has_concept):,} "
+                     f"documents with a concept (seed {config.seed}, --fit-on); the other "
+                     f"{len(has_concept) - len(fit):,} placed in its clusters as `saeembed assign` places new "
+                     f"documents")
+    rows = binary[fit]
+    values = positive_values(store.matrix[fit][:, columns])
     fitted = Fitted(np.asarray(columns, np.int64), np.zeros(0, np.int32), values, level_unit(values))
     if config.method == "spectral":
         graded = level_rows(values, fitted.unit) if config.similarity == "weighted" else rows
@@ -184,13 +195,21 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     else:
         found, membership, outlier = _hdbscan(config, fitted)
     assignment = np.full(store.n_docs, NO_CONCEPT, np.int32)
-    assignment[has_concept] = found
     strength, outlier_score = np.zeros(store.n_docs), np.ones(store.n_docs)
-    strength[has_concept], outlier_score[has_concept] = membership, outlier
-    n_noise = int((found == NOISE).sum())
+    assignment[fit], strength[fit], outlier_score[fit] = found, membership, outlier
+    rest = np.setdiff1d(has_concept, fit, assume_unique=True)
+    if len(rest) and (found != NOISE).any():
+        placed = place(fitted, config.method, config, positive_values(store.matrix[rest][:, columns]),
+                       np.unique(found[found != NOISE]))
+        assignment[rest], strength[rest], outlier_score[rest] = placed[0], placed[1], placed[3]
+    elif len(rest):  # HDBSCAN found no cluster in the sample: nothing to place the others in
+        assignment[rest], strength[rest], outlier_score[rest] = NOISE, 0.0, 1.0
+    n_noise = int((assignment == NOISE).sum())
     if n_noise:
-        notes.append(f"HDBSCAN left {n_noise:,} of {len(found):,} documents unassigned as noise: cluster {NOISE} "
-                     f"(lower --min-cluster-size, or choose a number of clusters with spectral or kmeans)")
+        notes.append(f"{config.method} left {n_noise:,} of {len(has_concept):,} documents unassigned: cluster "
+                     f"{NOISE} ("
+                     + ("lower --min-cluster-size, or choose a number of clusters with spectral or kmeans)"
+                        if config.method == "hdbscan" else "they share no concept with any fitted document)"))
     description, distinctive = _describe(store, assignment, binary, labels, config)
     assignments = pl.DataFrame({"id": store.frame["id"], "cluster": assignment, "membership": strength,
                                 "outlier_score": outlier_score})
@@ -198,7 +217,7 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     return ClusterResult(assignments, description, distinctive, concepts, config.method, notes,
                          n_no_concept=n_no_concept, n_noise=n_noise, n_unassigned=n_no_concept + n_noise,
                          share_unassigned=(n_no_concept + n_noise) / max(store.n_docs, 1), config=config,
-                         fitted=fitted)
+                         fitted=fitted, fit_rows=fit if len(fit) < len(has_concept) else None)
 
 
 def unassigned_line(n_unassigned: int, n_docs: int, n_no_concept: int, n_noise: int) -> str:
@@ -487,6 +506,43 @@ def _hdbscan(config: ClusterConfig, fitted: Fitted) -> tuple[np.ndarray, np.ndar
     fitted.labels, fitted.model = found, model
     return found, np.where(found == NOISE, 0.0, unit_interval(model.probabilities_, 1.0)), \
         unit_interval(model.outlier_scores_, 0.0)
+
+
+def place(fitted: Fitted, method: str, config: ClusterConfig, rows: csr_matrix,
+          clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cluster, membership, soft [n, clusters], outlier score) of documents' positive activations on
+    `fitted.latents`, placed in a fitted clustering: spectral by average linkage, k-means by the nearest
+    centroid, HDBSCAN by its approximate prediction (`saeembed.analysis.assign` says why each)."""
+    if method == "spectral":
+        if config.similarity == "weighted":
+            query, train = level_rows(rows, fitted.unit), level_rows(fitted.values, fitted.unit)
+        else:
+            query, train = present(rows), present(fitted.values)
+        found, membership, soft, distance = average_linkage(
+            cluster_similarity(query, train, fitted.labels, clusters), clusters)
+        assert fitted.reference is not None  # cluster() and the loader set it for spectral
+        return found, membership, soft, distance_quantile(distance, fitted.reference)
+    if method == "kmeans":
+        assert fitted.centroids is not None and fitted.reference is not None  # set for kmeans (cluster, loader)
+        nearest_centroid, soft, distance = kmeans_scores(present(rows), fitted.centroids)
+        found = clusters[nearest_centroid].astype(np.int32)
+        membership = soft[np.arange(len(found)), nearest_centroid]
+        return found, membership, soft, distance_quantile(distance, fitted.reference)
+    import warnings
+
+    import hdbscan
+
+    if getattr(fitted.model, "prediction_data_", None) is None:
+        fitted.model.generate_prediction_data()
+    coords = hdbscan_coords(hdbscan_features(rows, fitted.unit, config.similarity), fitted.components)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # 0 / 0 on exact duplicates: made 0 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        labels, strengths = hdbscan.approximate_predict(fitted.model, coords)
+        soft = np.asarray(hdbscan.membership_vector(fitted.model, coords)).reshape(len(coords), -1)
+        outlier = hdbscan.approximate_predict_scores(fitted.model, coords)
+    found = np.where(np.asarray(labels) < 0, NOISE, labels).astype(np.int32)
+    membership = np.where(found == NOISE, 0.0, unit_interval(strengths, 1.0))
+    return found, membership, unit_interval(soft, 0.0), unit_interval(outlier, 0.0)
 
 
 def _describe(store: Store, assignment: np.ndarray, binary: Any, labels: Labels,

@@ -132,7 +132,12 @@ class ClusterConfig:
     central_docs: int = setting(3, at_least=0)
     """Most central documents shown per cluster."""
     seed: int = setting(0, at_least=0, flag="--seed")
-    """Seed of k-means and of the spectral embedding."""
+    """Seed of k-means, of the spectral embedding and of the sample (`fit_on`)."""
+    fit_on: int = setting(50_000, at_least=10, flag="--fit-on")
+    """Spectral and HDBSCAN compare documents with each other, so their cost grows faster than the corpus:
+    with more documents carrying the concepts than this, they are fitted on a seeded random sample of this
+    many and the others are placed in its clusters as `saeembed assign` places new documents (the result
+    says so). k-means fits every document."""
 
     def __post_init__(self) -> None:
         check_fields(self)
