@@ -6,20 +6,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from commands.progress import embed_progress
+from commands.progress import embed_progress, read_progress
 
 
 def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:
-    """Stores for the given paths: stores load as they are, corpus files are embedded first (cached)
-    with the preset (default: the offline one), a progress bar per corpus on stderr."""
+    """Stores for the given paths: stores load as they are (the parts read so far on stderr), corpus files
+    are embedded first (cached) with the preset (default: the offline one), a progress bar per corpus on
+    stderr."""
     from saeembed.embedding.open_store import open_store
     from saeembed.embedding.presets import embed_config
+    from saeembed.store import is_store
 
     config = embed_config(preset, **settings)
     stores = []
     for source in inputs:
-        with embed_progress(disabled=quiet) as on_progress:
-            stores.append(open_store(source, config, on_progress))
+        if source != "-" and is_store(Path(source)):  # one bar at a time: rich draws one live display
+            with read_progress(disabled=quiet) as on_read:
+                stores.append(open_store(source, config, on_read=on_read))
+        else:
+            with embed_progress(disabled=quiet) as on_progress:
+                stores.append(open_store(source, config, on_progress))
     return stores
 
 

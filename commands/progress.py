@@ -36,6 +36,24 @@ def embed_progress(disabled: bool = False, what: str = "embedding") -> Iterator[
 
 
 @contextlib.contextmanager
+def read_progress(disabled: bool = False) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield an `on_read(parts read, parts)` callback that draws the parts of a store read so far (on a
+    terminal)."""
+    if disabled or not stderr.is_terminal:
+        yield None
+        return
+    progress = Progress(TextColumn("reading the store"), BarColumn(), MofNCompleteColumn(), TextColumn("parts"),
+                        TimeRemainingColumn(), console=stderr, transient=True)
+    task = progress.add_task("read", total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, total=total, completed=done)
+
+    with progress:
+        yield update
+
+
+@contextlib.contextmanager
 def train_progress(disabled: bool = False) -> Iterator[Callable[[Any], None] | None]:
     """Yield an `on_progress` callback that shows steps, tokens/s, train FVU and held-out figures (on a
     terminal)."""

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -234,8 +234,9 @@ def is_store(path: str | Path) -> bool:
         return False
 
 
-def load_store(path: str | Path) -> Store:
-    """Load a store (a file or a folder of part files) into a CSR matrix and a polars frame.
+def load_store(path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> Store:
+    """Load a store (a file or a folder of part files) into a CSR matrix and a polars frame;
+    `on_progress(parts read, parts)` after each part (a folder of many parts takes a while).
 
     Every part is checked before any analysis sees it (vectorised over the flat arrays, so cheap on a
     million rows): its metadata (see `read_meta`), then its rows: latent indices within 0..d_sae-1
@@ -266,6 +267,8 @@ def load_store(path: str | Path) -> Store:
                              f"truncated: embed the corpus again") from None
         parts.append(_checked_vectors(table, file, d_sae))
         tables.append(table.drop_columns(list(VECTOR_COLUMNS[:4])))
+        if on_progress:
+            on_progress(len(parts), len(files))
     try:
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     except (ValueError, pa.ArrowException) as exc:

@@ -125,7 +125,9 @@ def test_a_folder_of_parts_is_checked_part_by_part(tmp_path):
     folder.mkdir()
     write_raw(folder / "a.parquet", raw_table([good_row(1), good_row(0, 5)]))
     write_raw(folder / "b.parquet", raw_table([good_row(2, 3)]))
-    store = load_store(folder)
+    read = []
+    store = load_store(folder, on_progress=lambda done, total: read.append((done, total)))
+    assert read == [(1, 2), (2, 2)], "each part read is reported"
     assert [a.tolist() for a in store.matrix.toarray().nonzero()] == [[0, 1, 1, 2, 2], [1, 0, 5, 2, 3]]
     assert store.frame["id"].to_list() == ["doc0", "doc1", "doc0"] and len(store.peak_start) == 5
     write_raw(folder / "b.parquet", raw_table([good_row(2, 9)]))

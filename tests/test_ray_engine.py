@@ -284,6 +284,10 @@ def test_parts_of_another_model_or_precision_are_not_mixed():
     on_gpu["model"]["dtype"] = "bfloat16"
     with pytest.raises(StoreError, match="model.dtype"):
         _check_same_model("the parts written", meta, "the model now", on_gpu)
+    fast_encoder = json.loads(json.dumps(meta))
+    fast_encoder["sae"]["compute_dtype"] = "bfloat16"  # a worker whose CPU multiplies bfloat16 natively
+    with pytest.raises(StoreError, match="sae.compute_dtype"):
+        _check_same_model("the parts written", meta, "the model now", fast_encoder)
 
 
 def test_bad_input_is_refused_before_ray_is_reached(tmp_path, llama_dir):

@@ -11,9 +11,11 @@ from saeembed.store import Store, is_store, load_store
 
 
 def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
-               on_progress: Callable[[Any], None] | None = None) -> Store:
+               on_progress: Callable[[Any], None] | None = None,
+               on_read: Callable[[int, int], None] | None = None) -> Store:
     """The store `source` names, embedding it first with `config` (default: the offline preset)
-    when it is a corpus (JSONL, CSV, Parquet without saeembed metadata, TXT).
+    when it is a corpus (JSONL, CSV, Parquet without saeembed metadata, TXT). `on_progress` follows the
+    embedding (`EmbedProgress`), `on_read(parts read, parts)` the reading of a store of several parts.
 
     Examples:
         >>> tweets = open_store("examples/sarcastic.jsonl")  # doctest: +SKIP
@@ -22,7 +24,7 @@ def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
         return source
     path = Path(source)
     if is_store(path):
-        return load_store(path)
+        return load_store(path, on_read)
     from saeembed.embedding.pipeline import Embedder, scratch_folder
 
     with scratch_folder() as tmp:
