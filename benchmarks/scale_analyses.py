@@ -1,6 +1,7 @@
-"""Analyses on folder stores as they grow: peak memory and time of `diff`, `correlations` and `search` run by the
-CLI in a fresh process, on folder stores of tiled parts; prints JSON. Issue 24's starting point: today every
-analysis loads the whole store (`load_store`: one CSR matrix, one frame), so memory grows with the documents.
+"""Analyses on folder stores as they grow: peak memory and time of `diff`, `correlations`, `search` and `info` run by
+the CLI in a fresh process, on folder stores of tiled parts; prints JSON. Issue 24: `info` reads a store part by
+part (`read_parts`); the analyses still load the whole store (`load_store`: one CSR matrix, one frame), so their
+memory grows with the documents.
 
     python benchmarks/scale_analyses.py                          # 250k-document parts, 1 and 2 parts a side
     python benchmarks/scale_analyses.py --part-docs 100000 --parts 1 2 4
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--d-sae", type=int, default=16384)
     parser.add_argument("--active", type=float, default=64)
+    parser.add_argument("--analyses", nargs="+", default=["diff", "correlations", "search", "info"],
+                        choices=["diff", "correlations", "search", "info"])
     args = parser.parse_args()
     out = []
     rng = np.random.default_rng(0)
@@ -87,10 +90,12 @@ def main() -> None:
             nnz = write_side(root / "a", rates, args.part_docs, parts, args.d_sae, 1)
             nnz += write_side(root / "b", shifted, args.part_docs, parts, args.d_sae, 2)
             a, b = str(root / "a"), str(root / "b")
+            commands = {"diff": ["diff", a, b, "--json", "-q"],
+                        "correlations": ["correlations", a, "--json", "-q", "--top", "5"],
+                        "search": ["search", a, "0,1,2", "--json", "-q", "--top", "10"],
+                        "info": ["info", a, "--json"]}  # checked, part by part
             row = {"docs_per_side": args.part_docs * parts, "parts_per_side": parts, "nnz_both": nnz,
-                   "diff": run(["diff", a, b, "--json", "-q"], env),
-                   "correlations": run(["correlations", a, "--json", "-q", "--top", "5"], env),
-                   "search": run(["search", a, "0,1,2", "--json", "-q", "--top", "10"], env)}
+                   **{name: run(commands[name], env) for name in args.analyses}}
             out.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
             for side in ("a", "b"):

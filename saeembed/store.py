@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -249,26 +249,15 @@ def load_store(path: str | Path, on_progress: Callable[[int, int], None] | None 
         >>> store.matrix.shape  # doctest: +SKIP
         (3467, 8192)
     """
-    import polars as pl
     import scipy.sparse as sp
 
     path = Path(path)
-    files = store_files(path)
-    meta = _file_meta(files[0])
-    if len(files) > 1:
-        check_compatible([(str(files[0]), meta), *((str(f), _file_meta(f)) for f in files[1:])])
+    meta = read_meta(path)
     d_sae = int(meta["sae"]["d_sae"])
     tables, parts = [], []
-    for file in files:
-        try:
-            table = pq.read_table(file)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise StoreError(f"{file}: cannot read the store ({first_line(exc)}); the file is damaged or "
-                             f"truncated: embed the corpus again") from None
-        parts.append(_checked_vectors(table, file, d_sae))
-        tables.append(table.drop_columns(list(VECTOR_COLUMNS[:4])))
-        if on_progress:
-            on_progress(len(parts), len(files))
+    for part in read_parts(path, on_progress):
+        parts.append(part.vectors)
+        tables.append(part.fields)
     try:
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     except (ValueError, pa.ArrowException) as exc:
@@ -276,6 +265,43 @@ def load_store(path: str | Path, on_progress: Callable[[int, int], None] | None 
                          f"corpus again into an empty folder") from None
     vectors = _concat_vectors(parts)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(len(vectors), d_sae))
+    return Store(path, matrix, _frame(table, path), meta, vectors.peak_start, vectors.peak_end)
+
+
+class StorePart(NamedTuple):
+    """One part file of a store, read and checked (`read_parts`)."""
+
+    file: Path
+    vectors: DocVectors
+    fields: pa.Table
+    """Every column but the vectors: id, n_tokens, text and the input's other fields."""
+
+
+def read_parts(path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> Iterator[StorePart]:
+    """The parts of a store one at a time, each read and checked as `load_store` checks it (the parts'
+    metadata agree; a part's rows hold possible latents, values and spans; its fields fit a table), so a
+    pass over a store of any size holds one part in memory. `on_progress(parts read, parts)` after each."""
+    path = Path(path)
+    files = store_files(path)
+    meta = _file_meta(files[0])
+    if len(files) > 1:
+        check_compatible([(str(files[0]), meta), *((str(f), _file_meta(f)) for f in files[1:])])
+    d_sae = int(meta["sae"]["d_sae"])
+    for done, file in enumerate(files, 1):
+        try:
+            table = pq.read_table(file)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StoreError(f"{file}: cannot read the store ({first_line(exc)}); the file is damaged or "
+                             f"truncated: embed the corpus again") from None
+        yield StorePart(file, _checked_vectors(table, file, d_sae), table.drop_columns(list(VECTOR_COLUMNS[:4])))
+        if on_progress:
+            on_progress(done, len(files))
+
+
+def _frame(table: pa.Table, path: Path) -> pl.DataFrame:
+    """The fields as a polars frame, or one StoreError line when polars cannot hold them."""
+    import polars as pl
+
     # The Parquet metadata stays out of polars (it panics on metadata that is not UTF-8); the store's
     # own is in `meta`.
     table = pa.Table.from_arrays(table.columns, schema=pa.schema([f.remove_metadata() for f in table.schema]))
@@ -287,7 +313,12 @@ def load_store(path: str | Path, on_progress: Callable[[int, int], None] | None 
             raise  # KeyboardInterrupt, SystemExit
         raise StoreError(f"{path}: cannot read its fields into a table ({type(exc).__name__}: "
                          f"{first_line(exc)}); embed the corpus again") from None
-    return Store(path, matrix, frame, meta, vectors.peak_start, vectors.peak_end)
+    return frame
+
+
+def check_fields(part: StorePart) -> None:
+    """Refuse a part whose fields polars cannot hold, as `load_store` would (one StoreError line)."""
+    _frame(part.fields, part.file)
 
 
 # -- checks on reading -----------------------------------------------------------------------------

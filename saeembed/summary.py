@@ -13,22 +13,31 @@ from saeembed.store import read_meta, store_files
 
 
 def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
-    """Rows, tokens, reader, SAE, mean active latents per document and bytes per document.
+    """Rows, tokens, reader, SAE, mean active latents per document and bytes per document, read part by
+    part (memory grows with the largest part and the SAE's width, not with the documents).
 
-    With `check` (the default) the store is read as every analysis reads it, so whatever an analysis
+    With `check` (the default) every part is read as every analysis reads it, so whatever an analysis
     would refuse (parts of two SAEs in one folder, latents out of range or out of order, values that are
-    not finite, peaks outside the text) is refused here too; without, only the metadata and the latent
-    counts are read (fast on stores of millions of documents) and `checked` says so."""
-    from saeembed.store import load_store
+    not finite, peaks outside the text, fields that differ between parts) is refused here too; without,
+    only the metadata and the latent counts are read (fast on stores of millions of documents) and
+    `checked` says so."""
+    from saeembed.store import check_fields, read_parts
 
     path = Path(path)
     meta = read_meta(path)
     files = store_files(path)
+    per_doc = np.zeros(int(meta["sae"]["d_sae"]) + 1, np.int64)  # documents by their number of active latents
     if check:
-        counts = np.diff(load_store(path).matrix.indptr)
-        rows = len(counts)
+        schema = None
+        for part in read_parts(path):
+            check_fields(part)
+            fields = part.fields.schema.remove_metadata()
+            if schema is not None and not fields.equals(schema):
+                raise StoreError(f"{path}: its part files have different fields ({part.file.name}); embed the "
+                                 f"corpus again into an empty folder")
+            schema = fields
+            per_doc = _counted(per_doc, np.diff(part.vectors.offsets))
     else:
-        rows, active = 0, []
         for file in files:
             try:
                 table = pq.read_table(file, columns=["indices"])
@@ -36,9 +45,10 @@ def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
                 detail = " ".join(str(exc).split())[:160]
                 raise StoreError(f"{file}: cannot read it as a store ({detail}); the file is damaged: embed the "
                                  f"corpus again") from None
-            rows += table.num_rows
-            active.append(np.diff(table.column("indices").combine_chunks().offsets.to_numpy()))
-        counts = np.concatenate(active) if active else np.zeros(0)
+            counts = np.diff(table.column("indices").combine_chunks().offsets.to_numpy())
+            per_doc = _counted(per_doc, counts)
+    rows = int(per_doc.sum())
+    active = np.arange(len(per_doc))
     size = sum(f.stat().st_size for f in files)
     sae, model = meta["sae"], meta["model"]
     return {
@@ -46,10 +56,28 @@ def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
         "model": model["id"], "layer": model["layer"], "hook": model.get("hook"),
         "sae": sae["source"], "sae_format": sae["format"], "sae_architecture": sae["architecture"],
         "d_sae": sae["d_sae"], "pooling": meta["pooling"], "pool_roles": meta.get("pool_roles"),
-        "mean_latents_per_doc": float(counts.mean()) if rows else 0.0,
-        "median_latents_per_doc": float(np.median(counts)) if rows else 0.0,
+        "mean_latents_per_doc": float(active @ per_doc / rows) if rows else 0.0,
+        "median_latents_per_doc": _median(per_doc) if rows else 0.0,
         "bytes": size, "bytes_per_doc": size / max(rows, 1),
         "chunked_docs": meta.get("n_chunked"), "truncated_docs": meta.get("n_truncated"),
         "created": meta.get("created"), "saeembed": meta.get("versions", {}).get("saeembed"),
         "checked": check,
     }
+
+
+def _counted(histogram: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`histogram` with `counts` added (grown when an unchecked part holds more latents per row than d_sae)."""
+    added = np.bincount(counts.astype(np.int64), minlength=len(histogram))
+    if len(added) > len(histogram):
+        histogram = np.pad(histogram, (0, len(added) - len(histogram)))
+    histogram[: len(added)] += added
+    return histogram
+
+
+def _median(histogram: np.ndarray) -> float:
+    """numpy's median of the values whose counts `histogram` holds (value i, histogram[i] times)."""
+    cumulative = np.cumsum(histogram)
+    n = int(cumulative[-1])
+    low = int(np.searchsorted(cumulative, (n - 1) // 2, side="right"))
+    high = int(np.searchsorted(cumulative, n // 2, side="right"))
+    return (low + high) / 2

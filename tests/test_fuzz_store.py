@@ -142,6 +142,31 @@ def test_a_folder_of_parts_is_checked_part_by_part(tmp_path):
         load_store(folder)
 
 
+def test_info_reads_a_folder_part_by_part_and_says_what_load_store_would(tmp_path):
+    """`summarize` (saeembed info) streams the parts: the same counts as the whole store loaded, checked as
+    load_store checks it, and parts whose fields differ are refused."""
+    from saeembed.summary import summarize
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write_raw(folder / "a.parquet", raw_table([good_row(1), good_row(0, 5), good_row()]))
+    write_raw(folder / "b.parquet", raw_table([good_row(2, 3, 4), good_row(1, 2)]))
+    counts = np.diff(load_store(folder).matrix.indptr)
+    for check in (True, False):
+        info = summarize(folder, check=check)
+        assert info["documents"] == len(counts) == 5 and info["checked"] is check
+        assert info["mean_latents_per_doc"] == pytest.approx(counts.mean())
+        assert info["median_latents_per_doc"] == np.median(counts)
+    write_raw(folder / "b.parquet", raw_table([good_row(2, 9)]))
+    with pytest.raises(StoreError, match=r"b\.parquet, row 0"):
+        summarize(folder)
+    write_raw(folder / "b.parquet", raw_table([good_row(2)]).append_column("extra", pa.array(["x"])))
+    with pytest.raises(StoreError, match="different fields"):
+        load_store(folder)
+    with pytest.raises(StoreError, match="different fields"):
+        summarize(folder)
+
+
 # -- rows ------------------------------------------------------------------------------------------
 
 def test_rows_with_impossible_latents_values_or_spans(tmp_path):
