@@ -288,14 +288,20 @@ def read_parts(path: str | Path, on_progress: Callable[[int, int], None] | None 
         check_compatible([(str(files[0]), meta), *((str(f), _file_meta(f)) for f in files[1:])])
     d_sae = int(meta["sae"]["d_sae"])
     for done, file in enumerate(files, 1):
-        try:
-            table = pq.read_table(file)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise StoreError(f"{file}: cannot read the store ({first_line(exc)}); the file is damaged or "
-                             f"truncated: embed the corpus again") from None
-        yield StorePart(file, _checked_vectors(table, file, d_sae), table.drop_columns(list(VECTOR_COLUMNS[:4])))
+        part = _read_part(file, d_sae)
+        yield part
+        del part  # before the next part is read: one part in memory at a time (the caller drops its own)
         if on_progress:
             on_progress(done, len(files))
+
+
+def _read_part(file: Path, d_sae: int) -> StorePart:
+    try:
+        table = pq.read_table(file)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise StoreError(f"{file}: cannot read the store ({first_line(exc)}); the file is damaged or "
+                         f"truncated: embed the corpus again") from None
+    return StorePart(file, _checked_vectors(table, file, d_sae), table.drop_columns(list(VECTOR_COLUMNS[:4])))
 
 
 def _frame(table: pa.Table, path: Path) -> pl.DataFrame:

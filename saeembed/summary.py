@@ -37,6 +37,7 @@ def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
                                  f"corpus again into an empty folder")
             schema = fields
             per_doc = _counted(per_doc, np.diff(part.vectors.offsets))
+            del part  # before the next part is read
     else:
         for file in files:
             try:
