@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--d-sae", type=int, default=16384)
     parser.add_argument("--active", type=float, default=64)
-    parser.add_argument("--analyses", nargs="+", default=["diff", "correlations", "search", "info"],
-                        choices=["diff", "correlations", "search", "info"])
+    parser.add_argument("--analyses", nargs="+", default=["diff", "correlations", "search", "info", "assign"],
+                        choices=["diff", "correlations", "search", "info", "assign"])
     args = parser.parse_args()
     out = []
     rng = np.random.default_rng(0)
@@ -90,10 +90,17 @@ def main() -> None:
             nnz = write_side(root / "a", rates, args.part_docs, parts, args.d_sae, 1)
             nnz += write_side(root / "b", shifted, args.part_docs, parts, args.d_sae, 2)
             a, b = str(root / "a"), str(root / "b")
+            clustering = Path(tmp) / "clustering"
+            if "assign" in args.analyses and not clustering.exists():  # fitted once, on side b's first part
+                fit = run(["cluster", str(next((root / "b").iterdir())), "--concepts", "0,1,2,3,4,5,6,7",
+                           "--method", "kmeans", "--clusters", "5", "--save", str(clustering), "-q"], env)
+                assert fit["exit"] == 0, fit
             commands = {"diff": ["diff", a, b, "--json", "-q"],
                         "correlations": ["correlations", a, "--json", "-q", "--top", "5"],
                         "search": ["search", a, "0,1,2", "--json", "-q", "--top", "10"],
-                        "info": ["info", a, "--json"]}  # checked, part by part
+                        "info": ["info", a, "--json"],  # checked, part by part
+                        "assign": ["assign", a, "--clustering", str(clustering), "-o",
+                                   str(Path(tmp) / "assigned.parquet"), "-q"]}  # part by part
             row = {"docs_per_side": args.part_docs * parts, "parts_per_side": parts, "nnz_both": nnz,
                    **{name: run(commands[name], env) for name in args.analyses}}
             out.append(row)

@@ -30,14 +30,19 @@ def run(
     """Place each document in a saved clustering: its cluster, how strongly it belongs there (0..1) and how
     much of an outlier it is (0..1). The store must be embedded as the clustered one was."""
     from saeembed.analysis.assign import load_clustering
+    from saeembed.store import is_store
 
     with user_errors():
         check_outputs(tables=[output], inputs=[store])
         model = load_clustering(clustering)  # checked before anything is embedded
-        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
-                                cache_dir=cache_dir)
-        with working("assigning", quiet or json_out):
-            result = model.assign(opened)
+        if is_store(Path(store)):  # read part by part: a store of any size
+            with working("assigning", quiet or json_out):
+                result = model.assign(Path(store))
+        else:
+            (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
+                                    cache_dir=cache_dir)
+            with working("assigning", quiet or json_out):
+                result = model.assign(opened)
     emit({output: result.assignments} if output else {}, result.assignments, json_out,
          lambda: _render(result, clustering), quiet)
     if json_out and not quiet:  # the rows are the documents: the count of those in no cluster goes to stderr

@@ -81,6 +81,30 @@ def test_assigning_the_clustered_documents_reproduces_their_clusters(corpus, met
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))
+def test_a_folder_store_is_assigned_part_by_part_as_the_loaded_store_is(corpus, method, tmp_path):
+    """A store's path is read one part at a time; the result equals assigning the whole store loaded."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(corpus["new"].path)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for k, start in enumerate(range(0, table.num_rows, 110)):  # 3 parts of 110, 110, 80 documents
+        pq.write_table(table.slice(start, 110), folder / f"part-{k}.parquet")
+    whole = assign(load_store(folder), corpus["folders"][method])
+    streamed = assign(folder, corpus["folders"][method])
+    # floats computed in other batches may differ in their last bits: ids and clusters exactly, floats closely
+    assert streamed.assignments.select("id", "cluster").equals(whole.assignments.select("id", "cluster"))
+    assert len(streamed.assignments) == 300
+    for column in ("membership", "outlier_score"):
+        np.testing.assert_allclose(streamed.assignments[column].to_numpy(), whole.assignments[column].to_numpy(),
+                                   rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(streamed.soft, whole.soft, rtol=1e-6, atol=1e-9)
+    assert streamed.clusters["assigned"].to_list() == whole.clusters["assigned"].to_list()
+    assert streamed.notes == whole.notes
+    assert (streamed.n_no_concept, streamed.n_noise) == (whole.n_no_concept, whole.n_noise)
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
 def test_a_new_sample_lands_in_the_clusters_its_planted_groups_predict(corpus, method):
     """Each planted group's cluster is the one most of its clustered documents fell in; new documents of
     the group must land there."""

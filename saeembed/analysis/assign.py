@@ -58,10 +58,11 @@ from saeembed.analysis.concepts import Concepts
 from saeembed.analysis.config import CLUSTER_METHODS, ClusterConfig
 from saeembed.checked import LARGEST, Required, check_sha256, read_json_object, sha256_hex, show
 from saeembed.errors import ClusteringError, SaeEmbedError
-from saeembed.store import COMPAT_FIELDS, Store, check_compatible
+from saeembed.store import COMPAT_FIELDS, Store, check_compatible, read_meta, read_parts
 
 if TYPE_CHECKING:
     import polars as pl
+    from scipy.sparse import csr_matrix
 
 FORMAT, VERSION = "saeembed-clustering", 1
 HEAD, ARRAYS, CLUSTERS, DISTINCTIVE = "clustering.json", "clustering.safetensors", "clusters.parquet", \
@@ -201,33 +202,60 @@ class ClusteringModel:
 
     # -- assigning ---------------------------------------------------------------------------------------
 
-    def assign(self, store: Store) -> AssignResult:
-        """Place every document of `store` in this clustering (refusing a store embedded differently)."""
+    def assign(self, store: Store | str | Path) -> AssignResult:
+        """Place every document of `store` in this clustering (refusing a store embedded differently). A path
+        is read part by part (`read_parts`): documents are placed independently, so a store of any size is
+        assigned holding one part, and the ids, at a time."""
         import polars as pl
+        import pyarrow as pa
+        import scipy.sparse as sp
 
-        check_compatible([(self.source, self.store), (str(store.path), store.meta)])
-        fitted, clusters = self.fitted, self.cluster_ids
-        values = positive_values(store.matrix[:, fitted.latents])
-        has = np.flatnonzero(np.diff(values.indptr) > 0)
-        rows = values[has]
-        found, membership = np.zeros(0, np.int32), np.zeros(0)
-        soft, outlier = np.zeros((0, len(clusters))), np.zeros(0)
-        if len(has):
-            found, membership, soft, outlier = place(fitted, self.method, self.config, rows, clusters)
-        assignment = np.full(store.n_docs, NO_CONCEPT, np.int32)
-        strength, outlier_score = np.zeros(store.n_docs), np.ones(store.n_docs)
-        all_soft = np.zeros((store.n_docs, len(clusters)))
-        assignment[has], strength[has], outlier_score[has], all_soft[has] = found, membership, outlier, soft
-        assignments = pl.DataFrame({"id": store.frame["id"], "cluster": assignment, "membership": strength,
+        if isinstance(store, Store):
+            check_compatible([(self.source, self.store), (str(store.path), store.meta)])
+            placed = [self._place_rows(store.matrix)]
+            ids = store.frame["id"]
+        else:
+            check_compatible([(self.source, self.store), (str(store), read_meta(store))])
+            placed, id_parts = [], []
+            for part in read_parts(store):
+                vectors = part.vectors
+                placed.append(self._place_rows(sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets),
+                                                             shape=(len(vectors), self.store_width))))
+                id_parts.append(part.fields.column("id"))
+                del part, vectors  # before the next part is read
+            ids = pl.Series("id", pa.chunked_array([c for column in id_parts for c in column.chunks]))
+        assignment, strength, outlier_score, all_soft = (np.concatenate([p[i] for p in placed]) for i in range(4))
+        n_docs = len(assignment)
+        assignments = pl.DataFrame({"id": ids, "cluster": assignment, "membership": strength,
                                     "outlier_score": outlier_score})
-        n_no_concept, n_noise = store.n_docs - len(has), int((found == NOISE).sum())
+        has = assignment != NO_CONCEPT
+        n_no_concept, n_noise = n_docs - int(has.sum()), int((assignment == NOISE).sum())
         n_unassigned = n_no_concept + n_noise
-        notes = [unassigned_line(n_unassigned, store.n_docs, n_no_concept, n_noise)]
+        notes = [unassigned_line(n_unassigned, n_docs, n_no_concept, n_noise)]
         if n_noise and self.method == "spectral":
             notes.append(f"{n_noise:,} documents share no concept with any clustered document: cluster {NOISE}")
-        return AssignResult(assignments, self._summary(assignment, strength, store.n_docs), all_soft,
-                            [int(c) for c in clusters], self.method, store.n_docs, n_no_concept, n_noise,
-                            n_unassigned, n_unassigned / max(store.n_docs, 1), notes)
+        return AssignResult(assignments, self._summary(assignment, strength, n_docs), all_soft,
+                            [int(c) for c in self.cluster_ids], self.method, n_docs, n_no_concept, n_noise,
+                            n_unassigned, n_unassigned / max(n_docs, 1), notes)
+
+    @property
+    def store_width(self) -> int:
+        """The latents of the stores this clustering places documents of (the SAE's width)."""
+        return int(self.store["sae"]["d_sae"])
+
+    def _place_rows(self, matrix: csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(cluster, membership, outlier score, soft [n, clusters]) of every row of `matrix` (documents x
+        latents); rows where none of the clustering's latents fires get cluster NO_CONCEPT."""
+        fitted, clusters = self.fitted, self.cluster_ids
+        values = positive_values(matrix[:, fitted.latents])
+        n = values.shape[0]
+        has = np.flatnonzero(np.diff(values.indptr) > 0)
+        assignment = np.full(n, NO_CONCEPT, np.int32)
+        strength, outlier_score, soft = np.zeros(n), np.ones(n), np.zeros((n, len(clusters)))
+        if len(has):
+            found, membership, soft_has, outlier = place(fitted, self.method, self.config, values[has], clusters)
+            assignment[has], strength[has], outlier_score[has], soft[has] = found, membership, outlier, soft_has
+        return assignment, strength, outlier_score, soft
 
     def _summary(self, assignment: np.ndarray, strength: np.ndarray, n_docs: int) -> Any:
         import polars as pl
@@ -255,8 +283,9 @@ def load_clustering(folder: str | Path) -> ClusteringModel:
     return ClusteringModel.load(folder)
 
 
-def assign(store: Store, clustering: ClusteringModel | str | Path) -> AssignResult:
-    """Place the documents of `store` in a saved clustering (a folder) or a `ClusteringModel`."""
+def assign(store: Store | str | Path, clustering: ClusteringModel | str | Path) -> AssignResult:
+    """Place the documents of `store` (loaded, or a store's path, read part by part) in a saved clustering (a
+    folder) or a `ClusteringModel`."""
     model = clustering if isinstance(clustering, ClusteringModel) else load_clustering(clustering)
     return model.assign(store)
 
