@@ -37,12 +37,12 @@ def run(
         model = load_clustering(clustering)  # checked before anything is embedded
         if is_store(Path(store)):  # read part by part: a store of any size
             with working("assigning", quiet or json_out):
-                result = model.assign(Path(store))
+                result = model.assign(Path(store), with_soft=False)  # the CLI writes no soft memberships
         else:
             (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
                                     cache_dir=cache_dir)
             with working("assigning", quiet or json_out):
-                result = model.assign(opened)
+                result = model.assign(opened, with_soft=False)
     emit({output: result.assignments} if output else {}, result.assignments, json_out,
          lambda: _render(result, clustering), quiet)
     if json_out and not quiet:  # the rows are the documents: the count of those in no cluster goes to stderr

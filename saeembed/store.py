@@ -279,16 +279,23 @@ class StorePart(NamedTuple):
 
 def read_parts(path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> Iterator[StorePart]:
     """The parts of a store one at a time, each read and checked as `load_store` checks it (the parts'
-    metadata agree; a part's rows hold possible latents, values and spans; its fields fit a table), so a
-    pass over a store of any size holds one part in memory. `on_progress(parts read, parts)` after each."""
+    metadata and fields agree; a part's rows hold possible latents, values and spans; `check_fields` checks
+    that a part's fields fit a polars table), so a pass over a store of any size holds one part in memory.
+    `on_progress(parts read, parts)` after each."""
     path = Path(path)
     files = store_files(path)
     meta = _file_meta(files[0])
     if len(files) > 1:
         check_compatible([(str(files[0]), meta), *((str(f), _file_meta(f)) for f in files[1:])])
     d_sae = int(meta["sae"]["d_sae"])
+    schema = None
     for done, file in enumerate(files, 1):
         part = _read_part(file, d_sae)
+        fields = part.fields.schema.remove_metadata()
+        if schema is not None and not fields.equals(schema):
+            raise StoreError(f"{path}: its part files have different fields ({file.name} differs from "
+                             f"{files[0].name}); embed the corpus again into an empty folder")
+        schema = fields
         yield part
         del part  # before the next part is read: one part in memory at a time (the caller drops its own)
         if on_progress:

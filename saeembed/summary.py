@@ -26,16 +26,10 @@ def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
     path = Path(path)
     meta = read_meta(path)
     files = store_files(path)
-    per_doc = np.zeros(int(meta["sae"]["d_sae"]) + 1, np.int64)  # documents by their number of active latents
+    per_doc = np.zeros(1, np.int64)  # documents by their number of active latents (grows with the largest)
     if check:
-        schema = None
         for part in read_parts(path):
             check_fields(part)
-            fields = part.fields.schema.remove_metadata()
-            if schema is not None and not fields.equals(schema):
-                raise StoreError(f"{path}: its part files have different fields ({part.file.name}); embed the "
-                                 f"corpus again into an empty folder")
-            schema = fields
             per_doc = _counted(per_doc, np.diff(part.vectors.offsets))
             del part  # before the next part is read
     else:
@@ -67,7 +61,7 @@ def summarize(path: str | Path, *, check: bool = True) -> dict[str, Any]:
 
 
 def _counted(histogram: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """`histogram` with `counts` added (grown when an unchecked part holds more latents per row than d_sae)."""
+    """`histogram` with `counts` added, grown to the largest count seen."""
     added = np.bincount(counts.astype(np.int64), minlength=len(histogram))
     if len(added) > len(histogram):
         histogram = np.pad(histogram, (0, len(added) - len(histogram)))

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -102,6 +103,28 @@ def test_a_folder_store_is_assigned_part_by_part_as_the_loaded_store_is(corpus, 
     assert streamed.clusters["assigned"].to_list() == whole.clusters["assigned"].to_list()
     assert streamed.notes == whole.notes
     assert (streamed.n_no_concept, streamed.n_noise) == (whole.n_no_concept, whole.n_noise)
+    lean = load_clustering(corpus["folders"][method]).assign(folder, with_soft=False)
+    assert lean.soft.shape == (300, 0)
+    assert lean.assignments.select("id", "cluster").equals(whole.assignments.select("id", "cluster"))
+    # a part whose ids are numbers: one line naming the part, not pyarrow's type error
+    pq.write_table(table.slice(0, 110).set_column(0, "id", pa.array(range(110))), folder / "part-0.parquet")
+    with pytest.raises(StoreError, match="different fields"):
+        assign(folder, corpus["folders"][method])
+
+
+def test_a_clustering_saved_before_fit_on_existed_still_loads(corpus, tmp_path):
+    """`fit_on` joined ClusterConfig after version 1 of the format: a head without it loads with the default."""
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(corpus["folders"]["spectral"], folder)
+    head = json.loads((folder / "clustering.json").read_text())
+    del head["config"]["fit_on"]
+    (folder / "clustering.json").write_text(json.dumps(head))
+    model = load_clustering(folder)
+    assert model.config.fit_on == ClusterConfig().fit_on
+    assert model.assign(corpus["new"]).assignments["cluster"].to_list() == \
+        load_clustering(corpus["folders"]["spectral"]).assign(corpus["new"]).assignments["cluster"].to_list()
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))

@@ -239,11 +239,12 @@ def test_past_fit_on_documents_it_fits_a_seeded_sample_and_places_the_rest(store
     assert result.fit_rows is not None and len(result.fit_rows) == 150 and has[result.fit_rows].all()
     placed = ClusteringModel.from_result(result, store).assign(store).assignments["cluster"].to_numpy()
     rest = np.setdiff1d(np.flatnonzero(has), result.fit_rows)
-    assert len(rest) == has.sum() - 150
     np.testing.assert_array_equal(assigned[rest], placed[rest])
     full = cluster(store, chosen, ClusterConfig(method="kmeans", k=3, fit_on=150), labels=LABELS)
     assert full.fitted is not None and len(full.fitted.labels) == has.sum(), "k-means fits every document"
     assert full.fit_rows is None and not any("random sample" in note for note in full.notes)
+    with pytest.raises(SaeEmbedError, match="--clusters 20 is more than the 15 documents"):
+        cluster(store, chosen, ClusterConfig(k=20, fit_on=15), labels=LABELS)
 
 
 def test_hdbscan_and_all_concepts(store):

@@ -65,6 +65,8 @@ if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
 FORMAT, VERSION = "saeembed-clustering", 1
+# ClusterConfig settings a version-1 file may lack (added later; they shape a fit, not how documents are placed)
+ADDED_SETTINGS = frozenset({"fit_on"})
 HEAD, ARRAYS, CLUSTERS, DISTINCTIVE = "clustering.json", "clustering.safetensors", "clusters.parquet", \
     "distinctive.parquet"
 FILES = (HEAD, ARRAYS, CLUSTERS, DISTINCTIVE)
@@ -94,7 +96,8 @@ class AssignResult:
     it), share (of all documents), mean_membership, trained (its size when it was fitted), top_latents."""
     soft: np.ndarray
     """[documents, clusters] soft memberships, columns in `cluster_ids` order (HDBSCAN's membership_vector,
-    k-means' fuzzy memberships, spectral's shares of mean similarity; zeros for cluster -1)."""
+    k-means' fuzzy memberships, spectral's shares of mean similarity; zeros for cluster -1); [documents, 0]
+    when assigned without them (`with_soft=False`)."""
     cluster_ids: list[int]
     method: str
     n_docs: int
@@ -202,17 +205,19 @@ class ClusteringModel:
 
     # -- assigning ---------------------------------------------------------------------------------------
 
-    def assign(self, store: Store | str | Path) -> AssignResult:
+    def assign(self, store: Store | str | Path, *, with_soft: bool = True) -> AssignResult:
         """Place every document of `store` in this clustering (refusing a store embedded differently). A path
         is read part by part (`read_parts`): documents are placed independently, so a store of any size is
-        assigned holding one part, and the ids, at a time."""
+        assigned holding one part at a time, and per document its id, cluster, membership and outlier score.
+        `with_soft` keeps the soft memberships too ([documents, clusters] floats: for many clusters the
+        largest part of the result; without, `soft` is [documents, 0])."""
         import polars as pl
         import pyarrow as pa
         import scipy.sparse as sp
 
         if isinstance(store, Store):
             check_compatible([(self.source, self.store), (str(store.path), store.meta)])
-            placed = [self._place_rows(store.matrix)]
+            placed = [self._place_rows(store.matrix, with_soft)]
             ids = store.frame["id"]
         else:
             check_compatible([(self.source, self.store), (str(store), read_meta(store))])
@@ -220,7 +225,7 @@ class ClusteringModel:
             for part in read_parts(store):
                 vectors = part.vectors
                 placed.append(self._place_rows(sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets),
-                                                             shape=(len(vectors), self.store_width))))
+                                                             shape=(len(vectors), self.store_width)), with_soft))
                 id_parts.append(part.fields.column("id"))
                 del part, vectors  # before the next part is read
             ids = pl.Series("id", pa.chunked_array([c for column in id_parts for c in column.chunks]))
@@ -243,7 +248,8 @@ class ClusteringModel:
         """The latents of the stores this clustering places documents of (the SAE's width)."""
         return int(self.store["sae"]["d_sae"])
 
-    def _place_rows(self, matrix: csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _place_rows(self, matrix: csr_matrix,
+                    with_soft: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(cluster, membership, outlier score, soft [n, clusters]) of every row of `matrix` (documents x
         latents); rows where none of the clustering's latents fires get cluster NO_CONCEPT."""
         fitted, clusters = self.fitted, self.cluster_ids
@@ -251,9 +257,12 @@ class ClusteringModel:
         n = values.shape[0]
         has = np.flatnonzero(np.diff(values.indptr) > 0)
         assignment = np.full(n, NO_CONCEPT, np.int32)
-        strength, outlier_score, soft = np.zeros(n), np.ones(n), np.zeros((n, len(clusters)))
+        strength, outlier_score = np.zeros(n), np.ones(n)
+        soft = np.zeros((n, len(clusters) if with_soft else 0))
         if len(has):
-            found, membership, soft_has, outlier = place(fitted, self.method, self.config, values[has], clusters)
+            found, membership, soft_has, outlier = place(fitted, self.method, self.config, values[has], clusters,
+                                                         with_soft)
+            soft_has = soft_has if with_soft else soft_has[:, :0]
             assignment[has], strength[has], outlier_score[has], soft[has] = found, membership, outlier, soft_has
         return assignment, strength, outlier_score, soft
 
@@ -407,11 +416,12 @@ class _Loader(Required):
         if unknown:
             raise ClusteringError(f"{self.head_path}: config holds {show(unknown[0])}, which is no setting "
                                   f"(ClusterConfig has {', '.join(sorted(names))}). The file is damaged: {_FIX}")
-        missing = sorted(names - set(raw))
+        # settings added after version 1 was written, which only shape a fit (not placing): their defaults
+        missing = sorted(names - set(raw) - ADDED_SETTINGS)
         if missing:
             self.refuse(f"config.{missing[0]}", None, "every ClusterConfig setting")
         try:
-            config = ClusterConfig(**raw)
+            config = ClusterConfig(**{name: value for name, value in raw.items()})
         except (SaeEmbedError, TypeError) as exc:
             raise ClusteringError(f"{self.head_path}: config is refused ({' '.join(str(exc).split())[:200]}); "
                                   f"the file is damaged: {_FIX}") from None

@@ -159,11 +159,15 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
         raise SaeEmbedError(f"only {len(has_concept)} documents carry the selected concepts: too few to cluster")
     fit = has_concept
     if config.method != "kmeans" and len(has_concept) > config.fit_on:
+        if k is not None and k > config.fit_on:
+            raise SaeEmbedError(f"--clusters {k} is more than the {config.fit_on:,} documents the clustering is "
+                                f"fitted on (--fit-on): raise --fit-on or ask for fewer clusters")
         fit = np.sort(np.random.default_rng(config.seed).choice(has_concept, config.fit_on, replace=False))
         notes.append(f"{config.method} fitted on a random sample of {len(fit):,} of the {len(has_concept):,} "
                      f"documents with a concept (seed {config.seed}, --fit-on); the other "
                      f"{len(has_concept) - len(fit):,} placed in its clusters as `saeembed assign` places new "
-                     f"documents")
+                     f"documents" + (f"; --min-cluster-size {config.min_cluster_size} applies to the sample"
+                                     if config.method == "hdbscan" else ""))
     rows = binary[fit]
     values = positive_values(store.matrix[fit][:, columns])
     fitted = Fitted(np.asarray(columns, np.int64), np.zeros(0, np.int32), values, level_unit(values))
@@ -200,7 +204,7 @@ def cluster(store: Store, concepts: Concepts | None, config: ClusterConfig | Non
     rest = np.setdiff1d(has_concept, fit, assume_unique=True)
     if len(rest) and (found != NOISE).any():
         placed = place(fitted, config.method, config, positive_values(store.matrix[rest][:, columns]),
-                       np.unique(found[found != NOISE]))
+                       np.unique(found[found != NOISE]), with_soft=False)
         assignment[rest], strength[rest], outlier_score[rest] = placed[0], placed[1], placed[3]
     elif len(rest):  # HDBSCAN found no cluster in the sample: nothing to place the others in
         assignment[rest], strength[rest], outlier_score[rest] = NOISE, 0.0, 1.0
@@ -508,11 +512,12 @@ def _hdbscan(config: ClusterConfig, fitted: Fitted) -> tuple[np.ndarray, np.ndar
         unit_interval(model.outlier_scores_, 0.0)
 
 
-def place(fitted: Fitted, method: str, config: ClusterConfig, rows: csr_matrix,
-          clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def place(fitted: Fitted, method: str, config: ClusterConfig, rows: csr_matrix, clusters: np.ndarray,
+          with_soft: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(cluster, membership, soft [n, clusters], outlier score) of documents' positive activations on
     `fitted.latents`, placed in a fitted clustering: spectral by average linkage, k-means by the nearest
-    centroid, HDBSCAN by its approximate prediction (`saeembed.analysis.assign` says why each)."""
+    centroid, HDBSCAN by its approximate prediction (`saeembed.analysis.assign` says why each). Without
+    `with_soft`, HDBSCAN's soft memberships (a loop over the documents) are not computed: zeros [n, 0]."""
     if method == "spectral":
         if config.similarity == "weighted":
             query, train = level_rows(rows, fitted.unit), level_rows(fitted.values, fitted.unit)
@@ -538,11 +543,12 @@ def place(fitted: Fitted, method: str, config: ClusterConfig, rows: csr_matrix,
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # 0 / 0 on exact duplicates: made 0 below
         warnings.simplefilter("ignore", RuntimeWarning)
         labels, strengths = hdbscan.approximate_predict(fitted.model, coords)
-        soft = np.asarray(hdbscan.membership_vector(fitted.model, coords)).reshape(len(coords), -1)
+        memberships = (np.asarray(hdbscan.membership_vector(fitted.model, coords)).reshape(len(coords), -1)
+                       if with_soft else np.zeros((len(coords), 0)))
         outlier = hdbscan.approximate_predict_scores(fitted.model, coords)
     found = np.where(np.asarray(labels) < 0, NOISE, labels).astype(np.int32)
     membership = np.where(found == NOISE, 0.0, unit_interval(strengths, 1.0))
-    return found, membership, unit_interval(soft, 0.0), unit_interval(outlier, 0.0)
+    return found, membership, unit_interval(memberships, 0.0), unit_interval(outlier, 0.0)
 
 
 def _describe(store: Store, assignment: np.ndarray, binary: Any, labels: Labels,
