@@ -189,7 +189,7 @@ def present(matrix: spmatrix, dtype: type = np.float32) -> spmatrix:
     return out
 
 
-def document_frequency(matrix: csr_matrix) -> np.ndarray:
+def document_frequency(matrix: spmatrix) -> np.ndarray:
     """Per latent, the documents in which it is present (`present`): one bincount, no copy when every
     stored value is positive."""
     if matrix.format == "csc":
@@ -255,14 +255,10 @@ def load_store(path: str | Path, on_progress: Callable[[int, int], None] | None 
     meta = read_meta(path)
     d_sae = int(meta["sae"]["d_sae"])
     tables, parts = [], []
-    for part in read_parts(path, on_progress):
+    for part in read_parts(path, on_progress):  # refuses parts whose fields differ
         parts.append(part.vectors)
         tables.append(part.fields)
-    try:
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    except (ValueError, pa.ArrowException) as exc:
-        raise StoreError(f"{path}: its part files have different fields ({first_line(exc)}); embed the "
-                         f"corpus again into an empty folder") from None
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     vectors = _concat_vectors(parts)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(len(vectors), d_sae))
     return Store(path, matrix, _frame(table, path), meta, vectors.peak_start, vectors.peak_end)
