@@ -4,12 +4,13 @@ not, at equal length or as the documents are. `diff` runs it on latents and on f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from saeembed.analysis import length_adjust, stats
 from saeembed.analysis.config import DiffConfig
+from saeembed.analysis.length_adjust import Sums, matrix_sums
 from saeembed.store import Store, document_frequency, present
 
 if TYPE_CHECKING:
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
 
 
 class Side(NamedTuple):
-    """The documents of one corpus taking part in a comparison."""
+    """The documents of one corpus taking part in a comparison, held as a matrix. The tests read a side only
+    through `n`, `n_tokens`, `counts`, `band_presence` and `sums` (and `matrix` for pairs), which
+    `saeembed.analysis.streamed.StreamSide` gives for a store read part by part."""
 
     matrix: csr_matrix  # documents x latents
     n_tokens: np.ndarray
@@ -28,6 +31,19 @@ class Side(NamedTuple):
         """Any documents x features matrix (latents, counted form features) with the documents' lengths."""
         matrix = matrix.tocsr()
         return cls(matrix, np.asarray(n_tokens), document_frequency(matrix))
+
+    @property
+    def n(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def band_presence(self, codes: np.ndarray, n_bands: int) -> np.ndarray:
+        """[bands, latents]: the documents of each length band (`codes`, one per document) with each latent."""
+        return length_adjust.band_presence(self.matrix, codes, n_bands)
+
+    def sums(self, x: np.ndarray | None = None) -> Sums:
+        """Per latent the sum of the values, of their squares, and of their products with `x` (one number per
+        document; zeros when None): the moments the t tests read."""
+        return matrix_sums(self.matrix, x)
 
 
 def side(store: Store, rows: np.ndarray) -> Side:
@@ -60,7 +76,7 @@ def compare(sides: list[Side], config: DiffConfig) -> dict[str, np.ndarray]:
 
 def _pairwise(side_a: Side, side_b: Side, config: DiffConfig) -> dict[str, np.ndarray]:
     """Every column of one comparison: counts, frequencies (or means), difference, interval, p, test."""
-    na, nb = side_a.matrix.shape[0], side_b.matrix.shape[0]
+    na, nb = side_a.n, side_b.n
     ka, kb = side_a.counts, side_b.counts
     out = {"n_a": np.full(len(ka), na), "n_b": np.full(len(ka), nb), "count_a": ka, "count_b": kb,
            "freq_a": ka / max(na, 1), "freq_b": kb / max(nb, 1)}
@@ -74,18 +90,17 @@ def _pairwise(side_a: Side, side_b: Side, config: DiffConfig) -> dict[str, np.nd
 def _frequency_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
     """Document frequencies: at equal length (conditional logistic for pairs, Mantel-Haenszel within
     length bands otherwise) or as they are (exact McNemar; Fisher / z with Newcombe intervals)."""
-    a, b = side_a.matrix, side_b.matrix
-    ka, kb, na, nb = side_a.counts, side_b.counts, a.shape[0], b.shape[0]
+    ka, kb, na, nb = side_a.counts, side_b.counts, side_a.n, side_b.n
     if paired and adjust:
         log_ratio = length_adjust.log_tokens(side_a.n_tokens) - length_adjust.log_tokens(side_b.n_tokens)
-        low, high, p, d = length_adjust.paired_frequency(a, b, log_ratio)
+        low, high, p, d = length_adjust.paired_frequency(side_a.matrix, side_b.matrix, log_ratio)
         return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "conditional logistic")}
     if paired:
-        both = document_frequency(present(a).multiply(present(b)).tocsr())
+        both = document_frequency(present(side_a.matrix).multiply(present(side_b.matrix)).tocsr())
         low, high = stats.newcombe_paired(both, ka - both, kb - both, na)
         return {"diff": ka / max(na, 1) - kb / max(nb, 1), "ci_low": low, "ci_high": high,
                 "p": stats.mcnemar_p(ka - both, kb - both), "test": np.full(len(ka), "mcnemar")}
-    banded = length_adjust.banded_frequency(a, side_a.n_tokens, b, side_b.n_tokens, bands) if adjust else None
+    banded = length_adjust.banded_frequency(side_a, side_b, bands) if adjust else None
     if banded is not None:
         low, high, p, d = banded
         return {"diff": d, "ci_low": low, "ci_high": high, "p": p, "test": np.full(len(ka), "cmh")}
@@ -97,17 +112,18 @@ def _frequency_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, band
 
 def _mean_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
     """Mean pooled activations: Welch / paired t, at equal length by regression on log n_tokens."""
-    a, b = side_a.matrix, side_b.matrix
-    na, nb = a.shape[0], b.shape[0]
-    mean_a, var_a = mean_var(a)
-    mean_b, var_b = mean_var(b)
+    na, nb = side_a.n, side_b.n
     x_a, x_b = length_adjust.log_tokens(side_a.n_tokens), length_adjust.log_tokens(side_b.n_tokens)
+    sums_a, sums_b = side_a.sums(x_a if adjust and not paired else None), side_b.sums(x_b if adjust and not paired
+                                                                                       else None)
+    mean_a, var_a = mean_var(sums_a, na)
+    mean_b, var_b = mean_var(sums_b, nb)
     if paired and adjust:
-        low, high, p, d = length_adjust.paired_mean_adjusted(a - b, x_a - x_b)
+        low, high, p, d = length_adjust.paired_mean_adjusted(side_a.matrix - side_b.matrix, x_a - x_b)
     elif adjust:
-        low, high, p, d = length_adjust.mean_adjusted(a, x_a, b, x_b)
+        low, high, p, d = length_adjust.mean_adjusted(sums_a, x_a, sums_b, x_b)
     elif paired:
-        mean_d, var_d = mean_var(a - b)
+        mean_d, var_d = mean_var(matrix_sums(side_a.matrix - side_b.matrix, None), na)
         low, high, p = stats.paired_t(mean_d, var_d, na)
         d = mean_a - mean_b
     else:
@@ -118,12 +134,9 @@ def _mean_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: in
             "test": np.full(len(mean_a), name)}
 
 
-def mean_var(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and variances of a documents x features matrix (the t tests', and the style layer's
+def mean_var(sums: Sums, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and variances of n documents from their sums (the t tests', and the style layer's
     standardized effects)."""
-    n = matrix.shape[0]
-    total = np.asarray(matrix.sum(axis=0), float).ravel()
-    squares = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel()
-    mean = total / max(n, 1)
-    var = np.maximum(squares - n * mean**2, 0) / max(n - 1, 1)
+    mean = sums.total / max(n, 1)
+    var = np.maximum(sums.squares - n * mean**2, 0) / max(n - 1, 1)
     return mean, var

@@ -10,7 +10,7 @@ pair's length ratio (conditional logistic regression), means by regression on lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -29,6 +29,15 @@ CHUNK = 1 << 22
 # Pairs are grouped by their log length ratio into at most this many cells for the conditional
 # logistic fit: [latents, cells] arrays instead of a pass over every discordant pair per step.
 MAX_RATIO_CELLS = 256
+
+
+class SideLike(Protocol):
+    """What the banded test reads of a side (`saeembed.analysis.compare.Side`, or a store read by parts)."""
+
+    @property
+    def n_tokens(self) -> np.ndarray: ...
+
+    def band_presence(self, codes: np.ndarray, n_bands: int) -> np.ndarray: ...
 
 
 @dataclass
@@ -136,18 +145,17 @@ def band_presence(matrix: spmatrix, codes: np.ndarray, n_bands: int, negative: b
     return out.reshape(n_bands, d)
 
 
-def banded_frequency(a: spmatrix, tokens_a: np.ndarray, b: spmatrix, tokens_b: np.ndarray,
-                     bands: int) -> tuple[np.ndarray, ...] | None:
+def banded_frequency(side_a: SideLike, side_b: SideLike, bands: int) -> tuple[np.ndarray, ...] | None:
     """Frequency difference within bands of similar length: (ci_low, ci_high, p, diff), Mantel-
     Haenszel. None when every document falls in one band (then the plain tests are the same thing
     and exact where counts are small)."""
-    codes_a, codes_b = band_codes([tokens_a, tokens_b], bands)
+    codes_a, codes_b = band_codes([side_a.n_tokens, side_b.n_tokens], bands)
     n_bands = int(max(codes_a.max(initial=0), codes_b.max(initial=0))) + 1
     docs_a, docs_b = (np.bincount(c, minlength=n_bands)[:, None] for c in (codes_a, codes_b))
     if ((docs_a + docs_b) > 0).sum() <= 1:
         return None
-    return stats.mantel_haenszel(band_presence(a, codes_a, n_bands), docs_a,
-                                 band_presence(b, codes_b, n_bands), docs_b)
+    return stats.mantel_haenszel(side_a.band_presence(codes_a, n_bands), docs_a,
+                                 side_b.band_presence(codes_b, n_bands), docs_b)
 
 
 def paired_frequency(a: spmatrix, b: spmatrix, log_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -188,13 +196,14 @@ def ratio_cells(x: np.ndarray, max_cells: int = MAX_RATIO_CELLS) -> tuple[np.nda
     return codes, centre
 
 
-def mean_adjusted(a: spmatrix, x_a: np.ndarray, b: spmatrix, x_b: np.ndarray) -> tuple[np.ndarray, ...]:
+def mean_adjusted(sums_a: Sums, x_a: np.ndarray, sums_b: Sums, x_b: np.ndarray) -> tuple[np.ndarray, ...]:
     """Mean activation of A minus B at equal length: ANCOVA with a per-latent slope on log n_tokens
     fitted within each corpus (so the slope does not absorb the corpus difference), then Welch on the
-    length-corrected activations, with the slope's own uncertainty added. (ci_low, ci_high, p, diff)."""
-    parts = [_moments(m, x) for m, x in ((a, x_a), (b, x_b))]
+    length-corrected activations, with the slope's own uncertainty added. Each side's sums are taken with
+    its x (`Side.sums(x)`). (ci_low, ci_high, p, diff)."""
+    parts = [_moments(sums, x) for sums, x in ((sums_a, x_a), (sums_b, x_b))]
     sxx = sum(p["sxx"] for p in parts)
-    slope = np.divide(sum(p["sxv"] for p in parts), sxx, out=np.zeros(a.shape[1]), where=sxx > 1e-12)
+    slope = np.divide(sum(p["sxv"] for p in parts), sxx, out=np.zeros(len(sums_a.total)), where=sxx > 1e-12)
     var = [np.maximum(p["svv"] - 2 * slope * p["sxv"] + slope**2 * p["sxx"], 0) / max(p["n"] - 1, 1)
            for p in parts]
     na, nb = parts[0]["n"], parts[1]["n"]
@@ -213,7 +222,7 @@ def paired_mean_adjusted(delta: spmatrix, log_ratio: np.ndarray) -> tuple[np.nda
     """Mean of the pairs' differences at equal length: the intercept of delta ~ c + s * log(nA / nB)
     per latent (ordinary least squares), t on n - 2 degrees of freedom; plain paired t when every
     pair has the same ratio. (ci_low, ci_high, p, diff)."""
-    m = _moments(delta, log_ratio)
+    m = _moments(matrix_sums(delta, log_ratio), log_ratio)
     n = m["n"]
     if m["sxx"] <= 1e-12 * max(n, 1):
         low, high, p = stats.paired_t(m["mean_v"], m["svv"] / max(n - 1, 1), n)
@@ -226,14 +235,30 @@ def paired_mean_adjusted(delta: spmatrix, log_ratio: np.ndarray) -> tuple[np.nda
     return low, high, p, intercept
 
 
-def _moments(matrix: Any, x: np.ndarray) -> dict[str, Any]:
-    """Per latent (columns of a sparse matrix) the centred sums of squares and cross-products with x."""
-    n = matrix.shape[0]
-    mean_x = float(x.mean()) if n else 0.0
+class Sums(NamedTuple):
+    """Per latent, sums over a side's documents (`Side.sums`): they add up over the parts of a store."""
+
+    total: np.ndarray
+    squares: np.ndarray
+    with_x: np.ndarray
+    """Sum of each value times its document's x (zeros when no x was given)."""
+
+
+def matrix_sums(matrix: Any, x: np.ndarray | None) -> Sums:
+    """The `Sums` of a documents x latents matrix, with x one number per document."""
     total = np.asarray(matrix.sum(axis=0), float).ravel()
-    mean_v = total / max(n, 1)
-    svv = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel() - n * mean_v**2
-    sxv = np.asarray(matrix.T @ x, float).ravel() - n * mean_x * mean_v
+    squares = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel()
+    with_x = np.asarray(matrix.T @ x, float).ravel() if x is not None else np.zeros(matrix.shape[1])
+    return Sums(total, squares, with_x)
+
+
+def _moments(sums: Sums, x: np.ndarray) -> dict[str, Any]:
+    """Per latent the centred sums of squares and cross-products with x, from sums taken with that x."""
+    n = len(x)
+    mean_x = float(x.mean()) if n else 0.0
+    mean_v = sums.total / max(n, 1)
+    svv = sums.squares - n * mean_v**2
+    sxv = sums.with_x - n * mean_x * mean_v
     return {"n": n, "mean_x": mean_x, "mean_v": mean_v, "sxx": float(((x - mean_x) ** 2).sum()),
             "svv": np.maximum(svv, 0), "sxv": sxv}
 

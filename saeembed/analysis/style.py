@@ -25,6 +25,7 @@ import numpy as np
 
 from saeembed.analysis.compare import Side, mean_var
 from saeembed.analysis.config import DiffConfig
+from saeembed.analysis.length_adjust import matrix_sums
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store
 
@@ -51,13 +52,13 @@ def effect_sizes(sides: Sequence[Side], nearest: np.ndarray, paired: bool) -> np
     """Per latent, the standardized difference between the first corpus and the other `nearest` names:
     paired, mean / sd of the per-pair differences (d_z); else the difference over the pooled sd."""
     target, others = sides[0], sides[1:]
-    out = np.zeros(target.matrix.shape[1])
+    out = np.zeros(len(target.counts))
     for k, other in enumerate(others):
         if paired:
-            mean, var = mean_var(target.matrix - other.matrix)
+            mean, var = mean_var(matrix_sums(target.matrix - other.matrix, None), target.n)
         else:
-            mean_a, var_a = mean_var(target.matrix)
-            mean_b, var_b = mean_var(other.matrix)
+            mean_a, var_a = mean_var(target.sums(), target.n)
+            mean_b, var_b = mean_var(other.sums(), other.n)
             mean, var = mean_a - mean_b, (var_a + var_b) / 2
         sd = np.sqrt(var)
         effect = np.divide(np.abs(mean), sd, out=np.zeros(len(mean)), where=sd > 0)
