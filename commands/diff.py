@@ -65,7 +65,8 @@ def run(
                             holdout=holdout, length=length, length_bands=length_bands, seed=seed,
                             form=form, style_min_effect=style_min_effect)
         settings = {"text_field": text_field, "id_field": id_field, "cache_dir": cache_dir}
-        stores = open_inputs(inputs, preset, quiet or json_out, **settings)
+        # folder stores are read part by part, unless pairs must be aligned row by row
+        stores = open_inputs(inputs, preset, quiet or json_out, stream=pair_on is None, **settings)
         style_stores, why_not = (open_style_inputs(inputs, preset, quiet or json_out, **settings) if style
                                  else (None, None))
         with working("comparing", quiet or json_out):

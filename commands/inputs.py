@@ -9,20 +9,24 @@ from typing import Any
 from commands.progress import embed_progress, read_progress
 
 
-def open_inputs(inputs: list[str], preset: str | None, quiet: bool, **settings: Any) -> list[Any]:
+def open_inputs(inputs: list[str], preset: str | None, quiet: bool, stream: bool = False,
+                **settings: Any) -> list[Any]:
     """Stores for the given paths: stores load as they are (the parts read so far on stderr), corpus files
     are embedded first (cached) with the preset (default: the offline one), a progress bar per corpus on
-    stderr."""
+    stderr. With `stream`, a folder store of several parts is read part by part instead
+    (`saeembed.stream.StoreStream`: checked now, its vectors read again by each pass of the analysis)."""
     from saeembed.embedding.open_store import open_store
     from saeembed.embedding.presets import embed_config
-    from saeembed.store import is_store
+    from saeembed.store import is_store, store_files
+    from saeembed.stream import StoreStream
 
     config = embed_config(preset, **settings)
     stores = []
     for source in inputs:
         if source != "-" and is_store(Path(source)):  # one bar at a time: rich draws one live display
             with read_progress(disabled=quiet) as on_read:
-                stores.append(open_store(source, config, on_read=on_read))
+                parted = stream and Path(source).is_dir() and len(store_files(Path(source))) > 1
+                stores.append(StoreStream(source, on_read) if parted else open_store(source, config, on_read=on_read))
         else:
             with embed_progress(disabled=quiet) as on_progress:
                 stores.append(open_store(source, config, on_progress))

@@ -4,7 +4,7 @@ not, at equal length or as the documents are. `diff` runs it on latents and on f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from saeembed.store import Store, document_frequency, present
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
+
+    from saeembed.analysis.streamed import StreamSide
 
 
 class Side(NamedTuple):
@@ -56,7 +58,7 @@ def side(store: Store, rows: np.ndarray) -> Side:
     return Side(matrix, tokens, document_frequency(matrix))
 
 
-def compare(sides: list[Side], config: DiffConfig) -> dict[str, np.ndarray]:
+def compare(sides: Sequence[Side | StreamSide], config: DiffConfig) -> dict[str, np.ndarray]:
     """Per latent: the first corpus against the nearest of the others, and the intersection-union p
     (the largest p over the others, 1 when the directions disagree)."""
     target, others = sides[0], sides[1:]
@@ -74,7 +76,7 @@ def compare(sides: list[Side], config: DiffConfig) -> dict[str, np.ndarray]:
     return out
 
 
-def _pairwise(side_a: Side, side_b: Side, config: DiffConfig) -> dict[str, np.ndarray]:
+def _pairwise(side_a: Side | StreamSide, side_b: Side | StreamSide, config: DiffConfig) -> dict[str, np.ndarray]:
     """Every column of one comparison: counts, frequencies (or means), difference, interval, p, test."""
     na, nb = side_a.n, side_b.n
     ka, kb = side_a.counts, side_b.counts
@@ -87,7 +89,8 @@ def _pairwise(side_a: Side, side_b: Side, config: DiffConfig) -> dict[str, np.nd
     return out
 
 
-def _frequency_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
+def _frequency_test(side_a: Side | StreamSide, side_b: Side | StreamSide,
+                    paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
     """Document frequencies: at equal length (conditional logistic for pairs, Mantel-Haenszel within
     length bands otherwise) or as they are (exact McNemar; Fisher / z with Newcombe intervals)."""
     ka, kb, na, nb = side_a.counts, side_b.counts, side_a.n, side_b.n
@@ -110,7 +113,8 @@ def _frequency_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, band
             "test": np.where(exact, "fisher", "z")}
 
 
-def _mean_test(side_a: Side, side_b: Side, paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
+def _mean_test(side_a: Side | StreamSide, side_b: Side | StreamSide,
+               paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
     """Mean pooled activations: Welch / paired t, at equal length by regression on log n_tokens."""
     na, nb = side_a.n, side_b.n
     x_a, x_b = length_adjust.log_tokens(side_a.n_tokens), length_adjust.log_tokens(side_b.n_tokens)

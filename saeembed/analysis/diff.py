@@ -28,10 +28,12 @@ from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
+from saeembed.stream import StoreStream, is_streamed
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from saeembed.analysis.streamed import StreamSide
     from saeembed.labels.store import Labels
 
 # Pairs with length adjust: below this share of pairs of similar length the result says how little
@@ -255,7 +257,8 @@ class DiffResult:
         return len(self.findings) + len(self.form_findings) + len(self.style_findings)
 
 
-def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None, *,
+def diff(a: Store | StoreStream, b: Store | StoreStream | Sequence[Store | StoreStream],
+         config: DiffConfig | None = None, *,
          names: Sequence[str] | None = None, labels: Labels | None = None,
          decoder: np.ndarray | None | Literal["auto"] = "auto", style: Sequence[Store] | None = None) -> DiffResult:
     """Compare corpus `a` with `b`, or with several corpora (then `a` against the nearest of them per
@@ -284,27 +287,33 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     from saeembed.labels import labels_for
 
     config = config or DiffConfig()
-    others = [b] if isinstance(b, Store) else list(b)
+    others = [b] if isinstance(b, (Store, StoreStream)) else list(b)
     if not others:
         raise SaeEmbedError("give at least one corpus to compare with")
     stores = [a, *others]
     names = tuple(names or _default_names(stores))
     check_compatible(zip(names, (s.meta for s in stores)))
+    streamed = any(is_streamed(s) for s in stores)
+    if streamed and config.pair_on is not None:
+        raise SaeEmbedError("a diff of pairs reads both stores' rows side by side: load the stores "
+                            "(saeembed.load_store) rather than reading them by parts")
+    if streamed and style is not None:
+        raise SaeEmbedError("the style layer reads corpus files embedded on the fly, not stores read by parts")
     for name, store in zip(names, stores):
-        if store.n_docs and not store.frame["n_tokens"].to_numpy().any():
+        if store.n_docs and not _tokens(store).any():
             raise SaeEmbedError(f"no document of {name} has a pooled token (n_tokens is 0 in every row, e.g. its "
                                 f"pool_roles matched no message): there is nothing to compare; embed it again "
                                 f"pooling other roles")
     if style is not None:
         from saeembed.analysis.style import check_style_stores
 
-        check_style_stores(stores, style, names)
+        check_style_stores(stores, style, names)  # type: ignore[arg-type]  # refused above when streamed
         check_compatible(zip(names, (s.meta for s in style)))
     rows, n_unpaired = _rows(stores, config.pair_on)
     rng = np.random.default_rng(config.seed)
     discovery, validation = _split(rows, config.holdout, paired=config.pair_on is not None, rng=rng)
 
-    found = compare([side(s, r) for s, r in zip(stores, discovery)], config)
+    found = compare([_side(s, r) for s, r in zip(stores, discovery)], config)
     tested = found.pop("tested")
     table = pl.DataFrame({k: v[tested] for k, v in found.items()}).with_columns(
         pl.Series("latent", np.flatnonzero(tested).astype(np.int32)))
@@ -312,20 +321,16 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
     table = table.with_columns(significant=(pl.col("q") <= config.alpha) & (pl.col("diff").abs() >= config.min_diff))
     replication = None
     if validation is not None:
-        table, replication = _replicate(table, [side(s, r) for s, r in zip(stores, validation)], config)
+        table, replication = _replicate(table, [_side(s, r) for s, r in zip(stores, validation)], config)
     table = _finish(table, stores, rows, names, labels if labels is not None else labels_for(a), config, rng, decoder)
     style_table = style_replication = None
     if style is not None:
         style_table, style_replication = _style_layer(list(style), rows, discovery, validation, names,
                                                       config, rng, decoder)
-    tokens = [s.frame["n_tokens"].to_numpy()[r] for s, r in zip(stores, rows)]
+    tokens = [_tokens(s)[r] for s, r in zip(stores, rows)]
     form, form_replication = None, None
     if config.form:
-        from saeembed.analysis.form import compare_form, counted_texts
-
-        form, form_replication = compare_form(
-            [counted_texts(s) for s in stores], [s.frame["n_tokens"].to_numpy() for s in stores],
-            discovery, validation, config, names, np.random.default_rng(config.seed))
+        form, form_replication = _form_layer(stores, discovery, validation, config, names)
     unpaired_bands = config.length == "adjust" and config.measure == "frequency" and config.pair_on is None
     gap = length_adjust.length_gap(names, tokens, paired=config.pair_on is not None,
                             bands=config.length_bands if unpaired_bands else None)
@@ -341,7 +346,7 @@ def diff(a: Store, b: Store | Sequence[Store], config: DiffConfig | None = None,
                       style_replication_rate=style_replication)
 
 
-def _finish(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], names: Sequence[str],
+def _finish(table: pl.DataFrame, stores: Sequence[Store | StoreStream], rows: list[np.ndarray], names: Sequence[str],
             labels: Labels, config: DiffConfig, rng: np.random.Generator,
             decoder: np.ndarray | Literal["auto"] | None) -> pl.DataFrame:
     """Labels, order (findings first), themes and examples, and the other corpus by name: the steps the
@@ -351,7 +356,12 @@ def _finish(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], na
     table = _order(table.with_columns(
         label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8),
         label_score=pl.Series([labels.score.get(int(i)) for i in table["latent"]], dtype=pl.Float64)))
-    table = _evidence(table, stores, rows, config, rng, decoder)
+    if any(is_streamed(s) for s in stores):
+        from saeembed.analysis.streamed import evidence
+
+        table = evidence(table, stores, config, rng, decoder)  # type: ignore[arg-type]
+    else:
+        table = _evidence(table, stores, rows, config, rng, decoder)  # type: ignore[arg-type]
     return table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
 
 
@@ -379,7 +389,32 @@ def _style_layer(style: list[Store], rows: list[np.ndarray], discovery: list[np.
     return table.with_columns(layer=pl.lit("style")), replication
 
 
-def _default_names(stores: list[Store]) -> list[str]:
+def _tokens(store: Store | StoreStream) -> np.ndarray:
+    return store.n_tokens if is_streamed(store) else store.frame["n_tokens"].to_numpy()  # type: ignore[union-attr]
+
+
+def _side(store: Store | StoreStream, rows: np.ndarray) -> Side | StreamSide:
+    if is_streamed(store):
+        from saeembed.analysis.streamed import StreamSide
+
+        return StreamSide(store, rows)  # type: ignore[arg-type]
+    return side(store, rows)  # type: ignore[arg-type]
+
+
+def _form_layer(stores: list[Store | StoreStream], discovery: list[np.ndarray], validation: list[np.ndarray] | None,
+                config: DiffConfig, names: Sequence[str]) -> tuple[pl.DataFrame, float | None]:
+    """The form layer: its features counted over each store's texts (a streamed store's part by part)."""
+    from saeembed.analysis.form import compare_form, counted_texts, form_features
+    from saeembed.analysis.streamed import StreamTexts, text_batches
+
+    texts = [StreamTexts(s) if is_streamed(s) else counted_texts(s) for s in stores]  # type: ignore[arg-type]
+    features = form_features([text_batches(s) if is_streamed(s) else t  # type: ignore[arg-type]
+                              for s, t in zip(stores, texts)])
+    return compare_form(texts, [_tokens(s) for s in stores], discovery, validation, config, names,
+                        np.random.default_rng(config.seed), features)
+
+
+def _default_names(stores: list[Store | StoreStream]) -> list[str]:
     """The stores' file stems; A, B, C ... when two are the same (stores made in memory are all
     `<in memory>`, and "more in <in memory>" said nothing)."""
     stems = [s.path.stem for s in stores]
@@ -416,11 +451,11 @@ def _decoder(store: Store) -> np.ndarray | None:
     return decoder_directions(store.meta)[0]
 
 
-def _rows(stores: list[Store], pair_on: str | None) -> tuple[list[np.ndarray], int]:
+def _rows(stores: list[Store | StoreStream], pair_on: str | None) -> tuple[list[np.ndarray], int]:
     """The rows of each store to compare: all of them, or the pairs aligned on `pair_on`."""
     if pair_on is None:
         return [np.arange(s.n_docs) for s in stores], 0
-    rows = align_pairs(stores, pair_on)
+    rows = align_pairs(stores, pair_on)  # type: ignore[arg-type]  # diff refuses pairs of streamed stores
     return rows, sum(s.n_docs - len(r) for s, r in zip(stores, rows))
 
 
@@ -439,7 +474,8 @@ def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
     return discovery, validation
 
 
-def _replicate(table: pl.DataFrame, sides: list[Side], config: DiffConfig) -> tuple[pl.DataFrame, float | None]:
+def _replicate(table: pl.DataFrame, sides: list[Side | StreamSide],
+               config: DiffConfig) -> tuple[pl.DataFrame, float | None]:
     """Test the findings again on held-out documents: a finding replicates when its difference has
     the same sign there and survives BH over the findings at the same alpha."""
     import polars as pl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarra
                                           "example_without_id": {}, "example_without": {}}
     found = table.filter(pl.col("significant"))
     tokens = [store.frame["n_tokens"].to_numpy()[r] for store, r in zip(stores, rows)]
-    by_length = [_ByLength.of(t, rng) for t in tokens]
+    by_length = [ByLength.of(t, rng) for t in tokens]
     index = {int(latent): i for i, latent in enumerate(table["latent"])}
     for j, (latent, d, vs) in enumerate(zip(found["latent"], found["diff"], found["vs"])):
         more, less = (0, 1 + vs) if d > 0 else (1 + vs, 0)
@@ -101,23 +101,30 @@ def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarra
                               for name, values in columns.items())
 
 
-class _ByLength(NamedTuple):
+class ByLength(NamedTuple):
     """The compared documents of one side sorted by length, ties in random order."""
 
     order: np.ndarray
     tokens: np.ndarray
 
     @classmethod
-    def of(cls, tokens: np.ndarray, rng: np.random.Generator) -> "_ByLength":
+    def of(cls, tokens: np.ndarray, rng: np.random.Generator) -> "ByLength":
         order = np.lexsort((rng.random(len(tokens)), tokens))
         return cls(order, tokens[order])
 
     def nearest_lacking(self, target: int, firing: np.ndarray, rng: np.random.Generator) -> int | None:
         """A document not in `firing` (sorted positions) whose length is nearest `target`."""
+        nearest = self.all_nearest_lacking(target, lambda positions: _contains(firing, positions))
+        return None if nearest is None else int(rng.choice(nearest))
+
+    def all_nearest_lacking(self, target: int, fires: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+        """Every document (positions) that `fires` says lacks the latent at the nearest length to `target`
+        found; None when every document has it. Draws nothing, so a caller that learns `fires` by reading
+        a store (which may raise until it has) gets the same answer as one that knows it."""
         n, centre, width = len(self.order), int(np.searchsorted(self.tokens, target)), 16
         while True:  # widen until some document lacks the latent
             lo, hi = max(0, centre - width), min(n, centre + width)
-            lacking = ~_contains(firing, self.order[lo:hi])
+            lacking = ~fires(self.order[lo:hi])
             if lacking.any() or (lo == 0 and hi == n):
                 break
             width *= 4
@@ -127,9 +134,9 @@ class _ByLength(NamedTuple):
         # every document within that gap, on both sides: the window may have reached further on one
         lo = int(np.searchsorted(self.tokens, target - gap))
         hi = int(np.searchsorted(self.tokens, target + gap, side="right"))
-        lacking = ~_contains(firing, self.order[lo:hi])
+        lacking = ~fires(self.order[lo:hi])
         nearest = np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target) == gap
-        return int(rng.choice(self.order[lo:hi][lacking][nearest]))
+        return self.order[lo:hi][lacking][nearest]
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -120,7 +120,12 @@ def counted_texts(store: Store) -> list[str]:
     `pool_roles`, only those roles' turns (joined by a blank line). `n_tokens` counts only the pooled
     turns, and the prompt is the same on both sides of a model comparison, so counting the rendered
     conversation would mix the prompt's lists and questions into the answers' rates."""
-    frame, roles = store.frame, store.meta.get("pool_roles")
+    return texts_of(store.frame, store.meta)
+
+
+def texts_of(frame: pl.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """`counted_texts` of the rows of a store's frame (or of one part's)."""
+    roles = meta.get("pool_roles")
     if not roles or "messages" not in frame.columns:
         return frame["text"].to_list()
     texts = []
@@ -132,53 +137,70 @@ def counted_texts(store: Store) -> list[str]:
     return texts
 
 
-def form_features(corpora: Sequence[Sequence[str]]) -> FormFeatures:
-    """Count every feature in every document of `corpora` (lists of texts), openings chosen over all of
-    them (an opening frequent in either corpus is counted in both)."""
+# A corpus's texts as batches, read again for each pass (a store read by parts gives one batch per part).
+TextBatches = Callable[[], Iterable[Sequence[str]]]
+
+
+def form_features(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) -> FormFeatures:
+    """Count every feature in every document of `corpora` (lists of texts, or `TextBatches`), openings
+    chosen over all of them (an opening frequent in either corpus is counted in both)."""
     from scipy.sparse import csr_matrix
 
-    openings = frequent_openings(corpora)
+    batches = [corpus if callable(corpus) else _one_batch(corpus) for corpus in corpora]
+    openings = frequent_openings(batches)
     names = list(FEATURES) + [f"opens with «{shown}»" for shown, _ in openings]
     descriptions = [what for what, _ in FEATURES.values()] + \
         [f"the first {len(key.split())} word{'s' if ' ' in key else ''} are «{shown}»" for shown, key in openings]
     patterns = [pattern for _, pattern in FEATURES.values()]
     opening_column = {key: len(patterns) + j for j, (_, key) in enumerate(openings)}
     matrices = []
-    for texts in corpora:
+    for corpus in batches:
         rows, columns, values = [], [], []
-        for row, text in enumerate(texts):
-            text = text or ""
-            for column, pattern in enumerate(patterns):
-                value = sum(1 for _ in pattern.finditer(text))
-                if value:
-                    rows.append(row)
-                    columns.append(column)
-                    values.append(value)
-            for key in _opening_keys(text):
-                if key in opening_column:
-                    rows.append(row)
-                    columns.append(opening_column[key])
-                    values.append(1)
+        row = -1
+        for texts in corpus():
+            for text in texts:
+                row += 1
+                text = text or ""
+                for column, pattern in enumerate(patterns):
+                    value = sum(1 for _ in pattern.finditer(text))
+                    if value:
+                        rows.append(row)
+                        columns.append(column)
+                        values.append(value)
+                for key in _opening_keys(text):
+                    if key in opening_column:
+                        rows.append(row)
+                        columns.append(opening_column[key])
+                        values.append(1)
         matrices.append(csr_matrix((np.asarray(values, np.float32), (rows, columns)),
-                                   shape=(len(texts), len(names))))
+                                   shape=(row + 1, len(names))))
     return FormFeatures(names, descriptions, patterns + [opening_pattern(key) for _, key in openings], matrices)
 
 
-def frequent_openings(corpora: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+def _one_batch(texts: Sequence[str]) -> TextBatches:
+    return lambda: [texts]
+
+
+def frequent_openings(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) -> list[tuple[str, str]]:
     """(as usually written, lowercased key) of the first words and first two words that open at least
     `MIN_OPENING_SHARE` of one corpus's documents, most frequent first. A two-word opening is kept only
     where it says more than its first word (it is not almost every document that opens with that word)."""
     counts: list[Counter[str]] = []
+    sizes: list[int] = []
     spelled: dict[str, Counter[str]] = {}
-    for texts in corpora:
+    for corpus in corpora:
         counter: Counter[str] = Counter()
-        for text in texts:
-            for written in _openings(text or ""):
-                key = written.lower()
-                counter[key] += 1
-                spelled.setdefault(key, Counter())[written] += 1
+        size = 0
+        for texts in (corpus() if callable(corpus) else [corpus]):
+            size += len(texts)
+            for text in texts:
+                for written in _openings(text or ""):
+                    key = written.lower()
+                    counter[key] += 1
+                    spelled.setdefault(key, Counter())[written] += 1
         counts.append(counter)
-    share = {key: max(c[key] / max(len(texts), 1) for c, texts in zip(counts, corpora))
+        sizes.append(size)
+    share = {key: max(c[key] / max(size, 1) for c, size in zip(counts, sizes))
              for key in set().union(*counts)}
     total: Counter[str] = Counter()
     for counter in counts:
@@ -209,10 +231,11 @@ PER_TOKENS = 1000  # rates are shown per this many tokens
 
 def compare_form(texts: Sequence[Sequence[str]], tokens: Sequence[np.ndarray], discovery: Sequence[np.ndarray],
                  validation: Sequence[np.ndarray] | None, config: DiffConfig, names: Sequence[str],
-                 rng: np.random.Generator) -> tuple[pl.DataFrame, float | None]:
+                 rng: np.random.Generator, features: FormFeatures | None = None) -> tuple[pl.DataFrame, float | None]:
     """The form layer of a diff: every feature compared between the corpora, one row each, findings first.
 
-    `texts[k]` and `tokens[k]` are the compared documents of corpus k (pairs aligned by position);
+    `texts[k]` and `tokens[k]` are the compared documents of corpus k (pairs aligned by position; `texts[k]`
+    is only indexed when `features`, counted over them, are given);
     `discovery[k]` / `validation[k]` are positions in them. With `config.length == "adjust"` (the
     default) counted features are compared as rates per token (paired or Welch t on each document's
     count / n_tokens: a document twice as long with twice the lists is not "more lists"), openings and
@@ -224,7 +247,7 @@ def compare_form(texts: Sequence[Sequence[str]], tokens: Sequence[np.ndarray], d
 
     from saeembed.analysis import stats
 
-    features = form_features(texts)
+    features = features or form_features(texts)
     positional = np.array([is_positional(n) for n in features.names])
     found = _form_test(features, tokens, discovery, positional, config)
     tested = found["tested"]

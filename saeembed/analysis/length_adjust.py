@@ -245,10 +245,19 @@ class Sums(NamedTuple):
 
 
 def matrix_sums(matrix: Any, x: np.ndarray | None) -> Sums:
-    """The `Sums` of a documents x latents matrix, with x one number per document."""
-    total = np.asarray(matrix.sum(axis=0), float).ravel()
-    squares = np.asarray(matrix.multiply(matrix).sum(axis=0), float).ravel()
-    with_x = np.asarray(matrix.T @ x, float).ravel() if x is not None else np.zeros(matrix.shape[1])
+    """The `Sums` of a documents x latents matrix, with x one number per document. Summed in float64 over
+    chunks of entries (bounded memory), so the sums of a store's parts add up to the sums of the whole."""
+    matrix = matrix.tocsr()
+    d = matrix.shape[1]
+    total, squares, with_x = np.zeros(d), np.zeros(d), np.zeros(d)
+    for begin in range(0, matrix.nnz, CHUNK):
+        span = slice(begin, min(begin + CHUNK, matrix.nnz))
+        values, latents = matrix.data[span].astype(np.float64), matrix.indices[span]
+        total += np.bincount(latents, weights=values, minlength=d)
+        squares += np.bincount(latents, weights=values * values, minlength=d)
+        if x is not None:
+            row = np.searchsorted(matrix.indptr, np.arange(span.start, span.stop), side="right") - 1
+            with_x += np.bincount(latents, weights=values * np.asarray(x, np.float64)[row], minlength=d)
     return Sums(total, squares, with_x)
 
 

@@ -11,7 +11,7 @@ chains of look-alikes).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -45,38 +45,59 @@ def assign_themes(entries: Sequence[Entries], sizes: Sequence[int], signs: np.nd
     n = len(signs)
     if not n:
         return np.zeros(0, np.int32)
-    links = _links(entries, sizes, signs, config)
+    fires, peaks = _presence(entries, sizes, n)
+    size = np.asarray(fires.sum(axis=0)).ravel()
+    blocks = ((begin, shared, same) for (begin, shared), (_, same) in zip(_gram_blocks(fires), _gram_blocks(peaks)))
+    return themes_of(_links(blocks, size, max(int(sum(sizes)), 1), signs, config), signs, config, decoder, latents)
+
+
+def themes_of(links: spmatrix, signs: np.ndarray, config: DiffConfig, decoder: np.ndarray | None,
+              latents: np.ndarray | None) -> np.ndarray:
+    """Themes from the co-firing links, with the decoder-direction link added when a decoder is given."""
     if decoder is not None and latents is not None:
         links = links + _near_directions(decoder, latents, signs, config.theme_cosine)
-    return _greedy(links.tocsr(), n)
+    return _greedy(links.tocsr(), len(signs))
 
 
 def _presence(entries: Sequence[Entries], sizes: Sequence[int], n: int) -> tuple[Any, Any]:
     """Documents x findings (fires) and (document, peak character) keys x findings (peaks there),
     over the compared documents of every corpus."""
-    import scipy.sparse as sp
 
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     doc = np.concatenate([e.doc + offsets[k] for k, e in enumerate(entries)])
     which = np.concatenate([e.which for e in entries])
     start = np.concatenate([e.start for e in entries])
+    return presence(doc, which, start, int(offsets[-1]), n)
+
+
+def presence(doc: np.ndarray, which: np.ndarray, start: np.ndarray, n_docs: int, n: int) -> tuple[Any, Any]:
+    """(fires, peaks) of findings' entries: `doc` (0..n_docs-1), `which` finding, `start` its peak's character."""
+    import scipy.sparse as sp
+
     ones = np.ones(len(doc), np.float32)
-    fires = sp.csr_matrix((ones, (doc, which)), shape=(int(offsets[-1]), n))
+    fires = sp.csr_matrix((ones, (doc, which)), shape=(n_docs, n))
     _, key = np.unique(doc * (int(start.max(initial=0)) + 1) + start, return_inverse=True)
     peaks = sp.csr_matrix((ones, (key.ravel(), which)), shape=(int(key.max(initial=-1)) + 1, n))
     return fires, peaks
 
 
-def _links(entries: Sequence[Entries], sizes: Sequence[int], signs: np.ndarray, config: DiffConfig) -> spmatrix:
-    """Symmetric sparse matrix of linked finding pairs: co-firing or same-token peaks, same sign."""
+def links_of(size: np.ndarray, shared: np.ndarray, same: np.ndarray, n_docs: int, signs: np.ndarray,
+             config: DiffConfig) -> spmatrix:
+    """The links from whole co-occurrence counts (findings x findings, as float32 like the blocks of
+    `_gram_blocks`, so a store read by parts links exactly as one loaded)."""
+    blocks = ((begin, shared[begin:begin + BLOCK], same[begin:begin + BLOCK]) for begin in range(0, len(size), BLOCK))
+    return _links(blocks, size, max(n_docs, 1), signs, config)
+
+
+def _links(blocks: Iterable[tuple[int, np.ndarray, np.ndarray]], size: np.ndarray, n_docs: int, signs: np.ndarray,
+           config: DiffConfig) -> spmatrix:
+    """Symmetric sparse matrix of linked finding pairs: co-firing or same-token peaks, same sign. `blocks`
+    gives rows `begin...` of the documents-shared and same-peak counts."""
     import scipy.sparse as sp
 
     n = len(signs)
-    fires, peaks = _presence(entries, sizes, n)
-    size = np.asarray(fires.sum(axis=0)).ravel()
-    n_docs = max(int(sum(sizes)), 1)
     rows, cols = [], []
-    for (begin, shared), (_, same) in zip(_gram_blocks(fires), _gram_blocks(peaks)):
+    for begin, shared, same in blocks:
         i = np.arange(begin, begin + len(shared))[:, None]
         a, b = size[i], size[None, :]
         keep = _beyond_chance_jaccard(shared, a, b, n_docs) >= config.theme_jaccard

@@ -10,6 +10,7 @@ from pathlib import Path
 from saeembed.embedding.cache import default_cache_root
 from saeembed.errors import LabelError, first_line
 from saeembed.store import Store, atomic_write_table
+from saeembed.stream import StoreStream
 
 
 @dataclass
@@ -81,7 +82,7 @@ def save_labels(new: Labels, sae_fingerprint: str, root: Path | None = None) -> 
     return path
 
 
-def labels_for(store: Store, root: Path | None = None) -> Labels:
+def labels_for(store: Store | StoreStream, root: Path | None = None) -> Labels:
     """The labels for the store's SAE: those shipped beside its files (`labels.parquet`, as the
     bundled default SAE has), overridden by the user's own imported or generated ones."""
     labels = Labels(store.d_sae, {}, {}, {})

@@ -1,0 +1,131 @@
+"""A diff of folder stores read part by part (`StoreStream`) equals the diff of the same stores loaded."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from commands.app import app
+from saeembed.analysis.config import DiffConfig
+from saeembed.analysis.diff import diff
+from saeembed.errors import SaeEmbedError
+from saeembed.labels import Labels
+from saeembed.store import StoreWriter, load_store, read_meta
+from saeembed.stream import StoreStream
+from saeembed.synthetic import fake_meta, vectors_from_columns, write_store
+
+D = 40
+NO_LABELS = Labels(D, {}, {}, {})
+# columns whose values are sums of floats: the parts add them in another order
+SUMMED = {"mean_a", "mean_b", "diff", "rel_diff", "ci_low", "ci_high", "p", "q", "diff_holdout", "p_holdout",
+          "q_holdout", "rate_a", "rate_b"}
+
+
+def corpus(path, n, seed, planted):
+    """A store of n documents of mixed lengths: latent j fires with rate planted.get(j, 0.1), more often in
+    longer documents; latent 5 fires wherever latent 4 does (a theme); texts with lists, '!' and openings."""
+    rng = np.random.default_rng(seed)
+    n_tokens = rng.integers(5, 300, n)
+    columns = []
+    for j in range(D):
+        p = np.clip(planted.get(j, 0.1) * (0.5 + n_tokens / 300), 0, 1)
+        columns.append(np.flatnonzero(rng.random(n) < p))
+    columns[5] = np.union1d(columns[5], columns[4])
+    vectors = vectors_from_columns(n, columns, rng)
+    vectors.n_tokens = n_tokens.astype(np.int32)
+    texts = []
+    for i in range(n):
+        opening = ["Sure, here it is.", "Certainly!", "Well, let me see.", "The answer"][(i * 7 + seed) % 4]
+        body = "\n- first point\n- second point" if rng.random() < planted.get("lists", 0.3) else " plain prose"
+        texts.append(f"{opening} document {i} of a corpus written for this test{body}"
+                     + ("!" if rng.random() < 0.3 else "."))
+    return write_store(path, vectors, {"id": [f"{path.stem}-{i}" for i in range(n)], "text": texts},
+                       fake_meta(D))
+
+
+def split(store, folder, parts):
+    """The same store as a folder of `parts` part files."""
+    table, meta = pq.read_table(store), read_meta(store)
+    folder.mkdir()
+    bounds = np.linspace(0, table.num_rows, parts + 1).astype(int)
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        writer = StoreWriter(folder / f"part-{k:05d}.parquet", table.schema, meta)
+        writer.write(table.slice(lo, hi - lo))
+        writer.close()
+    return folder
+
+
+@pytest.fixture
+def folders(tmp_path):
+    a = corpus(tmp_path / "a.parquet", 700, 1, {3: 0.3, 4: 0.25, 7: 0.02, "lists": 0.6})
+    b = corpus(tmp_path / "b.parquet", 600, 2, {3: 0.1, 4: 0.05, 7: 0.2})
+    return a, b, split(a, tmp_path / "A", 3), split(b, tmp_path / "B", 4)
+
+
+def assert_same_table(loaded, streamed, key):
+    assert loaded.columns == streamed.columns
+    assert loaded[key].to_list() == streamed[key].to_list(), "the same rows in the same order"
+    for column in loaded.columns:
+        if column in SUMMED:
+            np.testing.assert_allclose(loaded[column].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                                       streamed[column].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                                       rtol=1e-6, atol=1e-12, err_msg=column)
+        else:
+            assert loaded[column].to_list() == streamed[column].to_list(), column
+
+
+@pytest.mark.parametrize("config", [DiffConfig(), DiffConfig(holdout=0.5), DiffConfig(length="ignore"),
+                                    DiffConfig(measure="mean", min_diff=0.05, holdout=0.3)],
+                         ids=["default", "holdout", "length-ignored", "mean"])
+def test_a_streamed_diff_equals_the_loaded_one(folders, config):
+    a, b, folder_a, folder_b = folders
+    loaded = diff(load_store(a), load_store(b), config, names=["A", "B"], labels=NO_LABELS)
+    streamed = diff(StoreStream(folder_a), StoreStream(folder_b), config, names=["A", "B"], labels=NO_LABELS)
+    assert len(loaded.findings) >= 2 and {3, 7} <= set(loaded.findings["latent"])
+    assert_same_table(loaded.table, streamed.table, "latent")
+    assert_same_table(loaded.form, streamed.form, "feature")
+    assert loaded.form_findings.height >= 1, "the form layer has findings to compare"
+    assert_same_table(loaded.themes, streamed.themes, "theme")
+    assert loaded.replication_rate == streamed.replication_rate
+    assert loaded.length.sentence == streamed.length.sentence
+
+
+def test_themes_and_examples_of_a_streamed_diff(folders):
+    a, b, folder_a, folder_b = folders
+    result = diff(StoreStream(folder_a), StoreStream(folder_b), names=["A", "B"], labels=NO_LABELS)
+    findings = result.findings
+    four, five = (findings.filter(pl.col("latent") == j).row(0, named=True) for j in (4, 5))
+    assert four["theme"] == five["theme"], "latent 5 fires wherever 4 does: one theme"
+    loaded_b = load_store(b)
+    seven = findings.filter(pl.col("latent") == 7).row(0, named=True)  # more in B
+    row = loaded_b.frame["id"].to_list().index(seven["example_with_id"])
+    assert 7 in loaded_b.matrix[row].indices and "<<" in seven["example_with"]
+
+
+def test_a_cli_diff_of_folder_stores_reads_them_by_parts_and_says_the_same(folders, monkeypatch):
+    a, b, folder_a, folder_b = folders
+    runner = CliRunner()
+    whole = runner.invoke(app, ["diff", str(a), str(b), "--json", "--holdout", "0.5"])
+    assert whole.exit_code == 0, whole.output
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("folder stores are not loaded whole")
+
+    monkeypatch.setattr("saeembed.embedding.open_store.load_store", refuse)
+    parted = runner.invoke(app, ["diff", str(folder_a), str(folder_b), "--json", "--holdout", "0.5"])
+    assert parted.exit_code == 0, parted.output
+    records = [[json.loads(line) for line in out.output.splitlines() if line.startswith("{")]
+               for out in (whole, parted)]
+    for one, other in zip(*records):
+        assert one.get("latent", one.get("feature")) == other.get("latent", other.get("feature"))
+        assert one.get("example_with_id") == other.get("example_with_id")
+    assert len(records[0]) == len(records[1]) > 3
+
+
+def test_pairs_and_style_of_streamed_stores_are_refused_in_one_line(folders):
+    _, _, folder_a, folder_b = folders
+    with pytest.raises(SaeEmbedError, match="side by side"):
+        diff(StoreStream(folder_a), StoreStream(folder_b), DiffConfig(pair_on="id"))
