@@ -64,14 +64,23 @@ class StoreStream:
         return int(self.meta["sae"]["d_sae"])
 
     def chunks(self) -> Iterator[Chunk]:
-        """Each part's vectors in row order, one part in memory at a time."""
+        """Each part's vectors in row order, one part in memory at a time. Only the vector columns are read
+        (texts are the bulk of a part); the parts were checked when the stream was opened."""
+        import pyarrow.parquet as pq
         import scipy.sparse as sp
 
-        for k, part in enumerate(read_parts(self.path)):
-            v = part.vectors
+        from saeembed.errors import StoreError
+        from saeembed.store import VECTOR_COLUMNS, DocVectors
+
+        for k, file in enumerate(self.files):
+            v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
+            rows = int(self.part_rows[k + 1] - self.part_rows[k])
+            if len(v) != rows:
+                raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); "
+                                 f"run the analysis again")
             matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
             yield Chunk(int(self.part_rows[k]), matrix, v.peak_start)
-            del part, v, matrix
+            del v, matrix
 
     def frames(self, columns: list[str]) -> Iterator[pl.DataFrame]:
         """Each part's `columns` (those it has) as a polars frame, in row order; nothing else is read."""

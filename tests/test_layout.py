@@ -11,7 +11,8 @@ import saeembed
 # The flow, first to last; a module may import its own stage and the ones before it.
 STAGES = [
     ("errors", "settings", "hashing", "atomic", "outputs", "export", "checked"),  # foundations
-    ("store", "spans", "summary", "synthetic"),  # the store format, and where evidence sits in it
+    ("store", "stream", "spans", "summary", "synthetic"),  # the store format, read whole or by parts, and where
+    # evidence sits in it
     ("sae",),  # SAE files and models
     ("embedding",),  # text -> reader -> SAE -> pooled vectors -> stores
     ("train",),  # SAEs trained on a reader's activations

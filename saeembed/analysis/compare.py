@@ -4,7 +4,7 @@ not, at equal length or as the documents are. `diff` runs it on latents and on f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -16,7 +16,6 @@ from saeembed.store import Store, document_frequency, present
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-    from saeembed.analysis.streamed import StreamSide
 
 
 class Side(NamedTuple):
@@ -48,6 +47,22 @@ class Side(NamedTuple):
         return matrix_sums(self.matrix, x)
 
 
+class AnySide(Protocol):
+    """What the tests read of a side: a `Side`, or `saeembed.analysis.streamed.StreamSide` (a store read by
+    parts, which has no `matrix`: pairs need one)."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def n_tokens(self) -> np.ndarray: ...
+    @property
+    def counts(self) -> np.ndarray: ...
+    @property
+    def matrix(self) -> csr_matrix: ...
+    def band_presence(self, codes: np.ndarray, n_bands: int) -> np.ndarray: ...
+    def sums(self, x: np.ndarray | None = None) -> Sums: ...
+
+
 def side(store: Store, rows: np.ndarray) -> Side:
     """The store restricted to `rows` (no matrix copy when that is every row in order)."""
     tokens = store.frame["n_tokens"].to_numpy()
@@ -58,7 +73,7 @@ def side(store: Store, rows: np.ndarray) -> Side:
     return Side(matrix, tokens, document_frequency(matrix))
 
 
-def compare(sides: Sequence[Side | StreamSide], config: DiffConfig) -> dict[str, np.ndarray]:
+def compare(sides: Sequence[AnySide], config: DiffConfig) -> dict[str, np.ndarray]:
     """Per latent: the first corpus against the nearest of the others, and the intersection-union p
     (the largest p over the others, 1 when the directions disagree)."""
     target, others = sides[0], sides[1:]
@@ -76,7 +91,7 @@ def compare(sides: Sequence[Side | StreamSide], config: DiffConfig) -> dict[str,
     return out
 
 
-def _pairwise(side_a: Side | StreamSide, side_b: Side | StreamSide, config: DiffConfig) -> dict[str, np.ndarray]:
+def _pairwise(side_a: AnySide, side_b: AnySide, config: DiffConfig) -> dict[str, np.ndarray]:
     """Every column of one comparison: counts, frequencies (or means), difference, interval, p, test."""
     na, nb = side_a.n, side_b.n
     ka, kb = side_a.counts, side_b.counts
@@ -89,7 +104,7 @@ def _pairwise(side_a: Side | StreamSide, side_b: Side | StreamSide, config: Diff
     return out
 
 
-def _frequency_test(side_a: Side | StreamSide, side_b: Side | StreamSide,
+def _frequency_test(side_a: AnySide, side_b: AnySide,
                     paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
     """Document frequencies: at equal length (conditional logistic for pairs, Mantel-Haenszel within
     length bands otherwise) or as they are (exact McNemar; Fisher / z with Newcombe intervals)."""
@@ -113,7 +128,7 @@ def _frequency_test(side_a: Side | StreamSide, side_b: Side | StreamSide,
             "test": np.where(exact, "fisher", "z")}
 
 
-def _mean_test(side_a: Side | StreamSide, side_b: Side | StreamSide,
+def _mean_test(side_a: AnySide, side_b: AnySide,
                paired: bool, adjust: bool, bands: int) -> dict[str, np.ndarray]:
     """Mean pooled activations: Welch / paired t, at equal length by regression on log n_tokens."""
     na, nb = side_a.n, side_b.n

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 import numpy as np
 
 from saeembed.analysis import length_adjust, stats
-from saeembed.analysis.compare import Side, compare, side
+from saeembed.analysis.compare import AnySide, compare, side
 from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.evidence import diff_examples, finding_entries
 from saeembed.analysis.length_adjust import LengthGap
@@ -33,7 +33,6 @@ from saeembed.stream import StoreStream, is_streamed
 if TYPE_CHECKING:
     import polars as pl
 
-    from saeembed.analysis.streamed import StreamSide
     from saeembed.labels.store import Labels
 
 # Pairs with length adjust: below this share of pairs of similar length the result says how little
@@ -359,7 +358,9 @@ def _finish(table: pl.DataFrame, stores: Sequence[Store | StoreStream], rows: li
     if any(is_streamed(s) for s in stores):
         from saeembed.analysis.streamed import evidence
 
-        table = evidence(table, stores, config, rng, decoder)  # type: ignore[arg-type]
+        signs = np.sign(table.filter(pl.col("significant"))["diff"].to_numpy())
+        table = evidence(table, stores, config, rng,  # type: ignore[arg-type]
+                         _auto_decoder(stores[0], signs) if isinstance(decoder, str) else decoder)
     else:
         table = _evidence(table, stores, rows, config, rng, decoder)  # type: ignore[arg-type]
     return table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))
@@ -393,7 +394,7 @@ def _tokens(store: Store | StoreStream) -> np.ndarray:
     return store.n_tokens if is_streamed(store) else store.frame["n_tokens"].to_numpy()  # type: ignore[union-attr]
 
 
-def _side(store: Store | StoreStream, rows: np.ndarray) -> Side | StreamSide:
+def _side(store: Store | StoreStream, rows: np.ndarray) -> AnySide:
     if is_streamed(store):
         from saeembed.analysis.streamed import StreamSide
 
@@ -432,7 +433,7 @@ def _evidence(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], 
     entries = [finding_entries(s, r, latents) for s, r in zip(stores, rows)]
     signs = np.sign(findings["diff"].to_numpy())
     if isinstance(decoder, str):
-        decoder = _decoder(stores[0]) if (signs > 0).sum() > 1 or (signs < 0).sum() > 1 else None
+        decoder = _auto_decoder(stores[0], signs)
     theme = assign_themes(entries, [len(r) for r in rows], signs, config, decoder, latents)
     theme_of = np.zeros(len(table), np.int32)
     theme_of[:len(findings)] = theme  # findings come first in the ordered table
@@ -442,7 +443,12 @@ def _evidence(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarray], 
     return table
 
 
-def _decoder(store: Store) -> np.ndarray | None:
+def _auto_decoder(store: Store | StoreStream, signs: np.ndarray) -> np.ndarray | None:
+    """The decoder rows when two findings of one sign could share a direction (else none is needed)."""
+    return _decoder(store) if (signs > 0).sum() > 1 or (signs < 0).sum() > 1 else None
+
+
+def _decoder(store: Store | StoreStream) -> np.ndarray | None:
     """The SAE's decoder rows when its files are found locally (no lookup without a source)."""
     if not store.meta.get("sae", {}).get("source"):
         return None
@@ -474,7 +480,7 @@ def _split(rows: list[np.ndarray], holdout: float | None, *, paired: bool,
     return discovery, validation
 
 
-def _replicate(table: pl.DataFrame, sides: list[Side | StreamSide],
+def _replicate(table: pl.DataFrame, sides: list[AnySide],
                config: DiffConfig) -> tuple[pl.DataFrame, float | None]:
     """Test the findings again on held-out documents: a finding replicates when its difference has
     the same sign there and survives BH over the findings at the same alpha."""

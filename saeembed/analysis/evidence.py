@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
@@ -65,8 +66,8 @@ def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarra
 
     The document without the latent is chosen per finding: for pairs the same item's partner; else
     a document of the other side lacking the latent and as close as possible in length to the one
-    with it (ties drawn at random), so the contrast is the concept, not the length, and not the same
-    shortest document for every finding.
+    with it (of equally near ones, the first in a random order drawn once per side), so the contrast is the
+    concept, not the length, and not the same shortest document for every finding.
     """
     import polars as pl
 
@@ -86,7 +87,8 @@ def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarra
         if not len(with_docs):
             continue
         pick = int(with_docs[np.argmax(values)])
-        partner = pick if paired else by_length[less].nearest_lacking(tokens[more][pick], without_docs, rng)
+        partner = pick if paired else by_length[less].nearest_lacking(tokens[more][pick],
+                                                                      partial(_contains, without_docs))
         i = index[int(latent)]
         row = int(rows[more][pick])
         text = stores[more].frame["text"][row]
@@ -102,41 +104,53 @@ def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarra
 
 
 class ByLength(NamedTuple):
-    """The compared documents of one side sorted by length, ties in random order."""
+    """The compared documents of one side sorted by length, documents of the same length in a random order
+    drawn once (`key`)."""
 
     order: np.ndarray
     tokens: np.ndarray
+    key: np.ndarray
 
     @classmethod
     def of(cls, tokens: np.ndarray, rng: np.random.Generator) -> "ByLength":
-        order = np.lexsort((rng.random(len(tokens)), tokens))
-        return cls(order, tokens[order])
+        key = rng.random(len(tokens))
+        order = np.lexsort((key, tokens))
+        return cls(order, tokens[order], key[order])
 
-    def nearest_lacking(self, target: int, firing: np.ndarray, rng: np.random.Generator) -> int | None:
-        """A document not in `firing` (sorted positions) whose length is nearest `target`."""
-        nearest = self.all_nearest_lacking(target, lambda positions: _contains(firing, positions))
-        return None if nearest is None else int(rng.choice(nearest))
+    def nearest_lacking(self, target: int, fires: Callable[[np.ndarray], np.ndarray]) -> int | None:
+        """The document (position) lacking the latent whose length is nearest `target`; of equally near ones
+        the first in the random order. `fires(positions)` says which documents have the latent; it is asked
+        about a few documents at a time, the nearest lengths first, so a caller that learns it by reading a
+        store (and raises until it has) asks little and gets the same answer as one that knows it."""
+        n = len(self.order)
+        lo = hi = int(np.searchsorted(self.tokens, target))  # examined so far: [lo, hi), whole lengths
+        while lo > 0 or hi < n:
+            below = target - int(self.tokens[lo - 1]) if lo > 0 else None
+            above = int(self.tokens[hi]) - target if hi < n else None
+            gap = min(g for g in (below, above) if g is not None)
+            found = []
+            if below == gap:
+                start = int(np.searchsorted(self.tokens, self.tokens[lo - 1]))
+                found.append(self._first_lacking(start, lo, fires))
+                lo = start
+            if above == gap:
+                stop = int(np.searchsorted(self.tokens, self.tokens[hi], side="right"))
+                found.append(self._first_lacking(hi, stop, fires))
+                hi = stop
+            found = [f for f in found if f is not None]
+            if found:
+                return int(self.order[min(found, key=lambda at: self.key[at])])
+        return None
 
-    def all_nearest_lacking(self, target: int, fires: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
-        """Every document (positions) that `fires` says lacks the latent at the nearest length to `target`
-        found; None when every document has it. Draws nothing, so a caller that learns `fires` by reading
-        a store (which may raise until it has) gets the same answer as one that knows it."""
-        n, centre, width = len(self.order), int(np.searchsorted(self.tokens, target)), 16
-        while True:  # widen until some document lacks the latent
-            lo, hi = max(0, centre - width), min(n, centre + width)
-            lacking = ~fires(self.order[lo:hi])
-            if lacking.any() or (lo == 0 and hi == n):
-                break
-            width *= 4
-        if not lacking.any():
-            return None
-        gap = int(np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target).min())
-        # every document within that gap, on both sides: the window may have reached further on one
-        lo = int(np.searchsorted(self.tokens, target - gap))
-        hi = int(np.searchsorted(self.tokens, target + gap, side="right"))
-        lacking = ~fires(self.order[lo:hi])
-        nearest = np.abs(self.tokens[lo:hi][lacking].astype(np.int64) - target) == gap
-        return self.order[lo:hi][lacking][nearest]
+    def _first_lacking(self, start: int, stop: int, fires: Callable[[np.ndarray], np.ndarray]) -> int | None:
+        """The first of sorted positions start..stop-1 whose document lacks the latent, asking a few at a time."""
+        width = 32
+        while start < stop:
+            lacking = np.flatnonzero(~fires(self.order[start:min(stop, start + width)]))
+            if len(lacking):
+                return start + int(lacking[0])
+            start, width = start + width, width * 4
+        return None
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -144,7 +144,7 @@ TextBatches = Callable[[], Iterable[Sequence[str]]]
 def form_features(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) -> FormFeatures:
     """Count every feature in every document of `corpora` (lists of texts, or `TextBatches`), openings
     chosen over all of them (an opening frequent in either corpus is counted in both)."""
-    from scipy.sparse import csr_matrix
+    from scipy.sparse import csr_matrix, vstack
 
     batches = [corpus if callable(corpus) else _one_batch(corpus) for corpus in corpora]
     openings = frequent_openings(batches)
@@ -154,27 +154,32 @@ def form_features(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) -> F
     patterns = [pattern for _, pattern in FEATURES.values()]
     opening_column = {key: len(patterns) + j for j, (_, key) in enumerate(openings)}
     matrices = []
-    for corpus in batches:
-        rows, columns, values = [], [], []
-        row = -1
-        for texts in corpus():
-            for text in texts:
-                row += 1
-                text = text or ""
-                for column, pattern in enumerate(patterns):
-                    value = sum(1 for _ in pattern.finditer(text))
-                    if value:
-                        rows.append(row)
-                        columns.append(column)
-                        values.append(value)
-                for key in _opening_keys(text):
-                    if key in opening_column:
-                        rows.append(row)
-                        columns.append(opening_column[key])
-                        values.append(1)
-        matrices.append(csr_matrix((np.asarray(values, np.float32), (rows, columns)),
-                                   shape=(row + 1, len(names))))
+    for corpus in batches:  # per batch: Python lists only as long as one part
+        pieces = [_count_batch(texts, patterns, opening_column, len(names)) for texts in corpus()]
+        matrices.append(vstack(pieces, format="csr") if pieces else csr_matrix((0, len(names)), dtype=np.float32))
     return FormFeatures(names, descriptions, patterns + [opening_pattern(key) for _, key in openings], matrices)
+
+
+def _count_batch(texts: Sequence[str], patterns: list[re.Pattern[str]], opening_column: dict[str, int],
+                 n_features: int) -> csr_matrix:
+    """Documents x features counts of one batch of texts."""
+    from scipy.sparse import csr_matrix
+
+    rows, columns, values = [], [], []
+    for row, text in enumerate(texts):
+        text = text or ""
+        for column, pattern in enumerate(patterns):
+            value = sum(1 for _ in pattern.finditer(text))
+            if value:
+                rows.append(row)
+                columns.append(column)
+                values.append(value)
+        for key in _opening_keys(text):
+            if key in opening_column:
+                rows.append(row)
+                columns.append(opening_column[key])
+                values.append(1)
+    return csr_matrix((np.asarray(values, np.float32), (rows, columns)), shape=(len(texts), n_features))
 
 
 def _one_batch(texts: Sequence[str]) -> TextBatches:

@@ -15,7 +15,7 @@ Pairs (`pair_on`) need both sides' rows side by side and are not read this way: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -121,18 +121,14 @@ class StreamTexts(Sequence[str]):
 
 
 def evidence(table: pl.DataFrame, stores: Sequence[StoreStream], config: DiffConfig, rng: np.random.Generator,
-             decoder: np.ndarray | None | Literal["auto"]) -> pl.DataFrame:
+             decoder: np.ndarray | None) -> pl.DataFrame:
     """Themes and examples of the findings of an unpaired diff of streamed stores (every row compared),
     equal to `diff._evidence` of the loaded stores."""
     import polars as pl
 
-    from saeembed.analysis.diff import _decoder
-
     findings = table.filter(pl.col("significant"))
     latents = findings["latent"].to_numpy().astype(np.int64)
     signs = np.sign(findings["diff"].to_numpy())
-    if isinstance(decoder, str):
-        decoder = _decoder(stores[0]) if (signs > 0).sum() > 1 or (signs < 0).sum() > 1 else None  # type: ignore[arg-type]
     passed = _FindingPass(latents, len(stores))
     for k, store in enumerate(stores):
         passed.read(k, store)
@@ -242,22 +238,19 @@ def _examples(table: pl.DataFrame, findings: pl.DataFrame, stores: Sequence[Stor
         if passed.best_row[more, j] >= 0:
             plan.append((index[int(latent)], more, less, int(passed.best_row[more, j]), int(latent)))
     firing = [_Firing() for _ in stores]
-    nearest: dict[int, np.ndarray | None] = {}
+    nearest: dict[int, int | None] = {}
     while len(nearest) < len(plan):  # rounds: each reads the rows the searches asked about
         questions: dict[int, list[tuple[int, np.ndarray]]] = {}
         for i, more, less, row, latent in plan:
             if i in nearest:
                 continue
             try:
-                nearest[i] = by_length[less].all_nearest_lacking(int(tokens[more][row]), firing[less].asker(latent))
+                nearest[i] = by_length[less].nearest_lacking(int(tokens[more][row]), firing[less].asker(latent))
             except _Missing as missing:
                 questions.setdefault(less, []).append((latent, missing.rows))
         for less, asked in questions.items():
             firing[less].learn(stores[less], asked)
-    shown: list[tuple[int, int, int, int, int | None, int]] = []  # ... and the row without
-    for i, more, less, row, latent in plan:  # drawn in the findings' order, as for loaded stores
-        found = nearest[i]
-        shown.append((i, more, less, row, None if found is None else int(rng.choice(found)), latent))
+    shown = [(i, more, less, row, nearest[i], latent) for i, more, less, row, latent in plan]
     wanted: list[list[int]] = [[] for _ in stores]
     for _, more, less, row, partner, _ in shown:
         wanted[more].append(row)
