@@ -69,6 +69,80 @@ def run(args: list[str], env: dict[str, str]) -> dict:
             "exit": done.returncode, "error": errors[-1:]}
 
 
+def tile(store: Path, folder: Path, docs: int, part_docs: int) -> None:
+    """`store` repeated to `docs` documents as a folder of parts of `part_docs`, each copy's ids made unique."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from saeembed.store import StoreWriter, read_meta
+
+    table, meta = pq.read_table(store), read_meta(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = table.column("id").to_pylist()
+    copy, written, part = 0, 0, 0
+    while written < docs:
+        writer = StoreWriter(folder / f"part-{part:05d}.parquet", table.schema, meta)
+        in_part = 0
+        while in_part < part_docs and written < docs:
+            take = min(table.num_rows, part_docs - in_part, docs - written)
+            piece = table.slice(0, take)
+            piece = piece.set_column(piece.schema.get_field_index("id"), "id",
+                                     pa.array([f"{i}~{copy}" for i in ids[:take]], pa.string()))
+            writer.write(piece)
+            copy += 1
+            in_part += take
+            written += take
+        writer.close()
+        part += 1
+
+
+def findings_of(table: Path) -> set[tuple[str, str]]:
+    """(layer, latent or feature) of each finding `diff -o` wrote."""
+    import polars as pl
+
+    frame = pl.read_parquet(table)
+    return {(layer, str(feature if feature is not None else latent)) for layer, feature, latent in
+            zip(frame["layer"], frame["feature"] if "feature" in frame.columns else [None] * len(frame),
+                frame["latent"] if "latent" in frame.columns else [None] * len(frame))}
+
+
+def tiled_real(docs: int, part_docs: int, with_untiled: bool) -> dict:
+    """The README's main job embedded once (the offline default's content store, no style layer: stores),
+    diffed as it is and tiled to `docs` documents a side."""
+    root = Path(__file__).resolve().parents[1]
+    out: dict = {"docs_per_side": docs, "part_docs": part_docs}
+    with tempfile.TemporaryDirectory(prefix="saeembed-tiled-") as tmp:
+        env = {**os.environ, "SAEEMBED_CACHE": str(Path(tmp) / "cache")}
+        stores = {}
+        for name in ("sarcastic", "rephrased"):
+            stores[name] = Path(tmp) / f"{name}.parquet"
+            done = run(["embed", str(root / "examples" / f"{name}.jsonl"), "-o", str(stores[name]), "-q"], env)
+            assert done["exit"] == 0, done
+        whole = _diff([str(stores["sarcastic"]), str(stores["rephrased"])], env)
+        out["untiled"] = {k: v for k, v in whole.items() if k != "found"}
+        for name, store in stores.items():
+            tile(store, Path(tmp) / name, docs, part_docs)
+        tiled = _diff([str(Path(tmp) / "sarcastic"), str(Path(tmp) / "rephrased")], env)
+        out["tiled"] = {k: v for k, v in tiled.items() if k != "found"}
+        out["untiled_found_again"] = len(whole["found"] & tiled["found"])
+        out["untiled_missing"] = sorted(whole["found"] - tiled["found"])
+    return out
+
+
+def _diff(paths: list[str], env: dict[str, str]) -> dict:
+    """`saeembed diff -o` on two stores in a fresh process: time, peak RSS, its findings."""
+    table = Path(env["SAEEMBED_CACHE"]).parent / "findings.parquet"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _CHILD, "diff", *paths, "-o", str(table), "-q"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB ")]
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = findings_of(table)
+    table.unlink()
+    return {"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(int(peak[-1]) / 1024, 1),
+            "findings": len(found), "found": found}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part-docs", type=int, default=250_000)
@@ -77,7 +151,12 @@ def main() -> None:
     parser.add_argument("--active", type=float, default=64)
     parser.add_argument("--analyses", nargs="+", default=["diff", "correlations", "search", "info", "assign"],
                         choices=["diff", "correlations", "search", "info", "assign"])
+    parser.add_argument("--tiled-docs", type=int, default=0,
+                        help="instead: diff the README's main job's stores tiled to this many documents a side")
     args = parser.parse_args()
+    if args.tiled_docs:
+        print(json.dumps(tiled_real(args.tiled_docs, args.part_docs, True), indent=2))
+        return
     out = []
     rng = np.random.default_rng(0)
     rates = zipf_rates(args.d_sae, args.active, rng)

@@ -59,8 +59,10 @@ def run(
             raise SaeEmbedError("choose --with (a metadata column) or --and (a second corpus), not both")
         config = CorrelationConfig(min_support=min_support, min_freq=min_freq, max_freq=max_freq, alpha=alpha,
                                    length_bands=length_bands)
+        # a folder store is read part by part, unless rows are aligned with another or matched to a column
         stores = open_inputs([corpus] + ([and_corpus] if and_corpus else []), preset, quiet or json_out,
-                             text_field=text_field, id_field=id_field, cache_dir=cache_dir)
+                             stream=not (and_corpus or with_column), text_field=text_field, id_field=id_field,
+                             cache_dir=cache_dir)
         if with_column:
             with working("testing latents against the column", quiet or json_out):
                 result: CorrelationResult | AssociationResult = associations(stores[0], with_column, config)

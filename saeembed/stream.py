@@ -29,6 +29,7 @@ class Chunk(NamedTuple):
     matrix: csr_matrix
     peak_start: np.ndarray
     """Aligned with `matrix.data`, as `Store.peak_start`."""
+    peak_end: np.ndarray
 
 
 class StoreStream:
@@ -79,7 +80,7 @@ class StoreStream:
                 raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); "
                                  f"run the analysis again")
             matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
-            yield Chunk(int(self.part_rows[k]), matrix, v.peak_start)
+            yield Chunk(int(self.part_rows[k]), matrix, v.peak_start, v.peak_end)
             del v, matrix
 
     def frames(self, columns: list[str]) -> Iterator[pl.DataFrame]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.analysis.pairing import align_pairs
 from saeembed.analysis.summaries import Summary, count
 from saeembed.store import Store, check_compatible, document_frequency, present
+from saeembed.stream import Chunk, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9']+")
 DROP_REASONS = ("same_or_adjacent_token", "decoder_cosine", "similar_labels")
+# Co-occurrence counts held at once when a store of several parts is read (int32 cells: 256 MB): the blocks of
+# latents whose counts fit are summed over one pass of the parts.
+COOCCURRENCE_CELLS = 1 << 26
 
 
 @dataclass
@@ -132,7 +136,7 @@ class _Null(NamedTuple):
     """[bands, latents of side b], the same (the very array when both sides are one corpus)."""
 
 
-def correlations(store: Store, config: CorrelationConfig | None = None, *, labels: Labels | None = None,
+def correlations(store: Store | StoreStream, config: CorrelationConfig | None = None, *, labels: Labels | None = None,
                  decoder: np.ndarray | None = None) -> CorrelationResult:
     """Latent pairs that co-occur in documents more than chance at equal length (NPMI + a
     Cochran-Mantel-Haenszel test over length bands + BH).
@@ -152,17 +156,53 @@ def correlations(store: Store, config: CorrelationConfig | None = None, *, label
 
     config = config or CorrelationConfig()
     labels = labels if labels is not None else labels_for(store)
-    band = _band(store.matrix, config)
-    x = _binary_columns(store.matrix, band)
-    null, notes = _null(x, x, store.frame["n_tokens"].to_numpy(), config.length_bands)
-    pairs, n_tested = _pair_tests(x, x, null, config, same=True)
+    chunks = _chunks(store)
+    counts = sum((document_frequency(chunk.matrix) for chunk in chunks()), np.zeros(store.d_sae, np.int64))
+    band = _band_of(counts, store.n_docs, config)
+    null, notes = _null_of(chunks, band, _n_tokens(store), config.length_bands)
+    pairs, n_tested = _test_blocks(_cooccurrence(chunks, band, config), null, config, same=True)
     result, n_length_explained = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
     decoder, decoder_notes = _decoder_or_note(decoder, store.meta)
-    near = _near_token_share(store, band, result["i"], result["j"], result["support"])
+    near = _near_token_share(chunks, band, result["i"], result["j"], result["support"])
     cosine = _cosine(decoder, band[result["i"]], band[result["j"]])
     found = _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes + decoder_notes)
     return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained,
                    document_sae=store.meta["sae"].get("reads") == "document")
+
+
+def pair_example_rows(store: Store | StoreStream, latent_a: np.ndarray, latent_b: np.ndarray) -> np.ndarray:
+    """Per pair, the document where both latents fire most strongly (the larger of their two smaller
+    activations; the first such row), or -1 when they share none: part by part."""
+    from saeembed.store import column_entries
+
+    latent_a, latent_b = np.asarray(latent_a, np.int64), np.asarray(latent_b, np.int64)
+    best_value, best_row = np.full(len(latent_a), -np.inf), np.full(len(latent_a), -1, np.int64)
+    latents = np.unique(np.concatenate([latent_a, latent_b]))
+    for chunk in _chunks(store)():
+        rows, which, values = column_entries(chunk.matrix, latents)  # in row order
+        positive = values > 0
+        rows, which, values = rows[positive], which[positive], values[positive]
+        order = np.argsort(which, kind="stable")  # grouped by latent, rows ascending within each
+        bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
+        for k, (a, b) in enumerate(zip(np.searchsorted(latents, latent_a), np.searchsorted(latents, latent_b))):
+            span_a, span_b = order[bounds[a]:bounds[a + 1]], order[bounds[b]:bounds[b + 1]]
+            shared, at_a, at_b = np.intersect1d(rows[span_a], rows[span_b], assume_unique=True, return_indices=True)
+            if len(shared):
+                strength = np.minimum(values[span_a][at_a], values[span_b][at_b])
+                if strength.max() > best_value[k]:  # an earlier part keeps a tie: the first row
+                    best_value[k], best_row[k] = strength.max(), chunk.start + int(shared[np.argmax(strength)])
+    return best_row
+
+
+def _chunks(store: Store | StoreStream) -> Callable[[], Iterable[Chunk]]:
+    """A store's vectors as parts to pass over: a loaded store is one part, a streamed one its parts."""
+    if isinstance(store, StoreStream):
+        return store.chunks
+    return lambda: [Chunk(0, store.matrix, store.peak_start, store.peak_end)]
+
+
+def _n_tokens(store: Store | StoreStream) -> np.ndarray:
+    return store.n_tokens if isinstance(store, StoreStream) else store.frame["n_tokens"].to_numpy()
 
 
 def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConfig | None = None, *,
@@ -201,8 +241,11 @@ def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConf
 
 def _band(matrix: csr_matrix, config: CorrelationConfig) -> np.ndarray:
     """Latents inside the frequency band that fire in at least `min_support` documents."""
-    counts = document_frequency(matrix)
-    freq = counts / max(matrix.shape[0], 1)
+    return _band_of(document_frequency(matrix), matrix.shape[0], config)
+
+
+def _band_of(counts: np.ndarray, n_docs: int, config: CorrelationConfig) -> np.ndarray:
+    freq = counts / max(n_docs, 1)
     return np.flatnonzero((freq >= config.min_freq) & (freq <= config.max_freq) & (counts >= config.min_support))
 
 
@@ -217,28 +260,85 @@ def _null(xa: csc_matrix, xb: csc_matrix, n_tokens: np.ndarray, bands: int | Non
     n_bands = int(codes.max()) + 1 if len(codes) else 1
     count_a = band_counts(xa, codes, n_bands)
     count_b = count_a if xb is xa else band_counts(xb, codes, n_bands)
-    notes = []
+    return _Null(np.bincount(codes, minlength=n_bands), count_a, count_b), _band_notes(bands, n_bands)
+
+
+def _null_of(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray, n_tokens: np.ndarray,
+             bands: int | None) -> tuple[_Null, list[str]]:
+    """`_null` of one store, its band latents' counts per length band summed over its parts."""
+    codes = length_bands(n_tokens, bands)
+    n_bands = int(codes.max()) + 1 if len(codes) else 1
+    count = np.zeros((n_bands, len(band)), np.int64)
+    for chunk in chunks():
+        rows = slice(chunk.start, chunk.start + chunk.matrix.shape[0])
+        count += band_counts(_binary_columns(chunk.matrix, band), codes[rows], n_bands)
+    return _Null(np.bincount(codes, minlength=n_bands), count, count), _band_notes(bands, n_bands)
+
+
+def _band_notes(bands: int | None, n_bands: int) -> list[str]:
     if bands and bands > 1 and n_bands < bands:
-        notes.append(f"{n_bands} length band{'s' if n_bands > 1 else ''} instead of {bands}: documents of equal "
-                     f"length share a band, and a band needs enough documents"
-                     + ("; with one band the test ignores length" if n_bands == 1 else ""))
-    return _Null(np.bincount(codes, minlength=n_bands), count_a, count_b), notes
+        return [f"{n_bands} length band{'s' if n_bands > 1 else ''} instead of {bands}: documents of equal "
+                f"length share a band, and a band needs enough documents"
+                + ("; with one band the test ignores length" if n_bands == 1 else "")]
+    return []
+
+
+def _cooccurrence(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray,
+                  config: CorrelationConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(first latent of the block, i, j, shared documents) of the band latents' co-occurring pairs, one block
+    of `config.block` latents at a time. A store of several parts is read once per group of blocks whose
+    counts fit in `COOCCURRENCE_CELLS` (a loaded store is one part: its blocks are sparse products)."""
+    starts = list(range(0, len(band), config.block))
+    per_pass = max(1, COOCCURRENCE_CELLS // max(config.block * len(band), 1))
+    for first in range(0, len(starts), per_pass):
+        group = starts[first:first + per_pass]
+        total: dict[int, Any] = {}
+        for chunk in chunks():
+            x = _binary_columns(chunk.matrix, band)
+            x_csr = x.tocsr()
+            for start in group:
+                block = x[:, start:min(start + config.block, len(band))].T.tocsr() @ x_csr
+                if start in total:  # another part: add up as dense int32 (a sum of sparse blocks fills in)
+                    if not isinstance(total[start], np.ndarray):
+                        total[start] = np.rint(total[start].toarray()).astype(np.int32)
+                    total[start] += np.rint(block.toarray()).astype(np.int32)
+                else:
+                    total[start] = block
+        for start in group:
+            block = total.pop(start)
+            if isinstance(block, np.ndarray):
+                i, j = np.nonzero(block)
+                yield start, i.astype(np.int64) + start, j.astype(np.int64), block[i, j].astype(np.int64)
+            else:
+                block = block.tocoo()
+                yield (start, block.row.astype(np.int64) + start, block.col.astype(np.int64),
+                       np.rint(block.data).astype(np.int64))
 
 
 def _pair_tests(xa: csc_matrix, xb: csc_matrix, null: _Null, config: CorrelationConfig,
                 same: bool) -> tuple[dict[str, np.ndarray], int]:
-    """Co-occurrence counts block by block; both nulls' p of every pair with enough support.
+    """Co-occurrence counts block by block (a's latents x b's); see `_test_blocks`."""
+    xb_csr = xb.tocsr()
+
+    def blocks() -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        for start in range(0, xa.shape[1], config.block):
+            stop = min(start + config.block, xa.shape[1])
+            block = (xa[:, start:stop].T.tocsr() @ xb_csr).tocoo()
+            yield (start, block.row.astype(np.int64) + start, block.col.astype(np.int64),
+                   np.rint(block.data).astype(np.int64))
+    return _test_blocks(blocks(), null, config, same)
+
+
+def _test_blocks(blocks: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray]], null: _Null,
+                 config: CorrelationConfig, same: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Both nulls' p of every pair with enough support, block by block.
 
     Keeps only pairs with p <= alpha under either null (no pair above can reach q <= alpha), and
     returns how many pairs were tested in all, so the BH q-values of the kept ones stay exact.
     """
-    xb_csr = xb.tocsr()
     kept: dict[str, list[np.ndarray]] = {key: [] for key in ("i", "j", "support", "expected", "p", "p_plain")}
     n_tested = 0
-    for start in range(0, xa.shape[1], config.block):
-        stop = min(start + config.block, xa.shape[1])
-        block = (xa[:, start:stop].T.tocsr() @ xb_csr).tocoo()
-        i, j, n = block.row.astype(np.int64) + start, block.col.astype(np.int64), block.data.astype(np.int64)
+    for _, i, j, n in blocks:
         keep = n >= config.min_support
         if same:
             keep &= j > i
@@ -335,24 +435,33 @@ def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray 
                              len(table), counts, dropped, notes)
 
 
-def _near_token_share(store: Store, band: np.ndarray, i: np.ndarray, j: np.ndarray,
+def _near_token_share(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray, i: np.ndarray, j: np.ndarray,
                       support: np.ndarray) -> np.ndarray:
     """Per pair, the share of shared documents where both latents peak on the same token or on two
-    adjacent tokens (one's span ends where, or one character before, the other's begins).
-
-    Counted with sparse products over (document, character position) keys, never per pair.
-    """
-    import scipy.sparse as sp
-
+    adjacent tokens (one's span ends where, or one character before, the other's begins); counted part
+    by part."""
     if not len(i):
         return np.zeros(0)
-    m = store.matrix
+    near = np.zeros(len(i))
+    for chunk in chunks():
+        near += _near_counts(chunk, band, i, j)
+    return near / np.maximum(support, 1)
+
+
+def _near_counts(chunk: Chunk, band: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Per pair (band positions i, j), the documents of one part where the two peak on the same or adjacent
+    tokens. Counted with sparse products over (document, character position) keys, never per pair."""
+    import scipy.sparse as sp
+
+    m = chunk.matrix
     column = np.full(m.shape[1], -1)
     column[band] = np.arange(len(band))
     take = (column[m.indices] >= 0) & (m.data > 0)
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))[take]
     cols = column[m.indices[take]]
-    start, end = store.peak_start[take].astype(np.int64), store.peak_end[take].astype(np.int64)
+    start, end = chunk.peak_start[take].astype(np.int64), chunk.peak_end[take].astype(np.int64)
+    if not len(rows):
+        return np.zeros(len(i))
     width = int(end.max(initial=0)) + 2
     keys, key_ids = np.unique(rows * width + start, return_inverse=True)
 
@@ -367,7 +476,7 @@ def _near_token_share(store: Store, band: np.ndarray, i: np.ndarray, j: np.ndarr
     same = starts @ starts.T
     adjacent = (at(end) + at(end + 1)) @ starts.T  # [a, b]: a's span ends at (or just before) b's start
     near = (same + adjacent + adjacent.T).tocsr()
-    return np.asarray(near[i, j]).ravel() / np.maximum(support, 1)
+    return np.rint(np.asarray(near[i, j]).ravel())
 
 
 def _decoder_or_note(decoder: np.ndarray | None, meta: dict[str, Any]) -> tuple[np.ndarray | None, list[str]]:

@@ -11,18 +11,19 @@ import numpy as np
 
 from saeembed.report import plots
 from saeembed.report._page import distinct, latent_name, render, span_segments
+from saeembed.store import Store
+from saeembed.stream import StoreStream
 
 if TYPE_CHECKING:
     from saeembed.analysis.associations import AssociationResult
     from saeembed.analysis.correlations import CorrelationResult
-    from saeembed.store import Store
 
 TOP = 50
 PAIR_BARS = 25
 
 
 def write_correlations_report(result: CorrelationResult | AssociationResult, path: str | Path, *,
-                              store: Store | None = None, top: int = TOP,
+                              store: Store | StoreStream | None = None, top: int = TOP,
                               sides: Sequence[str] | None = None) -> Path:
     """Write a `saeembed.analysis.correlations.CorrelationResult` (or an `AssociationResult` of
     `saeembed.analysis.associations`) as one self-contained HTML page at `path`, the `top` rows shown.
@@ -36,7 +37,7 @@ def write_correlations_report(result: CorrelationResult | AssociationResult, pat
     from saeembed.analysis.associations import AssociationResult
 
     if isinstance(result, AssociationResult):
-        return _associations(result, path, store, top)
+        return _associations(result, path, store if isinstance(store, Store) else None, top)
     table = result.table.head(top)
     pairs = table.to_dicts()
     if store is not None and sides is None:
@@ -63,39 +64,31 @@ def _pair_bars(pairs: list[dict[str, Any]], sides: Sequence[str] | None) -> Any:
                       "strongest pairs", width=70)
 
 
-def _pair_examples(store: Any, pairs: list[dict[str, Any]]) -> list[Any]:
+def _pair_examples(store: Store | StoreStream, pairs: list[dict[str, Any]]) -> list[Any]:
     """Per pair, the document where both latents fire most strongly (the larger of their smaller
-    activations), both peaks highlighted; None when they share no document (never, for a found pair)."""
+    activations), both peaks highlighted; None when they share no document (never, for a found pair).
+    A store read by parts gives only those documents (`StoreStream.fetch`)."""
+    from saeembed.analysis.correlations import pair_example_rows
     from saeembed.spans import peak_span
-    from saeembed.store import column_entries
 
-    latents = np.array(distinct([x for p in pairs for x in (p["latent_a"], p["latent_b"])]), np.int64)
-    rows, which, values = column_entries(store.matrix, latents)  # in row order
-    positive = values > 0
-    rows, which, values = rows[positive], which[positive], values[positive]
-    order = np.argsort(which, kind="stable")  # grouped by latent, rows ascending within each
-    bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
-    slot = {int(x): i for i, x in enumerate(latents)}
-
-    def entries(latent: int) -> tuple[np.ndarray, np.ndarray]:
-        span = order[bounds[slot[int(latent)]]:bounds[slot[int(latent)] + 1]]
-        return rows[span], values[span]
-
-    texts, ids = store.frame["text"], store.frame["id"]
+    rows = pair_example_rows(store, np.array([p["latent_a"] for p in pairs], np.int64),
+                             np.array([p["latent_b"] for p in pairs], np.int64))
+    docs, at = store, rows
+    if isinstance(store, StoreStream) and (rows >= 0).any():
+        wanted = np.unique(rows[rows >= 0])
+        docs, at = store.fetch(wanted), np.searchsorted(wanted, rows)
     out: list[dict[str, Any] | None] = []
-    for p in pairs:
-        (rows_a, values_a), (rows_b, values_b) = entries(p["latent_a"]), entries(p["latent_b"])
-        shared, at_a, at_b = np.intersect1d(rows_a, rows_b, assume_unique=True, return_indices=True)
-        if not len(shared):
+    for p, row, k in zip(pairs, rows, at):
+        if row < 0:
             out.append(None)
             continue
-        row = int(shared[np.argmax(np.minimum(values_a[at_a], values_b[at_b]))])
         spans = []
         for latent, label in ((p["latent_a"], p["label_a"]), (p["latent_b"], p["label_b"])):
-            span = peak_span(store, row, int(latent))
+            span = peak_span(docs, int(k), int(latent))  # type: ignore[arg-type]
             if span:
                 spans.append((*span, latent_name(latent, label)))
-        out.append({"id": str(ids[row]), "text": span_segments(texts[row], spans)})
+        out.append({"id": str(docs.frame["id"][int(k)]),  # type: ignore[union-attr]
+                    "text": span_segments(docs.frame["text"][int(k)], spans)})  # type: ignore[union-attr]
     return out
 
 

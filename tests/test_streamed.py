@@ -1,6 +1,7 @@
-"""A diff of folder stores read part by part (`StoreStream`) equals the diff of the same stores loaded."""
+"""Analyses of folder stores read part by part (`StoreStream`) equal the same analyses of the stores loaded."""
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -9,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from commands.app import app
-from saeembed.analysis.config import DiffConfig
+from saeembed.analysis.config import CorrelationConfig, DiffConfig
+from saeembed.analysis.correlations import correlations
 from saeembed.analysis.diff import diff
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
@@ -129,3 +131,39 @@ def test_pairs_and_style_of_streamed_stores_are_refused_in_one_line(folders):
     _, _, folder_a, folder_b = folders
     with pytest.raises(SaeEmbedError, match="side by side"):
         diff(StoreStream(folder_a), StoreStream(folder_b), DiffConfig(pair_on="id"))
+
+
+@pytest.mark.parametrize("config", [CorrelationConfig(), CorrelationConfig(length_bands=1, block=7)],
+                         ids=["length-bands", "one-band-small-blocks"])
+def test_streamed_correlations_equal_the_loaded_ones(folders, config, monkeypatch):
+    a, _, folder_a, _ = folders
+    # several passes over the parts, one per group of blocks, as on a store of many latents
+    monkeypatch.setattr("saeembed.analysis.correlations.COOCCURRENCE_CELLS", 7 * 3 * D)
+    loaded = correlations(load_store(a), config, labels=NO_LABELS)
+    streamed = correlations(StoreStream(folder_a), config, labels=NO_LABELS)
+    assert len(loaded.table) >= 1 and (4, 5) in set(zip(loaded.table["latent_a"], loaded.table["latent_b"]))
+    order = ["latent_a", "latent_b"]
+    one, other = loaded.table.sort(order), streamed.table.sort(order)
+    assert one.drop("p", "q", "npmi", "lift", "expected").equals(other.drop("p", "q", "npmi", "lift", "expected"))
+    for column in ("p", "q", "npmi", "lift", "expected"):
+        np.testing.assert_allclose(one[column].to_numpy(), other[column].to_numpy(), rtol=1e-9, err_msg=column)
+    assert (loaded.n_tested, loaded.n_band, loaded.dropped, loaded.n_length_explained, loaded.length_bands) == \
+        (streamed.n_tested, streamed.n_band, streamed.dropped, streamed.n_length_explained, streamed.length_bands)
+
+
+def test_a_cli_correlations_of_a_folder_store_with_its_page(folders, tmp_path, monkeypatch):
+    a, _, folder_a, _ = folders
+    runner = CliRunner()
+    whole = runner.invoke(app, ["correlations", str(a), "--json"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a folder store is not loaded whole")
+
+    monkeypatch.setattr("saeembed.embedding.open_store.load_store", refuse)
+    page = tmp_path / "pairs.html"
+    parted = runner.invoke(app, ["correlations", str(folder_a), "--json", "--html", str(page)])
+    assert parted.exit_code == 0, parted.output
+    records = [[json.loads(line) for line in out.output.splitlines() if line.startswith("{")] for out in (whole, parted)]
+    pairs = [[(r["latent_a"], r["latent_b"]) for r in rows if "latent_a" in r] for rows in records]
+    assert sorted(pairs[0]) == sorted(pairs[1]) and pairs[0]
+    assert re.search(r"(?<![\w-])a-\d+", page.read_text()), "each pair's example document (ids a-...) is shown"
