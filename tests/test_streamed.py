@@ -163,7 +163,8 @@ def test_a_cli_correlations_of_a_folder_store_with_its_page(folders, tmp_path, m
     page = tmp_path / "pairs.html"
     parted = runner.invoke(app, ["correlations", str(folder_a), "--json", "--html", str(page)])
     assert parted.exit_code == 0, parted.output
-    records = [[json.loads(line) for line in out.output.splitlines() if line.startswith("{")] for out in (whole, parted)]
+    records = [[json.loads(line) for line in out.output.splitlines() if line.startswith("{")]
+               for out in (whole, parted)]
     pairs = [[(r["latent_a"], r["latent_b"]) for r in rows if "latent_a" in r] for rows in records]
     assert sorted(pairs[0]) == sorted(pairs[1]) and pairs[0]
     assert re.search(r"(?<![\w-])a-\d+", page.read_text()), "each pair's example document (ids a-...) is shown"
