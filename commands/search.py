@@ -62,8 +62,8 @@ def run(
             raise SaeEmbedError("choose --hybrid or --dense, not both")
         config = SearchConfig(top=top, k=concept_latents, feedback=feedback, weak=weak,
                               mode="hybrid" if hybrid else "dense" if dense else "sae")  # refused before any work
-        (opened,) = open_inputs([store], preset, quiet or json_out, text_field=text_field, id_field=id_field,
-                                cache_dir=cache_dir)
+        (opened,) = open_inputs([store], preset, quiet or json_out, stream=True, text_field=text_field,
+                                id_field=id_field, cache_dir=cache_dir)  # a folder store: part by part
         with working("searching", quiet or json_out):
             result = search(opened, query, config, like=like, where=where)
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)

@@ -48,9 +48,13 @@ class StoreStream:
         self.meta: dict[str, Any] = read_meta(self.path)
         self.files = store_files(self.path)
         tokens, columns = [], None
+        self.counts = np.zeros(self.d_sae, np.int64)
+        """Per latent, the documents it fires in (`store.document_frequency` of the whole store)."""
         for part in read_parts(self.path, on_progress):  # checked: bad input is refused before any work
             tokens.append(part.vectors.n_tokens)
             columns = part.fields.column_names
+            v = part.vectors
+            self.counts += np.bincount(v.indices[v.values > 0], minlength=self.d_sae)
         self.n_tokens = np.concatenate(tokens).astype(np.int64)
         self.part_rows = np.concatenate([[0], np.cumsum([len(t) for t in tokens])]).astype(np.int64)
         self.columns: list[str] = list(columns or [])

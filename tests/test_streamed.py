@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from commands.app import app
-from saeembed.analysis.config import CorrelationConfig, DiffConfig
+from saeembed.analysis.config import CorrelationConfig, DiffConfig, SearchConfig
 from saeembed.analysis.correlations import correlations
 from saeembed.analysis.diff import diff
+from saeembed.analysis.search import search
 from saeembed.errors import SaeEmbedError
 from saeembed.labels import Labels
 from saeembed.store import StoreWriter, load_store, read_meta
@@ -168,3 +169,36 @@ def test_a_cli_correlations_of_a_folder_store_with_its_page(folders, tmp_path, m
     pairs = [[(r["latent_a"], r["latent_b"]) for r in rows if "latent_a" in r] for rows in records]
     assert sorted(pairs[0]) == sorted(pairs[1]) and pairs[0]
     assert re.search(r"(?<![\w-])a-\d+", page.read_text()), "each pair's example document (ids a-...) is shown"
+
+
+@pytest.mark.parametrize("query, config, where", [
+    ("3, 4", SearchConfig(top=15, feedback=0), None),
+    ("apples", SearchConfig(top=15, feedback=20, weak=True), None),  # words; the first results' latents join
+    ("7", SearchConfig(top=500), "n_tokens > 100"),  # more than match: only documents with latent 7
+])
+def test_streamed_search_equals_the_loaded_one(folders, query, config, where):
+    a, _, folder_a, _ = folders
+    labels = Labels(D, {i: ["apples and pears", "bicycles", "the sea", "tax law"][i % 4] for i in range(D)}, {}, {})
+    loaded = search(load_store(a), query, config, where=where, labels=labels)
+    streamed = search(StoreStream(folder_a), query, config, where=where, labels=labels)
+    assert len(loaded.table) >= 10
+    assert loaded.table.drop("score").equals(streamed.table.drop("score"))
+    np.testing.assert_allclose(loaded.table["score"].to_numpy(), streamed.table["score"].to_numpy(), rtol=1e-12)
+    assert loaded.summary() == streamed.summary()
+    if not query[0].isdigit():  # a query of ids is taken as given
+        assert loaded.summary().n_feedback_latents > 0, "feedback added latents"
+
+
+def test_a_cli_search_of_a_folder_store_reads_it_by_parts(folders, monkeypatch):
+    a, _, folder_a, _ = folders
+    runner = CliRunner()
+    whole = runner.invoke(app, ["search", str(a), "3, 4", "--json", "--top", "12"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a folder store is not loaded whole")
+
+    monkeypatch.setattr("saeembed.embedding.open_store.load_store", refuse)
+    parted = runner.invoke(app, ["search", str(folder_a), "3, 4", "--json", "--top", "12", "--where", "n_tokens > 50"])
+    assert whole.exit_code == 0 and parted.exit_code == 0, parted.output
+    ids = [[r["id"] for r in map(json.loads, out.output.splitlines()) if "id" in r] for out in (whole, parted)]
+    assert len(ids[0]) == len(ids[1]) == 12

@@ -31,6 +31,7 @@ import numpy as np
 from saeembed.errors import ConceptError
 from saeembed.labels import STOPWORDS
 from saeembed.store import Store, column_entries, document_frequency
+from saeembed.stream import StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -99,12 +100,15 @@ def rank_weights(k: int, temperature: float = TEMPERATURE) -> np.ndarray:
     return np.exp(-(np.arange(k) / max(k, 1)) / temperature)
 
 
-def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
+def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: float = 0.9,
                      entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """For each of `latents`, the `quantile` of its non-zero activations in the store (1 where it never
     fires): dividing by it puts every latent on a comparable scale. `entries` are the columns'
     non-zeros when the caller already has them (`column_entries`)."""
-    _, which, values = entries if entries is not None else column_entries(store.matrix, latents)
+    if entries is None and isinstance(store, StoreStream):  # part by part: only these latents' values are kept
+        parts = [column_entries(chunk.matrix, latents)[1:] for chunk in store.chunks()]
+        entries = (np.zeros(0, np.int64), np.concatenate([w for w, _ in parts]), np.concatenate([v for _, v in parts]))
+    _, which, values = entries if entries is not None else column_entries(store.matrix, latents)  # type: ignore[union-attr]
     # grouped by latent with a stable sort: on 16-bit keys numpy's is a radix sort, linear in the entries
     order = np.argsort(which.astype(np.uint16) if len(latents) <= 1 << 16 else which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
@@ -114,7 +118,7 @@ def activation_scale(store: Store, latents: np.ndarray, quantile: float = 0.9,
     return scale
 
 
-def select_concepts(query: str | None, store: Store, *, like: list[str] | None = None, top: int = 100,
+def select_concepts(query: str | None, store: Store | StoreStream, *, like: list[str] | None = None, top: int = 100,
                     labels: Labels | None = None, cache_root: Any = None, phrase_code: bool | None = None,
                     weak: bool = True) -> Concepts:
     """Turn a concept query (and examples) into ranked, weighted latents of the store's SAE.
@@ -141,8 +145,9 @@ def select_concepts(query: str | None, store: Store, *, like: list[str] | None =
     terms = _terms(query)
     needs_counts = like or any(not t.lstrip("-").strip().isdigit() for t in terms)
     # one pass over the store's indices (skipped for a query of ids): which latents fire, and how often
-    frequency = document_frequency(store.matrix) / max(store.n_docs, 1) if needs_counts \
-        else None
+    counts = (store.counts if isinstance(store, StoreStream) else document_frequency(store.matrix)) \
+        if needs_counts else None
+    frequency = counts / max(store.n_docs, 1) if counts is not None else None
     fires = frequency > 0 if frequency is not None else None
     chosen: dict[int, Pick] = {}
     excluded: set[int] = set()
@@ -200,7 +205,7 @@ class _LabelMatcher:
     terms' and the matched label words' embeddings each computed in one batch per query (per term, a
     query of 300 phrases read the dense cache 600 times: 98 s; now 2 s)."""
 
-    def __init__(self, store: Store, labels: Labels, fires: np.ndarray, terms: list[str], top: int,
+    def __init__(self, store: Store | StoreStream, labels: Labels, fires: np.ndarray, terms: list[str], top: int,
                  cache_root: Any) -> None:
         from saeembed.embedding.dense import DenseCache
 
@@ -234,7 +239,8 @@ class _LabelMatcher:
                                  for i, words_ in zip(best, matched)}, notes)
 
 
-def _term_latents(term: str, store: Store, matcher: _LabelMatcher | None) -> tuple[dict[int, Pick], list[str]]:
+def _term_latents(term: str, store: Store | StoreStream,
+                  matcher: _LabelMatcher | None) -> tuple[dict[int, Pick], list[str]]:
     """latent -> pick for one term, and notes on how well it matched."""
     if term.isdigit():
         latent = int(term)
@@ -308,7 +314,7 @@ def _phrase_latents(phrase: str, code: dict[int, Pick]) -> dict[int, Pick]:
             for latent, (score, _, _) in code.items()}
 
 
-def _example_latents(examples: list[str], store: Store, frequency: np.ndarray | None,
+def _example_latents(examples: list[str], store: Store | StoreStream, frequency: np.ndarray | None,
                      top: int) -> list[dict[int, Pick]]:
     """Each example's strongest latents, read with the store's own reader and SAE in one run; latents
     firing in most documents of the store are left out (they would select everything). `frequency` is

@@ -25,6 +25,7 @@ from saeembed.analysis.config import FEEDBACK_SUPPORT, SearchConfig, check_feedb
 from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.where import filter_rows
 from saeembed.store import Store, column_entries, document_frequency
+from saeembed.stream import StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -128,7 +129,7 @@ class ConceptScores(NamedTuple):
     sum(weight x activation)."""
 
 
-def search(store: Store, query: str, config: SearchConfig | None = None, *, like: list[str] | None = None,
+def search(store: Store | StoreStream, query: str, config: SearchConfig | None = None, *, like: list[str] | None = None,
            where: str | None = None, labels: Labels | None = None, dense: np.ndarray | None = None) -> SearchResult:
     """The `config.top` documents of `store` for a concept query (see `saeembed.analysis.concepts`).
 
@@ -157,7 +158,7 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
     config = config or SearchConfig()
     top, mode, k, feedback, weak = config.top, config.mode, config.k, config.feedback, config.weak
     labels = labels if labels is not None else labels_for(store)
-    candidates = filter_rows(store.frame, where)
+    candidates = _candidates(store, where)
     concepts = None
     rankings: list[np.ndarray] = []
     weights = None
@@ -178,10 +179,12 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
         assert matched is not None  # sae mode selected concepts above, so `matched` was computed
         shown = matched
     order = _top(score, shown, top)
-    table = store.frame[order].with_columns(pl.Series("score", score[order]),
-                                            pl.Series("rank", np.arange(1, len(order) + 1, dtype=np.int32)))
+    # a store read by parts gives only the documents listed; their rows are then 0, 1, ...
+    listed, at = (store.fetch(order), np.arange(len(order))) if isinstance(store, StoreStream) else (store, order)
+    table = listed.frame[at].with_columns(pl.Series("score", score[order]),
+                                          pl.Series("rank", np.arange(1, len(order) + 1, dtype=np.int32)))
     if concepts is not None and weights is not None:  # set together, in sae and hybrid mode
-        table = table.with_columns(*_explain(store, order, concepts, weights, labels))
+        table = table.with_columns(*_explain(listed, at, concepts, weights, labels))
     explained = ["top_latents", "top_labels", "peak_start", "peak_end"] if weights is not None else []
     first = ["rank", "id", "score", *explained, "text"]
     rest = [c for c in table.columns if c not in first and c not in ("n_tokens", "dense")]
@@ -189,7 +192,7 @@ def search(store: Store, query: str, config: SearchConfig | None = None, *, like
                         None if matched is None else len(matched), top)
 
 
-def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK_DOCS,
+def concept_scores(store: Store | StoreStream, concepts: Concepts, *, feedback: int = FEEDBACK_DOCS,
                    candidates: np.ndarray | None = None, labels: Labels | None = None) -> ConceptScores:
     """The SAE ranking `search` uses: the paper's score (`sae_scores`), then the query expanded by
     pseudo-relevance feedback: the mean p90-scaled code of its first `feedback` results among
@@ -207,7 +210,7 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     pool = np.arange(store.n_docs) if candidates is None else np.asarray(candidates)
     pool = pool[scores[pool] > 0]
     first = np.sort(pool[np.argsort(-scores[pool], kind="stable")[:feedback]])
-    code = store.matrix[first]
+    code = store.fetch(first).matrix if isinstance(store, StoreStream) else store.matrix[first]
     support = document_frequency(code)
     support[concepts.excluded] = 0
     latents = np.flatnonzero(support >= FEEDBACK_SUPPORT)
@@ -224,11 +227,12 @@ def concept_scores(store: Store, concepts: Concepts, *, feedback: int = FEEDBACK
     weight_of = dict(zip(expanded.latents.tolist(), expanded.weights.tolist()))
     new_scores = own.scores(np.array([weight_of[j] for j in concepts.latents.tolist()]), store.n_docs) \
         + extra.scores(np.array([weight_of[j] for j in added.tolist()]), store.n_docs)
+
     weights = expanded.weights / np.array([scale_of[j] for j in expanded.latents.tolist()])
     return ConceptScores(np.where(scores > 0, new_scores, 0.0), expanded, weights)
 
 
-def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weight: np.ndarray,
+def _expanded(store: Store | StoreStream, concepts: Concepts, latents: np.ndarray, added_weight: np.ndarray,
               support: np.ndarray, n_first: int, labels: Labels | None) -> Concepts:
     """`concepts` with `added_weight` added to `latents`' weights (new latents join with why =
     feedback), rescaled to a maximum of 1 (the ranking does not change by it), strongest first."""
@@ -251,39 +255,72 @@ def _expanded(store: Store, concepts: Concepts, latents: np.ndarray, added_weigh
                    why=[why[latent] for latent in order], matched=[matched.get(latent, []) for latent in order])
 
 
-class _Columns(NamedTuple):
-    """The non-zeros of some latents' columns (`column_entries`) and each latent's 90th percentile."""
+class _Columns:
+    """Some latents' columns: each latent's 90th percentile in the store, and documents' scores from weights.
+    A loaded store's entries are gathered once (`column_entries`); a store read by parts is read again per
+    use, holding only the latents' values (for the percentiles) and one score per document."""
 
-    rows: np.ndarray
-    which: np.ndarray
-    values: np.ndarray
-    scale: np.ndarray
+    def __init__(self, store: Store | StoreStream, latents: np.ndarray) -> None:
+        self.store, self.latents = store, np.asarray(latents, np.int64)
+        if isinstance(store, StoreStream):
+            self.entries = None
+            self.scale = activation_scale(store, self.latents)  # holds only these latents' values
+        else:
+            self.entries = column_entries(store.matrix, self.latents)
+            self.scale = activation_scale(store, self.latents, entries=self.entries)
 
     @classmethod
-    def of(cls, store: Store, latents: np.ndarray) -> "_Columns":
-        entries = column_entries(store.matrix, latents)
-        return cls(*entries, activation_scale(store, latents, entries=entries))
+    def of(cls, store: Store | StoreStream, latents: np.ndarray) -> "_Columns":
+        return cls(store, latents)
 
     def scores(self, weights: np.ndarray, n_docs: int) -> np.ndarray:
         """Per document sum(weight / scale x activation) over these latents."""
-        return np.bincount(self.rows, weights=self.values * (weights / self.scale)[self.which], minlength=n_docs)
+        weight = weights / self.scale
+        if self.entries is not None:
+            rows, which, values = self.entries
+            return np.bincount(rows, weights=values * weight[which], minlength=n_docs)
+        out = np.zeros(n_docs)
+        assert isinstance(self.store, StoreStream)
+        for chunk in self.store.chunks():
+            rows, which, values = column_entries(chunk.matrix, self.latents)
+            out[chunk.start:chunk.start + chunk.matrix.shape[0]] = np.bincount(
+                rows, weights=values * weight[which], minlength=chunk.matrix.shape[0])
+        return out
 
 
-def sae_scores(store: Store, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(store: Store | StoreStream, where: str | None) -> np.ndarray:
+    """The rows `where` keeps (`filter_rows`); a store read by parts is filtered part by part."""
+    if not isinstance(store, StoreStream):
+        return filter_rows(store.frame, where)
+    if not where or not where.strip():
+        return np.arange(store.n_docs)
+    fields = [c for c in store.columns if c != "dense"]
+    kept = [filter_rows(frame, where) + start for frame, start in zip(store.frames(fields), store.part_rows)]
+    return np.concatenate(kept)
+
+
+def sae_scores(store: Store | StoreStream, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
     """Per document the paper's score, and the weight of each selected latent (rank weight / its
     90th percentile in the store), so a score is sum(weight x activation)."""
     columns = _Columns.of(store, concepts.latents)
     return columns.scores(concepts.weights, store.n_docs), concepts.weights / columns.scale
 
 
-def dense_scores(store: Store, query: str, dense: np.ndarray | None = None) -> np.ndarray:
+def dense_scores(store: Store | StoreStream, query: str, dense: np.ndarray | None = None) -> np.ndarray:
     """Cosine of each document's sentence embedding with the query's."""
     from saeembed.embedding.dense import DenseCache, sentence_embeddings
 
+    query_vector = sentence_embeddings([query])[0]
+    if dense is None and isinstance(store, StoreStream):  # part by part: one score per document is kept
+        column = ["dense"] if "dense" in store.columns else ["text"]
+        return np.concatenate([(np.asarray(frame["dense"].to_numpy(), np.float32) if column == ["dense"]
+                                else DenseCache().embed(frame["text"].to_list())) @ query_vector
+                               for frame in store.frames(column)])
     if dense is None:
+        assert isinstance(store, Store)
         dense = (np.asarray(store.frame["dense"].to_numpy(), np.float32) if "dense" in store.frame.columns
                  else DenseCache().embed(store.frame["text"].to_list()))
-    return dense @ sentence_embeddings([query])[0]
+    return dense @ query_vector
 
 
 def reciprocal_rank_fusion(scores: list[np.ndarray], candidates: np.ndarray,

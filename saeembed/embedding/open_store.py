@@ -8,6 +8,7 @@ from typing import Any, Callable, cast
 
 from saeembed.embedding.config import EmbedConfig, Pooling
 from saeembed.store import Store, is_store, load_store
+from saeembed.stream import StoreStream
 
 
 def open_store(source: str | Path | Store, config: EmbedConfig | None = None,
@@ -43,7 +44,7 @@ def embed_records(records: list[dict[str, Any]], config: EmbedConfig,
     return Embedder(config=config).embed(records, on_progress=on_progress)
 
 
-def config_of(store: Store) -> EmbedConfig:
+def config_of(store: Store | StoreStream) -> EmbedConfig:
     """The EmbedConfig that reads new text exactly as `store` was read (reader, layer, SAE, pooling)."""
     meta = store.meta
     return EmbedConfig(model=meta["model"]["id"], sae=meta["sae"]["source"], layer=meta["model"].get("layer"),
