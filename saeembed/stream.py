@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from saeembed.store import Store, read_meta, read_parts, store_files
+from saeembed.store import VECTOR_COLUMNS, Store, read_meta, read_parts, store_files
 
 if TYPE_CHECKING:
     import polars as pl
@@ -75,7 +75,7 @@ class StoreStream:
         import scipy.sparse as sp
 
         from saeembed.errors import StoreError
-        from saeembed.store import VECTOR_COLUMNS, DocVectors
+        from saeembed.store import DocVectors
 
         for k, file in enumerate(self.files):
             v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
@@ -99,26 +99,34 @@ class StoreStream:
 
     def fetch(self, rows: np.ndarray) -> Store:
         """The documents `rows` (any order, repeats allowed) as a small in-memory Store in that order:
-        their vectors, peaks and every field. Reads only the parts that hold them."""
+        their vectors, peaks and every field. Reads only the row groups that hold them."""
         import polars as pl
+        import pyarrow.parquet as pq
         import scipy.sparse as sp
 
-        from saeembed.store import _frame
+        from saeembed.store import DocVectors, _frame
 
         rows = np.asarray(rows, np.int64)
         wanted = np.unique(rows)
+        if not len(wanted):
+            raise IndexError("no rows to fetch")
         part_of = np.searchsorted(self.part_rows, wanted, side="right") - 1
         taken: list[Store] = []
-        for k, part in enumerate(read_parts(self.path)):
+        for k in np.unique(part_of):
+            file = pq.ParquetFile(self.files[k])
+            sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+            group_rows = np.concatenate([[0], np.cumsum(sizes)])
             local = wanted[part_of == k] - self.part_rows[k]
-            if len(local):
-                v = part.vectors
-                matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
-                taken.append(Store(self.path, matrix, _frame(part.fields, part.file), self.meta, v.peak_start,
-                                   v.peak_end).take(local))
-            del part
-        if not taken:
-            raise IndexError("no rows to fetch")
+            groups = np.unique(np.searchsorted(group_rows, local, side="right") - 1)
+            table = file.read_row_groups(groups.tolist())
+            first = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])])
+            at = np.searchsorted(group_rows[groups], local, side="right") - 1  # which read group
+            in_table = first[at] + local - group_rows[groups][at]
+            v = DocVectors.from_arrow(table)
+            matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
+            fields = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
+            taken.append(Store(self.path, matrix, _frame(fields, self.files[k]), self.meta, v.peak_start,
+                               v.peak_end).take(in_table))
         fetched = Store(self.path, sp.vstack([s.matrix for s in taken]).tocsr(),
                         pl.concat([s.frame for s in taken], how="vertical_relaxed"), self.meta,
                         np.concatenate([s.peak_start for s in taken]), np.concatenate([s.peak_end for s in taken]))

@@ -202,3 +202,22 @@ def test_a_cli_search_of_a_folder_store_reads_it_by_parts(folders, monkeypatch):
     assert whole.exit_code == 0 and parted.exit_code == 0, parted.output
     ids = [[r["id"] for r in map(json.loads, out.output.splitlines()) if "id" in r] for out in (whole, parted)]
     assert len(ids[0]) == len(ids[1]) == 12
+
+
+def test_fetch_gives_the_rows_asked_for_from_parts_of_several_row_groups(folders, tmp_path):
+    a, _, _, _ = folders
+    table, meta = pq.read_table(a), read_meta(a)
+    folder = tmp_path / "groups"
+    folder.mkdir()
+    for k, (lo, hi) in enumerate([(0, 300), (300, 700)]):
+        writer = StoreWriter(folder / f"part-{k}.parquet", table.schema, meta, buffer_bytes=1)  # a group per write
+        for start in range(lo, hi, 64):
+            writer.write(table.slice(start, min(64, hi - start)))
+        writer.close()
+    assert pq.ParquetFile(folder / "part-1.parquet").num_row_groups > 1
+    rows = np.array([650, 3, 299, 300, 3, 64, 128, 699])
+    fetched, loaded = StoreStream(folder).fetch(rows), load_store(a).take(rows)
+    assert fetched.frame.equals(loaded.frame)
+    assert (fetched.matrix != loaded.matrix).nnz == 0
+    np.testing.assert_array_equal(fetched.peak_start, loaded.peak_start)
+    np.testing.assert_array_equal(fetched.peak_end, loaded.peak_end)
