@@ -10,7 +10,7 @@ import saeembed
 
 # The flow, first to last; a module may import its own stage and the ones before it.
 STAGES = [
-    ("errors", "settings", "hashing", "atomic", "outputs", "export", "checked"),  # foundations
+    ("errors", "settings", "hashing", "atomic", "outputs", "export", "checked", "ray_runtime"),  # foundations
     ("store", "stream", "spans", "summary", "synthetic"),  # the store format, read whole or by parts, and where
     # evidence sits in it
     ("sae",),  # SAE files and models

@@ -53,9 +53,10 @@ from saeembed.embedding.kernel import (
     store_table,
 )
 from saeembed.embedding.reader import load_reader
-from saeembed.errors import ConfigError, ReaderError, SaeEmbedError, first_line
+from saeembed.errors import ConfigError, ReaderError
 from saeembed.hashing import text_key
 from saeembed.outputs import OutputError
+from saeembed.ray_runtime import ray_session, require_ray, user_error
 from saeembed.store import (
     COUNT_STATS,
     META_KEY,
@@ -66,7 +67,6 @@ from saeembed.store import (
     read_meta,
 )
 
-INSTALL = 'pip install "saeembed[ray]"'
 JOB_FILE = "job.json"
 JOB_VERSION = 1
 RETRIES = 3
@@ -119,14 +119,6 @@ def _check_templates_before_ray(docs: list[Document], config: EmbedConfig) -> No
 def worker_cpus(config: EmbedConfig) -> float:
     """CPUs each actor reserves (and torch threads in it): the config's, or 1."""
     return config.cpus_per_worker if config.cpus_per_worker is not None else 1.0
-
-
-def require_ray() -> None:
-    """Refuse `engine="ray"` in one line when Ray is not installed (checked before any work)."""
-    try:
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise ConfigError(f"--engine ray needs Ray Data, which is not installed: {INSTALL}") from None
 
 
 def work_folder(output: Path) -> Path:
@@ -202,7 +194,7 @@ def embed_with_ray(corpus: Corpus, fields: pa.Table, keys: list[str], output: Pa
     model_meta = read_meta(work / _part_name(min(done), len(parts))) if done else None
     todo = [i for i in range(len(parts)) if i not in done]
     if todo:
-        with _ray_session(config) as ray:
+        with ray_session(config.ray_address) as ray:
             workers, cpus, gpus = _pool_size(ray, config)
             described = _describe_on_cluster(ray, config, cpus, gpus)
             if model_meta is not None:
@@ -279,32 +271,6 @@ def _job_in(folder: Path) -> str | None:
 
 # -- running the actors -------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _ray_session(config: EmbedConfig) -> Iterator[Any]:
-    """Ray, joined or started here (and then shut down after the run); a Ray the caller started is used as
-    it is."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        local = config.ray_address is None
-        if config.ray_address is not None:  # not local
-            _check_reachable(config.ray_address)
-        no_dashboard: dict[str, Any] = {"include_dashboard": False} if local else {}
-        try:
-            ray.init(address=config.ray_address, logging_level=logging.ERROR, log_to_driver=False, **no_dashboard)
-        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-            where = f"the Ray cluster at {config.ray_address}" if not local else "a local Ray"
-            raise ConfigError(f"cannot start or join {where} ({first_line(exc)}); start the cluster "
-                              f"(`ray start --head`) or check --ray-address") from None
-        started = True
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def _describe_on_cluster(ray: Any, config: EmbedConfig, cpus: float, gpus: float) -> dict:
     """What the reader and SAE put in the store's metadata, from one task on the cluster (with a worker's
     resources, so the device and dtype are a worker's). It runs every check of `load_pipeline` (the SAE's
@@ -317,7 +283,7 @@ def _describe_on_cluster(ray: Any, config: EmbedConfig, cpus: float, gpus: float
     try:
         return ray.get(task.remote(config))
     except Exception as exc:
-        raise _as_user_error(exc) from None
+        raise user_error(exc) from None
 
 
 def _check_same_model(first_name: str, first: dict, other_name: str, other: dict) -> None:
@@ -373,26 +339,10 @@ def _embedded_parts(ray: Any, config: EmbedConfig, docs: list[Document], keys: l
                     if not needed[key]:
                         del rows[key]  # a batch is freed once none of its documents is needed
     except Exception as exc:
-        raise _as_user_error(exc) from None
+        raise user_error(exc) from None
     finally:
         data_log.setLevel(level)
         context.enable_progress_bars, context.raise_original_map_exception = saved
-
-
-def _check_reachable(address: str) -> None:
-    """A HOST:PORT address (or ray://HOST:PORT) that refuses connections is one line at once; Ray itself
-    retries it for minutes."""
-    import socket
-
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except OSError as exc:
-        raise ConfigError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it "
-                          f"(`ray start --head`) or check --ray-address") from None
 
 
 def _pool_size(ray: Any, config: EmbedConfig) -> tuple[int, float, float]:
@@ -486,27 +436,6 @@ class _Worker:
         texts = [self.reader.render(doc, config.as_chat)[0] for doc in docs]
         table = table.append_column("key", batch.column("key")).append_column("text", pa.array(texts, pa.string()))
         return table.append_column("dense", dense_column(texts)) if config.dense else table
-
-
-def _as_user_error(exc: BaseException) -> SaeEmbedError:
-    """The saeembed error a worker raised (e.g. a chunk that does not fit in memory), found inside Ray's
-    wrappers; any other failure as one line naming the worker's own error (e.g. weights that cannot be
-    read), not Ray's wrapper of it."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = getattr(current, "cause", None) or current.__cause__  # Ray keeps a task's error as `cause`
-    for error in chain:
-        if isinstance(error, SaeEmbedError):
-            # Ray re-raises a task's error as a class deriving from both RayTaskError and the original.
-            original = next(k for k in type(error).__mro__ if issubclass(k, SaeEmbedError)
-                            and k.__module__.startswith("saeembed"))
-            return original(*error.args) if error.args else original(str(error))
-    innermost = next((e for e in reversed(chain) if not type(e).__module__.startswith("ray")), chain[-1])
-    first = (str(innermost).strip().splitlines() or [""])[0]
-    return SaeEmbedError(f"the Ray run failed ({type(innermost).__name__}: {first_line(first) if first else '-'}); "
-                         f"the parts written so far are kept: fix that and run the same command again to resume")
 
 
 # -- writing ------------------------------------------------------------------------------------------
