@@ -1,25 +1,31 @@
 """A store read as a stream of its parts: what an analysis needs of a store too large to load.
 
 `load_store` reads every part into one CSR matrix and one frame (texts included), so its memory grows with
-the documents. `StoreStream` keeps only what is one number per document (`n_tokens`, ~4 bytes each) and
-reads the parts again for each pass an analysis makes (`chunks`: a part's vectors as a CSR matrix, its
-texts dropped at once), and the few documents it shows as evidence by row (`fetch`). Opening a stream makes
-the first pass, checking every part as `load_store` does, so bad input is refused before any work.
+the documents. `StoreStream` keeps only what is one number per document (`n_tokens`, ~8 bytes each) and the
+latents' document counts, and runs each pass an analysis makes as work on one part at a time (`map`: a
+part's vectors as a CSR matrix, or some of its fields), merged by the caller; the few documents it shows as
+evidence are read by row (`fetch`). Opening a stream makes the first pass, checking every part as
+`load_store` does, so bad input is refused before any work.
+
+With `engine="ray"` the parts' work runs as Ray tasks (one CPU each) on the machines of a Ray cluster that see
+the store's folder, as many at once as it has CPUs; the results come back to this process in part order, so
+they merge exactly as they do here.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from saeembed.store import VECTOR_COLUMNS, Store, read_meta, read_parts, store_files
+from saeembed.errors import StoreError
+from saeembed.store import VECTOR_COLUMNS, Store, check_compatible, read_meta, store_files
 
 if TYPE_CHECKING:
-    import polars as pl
+    import pyarrow as pa
     from scipy.sparse import csr_matrix
-
 
 class Chunk(NamedTuple):
     """The vectors of one part of a store."""
@@ -32,32 +38,55 @@ class Chunk(NamedTuple):
     peak_end: np.ndarray
 
 
+Engine = Literal["local", "ray"]
+
+
 class StoreStream:
     """A store (a file or a folder of parts) read one part at a time; see the module docstring.
 
     It has what analyses read of a `Store` besides the matrix and frame: `path`, `meta`, `n_docs`, `d_sae`,
-    `n_tokens`.
+    `n_tokens`, and `counts` (each latent's documents).
+
+    Args:
+        on_progress: `on_progress(parts checked, parts)` while it is opened.
+        engine: "local" (this process) or "ray" (Ray tasks; a Ray this process started or joined is used,
+            else one is joined at `ray_address`, or started on this machine when that is None).
 
     Examples:
         >>> stream = StoreStream("big/")  # doctest: +SKIP
-        >>> sum(chunk.matrix.nnz for chunk in stream.chunks())  # doctest: +SKIP
+        >>> sum(stream.map(lambda chunk, _: chunk.matrix.nnz))  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(self, path: str | Path, on_progress: Callable[[int, int], None] | None = None, *,
+                 engine: Engine = "local", ray_address: str | None = None) -> None:
+        if engine not in ("local", "ray"):
+            raise ValueError(f"engine must be local or ray, not {engine!r}")
         self.path = Path(path)
         self.meta: dict[str, Any] = read_meta(self.path)
         self.files = store_files(self.path)
-        tokens, columns = [], None
+        self.engine, self.ray_address = engine, ray_address
+        if len(self.files) > 1:  # as read_parts: the parts were embedded alike
+            from saeembed.store import _file_meta
+
+            check_compatible([(str(f), _file_meta(f)) for f in self.files])
+        self.part_rows = np.zeros(1, np.int64)  # filled below; `map` needs it for the checking pass
+        tokens: list[np.ndarray] = []
         self.counts = np.zeros(self.d_sae, np.int64)
         """Per latent, the documents it fires in (`store.document_frequency` of the whole store)."""
-        for part in read_parts(self.path, on_progress):  # checked: bad input is refused before any work
-            tokens.append(part.vectors.n_tokens)
-            columns = part.fields.column_names
-            v = part.vectors
-            self.counts += np.bincount(v.indices[v.values > 0], minlength=self.d_sae)
+        schema: pa.Schema | None = None
+        checked = self._map_files(_checked_part, [self.d_sae] * len(self.files))
+        for done, (n_tokens, counts, fields) in enumerate(checked, 1):
+            if schema is not None and not fields.equals(schema):  # checked where the parts are read
+                raise StoreError(f"{self.path}: its part files have different fields ({self.files[done - 1].name} "
+                                 f"differs from {self.files[0].name}); embed the corpus again into an empty folder")
+            schema = fields
+            tokens.append(n_tokens)
+            self.counts += counts
+            if on_progress:
+                on_progress(done, len(self.files))
         self.n_tokens = np.concatenate(tokens).astype(np.int64)
         self.part_rows = np.concatenate([[0], np.cumsum([len(t) for t in tokens])]).astype(np.int64)
-        self.columns: list[str] = list(columns or [])
+        self.columns: list[str] = list(schema.names if schema is not None else [])
         """The fields every row has (id, n_tokens, text and the input's own)."""
 
     @property
@@ -68,34 +97,24 @@ class StoreStream:
     def d_sae(self) -> int:
         return int(self.meta["sae"]["d_sae"])
 
-    def chunks(self) -> Iterator[Chunk]:
-        """Each part's vectors in row order, one part in memory at a time. Only the vector columns are read
-        (texts are the bulk of a part); the parts were checked when the stream was opened."""
-        import pyarrow.parquet as pq
-        import scipy.sparse as sp
+    def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
+            columns: list[str] | None = None) -> Iterator[Any]:
+        """`work(part, args[k])` for each part k, results in part order. `part` is the part's vectors (a
+        `Chunk`), or with `columns` a polars frame of those of its fields (those it has). Only those columns
+        are read (texts are the bulk of a part); the parts were checked when the stream was opened. `work`
+        runs where the engine runs it (a Ray worker: define it at module level, pass what it needs in
+        `args`)."""
+        args = list(args) if args is not None else [None] * len(self.files)
+        specs = [(str(f), int(self.part_rows[k]), int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae,
+                  columns, work) for k, f in enumerate(self.files)]
+        return self._map_files(_run_part, [(spec, arg) for spec, arg in zip(specs, args)])
 
-        from saeembed.errors import StoreError
-        from saeembed.store import DocVectors
-
-        for k, file in enumerate(self.files):
-            v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
-            rows = int(self.part_rows[k + 1] - self.part_rows[k])
-            if len(v) != rows:
-                raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); "
-                                 f"run the analysis again")
-            matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
-            yield Chunk(int(self.part_rows[k]), matrix, v.peak_start, v.peak_end)
-            del v, matrix
-
-    def frames(self, columns: list[str]) -> Iterator[pl.DataFrame]:
-        """Each part's `columns` (those it has) as a polars frame, in row order; nothing else is read."""
-        import pyarrow.parquet as pq
-
-        from saeembed.store import _frame
-
-        wanted = [c for c in columns if c in self.columns]
-        for file in self.files:
-            yield _frame(pq.read_table(file, columns=wanted), file)
+    def _map_files(self, run: Callable[[str, Any], Any], args: list[Any]) -> Iterator[Any]:
+        if self.engine == "local":
+            for file, arg in zip(self.files, args):
+                yield run(str(file), arg)
+            return
+        yield from _on_ray(run, [str(f) for f in self.files], args, self.ray_address)
 
     def fetch(self, rows: np.ndarray) -> Store:
         """The documents `rows` (any order, repeats allowed) as a small in-memory Store in that order:
@@ -131,6 +150,77 @@ class StoreStream:
                         pl.concat([s.frame for s in taken], how="vertical_relaxed"), self.meta,
                         np.concatenate([s.peak_start for s in taken]), np.concatenate([s.peak_end for s in taken]))
         return fetched.take(np.searchsorted(wanted, rows))
+
+
+
+def read_chunk(file: str | Path, start: int, rows: int, d_sae: int) -> Chunk:
+    """The vectors of one part file (its vector columns only), which has `rows` documents from row `start`."""
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    from saeembed.store import DocVectors
+
+    v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
+    if len(v) != rows:
+        raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); run the analysis "
+                         f"again")
+    return Chunk(start, sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), d_sae)), v.peak_start,
+                 v.peak_end)
+
+
+def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:
+    """One part's work (`StoreStream.map`), wherever it runs."""
+    (_, start, rows, d_sae, columns, work), arg = spec_and_arg
+    if columns is None:
+        return work(read_chunk(file, start, rows, d_sae), arg)
+    import pyarrow.parquet as pq
+
+    from saeembed.store import _frame
+
+    names = pq.read_schema(file).names
+    return work(_frame(pq.read_table(file, columns=[c for c in columns if c in names]), Path(file)), arg)
+
+
+def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Schema]:
+    """A part read and checked as `load_store` checks it: its lengths, its latents' document counts and its
+    fields' schema."""
+    from saeembed.store import _read_part, check_fields
+
+    part = _read_part(Path(file), d_sae)
+    check_fields(part)
+    v = part.vectors
+    return v.n_tokens, np.bincount(v.indices[v.values > 0], minlength=d_sae), part.fields.schema.remove_metadata()
+
+
+def _on_ray(run: Callable[[str, Any], Any], files: list[str], args: list[Any], address: str | None) -> Iterator[Any]:
+    """`run(file, arg)` per file as Ray tasks of one CPU, as many in flight as the cluster has CPUs (at least
+    2), results in order."""
+    import ray
+
+    from saeembed.ray_runtime import require_ray, user_error
+
+    require_ray()
+    if not ray.is_initialized():  # left running for this process; `ray_session` scopes one to a run
+        from saeembed.ray_runtime import ray_session
+
+        ray_session(address).__enter__()
+    remote = ray.remote(num_cpus=1, max_retries=1)(run)
+    window = max(2, int(ray.cluster_resources().get("CPU", 2)))
+    pending: deque[Any] = deque()
+    try:
+        for file, arg in zip(files, args):
+            pending.append(remote.remote(file, arg))
+            if len(pending) >= window:
+                yield ray.get(pending.popleft())
+        while pending:
+            yield ray.get(pending.popleft())
+    except Exception as exc:  # a task's error (a damaged part), or Ray's: one line
+        if isinstance(exc, ray.exceptions.RayError) or type(exc).__module__.startswith("ray"):
+            raise user_error(exc, "run the analysis again") from None
+        raise
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
 
 
 def is_streamed(store: object) -> bool:

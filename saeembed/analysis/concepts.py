@@ -31,7 +31,7 @@ import numpy as np
 from saeembed.errors import ConceptError
 from saeembed.labels import STOPWORDS
 from saeembed.store import Store, column_entries, document_frequency
-from saeembed.stream import StoreStream
+from saeembed.stream import Chunk, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -106,7 +106,7 @@ def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: 
     fires): dividing by it puts every latent on a comparable scale. `entries` are the columns'
     non-zeros when the caller already has them (`column_entries`)."""
     if entries is None and isinstance(store, StoreStream):  # part by part: only these latents' values are kept
-        parts = [column_entries(chunk.matrix, latents)[1:] for chunk in store.chunks()]
+        parts = list(store.map(_values_work, [latents] * len(store.files)))
         entries = (np.zeros(0, np.int64), np.concatenate([w for w, _ in parts]), np.concatenate([v for _, v in parts]))
     _, which, values = entries if entries is not None else column_entries(store.matrix, latents)  # type: ignore[union-attr]
     # grouped by latent with a stable sort: on 16-bit keys numpy's is a radix sort, linear in the entries
@@ -116,6 +116,11 @@ def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: 
     for j in np.flatnonzero(np.diff(bounds)):
         scale[j] = max(float(np.quantile(values[order[bounds[j]: bounds[j + 1]]], quantile)), 1e-6)
     return scale
+
+
+def _values_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One part's (which latent, value) entries of `latents` (`column_entries`)."""
+    return column_entries(chunk.matrix, latents)[1:]
 
 
 def select_concepts(query: str | None, store: Store | StoreStream, *, like: list[str] | None = None, top: int = 100,

@@ -156,53 +156,62 @@ def correlations(store: Store | StoreStream, config: CorrelationConfig | None = 
 
     config = config or CorrelationConfig()
     labels = labels if labels is not None else labels_for(store)
-    chunks = _chunks(store)
-    counts = sum((document_frequency(chunk.matrix) for chunk in chunks()), np.zeros(store.d_sae, np.int64))
+    counts = store.counts if isinstance(store, StoreStream) else document_frequency(store.matrix)
     band = _band_of(counts, store.n_docs, config)
-    null, notes = _null_of(chunks, band, _n_tokens(store), config.length_bands)
-    pairs, n_tested = _test_blocks(_cooccurrence(chunks, band, config), null, config, same=True)
+    null, notes = _null_of(store, band, config.length_bands)
+    pairs, n_tested = _test_blocks(_cooccurrence(store, band, config), null, config, same=True)
     result, n_length_explained = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
     decoder, decoder_notes = _decoder_or_note(decoder, store.meta)
-    near = _near_token_share(chunks, band, result["i"], result["j"], result["support"])
+    near = _near_token_share(store, band, result["i"], result["j"], result["support"])
     cosine = _cosine(decoder, band[result["i"]], band[result["j"]])
     found = _filter(result, near, cosine, labels, config, store.n_docs, len(band), n_tested, notes + decoder_notes)
     return replace(found, length_bands=len(null.sizes), n_length_explained=n_length_explained,
                    document_sae=store.meta["sae"].get("reads") == "document")
 
 
+def _pair_best_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair, one part's strongest shared row (its larger smaller activation; -inf, -1 when none)."""
+    from saeembed.store import column_entries
+
+    latents, latent_a, latent_b = arg
+    strength, best = np.full(len(latent_a), -np.inf), np.full(len(latent_a), -1, np.int64)
+    rows, which, values = column_entries(chunk.matrix, latents)  # in row order
+    positive = values > 0
+    rows, which, values = rows[positive], which[positive], values[positive]
+    order = np.argsort(which, kind="stable")  # grouped by latent, rows ascending within each
+    bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
+    for k, (a, b) in enumerate(zip(np.searchsorted(latents, latent_a), np.searchsorted(latents, latent_b))):
+        span_a, span_b = order[bounds[a]:bounds[a + 1]], order[bounds[b]:bounds[b + 1]]
+        shared, at_a, at_b = np.intersect1d(rows[span_a], rows[span_b], assume_unique=True, return_indices=True)
+        if len(shared):
+            both = np.minimum(values[span_a][at_a], values[span_b][at_b])
+            strength[k], best[k] = both.max(), int(shared[np.argmax(both)])
+    return strength, best
+
+
 def pair_example_rows(store: Store | StoreStream, latent_a: np.ndarray, latent_b: np.ndarray) -> np.ndarray:
     """Per pair, the document where both latents fire most strongly (the larger of their two smaller
     activations; the first such row), or -1 when they share none: part by part."""
-    from saeembed.store import column_entries
-
     latent_a, latent_b = np.asarray(latent_a, np.int64), np.asarray(latent_b, np.int64)
     best_value, best_row = np.full(len(latent_a), -np.inf), np.full(len(latent_a), -1, np.int64)
     latents = np.unique(np.concatenate([latent_a, latent_b]))
-    for chunk in _chunks(store)():
-        rows, which, values = column_entries(chunk.matrix, latents)  # in row order
-        positive = values > 0
-        rows, which, values = rows[positive], which[positive], values[positive]
-        order = np.argsort(which, kind="stable")  # grouped by latent, rows ascending within each
-        bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
-        for k, (a, b) in enumerate(zip(np.searchsorted(latents, latent_a), np.searchsorted(latents, latent_b))):
-            span_a, span_b = order[bounds[a]:bounds[a + 1]], order[bounds[b]:bounds[b + 1]]
-            shared, at_a, at_b = np.intersect1d(rows[span_a], rows[span_b], assume_unique=True, return_indices=True)
-            if len(shared):
-                strength = np.minimum(values[span_a][at_a], values[span_b][at_b])
-                if strength.max() > best_value[k]:  # an earlier part keeps a tie: the first row
-                    best_value[k], best_row[k] = strength.max(), chunk.start + int(shared[np.argmax(strength)])
+    parts = _part_rows(store)
+    for start, (strength, row) in zip(parts, _each_part(store, _pair_best_work, [(latents, latent_a, latent_b)]
+                                                        * (len(parts) - 1))):
+        better = strength > best_value  # an earlier part keeps a tie: the first row
+        best_value[better], best_row[better] = strength[better], row[better] + start
     return best_row
 
 
-def _chunks(store: Store | StoreStream) -> Callable[[], Iterable[Chunk]]:
-    """A store's vectors as parts to pass over: a loaded store is one part, a streamed one its parts."""
+def _each_part(store: Store | StoreStream, work: Callable[[Chunk, Any], Any], args: list[Any]) -> Iterator[Any]:
+    """`work(part, args[k])` over a store's parts in order (`StoreStream.map`); a loaded store is one part."""
     if isinstance(store, StoreStream):
-        return store.chunks
-    return lambda: [Chunk(0, store.matrix, store.peak_start, store.peak_end)]
+        return store.map(work, args)
+    return iter([work(Chunk(0, store.matrix, store.peak_start, store.peak_end), args[0])])
 
 
-def _n_tokens(store: Store | StoreStream) -> np.ndarray:
-    return store.n_tokens if isinstance(store, StoreStream) else store.frame["n_tokens"].to_numpy()
+def _part_rows(store: Store | StoreStream) -> np.ndarray:
+    return store.part_rows if isinstance(store, StoreStream) else np.array([0, store.n_docs])
 
 
 def cross_correlations(a: Store, b: Store, pair_on: str, config: CorrelationConfig | None = None, *,
@@ -263,16 +272,20 @@ def _null(xa: csc_matrix, xb: csc_matrix, n_tokens: np.ndarray, bands: int | Non
     return _Null(np.bincount(codes, minlength=n_bands), count_a, count_b), _band_notes(bands, n_bands)
 
 
-def _null_of(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray, n_tokens: np.ndarray,
-             bands: int | None) -> tuple[_Null, list[str]]:
+def _null_of(store: Store | StoreStream, band: np.ndarray, bands: int | None) -> tuple[_Null, list[str]]:
     """`_null` of one store, its band latents' counts per length band summed over its parts."""
-    codes = length_bands(n_tokens, bands)
+    codes = length_bands(store.n_tokens if isinstance(store, StoreStream) else store.frame["n_tokens"].to_numpy(),
+                         bands)
     n_bands = int(codes.max()) + 1 if len(codes) else 1
-    count = np.zeros((n_bands, len(band)), np.int64)
-    for chunk in chunks():
-        rows = slice(chunk.start, chunk.start + chunk.matrix.shape[0])
-        count += band_counts(_binary_columns(chunk.matrix, band), codes[rows], n_bands)
+    parts = _part_rows(store)
+    args = [(band, codes[lo:hi], n_bands) for lo, hi in zip(parts[:-1], parts[1:])]
+    count = sum(_each_part(store, _band_count_work, args), np.zeros((n_bands, len(band)), np.int64))
     return _Null(np.bincount(codes, minlength=n_bands), count, count), _band_notes(bands, n_bands)
+
+
+def _band_count_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
+    band, codes, n_bands = arg
+    return band_counts(_binary_columns(chunk.matrix, band), codes, n_bands)
 
 
 def _band_notes(bands: int | None, n_bands: int) -> list[str]:
@@ -283,21 +296,19 @@ def _band_notes(bands: int | None, n_bands: int) -> list[str]:
     return []
 
 
-def _cooccurrence(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray,
+def _cooccurrence(store: Store | StoreStream, band: np.ndarray,
                   config: CorrelationConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """(first latent of the block, i, j, shared documents) of the band latents' co-occurring pairs, one block
     of `config.block` latents at a time. A store of several parts is read once per group of blocks whose
     counts fit in `COOCCURRENCE_CELLS` (a loaded store is one part: its blocks are sparse products)."""
     starts = list(range(0, len(band), config.block))
     per_pass = max(1, COOCCURRENCE_CELLS // max(config.block * len(band), 1))
+    n_parts = len(_part_rows(store)) - 1
     for first in range(0, len(starts), per_pass):
         group = starts[first:first + per_pass]
         total: dict[int, Any] = {}
-        for chunk in chunks():
-            x = _binary_columns(chunk.matrix, band)
-            x_csr = x.tocsr()
-            for start in group:
-                block = x[:, start:min(start + config.block, len(band))].T.tocsr() @ x_csr
+        for blocks in _each_part(store, _cooccurrence_work, [(band, group, config.block)] * n_parts):
+            for start, block in zip(group, blocks):
                 if start in total:  # another part: add up as dense int32 (a sum of sparse blocks fills in)
                     if not isinstance(total[start], np.ndarray):
                         total[start] = np.rint(total[start].toarray()).astype(np.int32)
@@ -313,6 +324,14 @@ def _cooccurrence(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray,
                 block = block.tocoo()
                 yield (start, block.row.astype(np.int64) + start, block.col.astype(np.int64),
                        np.rint(block.data).astype(np.int64))
+
+
+def _cooccurrence_work(chunk: Chunk, arg: tuple[np.ndarray, list[int], int]) -> list[csr_matrix]:
+    """One part's shared-document counts of each block of band latents (rows) with every band latent."""
+    band, group, block = arg
+    x = _binary_columns(chunk.matrix, band)
+    x_csr = x.tocsr()
+    return [x[:, start:min(start + block, len(band))].T.tocsr() @ x_csr for start in group]
 
 
 def _pair_tests(xa: csc_matrix, xb: csc_matrix, null: _Null, config: CorrelationConfig,
@@ -435,24 +454,23 @@ def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray 
                              len(table), counts, dropped, notes)
 
 
-def _near_token_share(chunks: Callable[[], Iterable[Chunk]], band: np.ndarray, i: np.ndarray, j: np.ndarray,
+def _near_token_share(store: Store | StoreStream, band: np.ndarray, i: np.ndarray, j: np.ndarray,
                       support: np.ndarray) -> np.ndarray:
     """Per pair, the share of shared documents where both latents peak on the same token or on two
     adjacent tokens (one's span ends where, or one character before, the other's begins); counted part
     by part."""
     if not len(i):
         return np.zeros(0)
-    near = np.zeros(len(i))
-    for chunk in chunks():
-        near += _near_counts(chunk, band, i, j)
+    near = sum(_each_part(store, _near_counts, [(band, i, j)] * (len(_part_rows(store)) - 1)), np.zeros(len(i)))
     return near / np.maximum(support, 1)
 
 
-def _near_counts(chunk: Chunk, band: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def _near_counts(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Per pair (band positions i, j), the documents of one part where the two peak on the same or adjacent
     tokens. Counted with sparse products over (document, character position) keys, never per pair."""
     import scipy.sparse as sp
 
+    band, i, j = arg
     m = chunk.matrix
     column = np.full(m.shape[1], -1)
     column[band] = np.arange(len(band))

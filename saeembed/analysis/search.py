@@ -25,7 +25,7 @@ from saeembed.analysis.config import FEEDBACK_SUPPORT, SearchConfig, check_feedb
 from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.where import filter_rows
 from saeembed.store import Store, column_entries, document_frequency
-from saeembed.stream import StoreStream
+from saeembed.stream import Chunk, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -279,13 +279,15 @@ class _Columns:
         if self.entries is not None:
             rows, which, values = self.entries
             return np.bincount(rows, weights=values * weight[which], minlength=n_docs)
-        out = np.zeros(n_docs)
         assert isinstance(self.store, StoreStream)
-        for chunk in self.store.chunks():
-            rows, which, values = column_entries(chunk.matrix, self.latents)
-            out[chunk.start:chunk.start + chunk.matrix.shape[0]] = np.bincount(
-                rows, weights=values * weight[which], minlength=chunk.matrix.shape[0])
-        return out
+        return np.concatenate(list(self.store.map(_scores_work, [(self.latents, weight)] * len(self.store.files))))
+
+
+def _scores_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """One part's scores: sum(weight x activation) over `latents`, weights already divided by their scale."""
+    latents, weight = arg
+    rows, which, values = column_entries(chunk.matrix, latents)
+    return np.bincount(rows, weights=values * weight[which], minlength=chunk.matrix.shape[0])
 
 
 def _candidates(store: Store | StoreStream, where: str | None) -> np.ndarray:
@@ -295,8 +297,8 @@ def _candidates(store: Store | StoreStream, where: str | None) -> np.ndarray:
     if not where or not where.strip():
         return np.arange(store.n_docs)
     fields = [c for c in store.columns if c != "dense"]
-    kept = [filter_rows(frame, where) + start for frame, start in zip(store.frames(fields), store.part_rows)]
-    return np.concatenate(kept)
+    kept = store.map(filter_rows, [where] * len(store.files), columns=fields)
+    return np.concatenate([rows + start for rows, start in zip(kept, store.part_rows)])
 
 
 def sae_scores(store: Store | StoreStream, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
@@ -313,14 +315,21 @@ def dense_scores(store: Store | StoreStream, query: str, dense: np.ndarray | Non
     query_vector = sentence_embeddings([query])[0]
     if dense is None and isinstance(store, StoreStream):  # part by part: one score per document is kept
         column = ["dense"] if "dense" in store.columns else ["text"]
-        return np.concatenate([(np.asarray(frame["dense"].to_numpy(), np.float32) if column == ["dense"]
-                                else DenseCache().embed(frame["text"].to_list())) @ query_vector
-                               for frame in store.frames(column)])
+        return np.concatenate(list(store.map(_dense_work, [query_vector] * len(store.files), columns=column)))
     if dense is None:
         assert isinstance(store, Store)
         dense = (np.asarray(store.frame["dense"].to_numpy(), np.float32) if "dense" in store.frame.columns
                  else DenseCache().embed(store.frame["text"].to_list()))
     return dense @ query_vector
+
+
+def _dense_work(frame: pl.DataFrame, query_vector: np.ndarray) -> np.ndarray:
+    """One part's cosines with the query: its `dense` column, else its texts embedded."""
+    from saeembed.embedding.dense import DenseCache
+
+    vectors = (np.asarray(frame["dense"].to_numpy(), np.float32) if "dense" in frame.columns
+               else DenseCache().embed(frame["text"].to_list()))
+    return vectors @ query_vector
 
 
 def reciprocal_rank_fusion(scores: list[np.ndarray], candidates: np.ndarray,

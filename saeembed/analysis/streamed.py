@@ -15,7 +15,7 @@ Pairs (`pair_on`) need both sides' rows side by side and are not read this way: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from saeembed.analysis.evidence import ByLength, _plain
 from saeembed.analysis.length_adjust import Sums, matrix_sums
 from saeembed.analysis.themes import links_of, presence, themes_of
 from saeembed.store import document_frequency
-from saeembed.stream import StoreStream
+from saeembed.stream import Chunk, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -56,41 +56,64 @@ class StreamSide:
     def counts(self) -> np.ndarray:
         """Documents in which each latent fires."""
         if self._counts is None:
-            self._counts = sum((document_frequency(m) for _, m in self._pieces()),
-                               np.zeros(self.stream.d_sae, np.int64))
+            self._counts = sum(self.stream.map(_counts_work, self._per_part()), np.zeros(self.stream.d_sae, np.int64))
         return self._counts
 
     def band_presence(self, codes: np.ndarray, n_bands: int) -> np.ndarray:
-        from saeembed.analysis.length_adjust import band_presence
-
-        out = np.zeros((n_bands, self.stream.d_sae), np.int64)
-        for span, matrix in self._pieces():
-            out += band_presence(matrix, codes[span], n_bands)
-        return out
+        args = [(rows, codes[span], n_bands) for (rows, span) in zip(self._per_part(), self._spans())]
+        return sum(self.stream.map(_band_work, args), np.zeros((n_bands, self.stream.d_sae), np.int64))
 
     def sums(self, x: np.ndarray | None = None) -> Sums:
-        parts = [matrix_sums(m, None if x is None else x[span]) for span, m in self._pieces()]
-        if not parts:
-            return matrix_sums(np.zeros((0, self.stream.d_sae)), x)
-        return Sums(*(np.sum([getattr(p, f) for p in parts], axis=0) for f in Sums._fields))
+        args = [(rows, None if x is None else x[span]) for rows, span in zip(self._per_part(), self._spans())]
+        total = Sums(np.zeros(self.stream.d_sae), np.zeros(self.stream.d_sae), np.zeros(self.stream.d_sae))
+        for part in self.stream.map(_sums_work, args):  # in part order: the same float sums wherever run
+            total = Sums(*(t + p for t, p in zip(total, part)))
+        return total
 
-    def _pieces(self) -> Iterator[tuple[slice, csr_matrix]]:
-        """(positions among `rows`, their vectors) part by part."""
-        for chunk in self.stream.chunks():
-            stop = chunk.start + chunk.matrix.shape[0]
-            lo, hi = np.searchsorted(self.rows, [chunk.start, stop])
-            if lo == hi:
-                continue
-            local = self.rows[lo:hi] - chunk.start
-            whole = hi - lo == chunk.matrix.shape[0]  # ascending and distinct: every row of the part
-            yield slice(int(lo), int(hi)), chunk.matrix if whole else chunk.matrix[local]
+    def _spans(self) -> list[slice]:
+        """Per part, the positions among `rows` of its rows."""
+        bounds = np.searchsorted(self.rows, self.stream.part_rows)
+        return [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _per_part(self) -> list[np.ndarray | None]:
+        """Per part, its rows to read (numbered within the part); None for every row."""
+        out: list[np.ndarray | None] = []
+        for k, span in enumerate(self._spans()):
+            local = self.rows[span] - self.stream.part_rows[k]
+            whole = len(local) == self.stream.part_rows[k + 1] - self.stream.part_rows[k]  # ascending, distinct
+            out.append(None if whole else local)
+        return out
+
+
+def _rows_of(chunk: Chunk, rows: np.ndarray | None) -> csr_matrix:
+    return chunk.matrix if rows is None else chunk.matrix[rows]
+
+
+def _counts_work(chunk: Chunk, rows: np.ndarray | None) -> np.ndarray:
+    return document_frequency(_rows_of(chunk, rows))
+
+
+def _band_work(chunk: Chunk, arg: tuple[np.ndarray | None, np.ndarray, int]) -> np.ndarray:
+    from saeembed.analysis.length_adjust import band_presence
+
+    rows, codes, n_bands = arg
+    return band_presence(_rows_of(chunk, rows), codes, n_bands)
+
+
+def _sums_work(chunk: Chunk, arg: tuple[np.ndarray | None, np.ndarray | None]) -> Sums:
+    rows, x = arg
+    return matrix_sums(_rows_of(chunk, rows), x)
 
 
 def text_batches(stream: StoreStream) -> TextBatches:
     """The form layer's texts of a streamed store (`form.counted_texts`), one batch per part."""
+    return lambda: stream.map(_texts_work, [stream.meta] * len(stream.files), columns=["text", "messages"])
+
+
+def _texts_work(frame: pl.DataFrame, meta: dict[str, Any]) -> list[str]:
     from saeembed.analysis.form import texts_of
 
-    return lambda: (texts_of(frame, stream.meta) for frame in stream.frames(["text", "messages"]))
+    return texts_of(frame, meta)
 
 
 class StreamTexts(Sequence[str]):
@@ -160,25 +183,33 @@ class _FindingPass:
         n = len(self.latents)
         if not n:
             return
-        slot = np.full(store.d_sae, -1, np.int64)
-        slot[self.latents] = np.arange(n)
-        for chunk in store.chunks():
-            m = chunk.matrix
-            at = np.flatnonzero(slot[m.indices] >= 0)
-            at = at[m.data[at] > 0]
-            doc = np.searchsorted(m.indptr, at, side="right") - 1
-            which = slot[m.indices[at]]
-            fires, peaks = presence(doc, which, chunk.peak_start[at].astype(np.int64), m.shape[0], n)
-            self.size += np.asarray(fires.sum(axis=0)).ravel()
-            self.shared += (fires.T.tocsr() @ fires).toarray()
-            self.same += (peaks.T.tocsr() @ peaks).toarray()
-            values = m.data[at]
-            order = np.lexsort((doc, -values, which))  # per latent: largest value, then the first row
-            first = order[np.r_[True, which[order][1:] != which[order][:-1]]] if len(order) else order
-            w, v = which[first], values[first]
-            better = v > self.best_value[k, w]  # an earlier part keeps a tie: the first row, as argmax
-            self.best_value[k, w[better]] = v[better]
-            self.best_row[k, w[better]] = doc[first][better] + chunk.start
+        for start, (size, shared, same, latent, value, row) in zip(store.part_rows, store.map(
+                _finding_work, [self.latents] * len(store.files))):
+            self.size += size
+            self.shared += shared
+            self.same += same
+            better = value > self.best_value[k, latent]  # an earlier part keeps a tie: the first row, as argmax
+            self.best_value[k, latent[better]] = value[better]
+            self.best_row[k, latent[better]] = row[better] + start
+
+
+def _finding_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One part's co-occurrence counts of the findings' latents, and each one's strongest row (first of a tie):
+    (size, shared, same, latent positions, value, row)."""
+    n = len(latents)
+    m = chunk.matrix
+    slot = np.full(m.shape[1], -1, np.int64)
+    slot[latents] = np.arange(n)
+    at = np.flatnonzero(slot[m.indices] >= 0)
+    at = at[m.data[at] > 0]
+    doc = np.searchsorted(m.indptr, at, side="right") - 1
+    which = slot[m.indices[at]]
+    fires, peaks = presence(doc, which, chunk.peak_start[at].astype(np.int64), m.shape[0], n)
+    values = m.data[at]
+    order = np.lexsort((doc, -values, which))  # per latent: largest value, then the first row
+    first = order[np.r_[True, which[order][1:] != which[order][:-1]]] if len(order) else order
+    return (np.asarray(fires.sum(axis=0)).ravel(), (fires.T.tocsr() @ fires).toarray(),
+            (peaks.T.tocsr() @ peaks).toarray(), which[first], values[first], doc[first])
 
 
 class _Missing(Exception):
@@ -208,18 +239,23 @@ class _Firing:
         row = np.concatenate([rows for _, rows in asked])
         order = np.argsort(row, kind="stable")
         latent, row = latent[order], row[order]
-        for chunk in store.chunks():
-            m = chunk.matrix
-            lo, hi = np.searchsorted(row, [chunk.start, chunk.start + m.shape[0]])
-            if lo == hi:
-                continue
-            local, lat = row[lo:hi] - chunk.start, latent[lo:hi]
-            sub = m[np.unique(local)]
-            sub_rows = np.repeat(np.unique(local), np.diff(sub.indptr))
-            on = sub.data > 0
-            firing = set((sub_rows[on] * store.d_sae + sub.indices[on]).tolist())
-            for r, lt in zip((local + chunk.start).tolist(), lat.tolist()):
-                self.known[lt][r] = (r - chunk.start) * store.d_sae + lt in firing
+        bounds = np.searchsorted(row, store.part_rows)
+        args = [(row[lo:hi] - start, latent[lo:hi]) for lo, hi, start in zip(bounds[:-1], bounds[1:], store.part_rows)]
+        for (local, lat), start, fires in zip(args, store.part_rows, store.map(_firing_work, args)):
+            for r, lt, f in zip((local + start).tolist(), lat.tolist(), fires.tolist()):
+                self.known[lt][r] = f
+
+
+def _firing_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Whether latent[i] fires on row[i] of this part (rows numbered within it)."""
+    rows, latents = arg
+    if not len(rows):
+        return np.zeros(0, bool)
+    unique = np.unique(rows)
+    sub = chunk.matrix[unique]
+    on = sub.data > 0
+    firing = np.repeat(unique, np.diff(sub.indptr))[on] * chunk.matrix.shape[1] + sub.indices[on]
+    return np.isin(rows * chunk.matrix.shape[1] + latents, firing)
 
 
 def _examples(table: pl.DataFrame, findings: pl.DataFrame, stores: Sequence[StoreStream], passed: _FindingPass,
