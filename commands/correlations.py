@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.inputs import open_inputs
+from commands.inputs import engine_session, open_inputs
 from commands.ui import check_outputs, emit, print_json, result_console, shown, user_errors, working, write_report
 from saeembed.analysis.config import CorrelationConfig
 
@@ -41,6 +41,8 @@ def run(
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
+    engine: options.Engine = "local",
+    ray_address: options.RayAddress = None,
     quiet: options.Quiet = False,
 ) -> None:
     """Latent pairs that fire in the same documents more than chance at equal length: NPMI with a
@@ -59,23 +61,26 @@ def run(
             raise SaeEmbedError("choose --with (a metadata column) or --and (a second corpus), not both")
         config = CorrelationConfig(min_support=min_support, min_freq=min_freq, max_freq=max_freq, alpha=alpha,
                                    length_bands=length_bands)
-        # a folder store is read part by part, unless rows are aligned with another or matched to a column
-        stores = open_inputs([corpus] + ([and_corpus] if and_corpus else []), preset, quiet or json_out,
-                             stream=not (and_corpus or with_column), text_field=text_field, id_field=id_field,
-                             cache_dir=cache_dir)
-        if with_column:
-            with working("testing latents against the column", quiet or json_out):
-                result: CorrelationResult | AssociationResult = associations(stores[0], with_column, config)
-            rows = result.table
-        else:
-            with working("testing pairs", quiet or json_out):
-                result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
-                          else correlations(stores[0], config))
-            rows = result.dropped_pairs if show_dropped else result.table
-
-    sides = (_side_name(corpus), _side_name(and_corpus)) if and_corpus else None
-    write_report(html, lambda path: write_correlations_report(result, path, store=None if and_corpus else stores[0],
-                                                              top=top, sides=sides), quiet)
+        if engine == "ray" and (and_corpus or with_column):
+            raise SaeEmbedError("--engine ray runs correlations within one store: --and and --with read the "
+                                "stores whole")
+        with engine_session(engine, ray_address):
+            # a folder store is read part by part, unless rows are aligned with another or matched to a column
+            stores = open_inputs([corpus] + ([and_corpus] if and_corpus else []), preset, quiet or json_out,
+                                 stream=not (and_corpus or with_column), engine=engine, ray_address=ray_address,
+                                 text_field=text_field, id_field=id_field, cache_dir=cache_dir)
+            if with_column:
+                with working("testing latents against the column", quiet or json_out):
+                    result: CorrelationResult | AssociationResult = associations(stores[0], with_column, config)
+                rows = result.table
+            else:
+                with working("testing pairs", quiet or json_out):
+                    result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
+                              else correlations(stores[0], config))
+                rows = result.dropped_pairs if show_dropped else result.table
+            sides = (_side_name(corpus), _side_name(and_corpus)) if and_corpus else None
+            write_report(html, lambda path: write_correlations_report(  # its example documents: read by the engine
+                result, path, store=None if and_corpus else stores[0], top=top, sides=sides), quiet)
 
     def render() -> None:
         if isinstance(result, AssociationResult):

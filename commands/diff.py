@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from commands import options
 from commands.diff_render import render
-from commands.inputs import open_inputs, open_style_inputs
+from commands.inputs import engine_session, open_inputs, open_style_inputs
 from commands.ui import check_outputs, emit, print_json, user_errors, working, write_report
 from saeembed.analysis.config import DiffConfig
 
@@ -44,6 +44,8 @@ def run(
                                                                   "an LLM reads them (the preset's style reader, "
                                                                   "corpus files only).")] = True,
     style_min_effect: float = options.setting(DiffConfig, "style_min_effect"),
+    engine: options.Engine = "local",
+    ray_address: options.RayAddress = None,
     quiet: options.Quiet = False,
 ) -> None:
     """How A differs from B: the length gap; then form counted in the text (lists, headings, '!',
@@ -65,12 +67,14 @@ def run(
                             holdout=holdout, length=length, length_bands=length_bands, seed=seed,
                             form=form, style_min_effect=style_min_effect)
         settings = {"text_field": text_field, "id_field": id_field, "cache_dir": cache_dir}
-        # folder stores are read part by part, unless pairs must be aligned row by row
-        stores = open_inputs(inputs, preset, quiet or json_out, stream=pair_on is None, **settings)
-        style_stores, why_not = (open_style_inputs(inputs, preset, quiet or json_out, **settings) if style
-                                 else (None, None))
-        with working("comparing", quiet or json_out):
-            result = diff(stores[0], stores[1:], config, names=_names(inputs), style=style_stores)
+        with engine_session(engine, ray_address):
+            # folder stores are read part by part, unless pairs must be aligned row by row
+            stores = open_inputs(inputs, preset, quiet or json_out, stream=pair_on is None, engine=engine,
+                                 ray_address=ray_address, **settings)
+            style_stores, why_not = (open_style_inputs(inputs, preset, quiet or json_out, **settings) if style
+                                     else (None, None))
+            with working("comparing", quiet or json_out):
+                result = diff(stores[0], stores[1:], config, names=_names(inputs), style=style_stores)
         if why_not:
             result.input_notes.append(why_not)
     write_report(html, lambda path: write_diff_report(result, path), quiet)

@@ -26,6 +26,15 @@ Json = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, one ro
 SummaryJson = Annotated[bool, typer.Option("--json", help="JSON lines on stdout: the summary record "
                                                           "(`type: summary`), then one row each.")]
 
+# Where the work on a store's parts runs (diff, correlations, search): `saeembed.stream.StoreStream`.
+Engine = Annotated[str, typer.Option("--engine",
+                                     help="Where the work on a store's parts runs: local (this process; a folder "
+                                          "store is read part by part) or ray (Ray tasks, one per part, on a local "
+                                          "Ray or the cluster at --ray-address; stores only).")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray "
+                                                                         "(HOST:PORT, ray://HOST:PORT or auto); "
+                                                                         "default: a Ray started on this machine.")]
+
 Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here (plots "
                                                            "and highlighted evidence; opens offline).")]
 

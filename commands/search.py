@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from commands import options
-from commands.inputs import open_inputs
+from commands.inputs import engine_session, open_inputs
 from commands.ui import (
     check_outputs,
     emit,
@@ -47,6 +47,8 @@ def run(
     text_field: options.TextField = "text",
     id_field: options.IdField = "id",
     cache_dir: options.CacheDir = None,
+    engine: options.Engine = "local",
+    ray_address: options.RayAddress = None,
     quiet: options.Quiet = False,
 ) -> None:
     """Rank documents by the query's concepts: each latent scaled by its 90th percentile in the store,
@@ -62,10 +64,12 @@ def run(
             raise SaeEmbedError("choose --hybrid or --dense, not both")
         config = SearchConfig(top=top, k=concept_latents, feedback=feedback, weak=weak,
                               mode="hybrid" if hybrid else "dense" if dense else "sae")  # refused before any work
-        (opened,) = open_inputs([store], preset, quiet or json_out, stream=True, text_field=text_field,
-                                id_field=id_field, cache_dir=cache_dir)  # a folder store: part by part
-        with working("searching", quiet or json_out):
-            result = search(opened, query, config, like=like, where=where)
+        with engine_session(engine, ray_address):
+            (opened,) = open_inputs([store], preset, quiet or json_out, stream=True, engine=engine,
+                                    ray_address=ray_address, text_field=text_field, id_field=id_field,
+                                    cache_dir=cache_dir)  # a folder store: part by part
+            with working("searching", quiet or json_out):
+                result = search(opened, query, config, like=like, where=where)
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     summary = result.summary(query)
     if json_out:
