@@ -74,7 +74,7 @@ def run(
                     result: CorrelationResult | AssociationResult = associations(stores[0], with_column, config)
                 rows = result.table
             else:
-                with working("testing pairs", quiet or json_out):
+                with working("testing pairs", quiet or json_out, stores):
                     result = (cross_correlations(stores[0], stores[1], pair_on, config) if and_corpus
                               else correlations(stores[0], config))
                 rows = result.dropped_pairs if show_dropped else result.table

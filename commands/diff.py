@@ -73,7 +73,7 @@ def run(
                                  ray_address=ray_address, **settings)
             style_stores, why_not = (open_style_inputs(inputs, preset, quiet or json_out, **settings) if style
                                      else (None, None))
-            with working("comparing", quiet or json_out):
+            with working("comparing", quiet or json_out, stores):
                 result = diff(stores[0], stores[1:], config, names=_names(inputs), style=style_stores)
         if why_not:
             result.input_notes.append(why_not)

@@ -68,7 +68,7 @@ def run(
             (opened,) = open_inputs([store], preset, quiet or json_out, stream=True, engine=engine,
                                     ray_address=ray_address, text_field=text_field, id_field=id_field,
                                     cache_dir=cache_dir)  # a folder store: part by part
-            with working("searching", quiet or json_out):
+            with working("searching", quiet or json_out, [opened]):
                 result = search(opened, query, config, like=like, where=where)
     write_report(html, lambda path: write_search_report(result, path, query=query), quiet)
     summary = result.summary(query)

@@ -155,17 +155,25 @@ def emit(files: dict[Any, Any], json_rows: Any, json_out: bool, render: Callable
 
 
 @contextlib.contextmanager
-def working(what: str, quiet: bool) -> Iterator[None]:
+def working(what: str, quiet: bool, stores: Any = ()) -> Iterator[None]:
     """A spinner with the elapsed time on stderr while an analysis runs (gone when it ends), so a run of
     minutes is not silent; nothing with --quiet or --json, nor where stderr is not a terminal (a
-    transient spinner there leaves blank lines in logs and pipes)."""
+    transient spinner there leaves blank lines in logs and pipes). Stores read by parts among `stores` say
+    which pass and part they are at."""
     if quiet or not stderr.is_terminal:
         yield
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn(what), TimeElapsedColumn(), console=stderr, transient=True) as bar:
-        bar.add_task(what, total=None)
+    from saeembed.stream import StoreStream
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr,
+                  transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        for store in stores:
+            if isinstance(store, StoreStream):
+                store.on_part = lambda passes, done, parts, name=store.path.name: bar.update(
+                    task, description=f"{what}: {name}, pass {passes}, part {done}/{parts}")
         yield
 
 

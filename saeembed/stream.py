@@ -88,6 +88,10 @@ class StoreStream:
         self.part_rows = np.concatenate([[0], np.cumsum([len(t) for t in tokens])]).astype(np.int64)
         self.columns: list[str] = list(schema.names if schema is not None else [])
         """The fields every row has (id, n_tokens, text and the input's own)."""
+        self.passes = 0
+        """Passes `map` has made over the parts."""
+        self.on_part: Callable[[int, int, int], None] | None = None
+        """Called as `on_part(pass, parts done, parts)` after each part of each pass (a progress display)."""
 
     @property
     def n_docs(self) -> int:
@@ -107,7 +111,11 @@ class StoreStream:
         args = list(args) if args is not None else [None] * len(self.files)
         specs = [(str(f), int(self.part_rows[k]), int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae,
                   columns, work) for k, f in enumerate(self.files)]
-        return self._map_files(_run_part, [(spec, arg) for spec, arg in zip(specs, args)])
+        self.passes += 1
+        for done, result in enumerate(self._map_files(_run_part, [(spec, arg) for spec, arg in zip(specs, args)]), 1):
+            if self.on_part:
+                self.on_part(self.passes, done, len(self.files))
+            yield result
 
     def _map_files(self, run: Callable[[str, Any], Any], args: list[Any]) -> Iterator[Any]:
         if self.engine == "local":

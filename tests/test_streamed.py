@@ -221,3 +221,17 @@ def test_fetch_gives_the_rows_asked_for_from_parts_of_several_row_groups(folders
     assert (fetched.matrix != loaded.matrix).nnz == 0
     np.testing.assert_array_equal(fetched.peak_start, loaded.peak_start)
     np.testing.assert_array_equal(fetched.peak_end, loaded.peak_end)
+
+
+def test_each_pass_over_the_parts_reports_its_progress(folders):
+    _, _, folder_a, folder_b = folders
+    seen = []
+    streams = [StoreStream(folder_a), StoreStream(folder_b)]
+    for stream in streams:
+        stream.on_part = lambda passes, done, parts, name=stream.path.name: seen.append((name, passes, done, parts))
+    diff(*streams, labels=NO_LABELS)
+    for name, parts in (("A", 3), ("B", 4)):
+        mine = [(passes, done) for n, passes, done, total in seen if n == name and total == parts]
+        passes = {p for p, _ in mine}
+        assert len(passes) >= 3, "counts, length bands, the findings' pass, the form layer's texts ..."
+        assert all(sorted(d for p, d in mine if p == one) == list(range(1, parts + 1)) for one in passes)
