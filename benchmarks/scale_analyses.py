@@ -1,14 +1,17 @@
-"""Analyses on folder stores as they grow: peak memory and time of `diff`, `correlations`, `search` and `info` run by
-the CLI in a fresh process, on folder stores of tiled parts; prints JSON. Issue 24: `info` reads a store part by
-part (`read_parts`); the analyses still load the whole store (`load_store`: one CSR matrix, one frame), so their
-memory grows with the documents.
+"""Analyses on folder stores as they grow: peak memory and time of `diff`, `correlations`, `search`, `info` and
+`assign` run by the CLI in a fresh process; prints JSON. Issue 24: folder stores are read part by part
+(`saeembed.stream.StoreStream`), so memory follows the latents, not the documents.
 
-    python benchmarks/scale_analyses.py                          # 250k-document parts, 1 and 2 parts a side
+    python benchmarks/scale_analyses.py                          # synthetic: 250k-document parts, 1 and 2 a side
     python benchmarks/scale_analyses.py --part-docs 100000 --parts 1 2 4
+    python benchmarks/scale_analyses.py --tiled-docs 5000000 --ray   # the README's main job tiled to 5M a side
 
-A part is synthetic (real Parquet written by StoreWriter): 16,384 latents with Zipf-like frequencies, ~64
+A synthetic part is real Parquet written by StoreWriter: 16,384 latents with Zipf-like frequencies, ~64
 active per document, lengths mixed; side B has 50 latents 5 points more frequent. Tiles of one part get
-their own ids. Peak RSS is each analysis's own process's, so Python, its imports and the store all count.
+their own ids. `--tiled-docs` embeds the bundled examples (sarcastic vs rephrased) with the offline default,
+diffs them, tiles both stores (ids made unique) into parts of `--part-docs`, and checks that the tiled diff
+finds every finding of the untiled one. Peak RSS is each analysis's own process's, so Python, its imports and
+the store all count.
 """
 
 from __future__ import annotations
@@ -106,9 +109,12 @@ def findings_of(table: Path) -> set[tuple[str, str]]:
                 frame["latent"] if "latent" in frame.columns else [None] * len(frame))}
 
 
-def tiled_real(docs: int, part_docs: int, with_untiled: bool) -> dict:
+def tiled_real(docs: int, part_docs: int, ray: bool) -> dict:
     """The README's main job embedded once (the offline default's content store, no style layer: stores),
-    diffed as it is and tiled to `docs` documents a side."""
+    diffed as it is and tiled to `docs` documents a side; then correlations and search of one tiled side, and
+    (`ray`) the diff again with --engine ray on a local Ray, its table compared with the local run's."""
+    import polars as pl
+
     root = Path(__file__).resolve().parents[1]
     out: dict = {"docs_per_side": docs, "part_docs": part_docs}
     with tempfile.TemporaryDirectory(prefix="saeembed-tiled-") as tmp:
@@ -118,29 +124,33 @@ def tiled_real(docs: int, part_docs: int, with_untiled: bool) -> dict:
             stores[name] = Path(tmp) / f"{name}.parquet"
             done = run(["embed", str(root / "examples" / f"{name}.jsonl"), "-o", str(stores[name]), "-q"], env)
             assert done["exit"] == 0, done
-        whole = _diff([str(stores["sarcastic"]), str(stores["rephrased"])], env)
-        out["untiled"] = {k: v for k, v in whole.items() if k != "found"}
+        table = Path(tmp) / "findings.parquet"
+        whole = _timed(["diff", str(stores["sarcastic"]), str(stores["rephrased"]), "-o", str(table)], env)
+        found_whole = findings_of(table)
+        out["untiled"] = {**whole, "findings": len(found_whole)}
         for name, store in stores.items():
             tile(store, Path(tmp) / name, docs, part_docs)
-        tiled = _diff([str(Path(tmp) / "sarcastic"), str(Path(tmp) / "rephrased")], env)
-        out["tiled"] = {k: v for k, v in tiled.items() if k != "found"}
-        out["untiled_found_again"] = len(whole["found"] & tiled["found"])
-        out["untiled_missing"] = sorted(whole["found"] - tiled["found"])
+        a, b = str(Path(tmp) / "sarcastic"), str(Path(tmp) / "rephrased")
+        tiled = _timed(["diff", a, b, "-o", str(table)], env)
+        found, local_table = findings_of(table), pl.read_parquet(table)
+        out["tiled_diff"] = {**tiled, "findings": len(found)}
+        out["untiled_found_again"] = len(found_whole & found)
+        out["untiled_missing"] = sorted(found_whole - found)
+        print(json.dumps(out), file=sys.stderr, flush=True)
+        out["correlations"] = _timed(["correlations", a, "--json", "--top", "5"], env)
+        out["search"] = _timed(["search", a, "sarcasm, irony", "--json", "--top", "10"], env)
+        print(json.dumps(out), file=sys.stderr, flush=True)
+        if ray:
+            out["tiled_diff_ray"] = _timed(["diff", a, b, "-o", str(table), "--engine", "ray"], env)
+            out["tiled_diff_ray"]["same_table_as_local"] = pl.read_parquet(table).equals(local_table)
     return out
 
 
-def _diff(paths: list[str], env: dict[str, str]) -> dict:
-    """`saeembed diff -o` on two stores in a fresh process: time, peak RSS, its findings."""
-    table = Path(env["SAEEMBED_CACHE"]).parent / "findings.parquet"
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _CHILD, "diff", *paths, "-o", str(table), "-q"],
-                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
-    peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB ")]
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = findings_of(table)
-    table.unlink()
-    return {"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(int(peak[-1]) / 1024, 1),
-            "findings": len(found), "found": found}
+def _timed(args: list[str], env: dict[str, str]) -> dict:
+    """One CLI run (`run`), refused loudly if it failed."""
+    done = run([*args, "-q"], env)
+    assert done["exit"] == 0, done
+    return {"seconds": done["seconds"], "peak_rss_mb": done["peak_rss_mb"]}
 
 
 def main() -> None:
@@ -151,11 +161,12 @@ def main() -> None:
     parser.add_argument("--active", type=float, default=64)
     parser.add_argument("--analyses", nargs="+", default=["diff", "correlations", "search", "info", "assign"],
                         choices=["diff", "correlations", "search", "info", "assign"])
+    parser.add_argument("--ray", action="store_true", help="with --tiled-docs: the diff again with --engine ray")
     parser.add_argument("--tiled-docs", type=int, default=0,
                         help="instead: diff the README's main job's stores tiled to this many documents a side")
     args = parser.parse_args()
     if args.tiled_docs:
-        print(json.dumps(tiled_real(args.tiled_docs, args.part_docs, True), indent=2))
+        print(json.dumps(tiled_real(args.tiled_docs, args.part_docs, args.ray), indent=2))
         return
     out = []
     rng = np.random.default_rng(0)
