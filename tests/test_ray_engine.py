@@ -89,7 +89,7 @@ def test_a_ray_run_equals_the_single_process_store(setup, llama_dir, ray_address
         embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c", dense=True, engine="ray", workers=2))
     assert (out / "job.json").exists()
     monkeypatch.setattr(engine, "_drop_job_file", drop)
-    monkeypatch.setattr(engine, "_ray_session", None)  # the second run must not need Ray
+    monkeypatch.setattr(engine, "ray_session", None)  # the second run must not need Ray
     result = embed([str(corpus)], out, config(llama_dir, sae, tmp_path / "c", dense=True, engine="ray", workers=2))
     assert result.n_cached == len(DOCS)
     assert_same_store(local, out)
