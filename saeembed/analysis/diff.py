@@ -406,10 +406,10 @@ def _form_layer(stores: list[Store | StoreStream], discovery: list[np.ndarray], 
                 config: DiffConfig, names: Sequence[str]) -> tuple[pl.DataFrame, float | None]:
     """The form layer: its features counted over each store's texts (a streamed store's part by part)."""
     from saeembed.analysis.form import compare_form, counted_texts, form_features
-    from saeembed.analysis.streamed import StreamTexts, text_batches
+    from saeembed.analysis.streamed import StreamForm, StreamTexts
 
     texts = [StreamTexts(s) if is_streamed(s) else counted_texts(s) for s in stores]  # type: ignore[arg-type]
-    features = form_features([text_batches(s) if is_streamed(s) else t  # type: ignore[arg-type]
+    features = form_features([StreamForm(s) if is_streamed(s) else t  # type: ignore[arg-type]
                               for s, t in zip(stores, texts)])
     return compare_form(texts, [_tokens(s) for s in stores], discovery, validation, config, names,
                         np.random.default_rng(config.seed), features)

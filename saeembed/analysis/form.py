@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -137,56 +137,100 @@ def texts_of(frame: pl.DataFrame, meta: dict[str, Any]) -> list[str]:
     return texts
 
 
-# A corpus's texts as batches, read again for each pass (a store read by parts gives one batch per part).
-TextBatches = Callable[[], Iterable[Sequence[str]]]
+class OpeningTally(NamedTuple):
+    """How often each first word and first two words (lowercased) open a batch of texts, as written."""
+
+    counter: Counter[str]
+    spelled: dict[str, Counter[str]]
+    size: int
 
 
-def form_features(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) -> FormFeatures:
-    """Count every feature in every document of `corpora` (lists of texts, or `TextBatches`), openings
+def tally_openings(texts: Sequence[str]) -> OpeningTally:
+    counter: Counter[str] = Counter()
+    spelled: dict[str, Counter[str]] = {}
+    for text in texts:
+        for written in _openings(text or ""):
+            key = written.lower()
+            counter[key] += 1
+            spelled.setdefault(key, Counter())[written] += 1
+    return OpeningTally(counter, spelled, len(texts))
+
+
+@dataclass(frozen=True)
+class FeatureCounter:
+    """Counts the features of a batch of texts: documents x features (a plain object: it travels to where a
+    store's parts are read)."""
+
+    patterns: list[re.Pattern[str]]
+    opening_column: dict[str, int]
+    n_features: int
+
+    def __call__(self, texts: Sequence[str]) -> csr_matrix:
+        from scipy.sparse import csr_matrix
+
+        rows, columns, values = [], [], []
+        for row, text in enumerate(texts):
+            text = text or ""
+            for column, pattern in enumerate(self.patterns):
+                value = sum(1 for _ in pattern.finditer(text))
+                if value:
+                    rows.append(row)
+                    columns.append(column)
+                    values.append(value)
+            for key in _opening_keys(text):
+                if key in self.opening_column:
+                    rows.append(row)
+                    columns.append(self.opening_column[key])
+                    values.append(1)
+        return csr_matrix((np.asarray(values, np.float32), (rows, columns)), shape=(len(texts), self.n_features))
+
+
+class FormSource(Protocol):
+    """A corpus's texts in batches, tallied and counted where they are (a store read by parts: one batch per
+    part, `saeembed.analysis.streamed.StreamForm`)."""
+
+    def tallies(self) -> Iterable[OpeningTally]: ...
+
+    def counts(self, counter: FeatureCounter) -> Iterable[csr_matrix]: ...
+
+
+class _Texts:
+    """Texts in memory: one batch."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = texts
+
+    def tallies(self) -> Iterable[OpeningTally]:
+        return [tally_openings(self.texts)]
+
+    def counts(self, counter: FeatureCounter) -> Iterable[csr_matrix]:
+        return [counter(self.texts)]
+
+
+def _source(corpus: Sequence[str] | FormSource) -> FormSource:
+    return corpus if hasattr(corpus, "tallies") else _Texts(corpus)  # type: ignore[return-value]
+
+
+def form_features(corpora: Sequence[Sequence[str] | FormSource]) -> FormFeatures:
+    """Count every feature in every document of `corpora` (lists of texts, or `FormSource`s), openings
     chosen over all of them (an opening frequent in either corpus is counted in both)."""
     from scipy.sparse import csr_matrix, vstack
 
-    batches = [corpus if callable(corpus) else _one_batch(corpus) for corpus in corpora]
-    openings = frequent_openings(batches)
+    sources = [_source(corpus) for corpus in corpora]
+    openings = frequent_openings(sources)
     names = list(FEATURES) + [f"opens with «{shown}»" for shown, _ in openings]
     descriptions = [what for what, _ in FEATURES.values()] + \
         [f"the first {len(key.split())} word{'s' if ' ' in key else ''} are «{shown}»" for shown, key in openings]
     patterns = [pattern for _, pattern in FEATURES.values()]
-    opening_column = {key: len(patterns) + j for j, (_, key) in enumerate(openings)}
+    counter = FeatureCounter(patterns, {key: len(patterns) + j for j, (_, key) in enumerate(openings)}, len(names))
     matrices = []
-    for corpus in batches:  # per batch: Python lists only as long as one part
-        pieces = [_count_batch(texts, patterns, opening_column, len(names)) for texts in corpus()]
+    for source in sources:  # per batch: Python lists only as long as one part
+        pieces = list(source.counts(counter))
         matrices.append(vstack(pieces, format="csr") if pieces else csr_matrix((0, len(names)), dtype=np.float32))
     return FormFeatures(names, descriptions, patterns + [opening_pattern(key) for _, key in openings], matrices)
 
 
-def _count_batch(texts: Sequence[str], patterns: list[re.Pattern[str]], opening_column: dict[str, int],
-                 n_features: int) -> csr_matrix:
-    """Documents x features counts of one batch of texts."""
-    from scipy.sparse import csr_matrix
-
-    rows, columns, values = [], [], []
-    for row, text in enumerate(texts):
-        text = text or ""
-        for column, pattern in enumerate(patterns):
-            value = sum(1 for _ in pattern.finditer(text))
-            if value:
-                rows.append(row)
-                columns.append(column)
-                values.append(value)
-        for key in _opening_keys(text):
-            if key in opening_column:
-                rows.append(row)
-                columns.append(opening_column[key])
-                values.append(1)
-    return csr_matrix((np.asarray(values, np.float32), (rows, columns)), shape=(len(texts), n_features))
-
-
-def _one_batch(texts: Sequence[str]) -> TextBatches:
-    return lambda: [texts]
-
-
-def frequent_openings(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) -> list[tuple[str, str]]:
+def frequent_openings(corpora: Sequence[Sequence[str] | FormSource]) -> list[tuple[str, str]]:
     """(as usually written, lowercased key) of the first words and first two words that open at least
     `MIN_OPENING_SHARE` of one corpus's documents, most frequent first. A two-word opening is kept only
     where it says more than its first word (it is not almost every document that opens with that word)."""
@@ -196,13 +240,11 @@ def frequent_openings(corpora: Sequence[Sequence[str]] | Sequence[TextBatches]) 
     for corpus in corpora:
         counter: Counter[str] = Counter()
         size = 0
-        for texts in (corpus() if callable(corpus) else [corpus]):
-            size += len(texts)
-            for text in texts:
-                for written in _openings(text or ""):
-                    key = written.lower()
-                    counter[key] += 1
-                    spelled.setdefault(key, Counter())[written] += 1
+        for tally in _source(corpus).tallies():
+            counter.update(tally.counter)
+            size += tally.size
+            for key, written in tally.spelled.items():
+                spelled.setdefault(key, Counter()).update(written)
         counts.append(counter)
         sizes.append(size)
     share = {key: max(c[key] / max(size, 1) for c, size in zip(counts, sizes))

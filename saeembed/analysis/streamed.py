@@ -15,7 +15,7 @@ Pairs (`pair_on`) need both sides' rows side by side and are not read this way: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
     from saeembed.analysis.config import DiffConfig
-    from saeembed.analysis.form import TextBatches
+    from saeembed.analysis.form import FeatureCounter, OpeningTally
 
 
 class StreamSide:
@@ -105,15 +105,35 @@ def _sums_work(chunk: Chunk, arg: tuple[np.ndarray | None, np.ndarray | None]) -
     return matrix_sums(_rows_of(chunk, rows), x)
 
 
-def text_batches(stream: StoreStream) -> TextBatches:
-    """The form layer's texts of a streamed store (`form.counted_texts`), one batch per part."""
-    return lambda: stream.map(_texts_work, [stream.meta] * len(stream.files), columns=["text", "messages"])
+class StreamForm:
+    """The form layer's texts of a streamed store (`form.counted_texts`) as a `form.FormSource`: each part's
+    openings tallied and features counted where the part is read."""
+
+    def __init__(self, stream: StoreStream) -> None:
+        self.stream = stream
+
+    def tallies(self) -> Iterable[OpeningTally]:
+        return self.stream.map(_tally_work, [self.stream.meta] * len(self.stream.files), columns=FORM_COLUMNS)
+
+    def counts(self, counter: FeatureCounter) -> Iterable[csr_matrix]:
+        return self.stream.map(_count_work, [(self.stream.meta, counter)] * len(self.stream.files),
+                               columns=FORM_COLUMNS)
 
 
-def _texts_work(frame: pl.DataFrame, meta: dict[str, Any]) -> list[str]:
+FORM_COLUMNS = ["text", "messages"]  # what `form.texts_of` reads
+
+
+def _tally_work(frame: pl.DataFrame, meta: dict[str, Any]) -> OpeningTally:
+    from saeembed.analysis.form import tally_openings, texts_of
+
+    return tally_openings(texts_of(frame, meta))
+
+
+def _count_work(frame: pl.DataFrame, arg: tuple[dict[str, Any], FeatureCounter]) -> csr_matrix:
     from saeembed.analysis.form import texts_of
 
-    return texts_of(frame, meta)
+    meta, counter = arg
+    return counter(texts_of(frame, meta))
 
 
 class StreamTexts(Sequence[str]):
