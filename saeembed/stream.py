@@ -14,6 +14,8 @@ they merge exactly as they do here.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple, Sequence
@@ -28,10 +30,8 @@ if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
 class Chunk(NamedTuple):
-    """The vectors of one part of a store."""
+    """The vectors of one part of a store (rows numbered within the part)."""
 
-    start: int
-    """Row of the store where this part begins."""
     matrix: csr_matrix
     peak_start: np.ndarray
     """Aligned with `matrix.data`, as `Store.peak_start`."""
@@ -102,27 +102,33 @@ class StoreStream:
         return int(self.meta["sae"]["d_sae"])
 
     def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
-            columns: list[str] | None = None) -> Iterator[Any]:
+            columns: list[str] | None = None, skip: Sequence[bool] | None = None) -> Iterator[Any]:
         """`work(part, args[k])` for each part k, results in part order. `part` is the part's vectors (a
         `Chunk`), or with `columns` a polars frame of those of its fields (those it has). Only those columns
-        are read (texts are the bulk of a part); the parts were checked when the stream was opened. `work`
-        runs where the engine runs it (a Ray worker: define it at module level, pass what it needs in
-        `args`)."""
-        args = list(args) if args is not None else [None] * len(self.files)
-        specs = [(str(f), int(self.part_rows[k]), int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae,
-                  columns, work) for k, f in enumerate(self.files)]
+        are read (texts are the bulk of a part); the parts were checked when the stream was opened. Parts
+        whose `skip` is true are not read (their result is None). `work` runs where the engine runs it (a Ray
+        worker: define it at module level, pass what it needs in `args`)."""
+        n = len(self.files)
+        args = list(args) if args is not None else [None] * n
+        skip = list(skip) if skip is not None else [False] * n
+        specs = [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae, columns, work) for k in range(n)]
+        wanted = [k for k in range(n) if not skip[k]]
         self.passes += 1
-        for done, result in enumerate(self._map_files(_run_part, [(spec, arg) for spec, arg in zip(specs, args)]), 1):
+        results = self._map_files(_run_part, [(specs[k], args[k]) for k in wanted], wanted)
+        for k in range(n):
+            result = None if skip[k] else next(results)
             if self.on_part:
-                self.on_part(self.passes, done, len(self.files))
+                self.on_part(self.passes, k + 1, n)
             yield result
 
-    def _map_files(self, run: Callable[[str, Any], Any], args: list[Any]) -> Iterator[Any]:
+    def _map_files(self, run: Callable[[str, Any], Any], args: list[Any],
+                   which: list[int] | None = None) -> Iterator[Any]:
+        files = [str(self.files[k]) for k in (which if which is not None else range(len(self.files)))]
         if self.engine == "local":
-            for file, arg in zip(self.files, args):
-                yield run(str(file), arg)
+            for file, arg in zip(files, args):
+                yield run(file, arg)
             return
-        yield from _on_ray(run, [str(f) for f in self.files], args, self.ray_address)
+        yield from _on_ray(run, files, args, self.ray_address)
 
     def fetch(self, rows: np.ndarray) -> Store:
         """The documents `rows` (any order, repeats allowed) as a small in-memory Store in that order:
@@ -135,8 +141,11 @@ class StoreStream:
 
         rows = np.asarray(rows, np.int64)
         wanted = np.unique(rows)
-        if not len(wanted):
-            raise IndexError("no rows to fetch")
+        if not len(wanted):  # the fields of no document
+            table = pq.ParquetFile(self.files[0]).schema_arrow.empty_table()
+            fields = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
+            return Store(self.path, sp.csr_matrix((0, self.d_sae), dtype=np.float32), _frame(fields, self.files[0]),
+                         self.meta, np.zeros(0, np.int32), np.zeros(0, np.int32))
         part_of = np.searchsorted(self.part_rows, wanted, side="right") - 1
         taken: list[Store] = []
         for k in np.unique(part_of):
@@ -161,8 +170,40 @@ class StoreStream:
 
 
 
-def read_chunk(file: str | Path, start: int, rows: int, d_sae: int) -> Chunk:
-    """The vectors of one part file (its vector columns only), which has `rows` documents from row `start`."""
+class OnePart(StoreStream):
+    """A loaded store as a stream of one part, so a pass written for parts reads it too (a diff of a loaded
+    store with one read by parts; an analysis written once for both)."""
+
+    def __init__(self, store: Store) -> None:  # noqa: D107 - nothing is read: the store is in memory
+        from saeembed.store import document_frequency
+
+        self.store, self.path, self.meta = store, store.path, store.meta
+        self.files = [store.path]
+        self.engine, self.ray_address = "local", None
+        self.n_tokens = store.frame["n_tokens"].to_numpy().astype(np.int64)
+        self.part_rows = np.array([0, store.n_docs], np.int64)
+        self.counts = document_frequency(store.matrix)
+        self.columns = list(store.frame.columns)
+        self.passes, self.on_part = 0, None
+
+    def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
+            columns: list[str] | None = None, skip: Sequence[bool] | None = None) -> Iterator[Any]:
+        self.passes += 1
+        if skip is not None and skip[0]:
+            yield None
+            return
+        arg = args[0] if args is not None else None
+        if columns is None:
+            yield work(Chunk(self.store.matrix, self.store.peak_start, self.store.peak_end), arg)
+        else:
+            yield work(self.store.frame.select([c for c in columns if c in self.columns]), arg)
+
+    def fetch(self, rows: np.ndarray) -> Store:
+        return self.store.take(np.asarray(rows, np.int64))
+
+
+def read_chunk(file: str | Path, rows: int, d_sae: int) -> Chunk:
+    """The vectors of one part file (its vector columns only), which has `rows` documents."""
     import pyarrow.parquet as pq
     import scipy.sparse as sp
 
@@ -172,15 +213,14 @@ def read_chunk(file: str | Path, start: int, rows: int, d_sae: int) -> Chunk:
     if len(v) != rows:
         raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); run the analysis "
                          f"again")
-    return Chunk(start, sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), d_sae)), v.peak_start,
-                 v.peak_end)
+    return Chunk(sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), d_sae)), v.peak_start, v.peak_end)
 
 
 def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:
     """One part's work (`StoreStream.map`), wherever it runs."""
-    (_, start, rows, d_sae, columns, work), arg = spec_and_arg
+    (rows, d_sae, columns, work), arg = spec_and_arg
     if columns is None:
-        return work(read_chunk(file, start, rows, d_sae), arg)
+        return work(read_chunk(file, rows, d_sae), arg)
     import pyarrow.parquet as pq
 
     from saeembed.store import _frame
@@ -200,6 +240,9 @@ def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Sch
     return v.n_tokens, np.bincount(v.indices[v.values > 0], minlength=d_sae), part.fields.schema.remove_metadata()
 
 
+_SESSIONS = contextlib.ExitStack()  # a Ray started by a stream (not by the caller) stays up until exit
+
+
 def _on_ray(run: Callable[[str, Any], Any], files: list[str], args: list[Any], address: str | None) -> Iterator[Any]:
     """`run(file, arg)` per file as Ray tasks of one CPU, as many in flight as the cluster has CPUs (at least
     2), results in order."""
@@ -208,14 +251,15 @@ def _on_ray(run: Callable[[str, Any], Any], files: list[str], args: list[Any], a
     from saeembed.ray_runtime import require_ray, user_error
 
     require_ray()
-    if not ray.is_initialized():  # left running for this process; `ray_session` scopes one to a run
+    if not ray.is_initialized():  # kept for this process (`ray_session` scopes one to a run), shut at exit
         from saeembed.ray_runtime import ray_session
 
-        ray_session(address).__enter__()
-    remote = ray.remote(num_cpus=1, max_retries=1)(run)
-    window = max(2, int(ray.cluster_resources().get("CPU", 2)))
+        _SESSIONS.enter_context(ray_session(address))
+        atexit.register(_SESSIONS.close)
     pending: deque[Any] = deque()
     try:
+        remote = ray.remote(num_cpus=1, max_retries=1)(run)
+        window = max(2, int(ray.cluster_resources().get("CPU", 2)))
         for file, arg in zip(files, args):
             pending.append(remote.remote(file, arg))
             if len(pending) >= window:

@@ -143,8 +143,7 @@ def test_streamed_correlations_equal_the_loaded_ones(folders, config, monkeypatc
     loaded = correlations(load_store(a), config, labels=NO_LABELS)
     streamed = correlations(StoreStream(folder_a), config, labels=NO_LABELS)
     assert len(loaded.table) >= 1 and (4, 5) in set(zip(loaded.table["latent_a"], loaded.table["latent_b"]))
-    order = ["latent_a", "latent_b"]
-    one, other = loaded.table.sort(order), streamed.table.sort(order)
+    one, other = loaded.table, streamed.table  # in the same order too: ties by latent
     assert one.drop("p", "q", "npmi", "lift", "expected").equals(other.drop("p", "q", "npmi", "lift", "expected"))
     for column in ("p", "q", "npmi", "lift", "expected"):
         np.testing.assert_allclose(one[column].to_numpy(), other[column].to_numpy(), rtol=1e-9, err_msg=column)
@@ -235,3 +234,47 @@ def test_each_pass_over_the_parts_reports_its_progress(folders):
         passes = {p for p, _ in mine}
         assert len(passes) >= 3, "counts, length bands, the findings' pass, the form layer's texts ..."
         assert all(sorted(d for p, d in mine if p == one) == list(range(1, parts + 1)) for one in passes)
+
+
+def test_a_loaded_store_diffed_with_a_folder_store(folders):
+    a, b, folder_a, _ = folders
+    loaded = diff(load_store(a), load_store(b), names=["A", "B"], labels=NO_LABELS)
+    mixed = diff(StoreStream(folder_a), load_store(b), names=["A", "B"], labels=NO_LABELS)
+    assert_same_table(loaded.table, mixed.table, "latent")
+    out = CliRunner().invoke(app, ["diff", str(b), str(folder_a), "--json"])
+    assert out.exit_code == 0, out.output
+
+
+def test_a_streamed_search_that_finds_nothing_says_so(folders):
+    a, _, folder_a, _ = folders
+    for store in (load_store(a), StoreStream(folder_a)):
+        result = search(store, "3, 4", SearchConfig(top=5), where="n_tokens > 100000", labels=NO_LABELS)
+        assert len(result.table) == 0 and result.summary().n_matched == 0
+    out = CliRunner().invoke(app, ["search", str(folder_a), "3, 4", "--where", "n_tokens > 100000"])
+    assert out.exit_code == 0, out.output
+
+
+def test_the_example_without_a_latent_tied_to_length_takes_few_passes(tmp_path):
+    """Latent 3 fires in every document of A and in B only past 60 tokens: the nearest-length document of B
+    without it is found skipping the lengths where every document has it, in a pass or two."""
+    def make(name, seed, fires):
+        rng = np.random.default_rng(seed)
+        n_tokens = rng.integers(5, 400, 2000)
+        columns = [np.flatnonzero(rng.random(2000) < 0.1) for _ in range(D)]
+        columns[3] = fires(n_tokens)
+        vectors = vectors_from_columns(2000, columns, rng)
+        vectors.n_tokens = n_tokens.astype(np.int32)
+        store = write_store(tmp_path / f"{name}.parquet", vectors, {"id": [f"{name}-{i}" for i in range(2000)],
+                                                                     "text": ["word " * 12] * 2000}, fake_meta(D))
+        return store, split(store, tmp_path / name.upper(), 4)
+
+    (a, folder_a) = make("a", 1, lambda t: np.arange(len(t)))
+    (b, folder_b) = make("b", 2, lambda t: np.flatnonzero(t > 60))
+    config = DiffConfig(length="ignore", form=False)
+    loaded = diff(load_store(a), load_store(b), config, names=["A", "B"], labels=NO_LABELS)
+    streams = StoreStream(folder_a), StoreStream(folder_b)
+    streamed = diff(*streams, config, names=["A", "B"], labels=NO_LABELS)
+    assert_same_table(loaded.table, streamed.table, "latent")
+    three = streamed.findings.filter(pl.col("latent") == 3).row(0, named=True)
+    assert three["example_without_id"] is not None
+    assert streams[1].passes <= 4, "counts, the findings' pass, one round of the contrast search"

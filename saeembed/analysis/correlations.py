@@ -34,7 +34,7 @@ from saeembed.analysis.lengths import band_counts, length_bands
 from saeembed.analysis.pairing import align_pairs
 from saeembed.analysis.summaries import Summary, count
 from saeembed.store import Store, check_compatible, document_frequency, present
-from saeembed.stream import Chunk, StoreStream
+from saeembed.stream import Chunk, OnePart, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -159,7 +159,11 @@ def correlations(store: Store | StoreStream, config: CorrelationConfig | None = 
     counts = store.counts if isinstance(store, StoreStream) else document_frequency(store.matrix)
     band = _band_of(counts, store.n_docs, config)
     null, notes = _null_of(store, band, config.length_bands)
-    pairs, n_tested = _test_blocks(_cooccurrence(store, band, config), null, config, same=True)
+    if isinstance(store, StoreStream):  # blocks summed over the parts, a group of blocks per pass
+        pairs, n_tested = _test_blocks(_cooccurrence(store, band, config), null, config, same=True)
+    else:  # one sparse product per block
+        x = _binary_columns(store.matrix, band)
+        pairs, n_tested = _pair_tests(x, x, null, config, same=True)
     result, n_length_explained = _finish(pairs, n_tested, band, band, store.n_docs, config, labels)
     decoder, decoder_notes = _decoder_or_note(decoder, store.meta)
     near = _near_token_share(store, band, result["i"], result["j"], result["support"])
@@ -205,9 +209,7 @@ def pair_example_rows(store: Store | StoreStream, latent_a: np.ndarray, latent_b
 
 def _each_part(store: Store | StoreStream, work: Callable[[Chunk, Any], Any], args: list[Any]) -> Iterator[Any]:
     """`work(part, args[k])` over a store's parts in order (`StoreStream.map`); a loaded store is one part."""
-    if isinstance(store, StoreStream):
-        return store.map(work, args)
-    return iter([work(Chunk(0, store.matrix, store.peak_start, store.peak_end), args[0])])
+    return (store if isinstance(store, StoreStream) else OnePart(store)).map(work, args)
 
 
 def _part_rows(store: Store | StoreStream) -> np.ndarray:
@@ -296,18 +298,18 @@ def _band_notes(bands: int | None, n_bands: int) -> list[str]:
     return []
 
 
-def _cooccurrence(store: Store | StoreStream, band: np.ndarray,
+def _cooccurrence(store: StoreStream, band: np.ndarray,
                   config: CorrelationConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """(first latent of the block, i, j, shared documents) of the band latents' co-occurring pairs, one block
-    of `config.block` latents at a time. A store of several parts is read once per group of blocks whose
-    counts fit in `COOCCURRENCE_CELLS` (a loaded store is one part: its blocks are sparse products)."""
+    of `config.block` latents at a time, summed over the parts: the parts are read once per group of blocks
+    whose counts fit in `COOCCURRENCE_CELLS` (a store of one part keeps its blocks' sparse products)."""
     starts = list(range(0, len(band), config.block))
     per_pass = max(1, COOCCURRENCE_CELLS // max(config.block * len(band), 1))
     n_parts = len(_part_rows(store)) - 1
     for first in range(0, len(starts), per_pass):
         group = starts[first:first + per_pass]
         total: dict[int, Any] = {}
-        for blocks in _each_part(store, _cooccurrence_work, [(band, group, config.block)] * n_parts):
+        for blocks in store.map(_cooccurrence_work, [(band, group, config.block)] * n_parts):
             for start, block in zip(group, blocks):
                 if start in total:  # another part: add up as dense int32 (a sum of sparse blocks fills in)
                     if not isinstance(total[start], np.ndarray):
@@ -447,7 +449,8 @@ def _filter(result: dict[str, np.ndarray], near: np.ndarray, cosine: np.ndarray 
         "expected": result["expected"], "lift": result["support"] / np.maximum(result["expected"], 1e-12),
         "p": result["p"], "q": result["q"],
         "near_token_share": near, "decoder_cosine": cosine, "reason": pl.Series(reason.tolist(), dtype=pl.Utf8),
-    }).with_columns(pl.col("near_token_share", "decoder_cosine").fill_nan(None)).sort("npmi", descending=True)
+    }).with_columns(pl.col("near_token_share", "decoder_cosine").fill_nan(None)).sort(  # ties: by latent
+        ["npmi", "latent_a", "latent_b"], descending=[True, False, False])
     dropped = table.filter(pl.col("reason").is_not_null())
     counts = {name: int((dropped["reason"] == name).sum()) for name in DROP_REASONS}
     return CorrelationResult(table.filter(pl.col("reason").is_null()).drop("reason"), n_docs, n_band, n_tested,

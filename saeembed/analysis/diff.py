@@ -28,7 +28,7 @@ from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
-from saeembed.stream import StoreStream, is_streamed
+from saeembed.stream import OnePart, StoreStream, is_streamed
 
 if TYPE_CHECKING:
     import polars as pl
@@ -359,8 +359,9 @@ def _finish(table: pl.DataFrame, stores: Sequence[Store | StoreStream], rows: li
         from saeembed.analysis.streamed import evidence
 
         signs = np.sign(table.filter(pl.col("significant"))["diff"].to_numpy())
-        table = evidence(table, stores, config, rng,  # type: ignore[arg-type]
-                         _auto_decoder(stores[0], signs) if isinstance(decoder, str) else decoder)
+        parts = [s if isinstance(s, StoreStream) else OnePart(s) for s in stores]  # a loaded one: one part
+        table = evidence(table, parts, config, rng, _auto_decoder(stores[0], signs) if isinstance(decoder, str)
+                         else decoder)
     else:
         table = _evidence(table, stores, rows, config, rng, decoder)  # type: ignore[arg-type]
     return table.with_columns(vs=pl.Series([names[1 + j] for j in table["vs"]], dtype=pl.Utf8))

@@ -117,11 +117,14 @@ class ByLength(NamedTuple):
         order = np.lexsort((key, tokens))
         return cls(order, tokens[order], key[order])
 
-    def nearest_lacking(self, target: int, fires: Callable[[np.ndarray], np.ndarray]) -> int | None:
+    def nearest_lacking(self, target: int, fires: Callable[[np.ndarray], np.ndarray],
+                        lacking: Callable[[int], int] | None = None) -> int | None:
         """The document (position) lacking the latent whose length is nearest `target`; of equally near ones
         the first in the random order. `fires(positions)` says which documents have the latent; it is asked
         about a few documents at a time, the nearest lengths first, so a caller that learns it by reading a
-        store (and raises until it has) asks little and gets the same answer as one that knows it."""
+        store (and raises until it has) asks little and gets the same answer as one that knows it.
+        `lacking(length)`, when known, says how many documents of that length lack it: lengths where none
+        does are not asked about, and the first window is sized to find one (the answer is the same)."""
         n = len(self.order)
         lo = hi = int(np.searchsorted(self.tokens, target))  # examined so far: [lo, hi), whole lengths
         while lo > 0 or hi < n:
@@ -131,24 +134,31 @@ class ByLength(NamedTuple):
             found = []
             if below == gap:
                 start = int(np.searchsorted(self.tokens, self.tokens[lo - 1]))
-                found.append(self._first_lacking(start, lo, fires))
+                found.append(self._first_lacking(start, lo, fires, lacking))
                 lo = start
             if above == gap:
                 stop = int(np.searchsorted(self.tokens, self.tokens[hi], side="right"))
-                found.append(self._first_lacking(hi, stop, fires))
+                found.append(self._first_lacking(hi, stop, fires, lacking))
                 hi = stop
             found = [f for f in found if f is not None]
             if found:
                 return int(self.order[min(found, key=lambda at: self.key[at])])
         return None
 
-    def _first_lacking(self, start: int, stop: int, fires: Callable[[np.ndarray], np.ndarray]) -> int | None:
-        """The first of sorted positions start..stop-1 whose document lacks the latent, asking a few at a time."""
+    def _first_lacking(self, start: int, stop: int, fires: Callable[[np.ndarray], np.ndarray],
+                       lacking: Callable[[int], int] | None) -> int | None:
+        """The first of sorted positions start..stop-1 (documents of one length) whose document lacks the latent,
+        asking a few at a time."""
         width = 32
+        if lacking is not None:
+            missing = lacking(int(self.tokens[start]))
+            if not missing:
+                return None
+            width = max(width, -(-4 * (stop - start) // missing))  # about four lacking ones expected
         while start < stop:
-            lacking = np.flatnonzero(~fires(self.order[start:min(stop, start + width)]))
-            if len(lacking):
-                return start + int(lacking[0])
+            without = np.flatnonzero(~fires(self.order[start:min(stop, start + width)]))
+            if len(without):
+                return start + int(without[0])
             start, width = start + width, width * 4
         return None
 

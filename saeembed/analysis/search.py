@@ -296,7 +296,10 @@ def _candidates(store: Store | StoreStream, where: str | None) -> np.ndarray:
         return filter_rows(store.frame, where)
     if not where or not where.strip():
         return np.arange(store.n_docs)
-    fields = [c for c in store.columns if c != "dense"]
+    from saeembed.analysis.where import parse_filter
+
+    # only the fields the filter names (and n_tokens, so a constant filter still counts the rows): checked first
+    fields = sorted({*parse_filter(where, store.columns).meta.root_names(), "n_tokens"})
     kept = store.map(filter_rows, [where] * len(store.files), columns=fields)
     return np.concatenate([rows + start for rows, start in zip(kept, store.part_rows)])
 

@@ -5,17 +5,18 @@ documents.
 - The tests read a side through `StreamSide`: per-latent counts, counts per length band and sums, each a sum
   over the parts (`saeembed.analysis.compare.Side` is the same for one matrix).
 - Themes read the findings' co-occurrence counts (findings x findings), summed over the parts.
-- Examples: the strongest document of each finding is kept while passing; the document without it is found
-  by the same search as for a loaded store (`evidence.ByLength`), which asks whether a latent fires on a
-  few documents near a length: those are read in a pass when it asks (two or three passes in all); then the
-  few documents shown are fetched by row.
+- Examples: the strongest document of each finding is kept while passing, with how many documents of each
+  length fire; the document without it is found by the same search as for a loaded store
+  (`evidence.ByLength`): lengths where every document fires are skipped, and it asks whether the latent
+  fires on a window of documents of the nearest length where one lacks it, read in a pass over the parts
+  that hold them (usually one round); then the few documents shown are fetched by row.
 
 Pairs (`pair_on`) need both sides' rows side by side and are not read this way: load the stores.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -172,7 +173,7 @@ def evidence(table: pl.DataFrame, stores: Sequence[StoreStream], config: DiffCon
     findings = table.filter(pl.col("significant"))
     latents = findings["latent"].to_numpy().astype(np.int64)
     signs = np.sign(findings["diff"].to_numpy())
-    passed = _FindingPass(latents, len(stores))
+    passed = _FindingPass(latents, stores)
     for k, store in enumerate(stores):
         passed.read(k, store)
     theme = themes_of(links_of(passed.size.astype(np.float32), passed.shared.astype(np.float32),
@@ -190,9 +191,13 @@ class _FindingPass:
     """What one pass over each store learns of the findings' latents: co-occurrence counts (documents firing
     each, firing together, peaking on the same token) and each latent's strongest document per store."""
 
-    def __init__(self, latents: np.ndarray, n_stores: int) -> None:
-        n = len(latents)
+    def __init__(self, latents: np.ndarray, stores: Sequence[StoreStream]) -> None:
+        n, n_stores = len(latents), len(stores)
         self.latents = latents
+        # per store, its documents' lengths as codes into its distinct lengths, and per finding and length the
+        # documents that fire (the contrast search skips lengths where every document does)
+        self.lengths = [np.unique(s.n_tokens, return_inverse=True) for s in stores]
+        self.firing = [np.zeros((n, len(values)), np.int64) for values, _ in self.lengths]
         self.size = np.zeros(n)
         self.shared = np.zeros((n, n))
         self.same = np.zeros((n, n))
@@ -203,19 +208,37 @@ class _FindingPass:
         n = len(self.latents)
         if not n:
             return
-        for start, (size, shared, same, latent, value, row) in zip(store.part_rows, store.map(
-                _finding_work, [self.latents] * len(store.files))):
+        values, codes = self.lengths[k]
+        parts = store.part_rows
+        args = [(self.latents, codes[lo:hi], len(values)) for lo, hi in zip(parts[:-1], parts[1:])]
+        for start, (size, shared, same, firing, latent, value, row) in zip(parts, store.map(_finding_work, args)):
             self.size += size
             self.shared += shared
             self.same += same
+            self.firing[k] += firing
             better = value > self.best_value[k, latent]  # an earlier part keeps a tie: the first row, as argmax
             self.best_value[k, latent[better]] = value[better]
             self.best_row[k, latent[better]] = row[better] + start
 
+    def lacking(self, k: int, j: int) -> Callable[[int], int]:
+        """For store k and finding j: length -> its documents of that length that lack the latent."""
+        values, codes = self.lengths[k]
+        return _lacking_of(values, np.bincount(codes, minlength=len(values)), self.firing[k][j])
 
-def _finding_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, ...]:
-    """One part's co-occurrence counts of the findings' latents, and each one's strongest row (first of a tie):
-    (size, shared, same, latent positions, value, row)."""
+
+def _lacking_of(values: np.ndarray, docs: np.ndarray, firing: np.ndarray) -> Callable[[int], int]:
+    """length -> documents of that length lacking the latent (`firing`: per length code, those that have it)."""
+    def lacking(length: int) -> int:
+        at = int(np.searchsorted(values, length))
+        return int(docs[at] - firing[at]) if at < len(values) and values[at] == length else 0
+    return lacking
+
+
+def _finding_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, ...]:
+    """One part's co-occurrence counts of the findings' latents, per finding and length code the documents
+    firing, and each finding's strongest row (first of a tie): (size, shared, same, firing, finding, value,
+    row)."""
+    latents, codes, n_lengths = arg
     n = len(latents)
     m = chunk.matrix
     slot = np.full(m.shape[1], -1, np.int64)
@@ -228,8 +251,9 @@ def _finding_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, ...]:
     values = m.data[at]
     order = np.lexsort((doc, -values, which))  # per latent: largest value, then the first row
     first = order[np.r_[True, which[order][1:] != which[order][:-1]]] if len(order) else order
+    firing = np.bincount(which * n_lengths + codes[doc], minlength=n * n_lengths).reshape(n, n_lengths)
     return (np.asarray(fires.sum(axis=0)).ravel(), (fires.T.tocsr() @ fires).toarray(),
-            (peaks.T.tocsr() @ peaks).toarray(), which[first], values[first], doc[first])
+            (peaks.T.tocsr() @ peaks).toarray(), firing, which[first], values[first], doc[first])
 
 
 class _Missing(Exception):
@@ -261,9 +285,11 @@ class _Firing:
         latent, row = latent[order], row[order]
         bounds = np.searchsorted(row, store.part_rows)
         args = [(row[lo:hi] - start, latent[lo:hi]) for lo, hi, start in zip(bounds[:-1], bounds[1:], store.part_rows)]
-        for (local, lat), start, fires in zip(args, store.part_rows, store.map(_firing_work, args)):
-            for r, lt, f in zip((local + start).tolist(), lat.tolist(), fires.tolist()):
-                self.known[lt][r] = f
+        skip = [not len(local) for local, _ in args]  # parts nothing was asked of are not read
+        for (local, lat), start, fires in zip(args, store.part_rows, store.map(_firing_work, args, skip=skip)):
+            if fires is not None:
+                for r, lt, f in zip((local + start).tolist(), lat.tolist(), fires.tolist()):
+                    self.known[lt][r] = f
 
 
 def _firing_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -288,20 +314,23 @@ def _examples(table: pl.DataFrame, findings: pl.DataFrame, stores: Sequence[Stor
     tokens = [s.n_tokens for s in stores]
     by_length = [ByLength.of(t, rng) for t in tokens]
     plan: list[tuple[int, int, int, int, int]] = []  # (table row, more, less, row with, latent)
+    finding: list[int] = []  # each planned example's finding
     index = {int(latent): i for i, latent in enumerate(table["latent"])}
     for j, (latent, d, vs) in enumerate(zip(findings["latent"], findings["diff"], findings["vs"])):
         more, less = (0, 1 + vs) if d > 0 else (1 + vs, 0)
         if passed.best_row[more, j] >= 0:
             plan.append((index[int(latent)], more, less, int(passed.best_row[more, j]), int(latent)))
+            finding.append(j)
     firing = [_Firing() for _ in stores]
     nearest: dict[int, int | None] = {}
     while len(nearest) < len(plan):  # rounds: each reads the rows the searches asked about
         questions: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for i, more, less, row, latent in plan:
+        for j, (i, more, less, row, latent) in enumerate(plan):
             if i in nearest:
                 continue
             try:
-                nearest[i] = by_length[less].nearest_lacking(int(tokens[more][row]), firing[less].asker(latent))
+                nearest[i] = by_length[less].nearest_lacking(int(tokens[more][row]), firing[less].asker(latent),
+                                                             passed.lacking(less, finding[j]))
             except _Missing as missing:
                 questions.setdefault(less, []).append((latent, missing.rows))
         for less, asked in questions.items():
