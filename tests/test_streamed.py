@@ -278,3 +278,12 @@ def test_the_example_without_a_latent_tied_to_length_takes_few_passes(tmp_path):
     three = streamed.findings.filter(pl.col("latent") == 3).row(0, named=True)
     assert three["example_without_id"] is not None
     assert streams[1].passes <= 4, "counts, the findings' pass, one round of the contrast search"
+
+
+def test_themes_of_many_findings_are_counted_sparse_and_equal(folders, monkeypatch):
+    a, b, folder_a, folder_b = folders
+    monkeypatch.setattr("saeembed.analysis.streamed.DENSE_FINDINGS", 1)  # as past 4,096 findings
+    loaded = diff(load_store(a), load_store(b), names=["A", "B"], labels=NO_LABELS)
+    streamed = diff(StoreStream(folder_a), StoreStream(folder_b), names=["A", "B"], labels=NO_LABELS)
+    assert loaded.findings.height > 1
+    assert loaded.table["theme"].to_list() == streamed.table["theme"].to_list()

@@ -22,7 +22,7 @@ import numpy as np
 
 from saeembed.analysis.evidence import ByLength, _plain
 from saeembed.analysis.length_adjust import Sums, matrix_sums
-from saeembed.analysis.themes import links_of, presence, themes_of
+from saeembed.analysis.themes import DENSE_FINDINGS, links_of, presence, themes_of
 from saeembed.store import document_frequency
 from saeembed.stream import Chunk, StoreStream
 
@@ -176,8 +176,7 @@ def evidence(table: pl.DataFrame, stores: Sequence[StoreStream], config: DiffCon
     passed = _FindingPass(latents, stores)
     for k, store in enumerate(stores):
         passed.read(k, store)
-    theme = themes_of(links_of(passed.size.astype(np.float32), passed.shared.astype(np.float32),
-                               passed.same.astype(np.float32), sum(s.n_docs for s in stores), signs, config),
+    theme = themes_of(links_of(passed.size, passed.shared, passed.same, sum(s.n_docs for s in stores), signs, config),
                       signs, config, decoder, latents) if len(latents) else np.zeros(0, np.int32)
     theme_of = np.zeros(len(table), np.int32)
     theme_of[:len(findings)] = theme  # findings come first in the ordered table
@@ -198,9 +197,10 @@ class _FindingPass:
         # documents that fire (the contrast search skips lengths where every document does)
         self.lengths = [np.unique(s.n_tokens, return_inverse=True) for s in stores]
         self.firing = [np.zeros((n, len(values)), np.int64) for values, _ in self.lengths]
-        self.size = np.zeros(n)
-        self.shared = np.zeros((n, n))
-        self.same = np.zeros((n, n))
+        self.size = np.zeros(n, np.int64)
+        # findings x findings counts: dense up to DENSE_FINDINGS findings, sparse beyond (n^2 would not fit)
+        self.shared: Any = np.zeros((n, n), np.int64) if n <= DENSE_FINDINGS else None
+        self.same: Any = np.zeros((n, n), np.int64) if n <= DENSE_FINDINGS else None
         self.best_value = np.full((n_stores, n), -np.inf, np.float32)
         self.best_row = np.full((n_stores, n), -1, np.int64)
 
@@ -213,8 +213,8 @@ class _FindingPass:
         args = [(self.latents, codes[lo:hi], len(values)) for lo, hi in zip(parts[:-1], parts[1:])]
         for start, (size, shared, same, firing, latent, value, row) in zip(parts, store.map(_finding_work, args)):
             self.size += size
-            self.shared += shared
-            self.same += same
+            self.shared = shared if self.shared is None else self.shared + shared
+            self.same = same if self.same is None else self.same + same
             self.firing[k] += firing
             better = value > self.best_value[k, latent]  # an earlier part keeps a tie: the first row, as argmax
             self.best_value[k, latent[better]] = value[better]
@@ -252,8 +252,11 @@ def _finding_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray, int]) -> tupl
     order = np.lexsort((doc, -values, which))  # per latent: largest value, then the first row
     first = order[np.r_[True, which[order][1:] != which[order][:-1]]] if len(order) else order
     firing = np.bincount(which * n_lengths + codes[doc], minlength=n * n_lengths).reshape(n, n_lengths)
-    return (np.asarray(fires.sum(axis=0)).ravel(), (fires.T.tocsr() @ fires).toarray(),
-            (peaks.T.tocsr() @ peaks).toarray(), firing, which[first], values[first], doc[first])
+    shared, same = ((x.T.tocsr() @ x).astype(np.int64) for x in (fires, peaks))
+    if n <= DENSE_FINDINGS:
+        shared, same = shared.toarray(), same.toarray()
+    return (np.asarray(fires.sum(axis=0)).ravel().astype(np.int64), shared, same, firing, which[first],
+            values[first], doc[first])
 
 
 class _Missing(Exception):

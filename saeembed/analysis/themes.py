@@ -81,12 +81,16 @@ def presence(doc: np.ndarray, which: np.ndarray, start: np.ndarray, n_docs: int,
     return fires, peaks
 
 
-def links_of(size: np.ndarray, shared: np.ndarray, same: np.ndarray, n_docs: int, signs: np.ndarray,
+def links_of(size: np.ndarray, shared: Any, same: Any, n_docs: int, signs: np.ndarray,
              config: DiffConfig) -> spmatrix:
-    """The links from whole co-occurrence counts (findings x findings, as float32 like the blocks of
-    `_gram_blocks`, so a store read by parts links exactly as one loaded)."""
-    blocks = ((begin, shared[begin:begin + BLOCK], same[begin:begin + BLOCK]) for begin in range(0, len(size), BLOCK))
-    return _links(blocks, size, max(n_docs, 1), signs, config)
+    """The links from whole co-occurrence counts (findings x findings, dense or sparse), compared as float32
+    like the blocks of `_gram_blocks`, so a store read by parts links exactly as one loaded."""
+    def rows(counts: Any, begin: int) -> np.ndarray:
+        block = counts[begin:begin + BLOCK]
+        return (block.toarray() if hasattr(block, "toarray") else np.asarray(block)).astype(np.float32)
+
+    blocks = ((begin, rows(shared, begin), rows(same, begin)) for begin in range(0, len(size), BLOCK))
+    return _links(blocks, np.asarray(size, np.float32), max(n_docs, 1), signs, config)
 
 
 def _links(blocks: Iterable[tuple[int, np.ndarray, np.ndarray]], size: np.ndarray, n_docs: int, signs: np.ndarray,
