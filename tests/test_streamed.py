@@ -287,3 +287,14 @@ def test_themes_of_many_findings_are_counted_sparse_and_equal(folders, monkeypat
     streamed = diff(StoreStream(folder_a), StoreStream(folder_b), names=["A", "B"], labels=NO_LABELS)
     assert loaded.findings.height > 1
     assert loaded.table["theme"].to_list() == streamed.table["theme"].to_list()
+
+
+@pytest.mark.parametrize("quantile", [0.0, 0.5, 0.9, 1.0])
+def test_latent_percentiles_of_a_streamed_store_are_exact(folders, quantile):
+    from saeembed.analysis.concepts import activation_scale
+
+    a, _, folder_a, _ = folders
+    latents = np.arange(D)
+    loaded = activation_scale(load_store(a), latents, quantile)
+    streamed = activation_scale(StoreStream(folder_a), latents, quantile)
+    np.testing.assert_array_equal(loaded, streamed)
