@@ -66,6 +66,9 @@ def run(
         config = DiffConfig(measure=measure, alpha=alpha, min_diff=min_diff, pair_on=pair_on,  # type: ignore[arg-type]
                             holdout=holdout, length=length, length_bands=length_bands, seed=seed,
                             form=form, style_min_effect=style_min_effect)
+        if engine == "ray" and pair_on:
+            raise SaeEmbedError("--engine ray reads the stores part by part, and --pair-on needs their rows side "
+                                "by side (loaded whole): drop one of them")
         settings = {"text_field": text_field, "id_field": id_field, "cache_dir": cache_dir}
         with engine_session(engine, ray_address):
             # folder stores are read part by part, unless pairs must be aligned row by row
