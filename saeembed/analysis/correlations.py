@@ -142,7 +142,8 @@ def correlations(store: Store | StoreStream, config: CorrelationConfig | None = 
     Cochran-Mantel-Haenszel test over length bands + BH).
 
     Args:
-        store: an embedded corpus.
+        store: an embedded corpus, loaded or read part by part (`saeembed.stream.StoreStream`: the same
+            pairs; the co-occurrence counts summed over passes of the parts).
         config: support, frequency band, length bands, alpha and the trivial-pair thresholds.
         labels: `saeembed.labels.Labels`; default the labels found for the store's SAE.
         decoder: [d_sae, d_in] decoder directions; default loaded from the store's SAE when it is

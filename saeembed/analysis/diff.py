@@ -264,7 +264,9 @@ def diff(a: Store | StoreStream, b: Store | StoreStream | Sequence[Store | Store
     latent: a finding must differ from every other corpus in the same direction).
 
     Args:
-        a, b: stores (see `saeembed.embedding.open_store.open_store` to embed corpus files on the fly).
+        a, b: stores (see `saeembed.embedding.open_store.open_store` to embed corpus files on the fly), loaded
+            or read part by part (`saeembed.stream.StoreStream`: the same result, memory that does not grow
+            with the documents; not with `pair_on` or `style`).
         config: measure, thresholds, length handling, pairing and holdout.
         names: display names of the corpora, default their file stems (A, B ... when two are the same).
         labels: a `saeembed.labels.Labels`; default the labels found for a's SAE.

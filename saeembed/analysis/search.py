@@ -139,6 +139,8 @@ def search(store: Store | StoreStream, query: str, config: SearchConfig | None =
     the SAE ranking ranks only those documents too; dense retrieval ranks every candidate.
 
     Args:
+        store: loaded, or read part by part (`saeembed.stream.StoreStream`: the same results; one score per
+            document is held, and the documents listed are read by row).
         config: top, mode (sae, dense or hybrid), k (latents kept per phrase or example of the query),
             feedback (expand the query with the latents of its first this many results, see
             `concept_scores`; 0: the paper's scoring alone), weak (also search with the latents of words no
