@@ -109,7 +109,7 @@ def findings_of(table: Path) -> set[tuple[str, str]]:
                 frame["latent"] if "latent" in frame.columns else [None] * len(frame))}
 
 
-def tiled_real(docs: int, part_docs: int, ray: bool) -> dict:
+def tiled_real(docs: int, part_docs: int, ray: bool, analyses: list[str]) -> dict:
     """The README's main job embedded once (the offline default's content store, no style layer: stores),
     diffed as it is and tiled to `docs` documents a side; then correlations and search of one tiled side, and
     (`ray`) the diff again with --engine ray on a local Ray, its table compared with the local run's."""
@@ -131,14 +131,17 @@ def tiled_real(docs: int, part_docs: int, ray: bool) -> dict:
         for name, store in stores.items():
             tile(store, Path(tmp) / name, docs, part_docs)
         a, b = str(Path(tmp) / "sarcastic"), str(Path(tmp) / "rephrased")
-        tiled = _timed(["diff", a, b, "-o", str(table)], env)
-        found, local_table = findings_of(table), pl.read_parquet(table)
-        out["tiled_diff"] = {**tiled, "findings": len(found)}
-        out["untiled_found_again"] = len(found_whole & found)
-        out["untiled_missing"] = sorted(found_whole - found)
-        print(json.dumps(out), file=sys.stderr, flush=True)
-        out["correlations"] = _timed(["correlations", a, "--json", "--top", "5"], env)
-        out["search"] = _timed(["search", a, "sarcasm, irony", "--json", "--top", "10"], env)
+        if "diff" in analyses or ray:
+            tiled = _timed(["diff", a, b, "-o", str(table)], env)
+            found, local_table = findings_of(table), pl.read_parquet(table)
+            out["tiled_diff"] = {**tiled, "findings": len(found)}
+            out["untiled_found_again"] = len(found_whole & found)
+            out["untiled_missing"] = sorted(found_whole - found)
+            print(json.dumps(out), file=sys.stderr, flush=True)
+        if "correlations" in analyses:
+            out["correlations"] = _timed(["correlations", a, "--json", "--top", "5"], env)
+        if "search" in analyses:
+            out["search"] = _timed(["search", a, "sarcasm, irony", "--json", "--top", "10"], env)
         print(json.dumps(out), file=sys.stderr, flush=True)
         if ray:
             out["tiled_diff_ray"] = _timed(["diff", a, b, "-o", str(table), "--engine", "ray"], env)
@@ -166,7 +169,7 @@ def main() -> None:
                         help="instead: diff the README's main job's stores tiled to this many documents a side")
     args = parser.parse_args()
     if args.tiled_docs:
-        print(json.dumps(tiled_real(args.tiled_docs, args.part_docs, args.ray), indent=2))
+        print(json.dumps(tiled_real(args.tiled_docs, args.part_docs, args.ray, args.analyses), indent=2))
         return
     out = []
     rng = np.random.default_rng(0)
