@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from scipy.sparse import csr_matrix
 
+
 class Chunk(NamedTuple):
     """The vectors of one part of a store (rows numbered within the part)."""
 

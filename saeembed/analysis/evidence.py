@@ -94,11 +94,11 @@ def diff_examples(table: pl.DataFrame, stores: list[Store], rows: list[np.ndarra
         text = stores[more].frame["text"][row]
         span = peak_span(stores[more], row, int(latent))
         columns["example_with_id"][i] = str(stores[more].frame["id"][row])
-        columns["example_with"][i] = marked_context(text, span) if span else _plain(text)
+        columns["example_with"][i] = marked_context(text, span) if span else one_line(text)
         if partner is not None:
             other = int(rows[less][partner])
             columns["example_without_id"][i] = str(stores[less].frame["id"][other])
-            columns["example_without"][i] = _plain(stores[less].frame["text"][other])
+            columns["example_without"][i] = one_line(stores[less].frame["text"][other])
     return table.with_columns(pl.Series(name, [values.get(i) for i in range(len(table))], dtype=pl.Utf8)
                               for name, values in columns.items())
 
@@ -171,6 +171,7 @@ def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
     return sorted_values[at] == values
 
 
-def _plain(text: str) -> str:
+def one_line(text: str) -> str:
+    """A document shown as evidence: on one line, cut at PLAIN_CHARS."""
     text = text.replace("\n", " ")
     return text if len(text) <= PLAIN_CHARS else text[:PLAIN_CHARS] + "…"

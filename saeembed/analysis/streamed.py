@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from saeembed.analysis.evidence import ByLength, _plain
+from saeembed.analysis.evidence import ByLength, one_line
 from saeembed.analysis.length_adjust import Sums, matrix_sums
 from saeembed.analysis.themes import DENSE_FINDINGS, links_of, presence, themes_of
 from saeembed.store import document_frequency
@@ -357,10 +357,10 @@ def _examples(table: pl.DataFrame, findings: pl.DataFrame, stores: Sequence[Stor
         text = store.frame["text"][at]
         span = peak_span(store, at, latent)
         columns["example_with_id"][i] = str(store.frame["id"][at])
-        columns["example_with"][i] = marked_context(text, span) if span else _plain(text)
+        columns["example_with"][i] = marked_context(text, span) if span else one_line(text)
         if partner is not None:
             other, at = document(less, partner)
             columns["example_without_id"][i] = str(other.frame["id"][at])
-            columns["example_without"][i] = _plain(other.frame["text"][at])
+            columns["example_without"][i] = one_line(other.frame["text"][at])
     return table.with_columns(pl.Series(name, [values.get(i) for i in range(len(table))], dtype=pl.Utf8)
                               for name, values in columns.items())
