@@ -394,15 +394,15 @@ def _style_layer(style: list[Store], rows: list[np.ndarray], discovery: list[np.
 
 
 def _tokens(store: Store | StoreStream) -> np.ndarray:
-    return store.n_tokens if is_streamed(store) else store.frame["n_tokens"].to_numpy()  # type: ignore[union-attr]
+    return store.n_tokens if isinstance(store, StoreStream) else store.frame["n_tokens"].to_numpy()
 
 
 def _side(store: Store | StoreStream, rows: np.ndarray) -> AnySide:
-    if is_streamed(store):
+    if isinstance(store, StoreStream):
         from saeembed.analysis.streamed import StreamSide
 
-        return StreamSide(store, rows)  # type: ignore[arg-type]
-    return side(store, rows)  # type: ignore[arg-type]
+        return StreamSide(store, rows)
+    return side(store, rows)
 
 
 def _form_layer(stores: list[Store | StoreStream], discovery: list[np.ndarray], validation: list[np.ndarray] | None,
@@ -411,9 +411,8 @@ def _form_layer(stores: list[Store | StoreStream], discovery: list[np.ndarray], 
     from saeembed.analysis.form import compare_form, counted_texts, form_features
     from saeembed.analysis.streamed import StreamForm, StreamTexts
 
-    texts = [StreamTexts(s) if is_streamed(s) else counted_texts(s) for s in stores]  # type: ignore[arg-type]
-    features = form_features([StreamForm(s) if is_streamed(s) else t  # type: ignore[arg-type]
-                              for s, t in zip(stores, texts)])
+    texts: list[Sequence[str]] = [StreamTexts(s) if isinstance(s, StoreStream) else counted_texts(s) for s in stores]
+    features = form_features([StreamForm(s) if isinstance(s, StoreStream) else t for s, t in zip(stores, texts)])
     return compare_form(texts, [_tokens(s) for s in stores], discovery, validation, config, names,
                         np.random.default_rng(config.seed), features)
 
