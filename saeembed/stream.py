@@ -274,8 +274,3 @@ def _on_ray(run: Callable[[str, Any], Any], files: list[str], args: list[Any], a
     finally:
         for ref in pending:
             ray.cancel(ref)
-
-
-def is_streamed(store: object) -> bool:
-    """A store read part by part (`StoreStream`) rather than loaded."""
-    return isinstance(store, StoreStream)

@@ -28,7 +28,7 @@ from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.themes import assign_themes, theme_table
 from saeembed.errors import SaeEmbedError
 from saeembed.store import Store, check_compatible
-from saeembed.stream import OnePart, StoreStream, is_streamed
+from saeembed.stream import OnePart, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -294,7 +294,7 @@ def diff(a: Store | StoreStream, b: Store | StoreStream | Sequence[Store | Store
     stores = [a, *others]
     names = tuple(names or _default_names(stores))
     check_compatible(zip(names, (s.meta for s in stores)))
-    streamed = any(is_streamed(s) for s in stores)
+    streamed = any(isinstance(s, StoreStream) for s in stores)
     if streamed and config.pair_on is not None:
         raise SaeEmbedError("a diff of pairs reads both stores' rows side by side: load the stores "
                             "(saeembed.load_store) rather than reading them by parts")
@@ -357,7 +357,7 @@ def _finish(table: pl.DataFrame, stores: Sequence[Store | StoreStream], rows: li
     table = _order(table.with_columns(
         label=pl.Series([labels.get(i) for i in table["latent"]], dtype=pl.Utf8),
         label_score=pl.Series([labels.score.get(int(i)) for i in table["latent"]], dtype=pl.Float64)))
-    if any(is_streamed(s) for s in stores):
+    if any(isinstance(s, StoreStream) for s in stores):
         from saeembed.analysis.streamed import evidence
 
         signs = np.sign(table.filter(pl.col("significant"))["diff"].to_numpy())

@@ -205,7 +205,7 @@ def concept_scores(store: Store | StoreStream, concepts: Concepts, *, feedback: 
     (no feedback), and latents its `-term`s exclude are not added. `labels` name the latents feedback
     adds (default the labels found for the store's SAE)."""
     check_feedback("concept_scores", feedback)
-    own = _Columns.of(store, concepts.latents)
+    own = _Columns(store, concepts.latents)
     scores = own.scores(concepts.weights, store.n_docs)
     if feedback == 0 or all(why == "id" for why in concepts.why):
         return ConceptScores(scores, concepts, concepts.weights / own.scale)
@@ -219,7 +219,7 @@ def concept_scores(store: Store | StoreStream, concepts: Concepts, *, feedback: 
     if not len(latents):
         return ConceptScores(scores, concepts, concepts.weights / own.scale)
     added = np.setdiff1d(latents, concepts.latents)
-    extra = _Columns.of(store, added)  # only the added latents' columns are read again
+    extra = _Columns(store, added)  # only the added latents' columns are read again
     scale_of = dict(zip([*concepts.latents.tolist(), *added.tolist()], [*own.scale.tolist(), *extra.scale.tolist()]))
     _, which, values = column_entries(code, latents)
     scale = np.array([scale_of[j] for j in latents.tolist()])
@@ -271,10 +271,6 @@ class _Columns:
             self.entries = column_entries(store.matrix, self.latents)
             self.scale = activation_scale(store, self.latents, entries=self.entries)
 
-    @classmethod
-    def of(cls, store: Store | StoreStream, latents: np.ndarray) -> "_Columns":
-        return cls(store, latents)
-
     def scores(self, weights: np.ndarray, n_docs: int) -> np.ndarray:
         """Per document sum(weight / scale x activation) over these latents."""
         weight = weights / self.scale
@@ -309,7 +305,7 @@ def _candidates(store: Store | StoreStream, where: str | None) -> np.ndarray:
 def sae_scores(store: Store | StoreStream, concepts: Concepts) -> tuple[np.ndarray, np.ndarray]:
     """Per document the paper's score, and the weight of each selected latent (rank weight / its
     90th percentile in the store), so a score is sum(weight x activation)."""
-    columns = _Columns.of(store, concepts.latents)
+    columns = _Columns(store, concepts.latents)
     return columns.scores(concepts.weights, store.n_docs), concepts.weights / columns.scale
 
 
