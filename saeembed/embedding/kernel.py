@@ -24,11 +24,11 @@ from saeembed.embedding.corpus import Corpus, Document, Problem
 from saeembed.embedding.pool import document_parts, document_vectors, encode_chunks, merge_chunks
 from saeembed.embedding.reader import (
     Chunk,
+    HeapKeeper,
     Reader,
     inspect_model,
     length_sorted_batches,
     load_reader,
-    release_freed_memory,
     resolve_dtype,
 )
 from saeembed.errors import CorpusError, ReaderError, SAEError
@@ -37,6 +37,8 @@ from saeembed.sae import SAE, load_sae
 from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors
 
 log = logging.getLogger(__name__)
+# Resident memory belongs to the process, so one keeper serves every window it embeds.
+_HEAP = HeapKeeper()
 
 COMMIT_SECONDS = 30.0
 """Within a window, the documents finished so far go to the cache at least this often (seconds of work),
@@ -219,7 +221,7 @@ def embed_window(reader: Reader, sae: SAE, docs: list[Document], config: EmbedCo
                 parts[chunk.doc].append((encoded, row))
                 waiting[chunk.doc] -= 1
         chunks_done += len(batch)
-        release_freed_memory()
+        _HEAP.after_batch()
         if chunks_done < len(chunks) and time.monotonic() - last_commit >= COMMIT_SECONDS:
             flush(np.flatnonzero(pending & (waiting == 0)).tolist())
             last_commit = time.monotonic()

@@ -436,9 +436,10 @@ def length_sorted_batches(chunks: list[Chunk], batch_tokens: int, max_docs: int,
 
 
 def release_freed_memory() -> None:
-    """Hand freed heap back to the OS (a fraction of a millisecond). glibc keeps the memory of freed
-    CPU tensors in its arenas, so without this the resident size creeps up batch after batch and
-    peak memory grows with the corpus."""
+    """Hand freed heap back to the OS. glibc keeps the memory of freed CPU tensors in its arenas, so
+    without this the resident size creeps up batch after batch and peak memory grows with the corpus.
+    It costs more than its own milliseconds: the next batch page-faults that memory in again (6-9% of
+    a per-token embed when done after every batch), so `HeapKeeper` calls it every few batches."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed buffers too
@@ -446,3 +447,18 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to do
+
+
+class HeapKeeper:
+    """Releases freed heap after every `EVERY`-th batch: memory stays bounded (what creeps up in between is
+    handed back), and most batches reuse the memory the one before freed instead of faulting it in again."""
+
+    EVERY = 8
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def after_batch(self) -> None:
+        self.batches += 1
+        if self.batches % self.EVERY == 0:
+            release_freed_memory()
