@@ -2,6 +2,7 @@
 differences are planted, and on splits and repackagings where there is none."""
 
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -11,13 +12,15 @@ from typer.testing import CliRunner
 from commands.app import app
 from saeembed.analysis.config import DiffConfig
 from saeembed.analysis.diff import diff
-from saeembed.analysis.form import form_features, frequent_openings
+from saeembed.analysis.form import FEATURES, form_features, frequent_openings
 from saeembed.labels import Labels
 from saeembed.store import load_store
 from saeembed.synthetic import fake_meta, random_columns, vectors_from_columns, write_store
 
 D = 20
 NO_LABELS = Labels(D, {}, {}, {})
+# 100 examples per property keep the file fast; SAEEMBED_FUZZ_EXAMPLES=2000 searches deeper
+EXAMPLES = int(os.environ.get("SAEEMBED_FUZZ_EXAMPLES", "100"))
 WORDS = "the model answers each question with care and some detail about the topic at hand".split()
 
 
@@ -177,3 +180,50 @@ def test_chats_pooled_on_one_role_are_counted_on_that_role_alone(tmp_path):
     whole = diff(chats(tmp_path / "quiet-whole.parquet", False, 0, None),
                  chats(tmp_path / "loud-whole.parquet", True, 1, None), labels=NO_LABELS)
     assert {"question mark", "exclamation mark"} <= set(whole.form_findings["feature"].to_list())
+
+
+# Characters the features are made of, and others, so random texts hit every pattern now and then.
+_FORM_ALPHABET = (" \n\t-*+#_`|()[]\"'.!?:,;@&/=0123456789 aeimnoprstuwyhlgcAIMSTY" + "•—“”…’é😀")
+
+
+def _ascii_without(needs: str) -> str:
+    return "".join(c for c in _FORM_ALPHABET + "bdfjkqvxzBDEFGHJKLNOPQRUVWXZ" if c.isascii() and c not in needs)
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_a_pattern_never_matches_an_ascii_text_without_the_characters_it_needs(name):
+    # The counter skips a pattern in an ASCII text that lacks its `needs`; that is exact only if this holds.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    feature = FEATURES[name]
+    words = st.sampled_from(["I", "me", "my", "you", "sorry", "apologies", "cannot", "as an AI", "language model",
+                             "might", "often", "tends to", "please note", "consult a", "in summary", "overall,",
+                             "http://a.b", "www.x", "[a](b)", "**b**", "__b__", "```", "`c`", "| a |", "ABC",
+                             "#tag", "@name", "1.", "3,5", "...", "(x)", '"q"'])
+    text = st.lists(st.one_of(words, st.text(_ascii_without(""), max_size=6)), max_size=12).map(" ".join)
+
+    @settings(max_examples=EXAMPLES, deadline=None)
+    @given(text)
+    def check(raw):
+        stripped = "".join(c for c in raw if c not in feature.needs)
+        assert not feature.pattern.search(stripped), (name, stripped)
+
+    check()
+
+
+def test_skipping_patterns_counts_what_counting_every_pattern_counts():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    texts = st.lists(st.text(_FORM_ALPHABET, max_size=40), min_size=1, max_size=8)
+
+    @settings(max_examples=EXAMPLES, deadline=None)
+    @given(texts)
+    def check(batch):
+        counted = form_features([batch]).counts[0].toarray()
+        for row, text in enumerate(batch):
+            every = [len(feature.pattern.findall(text)) for feature in FEATURES.values()]
+            assert counted[row, : len(FEATURES)].tolist() == every, text
+
+    check()

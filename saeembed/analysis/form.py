@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Protocol, Sequence
 
 import numpy as np
@@ -39,53 +40,71 @@ _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _TRAILING = r"[\"')\]*_”’»\s]*\Z"  # closing quotes, brackets and markup after a document's last character
 
 
-# name -> (what it counts, in words; the pattern whose matches are counted, and whose first match is the
-# evidence shown). Order: structure, punctuation, voice, endings; openings are added from the data.
-FEATURES: dict[str, tuple[str, re.Pattern[str]]] = {
-    "bullet list": ("lines starting with -, *, + or •", re.compile(r"^[ \t]*[-*+•][ \t]+(?=\S)", re.MULTILINE)),
-    "numbered list": ("lines starting with 1. or 1)", re.compile(r"^[ \t]*\d{1,3}[.)][ \t]+(?=\S)", re.MULTILINE)),
-    "heading": ("markdown headings (# Title) and lines that are bold alone",
-                re.compile(r"^[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]{1,80}\*\*:?)[ \t]*$", re.MULTILINE)),
-    "bold": ("**bold** or __bold__ spans", re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")),
-    "code block": ("``` fenced blocks", re.compile(r"```[\s\S]*?(?:```|\Z)")),
-    "inline code": ("`code` spans", re.compile(r"(?<!`)`[^`\n]+`(?!`)")),
-    "table": ("table rows (| a | b |)", re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)),
-    "link": ("URLs and [text](url) links", re.compile(r"https?://\S+|www\.\S+|\]\([^)\s]+\)")),
-    "paragraph break": ("blank lines between paragraphs", re.compile(r"\n[ \t]*\n(?=[ \t]*\S)")),
-    "question mark": ("?", re.compile(r"\?")),
-    "exclamation mark": ("! (not !=)", re.compile(r"!(?!=)")),
-    "emoji": ("emoji", re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")),
-    "ellipsis": ("... or …", re.compile(r"\.\.\.|…")),
-    "em dash": ("— (em dash)", re.compile("—")),
-    "parentheses": ("( ... )", re.compile(r"\([^()\n]*\)")),
-    "quotation": ("quoted passages", re.compile(r"\"[^\"\n]+\"|“[^”\n]+”")),
-    "number": ("numbers", re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")),
-    "all caps word": ("words in capitals (3+ letters)", re.compile(r"\b[A-Z]{3,}\b")),
-    "hashtag": ("#tags", re.compile(r"(?<![\w#&])#[^\W\d_]\w*")),
-    "mention": ("@names", re.compile(r"(?<![\w@])@\w+")),
-    "first person": ("I, me, my, mine, myself", re.compile(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE)),
-    "second person": ("you, your, yours, yourself",
-                      re.compile(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE)),
-    "apology": ("sorry, apologise", re.compile(r"\b(?:sorry|apologi[sz]e\w*|apologies)\b", re.IGNORECASE)),
-    "refusal": ("I can't / cannot / am unable to / won't / am not able to",
-                re.compile(r"\bI(?:\s+am|'m|’m)?\s+(?:can(?:no|'|’)t|cannot|unable\s+to|not\s+able\s+to|won(?:'|’)t|"
-                         r"will\s+not)\b", re.IGNORECASE)),
-    "AI self-reference": ("as an AI, language model",
-                          re.compile(r"\b(?:as an AI(?: (?:language )?model)?|(?:an AI|a|large) language model|"
-                                   r"an AI model)\b", re.IGNORECASE)),
-    "hedge": ("might, may, perhaps, possibly, probably, likely, generally, typically, usually, often",
-              re.compile(r"\b(?:might|may|perhaps|possibly|probably|likely|generally|typically|usually|often|"
-                       r"tends? to)\b", re.IGNORECASE)),
-    "disclaimer": ("it's important to, please note, keep in mind, consult a",
-                   re.compile(r"\b(?:it(?:'s|’s| is) (?:important|essential|crucial) to|please note|note that|keep "
-                            r"in mind|consult (?:a|an|with|your)|not a substitute)\b", re.IGNORECASE)),
-    "summary phrase": ("in summary, in conclusion, overall, to sum up",
-                       re.compile(r"\b(?:in summary|in conclusion|overall,|to sum up|to summari[sz]e)\b",
-                                re.IGNORECASE)),
-    "ends with ?": ("the last character is ?", re.compile(r"\?" + _TRAILING)),
-    "ends with !": ("the last character is !", re.compile(r"!" + _TRAILING)),
-    "ends with .": ("the last character is .", re.compile(r"(?<!\.\.)\." + _TRAILING)),
-    "ends with :": ("the last character is : (cut off before a list)", re.compile(r":" + _TRAILING)),
+_DIGITS = "0123456789"
+
+
+class Feature(NamedTuple):
+    """A counted feature: what it counts, in words; the pattern whose matches are counted (its first match is
+    the evidence shown); and `needs`: in an ASCII text, the pattern can only match where one of these
+    characters occurs (the counter skips it elsewhere; `tests/test_form.py` holds each one to it)."""
+
+    what: str
+    pattern: re.Pattern[str]
+    needs: str
+
+
+# Order: structure, punctuation, voice, endings; openings are added from the data.
+FEATURES: dict[str, Feature] = {
+    "bullet list": Feature("lines starting with -, *, + or •",
+                           re.compile(r"^[ \t]*[-*+•][ \t]+(?=\S)", re.MULTILINE), "-*+"),
+    "numbered list": Feature("lines starting with 1. or 1)",
+                             re.compile(r"^[ \t]*\d{1,3}[.)][ \t]+(?=\S)", re.MULTILINE), _DIGITS),
+    "heading": Feature("markdown headings (# Title) and lines that are bold alone",
+                       re.compile(r"^[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]{1,80}\*\*:?)[ \t]*$", re.MULTILINE), "#*"),
+    "bold": Feature("**bold** or __bold__ spans", re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__"), "*_"),
+    "code block": Feature("``` fenced blocks", re.compile(r"```[\s\S]*?(?:```|\Z)"), "`"),
+    "inline code": Feature("`code` spans", re.compile(r"(?<!`)`[^`\n]+`(?!`)"), "`"),
+    "table": Feature("table rows (| a | b |)", re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE), "|"),
+    "link": Feature("URLs and [text](url) links", re.compile(r"https?://\S+|www\.\S+|\]\([^)\s]+\)"), "hw]"),
+    "paragraph break": Feature("blank lines between paragraphs", re.compile(r"\n[ \t]*\n(?=[ \t]*\S)"), "\n"),
+    "question mark": Feature("?", re.compile(r"\?"), "?"),
+    "exclamation mark": Feature("! (not !=)", re.compile(r"!(?!=)"), "!"),
+    "emoji": Feature("emoji", re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]"), ""),
+    "ellipsis": Feature("... or …", re.compile(r"\.\.\.|…"), "."),
+    "em dash": Feature("— (em dash)", re.compile("—"), ""),
+    "parentheses": Feature("( ... )", re.compile(r"\([^()\n]*\)"), "("),
+    "quotation": Feature("quoted passages", re.compile(r"\"[^\"\n]+\"|“[^”\n]+”"), '"'),
+    "number": Feature("numbers", re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*"), _DIGITS),
+    "all caps word": Feature("words in capitals (3+ letters)", re.compile(r"\b[A-Z]{3,}\b"),
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    "hashtag": Feature("#tags", re.compile(r"(?<![\w#&])#[^\W\d_]\w*"), "#"),
+    "mention": Feature("@names", re.compile(r"(?<![\w@])@\w+"), "@"),
+    "first person": Feature("I, me, my, mine, myself",
+                            re.compile(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE), "iImM"),
+    "second person": Feature("you, your, yours, yourself",
+                             re.compile(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE), "yY"),
+    "apology": Feature("sorry, apologise",
+                       re.compile(r"\b(?:sorry|apologi[sz]e\w*|apologies)\b", re.IGNORECASE), "sSpP"),
+    "refusal": Feature("I can't / cannot / am unable to / won't / am not able to",
+                       re.compile(r"\bI(?:\s+am|'m|’m)?\s+(?:can(?:no|'|’)t|cannot|unable\s+to|not\s+able\s+to|"
+                                  r"won(?:'|’)t|will\s+not)\b", re.IGNORECASE), "iI"),
+    "AI self-reference": Feature("as an AI, language model",
+                                 re.compile(r"\b(?:as an AI(?: (?:language )?model)?|(?:an AI|a|large) language "
+                                            r"model|an AI model)\b", re.IGNORECASE), "aA"),
+    "hedge": Feature("might, may, perhaps, possibly, probably, likely, generally, typically, usually, often",
+                     re.compile(r"\b(?:might|may|perhaps|possibly|probably|likely|generally|typically|usually|"
+                                r"often|tends? to)\b", re.IGNORECASE), "mMpPlLoOtT"),
+    "disclaimer": Feature("it's important to, please note, keep in mind, consult a",
+                          re.compile(r"\b(?:it(?:'s|’s| is) (?:important|essential|crucial) to|please note|note "
+                                     r"that|keep in mind|consult (?:a|an|with|your)|not a substitute)\b",
+                                     re.IGNORECASE), "tTnN"),
+    "summary phrase": Feature("in summary, in conclusion, overall, to sum up",
+                              re.compile(r"\b(?:in summary|in conclusion|overall,|to sum up|to summari[sz]e)\b",
+                                         re.IGNORECASE), "mMlL"),
+    "ends with ?": Feature("the last character is ?", re.compile(r"\?" + _TRAILING), "?"),
+    "ends with !": Feature("the last character is !", re.compile(r"!" + _TRAILING), "!"),
+    "ends with .": Feature("the last character is .", re.compile(r"(?<!\.\.)\." + _TRAILING), "."),
+    "ends with :": Feature("the last character is : (cut off before a list)", re.compile(r":" + _TRAILING), ":"),
 }
 
 
@@ -162,6 +181,8 @@ class FeatureCounter:
     store's parts are read)."""
 
     patterns: list[re.Pattern[str]]
+    needs: list[frozenset[str]]
+    """Per pattern: in an ASCII text it can only match where one of these characters occurs."""
     opening_column: dict[str, int]
     n_features: int
 
@@ -169,10 +190,16 @@ class FeatureCounter:
         from scipy.sparse import csr_matrix
 
         rows, columns, values = [], [], []
+        every = range(len(self.patterns))
         for row, text in enumerate(texts):
             text = text or ""
-            for column, pattern in enumerate(self.patterns):
-                value = len(pattern.findall(text))  # as many as finditer gives, counted in C
+            if text.isascii():  # most texts: only the patterns whose characters occur can match
+                present = set(text)
+                which: Iterable[int] = [c for c in every if not present.isdisjoint(self.needs[c])]
+            else:
+                which = every
+            for column in which:
+                value = len(self.patterns[column].findall(text))  # as many as finditer gives, counted in C
                 if value:
                     rows.append(row)
                     columns.append(column)
@@ -219,10 +246,11 @@ def form_features(corpora: Sequence[Sequence[str] | FormSource]) -> FormFeatures
     sources = [_source(corpus) for corpus in corpora]
     openings = frequent_openings(sources)
     names = list(FEATURES) + [f"opens with «{shown}»" for shown, _ in openings]
-    descriptions = [what for what, _ in FEATURES.values()] + \
+    descriptions = [feature.what for feature in FEATURES.values()] + \
         [f"the first {len(key.split())} word{'s' if ' ' in key else ''} are «{shown}»" for shown, key in openings]
-    patterns = [pattern for _, pattern in FEATURES.values()]
-    counter = FeatureCounter(patterns, {key: len(patterns) + j for j, (_, key) in enumerate(openings)}, len(names))
+    patterns = [feature.pattern for feature in FEATURES.values()]
+    counter = FeatureCounter(patterns, [frozenset(feature.needs) for feature in FEATURES.values()],
+                             {key: len(patterns) + j for j, (_, key) in enumerate(openings)}, len(names))
     matrices = []
     for source in sources:  # per batch: Python lists only as long as one part
         pieces = list(source.counts(counter))
@@ -262,7 +290,7 @@ def frequent_openings(corpora: Sequence[Sequence[str] | FormSource]) -> list[tup
 
 def _openings(text: str) -> list[str]:
     """The first word and the first two words of a text, as written."""
-    words = _WORD.findall(text[:200])[:2]
+    words = [match.group() for match in islice(_WORD.finditer(text, 0, 200), 2)]  # stops at the second word
     return [" ".join(words[:n]) for n in (1, 2) if len(words) >= n]
 
 
