@@ -74,7 +74,7 @@ def generate(
     """Label latents from the documents they fire on (offline, or by an LLM with detection scoring)."""
     import numpy as np
 
-    from saeembed.embedding.cache import default_cache_root
+    from saeembed.cache_root import default_cache_root
     from saeembed.errors import SaeEmbedError
     from saeembed.labels import offline_labels, save_labels, score_summary
     from saeembed.store import load_store

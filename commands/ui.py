@@ -110,7 +110,7 @@ def write_crash_log(exc: BaseException) -> Path:
     be written): named by time and process, never overwritten."""
     import tempfile
 
-    from saeembed.embedding.cache import default_cache_root
+    from saeembed.cache_root import default_cache_root
 
     name = f"error-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     text = f"saeembed {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(exc))

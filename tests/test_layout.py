@@ -10,7 +10,8 @@ import saeembed
 
 # The flow, first to last; a module may import its own stage and the ones before it.
 STAGES = [
-    ("errors", "settings", "hashing", "atomic", "outputs", "export", "checked", "ray_runtime"),  # foundations
+    # foundations
+    ("errors", "settings", "hashing", "atomic", "outputs", "export", "checked", "ray_runtime", "cache_root"),
     ("store", "stream", "spans", "summary", "synthetic"),  # the store format, read whole or by parts, and where
     # evidence sits in it
     ("sae",),  # SAE files and models

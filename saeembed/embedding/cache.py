@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import time
@@ -25,14 +24,6 @@ import pyarrow.parquet as pq
 from saeembed.atomic import atomic_write, sweep_folder, write_text
 from saeembed.hashing import text_key
 from saeembed.store import DocVectors
-
-
-def default_cache_root() -> Path:
-    """`$SAEEMBED_CACHE`, else `$XDG_CACHE_HOME/saeembed`, else `~/.cache/saeembed`."""
-    if os.environ.get("SAEEMBED_CACHE"):
-        return Path(os.environ["SAEEMBED_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "saeembed"
 
 
 class VectorCache:

@@ -79,7 +79,7 @@ class DenseCache:
     def __init__(self, root: Any = None, model: str | None = None):
         from pathlib import Path
 
-        from saeembed.embedding.cache import default_cache_root
+        from saeembed.cache_root import default_cache_root
 
         self.model = model or default_dense_model()
         self.folder = Path(root or default_cache_root()) / "dense" / text_key(self.model)[:16]

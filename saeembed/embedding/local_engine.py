@@ -15,7 +15,8 @@ from types import TracebackType
 import numpy as np
 import pyarrow as pa
 
-from saeembed.embedding.cache import VectorCache, default_cache_root
+from saeembed.cache_root import default_cache_root
+from saeembed.embedding.cache import VectorCache
 from saeembed.embedding.config import EmbedConfig
 from saeembed.embedding.corpus import Corpus, Document
 from saeembed.embedding.kernel import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from saeembed.embedding.cache import default_cache_root
+from saeembed.cache_root import default_cache_root
 from saeembed.errors import LabelError, first_line
 from saeembed.store import Store, atomic_write_table
 from saeembed.stream import StoreStream
