@@ -41,6 +41,11 @@ class Chunk(NamedTuple):
 
 Engine = Literal["local", "ray"]
 
+# Non-zeros of the latents analyses ask for by column (search's query and feedback latents) a stream keeps once
+# gathered, so the percentiles, scores and rescoring of a query read the parts once, not a pass each (~8 bytes
+# an entry: ~270 MB at most). Latents past it are read in passes that hold one number per document.
+KEPT_ENTRIES = 1 << 25
+
 
 class StoreStream:
     """A store (a file or a folder of parts) read one part at a time; see the module docstring.
@@ -75,8 +80,7 @@ class StoreStream:
         self.counts = np.zeros(self.d_sae, np.int64)
         """Per latent, the documents it fires in (`store.document_frequency` of the whole store)."""
         schema: pa.Schema | None = None
-        checked = self._map_files(_checked_part, [self.d_sae] * len(self.files))
-        for done, (n_tokens, counts, fields) in enumerate(checked, 1):
+        for done, (n_tokens, counts, fields) in enumerate(self._checked_parts(), 1):
             if schema is not None and not fields.equals(schema):  # checked where the parts are read
                 raise StoreError(f"{self.path}: its part files have different fields ({self.files[done - 1].name} "
                                  f"differs from {self.files[0].name}); embed the corpus again into an empty folder")
@@ -93,6 +97,20 @@ class StoreStream:
         """Passes `map` has made over the parts."""
         self.on_part: Callable[[int, int, int], None] | None = None
         """Called as `on_part(pass, parts done, parts)` after each part of each pass (a progress display)."""
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # latent -> its (rows, values), row order
+        self._kept_entries = 0
+
+    def _checked_parts(self) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Schema]]:
+        """Each part's `_checked_part`, in order: from the cache of checked parts where the file is the one
+        checked before (same path, size and modification time), else read, checked and cached."""
+        cached = [_cached_check(file, self.d_sae) for file in self.files]
+        fresh = self._map_files(_checked_part, [self.d_sae] * len(self.files),
+                                [k for k, hit in enumerate(cached) if hit is None])
+        for file, hit in zip(self.files, cached):
+            if hit is None:
+                hit = next(fresh)
+                _save_check(file, self.d_sae, hit)
+            yield hit
 
     @property
     def n_docs(self) -> int:
@@ -103,16 +121,18 @@ class StoreStream:
         return int(self.meta["sae"]["d_sae"])
 
     def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
-            columns: list[str] | None = None, skip: Sequence[bool] | None = None) -> Iterator[Any]:
+            columns: list[str] | None = None, skip: Sequence[bool] | None = None, *,
+            peaks: bool = True) -> Iterator[Any]:
         """`work(part, args[k])` for each part k, results in part order. `part` is the part's vectors (a
-        `Chunk`), or with `columns` a polars frame of those of its fields (those it has). Only those columns
-        are read (texts are the bulk of a part); the parts were checked when the stream was opened. Parts
-        whose `skip` is true are not read (their result is None). `work` runs where the engine runs it (a Ray
-        worker: define it at module level, pass what it needs in `args`)."""
+        `Chunk`; with `peaks=False` its peak spans are left unread and empty: work on the matrix alone reads
+        half as much), or with `columns` a polars frame of those of its fields (those it has). Only those
+        columns are read (texts are the bulk of a part); the parts were checked when the stream was opened.
+        Parts whose `skip` is true are not read (their result is None). `work` runs where the engine runs it
+        (a Ray worker: define it at module level, pass what it needs in `args`)."""
         n = len(self.files)
         args = list(args) if args is not None else [None] * n
         skip = list(skip) if skip is not None else [False] * n
-        specs = [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae, columns, work) for k in range(n)]
+        specs = [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae, columns, peaks, work) for k in range(n)]
         wanted = [k for k in range(n) if not skip[k]]
         self.passes += 1
         results = self._map_files(_run_part, [(specs[k], args[k]) for k in wanted], wanted)
@@ -121,6 +141,38 @@ class StoreStream:
             if self.on_part:
                 self.on_part(self.passes, k + 1, n)
             yield result
+
+    def column_entries(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The non-zeros of `latents` (distinct) in the whole store, as `store.column_entries` gives them of a
+        loaded one: (row, index into `latents`, value) by row, then latent. Those not read yet are gathered in
+        one pass and kept for the next call; None (nothing read) when keeping them would pass `KEPT_ENTRIES`:
+        the caller then works part by part."""
+        latents = np.asarray(latents, np.int64)
+        missing = np.setdiff1d(latents, np.fromiter(self._kept, np.int64, len(self._kept)))
+        if len(missing):
+            if self._kept_entries + int(self.counts[missing].sum()) > KEPT_ENTRIES:
+                return None
+            row_type = np.int32 if self.n_docs < 2**31 else np.int64  # 4 bytes a kept entry less
+            pieces: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in missing]
+            for (rows, which, values), start in zip(self.map(_entries_work, [missing] * len(self.files),
+                                                             peaks=False), self.part_rows):
+                order = np.argsort(which, kind="stable")  # by latent, each in row order
+                bounds = np.searchsorted(which[order], np.arange(len(missing) + 1))
+                for j in range(len(missing)):
+                    at = order[bounds[j]: bounds[j + 1]]
+                    pieces[j].append(((rows[at] + start).astype(row_type), values[at]))
+            for latent, parts in zip(missing.tolist(), pieces):
+                self._kept[latent] = (np.concatenate([r for r, _ in parts]), np.concatenate([v for _, v in parts]))
+                self._kept_entries += len(self._kept[latent][0])
+        by_id = np.argsort(latents, kind="stable")
+        held = [self._kept[latent] for latent in latents[by_id].tolist()]
+        if not held:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows = np.concatenate([r for r, _ in held])
+        # a loaded store's order, by row, then latent: the runs are in latent order, so a stable sort by row
+        order = np.argsort(rows, kind="stable")
+        which = np.repeat(by_id, [len(r) for r, _ in held])[order]
+        return rows[order], which, np.concatenate([v for _, v in held])[order]
 
     def _map_files(self, run: Callable[[str, Any], Any], args: list[Any],
                    which: list[int] | None = None) -> Iterator[Any]:
@@ -131,9 +183,10 @@ class StoreStream:
             return
         yield from _on_ray(run, files, args, self.ray_address)
 
-    def fetch(self, rows: np.ndarray) -> Store:
+    def fetch(self, rows: np.ndarray, fields: list[str] | None = None) -> Store:
         """The documents `rows` (any order, repeats allowed) as a small in-memory Store in that order:
-        their vectors, peaks and every field. Reads only the row groups that hold them."""
+        their vectors, peaks and every field (or only `fields` and `n_tokens`: `[]` when only the vectors are
+        wanted; texts are the bulk of a row group). Reads only the row groups that hold them."""
         import polars as pl
         import pyarrow.parquet as pq
         import scipy.sparse as sp
@@ -144,8 +197,8 @@ class StoreStream:
         wanted = np.unique(rows)
         if not len(wanted):  # the fields of no document
             table = pq.ParquetFile(self.files[0]).schema_arrow.empty_table()
-            fields = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
-            return Store(self.path, sp.csr_matrix((0, self.d_sae), dtype=np.float32), _frame(fields, self.files[0]),
+            empty = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
+            return Store(self.path, sp.csr_matrix((0, self.d_sae), dtype=np.float32), _frame(empty, self.files[0]),
                          self.meta, np.zeros(0, np.int32), np.zeros(0, np.int32))
         part_of = np.searchsorted(self.part_rows, wanted, side="right") - 1
         taken: list[Store] = []
@@ -155,14 +208,16 @@ class StoreStream:
             group_rows = np.concatenate([[0], np.cumsum(sizes)])
             local = wanted[part_of == k] - self.part_rows[k]
             groups = np.unique(np.searchsorted(group_rows, local, side="right") - 1)
-            table = file.read_row_groups(groups.tolist())
+            names = None if fields is None else [c for c in file.schema_arrow.names
+                                                 if c in VECTOR_COLUMNS or c in fields]
+            table = file.read_row_groups(groups.tolist(), columns=names)
             first = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])])
             at = np.searchsorted(group_rows[groups], local, side="right") - 1  # which read group
             in_table = first[at] + local - group_rows[groups][at]
             v = DocVectors.from_arrow(table)
             matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
-            fields = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
-            taken.append(Store(self.path, matrix, _frame(fields, self.files[k]), self.meta, v.peak_start,
+            kept = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
+            taken.append(Store(self.path, matrix, _frame(kept, self.files[k]), self.meta, v.peak_start,
                                v.peak_end).take(in_table))
         fetched = Store(self.path, sp.vstack([s.matrix for s in taken]).tocsr(),
                         pl.concat([s.frame for s in taken], how="vertical_relaxed"), self.meta,
@@ -188,7 +243,8 @@ class OnePart(StoreStream):
         self.passes, self.on_part = 0, None
 
     def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
-            columns: list[str] | None = None, skip: Sequence[bool] | None = None) -> Iterator[Any]:
+            columns: list[str] | None = None, skip: Sequence[bool] | None = None, *,
+            peaks: bool = True) -> Iterator[Any]:
         self.passes += 1
         if skip is not None and skip[0]:
             yield None
@@ -199,35 +255,62 @@ class OnePart(StoreStream):
         else:
             yield work(self.store.frame.select([c for c in columns if c in self.columns]), arg)
 
-    def fetch(self, rows: np.ndarray) -> Store:
+    def column_entries(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from saeembed.store import column_entries
+
+        return column_entries(self.store.matrix, latents)
+
+    def fetch(self, rows: np.ndarray, fields: list[str] | None = None) -> Store:
         return self.store.take(np.asarray(rows, np.int64))
 
 
-def read_chunk(file: str | Path, rows: int, d_sae: int) -> Chunk:
-    """The vectors of one part file (its vector columns only), which has `rows` documents."""
+def read_chunk(file: str | Path, rows: int, d_sae: int, peaks: bool = True) -> Chunk:
+    """The vectors of one part file (its vector columns only), which has `rows` documents; with `peaks=False`
+    only its matrix (the peak spans empty)."""
     import pyarrow.parquet as pq
     import scipy.sparse as sp
 
     from saeembed.store import DocVectors
 
-    v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
-    if len(v) != rows:
-        raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); run the analysis "
+    if peaks:
+        v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
+        arrays, peak_start, peak_end = (v.values, v.indices, v.offsets), v.peak_start, v.peak_end
+    else:  # as DocVectors.from_arrow, two columns of its four
+        table = pq.read_table(file, columns=["indices", "values"]).combine_chunks()
+        v = DocVectors.empty(0)
+        arrays = (v.values, v.indices, v.offsets)
+        if table.num_rows:
+            indices, values = (table.column(name).chunk(0) for name in ("indices", "values"))
+            offsets = indices.offsets.to_numpy().astype(np.int64)
+            span = slice(offsets[0], offsets[-1])
+            arrays = (values.values.to_numpy(zero_copy_only=False)[span].astype(np.float32, copy=False),
+                      indices.values.to_numpy(zero_copy_only=False)[span].astype(np.int32, copy=False),
+                      offsets - offsets[0])
+        peak_start, peak_end = np.zeros(0, np.int32), np.zeros(0, np.int32)
+    n = len(arrays[2]) - 1
+    if n != rows:
+        raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {n}); run the analysis "
                          f"again")
-    return Chunk(sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), d_sae)), v.peak_start, v.peak_end)
+    return Chunk(sp.csr_matrix(arrays, shape=(n, d_sae)), peak_start, peak_end)
 
 
 def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:
     """One part's work (`StoreStream.map`), wherever it runs."""
-    (rows, d_sae, columns, work), arg = spec_and_arg
+    (rows, d_sae, columns, peaks, work), arg = spec_and_arg
     if columns is None:
-        return work(read_chunk(file, rows, d_sae), arg)
+        return work(read_chunk(file, rows, d_sae, peaks), arg)
     import pyarrow.parquet as pq
 
     from saeembed.store import _frame
 
     names = pq.read_schema(file).names
     return work(_frame(pq.read_table(file, columns=[c for c in columns if c in names]), Path(file)), arg)
+
+
+def _entries_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from saeembed.store import column_entries
+
+    return column_entries(chunk.matrix, latents)
 
 
 def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Schema]:
@@ -239,6 +322,60 @@ def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Sch
     check_fields(part)
     v = part.vectors
     return v.n_tokens, np.bincount(v.indices[v.values > 0], minlength=d_sae), part.fields.schema.remove_metadata()
+
+
+CHECKED_FORMAT = 1  # the layout of a cached check; another value makes every part be read again
+
+
+def _check_key(file: Path, d_sae: int) -> Path | None:
+    """Where the check of `file` as it is now is cached (None where its size and time cannot be read)."""
+    from saeembed.cache_root import default_cache_root
+    from saeembed.hashing import text_key
+
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    key = text_key(f"{CHECKED_FORMAT}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{d_sae}")
+    return default_cache_root() / "checked-parts" / f"{key}.npz"
+
+
+def _cached_check(file: Path, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Schema] | None:
+    """A part's check from the cache, or None: not there, or not readable as one (then it is checked again)."""
+    import pyarrow as pa
+
+    path = _check_key(file, d_sae)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:  # arrays only: nothing in it is unpickled
+            n_tokens, counts, schema = saved["n_tokens"], saved["counts"], saved["schema"]
+        if counts.shape != (d_sae,) or n_tokens.ndim != 1 or schema.dtype != np.uint8:
+            return None
+        return n_tokens.astype(np.int64), counts.astype(np.int64), pa.ipc.read_schema(pa.py_buffer(schema.tobytes()))
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return None
+
+
+def _save_check(file: Path, d_sae: int, check: tuple[np.ndarray, np.ndarray, pa.Schema]) -> None:
+    """Cache a part's check (best effort: a cache that cannot be written only means reading the part again)."""
+    from saeembed.atomic import atomic_write
+
+    path = _check_key(file, d_sae)
+    if path is None:
+        return
+    n_tokens, counts, schema = check
+    blob = np.frombuffer(schema.serialize().to_pybytes(), np.uint8)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: _write_npz(tmp, n_tokens, counts, blob))
+    except OSError:
+        pass
+
+
+def _write_npz(target: Path, n_tokens: np.ndarray, counts: np.ndarray, schema: np.ndarray) -> None:
+    with open(target, "wb") as fh:  # a file object: np.savez would add .npz to a temporary name
+        np.savez(fh, n_tokens=n_tokens, counts=counts, schema=schema)
 
 
 _SESSIONS = contextlib.ExitStack()  # a Ray started by a stream (not by the caller) stays up until exit

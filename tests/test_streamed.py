@@ -170,16 +170,23 @@ def test_a_cli_correlations_of_a_folder_store_with_its_page(folders, tmp_path, m
     assert re.search(r"(?<![\w-])a-\d+", page.read_text()), "each pair's example document (ids a-...) is shown"
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["columns kept", "read in passes"])
 @pytest.mark.parametrize("query, config, where", [
     ("3, 4", SearchConfig(top=15, feedback=0), None),
     ("apples", SearchConfig(top=15, feedback=20, weak=True), None),  # words; the first results' latents join
     ("7", SearchConfig(top=500), "n_tokens > 100"),  # more than match: only documents with latent 7
 ])
-def test_streamed_search_equals_the_loaded_one(folders, query, config, where):
+def test_streamed_search_equals_the_loaded_one(folders, query, config, where, kept, monkeypatch):
+    # kept: the query's columns gathered once and kept (`KEPT_ENTRIES`); else each use reads the parts again
+    if not kept:
+        monkeypatch.setattr("saeembed.stream.KEPT_ENTRIES", 0)
     a, _, folder_a, _ = folders
     labels = Labels(D, {i: ["apples and pears", "bicycles", "the sea", "tax law"][i % 4] for i in range(D)}, {}, {})
     loaded = search(load_store(a), query, config, where=where, labels=labels)
-    streamed = search(StoreStream(folder_a), query, config, where=where, labels=labels)
+    stream = StoreStream(folder_a)
+    streamed = search(stream, query, config, where=where, labels=labels)
+    # kept: one pass for the query's latents, one for those feedback adds, one for `where`
+    assert (stream.passes <= 1 + (config.feedback > 0 and not query[0].isdigit()) + (where is not None)) == kept
     assert len(loaded.table) >= 10
     assert loaded.table.drop("score").equals(streamed.table.drop("score"))
     np.testing.assert_allclose(loaded.table["score"].to_numpy(), streamed.table["score"].to_numpy(), rtol=1e-12)
@@ -220,6 +227,8 @@ def test_fetch_gives_the_rows_asked_for_from_parts_of_several_row_groups(folders
     assert (fetched.matrix != loaded.matrix).nnz == 0
     np.testing.assert_array_equal(fetched.peak_start, loaded.peak_start)
     np.testing.assert_array_equal(fetched.peak_end, loaded.peak_end)
+    vectors_only = StoreStream(folder).fetch(rows, fields=[])  # the row groups' texts left unread
+    assert (vectors_only.matrix != loaded.matrix).nnz == 0 and vectors_only.frame.columns == ["n_tokens"]
 
 
 def test_each_pass_over_the_parts_reports_its_progress(folders):
@@ -298,3 +307,54 @@ def test_latent_percentiles_of_a_streamed_store_are_exact(folders, quantile):
     loaded = activation_scale(load_store(a), latents, quantile)
     streamed = activation_scale(StoreStream(folder_a), latents, quantile)
     np.testing.assert_array_equal(loaded, streamed)
+
+
+def test_a_part_checked_once_is_not_read_again_to_open_the_store(folders, monkeypatch):
+    _, _, folder_a, _ = folders
+    first = StoreStream(folder_a)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a part checked before, and unchanged since, was read again")
+
+    monkeypatch.setattr("saeembed.stream._checked_part", refuse)
+    again = StoreStream(folder_a)
+    np.testing.assert_array_equal(again.n_tokens, first.n_tokens)
+    np.testing.assert_array_equal(again.counts, first.counts)
+    assert again.columns == first.columns and again.n_docs == first.n_docs
+
+
+def test_a_part_changed_since_its_check_is_checked_again(folders, tmp_path):
+    a, _, _, _ = folders
+    folder = tmp_path / "changing"
+    split(a, folder, 2)
+    StoreStream(folder)
+    part = sorted(folder.glob("*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # damaged after it was checked
+    with pytest.raises(SaeEmbedError, match=part.name):
+        StoreStream(folder)
+
+
+def test_a_damaged_cache_of_checked_parts_is_read_past(folders):
+    from saeembed.cache_root import default_cache_root
+
+    _, _, folder_a, _ = folders
+    first = StoreStream(folder_a)
+    saved = sorted((default_cache_root() / "checked-parts").glob("*.npz"))
+    assert saved, "the parts' checks were cached"
+    for path in saved:
+        path.write_bytes(b"not an npz file")
+    again = StoreStream(folder_a)
+    np.testing.assert_array_equal(again.counts, first.counts)
+
+
+def test_kept_columns_equal_the_loaded_stores_and_are_read_once(folders):
+    from saeembed.store import column_entries
+
+    a, _, folder_a, _ = folders
+    matrix = load_store(a).matrix
+    stream = StoreStream(folder_a)
+    for latents in ([7, 3, 30], [3, 12], [12, 7, 3, 30]):  # the second and third only partly read before
+        got, want = stream.column_entries(np.array(latents)), column_entries(matrix, np.array(latents))
+        for mine, theirs in zip(got, want):
+            np.testing.assert_array_equal(mine, theirs)
+    assert stream.passes == 2, "latents already kept are not read again"

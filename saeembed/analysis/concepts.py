@@ -104,10 +104,13 @@ def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: 
                      entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """For each of `latents`, the `quantile` of its non-zero activations in the store (1 where it never
     fires): dividing by it puts every latent on a comparable scale. `entries` are the columns'
-    non-zeros when the caller already has them (`column_entries`). A store read by parts is not gathered:
-    `_streamed_scale` finds the same order statistics in three passes."""
+    non-zeros when the caller already has them (`column_entries`). A store read by parts gathers them in one
+    pass (`StoreStream.column_entries`), or where they are too many to keep, `_streamed_scale` finds the same
+    order statistics in three passes."""
     if entries is None and isinstance(store, StoreStream):
-        return _streamed_scale(store, np.asarray(latents, np.int64), quantile)
+        entries = store.column_entries(latents)
+        if entries is None:
+            return _streamed_scale(store, np.asarray(latents, np.int64), quantile)
     _, which, values = entries if entries is not None else column_entries(store.matrix, latents)  # type: ignore[union-attr]
     # grouped by latent with a stable sort: on 16-bit keys numpy's is a radix sort, linear in the entries
     order = np.argsort(which.astype(np.uint16) if len(latents) <= 1 << 16 else which, kind="stable")
@@ -126,19 +129,19 @@ def _streamed_scale(store: StoreStream, latents: np.ndarray, quantile: float) ->
     (1) each latent's count, least and largest value; (2) a histogram of its values; (3) only the values in
     the bins that hold the two order statistics the quantile interpolates between."""
     n_parts = len(store.files)
-    ranges = list(store.map(_range_work, [latents] * n_parts))
+    ranges = list(store.map(_range_work, [latents] * n_parts, peaks=False))
     count = np.sum([r[0] for r in ranges], axis=0)
     low = np.min([r[1] for r in ranges], axis=0)
     high = np.max([r[2] for r in ranges], axis=0)
     bins = (latents, low, high)
-    histogram = np.sum(list(store.map(_histogram_work, [bins] * n_parts)), axis=0)
+    histogram = np.sum(list(store.map(_histogram_work, [bins] * n_parts, peaks=False)), axis=0)
     # np.quantile's linear method: between the order statistics floor((n-1)q) and the next
     below = np.floor(np.maximum(count - 1, 0) * quantile).astype(np.int64)
     above = np.minimum(below + 1, np.maximum(count - 1, 0))
     cumulative = np.cumsum(histogram, axis=1)
     wanted = np.stack([[int(np.searchsorted(c, k, side="right")) for c, k in zip(cumulative, ranks)]
                        for ranks in (below, above)], axis=1)  # [latents, 2] bins
-    found = list(store.map(_bin_values_work, [(*bins, wanted)] * n_parts))
+    found = list(store.map(_bin_values_work, [(*bins, wanted)] * n_parts, peaks=False))
     scale = np.ones(len(latents), np.float32)
     for j in np.flatnonzero(count):
         values = []
@@ -390,6 +393,8 @@ def _example_latents(examples: list[str], store: Store | StoreStream, frequency:
     from saeembed.embedding.open_store import config_of, embed_records
 
     matrix = embed_records([{"text": example} for example in examples], config_of(store)).matrix
+    if isinstance(store, StoreStream):  # every example's latents gathered in one pass (kept for the scales below)
+        store.column_entries(np.unique(matrix.indices))
     out: list[dict[int, Pick]] = []
     for row, example in enumerate(examples):
         vector = matrix.getrow(row).tocoo()

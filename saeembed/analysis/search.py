@@ -212,7 +212,7 @@ def concept_scores(store: Store | StoreStream, concepts: Concepts, *, feedback: 
     pool = np.arange(store.n_docs) if candidates is None else np.asarray(candidates)
     pool = pool[scores[pool] > 0]
     first = np.sort(pool[np.argsort(-scores[pool], kind="stable")[:feedback]])
-    code = store.fetch(first).matrix if isinstance(store, StoreStream) else store.matrix[first]
+    code = store.fetch(first, fields=[]).matrix if isinstance(store, StoreStream) else store.matrix[first]
     support = document_frequency(code)
     support[concepts.excluded] = 0
     latents = np.flatnonzero(support >= FEEDBACK_SUPPORT)
@@ -259,17 +259,15 @@ def _expanded(store: Store | StoreStream, concepts: Concepts, latents: np.ndarra
 
 class _Columns:
     """Some latents' columns: each latent's 90th percentile in the store, and documents' scores from weights.
-    A loaded store's entries are gathered once (`column_entries`); a store read by parts is read again per
-    use, holding only the latents' values (for the percentiles) and one score per document."""
+    Their entries are gathered once (`column_entries`; a store read by parts keeps them across calls,
+    `StoreStream.column_entries`); where they are too many to keep, each use reads the parts again, holding
+    only one score per document."""
 
     def __init__(self, store: Store | StoreStream, latents: np.ndarray) -> None:
         self.store, self.latents = store, np.asarray(latents, np.int64)
-        if isinstance(store, StoreStream):
-            self.entries = None
-            self.scale = activation_scale(store, self.latents)  # holds only these latents' values
-        else:
-            self.entries = column_entries(store.matrix, self.latents)
-            self.scale = activation_scale(store, self.latents, entries=self.entries)
+        self.entries = store.column_entries(self.latents) if isinstance(store, StoreStream) \
+            else column_entries(store.matrix, self.latents)
+        self.scale = activation_scale(store, self.latents, entries=self.entries)
 
     def scores(self, weights: np.ndarray, n_docs: int) -> np.ndarray:
         """Per document sum(weight / scale x activation) over these latents."""
@@ -278,7 +276,8 @@ class _Columns:
             rows, which, values = self.entries
             return np.bincount(rows, weights=values * weight[which], minlength=n_docs)
         assert isinstance(self.store, StoreStream)
-        return np.concatenate(list(self.store.map(_scores_work, [(self.latents, weight)] * len(self.store.files))))
+        parts = self.store.map(_scores_work, [(self.latents, weight)] * len(self.store.files), peaks=False)
+        return np.concatenate(list(parts))
 
 
 def _scores_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
