@@ -1,11 +1,13 @@
 """A store read as a stream of its parts: what an analysis needs of a store too large to load.
 
 `load_store` reads every part into one CSR matrix and one frame (texts included), so its memory grows with
-the documents. `StoreStream` keeps only what is one number per document (`n_tokens`, ~8 bytes each) and the
+the documents. `StoreStream` keeps what is one number per document (`n_tokens`, ~8 bytes each) and the
 latents' document counts, and runs each pass an analysis makes as work on one part at a time (`map`: a
 part's vectors as a CSR matrix, or some of its fields), merged by the caller; the few documents it shows as
-evidence are read by row (`fetch`). Opening a stream makes the first pass, checking every part as
-`load_store` does, so bad input is refused before any work.
+evidence are read by row (`fetch`), and a few latents' columns can be gathered once and kept
+(`column_entries`, within a budget). Opening a stream checks every part as `load_store` does, so bad input
+is refused before any work; a part's check is cached, and a part unchanged since it was checked is not read
+again to open the store.
 
 With `engine="ray"` the parts' work runs as Ray tasks (one CPU each) on the machines of a Ray cluster that see
 the store's folder, as many at once as it has CPUs; the results come back to this process in part order, so
@@ -42,8 +44,9 @@ class Chunk(NamedTuple):
 Engine = Literal["local", "ray"]
 
 # Non-zeros of the latents analyses ask for by column (search's query and feedback latents) a stream keeps once
-# gathered, so the percentiles, scores and rescoring of a query read the parts once, not a pass each (~8 bytes
-# an entry: ~270 MB at most). Latents past it are read in passes that hold one number per document.
+# gathered, so the percentiles, scores and rescoring of a query read the parts once, not a pass each (8 bytes an
+# entry kept, ~270 MB; a search using them holds about twice that again while it scores). Latents past it are
+# read in passes that hold one number per document.
 KEPT_ENTRIES = 1 << 25
 
 
@@ -102,14 +105,16 @@ class StoreStream:
 
     def _checked_parts(self) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Schema]]:
         """Each part's `_checked_part`, in order: from the cache of checked parts where the file is the one
-        checked before (same path, size and modification time), else read, checked and cached."""
-        cached = [_cached_check(file, self.d_sae) for file in self.files]
+        checked before (`_identity`), else read, checked and cached."""
+        before = [_identity(file) for file in self.files]  # taken before any read: a part replaced meanwhile
+        cached = [_cached_check(file, self.d_sae, seen) for file, seen in zip(self.files, before)]  # is not cached
         fresh = self._map_files(_checked_part, [self.d_sae] * len(self.files),
                                 [k for k, hit in enumerate(cached) if hit is None])
-        for file, hit in zip(self.files, cached):
+        for file, seen, hit in zip(self.files, before, cached):
             if hit is None:
                 hit = next(fresh)
-                _save_check(file, self.d_sae, hit)
+                if seen is not None and _identity(file) == seen:
+                    _save_check(file, self.d_sae, seen, hit)
             yield hit
 
     @property
@@ -145,34 +150,49 @@ class StoreStream:
     def column_entries(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The non-zeros of `latents` (distinct) in the whole store, as `store.column_entries` gives them of a
         loaded one: (row, index into `latents`, value) by row, then latent. Those not read yet are gathered in
-        one pass and kept for the next call; None (nothing read) when keeping them would pass `KEPT_ENTRIES`:
-        the caller then works part by part."""
+        one pass and kept for the next call (`keep`); None (nothing read) when keeping them would pass
+        `KEPT_ENTRIES`: the caller then works part by part."""
         latents = np.asarray(latents, np.int64)
-        missing = np.setdiff1d(latents, np.fromiter(self._kept, np.int64, len(self._kept)))
-        if len(missing):
-            if self._kept_entries + int(self.counts[missing].sum()) > KEPT_ENTRIES:
-                return None
-            row_type = np.int32 if self.n_docs < 2**31 else np.int64  # 4 bytes a kept entry less
-            pieces: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in missing]
-            for (rows, which, values), start in zip(self.map(_entries_work, [missing] * len(self.files),
-                                                             peaks=False), self.part_rows):
-                order = np.argsort(which, kind="stable")  # by latent, each in row order
-                bounds = np.searchsorted(which[order], np.arange(len(missing) + 1))
-                for j in range(len(missing)):
-                    at = order[bounds[j]: bounds[j + 1]]
-                    pieces[j].append(((rows[at] + start).astype(row_type), values[at]))
-            for latent, parts in zip(missing.tolist(), pieces):
-                self._kept[latent] = (np.concatenate([r for r, _ in parts]), np.concatenate([v for _, v in parts]))
-                self._kept_entries += len(self._kept[latent][0])
+        if len(np.unique(latents)) != len(latents):
+            raise ValueError("column_entries takes distinct latents")
+        if not self.keep(latents):
+            return None
         by_id = np.argsort(latents, kind="stable")
         held = [self._kept[latent] for latent in latents[by_id].tolist()]
         if not held:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+            return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
         rows = np.concatenate([r for r, _ in held])
         # a loaded store's order, by row, then latent: the runs are in latent order, so a stable sort by row
         order = np.argsort(rows, kind="stable")
-        which = np.repeat(by_id, [len(r) for r, _ in held])[order]
+        which = np.repeat(by_id.astype(np.int32), [len(r) for r, _ in held])[order]
         return rows[order], which, np.concatenate([v for _, v in held])[order]
+
+    def keep(self, latents: np.ndarray) -> bool:
+        """Gather the entries of those of `latents` not kept yet, in one pass, and keep them (rows and values,
+        each latent's in row order); False (nothing read) when that would pass `KEPT_ENTRIES`."""
+        missing = np.setdiff1d(np.asarray(latents, np.int64), np.fromiter(self._kept, np.int64, len(self._kept)))
+        if not len(missing):
+            return True
+        if self._kept_entries + int(self.counts[missing].sum()) > KEPT_ENTRIES:
+            return False
+        row_type = np.int32 if self.n_docs < 2**31 else np.int64  # 4 bytes a kept entry less
+        gathered = list(self.map(_entries_work, [missing] * len(self.files), peaks=False))
+        rows = np.concatenate([(r + start).astype(row_type) for (r, _, _), start in zip(gathered, self.part_rows)])
+        which = np.concatenate([w for _, w, _ in gathered])
+        values = np.concatenate([v for _, _, v in gathered])
+        del gathered
+        order = np.argsort(which, kind="stable")  # by latent, each in row order
+        bounds = np.searchsorted(which[order], np.arange(len(missing) + 1))
+        for j, latent in enumerate(missing.tolist()):
+            at = order[bounds[j]: bounds[j + 1]]
+            self._kept[latent] = (rows[at], values[at])
+            self._kept_entries += len(at)
+        return True
+
+    def release_columns(self) -> None:
+        """Forget the columns `keep` kept (a search does when it is done)."""
+        self._kept.clear()
+        self._kept_entries = 0
 
     def _map_files(self, run: Callable[[str, Any], Any], args: list[Any],
                    which: list[int] | None = None) -> Iterator[Any]:
@@ -260,6 +280,12 @@ class OnePart(StoreStream):
 
         return column_entries(self.store.matrix, latents)
 
+    def keep(self, latents: np.ndarray) -> bool:
+        return True  # every column is in memory
+
+    def release_columns(self) -> None:
+        pass
+
     def fetch(self, rows: np.ndarray, fields: list[str] | None = None) -> Store:
         return self.store.take(np.asarray(rows, np.int64))
 
@@ -324,58 +350,70 @@ def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Sch
     return v.n_tokens, np.bincount(v.indices[v.values > 0], minlength=d_sae), part.fields.schema.remove_metadata()
 
 
-CHECKED_FORMAT = 1  # the layout of a cached check; another value makes every part be read again
+CHECKED_FORMAT = 1
+"""The layout of a cached check and the rules it was checked by: raise it when `_checked_part` checks more, so
+parts checked under the old rules are read again."""
 
 
-def _check_key(file: Path, d_sae: int) -> Path | None:
-    """Where the check of `file` as it is now is cached (None where its size and time cannot be read)."""
-    from saeembed.cache_root import default_cache_root
-    from saeembed.hashing import text_key
-
+def _identity(file: Path) -> tuple[int, ...] | None:
+    """What tells one version of a file from another: size, inode, modification and change times (None where
+    they cannot be read: then it is not cached)."""
     try:
         stat = file.stat()
     except OSError:
         return None
-    key = text_key(f"{CHECKED_FORMAT}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{d_sae}")
-    return default_cache_root() / "checked-parts" / f"{key}.npz"
+    return stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def _cached_check(file: Path, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Schema] | None:
-    """A part's check from the cache, or None: not there, or not readable as one (then it is checked again)."""
+def _check_path(file: Path, d_sae: int) -> Path:
+    """Where the check of `file` is cached: one entry a file (a new version's check replaces the old one's)."""
+    from saeembed.cache_root import default_cache_root
+    from saeembed.hashing import text_key
+
+    return default_cache_root() / "checked-parts" / f"{text_key(f'{CHECKED_FORMAT}|{file.resolve()}|{d_sae}')}.npz"
+
+
+def _cached_check(file: Path, d_sae: int, seen: tuple[int, ...] | None
+                  ) -> tuple[np.ndarray, np.ndarray, pa.Schema] | None:
+    """A part's check from the cache if it was made of the file as it is now (`seen`), else None; a cache
+    entry that cannot be read as one (damaged, or a folder this user cannot read) is None too: the part is
+    checked again."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    path = _check_key(file, d_sae)
-    if path is None or not path.is_file():
+    if seen is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as saved:  # arrays only: nothing in it is unpickled
-            n_tokens, counts, schema = saved["n_tokens"], saved["counts"], saved["schema"]
-        if counts.shape != (d_sae,) or n_tokens.ndim != 1 or schema.dtype != np.uint8:
+        with np.load(_check_path(file, d_sae), allow_pickle=False) as saved:  # arrays only: nothing unpickled
+            identity, n_tokens, counts, schema = saved["identity"], saved["n_tokens"], saved["counts"], saved["schema"]
+        if tuple(identity.tolist()) != seen or counts.shape != (d_sae,) or n_tokens.ndim != 1 \
+                or schema.dtype != np.uint8 or len(n_tokens) != pq.ParquetFile(file).metadata.num_rows:
             return None
         return n_tokens.astype(np.int64), counts.astype(np.int64), pa.ipc.read_schema(pa.py_buffer(schema.tobytes()))
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+    except Exception:  # noqa: BLE001 - any unreadable entry (zipfile, numpy, arrow, OS errors): check the part
         return None
 
 
-def _save_check(file: Path, d_sae: int, check: tuple[np.ndarray, np.ndarray, pa.Schema]) -> None:
-    """Cache a part's check (best effort: a cache that cannot be written only means reading the part again)."""
+def _save_check(file: Path, d_sae: int, seen: tuple[int, ...], check: tuple[np.ndarray, np.ndarray, pa.Schema]
+                ) -> None:
+    """Cache a part's check of the file as it was when read (`seen`); best effort: a cache that cannot be
+    written only means reading the part again next time."""
     from saeembed.atomic import atomic_write
 
-    path = _check_key(file, d_sae)
-    if path is None:
-        return
     n_tokens, counts, schema = check
     blob = np.frombuffer(schema.serialize().to_pybytes(), np.uint8)
+
+    def write(target: Path) -> None:
+        with open(target, "wb") as fh:  # a file object: np.savez would add .npz to a temporary name
+            np.savez_compressed(fh, identity=np.array(seen, np.int64), n_tokens=n_tokens.astype(np.int32),
+                                counts=counts.astype(np.int64), schema=blob)
+
     try:
+        path = _check_path(file, d_sae)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: _write_npz(tmp, n_tokens, counts, blob))
+        atomic_write(path, write)
     except OSError:
         pass
-
-
-def _write_npz(target: Path, n_tokens: np.ndarray, counts: np.ndarray, schema: np.ndarray) -> None:
-    with open(target, "wb") as fh:  # a file object: np.savez would add .npz to a temporary name
-        np.savez(fh, n_tokens=n_tokens, counts=counts, schema=schema)
 
 
 _SESSIONS = contextlib.ExitStack()  # a Ray started by a stream (not by the caller) stays up until exit

@@ -393,8 +393,9 @@ def _example_latents(examples: list[str], store: Store | StoreStream, frequency:
     from saeembed.embedding.open_store import config_of, embed_records
 
     matrix = embed_records([{"text": example} for example in examples], config_of(store)).matrix
-    if isinstance(store, StoreStream):  # every example's latents gathered in one pass (kept for the scales below)
-        store.column_entries(np.unique(matrix.indices))
+    if isinstance(store, StoreStream):  # the latents kept below gathered in one pass (for their scales)
+        active = np.unique(matrix.indices)
+        store.keep(active[(frequency[active] > 0) & (frequency[active] <= 0.5)])
     out: list[dict[int, Pick]] = []
     for row, example in enumerate(examples):
         vector = matrix.getrow(row).tocoo()

@@ -153,11 +153,19 @@ def search(store: Store | StoreStream, query: str, config: SearchConfig | None =
     Examples:
         >>> search(load_store("tweets.parquet"), "sarcastic remark", SearchConfig(top=10)).table  # doctest: +SKIP
     """
+    try:
+        return _search(store, query, config or SearchConfig(), like, where, labels, dense)
+    finally:
+        if isinstance(store, StoreStream):
+            store.release_columns()  # the query's columns it kept: a stream searched again holds no more
+
+
+def _search(store: Store | StoreStream, query: str, config: SearchConfig, like: list[str] | None, where: str | None,
+            labels: Labels | None, dense: np.ndarray | None) -> SearchResult:
     import polars as pl
 
     from saeembed.labels import labels_for
 
-    config = config or SearchConfig()
     top, mode, k, feedback, weak = config.top, config.mode, config.k, config.feedback, config.weak
     labels = labels if labels is not None else labels_for(store)
     candidates = _candidates(store, where)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saeembed.atomic import atomic_write, sweep_folder, write_text
+from saeembed.cache_root import default_cache_root  # noqa: F401 - re-exported: where it was defined before
 from saeembed.hashing import text_key
 from saeembed.store import DocVectors
 
