@@ -223,13 +223,16 @@ def select_concepts(query: str | None, store: Store | StoreStream, *, like: list
     own_code = phrase_code if phrase_code is not None else store.meta["sae"].get("reads") == "document"
     bare_terms = [term.lstrip("-").strip() for term in terms]
     phrases = [bare for bare in bare_terms if own_code and not bare.isdigit()]
-    # One model run reads every phrase and example (the reader and SAE load once per query).
-    codes = dict(zip(phrases + list(like or []), _example_latents(phrases + list(like or []), store, frequency, top)))
     words = [bare for bare in bare_terms if not bare.isdigit()]
     matcher = None
     if words:
         assert fires is not None  # a word is not a latent id, so needs_counts held and the latents were counted
         matcher = _LabelMatcher(store, labels, fires, words, top, cache_root)
+    matched = np.array([latent for picks, _ in (matcher.picks.values() if matcher else []) for latent in picks],
+                       np.int64)
+    # One model run reads every phrase and example (the reader and SAE load once per query).
+    codes = dict(zip(phrases + list(like or []),
+                     _example_latents(phrases + list(like or []), store, frequency, top, also=matched)))
     for term, bare in zip(terms, bare_terms):
         picked, term_notes = _term_latents(bare, store, matcher)
         notes += term_notes
@@ -383,10 +386,11 @@ def _phrase_latents(phrase: str, code: dict[int, Pick]) -> dict[int, Pick]:
 
 
 def _example_latents(examples: list[str], store: Store | StoreStream, frequency: np.ndarray | None,
-                     top: int) -> list[dict[int, Pick]]:
+                     top: int, also: np.ndarray | None = None) -> list[dict[int, Pick]]:
     """Each example's strongest latents, read with the store's own reader and SAE in one run; latents
     firing in most documents of the store are left out (they would select everything). `frequency` is
-    None only when there are no examples (a query of latent ids alone)."""
+    None only when there are no examples (a query of latent ids alone). A store read by parts gathers the
+    latents kept here, and `also` (the labels' matches, scored next), in one pass."""
     if not examples:
         return []
     assert frequency is not None  # examples (phrases or `like`) make select_concepts count the latents
@@ -395,7 +399,8 @@ def _example_latents(examples: list[str], store: Store | StoreStream, frequency:
     matrix = embed_records([{"text": example} for example in examples], config_of(store)).matrix
     if isinstance(store, StoreStream):  # the latents kept below gathered in one pass (for their scales)
         active = np.unique(matrix.indices)
-        store.keep(active[(frequency[active] > 0) & (frequency[active] <= 0.5)])
+        store.keep(np.union1d(active[(frequency[active] > 0) & (frequency[active] <= 0.5)],
+                              also if also is not None else []))
     out: list[dict[int, Pick]] = []
     for row, example in enumerate(examples):
         vector = matrix.getrow(row).tocoo()
