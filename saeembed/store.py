@@ -71,15 +71,18 @@ class DocVectors:
 
     @staticmethod
     def from_arrow(table: pa.Table) -> "DocVectors":
-        """Read the vector columns of a store or cache table (any chunking) into flat arrays."""
+        """Read the vector columns of a store or cache table (any chunking) into flat arrays. A table of only
+        `indices` and `values` (a read of the matrix alone) gives empty peak spans and zero lengths."""
         if not table.num_rows:
             return DocVectors.empty(0)
         table = table.combine_chunks()
-        lists = {name: table.column(name).chunk(0) for name in VECTOR_COLUMNS[:4]}
+        lists = {name: table.column(name).chunk(0) for name in VECTOR_COLUMNS[:4] if name in table.column_names}
         offsets = lists["indices"].offsets.to_numpy().astype(np.int64)
         base = offsets[0]
 
         def flat(name: str, dtype: type) -> np.ndarray:
+            if name not in lists:
+                return np.zeros(0, dtype)
             return lists[name].values.to_numpy(zero_copy_only=False)[base: offsets[-1]].astype(dtype, copy=False)
 
         counts = np.zeros((table.num_rows, len(COUNT_STATS)), np.float32)
@@ -88,7 +91,8 @@ class DocVectors:
                 counts[:, i] = table.column(name).to_numpy()
         return DocVectors(offsets - base, flat("indices", np.int32), flat("values", np.float32),
                           flat("peak_start", np.int32), flat("peak_end", np.int32),
-                          table.column("n_tokens").to_numpy().astype(np.int32), counts)
+                          table.column("n_tokens").to_numpy().astype(np.int32) if "n_tokens" in table.column_names
+                          else np.zeros(table.num_rows, np.int32), counts)
 
 
 def atomic_write_table(table: pa.Table, path: Path, row_group_size: int = 65536) -> None:

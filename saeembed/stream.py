@@ -298,26 +298,11 @@ def read_chunk(file: str | Path, rows: int, d_sae: int, peaks: bool = True) -> C
 
     from saeembed.store import DocVectors
 
-    if peaks:
-        v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS)))
-        arrays, peak_start, peak_end = (v.values, v.indices, v.offsets), v.peak_start, v.peak_end
-    else:  # as DocVectors.from_arrow, two columns of its four
-        table = pq.read_table(file, columns=["indices", "values"]).combine_chunks()
-        v = DocVectors.empty(0)
-        arrays = (v.values, v.indices, v.offsets)
-        if table.num_rows:
-            indices, values = (table.column(name).chunk(0) for name in ("indices", "values"))
-            offsets = indices.offsets.to_numpy().astype(np.int64)
-            span = slice(offsets[0], offsets[-1])
-            arrays = (values.values.to_numpy(zero_copy_only=False)[span].astype(np.float32, copy=False),
-                      indices.values.to_numpy(zero_copy_only=False)[span].astype(np.int32, copy=False),
-                      offsets - offsets[0])
-        peak_start, peak_end = np.zeros(0, np.int32), np.zeros(0, np.int32)
-    n = len(arrays[2]) - 1
-    if n != rows:
-        raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {n}); run the analysis "
+    v = DocVectors.from_arrow(pq.read_table(file, columns=list(VECTOR_COLUMNS) if peaks else ["indices", "values"]))
+    if len(v) != rows:
+        raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {len(v)}); run the analysis "
                          f"again")
-    return Chunk(sp.csr_matrix(arrays, shape=(n, d_sae)), peak_start, peak_end)
+    return Chunk(sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), d_sae)), v.peak_start, v.peak_end)
 
 
 def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:

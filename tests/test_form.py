@@ -186,8 +186,7 @@ def test_chats_pooled_on_one_role_are_counted_on_that_role_alone(tmp_path):
 _FORM_ALPHABET = (" \n\t-*+#_`|()[]\"'.!?:,;@&/=0123456789 aeimnoprstuwyhlgcAIMSTY" + "•—“”…’é😀")
 
 
-def _ascii_without(needs: str) -> str:
-    return "".join(c for c in _FORM_ALPHABET + "bdfjkqvxzBDEFGHJKLNOPQRUVWXZ" if c.isascii() and c not in needs)
+_ASCII = "".join(c for c in _FORM_ALPHABET + "bdfjkqvxzBDEFGHJKLNOPQRUVWXZ" if c.isascii())
 
 
 @pytest.mark.parametrize("name", list(FEATURES))
@@ -201,7 +200,7 @@ def test_a_pattern_never_matches_an_ascii_text_without_the_characters_it_needs(n
                              "might", "often", "tends to", "please note", "consult a", "in summary", "overall,",
                              "http://a.b", "www.x", "[a](b)", "**b**", "__b__", "```", "`c`", "| a |", "ABC",
                              "#tag", "@name", "1.", "3,5", "...", "(x)", '"q"'])
-    text = st.lists(st.one_of(words, st.text(_ascii_without(""), max_size=6)), max_size=12).map(" ".join)
+    text = st.lists(st.one_of(words, st.text(_ASCII, max_size=6)), max_size=12).map(" ".join)
 
     @settings(max_examples=EXAMPLES, deadline=None)
     @given(text)

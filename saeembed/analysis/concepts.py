@@ -386,7 +386,7 @@ def _phrase_latents(phrase: str, code: dict[int, Pick]) -> dict[int, Pick]:
 
 
 def _example_latents(examples: list[str], store: Store | StoreStream, frequency: np.ndarray | None,
-                     top: int, also: np.ndarray | None = None) -> list[dict[int, Pick]]:
+                     top: int, also: np.ndarray = np.zeros(0, np.int64)) -> list[dict[int, Pick]]:
     """Each example's strongest latents, read with the store's own reader and SAE in one run; latents
     firing in most documents of the store are left out (they would select everything). `frequency` is
     None only when there are no examples (a query of latent ids alone). A store read by parts gathers the
@@ -399,8 +399,7 @@ def _example_latents(examples: list[str], store: Store | StoreStream, frequency:
     matrix = embed_records([{"text": example} for example in examples], config_of(store)).matrix
     if isinstance(store, StoreStream):  # the latents kept below gathered in one pass (for their scales)
         active = np.unique(matrix.indices)
-        store.keep(np.union1d(active[(frequency[active] > 0) & (frequency[active] <= 0.5)],
-                              also if also is not None else []))
+        store.keep(np.union1d(active[(frequency[active] > 0) & (frequency[active] <= 0.5)], also))
     out: list[dict[int, Pick]] = []
     for row, example in enumerate(examples):
         vector = matrix.getrow(row).tocoo()
