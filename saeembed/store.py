@@ -25,7 +25,11 @@ VECTOR_COLUMNS = ("indices", "values", "peak_start", "peak_end", "n_tokens")
 # Per document, statistics over its pooled tokens of the number of latents active on each token: the
 # concept counts that hallucination-risk probes read ("From Noise to Narrative").
 COUNT_STATS = ("concepts_mean", "concepts_max", "concepts_p10", "concepts_p50", "concepts_p90")
-RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS)
+# Per document, how its text is written, counted when it was stored (`saeembed.form_counts.STORED_COLUMNS`):
+# derived from the text, kept beside the vectors, not among the fields.
+FORM_COLUMNS = ("form_counts", "openings")
+NOT_FIELDS = (*VECTOR_COLUMNS[:4], *FORM_COLUMNS)  # the columns of a store file that are not its frame's
+RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS, *FORM_COLUMNS)
 # Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
 COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
                  ("sae", "d_sae"), ("sae", "compute_dtype"), ("pooling",), ("pool_roles",))
@@ -153,6 +157,9 @@ class Store:
     meta: dict[str, Any]
     peak_start: np.ndarray
     peak_end: np.ndarray
+    form: pa.Table | None = None
+    """Each document's form counts as stored (`saeembed.form_counts.stored_form`), or None: the form layer
+    counts the texts."""
 
     @property
     def n_docs(self) -> int:
@@ -169,7 +176,7 @@ class Store:
         lengths = indptr[rows + 1] - indptr[rows]
         positions = np.repeat(indptr[rows] - np.cumsum(np.r_[0, lengths[:-1]]), lengths) + np.arange(lengths.sum())
         return Store(self.path, self.matrix[rows], self.frame[rows], self.meta, self.peak_start[positions],
-                     self.peak_end[positions])
+                     self.peak_end[positions], None if self.form is None else self.form.take(rows))
 
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -258,14 +265,16 @@ def load_store(path: str | Path, on_progress: Callable[[int, int], None] | None 
     path = Path(path)
     meta = read_meta(path)
     d_sae = int(meta["sae"]["d_sae"])
-    tables, parts = [], []
+    tables, parts, forms = [], [], []
     for part in read_parts(path, on_progress):  # refuses parts whose fields differ
         parts.append(part.vectors)
         tables.append(part.fields)
+        forms.append(part.form)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     vectors = _concat_vectors(parts)
     matrix = sp.csr_matrix((vectors.values, vectors.indices, vectors.offsets), shape=(len(vectors), d_sae))
-    return Store(path, matrix, _frame(table, path), meta, vectors.peak_start, vectors.peak_end)
+    form = None if any(f is None for f in forms) else pa.concat_tables(forms)
+    return Store(path, matrix, _frame(table, path), meta, vectors.peak_start, vectors.peak_end, form)
 
 
 class StorePart(NamedTuple):
@@ -274,7 +283,9 @@ class StorePart(NamedTuple):
     file: Path
     vectors: DocVectors
     fields: pa.Table
-    """Every column but the vectors: id, n_tokens, text and the input's other fields."""
+    """Every column but the vectors and the form counts: id, n_tokens, text and the input's other fields."""
+    form: pa.Table | None = None
+    """The part's form counts, where it has them as this saeembed counts them (`form_counts.stored_form`)."""
 
 
 def read_parts(path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> Iterator[StorePart]:
@@ -308,7 +319,20 @@ def _read_part(file: Path, d_sae: int) -> StorePart:
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise StoreError(f"{file}: cannot read the store ({first_line(exc)}); the file is damaged or "
                          f"truncated: embed the corpus again") from None
-    return StorePart(file, _checked_vectors(table, file, d_sae), table.drop_columns(list(VECTOR_COLUMNS[:4])))
+    from saeembed.form_counts import stored_form
+
+    vectors = _checked_vectors(table, file, d_sae)
+    form = stored_form(table, _table_meta(table))
+    return StorePart(file, vectors, table.drop_columns([c for c in NOT_FIELDS if c in table.column_names]), form)
+
+
+def _table_meta(table: pa.Table) -> dict[str, Any]:
+    """The saeembed metadata of a table read from a store file (checked when the file's was read), {} if none."""
+    try:
+        meta = json.loads((table.schema.metadata or {})[META_KEY])
+    except (KeyError, ValueError, RecursionError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _frame(table: pa.Table, path: Path) -> pl.DataFrame:
@@ -523,9 +547,11 @@ def _checked_vectors(table: pa.Table, file: Path, d_sae: int) -> DocVectors:
         raise refuse(_row_of(offsets, at), f"a value that is not a finite number ({values[at]}) for latent "
                                            f"{int(indices[at])}")
     start, end = flat["peak_start"], flat["peak_end"]
-    text_length = np.repeat(pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64),
-                            lengths)
-    if len(start) and (start.min() < 0 or (end - start).min() < 0 or (text_length - end).min() < 0):
+    row_length = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64)
+    filled = lengths > 0  # each row's last peak end against its text's length: no per-entry copy of the lengths
+    last_end = np.maximum.reduceat(end, (offsets[:-1] - offsets[0])[filled]) if len(end) else np.zeros(0, end.dtype)
+    if len(start) and (start.min() < 0 or (end - start).min() < 0 or (last_end > row_length[filled]).any()):
+        text_length = np.repeat(row_length, lengths)
         at = int(np.flatnonzero((start < 0) | (end < start) | (end > text_length))[0])
         raise refuse(_row_of(offsets, at), f"the peak span {int(start[at])}..{int(end[at])} of latent "
                                            f"{int(indices[at])} is not within its text of {text_length[at]} "

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple, 
 import numpy as np
 
 from saeembed.errors import StoreError
-from saeembed.store import VECTOR_COLUMNS, Store, check_compatible, read_meta, store_files
+from saeembed.store import NOT_FIELDS, VECTOR_COLUMNS, Store, check_compatible, read_meta, store_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -127,17 +127,19 @@ class StoreStream:
 
     def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
             columns: list[str] | None = None, skip: Sequence[bool] | None = None, *,
-            peaks: bool = True) -> Iterator[Any]:
+            peaks: bool = True, arrow: bool = False) -> Iterator[Any]:
         """`work(part, args[k])` for each part k, results in part order. `part` is the part's vectors (a
         `Chunk`; with `peaks=False` its peak spans are left unread and empty: work on the matrix alone reads
-        half as much), or with `columns` a polars frame of those of its fields (those it has). Only those
-        columns are read (texts are the bulk of a part); the parts were checked when the stream was opened.
+        half as much), or with `columns` a polars frame of those of its columns it has (with `arrow`, the Arrow
+        table read, the store's metadata in its schema's). Only those columns are read (texts are the bulk of
+        a part); the parts were checked when the stream was opened.
         Parts whose `skip` is true are not read (their result is None). `work` runs where the engine runs it
         (a Ray worker: define it at module level, pass what it needs in `args`)."""
         n = len(self.files)
         args = list(args) if args is not None else [None] * n
         skip = list(skip) if skip is not None else [False] * n
-        specs = [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae, columns, peaks, work) for k in range(n)]
+        specs = [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae, columns, peaks, arrow, work)
+                 for k in range(n)]
         wanted = [k for k in range(n) if not skip[k]]
         self.passes += 1
         results = self._map_files(_run_part, [(specs[k], args[k]) for k in wanted], wanted)
@@ -217,7 +219,7 @@ class StoreStream:
         wanted = np.unique(rows)
         if not len(wanted):  # the fields of no document
             table = pq.ParquetFile(self.files[0]).schema_arrow.empty_table()
-            empty = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
+            empty = table.drop_columns([c for c in table.column_names if c in NOT_FIELDS])
             return Store(self.path, sp.csr_matrix((0, self.d_sae), dtype=np.float32), _frame(empty, self.files[0]),
                          self.meta, np.zeros(0, np.int32), np.zeros(0, np.int32))
         part_of = np.searchsorted(self.part_rows, wanted, side="right") - 1
@@ -236,7 +238,7 @@ class StoreStream:
             in_table = first[at] + local - group_rows[groups][at]
             v = DocVectors.from_arrow(table)
             matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
-            kept = table.drop_columns([c for c in table.column_names if c in VECTOR_COLUMNS[:4]])
+            kept = table.drop_columns([c for c in table.column_names if c in NOT_FIELDS])
             taken.append(Store(self.path, matrix, _frame(kept, self.files[k]), self.meta, v.peak_start,
                                v.peak_end).take(in_table))
         fetched = Store(self.path, sp.vstack([s.matrix for s in taken]).tocsr(),
@@ -264,7 +266,7 @@ class OnePart(StoreStream):
 
     def map(self, work: Callable[[Any, Any], Any], args: Sequence[Any] | None = None,
             columns: list[str] | None = None, skip: Sequence[bool] | None = None, *,
-            peaks: bool = True) -> Iterator[Any]:
+            peaks: bool = True, arrow: bool = False) -> Iterator[Any]:
         self.passes += 1
         if skip is not None and skip[0]:
             yield None
@@ -272,8 +274,20 @@ class OnePart(StoreStream):
         arg = args[0] if args is not None else None
         if columns is None:
             yield work(Chunk(self.store.matrix, self.store.peak_start, self.store.peak_end), arg)
-        else:
+        elif not arrow:
             yield work(self.store.frame.select([c for c in columns if c in self.columns]), arg)
+        else:  # as read from a file: the fields and form columns asked for, the metadata in the schema
+            import json
+
+            import pyarrow as pa
+
+            from saeembed.store import META_KEY
+
+            fields = self.store.frame.select([c for c in columns if c in self.columns]).to_arrow()
+            form = self.store.form
+            table = pa.table({**{name: fields.column(name) for name in fields.column_names},
+                              **{c: form.column(c) for c in columns if form is not None and c in form.column_names}})
+            yield work(table.replace_schema_metadata({META_KEY: json.dumps(self.meta)}), arg)
 
     def column_entries(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from saeembed.store import column_entries
@@ -307,7 +321,7 @@ def read_chunk(file: str | Path, rows: int, d_sae: int, peaks: bool = True) -> C
 
 def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:
     """One part's work (`StoreStream.map`), wherever it runs."""
-    (rows, d_sae, columns, peaks, work), arg = spec_and_arg
+    (rows, d_sae, columns, peaks, arrow, work), arg = spec_and_arg
     if columns is None:
         return work(read_chunk(file, rows, d_sae, peaks), arg)
     import pyarrow.parquet as pq
@@ -315,7 +329,11 @@ def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:
     from saeembed.store import _frame
 
     names = pq.read_schema(file).names
-    return work(_frame(pq.read_table(file, columns=[c for c in columns if c in names]), Path(file)), arg)
+    table = pq.read_table(file, columns=[c for c in columns if c in names])
+    if table.num_rows != rows and table.num_columns:
+        raise StoreError(f"{file}: changed while it was read (it had {rows} rows, now {table.num_rows}); run the "
+                         f"analysis again")
+    return work(table if arrow else _frame(table, Path(file)), arg)
 
 
 def _entries_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -335,7 +353,7 @@ def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Sch
     return v.n_tokens, np.bincount(v.indices[v.values > 0], minlength=d_sae), part.fields.schema.remove_metadata()
 
 
-CHECKED_FORMAT = 1
+CHECKED_FORMAT = 2
 """The layout of a cached check and the rules it was checked by: raise it when `_checked_part` checks more, so
 parts checked under the old rules are read again."""
 

@@ -52,14 +52,23 @@ def vectors_from_columns(n_docs: int, columns: list[np.ndarray], rng: np.random.
 
 
 def write_store(path: Path, vectors: DocVectors, fields: dict[str, list] | None = None,
-                meta: dict[str, Any] | None = None, d_sae: int | None = None) -> Path:
-    """Write a real store; `text` defaults to a filler sentence per document, `id` to the row."""
+                meta: dict[str, Any] | None = None, d_sae: int | None = None, form: bool = True) -> Path:
+    """Write a real store; `text` defaults to a filler sentence per document, `id` to the row. With `form`, the
+    texts' form counts too, as `embed` writes them (without: a store as written before them)."""
+    from saeembed.form_counts import counted_text, form_meta, stored_columns
+
     n = len(vectors)
     fields = dict(fields or {})
     fields.setdefault("id", [str(i) for i in range(n)])
     fields.setdefault("text", [f"document number {i} of the fake corpus, with filler" for i in range(n)])
-    table = pa.table({**{k: v for k, v in fields.items()}, **vectors.arrow_columns("float32")})
-    writer = StoreWriter(path, table.schema, meta or fake_meta(d_sae or int(vectors.indices.max(initial=0)) + 1))
+    meta = dict(meta or fake_meta(d_sae or int(vectors.indices.max(initial=0)) + 1))
+    columns: dict[str, Any] = {}
+    if form:
+        roles, chats = meta.get("pool_roles"), fields.get("messages") or [None] * n
+        columns = stored_columns([counted_text(t, m, roles) for t, m in zip(fields["text"], chats)])
+        meta["form"] = form_meta()
+    table = pa.table({**{k: v for k, v in fields.items()}, **vectors.arrow_columns("float32"), **columns})
+    writer = StoreWriter(path, table.schema, meta)
     writer.write(table)
     writer.close()
     return path

@@ -136,6 +136,8 @@ def test_every_format_embeds_end_to_end(llama_dir, tmp_path, corpus_file):
 
 
 def test_chat_pools_only_the_assistant_while_reading_the_whole_conversation(llama_dir, tmp_path):
+    from saeembed.form_counts import stored_columns
+
     corpus = tmp_path / "chats.jsonl"
     corpus.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "Say something."},
                                                        {"role": "assistant", "content": t}]}) + "\n" for t in TEXTS))
@@ -147,6 +149,8 @@ def test_chat_pools_only_the_assistant_while_reading_the_whole_conversation(llam
     assert text.startswith("<s><|user|>") and "<|assistant|>" in text, "text is what the model read"
     start, end = store.peak_start[0], store.peak_end[0]
     assert text.index(TEXTS[0]) <= start < end <= text.index(TEXTS[0]) + len(TEXTS[0]), "peaks lie in the answer"
+    # the form counts are the answer's, as the form layer reads a chat pooled on one role
+    assert store.form.column("openings").to_pylist()[0] == stored_columns([TEXTS[0]])["openings"].to_pylist()[0]
 
 
 def test_a_conversation_the_template_rejects_is_refused_before_the_model_loads(llama_dir, tmp_path):
@@ -225,6 +229,15 @@ def test_store_is_plain_parquet_with_self_describing_metadata(llama_dir, tmp_pat
     assert meta["model"]["layer"] == LAYER and meta["model"]["hook"] == "blocks.1.hook_resid_post"
     assert meta["sae"]["format"] == "saelens" and meta["sae"]["d_sae"] == 96 and meta["sae"]["fingerprint"]
     assert meta["n_docs"] == len(TEXTS) and meta["versions"]["torch"] == torch.__version__
+    # each text's form counts, counted once as it was stored, beside the vectors and not among the fields
+    from saeembed.form_counts import FORM_FINGERPRINT, stored_columns
+
+    assert meta["form"]["fingerprint"] == FORM_FINGERPRINT
+    store = load_store(tmp_path / "out.parquet")
+    assert store.form is not None and "form_counts" not in store.frame.columns
+    expected = stored_columns(store.frame["text"].to_list())
+    assert store.form.column("form_counts").to_pylist() == expected["form_counts"].to_pylist()
+    assert store.form.column("openings").to_pylist() == expected["openings"].to_pylist()
 
 
 def test_refuses_mismatches_before_any_work(llama_dir, bert_dir, tmp_path, corpus_file, monkeypatch):

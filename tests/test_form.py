@@ -1,6 +1,7 @@
 """The form layer of diff: features counted in the text, tested like latents, on corpora whose form
 differences are planted, and on splits and repackagings where there is none."""
 
+import dataclasses
 import json
 import os
 
@@ -226,3 +227,108 @@ def test_skipping_patterns_counts_what_counting_every_pattern_counts():
             assert counted[row, : len(FEATURES)].tolist() == every, text
 
     check()
+
+
+# Openings that repeat (so they become features), some with letters whose lowercase is not one character.
+_OPENINGS = ["Sure", "sure,", "SURE!", "Certainly", "İstanbul is", "Straße", "ǅemal", "The answer", "", "  - item"]
+
+
+def _stored_source(texts):
+    import pyarrow as pa
+
+    from saeembed.analysis.form import _Stored
+    from saeembed.form_counts import form_meta, stored_columns, stored_form
+
+    form = stored_form(pa.table(stored_columns(texts)), {"form": form_meta()})
+    assert form is not None
+    return _Stored(form)
+
+
+def assert_same_features(got, want):
+    assert got.names == want.names and got.descriptions == want.descriptions
+    for g, w in zip(got.counts, want.counts):
+        assert g.shape == w.shape and (g != w).nnz == 0
+
+
+def test_form_counts_stored_with_the_texts_equal_counting_the_texts():
+    """What embed stores (each text's counts and first words) gives the form layer what the texts give, one
+    corpus stored and the other counted too."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    text = st.tuples(st.sampled_from(_OPENINGS), st.text(_FORM_ALPHABET, max_size=30)).map(" ".join)
+    corpora = st.tuples(st.lists(text, min_size=1, max_size=40), st.lists(text, min_size=1, max_size=40))
+
+    @settings(max_examples=EXAMPLES, deadline=None)
+    @given(corpora)
+    def check(pair):
+        a, b = pair
+        want = form_features([a, b])
+        assert_same_features(form_features([_stored_source(a), _stored_source(b)]), want)
+        assert_same_features(form_features([_stored_source(a), b]), want)
+
+    check()
+
+
+def test_a_diff_of_stores_with_form_counts_reads_them_not_the_texts(tmp_path, monkeypatch):
+    from saeembed.form_counts import FeatureCounter
+
+    rng = np.random.default_rng(3)
+    texts_a = [("Sure! " if i % 3 else "") + sentence(rng) + ("\n- a\n- b" if i % 2 else "") for i in range(200)]
+    texts_b = [sentence(rng) + ("!" if i % 4 == 0 else "") for i in range(200)]
+    stores = [store_of(tmp_path / f"{name}.parquet", texts) for name, texts in (("a", texts_a), ("b", texts_b))]
+    assert all(s.form is not None for s in stores)
+    counted = diff(*(dataclasses.replace(s, form=None) for s in stores), labels=NO_LABELS)
+
+    def refuse(self, texts):
+        raise AssertionError("counted the texts")
+
+    monkeypatch.setattr(FeatureCounter, "__call__", refuse)
+    stored = diff(*stores, labels=NO_LABELS)
+    assert stored.form_findings.height >= 2
+    assert counted.form.equals(stored.form)
+
+
+def test_form_counts_that_cannot_stand_for_the_texts_are_counted_again(tmp_path):
+    """Counted with another feature set, of another type, or with a missing cell: the texts are counted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from saeembed.form_counts import form_meta, stored_columns, stored_form
+
+    texts = ["Sure, a list:\n- one", "No.", "Sure!"]
+    table = pa.table(stored_columns(texts))
+    meta = {"form": form_meta()}
+    assert stored_form(table, meta) is not None
+    assert stored_form(table, {"form": {"fingerprint": "another"}}) is None
+    assert stored_form(table, {}) is None
+    assert stored_form(table.drop_columns(["openings"]), meta) is None
+    as_int64 = table.set_column(0, "form_counts", table.column("form_counts").cast(pa.list_(pa.int64())))
+    assert stored_form(as_int64, meta) is None
+    with_null = table.set_column(1, "openings", pa.array([["Sure"], None, ["Sure"]], pa.list_(pa.string())))
+    assert stored_form(with_null, meta) is None
+    # a store whose form columns were counted otherwise loads with none, and its diff counts the texts
+    path = store_of(tmp_path / "s.parquet", texts * 4).path
+    written = pq.read_table(path)
+    meta_raw = json.loads(written.schema.metadata[b"saeembed"])
+    meta_raw["form"]["fingerprint"] = "counted by another version"
+    pq.write_table(written.replace_schema_metadata({b"saeembed": json.dumps(meta_raw)}), tmp_path / "old.parquet")
+    old = load_store(tmp_path / "old.parquet")
+    assert old.form is None and "form_counts" not in old.frame.columns
+
+
+def test_a_store_written_before_form_counts_diffs_as_before(tmp_path):
+    rng = np.random.default_rng(4)
+    texts = [[("Certainly. " if i % 2 else "") + sentence(rng) + ("?" * (k + i % 2)) for i in range(150)]
+             for k in range(2)]
+    stores = []
+    for k, form in ((0, False), (1, True)):
+        vectors = vectors_from_columns(150, random_columns(150, np.full(D, 0.2), rng), rng, text_length=20)
+        vectors.n_tokens = np.full(150, 12, np.int32)
+        write_store(tmp_path / f"{k}.parquet", vectors, {"text": texts[k]}, fake_meta(D), form=form)
+        stores.append(load_store(tmp_path / f"{k}.parquet"))
+    assert stores[0].form is None and stores[1].form is not None
+    mixed = diff(*stores, labels=NO_LABELS)
+    counted = diff(stores[0], dataclasses.replace(stores[1], form=None), labels=NO_LABELS)
+    assert mixed.form.equals(counted.form)
+    assert "question mark" in mixed.form_findings["feature"].to_list()

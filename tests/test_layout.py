@@ -12,8 +12,8 @@ import saeembed
 STAGES = [
     # foundations
     ("errors", "settings", "hashing", "atomic", "outputs", "export", "checked", "ray_runtime", "cache_root"),
-    ("store", "stream", "spans", "summary", "synthetic"),  # the store format, read whole or by parts, and where
-    # evidence sits in it
+    ("store", "stream", "spans", "summary", "synthetic", "form_counts"),  # the store format, read whole or by
+    # parts, where evidence sits in it, and the form counts it keeps
     ("sae",),  # SAE files and models
     ("embedding",),  # text -> reader -> SAE -> pooled vectors -> stores
     ("train",),  # SAEs trained on a reader's activations

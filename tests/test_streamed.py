@@ -96,6 +96,30 @@ def test_a_streamed_diff_equals_the_loaded_one(folders, config):
     assert loaded.length.sentence == streamed.length.sentence
 
 
+def test_a_streamed_diff_reads_the_parts_form_counts_and_counts_a_part_without_them(folders, monkeypatch):
+    """The parts' stored form counts stand for their texts; a part written before them (no form columns) is
+    counted from its texts, and the form layer is the loaded stores' either way."""
+    import saeembed.analysis.streamed as streamed
+
+    a, b, folder_a, folder_b = folders
+    loaded = diff(load_store(a), load_store(b), names=["A", "B"], labels=NO_LABELS)
+    older = folder_a / "part-00001.parquet"
+    table = pq.read_table(older)
+    writer = StoreWriter(older, table.drop_columns(["form_counts", "openings"]).schema, read_meta(older))
+    writer.write(table.drop_columns(["form_counts", "openings"]))
+    writer.close()
+    counted_parts = []
+
+    def count(frame, arg, real=streamed._count_work):
+        counted_parts.append(frame.height)
+        return real(frame, arg)
+
+    monkeypatch.setattr(streamed, "_count_work", count)
+    streamed_diff = diff(StoreStream(folder_a), StoreStream(folder_b), names=["A", "B"], labels=NO_LABELS)
+    assert counted_parts == [table.num_rows], "only the part without form columns had its texts counted"
+    assert_same_table(loaded.form, streamed_diff.form, "feature")
+
+
 def test_themes_and_examples_of_a_streamed_diff(folders):
     a, b, folder_a, folder_b = folders
     result = diff(StoreStream(folder_a), StoreStream(folder_b), names=["A", "B"], labels=NO_LABELS)

@@ -407,12 +407,13 @@ def _side(store: Store | StoreStream, rows: np.ndarray) -> AnySide:
 
 def _form_layer(stores: list[Store | StoreStream], discovery: list[np.ndarray], validation: list[np.ndarray] | None,
                 config: DiffConfig, names: Sequence[str]) -> tuple[pl.DataFrame, float | None]:
-    """The form layer: its features counted over each store's texts (a streamed store's part by part)."""
-    from saeembed.analysis.form import compare_form, counted_texts, form_features
+    """The form layer: its features of each store's documents, as stored with them or counted from their texts
+    (a streamed store's part by part); the texts are read for the findings' examples."""
+    from saeembed.analysis.form import compare_form, counted_texts, form_features, store_source
     from saeembed.analysis.streamed import StreamForm, StreamTexts
 
+    features = form_features([StreamForm(s) if isinstance(s, StoreStream) else store_source(s) for s in stores])
     texts: list[Sequence[str]] = [StreamTexts(s) if isinstance(s, StoreStream) else counted_texts(s) for s in stores]
-    features = form_features([StreamForm(s) if isinstance(s, StoreStream) else t for s, t in zip(stores, texts)])
     return compare_form(texts, [_tokens(s) for s in stores], discovery, validation, config, names,
                         np.random.default_rng(config.seed), features)
 

@@ -1,6 +1,6 @@
-"""How a text is written, counted directly: lists, headings, bold, code, tables, questions,
-exclamations, emoji, links, apologies and refusals, first and second person, hedges, disclaimers, and
-how documents open and end.
+"""The form layer of a diff: how texts are written, counted directly (lists, headings, bold, code, tables,
+questions, exclamations, emoji, links, apologies and refusals, first and second person, hedges, disclaimers,
+and how documents open and end; the features and their counting are `saeembed.form_counts`'), compared.
 
 These are the differences a person sees first between two models' answers ("one uses lists, the
 other ends with '!'"), and the ones an SAE read through a sentence encoder is blind to. Each feature is
@@ -17,15 +17,25 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 import numpy as np
 
 from saeembed.analysis.config import DiffConfig
+from saeembed.form_counts import (
+    FEATURES,
+    FeatureCounter,
+    OpeningTally,
+    is_positional,
+    opening_pattern,
+    stored_tally,
+    tally_openings,
+    texts_of,
+)
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow as pa
     from scipy.sparse import csr_matrix
 
     from saeembed.store import Store
@@ -35,88 +45,6 @@ MIN_OPENING_SHARE = 0.03
 MIN_OPENING_DOCS = 5
 # At most this many openings (most frequent first): a handful carries the pattern, hundreds would be noise.
 MAX_OPENINGS = 30
-
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_TRAILING = r"[\"')\]*_”’»\s]*\Z"  # closing quotes, brackets and markup after a document's last character
-
-
-_DIGITS = "0123456789"
-
-
-class Feature(NamedTuple):
-    """A counted feature: what it counts, in words; the pattern whose matches are counted (its first match is
-    the evidence shown); and `needs`: in an ASCII text, the pattern can only match where one of these
-    characters occurs (the counter skips it elsewhere; `tests/test_form.py` holds each one to it)."""
-
-    what: str
-    pattern: re.Pattern[str]
-    needs: str
-
-
-# Order: structure, punctuation, voice, endings; openings are added from the data.
-FEATURES: dict[str, Feature] = {
-    "bullet list": Feature("lines starting with -, *, + or •",
-                           re.compile(r"^[ \t]*[-*+•][ \t]+(?=\S)", re.MULTILINE), "-*+"),
-    "numbered list": Feature("lines starting with 1. or 1)",
-                             re.compile(r"^[ \t]*\d{1,3}[.)][ \t]+(?=\S)", re.MULTILINE), _DIGITS),
-    "heading": Feature("markdown headings (# Title) and lines that are bold alone",
-                       re.compile(r"^[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]{1,80}\*\*:?)[ \t]*$", re.MULTILINE), "#*"),
-    "bold": Feature("**bold** or __bold__ spans", re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__"), "*_"),
-    "code block": Feature("``` fenced blocks", re.compile(r"```[\s\S]*?(?:```|\Z)"), "`"),
-    "inline code": Feature("`code` spans", re.compile(r"(?<!`)`[^`\n]+`(?!`)"), "`"),
-    "table": Feature("table rows (| a | b |)", re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE), "|"),
-    "link": Feature("URLs and [text](url) links", re.compile(r"https?://\S+|www\.\S+|\]\([^)\s]+\)"), "hw]"),
-    "paragraph break": Feature("blank lines between paragraphs", re.compile(r"\n[ \t]*\n(?=[ \t]*\S)"), "\n"),
-    "question mark": Feature("?", re.compile(r"\?"), "?"),
-    "exclamation mark": Feature("! (not !=)", re.compile(r"!(?!=)"), "!"),
-    "emoji": Feature("emoji", re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]"), ""),
-    "ellipsis": Feature("... or …", re.compile(r"\.\.\.|…"), "."),
-    "em dash": Feature("— (em dash)", re.compile("—"), ""),
-    "parentheses": Feature("( ... )", re.compile(r"\([^()\n]*\)"), "("),
-    "quotation": Feature("quoted passages", re.compile(r"\"[^\"\n]+\"|“[^”\n]+”"), '"'),
-    "number": Feature("numbers", re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*"), _DIGITS),
-    "all caps word": Feature("words in capitals (3+ letters)", re.compile(r"\b[A-Z]{3,}\b"),
-                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-    "hashtag": Feature("#tags", re.compile(r"(?<![\w#&])#[^\W\d_]\w*"), "#"),
-    "mention": Feature("@names", re.compile(r"(?<![\w@])@\w+"), "@"),
-    "first person": Feature("I, me, my, mine, myself",
-                            re.compile(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE), "iImM"),
-    "second person": Feature("you, your, yours, yourself",
-                             re.compile(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE), "yY"),
-    "apology": Feature("sorry, apologise",
-                       re.compile(r"\b(?:sorry|apologi[sz]e\w*|apologies)\b", re.IGNORECASE), "sSpP"),
-    "refusal": Feature("I can't / cannot / am unable to / won't / am not able to",
-                       re.compile(r"\bI(?:\s+am|'m|’m)?\s+(?:can(?:no|'|’)t|cannot|unable\s+to|not\s+able\s+to|"
-                                  r"won(?:'|’)t|will\s+not)\b", re.IGNORECASE), "iI"),
-    "AI self-reference": Feature("as an AI, language model",
-                                 re.compile(r"\b(?:as an AI(?: (?:language )?model)?|(?:an AI|a|large) language "
-                                            r"model|an AI model)\b", re.IGNORECASE), "aA"),
-    "hedge": Feature("might, may, perhaps, possibly, probably, likely, generally, typically, usually, often",
-                     re.compile(r"\b(?:might|may|perhaps|possibly|probably|likely|generally|typically|usually|"
-                                r"often|tends? to)\b", re.IGNORECASE), "mMpPlLoOtT"),
-    "disclaimer": Feature("it's important to, please note, keep in mind, consult a",
-                          re.compile(r"\b(?:it(?:'s|’s| is) (?:important|essential|crucial) to|please note|note "
-                                     r"that|keep in mind|consult (?:a|an|with|your)|not a substitute)\b",
-                                     re.IGNORECASE), "tTnN"),
-    "summary phrase": Feature("in summary, in conclusion, overall, to sum up",
-                              re.compile(r"\b(?:in summary|in conclusion|overall,|to sum up|to summari[sz]e)\b",
-                                         re.IGNORECASE), "mMlL"),
-    "ends with ?": Feature("the last character is ?", re.compile(r"\?" + _TRAILING), "?"),
-    "ends with !": Feature("the last character is !", re.compile(r"!" + _TRAILING), "!"),
-    "ends with .": Feature("the last character is .", re.compile(r"(?<!\.\.)\." + _TRAILING), "."),
-    "ends with :": Feature("the last character is : (cut off before a list)", re.compile(r":" + _TRAILING), ":"),
-}
-
-
-def is_positional(name: str) -> bool:
-    """Openings and endings: once per document whatever its length (a share, not a rate, compares them)."""
-    return name.startswith(("opens with", "ends with"))
-
-
-def opening_pattern(words: str) -> re.Pattern[str]:
-    """The pattern of a document that opens with `words` (punctuation and case aside)."""
-    return re.compile(r"\A[\W_]*" + r"[\W_]+".join(re.escape(w) for w in words.split()) + r"(?![^\W_])",
-                      re.IGNORECASE)
 
 
 @dataclass
@@ -142,76 +70,6 @@ def counted_texts(store: Store) -> list[str]:
     return texts_of(store.frame, store.meta)
 
 
-def texts_of(frame: pl.DataFrame, meta: dict[str, Any]) -> list[str]:
-    """`counted_texts` of the rows of a store's frame (or of one part's)."""
-    roles = meta.get("pool_roles")
-    if not roles or "messages" not in frame.columns:
-        return frame["text"].to_list()
-    texts = []
-    for text, messages in zip(frame["text"].to_list(), frame["messages"].to_list()):
-        if messages is None:  # a plain-text record in a store of chats
-            texts.append(text)
-        else:
-            texts.append("\n\n".join(m.get("content") or "" for m in messages if m.get("role") in roles))
-    return texts
-
-
-class OpeningTally(NamedTuple):
-    """How often each first word and first two words (lowercased) open a batch of texts, as written."""
-
-    counter: Counter[str]
-    spelled: dict[str, Counter[str]]
-    size: int
-
-
-def tally_openings(texts: Sequence[str]) -> OpeningTally:
-    counter: Counter[str] = Counter()
-    spelled: dict[str, Counter[str]] = {}
-    for text in texts:
-        for written in _openings(text or ""):
-            key = written.lower()
-            counter[key] += 1
-            spelled.setdefault(key, Counter())[written] += 1
-    return OpeningTally(counter, spelled, len(texts))
-
-
-@dataclass(frozen=True)
-class FeatureCounter:
-    """Counts the features of a batch of texts: documents x features (a plain object: it travels to where a
-    store's parts are read)."""
-
-    patterns: list[re.Pattern[str]]
-    needs: list[frozenset[str]]
-    """Per pattern: in an ASCII text it can only match where one of these characters occurs."""
-    opening_column: dict[str, int]
-    n_features: int
-
-    def __call__(self, texts: Sequence[str]) -> csr_matrix:
-        from scipy.sparse import csr_matrix
-
-        rows, columns, values = [], [], []
-        every = range(len(self.patterns))
-        for row, text in enumerate(texts):
-            text = text or ""
-            if text.isascii():  # most texts: only the patterns whose characters occur can match
-                present = set(text)
-                which: Iterable[int] = [c for c in every if not present.isdisjoint(self.needs[c])]
-            else:
-                which = every
-            for column in which:
-                value = len(self.patterns[column].findall(text))  # as many as finditer gives, counted in C
-                if value:
-                    rows.append(row)
-                    columns.append(column)
-                    values.append(value)
-            for key in _opening_keys(text):
-                if key in self.opening_column:
-                    rows.append(row)
-                    columns.append(self.opening_column[key])
-                    values.append(1)
-        return csr_matrix((np.asarray(values, np.float32), (rows, columns)), shape=(len(texts), self.n_features))
-
-
 class FormSource(Protocol):
     """A corpus's texts in batches, tallied and counted where they are (a store read by parts: one batch per
     part, `saeembed.analysis.streamed.StreamForm`)."""
@@ -232,6 +90,25 @@ class _Texts:
 
     def counts(self, counter: FeatureCounter) -> Iterable[csr_matrix]:
         return [counter(self.texts)]
+
+
+class _Stored:
+    """A store's form columns (`form_counts.stored_form`) in memory: one batch, its texts not read."""
+
+    def __init__(self, form: pa.Table) -> None:
+        self.form = form
+
+    def tallies(self) -> Iterable[OpeningTally]:
+        return [stored_tally(self.form)]
+
+    def counts(self, counter: FeatureCounter) -> Iterable[csr_matrix]:
+        return [counter.stored(self.form)]
+
+
+def store_source(store: Store) -> FormSource:
+    """A loaded store's documents as the form layer reads them: its form columns, counted when it was written,
+    where it has them (`Store.form`), else its texts (`counted_texts`), counted now."""
+    return _Stored(store.form) if store.form is not None else _Texts(counted_texts(store))
 
 
 def _source(corpus: Sequence[str] | FormSource) -> FormSource:
@@ -285,17 +162,8 @@ def frequent_openings(corpora: Sequence[Sequence[str] | FormSource]) -> list[tup
     kept = [key for key in kept if " " not in key or key.split()[0] not in keys
             or total[key] < 0.9 * total[key.split()[0]]]
     kept.sort(key=lambda key: (-total[key], key))
-    return [(spelled[key].most_common(1)[0][0], key) for key in kept[:MAX_OPENINGS]]
-
-
-def _openings(text: str) -> list[str]:
-    """The first word and the first two words of a text, as written."""
-    words = [match.group() for match in islice(_WORD.finditer(text, 0, 200), 2)]  # stops at the second word
-    return [" ".join(words[:n]) for n in (1, 2) if len(words) >= n]
-
-
-def _opening_keys(text: str) -> list[str]:
-    return [opening.lower() for opening in _openings(text)]
+    # shown as most often written (ties: the first in code-point order, whatever order the documents came in)
+    return [(min(spelled[key].items(), key=lambda item: (-item[1], item[0]))[0], key) for key in kept[:MAX_OPENINGS]]
 
 
 # A counted feature is a finding when its rate differs by at least this share of the larger rate

@@ -23,15 +23,16 @@ import numpy as np
 from saeembed.analysis.evidence import ByLength, one_line
 from saeembed.analysis.length_adjust import Sums, matrix_sums
 from saeembed.analysis.themes import DENSE_FINDINGS, links_of, presence, themes_of
-from saeembed.store import document_frequency
+from saeembed.store import FORM_COLUMNS, document_frequency
 from saeembed.stream import Chunk, StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow as pa
     from scipy.sparse import csr_matrix
 
     from saeembed.analysis.config import DiffConfig
-    from saeembed.analysis.form import FeatureCounter, OpeningTally
+    from saeembed.form_counts import FeatureCounter, OpeningTally
 
 
 class StreamSide:
@@ -107,31 +108,60 @@ def _sums_work(chunk: Chunk, arg: tuple[np.ndarray | None, np.ndarray | None]) -
 
 
 class StreamForm:
-    """The form layer's texts of a streamed store (`form.counted_texts`) as a `form.FormSource`: each part's
-    openings tallied and features counted where the part is read."""
+    """The form layer's documents of a streamed store as a `form.FormSource`: each part's openings tallied and
+    features counted where the part is read, from its form columns (`form_counts.stored_form`), or from its
+    texts (`form.counted_texts`) in a part that has none."""
 
     def __init__(self, stream: StoreStream) -> None:
         self.stream = stream
 
     def tallies(self) -> Iterable[OpeningTally]:
-        return self.stream.map(_tally_work, [self.stream.meta] * len(self.stream.files), columns=FORM_COLUMNS)
+        return self._per_part(_stored_tally_work, _tally_work, self.stream.meta)
 
     def counts(self, counter: FeatureCounter) -> Iterable[csr_matrix]:
-        return self.stream.map(_count_work, [(self.stream.meta, counter)] * len(self.stream.files),
-                               columns=FORM_COLUMNS)
+        return self._per_part(_stored_count_work, _count_work, (self.stream.meta, counter))
+
+    def _per_part(self, stored: Callable[[Any, Any], Any], counted: Callable[[Any, Any], Any], arg: Any) -> list[Any]:
+        from saeembed.form_counts import FORM_FINGERPRINT
+
+        n = len(self.stream.files)
+        results: list[Any] = [None] * n
+        if (self.stream.meta.get("form") or {}).get("fingerprint") == FORM_FINGERPRINT:  # else none has them
+            results = list(self.stream.map(stored, [arg] * n, columns=list(FORM_COLUMNS), arrow=True))
+        missing = [result is None for result in results]
+        if any(missing):  # parts written before the form columns, or counted with other features: their texts
+            from_texts = self.stream.map(counted, [arg] * n, columns=TEXT_COLUMNS, skip=[not m for m in missing])
+            results = [text if m else result for result, text, m in zip(results, from_texts, missing)]
+        return results
 
 
-FORM_COLUMNS = ["text", "messages"]  # what `form.texts_of` reads
+TEXT_COLUMNS = ["text", "messages"]  # what `form.texts_of` reads
+
+
+def _stored_tally_work(table: pa.Table, meta: dict[str, Any]) -> OpeningTally | None:
+    from saeembed.form_counts import stored_form, stored_tally
+    from saeembed.store import _table_meta
+
+    form = stored_form(table, _table_meta(table))
+    return None if form is None else stored_tally(form)
+
+
+def _stored_count_work(table: pa.Table, arg: tuple[dict[str, Any], FeatureCounter]) -> csr_matrix | None:
+    from saeembed.form_counts import stored_form
+    from saeembed.store import _table_meta
+
+    form = stored_form(table, _table_meta(table))
+    return None if form is None else arg[1].stored(form)
 
 
 def _tally_work(frame: pl.DataFrame, meta: dict[str, Any]) -> OpeningTally:
-    from saeembed.analysis.form import tally_openings, texts_of
+    from saeembed.form_counts import tally_openings, texts_of
 
     return tally_openings(texts_of(frame, meta))
 
 
 def _count_work(frame: pl.DataFrame, arg: tuple[dict[str, Any], FeatureCounter]) -> csr_matrix:
-    from saeembed.analysis.form import texts_of
+    from saeembed.form_counts import texts_of
 
     meta, counter = arg
     return counter(texts_of(frame, meta))
@@ -148,7 +178,7 @@ class StreamTexts(Sequence[str]):
         return self.stream.n_docs
 
     def __getitem__(self, row: Any) -> Any:
-        from saeembed.analysis.form import texts_of
+        from saeembed.form_counts import texts_of
 
         row = int(row)
         part = int(np.searchsorted(self.stream.part_rows, row, side="right")) - 1

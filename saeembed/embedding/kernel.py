@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,7 @@ from saeembed.embedding.reader import (
     resolve_dtype,
 )
 from saeembed.errors import CorpusError, ReaderError, SAEError
+from saeembed.form_counts import counted_text, form_meta, stored_columns
 from saeembed.hashing import text_key
 from saeembed.sae import SAE, load_sae
 from saeembed.store import COUNT_STATS, RESERVED, STORE_VERSION, DocVectors
@@ -271,10 +272,16 @@ def _encode_with_retry(reader: Reader, sae: SAE, batch: list[Chunk], pooling: Po
                 + _encode_with_retry(reader, sae, batch[half:], pooling))
 
 
-def store_table(fields: pa.Table, vector_columns: dict[str, Any], dense: pa.Array | None) -> pa.Table:
-    """The rows of a store as written: id, the vector columns, the text and every input field, then the
-    dense embedding when there is one. One layout for both engines, so their stores are equal."""
-    table = pa.table({"id": fields.column("id"), **vector_columns,
+def store_table(fields: pa.Table, vector_columns: dict[str, Any], dense: pa.Array | None,
+                pool_roles: Sequence[str] | None) -> pa.Table:
+    """The rows of a store as written: id, the vector columns, the form counts of the text (of the `pool_roles`
+    turns of a chat, as the form layer reads it), the text and every input field, then the dense embedding when
+    there is one. One layout for both engines, so their stores are equal."""
+    texts = fields.column("text").to_pylist()
+    if pool_roles and "messages" in fields.column_names:
+        texts = [counted_text(text, messages, pool_roles)
+                 for text, messages in zip(texts, fields.column("messages").to_pylist())]
+    table = pa.table({"id": fields.column("id"), **vector_columns, **stored_columns(texts),
                       **{name: fields.column(name) for name in fields.column_names if name != "id"}})
     return table.append_column("dense", dense) if dense is not None else table
 
@@ -361,6 +368,7 @@ def store_metadata(config: EmbedConfig, model_meta: dict, corpus: Corpus) -> dic
         "as_chat": config.as_chat, "values_dtype": config.values_dtype, "max_tokens": model_meta["max_tokens"],
         "long": config.long, "text_field": config.text_field, "sources": corpus.sources,
         "dense": {"model": "all-MiniLM-L6-v2", "pooling": "mean", "normalized": True} if config.dense else None,
+        "form": form_meta(),  # what the form columns were counted with
         "versions": model_meta["versions"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

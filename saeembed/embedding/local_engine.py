@@ -158,7 +158,7 @@ def _write_store(output: Path, corpus: Corpus, keys: list[str], cache: VectorCac
             vectors, _ = cache.get(keys[start: start + config.window_docs])
             window = fields.slice(start, len(vectors))
             dense = dense_column(window.column("text").to_pylist()) if config.dense else None
-            table = store_table(window, vectors.arrow_columns(config.values_dtype), dense)
+            table = store_table(window, vectors.arrow_columns(config.values_dtype), dense, config.pool_roles)
             if writer is None:
                 writer = StoreWriter(output, table.schema, meta)
             writer.write(table)

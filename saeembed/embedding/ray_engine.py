@@ -446,7 +446,7 @@ def _write_part(work: Path, index: int, parts: list[tuple[int, int]], rows: pa.T
     start, end = parts[index]
     window = fields.slice(start, end - start).add_column(1, "text", rows.column("text"))
     table = store_table(window, {name: rows.column(name) for name in (*VECTOR_COLUMNS, *COUNT_STATS)},
-                        rows.column("dense") if config.dense else None)
+                        rows.column("dense") if config.dense else None, config.pool_roles)
     n_tokens = rows.column("n_tokens").to_numpy()
     n_chunks = rows.column("n_chunks").to_numpy()
     counts = PartCounts(end - start, int(n_tokens.sum()), int((n_chunks > 1).sum()), int((n_chunks < 0).sum()),
