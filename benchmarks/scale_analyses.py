@@ -142,10 +142,16 @@ def tiled_real(docs: int, part_docs: int, ray: bool, analyses: list[str]) -> dic
         if "correlations" in analyses:
             out["correlations"] = _timed(["correlations", a, "--json", "--top", "5"], env)
         if "search" in analyses:
-            # first: opening checks every part (and caches each check); again: the checks are read from the cache
-            shutil.rmtree(Path(tmp) / "cache" / "checked-parts", ignore_errors=True)  # diff's opening cached them
+            # first: opening checks every part (and caches each check) and the query's columns make each part's
+            # latent index; again: the checks and indexes are read from the cache; a new query: its latents are
+            # read from the indexes alone
+            for kept in ("checked-parts", "latent-index"):  # diff's opening cached the checks
+                shutil.rmtree(Path(tmp) / "cache" / kept, ignore_errors=True)
             out["search"] = _timed(["search", a, "sarcasm, irony", "--json", "--top", "10"], env)
             out["search_again"] = _timed(["search", a, "sarcasm, irony", "--json", "--top", "10"], env)
+            out["search_new_query"] = _timed(["search", a, "praise, gratitude", "--json", "--top", "10"], env)
+            out["latent_index_mb"] = round(sum(f.stat().st_size for f in (Path(tmp) / "cache" / "latent-index")
+                                               .rglob("*") if f.is_file()) / 2**20, 1)
         print(json.dumps(out), file=sys.stderr, flush=True)
         if ray:
             out["tiled_diff_ray"] = _timed(["diff", a, b, "-o", str(table), "--engine", "ray"], env)

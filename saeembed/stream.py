@@ -4,10 +4,16 @@
 the documents. `StoreStream` keeps what is one number per document (`n_tokens`, ~8 bytes each) and the
 latents' document counts, and runs each pass an analysis makes as work on one part at a time (`map`: a
 part's vectors as a CSR matrix, or some of its fields), merged by the caller; the few documents it shows as
-evidence are read by row (`fetch`), and a few latents' columns can be gathered once and kept
-(`column_entries`, within a budget). Opening a stream checks every part as `load_store` does, so bad input
-is refused before any work; a part's check is cached, and a part unchanged since it was checked is not read
-again to open the store.
+evidence are read by row (`fetch`), and a few latents' columns can be gathered and kept (`column_entries`,
+within a budget). Opening a stream checks every part as `load_store` does, so bad input is refused before
+any work; a part's check is cached, and a part unchanged since it was checked is not read again to open the
+store.
+
+Columns are read through each part's **latent index**: the part's entries turned by latent (each latent's rows
+and values together), made the first time a column of the part is asked for and kept in the cache
+(`<cache>/latent-index/`, about as large as the part's vectors; valid while the part file is the one indexed;
+an index whose part file is gone is removed). A query then reads its latents' entries alone, memory-mapped,
+not every part's matrix.
 
 With `engine="ray"` the parts' work runs as Ray tasks (one CPU each) on the machines of a Ray cluster that see
 the store's folder, as many at once as it has CPUs; the results come back to this process in part order, so
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple, Sequence
@@ -151,9 +158,9 @@ class StoreStream:
 
     def column_entries(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The non-zeros of `latents` (distinct) in the whole store, as `store.column_entries` gives them of a
-        loaded one: (row, index into `latents`, value) by row, then latent. Those not read yet are gathered in
-        one pass and kept for the next call (`keep`); None (nothing read) when keeping them would pass
-        `KEPT_ENTRIES`: the caller then works part by part."""
+        loaded one: (row, index into `latents`, value) by row, then latent. Those not read yet are gathered from
+        the parts' latent indexes and kept for the next call (`keep`); None (nothing read) when keeping them
+        would pass `KEPT_ENTRIES`: the caller then works part by part."""
         latents = np.asarray(latents, np.int64)
         if len(np.unique(latents)) != len(latents):
             raise ValueError("column_entries takes distinct latents")
@@ -170,15 +177,17 @@ class StoreStream:
         return rows[order], which, np.concatenate([v for _, v in held])[order]
 
     def keep(self, latents: np.ndarray) -> bool:
-        """Gather the entries of those of `latents` not kept yet, in one pass, and keep them (rows and values,
-        each latent's in row order); False (nothing read) when that would pass `KEPT_ENTRIES`."""
+        """Gather the entries of those of `latents` not kept yet from each part's latent index (made where there
+        is none: one read of the part) and keep them (rows and values, each latent's in row order); False
+        (nothing read) when that would pass `KEPT_ENTRIES`."""
         missing = np.setdiff1d(np.asarray(latents, np.int64), np.fromiter(self._kept, np.int64, len(self._kept)))
         if not len(missing):
             return True
         if self._kept_entries + int(self.counts[missing].sum()) > KEPT_ENTRIES:
             return False
         row_type = np.int32 if self.n_docs < 2**31 else np.int64  # 4 bytes a kept entry less
-        gathered = list(self.map(_entries_work, [missing] * len(self.files), peaks=False))
+        gathered = self._each_part(_indexed_entries, [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae,
+                                                       missing) for k in range(len(self.files))])
         rows = np.concatenate([(r + start).astype(row_type) for (r, _, _), start in zip(gathered, self.part_rows)])
         which = np.concatenate([w for _, w, _ in gathered])
         values = np.concatenate([v for _, _, v in gathered])
@@ -190,6 +199,17 @@ class StoreStream:
             self._kept[latent] = (rows[at], values[at])
             self._kept_entries += len(at)
         return True
+
+    def _each_part(self, run: Callable[[str, Any], Any], args: list[Any]) -> list[Any]:
+        """`run(file, args[k])` for each part k where the engine runs it, as a pass (counted, its progress
+        reported)."""
+        self.passes += 1
+        results = []
+        for k, result in enumerate(self._map_files(run, args)):
+            results.append(result)
+            if self.on_part:
+                self.on_part(self.passes, k + 1, len(self.files))
+        return results
 
     def release_columns(self) -> None:
         """Forget the columns `keep` kept (a search does when it is done)."""
@@ -336,12 +356,6 @@ def _run_part(file: str, spec_and_arg: tuple[tuple[Any, ...], Any]) -> Any:
     return work(table if arrow else _frame(table, Path(file)), arg)
 
 
-def _entries_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from saeembed.store import column_entries
-
-    return column_entries(chunk.matrix, latents)
-
-
 def _checked_part(file: str, d_sae: int) -> tuple[np.ndarray, np.ndarray, pa.Schema]:
     """A part read and checked as `load_store` checks it: its lengths, its latents' document counts and its
     fields' schema."""
@@ -417,6 +431,127 @@ def _save_check(file: Path, d_sae: int, seen: tuple[int, ...], check: tuple[np.n
         atomic_write(path, write)
     except OSError:
         pass
+
+
+# -- the latent index: each part's entries by latent, so a query reads its latents' entries alone -------------
+
+INDEX_FORMAT = 1
+"""The layout of a part's latent index; raise it when it changes, so indexes of the old layout are built again."""
+
+
+def _index_dir(file: Path, d_sae: int) -> Path:
+    """Where the latent index of `file` is kept: one folder a part file (a new version's replaces the old one's)."""
+    from saeembed.cache_root import default_cache_root
+    from saeembed.hashing import text_key
+
+    return default_cache_root() / "latent-index" / text_key(f"{INDEX_FORMAT}|{file.resolve()}|{d_sae}")
+
+
+def _indexed_entries(file: str, arg: tuple[int, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of `latents` in one part, from its latent index (made first, and kept, where there is none of
+    the file as it is now): (row in the part, index into `latents`, value), each latent's in row order."""
+    rows_n, d_sae, latents = arg
+    path = Path(file)
+    index = _open_index(path, d_sae, rows_n)
+    if index is None:
+        index = _build_index(path, d_sae, rows_n)
+    indptr, rows, values = index
+    starts, ends = indptr[latents], indptr[latents + 1]
+    sizes = (ends - starts).astype(np.int64)
+    # contiguous slices of the memory-mapped arrays: only the query's latents are read from disk
+    found_rows = np.concatenate([rows[s:e] for s, e in zip(starts.tolist(), ends.tolist())] or [np.zeros(0, np.int32)])
+    found_values = np.concatenate([values[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+                                  or [np.zeros(0, np.float32)])
+    which = np.repeat(np.arange(len(latents), dtype=np.int32), sizes)
+    return found_rows.astype(np.int64), which, found_values.astype(np.float32)
+
+
+_INDEX_ARRAYS = ("identity", "indptr", "rows", "values")
+
+
+def _open_index(file: Path, d_sae: int, rows_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The part's latent index, memory-mapped, if it was made of the file as it is now; else None (any entry
+    that cannot be read as one is None too: it is made again)."""
+    seen = _identity(file)
+    if seen is None:
+        return None
+    folder = _index_dir(file, d_sae)
+    try:
+        identity = np.load(folder / "identity.npy", allow_pickle=False)
+        if tuple(identity.tolist()) != seen:
+            return None
+        indptr = np.load(folder / "indptr.npy", allow_pickle=False)
+        rows = np.load(folder / "rows.npy", mmap_mode="r", allow_pickle=False)
+        values = np.load(folder / "values.npy", mmap_mode="r", allow_pickle=False)
+        if indptr.shape != (d_sae + 1,) or rows.ndim != 1 or values.shape != rows.shape or indptr[-1] != len(rows) \
+                or (len(rows) and int(indptr[0]) != 0) or not np.issubdtype(rows.dtype, np.integer) \
+                or (len(rows) and (int(rows.max()) >= rows_n)):
+            return None
+        return indptr, rows, values
+    except Exception:  # noqa: BLE001 - a damaged or unreadable entry: made again
+        return None
+
+
+def _build_index(file: Path, d_sae: int, rows_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Make a part's latent index (its matrix read once and turned by latent), keep it where it can be kept
+    (best effort), and give it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    seen = _identity(file)
+    chunk = read_chunk(file, rows_n, d_sae, peaks=False)
+    by_latent = chunk.matrix.tocsc()  # a counting sort: each latent's rows stay in row order
+    indptr = by_latent.indptr.astype(np.int64)
+    rows = by_latent.indices.astype(np.int32 if rows_n < 2**31 else np.int64)
+    values = by_latent.data
+    if pq.read_schema(file).field("values").type.value_type == pa.float16():  # the default: kept so, exactly
+        values = values.astype(np.float16)
+    if seen is not None and _identity(file) == seen:
+        _save_index(file, d_sae, seen, indptr, rows, values)
+    return indptr, rows, values
+
+
+def _save_index(file: Path, d_sae: int, seen: tuple[int, ...], indptr: np.ndarray, rows: np.ndarray,
+                values: np.ndarray) -> None:
+    """Keep a part's latent index of the file as it was when read (`seen`): written into a new folder, then
+    renamed into place whole; best effort (an index that cannot be kept is made again next time). Indexes of
+    part files that no longer exist are removed first: the folder holds about as much as the stores it serves."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = _index_dir(file, d_sae)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _prune_indexes(folder.parent)
+        fresh = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            for name, array in (("indptr", indptr), ("rows", rows), ("values", values),
+                                ("identity", np.array(seen, np.int64))):
+                np.save(fresh / f"{name}.npy", array, allow_pickle=False)
+            (fresh / "source.txt").write_text(str(file.resolve()), encoding="utf-8")
+            if folder.exists():  # a stale index of an earlier version of the file
+                shutil.rmtree(folder, ignore_errors=True)
+            os.replace(fresh, folder)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)  # gone unless the rename failed
+    except OSError:
+        pass
+
+
+def _prune_indexes(root: Path) -> None:
+    """Remove the indexes whose part file is gone (and folders a stopped build left)."""
+    import shutil
+
+    for entry in root.iterdir():
+        try:
+            source = (entry / "source.txt").read_text(encoding="utf-8")
+        except OSError:
+            source = None
+        if source is None and entry.name.startswith(".") and entry.stat().st_mtime < time.time() - 3600:
+            shutil.rmtree(entry, ignore_errors=True)  # a build stopped an hour ago or more
+        elif source is not None and not Path(source).exists():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 _SESSIONS = contextlib.ExitStack()  # a Ray started by a stream (not by the caller) stays up until exit

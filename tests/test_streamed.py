@@ -384,3 +384,83 @@ def test_kept_columns_equal_the_loaded_stores_and_are_read_once(folders):
     assert stream.passes == 2, "latents already kept are not read again"
     with pytest.raises(ValueError, match="distinct"):
         stream.column_entries(np.array([3, 3]))
+
+
+def test_a_query_reads_its_latents_from_the_parts_latent_indexes_not_their_matrices(folders, monkeypatch):
+    from saeembed.store import column_entries
+
+    a, _, folder_a, _ = folders
+    StoreStream(folder_a).column_entries(np.array([3]))  # the first column asked for makes each part's index
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a part's matrix was read")
+
+    monkeypatch.setattr("saeembed.stream.read_chunk", refuse)
+    stream = StoreStream(folder_a)
+    latents = np.array([7, 3, 30])
+    for mine, theirs in zip(stream.column_entries(latents), column_entries(load_store(a).matrix, latents)):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def index_sources():
+    from saeembed.cache_root import default_cache_root
+
+    root = default_cache_root() / "latent-index"
+    return sorted((entry / "source.txt").read_text() for entry in root.iterdir()) if root.exists() else []
+
+
+def test_a_latent_index_is_made_again_when_its_part_changes_or_it_is_damaged(folders, tmp_path):
+    from saeembed.cache_root import default_cache_root
+    from saeembed.store import column_entries
+
+    a, b, _, _ = folders
+    folder, other = split(a, tmp_path / "changing", 2), split(b, tmp_path / "other", 2)
+    latents = np.array([3, 4, 7])
+    StoreStream(folder).column_entries(latents)
+    (folder / "part-00001.parquet").write_bytes((other / "part-00001.parquet").read_bytes())  # another part now
+    for mine, theirs in zip(StoreStream(folder).column_entries(latents),
+                            column_entries(load_store(folder).matrix, latents)):
+        np.testing.assert_array_equal(mine, theirs)
+    for rows in (default_cache_root() / "latent-index").glob("*/rows.npy"):
+        rows.write_bytes(rows.read_bytes()[:100])  # cut short
+    for mine, theirs in zip(StoreStream(folder).column_entries(latents),
+                            column_entries(load_store(folder).matrix, latents)):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_index_of_a_part_that_is_gone_is_removed(folders, tmp_path):
+    import shutil
+
+    a, _, folder_a, _ = folders
+    gone = split(a, tmp_path / "gone", 2)
+    StoreStream(gone).column_entries(np.array([3]))
+    assert sum(str(gone) in source for source in index_sources()) == 2
+    shutil.rmtree(gone)
+    StoreStream(folder_a).column_entries(np.array([3]))  # making another store's index prunes
+    assert not any(str(gone) in source for source in index_sources())
+    assert sum(str(folder_a) in source for source in index_sources()) == 3
+
+
+def test_float16_values_are_kept_exactly_in_the_index(folders, tmp_path):
+    import pyarrow as pa
+
+    from saeembed.cache_root import default_cache_root
+    from saeembed.store import column_entries
+
+    a, _, _, _ = folders
+    table = pq.read_table(a)
+    half = table.set_column(table.schema.get_field_index("values"), "values",
+                            table.column("values").cast(pa.list_(pa.float16())))
+    single = tmp_path / "half.parquet"
+    writer = StoreWriter(single, half.schema, read_meta(a))
+    writer.write(half)
+    writer.close()
+    folder = split(single, tmp_path / "half", 3)
+    latents = np.array([3, 7, 12])
+    for mine, theirs in zip(StoreStream(folder).column_entries(latents),
+                            column_entries(load_store(folder).matrix, latents)):
+        np.testing.assert_array_equal(mine, theirs)
+    entries = (default_cache_root() / "latent-index").iterdir()
+    values = [np.load(entry / "values.npy", mmap_mode="r") for entry in entries
+              if str(folder) in (entry / "source.txt").read_text()]
+    assert len(values) == 3 and all(v.dtype == np.float16 for v in values)
