@@ -452,24 +452,34 @@ def _indexed_entries(file: str, arg: tuple[int, int, np.ndarray]) -> tuple[np.nd
     the file as it is now): (row in the part, index into `latents`, value), each latent's in row order."""
     rows_n, d_sae, latents = arg
     path = Path(file)
-    index = _open_index(path, d_sae, rows_n)
-    if index is None:
-        index = _build_index(path, d_sae, rows_n)
+    index = _open_index(path, d_sae)
+    found = None if index is None else _slices(index, latents, rows_n)
+    if found is None:  # no index of the file as it is now, or a damaged one
+        found = _slices(_build_index(path, d_sae, rows_n), latents, rows_n)
+        assert found is not None  # made from the part just read
+    return found
+
+
+def _slices(index: tuple[np.ndarray, np.ndarray, np.ndarray], latents: np.ndarray, rows_n: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`latents`' entries in a part's latent index (contiguous slices of the memory-mapped arrays: only theirs are
+    read from disk); None if they are not a part of `rows_n` rows' (a damaged index)."""
     indptr, rows, values = index
-    starts, ends = indptr[latents], indptr[latents + 1]
-    sizes = (ends - starts).astype(np.int64)
-    # contiguous slices of the memory-mapped arrays: only the query's latents are read from disk
-    found_rows = np.concatenate([rows[s:e] for s, e in zip(starts.tolist(), ends.tolist())] or [np.zeros(0, np.int32)])
-    found_values = np.concatenate([values[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-                                  or [np.zeros(0, np.float32)])
-    which = np.repeat(np.arange(len(latents), dtype=np.int32), sizes)
-    return found_rows.astype(np.int64), which, found_values.astype(np.float32)
+    bounds = list(zip(indptr[latents].tolist(), indptr[latents + 1].tolist()))
+    found_rows = np.concatenate([rows[s:e] for s, e in bounds] or [np.zeros(0, np.int32)]).astype(np.int64)
+    found_values = np.concatenate([values[s:e] for s, e in bounds] or [np.zeros(0, np.float32)]).astype(np.float32)
+    if len(found_rows) and (found_rows.min() < 0 or found_rows.max() >= rows_n
+                            or (np.diff(found_rows) <= 0).sum() > len(bounds) - 1
+                            or not np.isfinite(found_values).all()):
+        return None
+    which = np.repeat(np.arange(len(latents), dtype=np.int32), [e - s for s, e in bounds])
+    return found_rows, which, found_values
 
 
 _INDEX_ARRAYS = ("identity", "indptr", "rows", "values")
 
 
-def _open_index(file: Path, d_sae: int, rows_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _open_index(file: Path, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The part's latent index, memory-mapped, if it was made of the file as it is now; else None (any entry
     that cannot be read as one is None too: it is made again)."""
     seen = _identity(file)
@@ -484,9 +494,8 @@ def _open_index(file: Path, d_sae: int, rows_n: int) -> tuple[np.ndarray, np.nda
         rows = np.load(folder / "rows.npy", mmap_mode="r", allow_pickle=False)
         values = np.load(folder / "values.npy", mmap_mode="r", allow_pickle=False)
         if indptr.shape != (d_sae + 1,) or rows.ndim != 1 or values.shape != rows.shape or indptr[-1] != len(rows) \
-                or (len(rows) and int(indptr[0]) != 0) or not np.issubdtype(rows.dtype, np.integer) \
-                or (len(rows) and (int(rows.max()) >= rows_n)):
-            return None
+                or indptr[0] != 0 or (np.diff(indptr) < 0).any() or not np.issubdtype(rows.dtype, np.integer):
+            return None  # (the rows a query reads are checked as it reads them: the whole file is not read here)
         return indptr, rows, values
     except Exception:  # noqa: BLE001 - a damaged or unreadable entry: made again
         return None
