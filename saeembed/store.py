@@ -28,7 +28,6 @@ COUNT_STATS = ("concepts_mean", "concepts_max", "concepts_p10", "concepts_p50", 
 # Per document, how its text is written, counted when it was stored (`saeembed.form_counts.STORED_COLUMNS`):
 # derived from the text, kept beside the vectors, not among the fields.
 FORM_COLUMNS = ("form_counts", "openings")
-NOT_FIELDS = (*VECTOR_COLUMNS[:4], *FORM_COLUMNS)  # the columns of a store file that are not its frame's
 RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS, *FORM_COLUMNS)
 # Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
 COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
@@ -322,8 +321,15 @@ def _read_part(file: Path, d_sae: int) -> StorePart:
     from saeembed.form_counts import stored_form
 
     vectors = _checked_vectors(table, file, d_sae)
-    form = stored_form(table, _table_meta(table))
-    return StorePart(file, vectors, table.drop_columns([c for c in NOT_FIELDS if c in table.column_names]), form)
+    meta = _table_meta(table)
+    return StorePart(file, vectors, table.drop_columns([c for c in not_fields(meta) if c in table.column_names]),
+                     stored_form(table, meta))
+
+
+def not_fields(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of a store file that are not among its fields (its frame's): the vectors' lists, and the form
+    columns where its metadata says it has them (an older store's input field of that name is a field)."""
+    return (*VECTOR_COLUMNS[:4], *(FORM_COLUMNS if "form" in meta else ()))
 
 
 def _table_meta(table: pa.Table) -> dict[str, Any]:

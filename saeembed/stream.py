@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple, 
 import numpy as np
 
 from saeembed.errors import StoreError
-from saeembed.store import NOT_FIELDS, VECTOR_COLUMNS, Store, check_compatible, read_meta, store_files
+from saeembed.store import VECTOR_COLUMNS, Store, check_compatible, not_fields, read_meta, store_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -233,13 +233,13 @@ class StoreStream:
         import pyarrow.parquet as pq
         import scipy.sparse as sp
 
-        from saeembed.store import DocVectors, _frame
+        from saeembed.store import DocVectors, _frame, _table_meta
 
         rows = np.asarray(rows, np.int64)
         wanted = np.unique(rows)
         if not len(wanted):  # the fields of no document
             table = pq.ParquetFile(self.files[0]).schema_arrow.empty_table()
-            empty = table.drop_columns([c for c in table.column_names if c in NOT_FIELDS])
+            empty = table.drop_columns([c for c in table.column_names if c in not_fields(_table_meta(table))])
             return Store(self.path, sp.csr_matrix((0, self.d_sae), dtype=np.float32), _frame(empty, self.files[0]),
                          self.meta, np.zeros(0, np.int32), np.zeros(0, np.int32))
         part_of = np.searchsorted(self.part_rows, wanted, side="right") - 1
@@ -258,7 +258,7 @@ class StoreStream:
             in_table = first[at] + local - group_rows[groups][at]
             v = DocVectors.from_arrow(table)
             matrix = sp.csr_matrix((v.values, v.indices, v.offsets), shape=(len(v), self.d_sae))
-            kept = table.drop_columns([c for c in table.column_names if c in NOT_FIELDS])
+            kept = table.drop_columns([c for c in table.column_names if c in not_fields(_table_meta(table))])
             taken.append(Store(self.path, matrix, _frame(kept, self.files[k]), self.meta, v.peak_start,
                                v.peak_end).take(in_table))
         fetched = Store(self.path, sp.vstack([s.matrix for s in taken]).tocsr(),

@@ -332,3 +332,15 @@ def test_a_store_written_before_form_counts_diffs_as_before(tmp_path):
     counted = diff(stores[0], dataclasses.replace(stores[1], form=None), labels=NO_LABELS)
     assert mixed.form.equals(counted.form)
     assert "question mark" in mixed.form_findings["feature"].to_list()
+
+
+def test_an_older_stores_field_named_like_a_form_column_stays_a_field(tmp_path):
+    from saeembed.stream import StoreStream
+
+    rng = np.random.default_rng(6)
+    vectors = vectors_from_columns(3, random_columns(3, np.full(D, 0.5), rng), rng, text_length=10)
+    path = write_store(tmp_path / "old.parquet", vectors, {"text": ["a text here"] * 3, "openings": ["x", "y", "z"]},
+                       fake_meta(D), form=False)  # written before form columns: no `form` in its metadata
+    store = load_store(path)
+    assert store.frame["openings"].to_list() == ["x", "y", "z"] and store.form is None
+    assert StoreStream(path).fetch(np.array([2])).frame["openings"].to_list() == ["z"]
