@@ -200,6 +200,28 @@ class StoreStream:
             self._kept_entries += len(at)
         return True
 
+    def column_groups(self, latents: np.ndarray
+                      ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """The entries of `latents` a group at a time, each group's within `KEPT_ENTRIES` (a latent past it on its
+        own), read from the parts' latent indexes and not kept: (the group's positions in `latents`, its entries:
+        row, index into the group, value, in no set order). What a caller reads where `column_entries` would
+        keep too many."""
+        latents = np.asarray(latents, np.int64)
+        sizes = self.counts[latents]
+        start = 0
+        while start < len(latents):
+            end, total = start + 1, int(sizes[start])
+            while end < len(latents) and total + int(sizes[end]) <= KEPT_ENTRIES:
+                total += int(sizes[end])
+                end += 1
+            group = latents[start:end]
+            gathered = self._each_part(_indexed_entries, [(int(self.part_rows[k + 1] - self.part_rows[k]),
+                                                           self.d_sae, group) for k in range(len(self.files))])
+            rows = np.concatenate([r + first for (r, _, _), first in zip(gathered, self.part_rows)])
+            yield np.arange(start, end), (rows, np.concatenate([w for _, w, _ in gathered]),
+                                          np.concatenate([v for _, _, v in gathered]))
+            start = end
+
     def _each_part(self, run: Callable[[str, Any], Any], args: list[Any]) -> list[Any]:
         """`run(file, args[k])` for each part k where the engine runs it, as a pass (counted, its progress
         reported)."""

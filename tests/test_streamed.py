@@ -322,10 +322,12 @@ def test_themes_of_many_findings_are_counted_sparse_and_equal(folders, monkeypat
     assert loaded.table["theme"].to_list() == streamed.table["theme"].to_list()
 
 
+@pytest.mark.parametrize("budget", [1 << 25, 0, 900], ids=["kept", "one latent a group", "groups"])
 @pytest.mark.parametrize("quantile", [0.0, 0.5, 0.9, 1.0])
-def test_latent_percentiles_of_a_streamed_store_are_exact(folders, quantile):
+def test_latent_percentiles_of_a_streamed_store_are_exact(folders, quantile, budget, monkeypatch):
     from saeembed.analysis.concepts import activation_scale
 
+    monkeypatch.setattr("saeembed.stream.KEPT_ENTRIES", budget)  # past it: read a group of latents at a time
     a, _, folder_a, _ = folders
     latents = np.arange(D)
     loaded = activation_scale(load_store(a), latents, quantile)

@@ -31,7 +31,7 @@ import numpy as np
 from saeembed.errors import ConceptError
 from saeembed.labels import STOPWORDS
 from saeembed.store import Store, column_entries, document_frequency
-from saeembed.stream import Chunk, StoreStream
+from saeembed.stream import StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -104,13 +104,17 @@ def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: 
                      entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """For each of `latents`, the `quantile` of its non-zero activations in the store (1 where it never
     fires): dividing by it puts every latent on a comparable scale. `entries` are the columns'
-    non-zeros when the caller already has them (`column_entries`). A store read by parts gathers them in one
-    pass (`StoreStream.column_entries`), or where they are too many to keep, `_streamed_scale` finds the same
-    order statistics in three passes."""
+    non-zeros when the caller already has them (`column_entries`). A store read by parts gathers them from its
+    parts' latent indexes (`StoreStream.column_entries`), or where they are too many to keep, a group of
+    latents at a time (`StoreStream.column_groups`)."""
     if entries is None and isinstance(store, StoreStream):
         entries = store.column_entries(latents)
         if entries is None:
-            return _streamed_scale(store, np.asarray(latents, np.int64), quantile)
+            latents = np.asarray(latents, np.int64)
+            scale = np.ones(len(latents), np.float32)
+            for at, group in store.column_groups(latents):
+                scale[at] = activation_scale(store, latents[at], quantile, entries=group)
+            return scale
     _, which, values = entries if entries is not None else column_entries(store.matrix, latents)  # type: ignore[union-attr]
     # grouped by latent with a stable sort: on 16-bit keys numpy's is a radix sort, linear in the entries
     order = np.argsort(which.astype(np.uint16) if len(latents) <= 1 << 16 else which, kind="stable")
@@ -119,71 +123,6 @@ def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: 
     for j in np.flatnonzero(np.diff(bounds)):
         scale[j] = max(float(np.quantile(values[order[bounds[j]: bounds[j + 1]]], quantile)), 1e-6)
     return scale
-
-
-SCALE_BINS = 4096  # histogram bins per latent when its quantile is found part by part
-
-
-def _streamed_scale(store: StoreStream, latents: np.ndarray, quantile: float) -> np.ndarray:
-    """`activation_scale` of a store read by parts, exactly, holding per latent a histogram, not its values:
-    (1) each latent's count, least and largest value; (2) a histogram of its values; (3) only the values in
-    the bins that hold the two order statistics the quantile interpolates between."""
-    n_parts = len(store.files)
-    ranges = list(store.map(_range_work, [latents] * n_parts, peaks=False))
-    count = np.sum([r[0] for r in ranges], axis=0)
-    low = np.min([r[1] for r in ranges], axis=0)
-    high = np.max([r[2] for r in ranges], axis=0)
-    bins = (latents, low, high)
-    histogram = np.sum(list(store.map(_histogram_work, [bins] * n_parts, peaks=False)), axis=0)
-    # np.quantile's linear method: between the order statistics floor((n-1)q) and the next
-    below = np.floor(np.maximum(count - 1, 0) * quantile).astype(np.int64)
-    above = np.minimum(below + 1, np.maximum(count - 1, 0))
-    cumulative = np.cumsum(histogram, axis=1)
-    wanted = np.stack([[int(np.searchsorted(c, k, side="right")) for c, k in zip(cumulative, ranks)]
-                       for ranks in (below, above)], axis=1)  # [latents, 2] bins
-    found = list(store.map(_bin_values_work, [(*bins, wanted)] * n_parts, peaks=False))
-    scale = np.ones(len(latents), np.float32)
-    for j in np.flatnonzero(count):
-        values = []
-        for rank, b in zip((below[j], above[j]), wanted[j]):
-            held = np.sort(np.concatenate([v[(w == j) & (at == b)] for w, at, v in found]))
-            values.append(held[rank - (cumulative[j, b - 1] if b else 0)])
-        # the same call on an array with the same two order statistics in place: numpy's own interpolation
-        stand_in = np.full(int(count[j]), values[1], dtype=values[0].dtype)
-        stand_in[:below[j] + 1] = values[0]
-        scale[j] = max(float(np.quantile(stand_in, quantile)), 1e-6)
-    return scale
-
-
-def _bin_of(which: np.ndarray, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Each value's histogram bin among its latent's (`which`) range, the same in every pass."""
-    width = np.where(high > low, high - low, 1.0)[which]
-    return np.minimum(((values.astype(np.float64) - low[which]) / width * SCALE_BINS).astype(np.int64),
-                      SCALE_BINS - 1)
-
-
-def _range_work(chunk: Chunk, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    _, which, values = column_entries(chunk.matrix, latents)
-    low, high = np.full(len(latents), np.inf), np.full(len(latents), -np.inf)
-    np.minimum.at(low, which, values)
-    np.maximum.at(high, which, values)
-    return np.bincount(which, minlength=len(latents)), low, high
-
-
-def _histogram_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    latents, low, high = arg
-    _, which, values = column_entries(chunk.matrix, latents)
-    at = which * SCALE_BINS + _bin_of(which, values, low, high)
-    return np.bincount(at, minlength=len(latents) * SCALE_BINS).reshape(len(latents), SCALE_BINS)
-
-
-def _bin_values_work(chunk: Chunk, arg: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The values in the bins asked for (two per latent), with their latent and bin."""
-    latents, low, high, wanted = arg
-    _, which, values = column_entries(chunk.matrix, latents)
-    at = _bin_of(which, values, low, high)
-    keep = (at == wanted[which, 0]) | (at == wanted[which, 1])
-    return which[keep], at[keep], values[keep]
 
 
 def select_concepts(query: str | None, store: Store | StoreStream, *, like: list[str] | None = None, top: int = 100,

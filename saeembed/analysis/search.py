@@ -25,7 +25,7 @@ from saeembed.analysis.config import FEEDBACK_SUPPORT, SearchConfig, check_feedb
 from saeembed.analysis.summaries import Summary, count
 from saeembed.analysis.where import filter_rows
 from saeembed.store import Store, column_entries, document_frequency
-from saeembed.stream import Chunk, StoreStream
+from saeembed.stream import StoreStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -268,8 +268,8 @@ def _expanded(store: Store | StoreStream, concepts: Concepts, latents: np.ndarra
 class _Columns:
     """Some latents' columns: each latent's 90th percentile in the store, and documents' scores from weights.
     Their entries are gathered once (`column_entries`; a store read by parts keeps them across calls,
-    `StoreStream.column_entries`); where they are too many to keep, each use reads the parts again, holding
-    only one score per document."""
+    `StoreStream.column_entries`); where they are too many to keep, each use reads them a group at a time
+    from the parts' latent indexes (`StoreStream.column_groups`), holding one score per document."""
 
     def __init__(self, store: Store | StoreStream, latents: np.ndarray) -> None:
         self.store, self.latents = store, np.asarray(latents, np.int64)
@@ -284,15 +284,10 @@ class _Columns:
             rows, which, values = self.entries
             return np.bincount(rows, weights=values * weight[which], minlength=n_docs)
         assert isinstance(self.store, StoreStream)
-        parts = self.store.map(_scores_work, [(self.latents, weight)] * len(self.store.files), peaks=False)
-        return np.concatenate(list(parts))
-
-
-def _scores_work(chunk: Chunk, arg: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """One part's scores: sum(weight x activation) over `latents`, weights already divided by their scale."""
-    latents, weight = arg
-    rows, which, values = column_entries(chunk.matrix, latents)
-    return np.bincount(rows, weights=values * weight[which], minlength=chunk.matrix.shape[0])
+        total = np.zeros(n_docs)
+        for at, (rows, which, values) in self.store.column_groups(self.latents):
+            total += np.bincount(rows, weights=values * weight[at][which], minlength=n_docs)
+        return total
 
 
 def _candidates(store: Store | StoreStream, where: str | None) -> np.ndarray:
