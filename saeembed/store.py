@@ -98,7 +98,13 @@ class DocVectors:
                           else np.zeros(table.num_rows, np.int32), counts)
 
 
-def atomic_write_table(table: pa.Table, path: Path, row_group_size: int = 65536) -> None:
+# Rows a store's row group holds at most: the documents shown as evidence (`StoreStream.fetch`) are read a row
+# group whole, and ten results in ten groups read 0.16 s at 16,384 rows where they read 0.42 s at ~85,000 (a 250k
+# part, `benchmarks/RESULTS.md`); a whole part reads no slower.
+ROW_GROUP_ROWS = 16384
+
+
+def atomic_write_table(table: pa.Table, path: Path, row_group_size: int = ROW_GROUP_ROWS) -> None:
     """Write a Parquet file atomically (`saeembed.atomic`)."""
     atomic.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd",
                                                          row_group_size=row_group_size))
@@ -129,7 +135,7 @@ class StoreWriter:
 
     def _flush(self) -> None:
         if self._buffer:
-            self._writer.write_table(pa.concat_tables(self._buffer))
+            self._writer.write_table(pa.concat_tables(self._buffer), row_group_size=ROW_GROUP_ROWS)
             self._buffer, self._bytes = [], 0
 
     def close(self) -> None:
