@@ -176,6 +176,14 @@ class StoreStream:
         which = np.repeat(by_id.astype(np.int32), [len(r) for r, _ in held])[order]
         return rows[order], which, np.concatenate([v for _, v in held])[order]
 
+    def column_values(self, latents: np.ndarray) -> list[np.ndarray] | None:
+        """Each of `latents`' non-zero values (in row order), kept as `column_entries` keeps them; None (nothing
+        read) past `KEPT_ENTRIES`. What a per-latent statistic reads without sorting the entries by row."""
+        latents = np.asarray(latents, np.int64)
+        if not self.keep(np.unique(latents)):
+            return None
+        return [self._kept[latent][1] for latent in latents.tolist()]
+
     def keep(self, latents: np.ndarray) -> bool:
         """Gather the entries of those of `latents` not kept yet from each part's latent index (made where there
         is none: one read of the part) and keep them (rows and values, each latent's in row order); False

@@ -104,24 +104,28 @@ def activation_scale(store: Store | StoreStream, latents: np.ndarray, quantile: 
                      entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """For each of `latents`, the `quantile` of its non-zero activations in the store (1 where it never
     fires): dividing by it puts every latent on a comparable scale. `entries` are the columns'
-    non-zeros when the caller already has them (`column_entries`). A store read by parts gathers them from its
-    parts' latent indexes (`StoreStream.column_entries`), or where they are too many to keep, a group of
-    latents at a time (`StoreStream.column_groups`)."""
+    non-zeros when the caller already has them (`column_entries`). A store read by parts reads each latent's
+    values from its parts' latent indexes and keeps them (`StoreStream.column_values`), or where they are too
+    many to keep, a group of latents at a time (`StoreStream.column_groups`)."""
     if entries is None and isinstance(store, StoreStream):
-        entries = store.column_entries(latents)
-        if entries is None:
-            latents = np.asarray(latents, np.int64)
-            scale = np.ones(len(latents), np.float32)
-            for at, group in store.column_groups(latents):
-                scale[at] = activation_scale(store, latents[at], quantile, entries=group)
+        latents = np.asarray(latents, np.int64)
+        scale = np.ones(len(latents), np.float32)
+        kept = store.column_values(latents)
+        if kept is None:
+            for group, entries_of in store.column_groups(latents):
+                scale[group] = activation_scale(store, latents[group], quantile, entries=entries_of)
             return scale
+        for j, held in enumerate(kept):  # each latent's values: no sort of the entries by latent
+            if len(held):
+                scale[j] = max(float(np.quantile(held, quantile)), 1e-6)
+        return scale
     _, which, values = entries if entries is not None else column_entries(store.matrix, latents)  # type: ignore[union-attr]
     # grouped by latent with a stable sort: on 16-bit keys numpy's is a radix sort, linear in the entries
     order = np.argsort(which.astype(np.uint16) if len(latents) <= 1 << 16 else which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
     scale = np.ones(len(latents), np.float32)
-    for j in np.flatnonzero(np.diff(bounds)):
-        scale[j] = max(float(np.quantile(values[order[bounds[j]: bounds[j + 1]]], quantile)), 1e-6)
+    for k in np.flatnonzero(np.diff(bounds)):
+        scale[k] = max(float(np.quantile(values[order[bounds[k]: bounds[k + 1]]], quantile)), 1e-6)
     return scale
 
 

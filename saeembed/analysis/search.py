@@ -273,9 +273,12 @@ class _Columns:
 
     def __init__(self, store: Store | StoreStream, latents: np.ndarray) -> None:
         self.store, self.latents = store, np.asarray(latents, np.int64)
-        self.entries = store.column_entries(self.latents) if isinstance(store, StoreStream) \
-            else column_entries(store.matrix, self.latents)
-        self.scale = activation_scale(store, self.latents, entries=self.entries)
+        if isinstance(store, StoreStream):  # the scale from each latent's kept values, unsorted
+            self.entries = store.column_entries(self.latents)
+            self.scale = activation_scale(store, self.latents)
+        else:
+            self.entries = column_entries(store.matrix, self.latents)
+            self.scale = activation_scale(store, self.latents, entries=self.entries)
 
     def scores(self, weights: np.ndarray, n_docs: int) -> np.ndarray:
         """Per document sum(weight / scale x activation) over these latents."""
