@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+OPENING_WINDOW = 200  # a document's opening words are looked for in its first this many characters
+TURN_JOIN = "\n\n"  # between the counted turns of a chat
+FORM_LAYOUT = 1  # raise when the counting changes in a way the fingerprint's parts do not show
 _TRAILING = r"[\"')\]*_”’»\s]*\Z"  # closing quotes, brackets and markup after a document's last character
 
 
@@ -124,7 +127,7 @@ def counted_text(text: str, messages: list[dict[str, Any]] | None, roles: Sequen
     """`texts_of` of one record: its text, or with `roles` the content of its turns by those roles."""
     if not roles or messages is None:  # a plain-text record (in a store of chats too)
         return text
-    return "\n\n".join(m.get("content") or "" for m in messages if m.get("role") in roles)
+    return TURN_JOIN.join(m.get("content") or "" for m in messages if m.get("role") in roles)
 
 
 class OpeningTally(NamedTuple):
@@ -191,9 +194,9 @@ class FeatureCounter:
 
         n = form.num_rows
         fixed = form.column("form_counts").combine_chunks().flatten().to_numpy(zero_copy_only=False)  # slices kept
-        dense = fixed.reshape(n, len(FEATURES)).astype(np.float32)
-        rows, columns = np.nonzero(dense)
-        values = dense[rows, columns]
+        counts = fixed.reshape(n, len(FEATURES))
+        rows, columns = np.nonzero(counts)
+        values = counts[rows, columns].astype(np.float32)
         if self.opening_column:
             openings = form.column("openings").combine_chunks()
             written = openings.flatten()  # every document's openings, in document order
@@ -213,7 +216,7 @@ class FeatureCounter:
 
 def _openings(text: str) -> list[str]:
     """The first word and the first two words of a text, as written."""
-    words = [match.group() for match in islice(_WORD.finditer(text, 0, 200), 2)]  # stops at the second word
+    words = [match.group() for match in islice(_WORD.finditer(text, 0, OPENING_WINDOW), 2)]  # to the 2nd word
     return [" ".join(words[:n]) for n in (1, 2) if len(words) >= n]
 
 
@@ -231,10 +234,16 @@ order), and its first word and first two words as written (`_openings`)."""
 
 
 def _fingerprint() -> str:
+    """Everything the stored counts depend on: the features (names, patterns, the characters they need), how
+    openings are read (the word pattern, the window), how a chat's turns are joined, and the Unicode tables
+    behind `\\w` and `\\b`. Raise `FORM_LAYOUT` when the counting changes in a way these do not show."""
+    import unicodedata
+
     from saeembed.hashing import text_key
 
-    parts = [f"{name}|{f.pattern.pattern}|{f.pattern.flags}" for name, f in FEATURES.items()]
-    return text_key("form-counts-1", _WORD.pattern, *parts)
+    parts = [f"{name}|{f.pattern.pattern}|{int(f.pattern.flags)}|{f.needs}" for name, f in FEATURES.items()]
+    return text_key(f"form-counts-{FORM_LAYOUT}", _WORD.pattern, str(OPENING_WINDOW), repr(TURN_JOIN),
+                    unicodedata.unidata_version, *parts)
 
 
 FORM_FINGERPRINT = _fingerprint()

@@ -51,9 +51,9 @@ class Chunk(NamedTuple):
 Engine = Literal["local", "ray"]
 
 # Non-zeros of the latents analyses ask for by column (search's query and feedback latents) a stream keeps once
-# gathered, so the percentiles, scores and rescoring of a query read the parts once, not a pass each (8 bytes an
-# entry kept, ~270 MB; a search using them holds about twice that again while it scores). Latents past it are
-# read in passes that hold one number per document.
+# gathered, so the percentiles, scores and rescoring of a query read the latent indexes once, not a time each (8
+# bytes an entry kept, ~270 MB; a search using them holds about twice that again while it scores). Latents past it
+# are read a group at a time (`column_groups`), each group within it, held while it is used.
 KEPT_ENTRIES = 1 << 25
 
 
@@ -211,9 +211,9 @@ class StoreStream:
     def column_groups(self, latents: np.ndarray
                       ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         """The entries of `latents` a group at a time, each group's within `KEPT_ENTRIES` (a latent past it on its
-        own), read from the parts' latent indexes and not kept: (the group's positions in `latents`, its entries:
-        row, index into the group, value, in no set order). What a caller reads where `column_entries` would
-        keep too many."""
+        own: its entries are held whole), read from the parts' latent indexes and not kept: (the group's positions
+        in `latents`, its entries: row, index into the group, value, in no set order). What a caller reads where
+        `column_entries` would keep too many."""
         latents = np.asarray(latents, np.int64)
         sizes = self.counts[latents]
         start = 0
@@ -225,9 +225,11 @@ class StoreStream:
             group = latents[start:end]
             gathered = self._each_part(_indexed_entries, [(int(self.part_rows[k + 1] - self.part_rows[k]),
                                                            self.d_sae, group) for k in range(len(self.files))])
-            rows = np.concatenate([r + first for (r, _, _), first in zip(gathered, self.part_rows)])
-            yield np.arange(start, end), (rows, np.concatenate([w for _, w, _ in gathered]),
-                                          np.concatenate([v for _, _, v in gathered]))
+            entries = (np.concatenate([r + first for (r, _, _), first in zip(gathered, self.part_rows)]),
+                       np.concatenate([w for _, w, _ in gathered]), np.concatenate([v for _, _, v in gathered]))
+            del gathered  # one copy of the group held while the caller works on it
+            yield np.arange(start, end), entries
+            del entries
             start = end
 
     def _each_part(self, run: Callable[[str, Any], Any], args: list[Any]) -> list[Any]:
@@ -346,6 +348,20 @@ class OnePart(StoreStream):
 
     def keep(self, latents: np.ndarray) -> bool:
         return True  # every column is in memory
+
+    def column_values(self, latents: np.ndarray) -> list[np.ndarray]:
+        from saeembed.store import column_entries
+
+        _, which, values = column_entries(self.store.matrix, latents)
+        order = np.argsort(which, kind="stable")  # each latent's in row order
+        bounds = np.searchsorted(which[order], np.arange(len(latents) + 1))
+        return [values[order[bounds[j]: bounds[j + 1]]] for j in range(len(latents))]
+
+    def column_groups(self, latents: np.ndarray
+                      ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        from saeembed.store import column_entries
+
+        yield np.arange(len(latents)), column_entries(self.store.matrix, latents)  # in memory: one group
 
     def release_columns(self) -> None:
         pass
@@ -496,6 +512,8 @@ def _slices(index: tuple[np.ndarray, np.ndarray, np.ndarray], latents: np.ndarra
     read from disk); None if they are not a part of `rows_n` rows' (a damaged index)."""
     indptr, rows, values = index
     bounds = list(zip(indptr[latents].tolist(), indptr[latents + 1].tolist()))
+    if any(not 0 <= s <= e <= len(rows) for s, e in bounds):
+        return None
     found_rows = np.concatenate([rows[s:e] for s, e in bounds] or [np.zeros(0, np.int32)]).astype(np.int64)
     found_values = np.concatenate([values[s:e] for s, e in bounds] or [np.zeros(0, np.float32)]).astype(np.float32)
     if len(found_rows) and (found_rows.min() < 0 or found_rows.max() >= rows_n
@@ -520,12 +538,13 @@ def _open_index(file: Path, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         identity = np.load(folder / "identity.npy", allow_pickle=False)
         if tuple(identity.tolist()) != seen:
             return None
-        indptr = np.load(folder / "indptr.npy", allow_pickle=False)
+        indptr = np.load(folder / "indptr.npy", mmap_mode="r", allow_pickle=False)
         rows = np.load(folder / "rows.npy", mmap_mode="r", allow_pickle=False)
         values = np.load(folder / "values.npy", mmap_mode="r", allow_pickle=False)
         if indptr.shape != (d_sae + 1,) or rows.ndim != 1 or values.shape != rows.shape or indptr[-1] != len(rows) \
-                or indptr[0] != 0 or (np.diff(indptr) < 0).any() or not np.issubdtype(rows.dtype, np.integer):
-            return None  # (the rows a query reads are checked as it reads them: the whole file is not read here)
+                or indptr[0] != 0 or not np.issubdtype(rows.dtype, np.integer) \
+                or not np.issubdtype(indptr.dtype, np.integer):
+            return None  # (what a query reads is checked as it reads it: no whole array is read here)
         return indptr, rows, values
     except Exception:  # noqa: BLE001 - a damaged or unreadable entry: made again
         return None
@@ -562,13 +581,15 @@ def _save_index(file: Path, d_sae: int, seen: tuple[int, ...], indptr: np.ndarra
     folder = _index_dir(file, d_sae)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _prune_indexes(folder.parent)
+        if folder.parent not in _PRUNED:  # once a process: a build of many parts does not re-read every entry
+            _PRUNED.add(folder.parent)
+            _prune_indexes(folder.parent)
         fresh = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             for name, array in (("indptr", indptr), ("rows", rows), ("values", values),
                                 ("identity", np.array(seen, np.int64))):
                 np.save(fresh / f"{name}.npy", array, allow_pickle=False)
-            (fresh / "source.txt").write_text(str(file.resolve()), encoding="utf-8")
+            (fresh / "source.txt").write_text(f"{file.resolve()}\n{INDEX_FORMAT}", encoding="utf-8")
             if folder.exists():  # a stale index of an earlier version of the file
                 shutil.rmtree(folder, ignore_errors=True)
             os.replace(fresh, folder)
@@ -578,19 +599,25 @@ def _save_index(file: Path, d_sae: int, seen: tuple[int, ...], indptr: np.ndarra
         pass
 
 
+_PRUNED: set[Path] = set()  # index folders this process has pruned
+
+
 def _prune_indexes(root: Path) -> None:
-    """Remove the indexes whose part file is gone (and folders a stopped build left)."""
+    """Remove the indexes whose part file is gone, those of another layout (`INDEX_FORMAT`), and folders a build
+    stopped an hour ago or more left; best effort, entry by entry (one that cannot be read is left)."""
     import shutil
 
     for entry in root.iterdir():
         try:
-            source = (entry / "source.txt").read_text(encoding="utf-8")
-        except OSError:
-            source = None
-        if source is None and entry.name.startswith(".") and entry.stat().st_mtime < time.time() - 3600:
-            shutil.rmtree(entry, ignore_errors=True)  # a build stopped an hour ago or more
-        elif source is not None and not Path(source).exists():
-            shutil.rmtree(entry, ignore_errors=True)
+            if entry.name.startswith("."):
+                stale = entry.stat().st_mtime < time.time() - 3600  # a stopped build's folder
+            else:
+                source, _, layout = (entry / "source.txt").read_text(encoding="utf-8").partition("\n")
+                stale = layout != str(INDEX_FORMAT) or not Path(source).exists()
+            if stale:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:  # gone meanwhile (another process), unreadable, or a file system that will not say
+            continue
 
 
 _SESSIONS = contextlib.ExitStack()  # a Ray started by a stream (not by the caller) stays up until exit

@@ -63,7 +63,9 @@ def write_store(path: Path, vectors: DocVectors, fields: dict[str, list] | None 
     fields.setdefault("text", [f"document number {i} of the fake corpus, with filler" for i in range(n)])
     meta = dict(meta or fake_meta(d_sae or int(vectors.indices.max(initial=0)) + 1))
     columns: dict[str, Any] = {}
-    if form:
+    if form:  # as embed does, an input field named like a form column is kept under another name
+        for name in [name for name in fields if name in ("form_counts", "openings")]:
+            fields[f"input_{name}"] = fields.pop(name)
         roles, chats = meta.get("pool_roles"), fields.get("messages") or [None] * n
         columns = stored_columns([counted_text(t, m, roles) for t, m in zip(fields["text"], chats)])
         meta["form"] = form_meta()

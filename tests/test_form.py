@@ -307,6 +307,8 @@ def test_form_counts_that_cannot_stand_for_the_texts_are_counted_again(tmp_path)
     assert stored_form(as_int64, meta) is None
     with_null = table.set_column(1, "openings", pa.array([["Sure"], None, ["Sure"]], pa.list_(pa.string())))
     assert stored_form(with_null, meta) is None
+    null_inside = table.set_column(1, "openings", pa.array([["Sure"], [None], ["Sure"]], pa.list_(pa.string())))
+    assert stored_form(null_inside, meta) is None
     # a store whose form columns were counted otherwise loads with none, and its diff counts the texts
     path = store_of(tmp_path / "s.parquet", texts * 4).path
     written = pq.read_table(path)
@@ -315,6 +317,9 @@ def test_form_counts_that_cannot_stand_for_the_texts_are_counted_again(tmp_path)
     pq.write_table(written.replace_schema_metadata({b"saeembed": json.dumps(meta_raw)}), tmp_path / "old.parquet")
     old = load_store(tmp_path / "old.parquet")
     assert old.form is None and "form_counts" not in old.frame.columns
+    stored = load_store(path)
+    assert diff(old, stored, labels=NO_LABELS).form.equals(
+        diff(dataclasses.replace(old, form=None), dataclasses.replace(stored, form=None), labels=NO_LABELS).form)
 
 
 def test_a_store_written_before_form_counts_diffs_as_before(tmp_path):

@@ -412,8 +412,9 @@ def _form_layer(stores: list[Store | StoreStream], discovery: list[np.ndarray], 
     from saeembed.analysis.form import compare_form, counted_texts, form_features, store_source
     from saeembed.analysis.streamed import StreamForm, StreamTexts
 
-    features = form_features([StreamForm(s) if isinstance(s, StoreStream) else store_source(s) for s in stores])
     texts: list[Sequence[str]] = [StreamTexts(s) if isinstance(s, StoreStream) else counted_texts(s) for s in stores]
+    features = form_features([StreamForm(s) if isinstance(s, StoreStream) else store_source(s, t)
+                              for s, t in zip(stores, texts)])
     return compare_form(texts, [_tokens(s) for s in stores], discovery, validation, config, names,
                         np.random.default_rng(config.seed), features)
 

@@ -105,10 +105,13 @@ class _Stored:
         return [counter.stored(self.form)]
 
 
-def store_source(store: Store) -> FormSource:
+def store_source(store: Store, texts: Sequence[str] | None = None) -> FormSource:
     """A loaded store's documents as the form layer reads them: its form columns, counted when it was written,
-    where it has them (`Store.form`), else its texts (`counted_texts`), counted now."""
-    return _Stored(store.form) if store.form is not None else _Texts(counted_texts(store))
+    where it has them (`Store.form`), else its texts (`counted_texts`, or `texts` when the caller has them),
+    counted now."""
+    if store.form is not None:
+        return _Stored(store.form)
+    return _Texts(texts if texts is not None else counted_texts(store))
 
 
 def _source(corpus: Sequence[str] | FormSource) -> FormSource:

@@ -269,7 +269,8 @@ class _Columns:
     """Some latents' columns: each latent's 90th percentile in the store, and documents' scores from weights.
     Their entries are gathered once (`column_entries`; a store read by parts keeps them across calls,
     `StoreStream.column_entries`); where they are too many to keep, each use reads them a group at a time
-    from the parts' latent indexes (`StoreStream.column_groups`), holding one score per document."""
+    from the parts' latent indexes (`StoreStream.column_groups`: one group's entries held at a time, and one
+    score per document)."""
 
     def __init__(self, store: Store | StoreStream, latents: np.ndarray) -> None:
         self.store, self.latents = store, np.asarray(latents, np.int64)
