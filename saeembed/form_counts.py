@@ -30,8 +30,6 @@ OPENING_WINDOW = 200  # a document's opening words are looked for in its first t
 TURN_JOIN = "\n\n"  # between the counted turns of a chat
 FORM_LAYOUT = 1  # raise when the counting changes in a way the fingerprint's parts do not show
 _TRAILING = r"[\"')\]*_”’»\s]*\Z"  # closing quotes, brackets and markup after a document's last character
-
-
 _DIGITS = "0123456789"
 
 
