@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from saeembed import atomic
 from saeembed.errors import StoreError, first_line
+from saeembed.form_counts import STORED_COLUMNS
 
 if TYPE_CHECKING:
     import polars as pl
@@ -25,10 +26,9 @@ VECTOR_COLUMNS = ("indices", "values", "peak_start", "peak_end", "n_tokens")
 # Per document, statistics over its pooled tokens of the number of latents active on each token: the
 # concept counts that hallucination-risk probes read ("From Noise to Narrative").
 COUNT_STATS = ("concepts_mean", "concepts_max", "concepts_p10", "concepts_p50", "concepts_p90")
-# Per document, how its text is written, counted when it was stored (`saeembed.form_counts.STORED_COLUMNS`):
-# derived from the text, kept beside the vectors, not among the fields.
-FORM_COLUMNS = ("form_counts", "openings")
-RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS, *FORM_COLUMNS)
+# Per document, how its text is written, counted when it was stored (`STORED_COLUMNS`): derived from the text,
+# kept beside the vectors, not among the fields.
+RESERVED = ("id", "text", "dense", *VECTOR_COLUMNS, *COUNT_STATS, *STORED_COLUMNS)
 # Fields that decide whether two stores' vectors are comparable: same reader, layer, SAE, pooling.
 COMPAT_FIELDS = (("model", "id"), ("model", "fingerprint"), ("model", "layer"), ("sae", "fingerprint"),
                  ("sae", "d_sae"), ("sae", "compute_dtype"), ("pooling",), ("pool_roles",))
@@ -335,7 +335,7 @@ def _read_part(file: Path, d_sae: int) -> StorePart:
 def not_fields(meta: dict[str, Any]) -> tuple[str, ...]:
     """The columns of a store file that are not among its fields (its frame's): the vectors' lists, and the form
     columns where its metadata says it has them (an older store's input field of that name is a field)."""
-    return (*VECTOR_COLUMNS[:4], *(FORM_COLUMNS if "form" in meta else ()))
+    return (*VECTOR_COLUMNS[:4], *(STORED_COLUMNS if "form" in meta else ()))
 
 
 def _table_meta(table: pa.Table) -> dict[str, Any]:

@@ -193,13 +193,7 @@ class StoreStream:
             return True
         if self._kept_entries + int(self.counts[missing].sum()) > KEPT_ENTRIES:
             return False
-        row_type = np.int32 if self.n_docs < 2**31 else np.int64  # 4 bytes a kept entry less
-        gathered = self._each_part(_indexed_entries, [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae,
-                                                       missing) for k in range(len(self.files))])
-        rows = np.concatenate([(r + start).astype(row_type) for (r, _, _), start in zip(gathered, self.part_rows)])
-        which = np.concatenate([w for _, w, _ in gathered])
-        values = np.concatenate([v for _, _, v in gathered])
-        del gathered
+        rows, which, values = self._indexed(missing, np.int32 if self.n_docs < 2**31 else np.int64)  # 4 bytes less
         order = np.argsort(which, kind="stable")  # by latent, each in row order
         bounds = np.searchsorted(which[order], np.arange(len(missing) + 1))
         for j, latent in enumerate(missing.tolist()):
@@ -222,15 +216,20 @@ class StoreStream:
             while end < len(latents) and total + int(sizes[end]) <= KEPT_ENTRIES:
                 total += int(sizes[end])
                 end += 1
-            group = latents[start:end]
-            gathered = self._each_part(_indexed_entries, [(int(self.part_rows[k + 1] - self.part_rows[k]),
-                                                           self.d_sae, group) for k in range(len(self.files))])
-            entries = (np.concatenate([r + first for (r, _, _), first in zip(gathered, self.part_rows)]),
-                       np.concatenate([w for _, w, _ in gathered]), np.concatenate([v for _, _, v in gathered]))
-            del gathered  # one copy of the group held while the caller works on it
+            entries = self._indexed(latents[start:end], np.int64)  # one copy held while the caller uses it
             yield np.arange(start, end), entries
             del entries
             start = end
+
+    def _indexed(self, latents: np.ndarray, row_type: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`latents`' entries in the whole store from the parts' latent indexes, in one pass: (row, index into
+        `latents`, value), part by part, each latent's in row order within a part."""
+        gathered = self._each_part(_indexed_entries, [(int(self.part_rows[k + 1] - self.part_rows[k]), self.d_sae,
+                                                       latents) for k in range(len(self.files))])
+        rows = np.concatenate([(r + first).astype(row_type) for (r, _, _), first in zip(gathered, self.part_rows)])
+        which = np.concatenate([w for _, w, _ in gathered])
+        values = np.concatenate([v for _, _, v in gathered])
+        return rows, which, values
 
     def _each_part(self, run: Callable[[str, Any], Any], args: list[Any]) -> list[Any]:
         """`run(file, args[k])` for each part k where the engine runs it, as a pass (counted, its progress

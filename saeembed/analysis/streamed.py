@@ -23,7 +23,8 @@ import numpy as np
 from saeembed.analysis.evidence import ByLength, one_line
 from saeembed.analysis.length_adjust import Sums, matrix_sums
 from saeembed.analysis.themes import DENSE_FINDINGS, links_of, presence, themes_of
-from saeembed.store import FORM_COLUMNS, document_frequency
+from saeembed.form_counts import STORED_COLUMNS
+from saeembed.store import document_frequency
 from saeembed.stream import Chunk, StoreStream
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class StreamForm:
         n = len(self.stream.files)
         results: list[Any] = [None] * n
         if (self.stream.meta.get("form") or {}).get("fingerprint") == FORM_FINGERPRINT:  # else none has them
-            results = list(self.stream.map(stored, [arg] * n, columns=list(FORM_COLUMNS), arrow=True))
+            results = list(self.stream.map(stored, [arg] * n, columns=list(STORED_COLUMNS), arrow=True))
         missing = [result is None for result in results]
         if any(missing):  # parts written before the form columns, or counted with other features: their texts
             from_texts = self.stream.map(counted, [arg] * n, columns=TEXT_COLUMNS, skip=[not m for m in missing])
@@ -138,7 +139,9 @@ class StreamForm:
 TEXT_COLUMNS = ["text", "messages"]  # what `form.texts_of` reads
 
 
-def _stored_tally_work(table: pa.Table, meta: dict[str, Any]) -> OpeningTally | None:
+def _stored_tally_work(table: pa.Table, _: Any) -> OpeningTally | None:
+    """A part's `tally_openings` from its form columns (their own metadata says what they were counted with);
+    None where it has none this saeembed can read."""
     from saeembed.form_counts import stored_form, stored_tally
     from saeembed.store import _table_meta
 
@@ -147,6 +150,7 @@ def _stored_tally_work(table: pa.Table, meta: dict[str, Any]) -> OpeningTally | 
 
 
 def _stored_count_work(table: pa.Table, arg: tuple[dict[str, Any], FeatureCounter]) -> csr_matrix | None:
+    """A part's counts (`FeatureCounter.stored`) from its form columns; None as `_stored_tally_work`."""
     from saeembed.form_counts import stored_form
     from saeembed.store import _table_meta
 
