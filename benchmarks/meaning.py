@@ -23,7 +23,8 @@ Sections and what they want:
     `all_layers_auroc`: every finding of the whole diff (form, style, content) on the discovery half,
     fitted there (as (i) fits them) and scored on the held-out half; stance should rise above 0.61.
 (d) property_search: quality.py's queries: SAE MAP >= dense MAP, hybrid >= 1.03 x dense; Spearman of
-    the scores with n_tokens (lower is better).
+    the scores with n_tokens (lower is better); `sae_minus_dense`: the per-query differences' mean, its
+    interval (queries resampled) and Wilcoxon p.
 (e) clustering_axes: agnews topic (k=4) ARI >= 0.5, tweet sentiment (k=2) ARI >= 0.35, clustering
     along concepts selected by words; kmeans and every latent for comparison.
 (f) labels: share of labels with a role word (assistant/human/user/system) <= 1%; label scores.
@@ -34,7 +35,8 @@ Sections and what they want:
 (i) model_comparison: AlpacaEval, GPT-4 vs Claude 2.1, Llama-2-70B, Mixtral, davinci-003, and concise vs
     verbose, paired on prompt_id, holdout 0.5: 5 <= findings (form + style + content latents) <= 300,
     replication >= 0.7, and the findings of half the prompts tell the author of a held-out answer better
-    than length (AUROC gain >= 0.05); `findings_before`: the same diff without the form and style layers.
+    than length (AUROC gain >= 0.05; `gain_interval`: its 95% interval, held-out prompts resampled);
+    `findings_before`: the same diff without the form and style layers.
 With a preset that has a style companion (the default's `smollm2-style`), every diff of (a), (b), (i)
 and (j) has the style layer too (`--no-style`: without it).
 (j) random_halves_null: 20 random halves of GPT-4 answers, tweets and news: <= 2 splits with any finding.
@@ -202,6 +204,38 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float | None:
     return round(float(roc_auc_score(y, score)), 3) if 0 < y.sum() < len(y) else None
 
 
+def gain_interval(y: np.ndarray, with_findings: np.ndarray, length_only: np.ndarray, groups: np.ndarray,
+                  rounds: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% interval of AUROC(with_findings) - AUROC(length_only) on the same answers, by resampling the
+    held-out prompts (`groups`: both answers to a prompt go together), so a gain near its bar says whether it
+    is short of it or within the noise of ~400 prompts."""
+    from sklearn.metrics import roc_auc_score
+
+    unique, index = np.unique(groups, return_inverse=True)
+    members = np.split(np.argsort(index, kind="stable"), np.cumsum(np.bincount(index))[:-1])
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(rounds):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+        if 0 < y[rows].sum() < len(rows):
+            gains.append(roc_auc_score(y[rows], with_findings[rows]) - roc_auc_score(y[rows], length_only[rows]))
+    return [round(float(q), 3) for q in np.quantile(gains, [0.025, 0.975])] if gains else None
+
+
+def paired_map_difference(first: list[float], second: list[float], rounds: int = 10000, seed: int = 0) -> dict:
+    """first - second mean AP over the same queries: the difference, its 95% interval by resampling queries,
+    and the Wilcoxon signed-rank p (a handful of queries decide a MAP; this says how firmly)."""
+    from scipy.stats import wilcoxon
+
+    diff = np.asarray(first) - np.asarray(second)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(axis=1)
+    return {"difference": round(float(diff.mean()), 3),
+            "interval": [round(float(q), 3) for q in np.quantile(means, [0.025, 0.975])],
+            "wilcoxon_p": round(float(wilcoxon(diff).pvalue), 3) if np.any(diff) else 1.0,
+            "queries_better": int((diff > 0).sum()), "queries_worse": int((diff < 0).sum())}
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     from scipy.stats import spearmanr
 
@@ -324,7 +358,10 @@ def property_search(run: Run) -> dict:
         mean = {k: round(float(np.nanmean([q[k] if q[k] is not None else np.nan for q in per_query])), 3)
                 for k in ("sae_ap", "dense_ap", "hybrid_ap", "sae_rho_tokens", "dense_rho_tokens")}
         out[half] = {"queries": len(per_query), "sae_map": mean["sae_ap"], "dense_map": mean["dense_ap"],
-                     "hybrid_map": mean["hybrid_ap"], "mean_sae_rho_tokens": mean["sae_rho_tokens"],
+                     "hybrid_map": mean["hybrid_ap"],
+                     "sae_minus_dense": paired_map_difference([q["sae_ap"] for q in per_query],
+                                                              [q["dense_ap"] for q in per_query]),
+                     "mean_sae_rho_tokens": mean["sae_rho_tokens"],
                      "mean_dense_rho_tokens": mean["dense_rho_tokens"], "per_query": per_query}
     test = out["test"]
     ok = test["sae_map"] >= test["dense_map"] and test["hybrid_map"] >= 1.03 * test["dense_map"]
@@ -482,7 +519,8 @@ def model_comparison(run: Run) -> dict:
                      style=style_parts["discovery"] if style_parts else None)
         sides = {h: list(zip(parts[h], style_parts[h] if style_parts else (None, None))) for h in parts}
         groups = np.concatenate([s.frame["prompt_id"].to_numpy() for s in parts["discovery"]])
-        fit = findings_fit(found, sides["discovery"], sides["held_out"], groups)
+        held_groups = np.concatenate([s.frame["prompt_id"].to_numpy() for s in parts["held_out"]])
+        fit = findings_fit(found, sides["discovery"], sides["held_out"], groups, held_groups)
         with_findings, length_only = fit["predict_auroc"], fit["length_only_auroc"]
         gain = round(with_findings - length_only, 3) if with_findings is not None and length_only else None
         y_train = np.r_[np.ones(parts["discovery"][0].n_docs), np.zeros(parts["discovery"][1].n_docs)]
@@ -510,12 +548,14 @@ def model_comparison(run: Run) -> dict:
             "ok": all(v["ok"] for v in out.values())}
 
 
-def findings_fit(found, discovery: list[tuple], held_out: list[tuple], groups: np.ndarray | None = None) -> dict:
+def findings_fit(found, discovery: list[tuple], held_out: list[tuple], groups: np.ndarray | None = None,
+                 held_groups: np.ndarray | None = None) -> dict:
     """How well the findings of every layer of `found` (a diff of the `discovery` (content, style) pairs) tell the
     two sides apart on `held_out`: a logistic regression on their values + log length (`author_features`),
     strength chosen by grouped cross-validation on the discovery half (`groups`: one group per document when
     None), AUROC on the held-out half; `predict_auroc_c1` with the first figures' fixed C = 1, and log length
-    alone for comparison."""
+    alone for comparison; with `held_groups` (the held-out answers' prompts), `gain_interval`: the 95% interval
+    of the gain over length, the held-out prompts resampled."""
     from sklearn.linear_model import LogisticRegression
 
     form_names = found.form_findings["feature"].to_list() if found.form is not None else []
@@ -528,10 +568,12 @@ def findings_fit(found, discovery: list[tuple], held_out: list[tuple], groups: n
     tuned = tuned_logistic(x_train / scale, y_train, np.arange(len(y_train)) if groups is None else groups)
     fixed = LogisticRegression(max_iter=3000, C=1.0).fit(x_train / scale, y_train)
     length = LogisticRegression(max_iter=3000).fit(x_train[:, :1], y_train)
+    with_findings, length_only = tuned.decision_function(x_test / scale), length.decision_function(x_test[:, :1])
+    interval = gain_interval(y_test, with_findings, length_only, held_groups) if held_groups is not None else None
     return {"discovery_findings": [len(form_names), int(len(style_latents)), int(len(latents))],
-            "predict_auroc": auroc(y_test, tuned.decision_function(x_test / scale)),
+            "predict_auroc": auroc(y_test, with_findings),
             "predict_auroc_c1": auroc(y_test, fixed.decision_function(x_test / scale)),
-            "length_only_auroc": auroc(y_test, length.decision_function(x_test[:, :1]))}
+            "length_only_auroc": auroc(y_test, length_only), "gain_interval": interval}
 
 
 def tuned_logistic(x: np.ndarray, y: np.ndarray, groups: np.ndarray):
