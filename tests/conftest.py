@@ -11,6 +11,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray starts its workers at nice 15: beside busy normal-priority processes (a shared CI machine) they get a few
+# percent of a core, and three Ray tests took 20 minutes beside two busy loops. The tests check what the
+# workers compute, not their priority, so the local Ray clusters they start run workers at normal priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
