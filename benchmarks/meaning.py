@@ -205,21 +205,17 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float | None:
 
 
 def gain_interval(y: np.ndarray, with_findings: np.ndarray, length_only: np.ndarray, groups: np.ndarray,
-                  rounds: int = 1000, seed: int = 0) -> list[float] | None:
-    """95% interval of AUROC(with_findings) - AUROC(length_only) on the same answers, by resampling the
-    held-out prompts (`groups`: both answers to a prompt go together), so a gain near its bar says whether it
-    is short of it or within the noise of ~400 prompts."""
-    from sklearn.metrics import roc_auc_score
+                  rounds: int = 1000, seed: int = 0) -> list[float]:
+    """95% interval of AUROC(with_findings) - AUROC(length_only) on the same answers, the held-out prompts
+    resampled (`groups`: both answers to a prompt go together), so a gain near its bar says whether it is short
+    of it or within the noise of ~400 prompts. The library's paired bootstrap (`saeembed.analysis.evaluation`,
+    what `risk` judges its probe with)."""
+    from saeembed.analysis.evaluation import evaluate
 
-    unique, index = np.unique(groups, return_inverse=True)
-    members = np.split(np.argsort(index, kind="stable"), np.cumsum(np.bincount(index))[:-1])
-    rng = np.random.default_rng(seed)
-    gains = []
-    for _ in range(rounds):
-        rows = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
-        if 0 < y[rows].sum() < len(rows):
-            gains.append(roc_auc_score(y[rows], with_findings[rows]) - roc_auc_score(y[rows], length_only[rows]))
-    return [round(float(q), 3) for q in np.quantile(gains, [0.025, 0.975])] if gains else None
+    judged = evaluate({"findings + length": with_findings, "length only": length_only}, y.astype(bool), groups,
+                      RiskConfig(bootstrap=rounds, seed=seed))
+    gain = judged.comparisons[0]
+    return [round(gain.gain_low, 3), round(gain.gain_high, 3)]
 
 
 def paired_map_difference(first: list[float], second: list[float], rounds: int = 10000, seed: int = 0) -> dict:
